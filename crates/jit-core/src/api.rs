@@ -1,0 +1,177 @@
+//! Wire types of the jitd API, shared by the server and its clients. Pure
+//! data (serde), no I/O. Times are UTC (RFC 3339), durations seconds.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::model::AccessRequest;
+
+/// Keycloak-side bookkeeping of a grant, kept next to the request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantState {
+    /// Whether JIT made the assignment (and so may remove it). `None` until
+    /// decided at activation; `false` when the user already held it
+    /// directly (a standing assignment JIT must never remove).
+    pub owns_assignment: Option<bool>,
+    /// When the assignment was confirmed in Keycloak (UTC).
+    pub granted_at: Option<DateTime<Utc>>,
+    /// The grant ended and the Keycloak side still has to be cleaned up.
+    pub removal_pending: bool,
+    /// When the assignment was removed in Keycloak (UTC).
+    pub removed_at: Option<DateTime<Utc>>,
+    /// Failed Keycloak attempts for the current step.
+    pub attempts: u32,
+    /// Do not retry before this instant (UTC).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Last Keycloak error for the current step, for the API and the UI.
+    pub last_error: Option<String>,
+}
+
+/// One audit row. `hash = sha256(prev_hash ‖ canonical content)`, hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Sequence number, also the event id of `/v1/events`.
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    /// Event type, e.g. `request.created`, `grant.granted`.
+    pub event: String,
+    pub request_id: String,
+    pub entitlement_id: String,
+    pub requester_id: String,
+    pub actor: String,
+    pub reason: Option<String>,
+    pub from_status: Option<String>,
+    pub to_status: Option<String>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+impl AuditRecord {
+    /// The row's hash: SHA-256 over `prev_hash`, a newline and the JSON
+    /// array of the row's content fields (seq, at with microseconds, event,
+    /// request_id, entitlement_id, requester_id, actor, reason, from, to).
+    pub fn compute_hash(&self) -> String {
+        let content = serde_json::json!([
+            self.seq,
+            self.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            self.event,
+            self.request_id,
+            self.entitlement_id,
+            self.requester_id,
+            self.actor,
+            self.reason,
+            self.from_status,
+            self.to_status,
+        ]);
+        let mut h = Sha256::new();
+        h.update(self.prev_hash.as_bytes());
+        h.update(b"\n");
+        h.update(content.to_string().as_bytes());
+        hex::encode(h.finalize())
+    }
+}
+
+
+/// A request as the API shows it: the request (and grant) plus derived facts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestView {
+    #[serde(flatten)]
+    pub request: AccessRequest,
+    /// The entitlement's display name (its id if no longer in the policy).
+    pub entitlement_name: String,
+    /// Seconds left on an active grant (`expires_at − server now`).
+    pub remaining_secs: Option<i64>,
+    /// Keycloak-side state of the grant.
+    pub keycloak: GrantState,
+    /// The grant is over but the role is still (or may still be) in
+    /// Keycloak: a revoke is late (Keycloak unreachable, retrying).
+    pub revoke_late: bool,
+}
+
+/// An entitlement the caller may request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntitlementView {
+    pub id: String,
+    pub display_name: String,
+    pub description: String,
+    /// `realm role prod-db-admin`, `client role app/admin`, `group /ops`.
+    pub target: String,
+    pub max_duration_secs: i64,
+    pub default_duration_secs: i64,
+    pub approvals_required: u32,
+    pub ticket_pattern: Option<String>,
+    pub justification_min: usize,
+    pub justification_max: usize,
+    pub break_glass: bool,
+    /// Whether the caller is an approver of it.
+    pub you_approve: bool,
+}
+
+/// `POST /v1/requests` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequestBody {
+    pub entitlement: String,
+    /// Human duration (`"15m"`); or give `duration_secs`.
+    #[serde(default)]
+    pub duration: Option<String>,
+    #[serde(default)]
+    pub duration_secs: Option<i64>,
+    pub justification: String,
+    #[serde(default)]
+    pub ticket: Option<String>,
+    #[serde(default)]
+    pub start_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub urgent: bool,
+    #[serde(default)]
+    pub break_glass: bool,
+}
+
+/// Body of approve / deny / revoke / review.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// Approve only: shorten the grant to this human duration.
+    #[serde(default)]
+    pub duration: Option<String>,
+}
+
+/// `POST /v1/requests/{id}/extend` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendBody {
+    pub duration: String,
+    pub justification: String,
+}
+
+/// One server-sent event's data (`id` = `seq`, `event` = `record.event`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventData {
+    #[serde(flatten)]
+    pub record: AuditRecord,
+    /// The request as it is now (the caller may see it).
+    pub request: Option<RequestView>,
+}
+
+/// `problem+json` body (RFC 9457) with jitd's stable `code`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Problem {
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub title: String,
+    pub status: u16,
+    #[serde(default)]
+    pub detail: String,
+    pub code: String,
+}
+
+/// Header carrying the server's clock on every response (RFC 3339, UTC),
+/// so clients can correct countdowns for skew.
+pub const SERVER_TIME_HEADER: &str = "x-server-time";

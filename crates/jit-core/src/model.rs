@@ -1,0 +1,780 @@
+//! Requests, votes and grants, and the state machine that moves them.
+//!
+//! ```text
+//! pending ──approve (threshold met)──▶ approved ──start reached, granted──▶ active
+//!    │  └─deny──▶ denied                 │                                  │
+//!    │  └─cancel──▶ cancelled ◀──────────┘                                  ├─expire──▶ expired
+//!    └─pending TTL passes──▶ lapsed                                         ├─drop────▶ revoked
+//!                                                                           └─revoke──▶ revoked
+//! ```
+//!
+//! A *grant* is the active phase of a request: its id is the request's id.
+//! An *extension* is a separate request whose `extends` names an active grant;
+//! when approved, the grant's `expires_at` moves and the extension stays
+//! `approved` (it never becomes a grant of its own).
+//!
+//! Every method that changes a request returns the [`Transition`]s it made;
+//! callers persist them as audit rows. Nothing else may change `status`.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{Entitlement, EntitlementKind, Policy};
+use crate::{format_duration, DomainError};
+
+/// Where a request is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    Approved,
+    Active,
+    Denied,
+    Cancelled,
+    Lapsed,
+    Expired,
+    Revoked,
+}
+
+impl Status {
+    pub const ALL: [Status; 8] = [
+        Status::Pending,
+        Status::Approved,
+        Status::Active,
+        Status::Denied,
+        Status::Cancelled,
+        Status::Lapsed,
+        Status::Expired,
+        Status::Revoked,
+    ];
+
+    /// snake_case name, as in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Active => "active",
+            Status::Denied => "denied",
+            Status::Cancelled => "cancelled",
+            Status::Lapsed => "lapsed",
+            Status::Expired => "expired",
+            Status::Revoked => "revoked",
+        }
+    }
+
+    /// No transition leaves a terminal status.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Status::Pending | Status::Approved | Status::Active)
+    }
+}
+
+impl std::str::FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Status::ALL
+            .into_iter()
+            .find(|x| x.as_str() == s)
+            .ok_or_else(|| {
+                let all: Vec<_> = Status::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown status '{s}' (one of {})", all.join(", "))
+            })
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What was done to a request; the audit log's event names are
+/// `request.<action in past tense>` (see [`Action::event`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Create,
+    Approve,
+    Deny,
+    Cancel,
+    Lapse,
+    Activate,
+    Expire,
+    Drop,
+    Revoke,
+    Extend,
+    Review,
+}
+
+impl Action {
+    /// The event type written to the audit log and the event stream.
+    pub fn event(self) -> &'static str {
+        match self {
+            Action::Create => "request.created",
+            Action::Approve => "request.approved",
+            Action::Deny => "request.denied",
+            Action::Cancel => "request.cancelled",
+            Action::Lapse => "request.lapsed",
+            Action::Activate => "grant.granted",
+            Action::Expire => "grant.expired",
+            Action::Drop => "grant.dropped",
+            Action::Revoke => "grant.revoked",
+            Action::Extend => "grant.extended",
+            Action::Review => "request.reviewed",
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            Action::Create => "create",
+            Action::Approve => "approve",
+            Action::Deny => "deny",
+            Action::Cancel => "cancel",
+            Action::Lapse => "lapse",
+            Action::Activate => "activate",
+            Action::Expire => "expire",
+            Action::Drop => "drop",
+            Action::Revoke => "revoke",
+            Action::Extend => "extend",
+            Action::Review => "review",
+        };
+        f.write_str(s)
+    }
+}
+
+/// An authenticated caller: Keycloak subject id, username, and the realm
+/// roles and groups (names, no leading `/`) from the validated access token.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Principal {
+    pub id: String,
+    pub username: String,
+    pub roles: BTreeSet<String>,
+    pub groups: BTreeSet<String>,
+}
+
+impl Principal {
+    /// A principal with no roles or groups.
+    pub fn new(id: impl Into<String>, username: impl Into<String>) -> Principal {
+        Principal {
+            id: id.into(),
+            username: username.into(),
+            ..Principal::default()
+        }
+    }
+}
+
+/// An approver's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approve,
+    Deny,
+}
+
+/// One approver's vote. One per approver per request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    pub approver_id: String,
+    pub approver_username: String,
+    pub decision: Decision,
+    pub comment: Option<String>,
+    /// Duration the approver allows, seconds, if they shortened it.
+    pub duration_secs: Option<i64>,
+    pub at: DateTime<Utc>,
+}
+
+/// Whether a request asks for new access or more time on an existing grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RequestKind {
+    Access,
+    Extension { grant_id: String },
+}
+
+/// What a requester submits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewRequest {
+    pub entitlement: String,
+    /// Seconds; the entitlement's default when absent.
+    pub duration_secs: Option<i64>,
+    pub justification: String,
+    pub ticket: Option<String>,
+    /// Scheduled start (UTC); now when absent.
+    pub start_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub urgent: bool,
+    /// Self-activation in an emergency, for entitlements that allow it.
+    #[serde(default)]
+    pub break_glass: bool,
+}
+
+/// One state change, to be written to the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Transition {
+    pub action: Action,
+    pub from: Option<Status>,
+    pub to: Status,
+    /// Username of who did it, or `jitd` for the scheduler and policy.
+    pub actor: String,
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// The actor name used for transitions made by the backend itself.
+pub const SYSTEM_ACTOR: &str = "jitd";
+
+/// An access request and, once active, the grant it became.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessRequest {
+    pub id: String,
+    pub kind: RequestKind,
+    pub entitlement_id: String,
+    /// What is granted in Keycloak, copied from the policy at creation.
+    pub target: EntitlementKind,
+    pub requester_id: String,
+    pub requester_username: String,
+    pub justification: String,
+    pub ticket: Option<String>,
+    pub urgent: bool,
+    pub break_glass: bool,
+    /// Duration asked for, seconds.
+    pub requested_secs: i64,
+    /// Duration that will be granted (the shortest any approver allowed), seconds.
+    pub duration_secs: i64,
+    pub approvals_required: u32,
+    pub votes: Vec<Vote>,
+    pub status: Status,
+    pub created_at: DateTime<Utc>,
+    /// After this instant (UTC) a pending request lapses.
+    pub pending_until: DateTime<Utc>,
+    pub start_at: Option<DateTime<Utc>>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub activated_at: Option<DateTime<Utc>>,
+    /// `activated_at + duration` plus any extensions (UTC).
+    pub expires_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub ended_by: Option<String>,
+    pub end_reason: Option<String>,
+    /// Set when a policy rule approved the request (its description).
+    pub auto_approved: Option<String>,
+    /// Break-glass activations stay "review open" until an approver reviews.
+    pub review_required: bool,
+    pub reviewed_by: Option<String>,
+    pub reviewed_at: Option<DateTime<Utc>>,
+}
+
+fn check_justification(e: &Entitlement, text: &str) -> Result<String, DomainError> {
+    let t = text.trim();
+    let n = t.chars().count();
+    if n < e.justification_min {
+        return Err(DomainError::JustificationTooShort {
+            min: e.justification_min,
+        });
+    }
+    if n > e.justification_max {
+        return Err(DomainError::JustificationTooLong {
+            max: e.justification_max,
+        });
+    }
+    Ok(t.to_string())
+}
+
+fn check_duration(e: &Entitlement, secs: i64) -> Result<i64, DomainError> {
+    if secs <= 0 {
+        return Err(DomainError::InvalidDuration {
+            input: secs.to_string(),
+            reason: "must be greater than zero".into(),
+        });
+    }
+    if secs > e.max_duration {
+        return Err(DomainError::DurationExceedsMax {
+            entitlement: e.id.clone(),
+            requested: format_duration(secs),
+            max: format_duration(e.max_duration),
+        });
+    }
+    Ok(secs)
+}
+
+fn check_ticket(e: &Entitlement, ticket: Option<&str>) -> Result<Option<String>, DomainError> {
+    let ticket = ticket.map(str::trim).filter(|t| !t.is_empty());
+    match (&e.ticket_pattern, ticket) {
+        (Some(p), None) => Err(DomainError::TicketRequired {
+            entitlement: e.id.clone(),
+            pattern: p.as_str().to_string(),
+        }),
+        (Some(p), Some(t)) if !p.is_match(t) => Err(DomainError::TicketInvalid {
+            ticket: t.to_string(),
+            pattern: p.as_str().to_string(),
+        }),
+        (_, t) => Ok(t.map(str::to_string)),
+    }
+}
+
+impl AccessRequest {
+    /// Creates a request for `input.entitlement` by `requester` at `now`.
+    ///
+    /// Checks, in order: the entitlement is in `policy` and `requester` may
+    /// request it; the duration (default if absent) is positive and at most
+    /// the maximum; justification length; ticket pattern; start time (not in
+    /// the past, at most `policy.max_start_ahead` ahead); break-glass allowed.
+    /// Whether the user already holds the entitlement is a Keycloak question
+    /// the caller answers before calling this.
+    ///
+    /// Returns the request and its transitions: `create`, and `approve` too
+    /// when a break-glass or auto-approval rule applies.
+    pub fn create(
+        id: String,
+        input: &NewRequest,
+        requester: &Principal,
+        policy: &Policy,
+        now: DateTime<Utc>,
+    ) -> Result<(AccessRequest, Vec<Transition>), DomainError> {
+        let e = policy
+            .entitlement(&input.entitlement)
+            .ok_or_else(|| DomainError::UnknownEntitlement(input.entitlement.clone()))?;
+        if !e.may_request(requester) {
+            return Err(DomainError::NotARequester(e.id.clone()));
+        }
+        let duration = check_duration(e, input.duration_secs.unwrap_or(e.default_duration))?;
+        let justification = check_justification(e, &input.justification)?;
+        let ticket = check_ticket(e, input.ticket.as_deref())?;
+        let start_at = match input.start_at {
+            // A minute of slack for clock skew between client and server.
+            Some(s) if s < now - Duration::seconds(60) => return Err(DomainError::StartInPast),
+            Some(s) if s > now + Duration::seconds(policy.max_start_ahead) => {
+                return Err(DomainError::StartTooFar {
+                    max: format_duration(policy.max_start_ahead),
+                })
+            }
+            Some(s) if s <= now => None,
+            other => other,
+        };
+        if input.break_glass && !e.break_glass {
+            return Err(DomainError::BreakGlassNotAllowed(e.id.clone()));
+        }
+        let mut r = AccessRequest {
+            id,
+            kind: RequestKind::Access,
+            entitlement_id: e.id.clone(),
+            target: e.kind.clone(),
+            requester_id: requester.id.clone(),
+            requester_username: requester.username.clone(),
+            justification,
+            ticket,
+            urgent: input.urgent || input.break_glass,
+            break_glass: input.break_glass,
+            requested_secs: duration,
+            duration_secs: duration,
+            approvals_required: e.approvals_required,
+            votes: Vec::new(),
+            status: Status::Pending,
+            created_at: now,
+            pending_until: now + Duration::seconds(e.pending_ttl),
+            start_at,
+            decided_at: None,
+            activated_at: None,
+            expires_at: None,
+            ended_at: None,
+            ended_by: None,
+            end_reason: None,
+            auto_approved: None,
+            review_required: false,
+            reviewed_by: None,
+            reviewed_at: None,
+        };
+        let mut transitions = vec![Transition {
+            action: Action::Create,
+            from: None,
+            to: Status::Pending,
+            actor: requester.username.clone(),
+            reason: Some(r.justification.clone()),
+            at: now,
+        }];
+        if input.break_glass {
+            r.review_required = true;
+            transitions.push(r.approve_by_rule(
+                requester.username.clone(),
+                "break-glass self-activation; review required".into(),
+                now,
+            ));
+        } else if let Some(rule) = e.auto_approve.iter().find(|a| a.matches(requester, now)) {
+            let why = format!("auto-approved: {}", rule.describe());
+            r.auto_approved = Some(rule.describe());
+            transitions.push(r.approve_by_rule(SYSTEM_ACTOR.into(), why, now));
+        }
+        Ok((r, transitions))
+    }
+
+    /// Creates an extension request: more time on `grant`, which must be an
+    /// active grant of `requester`. It follows the entitlement's rules (max
+    /// duration per extension, justification, approvers) like any request;
+    /// the ticket defaults to the grant's.
+    pub fn create_extension(
+        id: String,
+        grant: &AccessRequest,
+        duration_secs: Option<i64>,
+        justification: &str,
+        requester: &Principal,
+        policy: &Policy,
+        now: DateTime<Utc>,
+    ) -> Result<(AccessRequest, Vec<Transition>), DomainError> {
+        if grant.requester_id != requester.id {
+            return Err(DomainError::NotRequester(Action::Extend));
+        }
+        if grant.status != Status::Active || !matches!(grant.kind, RequestKind::Access) {
+            return Err(DomainError::NotAnActiveGrant(grant.id.clone()));
+        }
+        let input = NewRequest {
+            entitlement: grant.entitlement_id.clone(),
+            duration_secs,
+            justification: justification.to_string(),
+            ticket: grant.ticket.clone(),
+            start_at: None,
+            urgent: false,
+            break_glass: false,
+        };
+        let (mut r, t) = AccessRequest::create(id, &input, requester, policy, now)?;
+        r.kind = RequestKind::Extension {
+            grant_id: grant.id.clone(),
+        };
+        Ok((r, t))
+    }
+
+    fn approve_by_rule(&mut self, actor: String, reason: String, now: DateTime<Utc>) -> Transition {
+        self.status = Status::Approved;
+        self.decided_at = Some(now);
+        Transition {
+            action: Action::Approve,
+            from: Some(Status::Pending),
+            to: Status::Approved,
+            actor,
+            reason: Some(reason),
+            at: now,
+        }
+    }
+
+    fn transition(
+        &mut self,
+        action: Action,
+        to: Status,
+        actor: &str,
+        reason: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Transition {
+        let from = self.status;
+        self.status = to;
+        Transition {
+            action,
+            from: Some(from),
+            to,
+            actor: actor.to_string(),
+            reason,
+            at: now,
+        }
+    }
+
+    fn require(&self, allowed: &[Status], action: Action) -> Result<(), DomainError> {
+        if allowed.contains(&self.status) {
+            Ok(())
+        } else {
+            Err(DomainError::IllegalTransition {
+                from: self.status,
+                action,
+            })
+        }
+    }
+
+    fn check_reviewer(&self, e: &Entitlement, approver: &Principal) -> Result<(), DomainError> {
+        if approver.id == self.requester_id {
+            return Err(DomainError::SelfApproval);
+        }
+        if !e.is_approver(approver) {
+            return Err(DomainError::NotAnApprover(e.id.clone()));
+        }
+        Ok(())
+    }
+
+    /// Records `approver`'s vote. `e` is the request's entitlement from the
+    /// current policy. Rules: the request is pending and has not outlived its
+    /// pending TTL; the approver is not the requester (by any path) and is an
+    /// approver of `e`; one vote per approver; a deny needs a comment and ends
+    /// the request; `duration_secs` may only shorten. When the approvals reach
+    /// `approvals_required`, the request becomes `approved`.
+    ///
+    /// Returns the transition if the status changed, `None` if the vote was
+    /// recorded and more approvals are needed.
+    pub fn vote(
+        &mut self,
+        e: &Entitlement,
+        approver: &Principal,
+        decision: Decision,
+        comment: Option<String>,
+        duration_secs: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Transition>, DomainError> {
+        let action = match decision {
+            Decision::Approve => Action::Approve,
+            Decision::Deny => Action::Deny,
+        };
+        self.require(&[Status::Pending], action)?;
+        if now >= self.pending_until {
+            return Err(DomainError::Lapsed);
+        }
+        self.check_reviewer(e, approver)?;
+        if self.votes.iter().any(|v| v.approver_id == approver.id) {
+            return Err(DomainError::AlreadyVoted);
+        }
+        let comment = comment.map(|c| c.trim().to_string()).filter(|c| !c.is_empty());
+        if decision == Decision::Deny && comment.is_none() {
+            return Err(DomainError::CommentRequired(Action::Deny));
+        }
+        if let Some(d) = duration_secs {
+            if d > self.duration_secs {
+                return Err(DomainError::CannotLengthen {
+                    requested: format_duration(self.duration_secs),
+                });
+            }
+            if d <= 0 {
+                return Err(DomainError::InvalidDuration {
+                    input: d.to_string(),
+                    reason: "must be greater than zero".into(),
+                });
+            }
+            self.duration_secs = d;
+        }
+        self.votes.push(Vote {
+            approver_id: approver.id.clone(),
+            approver_username: approver.username.clone(),
+            decision,
+            comment: comment.clone(),
+            duration_secs,
+            at: now,
+        });
+        match decision {
+            Decision::Deny => {
+                self.decided_at = Some(now);
+                Ok(Some(self.transition(
+                    Action::Deny,
+                    Status::Denied,
+                    &approver.username,
+                    comment,
+                    now,
+                )))
+            }
+            Decision::Approve => {
+                let approvals = self
+                    .votes
+                    .iter()
+                    .filter(|v| v.decision == Decision::Approve)
+                    .count();
+                if approvals as u32 >= self.approvals_required {
+                    self.decided_at = Some(now);
+                    Ok(Some(self.transition(
+                        Action::Approve,
+                        Status::Approved,
+                        &approver.username,
+                        comment,
+                        now,
+                    )))
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    /// The requester withdraws a pending or approved-but-not-yet-active request.
+    pub fn cancel(&mut self, actor: &Principal, now: DateTime<Utc>) -> Result<Transition, DomainError> {
+        self.require(&[Status::Pending, Status::Approved], Action::Cancel)?;
+        if actor.id != self.requester_id {
+            return Err(DomainError::NotRequester(Action::Cancel));
+        }
+        self.ended_at = Some(now);
+        self.ended_by = Some(actor.username.clone());
+        Ok(self.transition(Action::Cancel, Status::Cancelled, &actor.username, None, now))
+    }
+
+    /// A pending request whose TTL has passed lapses (scheduler).
+    pub fn lapse(&mut self, now: DateTime<Utc>) -> Result<Transition, DomainError> {
+        self.require(&[Status::Pending], Action::Lapse)?;
+        if now < self.pending_until {
+            return Err(DomainError::IllegalTransition {
+                from: self.status,
+                action: Action::Lapse,
+            });
+        }
+        self.ended_at = Some(now);
+        Ok(self.transition(
+            Action::Lapse,
+            Status::Lapsed,
+            SYSTEM_ACTOR,
+            Some("nobody reviewed it in time".into()),
+            now,
+        ))
+    }
+
+    /// Whether an approved access request is due for activation at `now`.
+    pub fn is_due_for_activation(&self, now: DateTime<Utc>) -> bool {
+        self.status == Status::Approved
+            && matches!(self.kind, RequestKind::Access)
+            && self.start_at.is_none_or(|s| s <= now)
+    }
+
+    /// The role was really granted in Keycloak at `now`: the request becomes
+    /// an active grant and the duration starts counting from here.
+    pub fn activate(&mut self, now: DateTime<Utc>) -> Result<Transition, DomainError> {
+        self.require(&[Status::Approved], Action::Activate)?;
+        if !self.is_due_for_activation(now) {
+            return Err(DomainError::IllegalTransition {
+                from: self.status,
+                action: Action::Activate,
+            });
+        }
+        self.activated_at = Some(now);
+        let expires = now + Duration::seconds(self.duration_secs);
+        self.expires_at = Some(expires);
+        let reason = format!("for {} until {}", format_duration(self.duration_secs), expires.to_rfc3339());
+        Ok(self.transition(Action::Activate, Status::Active, SYSTEM_ACTOR, Some(reason), now))
+    }
+
+    /// An active grant whose `expires_at` has passed expires (scheduler).
+    pub fn expire(&mut self, now: DateTime<Utc>) -> Result<Transition, DomainError> {
+        self.require(&[Status::Active], Action::Expire)?;
+        if self.expires_at.is_some_and(|x| now < x) {
+            return Err(DomainError::IllegalTransition {
+                from: self.status,
+                action: Action::Expire,
+            });
+        }
+        self.ended_at = Some(now);
+        self.ended_by = Some(SYSTEM_ACTOR.into());
+        self.end_reason = Some("expired".into());
+        Ok(self.transition(Action::Expire, Status::Expired, SYSTEM_ACTOR, None, now))
+    }
+
+    /// The requester gives up an active grant early.
+    pub fn drop_grant(&mut self, actor: &Principal, now: DateTime<Utc>) -> Result<Transition, DomainError> {
+        self.require(&[Status::Active], Action::Drop)?;
+        if actor.id != self.requester_id {
+            return Err(DomainError::NotRequester(Action::Drop));
+        }
+        self.ended_at = Some(now);
+        self.ended_by = Some(actor.username.clone());
+        self.end_reason = Some("dropped by requester".into());
+        Ok(self.transition(Action::Drop, Status::Revoked, &actor.username, None, now))
+    }
+
+    /// An approver of the entitlement ends an active (or approved, not yet
+    /// started) grant, with a mandatory reason. Requesters use
+    /// [`drop_grant`](Self::drop_grant) instead.
+    pub fn revoke(
+        &mut self,
+        e: &Entitlement,
+        approver: &Principal,
+        comment: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, DomainError> {
+        self.require(&[Status::Active, Status::Approved], Action::Revoke)?;
+        if !e.is_approver(approver) {
+            return Err(DomainError::NotAnApprover(e.id.clone()));
+        }
+        let comment = comment
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .ok_or(DomainError::CommentRequired(Action::Revoke))?;
+        self.ended_at = Some(now);
+        self.ended_by = Some(approver.username.clone());
+        self.end_reason = Some(comment.clone());
+        Ok(self.transition(Action::Revoke, Status::Revoked, &approver.username, Some(comment), now))
+    }
+
+    /// Applies an approved extension `ext` to this active grant: `expires_at`
+    /// moves by the extension's duration; the role is never removed between.
+    pub fn apply_extension(
+        &mut self,
+        ext: &AccessRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, DomainError> {
+        let linked = matches!(&ext.kind, RequestKind::Extension { grant_id } if *grant_id == self.id);
+        if !linked || ext.status != Status::Approved {
+            return Err(DomainError::IllegalTransition {
+                from: ext.status,
+                action: Action::Extend,
+            });
+        }
+        self.require(&[Status::Active], Action::Extend)?;
+        let old = self.expires_at.unwrap_or(now);
+        let new = old + Duration::seconds(ext.duration_secs);
+        self.expires_at = Some(new);
+        Ok(Transition {
+            action: Action::Extend,
+            from: Some(Status::Active),
+            to: Status::Active,
+            actor: ext.votes.last().map(|v| v.approver_username.clone()).unwrap_or_else(|| SYSTEM_ACTOR.into()),
+            reason: Some(format!(
+                "extended by {} (request {}) until {}",
+                format_duration(ext.duration_secs),
+                ext.id,
+                new.to_rfc3339()
+            )),
+            at: now,
+        })
+    }
+
+    /// An approver closes the mandatory after-the-fact review of a
+    /// break-glass activation. The requester cannot review their own.
+    pub fn review(
+        &mut self,
+        e: &Entitlement,
+        reviewer: &Principal,
+        comment: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, DomainError> {
+        if !self.review_required || self.reviewed_at.is_some() {
+            return Err(DomainError::IllegalTransition {
+                from: self.status,
+                action: Action::Review,
+            });
+        }
+        self.check_reviewer(e, reviewer)?;
+        let comment = comment
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .ok_or(DomainError::CommentRequired(Action::Review))?;
+        self.reviewed_by = Some(reviewer.username.clone());
+        self.reviewed_at = Some(now);
+        Ok(Transition {
+            action: Action::Review,
+            from: Some(self.status),
+            to: self.status,
+            actor: reviewer.username.clone(),
+            reason: Some(comment),
+            at: now,
+        })
+    }
+
+    /// Seconds left on an active grant at `now` (never negative), else `None`.
+    pub fn remaining_secs(&self, now: DateTime<Utc>) -> Option<i64> {
+        match (self.status, self.expires_at) {
+            (Status::Active, Some(x)) => Some((x - now).num_seconds().max(0)),
+            _ => None,
+        }
+    }
+
+    /// Who may see this request: the requester, approvers of its entitlement
+    /// (per the current policy), and auditors.
+    pub fn visible_to(&self, p: &Principal, policy: &Policy) -> bool {
+        p.id == self.requester_id
+            || policy.is_auditor(p)
+            || policy
+                .entitlement(&self.entitlement_id)
+                .is_some_and(|e| e.is_approver(p))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,579 @@
+//! The JIT policy: which entitlements can be requested, for how long, and who
+//! decides. Read from TOML (see `config/policy.toml` for a commented example).
+//!
+//! Only entitlements listed here can ever be granted: the server resolves every
+//! grant through [`Policy::entitlement`], never from client input.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Datelike, Timelike, Utc, Weekday};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::model::Principal;
+use crate::{format_duration, parse_duration};
+
+/// What an entitlement is in Keycloak. Stored with each request as a snapshot,
+/// so a revoke never depends on the policy still listing the entitlement.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EntitlementKind {
+    /// A realm role, by name.
+    RealmRole { role: String },
+    /// A client role: `client` is the client's `clientId`, `role` the role name.
+    ClientRole { client: String, role: String },
+    /// Membership of a group, by full path (`/incident-responders`).
+    Group { path: String },
+}
+
+impl std::fmt::Display for EntitlementKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EntitlementKind::RealmRole { role } => write!(f, "realm role {role}"),
+            EntitlementKind::ClientRole { client, role } => write!(f, "client role {client}/{role}"),
+            EntitlementKind::Group { path } => write!(f, "group {path}"),
+        }
+    }
+}
+
+/// An automatic-approval rule. All the conditions given must hold; an empty
+/// rule is refused when the policy is loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AutoApproveRule {
+    /// The requester holds this Keycloak realm role (from the access token).
+    pub requester_role: Option<String>,
+    /// The requester is a member of this group (from the access token).
+    pub requester_group: Option<String>,
+    /// Allowed days (UTC), e.g. `["mon","tue"]`; empty means any day.
+    pub weekdays: Vec<Weekday>,
+    /// Allowed hours `[start, end)` in UTC, 0–24.
+    pub hours_utc: Option<(u32, u32)>,
+}
+
+impl AutoApproveRule {
+    /// Whether the rule approves `requester`'s request at `now` (UTC).
+    pub fn matches(&self, requester: &Principal, now: DateTime<Utc>) -> bool {
+        if let Some(r) = &self.requester_role {
+            if !requester.roles.contains(r) {
+                return false;
+            }
+        }
+        if let Some(g) = &self.requester_group {
+            if !requester.groups.contains(g.trim_start_matches('/')) {
+                return false;
+            }
+        }
+        if !self.weekdays.is_empty() && !self.weekdays.contains(&now.weekday()) {
+            return false;
+        }
+        if let Some((start, end)) = self.hours_utc {
+            let h = now.hour();
+            if h < start || h >= end {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// One-line description for the audit log.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(r) = &self.requester_role {
+            parts.push(format!("requester holds role {r}"));
+        }
+        if let Some(g) = &self.requester_group {
+            parts.push(format!("requester in group {g}"));
+        }
+        if !self.weekdays.is_empty() {
+            let days: Vec<String> = self.weekdays.iter().map(|d| d.to_string()).collect();
+            parts.push(format!("on {}", days.join(",")));
+        }
+        if let Some((s, e)) = self.hours_utc {
+            parts.push(format!("between {s:02}:00 and {e:02}:00 UTC"));
+        }
+        parts.join(" and ")
+    }
+}
+
+/// One requestable entitlement, validated.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entitlement {
+    pub id: String,
+    pub display_name: String,
+    pub description: String,
+    pub kind: EntitlementKind,
+    /// Longest grant, seconds.
+    pub max_duration: i64,
+    /// Duration used when the request names none, seconds.
+    pub default_duration: i64,
+    /// Distinct approvals needed (≥ 1). One deny ends the request.
+    pub approvals_required: u32,
+    /// Realm roles whose holders may approve.
+    pub approver_roles: Vec<String>,
+    /// Groups (name or path) whose members may approve.
+    pub approver_groups: Vec<String>,
+    /// Realm roles allowed to request; with `requester_groups`, empty means anyone.
+    pub requester_roles: Vec<String>,
+    pub requester_groups: Vec<String>,
+    /// Justification length bounds, in characters.
+    pub justification_min: usize,
+    pub justification_max: usize,
+    /// If set, a ticket reference matching it is required.
+    #[serde(skip)]
+    pub ticket_pattern: Option<Regex>,
+    /// How long a request may wait for a decision before it lapses, seconds.
+    pub pending_ttl: i64,
+    /// End the user's Keycloak sessions when the grant ends, so a refresh
+    /// token cannot mint a new token with the role (Keycloak keeps a removed
+    /// role in already-issued access tokens until they expire).
+    pub end_sessions_on_revoke: bool,
+    /// The requester may self-activate in an emergency; reviewed afterwards.
+    pub break_glass: bool,
+    pub auto_approve: Vec<AutoApproveRule>,
+}
+
+impl Entitlement {
+    /// Whether `p` may approve, deny or revoke requests for this entitlement
+    /// (by realm role or group). Self-approval is checked separately.
+    pub fn is_approver(&self, p: &Principal) -> bool {
+        self.approver_roles.iter().any(|r| p.roles.contains(r))
+            || self
+                .approver_groups
+                .iter()
+                .any(|g| p.groups.contains(g.trim_start_matches('/')))
+    }
+
+    /// Whether `p` may request this entitlement.
+    pub fn may_request(&self, p: &Principal) -> bool {
+        (self.requester_roles.is_empty() && self.requester_groups.is_empty())
+            || self.requester_roles.iter().any(|r| p.roles.contains(r))
+            || self
+                .requester_groups
+                .iter()
+                .any(|g| p.groups.contains(g.trim_start_matches('/')))
+    }
+
+    /// The ticket pattern as text, if any.
+    pub fn ticket_pattern_str(&self) -> Option<&str> {
+        self.ticket_pattern.as_ref().map(|r| r.as_str())
+    }
+}
+
+/// The whole policy, validated; entitlements keyed by id.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub entitlements: BTreeMap<String, Entitlement>,
+    /// Realm roles whose holders see every request and the whole audit log.
+    pub auditor_roles: Vec<String>,
+    /// How far ahead a scheduled start may be, seconds.
+    pub max_start_ahead: i64,
+}
+
+impl Policy {
+    /// Looks an entitlement up by id.
+    pub fn entitlement(&self, id: &str) -> Option<&Entitlement> {
+        self.entitlements.get(id)
+    }
+
+    /// Whether `p` holds an auditor role.
+    pub fn is_auditor(&self, p: &Principal) -> bool {
+        self.auditor_roles.iter().any(|r| p.roles.contains(r))
+    }
+
+    /// Whether `p` approves at least one entitlement.
+    pub fn is_any_approver(&self, p: &Principal) -> bool {
+        self.entitlements.values().any(|e| e.is_approver(p))
+    }
+
+    /// Parses and validates a policy file's text.
+    ///
+    /// Errors: a [`PolicyError`] naming the 1-based line and the field at
+    /// fault (TOML syntax, unknown field, bad duration, regex, inconsistent
+    /// bounds, duplicate id or Keycloak target).
+    pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            PolicyError {
+                line,
+                field: String::new(),
+                message: e.message().to_string(),
+            }
+        })?;
+        let auditor_roles = raw.auditor_roles.unwrap_or_else(|| vec!["jit-auditor".into()]);
+        let max_start_ahead = match raw.max_start_ahead {
+            Some(s) => parse_duration(s.get_ref()).map_err(|e| PolicyError {
+                line: line_of(text, s.span().start),
+                field: "max_start_ahead".into(),
+                message: e.to_string(),
+            })?,
+            None => 7 * 86_400,
+        };
+        let mut entitlements = BTreeMap::new();
+        let mut targets = BTreeSet::new();
+        for spanned in raw.entitlement {
+            let line = line_of(text, spanned.span().start);
+            let r = spanned.into_inner();
+            let err = |field: &str, message: String| PolicyError {
+                line,
+                field: format!("entitlement '{}'.{field}", r.id),
+                message,
+            };
+            if r.id.is_empty()
+                || !r
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            {
+                return Err(err("id", "must be non-empty: letters, digits, - _ .".into()));
+            }
+            let kinds = [r.realm_role.is_some(), r.client_role.is_some(), r.group.is_some()];
+            if kinds.iter().filter(|k| **k).count() != 1 {
+                return Err(err(
+                    "kind",
+                    "exactly one of realm_role, client_role or group is required".into(),
+                ));
+            }
+            let kind = if let Some(role) = r.realm_role.clone() {
+                EntitlementKind::RealmRole { role }
+            } else if let Some(c) = r.client_role.clone() {
+                EntitlementKind::ClientRole {
+                    client: c.client,
+                    role: c.role,
+                }
+            } else {
+                let g = r.group.clone().unwrap_or_default();
+                EntitlementKind::Group {
+                    path: format!("/{}", g.trim_start_matches('/')),
+                }
+            };
+            let dur = |field: &str, v: &str| parse_duration(v).map_err(|e| err(field, e.to_string()));
+            let max_duration = dur("max_duration", &r.max_duration)?;
+            let default_duration = match &r.default_duration {
+                Some(d) => dur("default_duration", d)?,
+                None => max_duration,
+            };
+            if default_duration > max_duration {
+                return Err(err(
+                    "default_duration",
+                    format!(
+                        "{} is longer than max_duration {}",
+                        format_duration(default_duration),
+                        format_duration(max_duration)
+                    ),
+                ));
+            }
+            let pending_ttl = match &r.pending_ttl {
+                Some(d) => dur("pending_ttl", d)?,
+                None => 86_400,
+            };
+            let approvals_required = r.approvals_required.unwrap_or(1);
+            if !(1..=10).contains(&approvals_required) {
+                return Err(err("approvals_required", "must be between 1 and 10".into()));
+            }
+            if r.approver_roles.is_empty() && r.approver_groups.is_empty() {
+                return Err(err(
+                    "approver_roles",
+                    "at least one approver role or group is required".into(),
+                ));
+            }
+            let justification_min = r.justification_min.unwrap_or(10);
+            let justification_max = r.justification_max.unwrap_or(1000);
+            if justification_min > justification_max {
+                return Err(err(
+                    "justification_min",
+                    "must not exceed justification_max".into(),
+                ));
+            }
+            if r.break_glass && justification_min == 0 {
+                return Err(err(
+                    "justification_min",
+                    "break-glass entitlements require a justification (min ≥ 1)".into(),
+                ));
+            }
+            let ticket_pattern = match &r.ticket_pattern {
+                Some(p) => Some(
+                    Regex::new(&format!("^(?:{p})$"))
+                        .map_err(|e| err("ticket_pattern", e.to_string()))?,
+                ),
+                None => None,
+            };
+            let mut auto_approve = Vec::new();
+            for (i, a) in r.auto_approve.iter().enumerate() {
+                let field = format!("auto_approve[{i}]");
+                let mut weekdays = Vec::new();
+                for d in &a.weekdays {
+                    weekdays.push(
+                        d.parse::<Weekday>()
+                            .map_err(|_| err(&field, format!("unknown weekday '{d}'")))?,
+                    );
+                }
+                let hours_utc = match a.hours_utc {
+                    Some([s, e]) if s < e && e <= 24 => Some((s, e)),
+                    Some(_) => {
+                        return Err(err(&field, "hours_utc must be [start, end) with 0 ≤ start < end ≤ 24".into()))
+                    }
+                    None => None,
+                };
+                if a.requester_role.is_none()
+                    && a.requester_group.is_none()
+                    && weekdays.is_empty()
+                    && hours_utc.is_none()
+                {
+                    return Err(err(&field, "an empty rule would approve everything".into()));
+                }
+                auto_approve.push(AutoApproveRule {
+                    requester_role: a.requester_role.clone(),
+                    requester_group: a.requester_group.clone(),
+                    weekdays,
+                    hours_utc,
+                });
+            }
+            if !targets.insert(kind.clone()) {
+                return Err(err(
+                    "kind",
+                    format!("{kind} is already the target of another entitlement"),
+                ));
+            }
+            let e = Entitlement {
+                display_name: r.display_name.clone().unwrap_or_else(|| r.id.clone()),
+                description: r.description.clone().unwrap_or_default(),
+                id: r.id.clone(),
+                kind,
+                max_duration,
+                default_duration,
+                approvals_required,
+                approver_roles: r.approver_roles.clone(),
+                approver_groups: r.approver_groups.clone(),
+                requester_roles: r.requester_roles.clone(),
+                requester_groups: r.requester_groups.clone(),
+                justification_min,
+                justification_max,
+                ticket_pattern,
+                pending_ttl,
+                end_sessions_on_revoke: r.end_sessions_on_revoke,
+                break_glass: r.break_glass,
+                auto_approve,
+            };
+            if entitlements.insert(e.id.clone(), e).is_some() {
+                return Err(err("id", "duplicate id".into()));
+            }
+        }
+        Ok(Policy {
+            entitlements,
+            auditor_roles,
+            max_start_ahead,
+        })
+    }
+}
+
+/// A policy file that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("policy line {line}: {}{message}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
+pub struct PolicyError {
+    /// 1-based line (0 if unknown).
+    pub line: usize,
+    /// The field at fault, e.g. `entitlement 'prod-db'.max_duration`.
+    pub field: String,
+    pub message: String,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    auditor_roles: Option<Vec<String>>,
+    max_start_ahead: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    entitlement: Vec<toml::Spanned<RawEntitlement>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntitlement {
+    id: String,
+    display_name: Option<String>,
+    description: Option<String>,
+    realm_role: Option<String>,
+    client_role: Option<RawClientRole>,
+    group: Option<String>,
+    max_duration: String,
+    default_duration: Option<String>,
+    approvals_required: Option<u32>,
+    #[serde(default)]
+    approver_roles: Vec<String>,
+    #[serde(default)]
+    approver_groups: Vec<String>,
+    #[serde(default)]
+    requester_roles: Vec<String>,
+    #[serde(default)]
+    requester_groups: Vec<String>,
+    justification_min: Option<usize>,
+    justification_max: Option<usize>,
+    ticket_pattern: Option<String>,
+    pending_ttl: Option<String>,
+    #[serde(default)]
+    end_sessions_on_revoke: bool,
+    #[serde(default)]
+    break_glass: bool,
+    #[serde(default)]
+    auto_approve: Vec<RawAutoApprove>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawClientRole {
+    client: String,
+    role: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAutoApprove {
+    requester_role: Option<String>,
+    requester_group: Option<String>,
+    #[serde(default)]
+    weekdays: Vec<String>,
+    hours_utc: Option<[u32; 2]>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+auditor_roles = ["jit-auditor"]
+
+[[entitlement]]
+id = "prod-db-admin"
+display_name = "Production DB admin"
+realm_role = "prod-db-admin"
+max_duration = "1h"
+default_duration = "15m"
+approver_roles = ["jit-approver-db"]
+ticket_pattern = "INC-[0-9]+"
+
+[[entitlement]]
+id = "billing-admin"
+client_role = { client = "billing-app", role = "billing-admin" }
+max_duration = "4h"
+approvals_required = 2
+approver_groups = ["/ops"]
+
+[[entitlement]]
+id = "incident"
+group = "incident-responders"
+max_duration = "2h"
+approver_roles = ["jit-approver-ops"]
+break_glass = true
+[[entitlement.auto_approve]]
+requester_role = "oncall"
+hours_utc = [8, 18]
+"#;
+
+    #[test]
+    fn parses_a_good_policy() {
+        let p = Policy::from_toml(GOOD).unwrap();
+        assert_eq!(p.entitlements.len(), 3);
+        let db = p.entitlement("prod-db-admin").unwrap();
+        assert_eq!(db.max_duration, 3600);
+        assert_eq!(db.default_duration, 900);
+        assert_eq!(db.approvals_required, 1);
+        assert_eq!(db.pending_ttl, 86_400);
+        assert!(db.ticket_pattern.as_ref().unwrap().is_match("INC-42"));
+        assert!(!db.ticket_pattern.as_ref().unwrap().is_match("xINC-42"));
+        let inc = p.entitlement("incident").unwrap();
+        assert_eq!(
+            inc.kind,
+            EntitlementKind::Group {
+                path: "/incident-responders".into()
+            }
+        );
+        assert_eq!(inc.auto_approve[0].hours_utc, Some((8, 18)));
+        assert_eq!(p.max_start_ahead, 7 * 86_400);
+    }
+
+    fn error_of(text: &str) -> PolicyError {
+        Policy::from_toml(text).unwrap_err()
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let e = error_of("[[entitlement]]\nid = \"x\"\nmax_duration = 5\n");
+        assert_eq!(e.line, 3, "{e}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let e = error_of("[[entitlement]]\nid = \"x\"\nrealm_role=\"r\"\nmax_duration=\"1h\"\napprover_roles=[\"a\"]\nmax_duraton = \"2h\"\n");
+        assert!(e.message.contains("max_duraton"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field_and_line() {
+        let text = "auditor_roles=[]\n\n[[entitlement]]\nid = \"x\"\nrealm_role=\"r\"\nmax_duration=\"1h\"\ndefault_duration=\"2h\"\napprover_roles=[\"a\"]\n";
+        let e = error_of(text);
+        assert!(e.field.ends_with("default_duration"), "{e}");
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.to_string().contains("policy line 3"), "{e}");
+    }
+
+    #[test]
+    fn rules_are_checked() {
+        let base = |extra: &str| {
+            format!("[[entitlement]]\nid = \"x\"\nmax_duration=\"1h\"\n{extra}\n")
+        };
+        let cases = [
+            (base("approver_roles=[\"a\"]"), "kind"),
+            (base("realm_role=\"r\"\ngroup=\"g\"\napprover_roles=[\"a\"]"), "kind"),
+            (base("realm_role=\"r\""), "approver_roles"),
+            (base("realm_role=\"r\"\napprover_roles=[\"a\"]\napprovals_required=0"), "approvals_required"),
+            (base("realm_role=\"r\"\napprover_roles=[\"a\"]\nticket_pattern=\"(\""), "ticket_pattern"),
+            (base("realm_role=\"r\"\napprover_roles=[\"a\"]\npending_ttl=\"soon\""), "pending_ttl"),
+            (base("realm_role=\"r\"\napprover_roles=[\"a\"]\njustification_min=50\njustification_max=5"), "justification_min"),
+            (base("realm_role=\"r\"\napprover_roles=[\"a\"]\n[[entitlement.auto_approve]]\n"), "auto_approve[0]"),
+        ];
+        for (text, field) in cases {
+            let e = error_of(&text);
+            assert!(e.field.ends_with(field), "expected {field}, got {e}");
+        }
+    }
+
+    #[test]
+    fn duplicate_ids_and_targets_are_refused() {
+        let one = "[[entitlement]]\nid = \"x\"\nrealm_role=\"r\"\nmax_duration=\"1h\"\napprover_roles=[\"a\"]\n";
+        let e = error_of(&format!("{one}{one}"));
+        assert!(e.message.contains("already the target"), "{e}");
+        let other = one.replace("id = \"x\"", "id = \"y\"").replace("\"r\"", "\"s\"");
+        let dup = other.replace("id = \"y\"", "id = \"x\"");
+        let e = error_of(&format!("{one}{dup}"));
+        assert!(e.message.contains("duplicate"), "{e}");
+    }
+
+    #[test]
+    fn auto_approve_rules_match() {
+        let p = Policy::from_toml(GOOD).unwrap();
+        let rule = &p.entitlement("incident").unwrap().auto_approve[0];
+        let mut alice = Principal::new("1", "alice");
+        let noon: DateTime<Utc> = "2026-11-30T12:00:00Z".parse().unwrap();
+        let night: DateTime<Utc> = "2026-11-30T22:00:00Z".parse().unwrap();
+        assert!(!rule.matches(&alice, noon));
+        alice.roles.insert("oncall".into());
+        assert!(rule.matches(&alice, noon));
+        assert!(!rule.matches(&alice, night));
+        assert!(rule.describe().contains("oncall"));
+    }
+
+    #[test]
+    fn approvers_by_role_or_group() {
+        let p = Policy::from_toml(GOOD).unwrap();
+        let billing = p.entitlement("billing-admin").unwrap();
+        let mut bob = Principal::new("2", "bob");
+        assert!(!billing.is_approver(&bob));
+        bob.groups.insert("ops".into());
+        assert!(billing.is_approver(&bob));
+        assert!(billing.may_request(&bob));
+    }
+}

@@ -1,0 +1,441 @@
+//! The Keycloak Admin REST API, as the `jit-backend` service account
+//! (client credentials grant). Only what JIT needs: users, role mappings,
+//! group membership, session logout.
+//!
+//! Keycloak facts this module is built around (Admin REST API docs, 26.x):
+//! - `DELETE /users/{id}/role-mappings/realm` with an empty or missing body
+//!   removes **all** the user's realm roles. Every delete here sends exactly
+//!   the one role to remove, and refuses to send an empty list.
+//! - Adding a role the user already has, or removing one they lack, is a 204
+//!   no-op, so grant and revoke can be retried safely.
+
+use std::time::{Duration, Instant};
+
+use jit_core::EntitlementKind;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+/// A failed Keycloak call. [`KeycloakError::is_transient`] tells the
+/// scheduler whether to retry (outage, 5xx, 429) or give up (4xx).
+#[derive(Debug, thiserror::Error)]
+pub enum KeycloakError {
+    #[error("Keycloak unreachable: {0}")]
+    Unavailable(String),
+    #[error("Keycloak answered {status} to {what}: {body}")]
+    Status {
+        status: u16,
+        what: String,
+        body: String,
+    },
+    #[error("not found in Keycloak: {0}")]
+    NotFound(String),
+    #[error("refusing to send an empty role list (Keycloak would remove every role)")]
+    EmptyRoleList,
+}
+
+impl KeycloakError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            KeycloakError::Unavailable(_) => true,
+            KeycloakError::Status { status, .. } => *status >= 500 || *status == 429 || *status == 401,
+            _ => false,
+        }
+    }
+}
+
+/// A role as Keycloak represents it (the subset JIT sends back).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleRep {
+    pub id: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(default)]
+    pub client_role: bool,
+    #[serde(default)]
+    pub composite: bool,
+}
+
+/// A user (subset).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRep {
+    pub id: String,
+    pub username: String,
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// A group (subset).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct GroupRep {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ClientRep {
+    id: String,
+}
+
+struct CachedToken {
+    token: String,
+    valid_until: Instant,
+}
+
+/// Admin REST client for one realm, authenticated as a confidential client's
+/// service account. The token is cached until 30 s before it expires.
+pub struct AdminClient {
+    base: String,
+    realm: String,
+    client_id: String,
+    client_secret: String,
+    http: reqwest::Client,
+    token: Mutex<Option<CachedToken>>,
+}
+
+impl std::fmt::Debug for AdminClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminClient")
+            .field("base", &self.base)
+            .field("realm", &self.realm)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: reqwest::Error) -> KeycloakError {
+    KeycloakError::Unavailable(e.without_url().to_string())
+}
+
+impl AdminClient {
+    /// `base` is Keycloak's URL (`http://127.0.0.1:18080`), `realm` the realm
+    /// both the users and the service-account client live in.
+    pub fn new(base: &str, realm: &str, client_id: &str, client_secret: &str, http: reqwest::Client) -> AdminClient {
+        AdminClient {
+            base: base.trim_end_matches('/').to_string(),
+            realm: realm.to_string(),
+            client_id: client_id.to_string(),
+            client_secret: client_secret.to_string(),
+            http,
+            token: Mutex::new(None),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/admin/realms/{}{}", self.base, self.realm, path)
+    }
+
+    async fn bearer(&self) -> Result<String, KeycloakError> {
+        let mut guard = self.token.lock().await;
+        if let Some(t) = guard.as_ref() {
+            if Instant::now() < t.valid_until {
+                return Ok(t.token.clone());
+            }
+        }
+        #[derive(Deserialize)]
+        struct Resp {
+            access_token: String,
+            expires_in: u64,
+        }
+        let url = format!("{}/realms/{}/protocol/openid-connect/token", self.base, self.realm);
+        let resp = self
+            .http
+            .post(&url)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", self.client_id.as_str()),
+                ("client_secret", self.client_secret.as_str()),
+            ])
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(KeycloakError::Status {
+                status: status.as_u16(),
+                what: "the service-account token request".into(),
+                body: body.chars().take(300).collect(),
+            });
+        }
+        let r: Resp = resp.json().await.map_err(unavailable)?;
+        let valid = Duration::from_secs(r.expires_in.saturating_sub(30).max(5));
+        *guard = Some(CachedToken {
+            token: r.access_token.clone(),
+            valid_until: Instant::now() + valid,
+        });
+        Ok(r.access_token)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response, KeycloakError> {
+        let token = self.bearer().await?;
+        let resp = req.bearer_auth(token).send().await.map_err(unavailable)?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            // Token revoked or realm keys rotated: drop it so the next call fetches a new one.
+            *self.token.lock().await = None;
+        }
+        let body = resp.text().await.unwrap_or_default();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(KeycloakError::NotFound(what.to_string()));
+        }
+        Err(KeycloakError::Status {
+            status: status.as_u16(),
+            what: what.to_string(),
+            body: body.chars().take(300).collect(),
+        })
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str, what: &str) -> Result<T, KeycloakError> {
+        let resp = self.send(self.http.get(self.url(path)), what).await?;
+        resp.json().await.map_err(unavailable)
+    }
+
+    /// Looks a user up by id. Errors: [`KeycloakError::NotFound`].
+    pub async fn user(&self, user_id: &str) -> Result<UserRep, KeycloakError> {
+        self.get_json(&format!("/users/{}", enc(user_id)), &format!("user {user_id}")).await
+    }
+
+    /// Looks a user up by exact username.
+    pub async fn user_by_username(&self, username: &str) -> Result<Option<UserRep>, KeycloakError> {
+        let users: Vec<UserRep> = self
+            .get_json(
+                &format!("/users?exact=true&briefRepresentation=true&username={}", enc(username)),
+                &format!("user {username}"),
+            )
+            .await?;
+        Ok(users.into_iter().find(|u| u.username == username))
+    }
+
+    /// A realm role by name.
+    pub async fn realm_role(&self, name: &str) -> Result<RoleRep, KeycloakError> {
+        self.get_json(&format!("/roles/{}", enc(name)), &format!("realm role {name}")).await
+    }
+
+    /// The internal id of the client whose `clientId` is `client_id`.
+    pub async fn client_uuid(&self, client_id: &str) -> Result<String, KeycloakError> {
+        let cs: Vec<ClientRep> = self
+            .get_json(&format!("/clients?clientId={}", enc(client_id)), &format!("client {client_id}"))
+            .await?;
+        cs.into_iter()
+            .next()
+            .map(|c| c.id)
+            .ok_or_else(|| KeycloakError::NotFound(format!("client {client_id}")))
+    }
+
+    /// A client role by client uuid and role name.
+    pub async fn client_role(&self, client_uuid: &str, name: &str) -> Result<RoleRep, KeycloakError> {
+        self.get_json(
+            &format!("/clients/{}/roles/{}", enc(client_uuid), enc(name)),
+            &format!("client role {name}"),
+        )
+        .await
+    }
+
+    /// A group by full path (`/incident-responders`).
+    pub async fn group_by_path(&self, path: &str) -> Result<GroupRep, KeycloakError> {
+        let p: Vec<String> = path.trim_start_matches('/').split('/').map(enc).collect();
+        self.get_json(&format!("/group-by-path/{}", p.join("/")), &format!("group {path}")).await
+    }
+
+    /// The user's realm roles: direct assignments only (`effective = false`),
+    /// or everything they hold incl. composites and group roles (`true`).
+    pub async fn user_realm_roles(&self, user_id: &str, effective: bool) -> Result<Vec<RoleRep>, KeycloakError> {
+        let suffix = if effective { "/composite" } else { "" };
+        self.get_json(
+            &format!("/users/{}/role-mappings/realm{suffix}", enc(user_id)),
+            "realm role mappings",
+        )
+        .await
+    }
+
+    /// The user's roles of one client, direct or effective.
+    pub async fn user_client_roles(&self, user_id: &str, client_uuid: &str, effective: bool) -> Result<Vec<RoleRep>, KeycloakError> {
+        let suffix = if effective { "/composite" } else { "" };
+        self.get_json(
+            &format!("/users/{}/role-mappings/clients/{}{suffix}", enc(user_id), enc(client_uuid)),
+            "client role mappings",
+        )
+        .await
+    }
+
+    /// The groups the user is a direct member of.
+    pub async fn user_groups(&self, user_id: &str) -> Result<Vec<GroupRep>, KeycloakError> {
+        self.get_json(&format!("/users/{}/groups?briefRepresentation=true", enc(user_id)), "group membership")
+            .await
+    }
+
+    async fn role_mapping(&self, method: reqwest::Method, path: String, roles: &[RoleRep], what: &str) -> Result<(), KeycloakError> {
+        if roles.is_empty() {
+            return Err(KeycloakError::EmptyRoleList);
+        }
+        self.send(self.http.request(method, self.url(&path)).json(roles), what).await?;
+        Ok(())
+    }
+
+    /// Adds exactly `role` to the user's realm role mappings (204 no-op if held).
+    pub async fn add_realm_role(&self, user_id: &str, role: &RoleRep) -> Result<(), KeycloakError> {
+        let path = format!("/users/{}/role-mappings/realm", enc(user_id));
+        self.role_mapping(reqwest::Method::POST, path, std::slice::from_ref(role), "add realm role").await
+    }
+
+    /// Removes exactly `role` from the user's realm role mappings. Never sends
+    /// an empty body (which would remove every realm role).
+    pub async fn remove_realm_role(&self, user_id: &str, role: &RoleRep) -> Result<(), KeycloakError> {
+        let path = format!("/users/{}/role-mappings/realm", enc(user_id));
+        self.role_mapping(reqwest::Method::DELETE, path, std::slice::from_ref(role), "remove realm role").await
+    }
+
+    /// Adds exactly `role` of client `client_uuid` to the user.
+    pub async fn add_client_role(&self, user_id: &str, client_uuid: &str, role: &RoleRep) -> Result<(), KeycloakError> {
+        let path = format!("/users/{}/role-mappings/clients/{}", enc(user_id), enc(client_uuid));
+        self.role_mapping(reqwest::Method::POST, path, std::slice::from_ref(role), "add client role").await
+    }
+
+    /// Removes exactly `role` of client `client_uuid` from the user.
+    pub async fn remove_client_role(&self, user_id: &str, client_uuid: &str, role: &RoleRep) -> Result<(), KeycloakError> {
+        let path = format!("/users/{}/role-mappings/clients/{}", enc(user_id), enc(client_uuid));
+        self.role_mapping(reqwest::Method::DELETE, path, std::slice::from_ref(role), "remove client role").await
+    }
+
+    /// Makes the user a member of group `group_id`.
+    pub async fn join_group(&self, user_id: &str, group_id: &str) -> Result<(), KeycloakError> {
+        let url = self.url(&format!("/users/{}/groups/{}", enc(user_id), enc(group_id)));
+        self.send(self.http.put(url), "join group").await?;
+        Ok(())
+    }
+
+    /// Removes the user from group `group_id` (and only that group).
+    pub async fn leave_group(&self, user_id: &str, group_id: &str) -> Result<(), KeycloakError> {
+        let url = self.url(&format!("/users/{}/groups/{}", enc(user_id), enc(group_id)));
+        self.send(self.http.delete(url), "leave group").await?;
+        Ok(())
+    }
+
+    /// Ends all of the user's sessions (`POST /users/{id}/logout`), so their
+    /// refresh tokens stop working.
+    pub async fn logout_user(&self, user_id: &str) -> Result<(), KeycloakError> {
+        let url = self.url(&format!("/users/{}/logout", enc(user_id)));
+        self.send(self.http.post(url), "end user sessions").await?;
+        Ok(())
+    }
+
+    /// Whether the user holds `target`. `effective = false` looks at direct
+    /// assignments only (what a revoke would remove); `true` also counts
+    /// composites and roles inherited from groups (for "already held").
+    pub async fn holds(&self, user_id: &str, target: &EntitlementKind, effective: bool) -> Result<bool, KeycloakError> {
+        Ok(match target {
+            EntitlementKind::RealmRole { role } => self
+                .user_realm_roles(user_id, effective)
+                .await?
+                .iter()
+                .any(|r| &r.name == role),
+            EntitlementKind::ClientRole { client, role } => {
+                let c = self.client_uuid(client).await?;
+                self.user_client_roles(user_id, &c, effective)
+                    .await?
+                    .iter()
+                    .any(|r| &r.name == role)
+            }
+            EntitlementKind::Group { path } => {
+                let groups = self.user_groups(user_id).await?;
+                let want = path.trim_end_matches('/');
+                groups.iter().any(|g| {
+                    let p = g.path.as_deref().unwrap_or("");
+                    // A subgroup member inherits the parent's roles but is not a
+                    // member of the parent; count it only for the effective view.
+                    p == want || (effective && p.starts_with(&format!("{want}/")))
+                })
+            }
+        })
+    }
+
+    /// Grants `target` to the user: exactly one role or one group membership.
+    /// Idempotent.
+    pub async fn assign(&self, user_id: &str, target: &EntitlementKind) -> Result<(), KeycloakError> {
+        match target {
+            EntitlementKind::RealmRole { role } => {
+                let r = self.realm_role(role).await?;
+                self.add_realm_role(user_id, &r).await
+            }
+            EntitlementKind::ClientRole { client, role } => {
+                let c = self.client_uuid(client).await?;
+                let r = self.client_role(&c, role).await?;
+                self.add_client_role(user_id, &c, &r).await
+            }
+            EntitlementKind::Group { path } => {
+                let g = self.group_by_path(path).await?;
+                self.join_group(user_id, &g.id).await
+            }
+        }
+    }
+
+    /// Takes `target` away from the user: exactly that one role or group
+    /// membership, nothing else. Idempotent.
+    pub async fn unassign(&self, user_id: &str, target: &EntitlementKind) -> Result<(), KeycloakError> {
+        match target {
+            EntitlementKind::RealmRole { role } => {
+                let r = self.realm_role(role).await?;
+                self.remove_realm_role(user_id, &r).await
+            }
+            EntitlementKind::ClientRole { client, role } => {
+                let c = self.client_uuid(client).await?;
+                let r = self.client_role(&c, role).await?;
+                self.remove_client_role(user_id, &c, &r).await
+            }
+            EntitlementKind::Group { path } => {
+                let g = self.group_by_path(path).await?;
+                match self.leave_group(user_id, &g.id).await {
+                    // Not a member any more: the goal is met.
+                    Err(KeycloakError::NotFound(_)) => Ok(()),
+                    other => other,
+                }
+            }
+        }
+    }
+
+    /// Checks that `target` exists in Keycloak (for policy checks).
+    pub async fn target_exists(&self, target: &EntitlementKind) -> Result<(), KeycloakError> {
+        match target {
+            EntitlementKind::RealmRole { role } => self.realm_role(role).await.map(|_| ()),
+            EntitlementKind::ClientRole { client, role } => {
+                let c = self.client_uuid(client).await?;
+                self.client_role(&c, role).await.map(|_| ())
+            }
+            EntitlementKind::Group { path } => self.group_by_path(path).await.map(|_| ()),
+        }
+    }
+}
+
+/// Percent-encodes one path segment or query value.
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn empty_role_lists_are_never_sent() {
+        let c = AdminClient::new("http://127.0.0.1:1", "jit", "x", "y", crate::http_client());
+        let e = c
+            .role_mapping(reqwest::Method::DELETE, "/users/u/role-mappings/realm".into(), &[], "remove")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, KeycloakError::EmptyRoleList));
+    }
+
+    #[test]
+    fn encodes_path_segments() {
+        assert_eq!(enc("a b/c"), "a%20b%2Fc");
+    }
+}

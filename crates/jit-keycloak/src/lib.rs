@@ -1,0 +1,39 @@
+//! Everything JIT Access says to Keycloak.
+//!
+//! - [`oidc`]: discovery, Authorization Code + PKCE login with a loopback
+//!   redirect (RFC 7636, RFC 8252), refresh and logout — for the CLI and app.
+//! - [`validate`]: access-token validation for jitd — signature against the
+//!   realm's JWKS, `iss`, `aud`, `exp`/`nbf`, `typ`.
+//! - [`admin`]: the Admin REST API, as the `jit-backend` service account —
+//!   user lookup, grant and revoke of realm roles, client roles and group
+//!   membership, and ending a user's sessions.
+//!
+//! Not for: deciding *whether* something may be granted (that is `jit-core`)
+//! or remembering what was granted (that is `jit-server`'s store).
+
+pub mod admin;
+pub mod oidc;
+pub mod validate;
+
+pub use admin::{AdminClient, KeycloakError};
+pub use oidc::{Discovery, LoginSession, OidcClient, TokenSet};
+pub use validate::{AuthError, TokenValidator, ValidatedToken};
+
+/// A reqwest client with sane timeouts, rustls, and no redirects followed
+/// (OIDC endpoints never need them; following one could leak a token).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(20))
+        .user_agent(concat!("jit-access/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("reqwest client builds")
+}
+
+/// `{base}/realms/{realm}` — the issuer Keycloak puts in `iss` when its
+/// hostname is pinned (`--hostname`), which it must be: otherwise `iss`
+/// follows whatever host the caller used.
+pub fn issuer_url(base: &str, realm: &str) -> String {
+    format!("{}/realms/{}", base.trim_end_matches('/'), realm)
+}

@@ -1,0 +1,79 @@
+//! jitd's configuration file (TOML). Secrets are never in it: the
+//! `jit-backend` client secret comes from the environment or a file.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// `jitd --config FILE`. Relative paths are relative to the file's folder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on, e.g. `127.0.0.1:8787` (port 0 picks a free one).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// SQLite database file; created if missing.
+    pub database: PathBuf,
+    /// Policy file (see `config/policy.toml`); reloaded when it changes.
+    pub policy: PathBuf,
+    pub keycloak: KeycloakConfig,
+}
+
+/// Where Keycloak is and how jitd talks to it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeycloakConfig {
+    /// Base URL, e.g. `http://127.0.0.1:18080` (no `/realms/...`).
+    pub url: String,
+    pub realm: String,
+    /// The `aud` jitd requires in access tokens.
+    #[serde(default = "default_audience")]
+    pub audience: String,
+    /// Confidential client whose service account grants and revokes.
+    #[serde(default = "default_backend")]
+    pub backend_client_id: String,
+    /// File holding the backend client's secret. When absent, the secret is
+    /// read from the environment variable `JIT_BACKEND_SECRET`.
+    pub backend_client_secret_file: Option<PathBuf>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8787".into()
+}
+fn default_audience() -> String {
+    "jit-api".into()
+}
+fn default_backend() -> String {
+    "jit-backend".into()
+}
+
+impl Config {
+    /// Reads and parses `path`, resolving relative paths against its folder.
+    ///
+    /// Errors: unreadable file, TOML error (with line), unknown field.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        let mut c: Config =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        c.database = base.join(&c.database);
+        c.policy = base.join(&c.policy);
+        if let Some(f) = &c.keycloak.backend_client_secret_file {
+            c.keycloak.backend_client_secret_file = Some(base.join(f));
+        }
+        Ok(c)
+    }
+
+    /// The backend client secret, from the file or `JIT_BACKEND_SECRET`.
+    pub fn backend_secret(&self) -> anyhow::Result<String> {
+        if let Some(f) = &self.keycloak.backend_client_secret_file {
+            let s = std::fs::read_to_string(f)
+                .map_err(|e| anyhow::anyhow!("cannot read backend secret file {}: {e}", f.display()))?;
+            return Ok(s.trim().to_string());
+        }
+        std::env::var("JIT_BACKEND_SECRET").map_err(|_| {
+            anyhow::anyhow!("no backend client secret: set JIT_BACKEND_SECRET or keycloak.backend_client_secret_file")
+        })
+    }
+}

@@ -1,0 +1,102 @@
+//! The one place that turns errors into HTTP: `application/problem+json`
+//! (RFC 9457) with a stable `code` member.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use jit_core::error::ErrorKind;
+use jit_core::DomainError;
+use jit_keycloak::{AuthError, KeycloakError};
+use serde::Serialize;
+
+use crate::store::StoreError;
+
+/// Every error a handler can return.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no such route")]
+    NoRoute,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("Keycloak is unavailable: {0}")]
+    Keycloak(#[from] KeycloakError),
+    #[error("internal error")]
+    Store(#[from] StoreError),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    code: &'a str,
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ApiError::Domain(d) => {
+                let status = match d.kind() {
+                    ErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+                    ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+                    ErrorKind::Conflict => StatusCode::CONFLICT,
+                    ErrorKind::NotFound => StatusCode::NOT_FOUND,
+                };
+                (status, d.code(), "Request refused")
+            }
+            ApiError::Auth(AuthError::JwksUnavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "jwks_unavailable", "Cannot validate tokens")
+            }
+            ApiError::Auth(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", "Bad request"),
+            ApiError::NoRoute => (StatusCode::NOT_FOUND, "no_route", "Not found"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            ApiError::Keycloak(_) => (StatusCode::SERVICE_UNAVAILABLE, "keycloak_unavailable", "Keycloak unavailable"),
+            ApiError::Store(StoreError::Domain(d)) => {
+                // Rare path: a domain error raised inside a store transaction.
+                return ApiError::Domain(d.clone()).parts();
+            }
+            ApiError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, title) = self.parts();
+        let detail = match &self {
+            ApiError::Store(StoreError::Domain(d)) => d.to_string(),
+            ApiError::Store(e) => {
+                tracing::error!(error = %e, "store error");
+                "internal error; see the server log".to_string()
+            }
+            other => other.to_string(),
+        };
+        let body = Problem {
+            kind: format!("urn:jit-access:problem:{code}"),
+            title,
+            status: status.as_u16(),
+            detail,
+            code,
+        };
+        let mut resp = (status, axum::Json(body)).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"jit-access\", error=\"invalid_token\""),
+            );
+        }
+        resp
+    }
+}

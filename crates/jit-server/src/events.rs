@@ -1,0 +1,124 @@
+//! `GET /v1/events`: server-sent events of the audit log, filtered to what
+//! the caller may see. Each event's `id` is the audit sequence number and
+//! its `event` the audit event type; a client that reconnects with
+//! `Last-Event-ID` (or `?since=`) gets every visible event after that id —
+//! the stream reads the store, not an in-memory buffer, so nothing is lost.
+//! The stream ends when the caller's token expires (reconnect with a fresh
+//! one) or the server stops.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use jit_core::api::EventData;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::api::{visible_audit, view, Caller, Q};
+use crate::error::ApiError;
+use crate::AppState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventParams {
+    /// Resume after this sequence number (like `Last-Event-ID`).
+    since: Option<i64>,
+}
+
+struct Cursor {
+    state: Arc<AppState>,
+    caller: Caller,
+    after: i64,
+    buf: VecDeque<Event>,
+    seq_rx: watch::Receiver<i64>,
+    stop_rx: watch::Receiver<bool>,
+}
+
+/// Starts after `Last-Event-ID`, else `?since=`, else the newest event (only
+/// new events).
+pub async fn stream(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    Q(q): Q<EventParams>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let last_id = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an event id (integer)".into()))?,
+        ),
+        None => None,
+    };
+    let after = match last_id.or(q.since) {
+        Some(n) => n.max(0),
+        None => state.store.last_seq()?,
+    };
+    let cursor = Cursor {
+        seq_rx: state.last_seq.subscribe(),
+        stop_rx: state.stopping.subscribe(),
+        state,
+        caller,
+        after,
+        buf: VecDeque::new(),
+    };
+    let s = futures::stream::unfold(cursor, |mut c| async move {
+        loop {
+            if let Some(ev) = c.buf.pop_front() {
+                return Some((Ok(ev), c));
+            }
+            if *c.stop_rx.borrow() {
+                return None;
+            }
+            let left = c.caller.exp - chrono::Utc::now().timestamp();
+            if left <= 0 {
+                return None;
+            }
+            // Mark the current value seen before reading, so a write that
+            // lands after the read wakes us.
+            c.seq_rx.borrow_and_update();
+            match visible_audit(&c.state, &c.caller.principal, c.after, 100) {
+                Ok((rows, cursor)) => {
+                    c.after = cursor;
+                    for rec in rows {
+                        let request = c
+                            .state
+                            .store
+                            .get(&rec.request_id)
+                            .ok()
+                            .flatten()
+                            .map(|s| view(&c.state, &s));
+                        let id = rec.seq.to_string();
+                        let name = rec.event.clone();
+                        let data = EventData { record: rec, request };
+                        let ev = Event::default()
+                            .id(id)
+                            .event(name)
+                            .json_data(&data)
+                            .unwrap_or_else(|_| Event::default().comment("unserialisable event"));
+                        c.buf.push_back(ev);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "event stream read failed");
+                    return None;
+                }
+            }
+            if !c.buf.is_empty() {
+                continue;
+            }
+            tokio::select! {
+                _ = c.seq_rx.changed() => {}
+                _ = c.stop_rx.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(left as u64)) => {}
+            }
+        }
+    });
+    Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

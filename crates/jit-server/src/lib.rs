@@ -1,0 +1,174 @@
+//! jitd, the JIT Access backend, as a library: run it standalone (binary
+//! `jitd`) or embedded (the desktop app), with the same code.
+//!
+//! - [`store`]: SQLite, the only truth; hash-chained audit log.
+//! - [`scheduler`]: derives due work from the store and does it in
+//!   Keycloak — grant, expire, remove — with retries and backoff.
+//! - [`api`]: the HTTP API under `/v1`, server-sent events, problem+json.
+//!
+//! Not for: the rules themselves (that is `jit-core`) or Keycloak's wire
+//! format (that is `jit-keycloak`).
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod scheduler;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use jit_core::Policy;
+use jit_keycloak::{AdminClient, TokenValidator};
+use tokio::sync::{watch, Notify};
+
+pub use config::Config;
+pub use store::Store;
+
+/// Shared state of a running jitd, passed to handlers and the scheduler.
+pub struct AppState {
+    pub store: Arc<Store>,
+    policy: RwLock<Arc<Policy>>,
+    policy_path: PathBuf,
+    policy_mtime: RwLock<Option<SystemTime>>,
+    pub validator: TokenValidator,
+    pub admin: AdminClient,
+    /// Wakes the scheduler when something became due.
+    pub wake: Notify,
+    /// Latest audit sequence number; event streams wait on it.
+    pub last_seq: watch::Sender<i64>,
+    /// Flips to `true` when the server stops; long-lived streams end then.
+    pub stopping: watch::Sender<bool>,
+}
+
+impl AppState {
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Tells the scheduler and the event streams that rows were written.
+    pub fn published(&self, recs: &[store::AuditRecord]) {
+        if let Some(max) = recs.iter().map(|r| r.seq).max() {
+            self.last_seq.send_if_modified(|v| {
+                if max > *v {
+                    *v = max;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        self.wake.notify_one();
+    }
+
+    /// Re-reads the policy file if it changed. An invalid file is refused
+    /// (logged with line and field) and the policy in force stays.
+    pub fn reload_policy_if_changed(&self) {
+        let mtime = std::fs::metadata(&self.policy_path).and_then(|m| m.modified()).ok();
+        if mtime == *self.policy_mtime.read().unwrap_or_else(|p| p.into_inner()) {
+            return;
+        }
+        *self.policy_mtime.write().unwrap_or_else(|p| p.into_inner()) = mtime;
+        match load_policy(&self.policy_path) {
+            Ok(p) => {
+                tracing::info!(entitlements = p.entitlements.len(), path = %self.policy_path.display(), "policy reloaded");
+                *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(p);
+            }
+            Err(e) => tracing::error!(error = %e, "policy change refused; the previous policy stays in force"),
+        }
+    }
+}
+
+/// Reads and validates a policy file.
+pub fn load_policy(path: &std::path::Path) -> anyhow::Result<Policy> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read policy {}: {e}", path.display()))?;
+    Policy::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// A running jitd.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Stops accepting, finishes in-flight requests, stops the scheduler.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = self.task.await;
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:8787`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Opens the store, loads the policy, binds `config.listen`, and starts the
+/// API and the scheduler on the current tokio runtime.
+///
+/// Errors: unreadable config parts, invalid policy, busy port, missing secret.
+pub async fn start(config: &Config) -> anyhow::Result<Server> {
+    let policy = load_policy(&config.policy)?;
+    let store = Arc::new(Store::open(&config.database).map_err(|e| {
+        anyhow::anyhow!("cannot open database {}: {e}", config.database.display())
+    })?);
+    let http = jit_keycloak::http_client();
+    let issuer = jit_keycloak::issuer_url(&config.keycloak.url, &config.keycloak.realm);
+    let validator = TokenValidator::new(&issuer, &config.keycloak.audience, http.clone());
+    let admin = AdminClient::new(
+        &config.keycloak.url,
+        &config.keycloak.realm,
+        &config.keycloak.backend_client_id,
+        &config.backend_secret()?,
+        http,
+    );
+    let last = store.last_seq()?;
+    let state = Arc::new(AppState {
+        store,
+        policy: RwLock::new(Arc::new(policy)),
+        policy_mtime: RwLock::new(std::fs::metadata(&config.policy).and_then(|m| m.modified()).ok()),
+        policy_path: config.policy.clone(),
+        validator,
+        admin,
+        wake: Notify::new(),
+        last_seq: watch::channel(last).0,
+        stopping: watch::channel(false).0,
+    });
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let sched = tokio::spawn(scheduler::run(state.clone()));
+    let app = api::router(state.clone());
+    let st = state.clone();
+    let task = tokio::spawn(async move {
+        let stopping = st.clone();
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = rx.await;
+            let _ = stopping.stopping.send(true);
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "server error");
+        }
+        let _ = st.stopping.send(true);
+        let _ = sched.await;
+    });
+    tracing::info!(%addr, issuer = %issuer, "jitd listening");
+    Ok(Server {
+        addr,
+        state,
+        shutdown: Some(tx),
+        task,
+    })
+}

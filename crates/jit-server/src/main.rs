@@ -1,0 +1,95 @@
+//! `jitd`: the JIT Access backend. A thin shell over the `jit_server` library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "jitd", version, about = "JIT Access backend: API, scheduler, audit log")]
+struct Args {
+    /// Configuration file (TOML); see config/jitd.toml.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a policy file without starting; exit 0 if valid.
+    CheckPolicy { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("JITD_LOG")
+                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+        )
+        .with_target(false)
+        .init();
+    let args = Args::parse();
+    if let Some(Command::CheckPolicy { file }) = &args.command {
+        return match jit_server::load_policy(file) {
+            Ok(p) => {
+                println!("{}: OK, {} entitlements", file.display(), p.entitlements.len());
+                for e in p.entitlements.values() {
+                    println!(
+                        "  {:<20} {:<40} max {:>6}  approvals {}",
+                        e.id,
+                        e.kind.to_string(),
+                        jit_core::format_duration(e.max_duration),
+                        e.approvals_required
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("jitd: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let Some(config) = args.config else {
+        eprintln!("jitd: --config FILE is required (see config/jitd.toml)");
+        return ExitCode::from(2);
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async move {
+        let cfg = match jit_server::Config::load(&config) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("jitd: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let server = match jit_server::start(&cfg).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("jitd: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        println!("jitd listening on {}", server.url());
+        let term = async {
+            #[cfg(unix)]
+            {
+                let mut s = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+                s.recv().await;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        tracing::info!("stopping");
+        server.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}

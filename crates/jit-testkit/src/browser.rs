@@ -1,0 +1,296 @@
+//! A scripted browser for Keycloak's login page.
+
+use std::sync::OnceLock;
+
+use anyhow::{anyhow, bail, Context, Result};
+use regex::Regex;
+use url::Url;
+
+use crate::snippet;
+
+const MAX_STEPS: usize = 12;
+
+/// Sign in through Keycloak's real login page and return the final redirect
+/// to the loopback `redirect_uri` (with `code` and `state`), without
+/// contacting it.
+///
+/// Follows Keycloak's own redirects by hand (cookies kept), fills
+/// `<form id="kc-form-login">` with `username` / `password` and stops at the
+/// first `Location` that points at the `redirect_uri` of `authorize_url` (or,
+/// when it has none, leaves Keycloak's origin).
+///
+/// Errors: wrong credentials (with the message the page shows), a page
+/// without the login form (with its title and message, e.g. a required
+/// action or "Invalid parameter: redirect_uri"), an `error=` redirect.
+pub async fn browser_login(authorize_url: &str, username: &str, password: &str) -> Result<Url> {
+    let start = Url::parse(authorize_url).context("invalid authorize URL")?;
+    let keycloak_origin = start.origin();
+    let redirect_uri = start
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .and_then(|(_, v)| Url::parse(&v).ok());
+    let is_final = |loc: &Url| -> bool {
+        match &redirect_uri {
+            Some(r) => {
+                loc.origin() == r.origin() && loc.path() == r.path()
+                    || loc.origin() != keycloak_origin
+            }
+            None => loc.origin() != keycloak_origin,
+        }
+    };
+
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .context("building the HTTP client")?;
+
+    let mut resp = client
+        .get(start.clone())
+        .send()
+        .await
+        .with_context(|| format!("GET {}", redact_query(&start)))?;
+    let mut posted = false;
+    for _ in 0..MAX_STEPS {
+        let status = resp.status();
+        let here = resp.url().clone();
+        if status.is_redirection() {
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| {
+                    anyhow!(
+                        "HTTP {status} without Location from {}",
+                        redact_query(&here)
+                    )
+                })?;
+            let next = here
+                .join(location)
+                .with_context(|| format!("invalid Location {location:?}"))?;
+            if is_final(&next) {
+                return check_callback(next);
+            }
+            resp = client
+                .get(next.clone())
+                .send()
+                .await
+                .with_context(|| format!("GET {}", redact_query(&next)))?;
+            continue;
+        }
+        let body = resp.text().await.context("reading a Keycloak page")?;
+        if let Some(action) = login_form_action(&body) {
+            if posted {
+                let msg = page_message(&body).unwrap_or_else(|| "no message on the page".into());
+                bail!("login as {username:?} failed: Keycloak says: {msg}");
+            }
+            let action = here
+                .join(&action)
+                .with_context(|| format!("invalid form action {action:?}"))?;
+            resp = client
+                .post(action)
+                .form(&[
+                    ("username", username),
+                    ("password", password),
+                    ("credentialId", ""),
+                ])
+                .send()
+                .await
+                .context("POST of the login form")?;
+            posted = true;
+            continue;
+        }
+        let title = page_title(&body).unwrap_or_else(|| "(no title)".into());
+        let msg = page_message(&body)
+            .map(|m| format!(", message {m:?}"))
+            .unwrap_or_default();
+        if posted {
+            bail!(
+                "after the login form Keycloak showed page {title:?} (HTTP {status}{msg}) instead of \
+                 redirecting to the client: a required action (update profile, verify email...) or an error"
+            );
+        }
+        bail!(
+            "no login form (form#kc-form-login) at {}: page {title:?} (HTTP {status}{msg}): {}",
+            redact_query(&here),
+            if msg.is_empty() {
+                snippet(&body)
+            } else {
+                String::new()
+            }
+        );
+    }
+    bail!("too many redirects/pages (> {MAX_STEPS}) during login")
+}
+
+fn check_callback(url: Url) -> Result<Url> {
+    let get = |name: &str| {
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    if let Some(err) = get("error") {
+        let desc = get("error_description").unwrap_or_default();
+        bail!("authorization failed: {err}: {desc}");
+    }
+    if get("code").is_none() {
+        bail!(
+            "redirect to the client carries no code: {}",
+            redact_query(&url)
+        );
+    }
+    Ok(url)
+}
+
+/// The URL without its query (which may hold a code).
+fn redact_query(url: &Url) -> String {
+    let mut u = url.clone();
+    if u.query().is_some() {
+        u.set_query(Some("…"));
+    }
+    u.to_string()
+}
+
+fn re(cell: &'static OnceLock<Regex>, pattern: &str) -> &'static Regex {
+    cell.get_or_init(|| Regex::new(pattern).expect("valid regex"))
+}
+
+/// The (unescaped) `action` of `<form id="kc-form-login" ...>`.
+fn login_form_action(html: &str) -> Option<String> {
+    static FORM: OnceLock<Regex> = OnceLock::new();
+    static ACTION: OnceLock<Regex> = OnceLock::new();
+    let form = re(
+        &FORM,
+        r#"(?is)<form\b[^>]*\bid\s*=\s*["']kc-form-login["'][^>]*>"#,
+    );
+    let action = re(&ACTION, r#"(?is)\baction\s*=\s*(?:"([^"]*)"|'([^']*)')"#);
+    let tag = form.find(html)?.as_str();
+    let caps = action.captures(tag)?;
+    let raw = caps.get(1).or_else(|| caps.get(2))?.as_str();
+    Some(html_unescape(raw))
+}
+
+fn page_title(html: &str) -> Option<String> {
+    static TITLE: OnceLock<Regex> = OnceLock::new();
+    let title = re(&TITLE, r"(?is)<title[^>]*>(.*?)</title>");
+    let t = title.captures(html)?.get(1)?.as_str();
+    Some(collapse(&html_unescape(t)))
+}
+
+/// The feedback / error message a Keycloak page shows, if any.
+fn page_message(html: &str) -> Option<String> {
+    static FEEDBACK: OnceLock<Regex> = OnceLock::new();
+    static ERROR_PAGE: OnceLock<Regex> = OnceLock::new();
+    let feedback = re(
+        &FEEDBACK,
+        r#"(?is)<[a-z]+\b[^>]*class\s*=\s*"[^"]*\bkc-feedback-text\b[^"]*"[^>]*>(.*?)</"#,
+    );
+    let error_page = re(
+        &ERROR_PAGE,
+        r#"(?is)id\s*=\s*"kc-error-message"[^>]*>.*?<p\b[^>]*>(.*?)</p>"#,
+    );
+    [feedback, error_page]
+        .iter()
+        .filter_map(|r| r.captures(html))
+        .filter_map(|c| c.get(1))
+        .map(|m| collapse(&html_unescape(m.as_str())))
+        .find(|s| !s.is_empty())
+}
+
+fn collapse(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Unescape the HTML entities Keycloak's templates produce.
+pub(crate) fn html_unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        let tail = &rest[amp..];
+        let Some(semi) = tail.find(';').filter(|&i| i <= 12) else {
+            out.push('&');
+            rest = &tail[1..];
+            continue;
+        };
+        let entity = &tail[1..semi];
+        let decoded = match entity {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            "nbsp" => Some('\u{a0}'),
+            e if e.starts_with("#x") || e.starts_with("#X") => u32::from_str_radix(&e[2..], 16)
+                .ok()
+                .and_then(char::from_u32),
+            e if e.starts_with('#') => e[1..].parse::<u32>().ok().and_then(char::from_u32),
+            _ => None,
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &tail[semi + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &tail[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_form_action_and_unescapes() {
+        let html = r#"<html><head><title>Sign in to JIT</title></head><body>
+            <form id="kc-form-login" class="pf-v5-c-form" onsubmit="login.disabled = true; return true;"
+              action="http://127.0.0.1:18080/realms/jit/login-actions/authenticate?session_code=a&amp;execution=b&amp;client_id=jit-cli" method="post">
+            </form></body></html>"#;
+        assert_eq!(
+            login_form_action(html).as_deref(),
+            Some("http://127.0.0.1:18080/realms/jit/login-actions/authenticate?session_code=a&execution=b&client_id=jit-cli")
+        );
+        assert_eq!(page_title(html).as_deref(), Some("Sign in to JIT"));
+        assert_eq!(page_message(html), None);
+    }
+
+    #[test]
+    fn no_form() {
+        assert_eq!(
+            login_form_action("<form id=\"other\" action=\"/x\"></form>"),
+            None
+        );
+    }
+
+    #[test]
+    fn feedback_and_error_page_messages() {
+        let wrong = r#"<div class="pf-v5-c-helper-text__item pf-m-error" id="input-error-username">
+            <span class="pf-v5-c-helper-text__item-text pf-m-error kc-feedback-text">
+                Invalid username or password.
+            </span></div>"#;
+        assert_eq!(
+            page_message(wrong).as_deref(),
+            Some("Invalid username or password.")
+        );
+        let error_page = r#"<div id="kc-error-message">
+            <p class="instruction">Invalid parameter: redirect_uri</p></div>"#;
+        assert_eq!(
+            page_message(error_page).as_deref(),
+            Some("Invalid parameter: redirect_uri")
+        );
+    }
+
+    #[test]
+    fn unescape() {
+        assert_eq!(html_unescape("a&amp;b&#x3d;c&#61;d&quot;"), "a&b=c=d\"");
+        assert_eq!(html_unescape("a & b &unknown; c"), "a & b &unknown; c");
+        assert_eq!(html_unescape("tail&"), "tail&");
+    }
+}

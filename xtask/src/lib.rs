@@ -1,0 +1,33 @@
+//! Developer tasks for Keycloak JIT Access, run as `cargo xtask ...`.
+//!
+//! What it is for: fetching the pinned Keycloak distribution from Maven
+//! Central (checked against a pinned SHA-256), starting it on loopback with
+//! the `jit` demo realm imported, stopping it, and running the workspace tests
+//! against it (`cargo xtask test`).
+//!
+//! What it is not for: it is never shipped, never used by the product at run
+//! time, and it is not a way to run Keycloak in production (`start-dev`, H2,
+//! demo credentials).
+//!
+//! The library part exists so that every subcommand (and later ones such as
+//! `demo`) shares one implementation: see [`keycloak::ensure_running`].
+
+pub mod keycloak;
+pub mod probe;
+pub mod signals;
+
+use std::path::PathBuf;
+
+/// Root of the Cargo workspace (the parent of the `xtask` crate).
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or(manifest_dir)
+}
+
+/// The `target` directory of the workspace (where Keycloak is unpacked and run).
+pub fn target_dir() -> PathBuf {
+    workspace_root().join("target")
+}

@@ -1,0 +1,192 @@
+use std::process::{Command, ExitCode};
+use std::thread::sleep;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use xtask::keycloak::{self, Ports};
+use xtask::signals;
+
+/// Developer tasks for Keycloak JIT Access.
+#[derive(Parser)]
+#[command(name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Manage the pinned Keycloak used by tests and the demo.
+    #[command(subcommand)]
+    Keycloak(KeycloakCmd),
+    /// Run the tests against a real Keycloak: reuse KEYCLOAK_URL (or one
+    /// already running on --port), else start one and stop it afterwards.
+    ///
+    /// ARGS are passed to `cargo test` (default: `--workspace --all-targets`).
+    Test {
+        #[command(flatten)]
+        ports: PortArgs,
+        /// Arguments for `cargo test`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeycloakCmd {
+    /// Download (Maven), verify (SHA-256) and unpack the distribution.
+    Fetch,
+    /// Start Keycloak on 127.0.0.1 with a fresh database and the `jit` realm.
+    Start(PortArgs),
+    /// Stop the Keycloak started by `start` (SIGTERM, SIGKILL after 30 s).
+    Stop,
+    /// Show whether Keycloak is running and ready.
+    Status(PortArgs),
+}
+
+#[derive(Args, Clone, Copy)]
+struct PortArgs {
+    /// HTTP port (Keycloak URL is http://127.0.0.1:PORT).
+    #[arg(long, default_value_t = keycloak::DEFAULT_PORT)]
+    port: u16,
+    /// Management port (/health/ready).
+    #[arg(long, default_value_t = keycloak::DEFAULT_MANAGEMENT_PORT)]
+    management_port: u16,
+}
+
+impl From<PortArgs> for Ports {
+    fn from(p: PortArgs) -> Self {
+        Ports {
+            http: p.port,
+            management: p.management_port,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Cmd::Keycloak(KeycloakCmd::Fetch) => {
+            let dir = keycloak::fetch()?;
+            println!("{}", dir.display());
+        }
+        Cmd::Keycloak(KeycloakCmd::Start(ports)) => {
+            let started = keycloak::start(ports.into())?;
+            // The server keeps running after we exit (own process group).
+            drop(started.child);
+            println!("KEYCLOAK_URL={}", started.url);
+        }
+        Cmd::Keycloak(KeycloakCmd::Stop) => {
+            if keycloak::stop()? {
+                eprintln!("xtask: Keycloak stopped");
+            } else {
+                eprintln!("xtask: Keycloak was not running (no live process from the pid file)");
+            }
+        }
+        Cmd::Keycloak(KeycloakCmd::Status(ports)) => {
+            let s = keycloak::status(ports.into());
+            match s.pid {
+                Some(pid) if s.pid_alive => println!("process:      running (pid {pid})"),
+                Some(pid) => println!("process:      not running (stale pid file: {pid})"),
+                None => println!("process:      no pid file"),
+            }
+            println!(
+                "health/ready: {}",
+                if s.health_ready { "UP" } else { "not ready" }
+            );
+            println!(
+                "realm `{}`:   {}",
+                keycloak::REALM,
+                if s.realm_ready {
+                    "served"
+                } else {
+                    "not served"
+                }
+            );
+            if s.realm_ready {
+                println!("KEYCLOAK_URL={}", s.url);
+            } else {
+                return Ok(ExitCode::from(3));
+            }
+        }
+        Cmd::Test { ports, args } => return test(ports.into(), args),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cargo xtask test`: Keycloak up, `cargo test`, Keycloak down (if started here).
+fn test(ports: Ports, args: Vec<String>) -> Result<ExitCode> {
+    signals::install();
+    let guard = keycloak::ensure_running(ports)?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+
+    // Other crates' tests drive the `jit` CLI with `$BROWSER=kc-form-login`:
+    // make sure that binary exists whatever subset of tests runs.
+    let status = Command::new(&cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "jit-testkit",
+            "--bin",
+            "kc-form-login",
+        ])
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        eprintln!("xtask: building kc-form-login failed ({status})");
+        drop(guard);
+        return Ok(ExitCode::FAILURE);
+    }
+
+    let args = if args.is_empty() {
+        vec!["--workspace".to_string(), "--all-targets".to_string()]
+    } else {
+        args
+    };
+    eprintln!("xtask: cargo test {}", args.join(" "));
+    let mut child = Command::new(&cargo)
+        .arg("test")
+        .args(&args)
+        .env("KEYCLOAK_URL", guard.url())
+        .env("JIT_BACKEND_SECRET", keycloak::BACKEND_DEMO_SECRET)
+        .spawn()
+        .context("cannot run cargo test")?;
+    let mut forwarded = false;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if let (Some(sig), false) = (signals::received(), forwarded) {
+            // SAFETY: plain syscall on our own child.
+            unsafe {
+                libc::kill(child.id() as i32, sig);
+            }
+            forwarded = true;
+        }
+        sleep(Duration::from_millis(100));
+    };
+    let code = match status.code() {
+        Some(c) => c,
+        None => {
+            use std::os::unix::process::ExitStatusExt;
+            128 + status.signal().unwrap_or(0)
+        }
+    };
+    if let Err(e) = guard.stop() {
+        eprintln!("xtask: could not stop Keycloak: {e:#}");
+    }
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
