@@ -265,9 +265,7 @@ pub struct Status {
 /// recorded in the pid file, else the defaults.
 pub fn status(ports: Option<Ports>) -> Status {
     let info = read_pid();
-    let ports = ports
-        .or(info.and_then(|i| i.ports))
-        .unwrap_or_default();
+    let ports = ports.or(info.and_then(|i| i.ports)).unwrap_or_default();
     let pid = info.map(|i| i.pid);
     Status {
         ports,
@@ -295,8 +293,10 @@ pub struct Started {
 /// Start Keycloak on `ports` (fetching it first if needed) with a fresh
 /// database and the realm fixture imported, and wait until it is ready.
 ///
-/// Reuses a Keycloak that already serves the `jit` realm on the port. Fails
-/// clearly when a port is busy with something else.
+/// Reuses a Keycloak that already serves the `jit` realm on the port, and
+/// waits for (then reuses) one that another xtask run is starting on the
+/// same ports. Fails clearly when this checkout's Keycloak runs on other
+/// ports (one database per checkout) or a port is busy with something else.
 pub fn start(ports: Ports) -> Result<Started> {
     let url = ports.url();
     if realm_ready(&url) {

@@ -1,3 +1,6 @@
+//! `cargo xtask` entry point (alias in `.cargo/config.toml`): command-line
+//! parsing only; the tasks live in the `xtask` library (`xtask::keycloak`).
+
 use std::process::{Command, ExitCode};
 use std::thread::sleep;
 use std::time::Duration;
@@ -42,8 +45,16 @@ enum KeycloakCmd {
     Start(PortArgs),
     /// Stop the Keycloak started by `start` (SIGTERM, SIGKILL after 30 s).
     Stop,
-    /// Show whether Keycloak is running and ready.
-    Status(PortArgs),
+    /// Show whether Keycloak is running and ready (exit 3 if the realm is
+    /// not served).
+    Status {
+        /// HTTP port to probe (default: from the pid file, else 18080).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Management port to probe (default: from the pid file, else 19000).
+        #[arg(long)]
+        management_port: Option<u16>,
+    },
 }
 
 #[derive(Args, Clone, Copy)]
@@ -95,19 +106,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("xtask: Keycloak was not running (no live process from the pid file)");
             }
         }
-        Cmd::Keycloak(KeycloakCmd::Status(ports)) => {
-            let s = keycloak::status(ports.into());
+        Cmd::Keycloak(KeycloakCmd::Status {
+            port,
+            management_port,
+        }) => {
+            let ports = (port.is_some() || management_port.is_some()).then(|| Ports {
+                http: port.unwrap_or(keycloak::DEFAULT_PORT),
+                management: management_port.unwrap_or(keycloak::DEFAULT_MANAGEMENT_PORT),
+            });
+            let s = keycloak::status(ports);
             match s.pid {
                 Some(pid) if s.pid_alive => println!("process:      running (pid {pid})"),
                 Some(pid) => println!("process:      not running (stale pid file: {pid})"),
                 None => println!("process:      no pid file"),
             }
             println!(
-                "health/ready: {}",
-                if s.health_ready { "UP" } else { "not ready" }
+                "health/ready: {} (port {})",
+                if s.health_ready { "UP" } else { "not ready" },
+                s.ports.management
             );
             println!(
-                "realm `{}`:   {}",
+                "realm {}:    {}",
                 keycloak::REALM,
                 if s.realm_ready {
                     "served"

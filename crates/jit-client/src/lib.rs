@@ -1,1 +1,331 @@
-//! placeholder
+//! Typed client of the jitd API: one method per endpoint, problem+json
+//! errors as [`ClientError::Api`], server-sent events as a stream, and the
+//! server's clock (for countdowns that are right under clock skew).
+//!
+//! Not for: logging in or storing tokens (callers give a [`TokenSource`];
+//! see `jit-keycloak` for OIDC) or any rule about requests.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use futures::{Stream, StreamExt};
+use jit_core::api::{
+    AuditRecord, CreateRequestBody, DecisionBody, EntitlementView, EventData, ExtendBody, MeView,
+    Problem, RequestView, ServerConfigView, SERVER_TIME_HEADER,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Errors of API calls. `Display` is one line a person can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// jitd refused: HTTP status, stable `code`, human `detail`.
+    #[error("{detail} ({code})")]
+    Api { status: u16, code: String, detail: String },
+    #[error("cannot reach jitd at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("unexpected response from jitd: {0}")]
+    Protocol(String),
+    #[error("not logged in: {0}")]
+    Token(String),
+}
+
+impl ClientError {
+    /// The problem `code` if jitd refused, e.g. `self_approval`.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// Supplies a current access token (refreshing it when needed).
+pub trait TokenSource: Send + Sync {
+    fn token(&self) -> BoxFuture<'_, Result<String, ClientError>>;
+}
+
+/// A fixed token (pipelines: `JIT_TOKEN`; tests).
+pub struct StaticToken(pub String);
+
+impl TokenSource for StaticToken {
+    fn token(&self) -> BoxFuture<'_, Result<String, ClientError>> {
+        let t = self.0.clone();
+        Box::pin(async move { Ok(t) })
+    }
+}
+
+/// Query of `GET /v1/requests`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ListQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mine: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub to_review: bool,
+}
+
+/// One server-sent event from `/v1/events`.
+#[derive(Debug, Clone)]
+pub struct ServerEvent {
+    /// Audit sequence number; pass it back as `Last-Event-ID` to resume.
+    pub id: i64,
+    /// e.g. `request.created`, `grant.granted`, `grant.expired`.
+    pub event: String,
+    pub data: EventData,
+}
+
+/// Client of one jitd.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    token: Option<Arc<dyn TokenSource>>,
+    /// Server time minus local time, milliseconds (from `x-server-time`).
+    skew_ms: Arc<AtomicI64>,
+}
+
+impl Client {
+    /// `base` is jitd's URL, e.g. `http://127.0.0.1:8787`.
+    pub fn new(base: &str, token: Option<Arc<dyn TokenSource>>) -> Client {
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("reqwest client builds"),
+            token,
+            skew_ms: Arc::new(AtomicI64::new(0)),
+        }
+    }
+
+    /// jitd's URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The server's current time, estimated from the last response's
+    /// `x-server-time` header. Countdowns use this, not the local clock.
+    pub fn server_now(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::milliseconds(self.skew_ms.load(Ordering::Relaxed))
+    }
+
+    fn note_time(&self, resp: &reqwest::Response) {
+        if let Some(t) = resp
+            .headers()
+            .get(SERVER_TIME_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        {
+            let skew = (t.with_timezone(&Utc) - Utc::now()).num_milliseconds();
+            self.skew_ms.store(skew, Ordering::Relaxed);
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder, auth: bool) -> Result<reqwest::Response, ClientError> {
+        let req = if auth {
+            let src = self
+                .token
+                .as_ref()
+                .ok_or_else(|| ClientError::Token("no token; run `jit login`".into()))?;
+            req.bearer_auth(src.token().await?)
+        } else {
+            req
+        };
+        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: e.without_url().to_string(),
+        })?;
+        self.note_time(&resp);
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        match serde_json::from_str::<Problem>(&text) {
+            Ok(p) => Err(ClientError::Api {
+                status,
+                code: p.code,
+                detail: p.detail,
+            }),
+            Err(_) => Err(ClientError::Api {
+                status,
+                code: format!("http_{status}"),
+                detail: text.chars().take(200).collect(),
+            }),
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder, auth: bool) -> Result<T, ClientError> {
+        self.send(req, auth)
+            .await?
+            .json()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// `GET /v1/config` (no token needed): where to log in.
+    pub async fn server_config(&self) -> Result<ServerConfigView, ClientError> {
+        self.json(self.http.get(self.url("/v1/config")), false).await
+    }
+
+    /// `GET /v1/me`.
+    pub async fn me(&self) -> Result<MeView, ClientError> {
+        self.json(self.http.get(self.url("/v1/me")), true).await
+    }
+
+    /// `GET /v1/entitlements`: what the caller may request.
+    pub async fn entitlements(&self) -> Result<Vec<EntitlementView>, ClientError> {
+        self.json(self.http.get(self.url("/v1/entitlements")), true).await
+    }
+
+    /// `POST /v1/requests`.
+    pub async fn create(&self, body: &CreateRequestBody) -> Result<RequestView, ClientError> {
+        self.json(self.http.post(self.url("/v1/requests")).json(body), true).await
+    }
+
+    /// `GET /v1/requests`.
+    pub async fn list(&self, q: &ListQuery) -> Result<Vec<RequestView>, ClientError> {
+        self.json(self.http.get(self.url("/v1/requests")).query(q), true).await
+    }
+
+    /// `GET /v1/requests/{id}`.
+    pub async fn get(&self, id: &str) -> Result<RequestView, ClientError> {
+        self.json(self.http.get(self.url(&format!("/v1/requests/{}", seg(id)))), true).await
+    }
+
+    async fn post_decision(&self, path: String, body: &DecisionBody) -> Result<RequestView, ClientError> {
+        self.json(self.http.post(self.url(&path)).json(body), true).await
+    }
+
+    /// `POST /v1/requests/{id}/approve`; `duration` (human) shortens.
+    pub async fn approve(&self, id: &str, comment: Option<String>, duration: Option<String>) -> Result<RequestView, ClientError> {
+        self.post_decision(format!("/v1/requests/{}/approve", seg(id)), &DecisionBody { comment, duration })
+            .await
+    }
+
+    /// `POST /v1/requests/{id}/deny` (comment required).
+    pub async fn deny(&self, id: &str, comment: &str) -> Result<RequestView, ClientError> {
+        self.post_decision(
+            format!("/v1/requests/{}/deny", seg(id)),
+            &DecisionBody {
+                comment: Some(comment.to_string()),
+                duration: None,
+            },
+        )
+        .await
+    }
+
+    /// `POST /v1/requests/{id}/cancel`.
+    pub async fn cancel(&self, id: &str) -> Result<RequestView, ClientError> {
+        self.json(self.http.post(self.url(&format!("/v1/requests/{}/cancel", seg(id)))), true).await
+    }
+
+    /// `POST /v1/requests/{id}/extend`: a linked request for more time.
+    pub async fn extend(&self, id: &str, duration: &str, justification: &str) -> Result<RequestView, ClientError> {
+        let body = ExtendBody {
+            duration: duration.into(),
+            justification: justification.into(),
+        };
+        self.json(self.http.post(self.url(&format!("/v1/requests/{}/extend", seg(id)))).json(&body), true)
+            .await
+    }
+
+    /// `POST /v1/requests/{id}/review` (break-glass after-the-fact review).
+    pub async fn review(&self, id: &str, comment: &str) -> Result<RequestView, ClientError> {
+        self.post_decision(
+            format!("/v1/requests/{}/review", seg(id)),
+            &DecisionBody {
+                comment: Some(comment.into()),
+                duration: None,
+            },
+        )
+        .await
+    }
+
+    /// `POST /v1/grants/{id}/drop` (requester ends their own grant).
+    pub async fn drop_grant(&self, id: &str) -> Result<RequestView, ClientError> {
+        self.json(self.http.post(self.url(&format!("/v1/grants/{}/drop", seg(id)))), true).await
+    }
+
+    /// `POST /v1/grants/{id}/revoke` (approver; comment required).
+    pub async fn revoke(&self, id: &str, comment: &str) -> Result<RequestView, ClientError> {
+        self.post_decision(
+            format!("/v1/grants/{}/revoke", seg(id)),
+            &DecisionBody {
+                comment: Some(comment.into()),
+                duration: None,
+            },
+        )
+        .await
+    }
+
+    /// `GET /v1/audit?since=` as rows.
+    pub async fn audit(&self, since: i64) -> Result<Vec<AuditRecord>, ClientError> {
+        self.json(self.http.get(self.url("/v1/audit")).query(&[("since", since)]), true).await
+    }
+
+    /// `GET /v1/audit?format=jsonl|csv` as text, for export.
+    pub async fn audit_export(&self, since: i64, format: &str) -> Result<String, ClientError> {
+        self.send(
+            self.http
+                .get(self.url("/v1/audit"))
+                .query(&[("since", since.to_string()), ("format", format.to_string())]),
+            true,
+        )
+        .await?
+        .text()
+        .await
+        .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// `GET /v1/audit/verify` (auditors).
+    pub async fn audit_verify(&self) -> Result<serde_json::Value, ClientError> {
+        self.json(self.http.get(self.url("/v1/audit/verify")), true).await
+    }
+
+    /// `GET /v1/events`, resuming after `last_event_id` if given. The stream
+    /// ends when the server closes it (token expiry, shutdown); reconnect
+    /// with the last id seen to lose nothing.
+    pub async fn events(
+        &self,
+        last_event_id: Option<i64>,
+    ) -> Result<impl Stream<Item = Result<ServerEvent, ClientError>> + Send + 'static, ClientError> {
+        let mut req = self
+            .http
+            .get(self.url("/v1/events"))
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let resp = self.send(req, true).await?;
+        use eventsource_stream::Eventsource;
+        Ok(resp.bytes_stream().eventsource().filter_map(|item| async move {
+            match item {
+                Err(e) => Some(Err(ClientError::Protocol(e.to_string()))),
+                Ok(ev) if ev.data.is_empty() => None,
+                Ok(ev) => Some(
+                    serde_json::from_str::<EventData>(&ev.data)
+                        .map_err(|e| ClientError::Protocol(e.to_string()))
+                        .map(|data| ServerEvent {
+                            id: ev.id.parse().unwrap_or(data.record.seq),
+                            event: ev.event,
+                            data,
+                        }),
+                ),
+            }
+        }))
+    }
+}
+
+fn seg(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

@@ -175,3 +175,28 @@ pub struct Problem {
 /// Header carrying the server's clock on every response (RFC 3339, UTC),
 /// so clients can correct countdowns for skew.
 pub const SERVER_TIME_HEADER: &str = "x-server-time";
+
+/// `GET /v1/config` (no authentication): where to log in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerConfigView {
+    /// `{keycloak}/realms/{realm}`.
+    pub issuer: String,
+    /// The `aud` jitd requires.
+    pub audience: String,
+    pub cli_client_id: String,
+    pub desktop_client_id: String,
+}
+
+/// `GET /v1/me`: who the token says the caller is, and what they may do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MeView {
+    pub id: String,
+    pub username: String,
+    pub roles: Vec<String>,
+    pub groups: Vec<String>,
+    pub auditor: bool,
+    /// Entitlement ids the caller may approve.
+    pub approves: Vec<String>,
+    /// Token expiry, seconds since the epoch.
+    pub token_exp: i64,
+}

@@ -87,6 +87,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/v1/config", get(public_config))
+        .route("/v1/me", get(me))
         .route("/v1/entitlements", get(entitlements))
         .route("/v1/requests", get(list).post(create))
         .route("/v1/requests/{id}", get(show))
@@ -174,6 +176,29 @@ async fn metrics(State(state): St) -> Result<Response, ApiError> {
     out.push_str("# HELP jit_audit_last_seq Highest audit sequence number.\n# TYPE jit_audit_last_seq counter\n");
     out.push_str(&format!("jit_audit_last_seq {}\n", state.store.last_seq()?));
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+async fn public_config(State(state): St) -> Json<jit_core::api::ServerConfigView> {
+    Json(state.public.clone())
+}
+
+async fn me(State(state): St, caller: Caller) -> Json<jit_core::api::MeView> {
+    let policy = state.policy();
+    let p = caller.principal;
+    Json(jit_core::api::MeView {
+        auditor: policy.is_auditor(&p),
+        approves: policy
+            .entitlements
+            .values()
+            .filter(|e| e.is_approver(&p))
+            .map(|e| e.id.clone())
+            .collect(),
+        id: p.id,
+        username: p.username,
+        roles: p.roles.into_iter().collect(),
+        groups: p.groups.into_iter().collect(),
+        token_exp: caller.exp,
+    })
 }
 
 async fn entitlements(State(state): St, caller: Caller) -> Json<Vec<EntitlementView>> {

@@ -32,6 +32,12 @@ pub struct KeycloakConfig {
     /// Confidential client whose service account grants and revokes.
     #[serde(default = "default_backend")]
     pub backend_client_id: String,
+    /// Public client the `jit` CLI logs in with.
+    #[serde(default = "default_cli")]
+    pub cli_client_id: String,
+    /// Public client the desktop app logs in with.
+    #[serde(default = "default_desktop")]
+    pub desktop_client_id: String,
     /// File holding the backend client's secret. When absent, the secret is
     /// read from the environment variable `JIT_BACKEND_SECRET`.
     pub backend_client_secret_file: Option<PathBuf>,
@@ -42,6 +48,12 @@ fn default_listen() -> String {
 }
 fn default_audience() -> String {
     "jit-api".into()
+}
+fn default_cli() -> String {
+    "jit-cli".into()
+}
+fn default_desktop() -> String {
+    "jit-desktop".into()
 }
 fn default_backend() -> String {
     "jit-backend".into()

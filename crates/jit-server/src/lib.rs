@@ -40,6 +40,8 @@ pub struct AppState {
     pub wake: Notify,
     /// Latest audit sequence number; event streams wait on it.
     pub last_seq: watch::Sender<i64>,
+    /// What clients need to log in (served at `/v1/config`).
+    pub public: jit_core::api::ServerConfigView,
     /// Flips to `true` when the server stops; long-lived streams end then.
     pub stopping: watch::Sender<bool>,
 }
@@ -143,6 +145,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         wake: Notify::new(),
         last_seq: watch::channel(last).0,
         stopping: watch::channel(false).0,
+        public: jit_core::api::ServerConfigView {
+            issuer: issuer.clone(),
+            audience: config.keycloak.audience.clone(),
+            cli_client_id: config.keycloak.cli_client_id.clone(),
+            desktop_client_id: config.keycloak.desktop_client_id.clone(),
+        },
     });
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await

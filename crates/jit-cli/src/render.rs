@@ -1,0 +1,159 @@
+//! Human output of the CLI.
+
+use chrono::{DateTime, Utc};
+use jit_client::ServerEvent;
+use jit_core::api::{AuditRecord, EntitlementView, RequestView};
+use jit_core::{format_duration, Decision};
+
+/// `2026-11-29 11:18:04 UTC`.
+pub fn time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// First 8 characters of an id (commands accept unique prefixes).
+pub fn short(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}
+
+pub fn entitlements(es: &[EntitlementView]) {
+    if es.is_empty() {
+        println!("Nothing you may request.");
+        return;
+    }
+    println!("{:<20} {:<36} {:>8} {:>9}  NAME", "ID", "GRANTS", "MAX", "APPROVALS");
+    for e in es {
+        println!(
+            "{:<20} {:<36} {:>8} {:>9}  {}",
+            e.id,
+            e.target,
+            format_duration(e.max_duration_secs),
+            e.approvals_required,
+            e.display_name
+        );
+    }
+}
+
+fn left(r: &RequestView, now: DateTime<Utc>) -> String {
+    match r.request.expires_at {
+        Some(x) if r.request.status == jit_core::Status::Active => format_duration((x - now).num_seconds().max(0)),
+        _ => "-".into(),
+    }
+}
+
+pub fn list(rows: &[RequestView], now: DateTime<Utc>) {
+    if rows.is_empty() {
+        println!("No requests.");
+        return;
+    }
+    println!(
+        "{:<8}  {:<9} {:<18} {:<10} {:>8} {:>8}  {:<6} REASON",
+        "ID", "STATUS", "ENTITLEMENT", "REQUESTER", "DURATION", "LEFT", "VOTES"
+    );
+    for r in rows {
+        let q = &r.request;
+        let approvals = q.votes.iter().filter(|v| v.decision == Decision::Approve).count();
+        let mut reason: String = q.justification.chars().take(40).collect();
+        if q.urgent {
+            reason = format!("[urgent] {reason}");
+        }
+        println!(
+            "{:<8}  {:<9} {:<18} {:<10} {:>8} {:>8}  {:<6} {}",
+            short(&q.id),
+            q.status.as_str(),
+            q.entitlement_id,
+            q.requester_username,
+            format_duration(q.duration_secs),
+            left(r, now),
+            format!("{approvals}/{}", q.approvals_required),
+            reason
+        );
+    }
+}
+
+pub fn show(r: &RequestView, now: DateTime<Utc>) {
+    let q = &r.request;
+    println!("Request      {}", q.id);
+    println!("Entitlement  {} ({}) — {}", r.entitlement_name, q.entitlement_id, q.target);
+    println!("Requester    {}", q.requester_username);
+    println!("Status       {}", q.status);
+    println!("Duration     {} (asked {})", format_duration(q.duration_secs), format_duration(q.requested_secs));
+    println!("Reason       {}", q.justification);
+    if let Some(t) = &q.ticket {
+        println!("Ticket       {t}");
+    }
+    if q.urgent {
+        println!("Urgent       yes{}", if q.break_glass { " (break-glass)" } else { "" });
+    }
+    println!("Created      {}", time(q.created_at));
+    if let Some(t) = q.start_at {
+        println!("Starts       {}", time(t));
+    }
+    for v in &q.votes {
+        println!(
+            "Vote         {} {:?}{} at {}",
+            v.approver_username,
+            v.decision,
+            v.comment.as_ref().map(|c| format!(" — {c}")).unwrap_or_default(),
+            time(v.at)
+        );
+    }
+    if let Some(t) = q.activated_at {
+        println!("Granted      {}", time(t));
+    }
+    if let Some(t) = q.expires_at {
+        println!("Expires      {} ({} left)", time(t), left(r, now));
+    }
+    if let Some(t) = q.ended_at {
+        println!(
+            "Ended        {} by {} {}",
+            time(t),
+            q.ended_by.as_deref().unwrap_or("-"),
+            q.end_reason.as_deref().unwrap_or("")
+        );
+    }
+    if let Some(e) = &r.keycloak.last_error {
+        println!("Keycloak     retrying: {e}");
+    }
+    if r.revoke_late {
+        println!("WARNING      the grant is over but the role is not yet confirmed removed from Keycloak");
+    }
+    if q.review_required {
+        match &q.reviewed_by {
+            Some(who) => println!("Review       done by {who}"),
+            None => println!("Review       OPEN (break-glass: an approver must review it)"),
+        }
+    }
+}
+
+pub fn audit(rows: &[AuditRecord]) {
+    if rows.is_empty() {
+        println!("No audit rows.");
+        return;
+    }
+    for r in rows {
+        println!(
+            "{:>5}  {}  {:<18} {:<8} {:<16} {:<10} {}",
+            r.seq,
+            r.at.format("%Y-%m-%d %H:%M:%S"),
+            r.event,
+            short(&r.request_id),
+            r.entitlement_id,
+            r.actor,
+            r.reason.as_deref().unwrap_or("")
+        );
+    }
+}
+
+pub fn event(ev: &ServerEvent) {
+    let r = &ev.data.record;
+    println!(
+        "{:>5}  {}  {:<18} {:<8} {:<16} by {:<10} {}",
+        ev.id,
+        r.at.format("%H:%M:%S"),
+        ev.event,
+        short(&r.request_id),
+        r.entitlement_id,
+        r.actor,
+        r.reason.as_deref().unwrap_or("")
+    );
+}
