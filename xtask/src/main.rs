@@ -35,6 +35,18 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The main job: Keycloak, jitd and a headless demo of the full cycle
+    /// (request → approve → grant → countdown → revoke) as a timeline.
+    Demo {
+        #[command(flatten)]
+        ports: PortArgs,
+        /// How long alice's grant lasts.
+        #[arg(long = "for", default_value = "20s")]
+        duration: String,
+        /// Keep Keycloak and jitd running after the demo (Ctrl-C stops them).
+        #[arg(long)]
+        keep_running: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -141,6 +153,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Test { ports, args } => return test(ports.into(), args),
+        Cmd::Demo {
+            ports,
+            duration,
+            keep_running,
+        } => return xtask::demo::run(ports.into(), &duration, keep_running),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -151,21 +168,14 @@ fn test(ports: Ports, args: Vec<String>) -> Result<ExitCode> {
     let guard = keycloak::ensure_running(ports)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
 
-    // Other crates' tests drive the `jit` CLI with `$BROWSER=kc-form-login`:
-    // make sure that binary exists whatever subset of tests runs.
+    // End-to-end tests run the real binaries (jitd, jit, and kc-form-login
+    // as `$BROWSER`): make sure they exist whatever subset of tests runs.
     let status = Command::new(&cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "jit-testkit",
-            "--bin",
-            "kc-form-login",
-        ])
+        .args(["build", "--quiet", "--workspace", "--bins"])
         .status()
         .context("cannot run cargo")?;
     if !status.success() {
-        eprintln!("xtask: building kc-form-login failed ({status})");
+        eprintln!("xtask: building the workspace binaries failed ({status})");
         drop(guard);
         return Ok(ExitCode::FAILURE);
     }

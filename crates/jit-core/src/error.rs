@@ -53,7 +53,7 @@ pub enum DomainError {
     AlreadyHeld { entitlement: String, user: String },
     #[error("request {0} is not an active grant")]
     NotAnActiveGrant(String),
-    #[error("request not found")]
+    #[error("no request with this id that you may see (it does not exist, or you are neither its requester nor an approver of its entitlement)")]
     NotFound,
 }
 

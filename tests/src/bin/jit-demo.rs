@@ -1,0 +1,212 @@
+//! The headless demo of the whole JIT cycle, as a readable timeline:
+//! alice requests, bob approves, the role shows in Keycloak, a countdown,
+//! the role is gone at expiry. Drives the real `jit` CLI (logins go through
+//! Keycloak's login page via the scripted browser `kc-form-login`) and checks
+//! Keycloak's admin API and fresh tokens.
+//!
+//! Run it with `cargo xtask demo` (which starts Keycloak and jitd); by hand:
+//! `jit-demo --server URL` with `KEYCLOAK_URL` set.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use jit_testkit::{demo_password, keycloak_env, AdminProbe};
+
+struct Timeline {
+    start: Instant,
+    jit: PathBuf,
+    browser: PathBuf,
+    server: String,
+    config_dir: PathBuf,
+}
+
+impl Timeline {
+    fn say(&self, what: &str) {
+        println!("[{:>6.1}s] {what}", self.start.elapsed().as_secs_f64());
+        let _ = std::io::stdout().flush();
+    }
+
+    fn jit_cmd(&self, user: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.jit);
+        c.arg("--profile")
+            .arg(user)
+            .arg("--server")
+            .arg(&self.server)
+            .args(args)
+            .env("JIT_CONFIG_DIR", &self.config_dir)
+            .env("BROWSER", &self.browser)
+            .env("JIT_TEST_USERNAME", user)
+            .env("JIT_TEST_PASSWORD", demo_password(user))
+            .env_remove("JIT_TOKEN");
+        c
+    }
+
+    /// Runs `jit` as `user`, shows the command and its output indented.
+    fn jit(&self, user: &str, args: &[&str]) -> Result<String> {
+        println!("           $ jit --profile {user} {}", shell_words(args));
+        let out = self.jit_cmd(user, args).output().context("cannot run jit")?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        for line in text.lines().chain(String::from_utf8_lossy(&out.stderr).lines()) {
+            if !line.starts_with("Opening the browser") && !line.starts_with("  http") {
+                println!("             {line}");
+            }
+        }
+        if !out.status.success() {
+            bail!("jit {} failed ({})", args.join(" "), out.status);
+        }
+        Ok(text)
+    }
+}
+
+fn shell_words(args: &[&str]) -> String {
+    args.iter()
+        .map(|a| if a.contains(' ') { format!("\"{a}\"") } else { a.to_string() })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn sibling(name: &str) -> Result<PathBuf> {
+    let p = std::env::current_exe()?.with_file_name(name);
+    if !p.exists() {
+        bail!("{} is missing: build the workspace (`cargo build --workspace --bins`)", p.display());
+    }
+    Ok(p)
+}
+
+async fn token_has(user: &str, role: &str) -> Result<bool> {
+    let env = keycloak_env();
+    let t = jit_testkit::pkce_login(&env, jit_testkit::CLI_CLIENT_ID, user, &demo_password(user)).await?;
+    let claims = t.access_claims()?;
+    Ok(claims["realm_access"]["roles"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|r| r == role)))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut server = "http://127.0.0.1:8787".to_string();
+    let mut duration = "20s".to_string();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--server" => server = args.next().context("--server URL")?,
+            "--for" => duration = args.next().context("--for DURATION")?,
+            other => bail!("unknown argument {other} (use --server URL, --for DURATION)"),
+        }
+    }
+    let env = keycloak_env();
+    let probe = AdminProbe::new(&env).await.context("cannot reach Keycloak's admin API")?;
+    let config_dir = tempfile::tempdir()?;
+    let t = Timeline {
+        start: Instant::now(),
+        jit: sibling("jit")?,
+        browser: sibling("kc-form-login")?,
+        server: server.clone(),
+        config_dir: config_dir.path().to_path_buf(),
+    };
+    let role = "prod-db-admin";
+    println!("JIT Access demo — Keycloak {} (realm {}), jitd {server}", env.url, env.realm);
+    println!("(demo users and passwords are for this local demo only)\n");
+
+    t.say("alice and bob log in through Keycloak's login page (Authorization Code + PKCE)");
+    t.jit("alice", &["login"])?;
+    t.jit("bob", &["login"])?;
+    let held = probe.realm_roles_direct("alice").await?;
+    t.say(&format!(
+        "Keycloak admin API: alice's realm roles are {held:?} — no {role}, nobody keeps it"
+    ));
+
+    t.say(&format!("alice requests {role} for {duration} and waits for the decision"));
+    let reason = "Investigate replication lag on db-3 (INC-4711)";
+    println!("           $ jit --profile alice request {role} --for {duration} --reason \"{reason}\" --wait");
+    let waiter = t
+        .jit_cmd("alice", &["request", role, "--for", &duration, "--reason", reason, "--wait"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run jit")?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    t.say("bob (an approver of prod-db-admin) sees it waiting for review");
+    let pending = t.jit("bob", &["list", "--to-review", "--json"])?;
+    let rows: serde_json::Value = serde_json::from_str(&pending)?;
+    let id = rows
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["requester_username"] == "alice"))
+        .and_then(|r| r["id"].as_str())
+        .context("alice's request is not in bob's review list")?
+        .to_string();
+    t.jit("bob", &["list", "--to-review"])?;
+
+    t.say("alice may not approve her own request");
+    let own = t.jit_cmd("alice", &["approve", &id]).output()?;
+    println!("           $ jit --profile alice approve {}", &id[..8]);
+    println!("             {} (exit {})", String::from_utf8_lossy(&own.stderr).trim(), own.status.code().unwrap_or(-1));
+
+    t.say("bob approves");
+    t.jit("bob", &["approve", &id[..8], "--comment", "ok for the incident"])?;
+
+    let out = waiter.wait_with_output()?;
+    t.say("jitd granted the role in Keycloak; alice's `--wait` returns:");
+    for line in String::from_utf8_lossy(&out.stderr).lines().chain(String::from_utf8_lossy(&out.stdout).lines()) {
+        println!("             {line}");
+    }
+    if !out.status.success() {
+        bail!("alice's request did not become active ({})", out.status);
+    }
+    let has = probe.realm_roles_direct("alice").await?.iter().any(|r| r == role);
+    t.say(&format!(
+        "Keycloak admin API: alice holds {role}: {}",
+        if has { "yes ✔" } else { "NO ✘" }
+    ));
+    t.say(&format!(
+        "a fresh token of alice carries {role}: {}",
+        if token_has("alice", role).await? { "yes ✔" } else { "NO ✘" }
+    ));
+
+    t.say("countdown (expires_at − server time, as everywhere):");
+    let show = t.jit_cmd("alice", &["show", &id, "--json"]).output()?;
+    let v: serde_json::Value = serde_json::from_slice(&show.stdout)?;
+    let expires: chrono::DateTime<chrono::Utc> = v["expires_at"].as_str().context("expires_at")?.parse()?;
+    loop {
+        let left = (expires - chrono::Utc::now()).num_milliseconds();
+        if left <= 0 {
+            break;
+        }
+        println!("             ⏳ {:>3} s left", (left + 999) / 1000);
+        tokio::time::sleep(Duration::from_millis((left.min(5000)) as u64)).await;
+    }
+    t.say("expires_at reached: jitd takes the role away");
+    let removed = Instant::now();
+    loop {
+        if !probe.realm_roles_direct("alice").await?.iter().any(|r| r == role) {
+            break;
+        }
+        if removed.elapsed() > Duration::from_secs(15) {
+            bail!("the role is still in Keycloak 15 s after expiry");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let late = (chrono::Utc::now() - expires).num_milliseconds() as f64 / 1000.0;
+    t.say(&format!(
+        "Keycloak admin API: alice no longer holds {role} ✔ (gone {late:.1} s after expiry)"
+    ));
+    t.say(&format!(
+        "a fresh token of alice carries {role}: {}",
+        if token_has("alice", role).await? { "YES ✘" } else { "no ✔" }
+    ));
+    t.jit("alice", &["show", &id[..8]])?;
+
+    t.say("the audit trail, as dave the auditor sees it (hash-chained):");
+    t.jit("dave", &["login"])?;
+    t.jit("dave", &["audit"])?;
+    t.jit("dave", &["audit", "--verify"])?;
+    for u in ["alice", "bob", "dave"] {
+        let _ = t.jit_cmd(u, &["logout"]).output();
+    }
+    t.say("done: requested → approved → granted → counted down → revoked");
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! Harness for the end-to-end tests: runs the real `jitd` binary (as a child
+//! process, so it can be killed with SIGKILL) against the real Keycloak
+//! named by `KEYCLOAK_URL`, logs users in through Keycloak's real login page,
+//! and checks what Keycloak really holds.
+//!
+//! Tests share one Keycloak and its users, so they run one at a time
+//! ([`serial`]); each starts its own jitd with a fresh database.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jit_client::{Client, StaticToken, TokenSource};
+use jit_keycloak::AdminClient;
+use jit_testkit::{demo_password, keycloak_env, AdminProbe, KeycloakEnv};
+
+/// The standing access of the realm's users that no JIT action may touch.
+pub const USERS: [&str; 6] = ["alice", "bob", "carol", "dave", "erin", "frank"];
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Held for the whole of a test: tests share Keycloak users.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
+}
+
+/// Path of a binary of this workspace (`target/debug/NAME`), built by
+/// `cargo test --workspace --all-targets` (or `cargo build --workspace`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace first (`cargo build --workspace --bins`)",
+        p.display()
+    );
+    p
+}
+
+/// A jitd child process with its own folder, database and port.
+pub struct Jitd {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+    pub url: String,
+}
+
+/// The test policy: the demo entitlements with short limits.
+pub const POLICY: &str = r#"
+auditor_roles = ["jit-auditor"]
+
+[[entitlement]]
+id = "prod-db-admin"
+display_name = "Production database admin"
+realm_role = "prod-db-admin"
+max_duration = "1h"
+default_duration = "15m"
+approver_roles = ["jit-approver-db"]
+approver_groups = ["db-approvers"]
+justification_min = 10
+pending_ttl = "30m"
+
+[[entitlement]]
+id = "billing-admin"
+client_role = { client = "billing-app", role = "billing-admin" }
+max_duration = "4h"
+approver_roles = ["jit-approver-ops"]
+
+[[entitlement]]
+id = "incident-responder"
+group = "/incident-responders"
+max_duration = "2h"
+approver_roles = ["jit-approver-ops"]
+"#;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Jitd {
+    /// Starts jitd with `policy` on a free port, fresh database.
+    pub fn start(policy: &str) -> Jitd {
+        let env = keycloak_env();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+        let port = free_port();
+        std::fs::write(
+            dir.path().join("jitd.toml"),
+            format!(
+                "listen = \"127.0.0.1:{port}\"\ndatabase = \"jitd.sqlite\"\npolicy = \"policy.toml\"\n\n[keycloak]\nurl = \"{}\"\nrealm = \"{}\"\n",
+                env.url, env.realm
+            ),
+        )
+        .unwrap();
+        let mut j = Jitd {
+            dir,
+            port,
+            child: None,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        j.spawn();
+        j
+    }
+
+    /// (Re)starts the process on the same port and database; waits until it
+    /// listens.
+    pub fn spawn(&mut self) {
+        let env = keycloak_env();
+        let mut child = Command::new(bin("jitd"))
+            .arg("--config")
+            .arg(self.dir.path().join("jitd.toml"))
+            .env("JIT_BACKEND_SECRET", &env.backend_secret)
+            .env("JITD_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start jitd");
+        let out = child.stdout.take().unwrap();
+        let mut line = String::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut reader = BufReader::new(out);
+        // The first stdout line is "jitd listening on URL".
+        reader.read_line(&mut line).expect("read jitd stdout");
+        if !line.contains("listening on") || Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("jitd did not start (stdout: {line:?}); see its stderr above");
+        }
+        std::thread::spawn(move || for _ in reader.lines() {});
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("kill -9 jitd");
+            c.wait().unwrap();
+        }
+    }
+
+    /// Writes a new policy file (jitd reloads it).
+    pub fn write_policy(&self, policy: &str) {
+        std::fs::write(self.dir.path().join("policy.toml"), policy).unwrap();
+    }
+
+    /// A client with `token`.
+    pub fn client(&self, token: &str) -> Client {
+        let src: Arc<dyn TokenSource> = Arc::new(StaticToken(token.to_string()));
+        Client::new(&self.url, Some(src))
+    }
+}
+
+impl Drop for Jitd {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Logs `user` in through Keycloak's login page (client jit-cli, PKCE) and
+/// returns the access token.
+pub async fn token(user: &str) -> String {
+    jit_testkit::pkce_login(&keycloak_env(), jit_testkit::CLI_CLIENT_ID, user, &demo_password(user))
+        .await
+        .unwrap_or_else(|e| panic!("login of {user} through Keycloak failed: {e:#}"))
+        .access_token
+}
+
+/// Realm roles in a fresh token of `user`.
+pub async fn token_roles(user: &str) -> Vec<String> {
+    let claims = jit_testkit::decode_jwt_claims(&token(user).await).expect("claims");
+    claims["realm_access"]["roles"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+/// Everything Keycloak says `user` holds: direct and effective realm roles,
+/// billing-app client roles, groups — sorted, for before/after comparison.
+pub async fn snapshot(probe: &AdminProbe, user: &str) -> Vec<String> {
+    let mut v = Vec::new();
+    for r in probe.realm_roles_direct(user).await.unwrap() {
+        v.push(format!("direct:{r}"));
+    }
+    for r in probe.realm_roles_effective(user).await.unwrap() {
+        v.push(format!("effective:{r}"));
+    }
+    for r in probe.client_roles(user, jit_testkit::BILLING_CLIENT_ID).await.unwrap() {
+        v.push(format!("client:{r}"));
+    }
+    for g in probe.groups(user).await.unwrap() {
+        v.push(format!("group:{g}"));
+    }
+    v.sort();
+    v
+}
+
+/// Test context: Keycloak env, admin probe, and jitd's own admin client
+/// (used only to clean up JIT roles left by an earlier failed run).
+pub struct Ctx {
+    pub env: KeycloakEnv,
+    pub probe: AdminProbe,
+    pub admin: AdminClient,
+}
+
+impl Ctx {
+    /// Connects to Keycloak (fails loudly if it is not there) and removes
+    /// any requestable entitlement from the requesters.
+    pub async fn new() -> Ctx {
+        let env = keycloak_env();
+        let probe = AdminProbe::new(&env)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach Keycloak at {}: {e:#}", env.url));
+        let admin = AdminClient::new(&env.url, &env.realm, "jit-backend", &env.backend_secret, jit_keycloak::http_client());
+        let ctx = Ctx { env, probe, admin };
+        for user in ["alice", "erin", "frank"] {
+            let id = ctx.probe.user_id(user).await.unwrap();
+            for t in targets() {
+                ctx.admin.unassign(&id, &t).await.unwrap();
+            }
+        }
+        ctx
+    }
+
+    pub async fn has_realm_role(&self, user: &str, role: &str) -> bool {
+        self.probe.realm_roles_direct(user).await.unwrap().iter().any(|r| r == role)
+    }
+}
+
+/// The Keycloak targets of [`POLICY`].
+pub fn targets() -> Vec<jit_core::EntitlementKind> {
+    use jit_core::EntitlementKind::*;
+    vec![
+        RealmRole { role: "prod-db-admin".into() },
+        ClientRole { client: "billing-app".into(), role: "billing-admin".into() },
+        Group { path: "/incident-responders".into() },
+    ]
+}
+
+/// Polls `f` every 100 ms until it is true or `timeout` passes; returns
+/// how long it took, or panics with `what`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if f().await {
+            return start.elapsed();
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Creates a request as `token`'s user and returns its id.
+pub async fn request(c: &Client, entitlement: &str, duration: &str) -> String {
+    c.create(&jit_core::api::CreateRequestBody {
+        entitlement: entitlement.into(),
+        duration: Some(duration.into()),
+        justification: "end-to-end test of the JIT cycle".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("create {entitlement}: {e}"))
+    .request
+    .id
+}
