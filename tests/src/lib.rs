@@ -165,10 +165,15 @@ impl Drop for Jitd {
 /// Logs `user` in through Keycloak's login page (client jit-cli, PKCE) and
 /// returns the access token.
 pub async fn token(user: &str) -> String {
-    jit_testkit::pkce_login(&keycloak_env(), jit_testkit::CLI_CLIENT_ID, user, &demo_password(user))
-        .await
-        .unwrap_or_else(|e| panic!("login of {user} through Keycloak failed: {e:#}"))
-        .access_token
+    jit_testkit::pkce_login(
+        &keycloak_env(),
+        jit_testkit::CLI_CLIENT_ID,
+        user,
+        &demo_password(user),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("login of {user} through Keycloak failed: {e:#}"))
+    .access_token
 }
 
 /// Realm roles in a fresh token of `user`.
@@ -176,7 +181,11 @@ pub async fn token_roles(user: &str) -> Vec<String> {
     let claims = jit_testkit::decode_jwt_claims(&token(user).await).expect("claims");
     claims["realm_access"]["roles"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -190,7 +199,11 @@ pub async fn snapshot(probe: &AdminProbe, user: &str) -> Vec<String> {
     for r in probe.realm_roles_effective(user).await.unwrap() {
         v.push(format!("effective:{r}"));
     }
-    for r in probe.client_roles(user, jit_testkit::BILLING_CLIENT_ID).await.unwrap() {
+    for r in probe
+        .client_roles(user, jit_testkit::BILLING_CLIENT_ID)
+        .await
+        .unwrap()
+    {
         v.push(format!("client:{r}"));
     }
     for g in probe.groups(user).await.unwrap() {
@@ -216,7 +229,13 @@ impl Ctx {
         let probe = AdminProbe::new(&env)
             .await
             .unwrap_or_else(|e| panic!("cannot reach Keycloak at {}: {e:#}", env.url));
-        let admin = AdminClient::new(&env.url, &env.realm, "jit-backend", &env.backend_secret, jit_keycloak::http_client());
+        let admin = AdminClient::new(
+            &env.url,
+            &env.realm,
+            "jit-backend",
+            &env.backend_secret,
+            jit_keycloak::http_client(),
+        );
         let ctx = Ctx { env, probe, admin };
         for user in ["alice", "erin", "frank"] {
             let id = ctx.probe.user_id(user).await.unwrap();
@@ -228,7 +247,12 @@ impl Ctx {
     }
 
     pub async fn has_realm_role(&self, user: &str, role: &str) -> bool {
-        self.probe.realm_roles_direct(user).await.unwrap().iter().any(|r| r == role)
+        self.probe
+            .realm_roles_direct(user)
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r == role)
     }
 }
 
@@ -236,9 +260,16 @@ impl Ctx {
 pub fn targets() -> Vec<jit_core::EntitlementKind> {
     use jit_core::EntitlementKind::*;
     vec![
-        RealmRole { role: "prod-db-admin".into() },
-        ClientRole { client: "billing-app".into(), role: "billing-admin".into() },
-        Group { path: "/incident-responders".into() },
+        RealmRole {
+            role: "prod-db-admin".into(),
+        },
+        ClientRole {
+            client: "billing-app".into(),
+            role: "billing-admin".into(),
+        },
+        Group {
+            path: "/incident-responders".into(),
+        },
     ]
 }
 

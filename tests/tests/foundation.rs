@@ -22,23 +22,37 @@ async fn request_approve_grant_and_expire_in_keycloak() {
     let bob = jitd.client(&token("bob").await);
 
     let id = request(&alice, "prod-db-admin", "6s").await;
-    assert_eq!(alice.get(&id).await.unwrap().request.status, Status::Pending);
+    assert_eq!(
+        alice.get(&id).await.unwrap().request.status,
+        Status::Pending
+    );
     assert!(!ctx.has_realm_role("alice", "prod-db-admin").await);
 
-    bob.approve(&id, Some("go ahead".into()), None).await.unwrap();
+    bob.approve(&id, Some("go ahead".into()), None)
+        .await
+        .unwrap();
     eventually(secs(5), "the grant to become active", || async {
         alice.get(&id).await.unwrap().request.status == Status::Active
     })
     .await;
-    assert!(ctx.has_realm_role("alice", "prod-db-admin").await, "Keycloak shows the role on alice");
     assert!(
-        token_roles("alice").await.contains(&"prod-db-admin".to_string()),
+        ctx.has_realm_role("alice", "prod-db-admin").await,
+        "Keycloak shows the role on alice"
+    );
+    assert!(
+        token_roles("alice")
+            .await
+            .contains(&"prod-db-admin".to_string()),
         "a token alice gets after the approval carries the role"
     );
     let r = alice.get(&id).await.unwrap();
     let activated = r.request.activated_at.unwrap();
     let expires = r.request.expires_at.unwrap();
-    assert_eq!((expires - activated).num_seconds(), 6, "duration counts from activation");
+    assert_eq!(
+        (expires - activated).num_seconds(),
+        6,
+        "duration counts from activation"
+    );
     assert!(r.remaining_secs.unwrap() <= 6);
 
     eventually(secs(15), "the role to leave Keycloak", || async {
@@ -46,20 +60,42 @@ async fn request_approve_grant_and_expire_in_keycloak() {
     })
     .await;
     let late = (Utc::now() - expires).num_milliseconds();
-    assert!(late <= 2000, "role removed {late} ms after expiry (limit 2000)");
-    assert_eq!(alice.get(&id).await.unwrap().request.status, Status::Expired);
     assert!(
-        !token_roles("alice").await.contains(&"prod-db-admin".to_string()),
+        late <= 2000,
+        "role removed {late} ms after expiry (limit 2000)"
+    );
+    assert_eq!(
+        alice.get(&id).await.unwrap().request.status,
+        Status::Expired
+    );
+    assert!(
+        !token_roles("alice")
+            .await
+            .contains(&"prod-db-admin".to_string()),
         "a new token lacks the role"
     );
-    assert_eq!(snapshot(&ctx.probe, "erin").await, erin_before, "erin's standing access untouched");
+    assert_eq!(
+        snapshot(&ctx.probe, "erin").await,
+        erin_before,
+        "erin's standing access untouched"
+    );
 
     let dave = jitd.client(&token("dave").await);
     let audit = dave.audit(0).await.unwrap();
-    let events: Vec<&str> = audit.iter().filter(|a| a.request_id == id).map(|a| a.event.as_str()).collect();
+    let events: Vec<&str> = audit
+        .iter()
+        .filter(|a| a.request_id == id)
+        .map(|a| a.event.as_str())
+        .collect();
     assert_eq!(
         events,
-        ["request.created", "request.approved", "grant.granted", "grant.expired", "grant.removed"]
+        [
+            "request.created",
+            "request.approved",
+            "grant.granted",
+            "grant.expired",
+            "grant.removed"
+        ]
     );
     assert_eq!(audit[1].actor, "bob");
     assert_eq!(audit[1].reason.as_deref(), Some("go ahead"));
@@ -72,7 +108,10 @@ async fn a_revoke_never_touches_standing_roles() {
     let _serial = serial().await;
     let ctx = Ctx::new().await;
     let before = snapshot(&ctx.probe, "erin").await;
-    assert!(before.contains(&"direct:reporting-reader".to_string()), "{before:?}");
+    assert!(
+        before.contains(&"direct:reporting-reader".to_string()),
+        "{before:?}"
+    );
     let jitd = Jitd::start(POLICY);
     let erin = jitd.client(&token("erin").await);
     let bob = jitd.client(&token("bob").await);
@@ -87,7 +126,11 @@ async fn a_revoke_never_touches_standing_roles() {
         !ctx.has_realm_role("erin", "prod-db-admin").await
     })
     .await;
-    assert_eq!(snapshot(&ctx.probe, "erin").await, before, "only prod-db-admin came and went");
+    assert_eq!(
+        snapshot(&ctx.probe, "erin").await,
+        before,
+        "only prod-db-admin came and went"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +156,10 @@ async fn refusals_are_clear() {
     let e = carol.approve(&id, None, None).await.unwrap_err();
     assert_eq!(e.code(), Some("not_found"), "{e}");
     assert!(e.to_string().contains("approver of its entitlement"), "{e}");
-    assert_eq!(alice.get(&id).await.unwrap().request.status, Status::Pending);
+    assert_eq!(
+        alice.get(&id).await.unwrap().request.status,
+        Status::Pending
+    );
 
     let over = alice
         .create(&jit_core::api::CreateRequestBody {
@@ -162,7 +208,9 @@ async fn refusals_are_clear() {
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
     assert!(resp.headers().contains_key("x-server-time"));
     let nothing_granted = alice.list(&Default::default()).await.unwrap();
-    assert!(nothing_granted.iter().all(|r| r.request.status == Status::Pending));
+    assert!(nothing_granted
+        .iter()
+        .all(|r| r.request.status == Status::Pending));
 }
 
 fn b64(v: &serde_json::Value) -> String {
@@ -201,15 +249,29 @@ async fn forged_expired_and_wrong_audience_tokens_get_401() {
     // 2. Signed with a secret of our own (HS256) under Keycloak's key id.
     let header: serde_json::Value = {
         use base64::Engine;
-        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap()
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(parts[0])
+                .unwrap(),
+        )
+        .unwrap()
     };
     let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     h.kid = header["kid"].as_str().map(str::to_string);
-    let forged = jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_secret(b"guess")).unwrap();
+    let forged = jsonwebtoken::encode(
+        &h,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"guess"),
+    )
+    .unwrap();
     assert_eq!(status_with(&jitd.url, &forged).await.0, 401);
 
     // 3. alg none.
-    let none = format!("{}.{}.", b64(&serde_json::json!({"alg": "none", "typ": "JWT"})), b64(&claims));
+    let none = format!(
+        "{}.{}.",
+        b64(&serde_json::json!({"alg": "none", "typ": "JWT"})),
+        b64(&claims)
+    );
     assert_eq!(status_with(&jitd.url, &none).await.0, 401);
 
     // 4. A real Keycloak token for another audience (the backend's service account).
@@ -237,7 +299,9 @@ async fn forged_expired_and_wrong_audience_tokens_get_401() {
     assert!(body.contains("expired"), "{body}");
 
     // 7. No token at all.
-    let resp = reqwest::get(format!("{}/v1/requests", jitd.url)).await.unwrap();
+    let resp = reqwest::get(format!("{}/v1/requests", jitd.url))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     assert!(resp.headers().contains_key("www-authenticate"));
 }
@@ -281,7 +345,10 @@ async fn a_killed_jitd_still_revokes_on_time() {
     while Utc::now() < expires + chrono::Duration::seconds(2) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(ctx.has_realm_role("alice", "prod-db-admin").await, "nothing else removes it");
+    assert!(
+        ctx.has_realm_role("alice", "prod-db-admin").await,
+        "nothing else removes it"
+    );
     jitd.spawn();
     let took = eventually(secs(10), "revoke right after restart", || async {
         !ctx.has_realm_role("alice", "prod-db-admin").await
@@ -294,7 +361,8 @@ async fn a_killed_jitd_still_revokes_on_time() {
 }
 
 async fn collect_until(
-    stream: &mut (impl futures::Stream<Item = Result<jit_client::ServerEvent, jit_client::ClientError>> + Unpin),
+    stream: &mut (impl futures::Stream<Item = Result<jit_client::ServerEvent, jit_client::ClientError>>
+              + Unpin),
     request_id: &str,
     last_event: &str,
 ) -> Vec<jit_client::ServerEvent> {
@@ -303,7 +371,14 @@ async fn collect_until(
     loop {
         let ev = tokio::time::timeout_at(deadline, stream.next())
             .await
-            .unwrap_or_else(|_| panic!("no {last_event} event within 20 s; saw {:?}", seen.iter().map(|e: &jit_client::ServerEvent| e.event.clone()).collect::<Vec<_>>()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no {last_event} event within 20 s; saw {:?}",
+                    seen.iter()
+                        .map(|e: &jit_client::ServerEvent| e.event.clone())
+                        .collect::<Vec<_>>()
+                )
+            })
             .expect("stream ended")
             .expect("event");
         let done = ev.data.record.request_id == request_id && ev.event == last_event;
@@ -329,9 +404,26 @@ async fn event_stream_delivers_and_resumes() {
     bob.approve(&id, None, None).await.unwrap();
     let seen = collect_until(&mut live, &id, "grant.expired").await;
     let names: Vec<&str> = seen.iter().map(|e| e.event.as_str()).collect();
-    assert_eq!(names, ["request.created", "request.approved", "grant.granted", "grant.expired"]);
+    assert_eq!(
+        names,
+        [
+            "request.created",
+            "request.approved",
+            "grant.granted",
+            "grant.expired"
+        ]
+    );
     assert!(seen.windows(2).all(|w| w[0].id < w[1].id), "ids increase");
-    assert_eq!(seen[0].data.request.as_ref().unwrap().request.requester_username, "alice");
+    assert_eq!(
+        seen[0]
+            .data
+            .request
+            .as_ref()
+            .unwrap()
+            .request
+            .requester_username,
+        "alice"
+    );
     drop(live);
 
     // Resume from the first event: everything after it, nothing lost.
@@ -343,5 +435,9 @@ async fn event_stream_delivers_and_resumes() {
 
     // frank may see none of alice's request, from the start of time.
     let peek = tokio::time::timeout(secs(2), franks.next()).await;
-    assert!(peek.is_err(), "frank received an event: {:?}", peek.ok().flatten().map(|e| e.map(|e| e.event)));
+    assert!(
+        peek.is_err(),
+        "frank received an event: {:?}",
+        peek.ok().flatten().map(|e| e.map(|e| e.event))
+    );
 }

@@ -60,7 +60,10 @@ pub fn run(ports: Ports, duration: &str, keep_running: bool) -> Result<ExitCode>
         );
     }
     let server = format!("http://127.0.0.1:{port}");
-    eprintln!("xtask: jitd on {server} (log: {})", demo_dir.join("jitd.log").display());
+    eprintln!(
+        "xtask: jitd on {server} (log: {})",
+        demo_dir.join("jitd.log").display()
+    );
     let status = Command::new(bin.join("jit-demo"))
         .args(["--server", &server, "--for", duration])
         .env("KEYCLOAK_URL", guard.url())
@@ -68,10 +71,15 @@ pub fn run(ports: Ports, duration: &str, keep_running: bool) -> Result<ExitCode>
         .status()
         .context("cannot run jit-demo")?;
     if keep_running && status.success() {
-        println!("\nKeycloak {} and jitd {server} keep running. Try:", guard.url());
+        println!(
+            "\nKeycloak {} and jitd {server} keep running. Try:",
+            guard.url()
+        );
         println!("  export JIT_SERVER={server}");
         println!("  {} login", bin.join("jit").display());
-        println!("(log in as alice / alice-pass, bob / bob-pass …; demo passwords). Ctrl-C stops both.");
+        println!(
+            "(log in as alice / alice-pass, bob / bob-pass …; demo passwords). Ctrl-C stops both."
+        );
         while signals::received().is_none() {
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -98,4 +106,3 @@ fn free_port(preferred: u16) -> u16 {
         .map(|a| a.port())
         .unwrap_or(preferred)
 }
-

@@ -202,8 +202,13 @@ fn client(cli: &Cli) -> anyhow::Result<Client> {
         let src: Arc<dyn TokenSource> = Arc::new(StaticToken(t.trim().to_string()));
         return Ok(Client::new(&server, Some(src)));
     }
-    let p = profile::load(&cli.profile)?
-        .ok_or_else(|| anyhow!("not logged in (profile '{}'): run `jit --profile {} login`", cli.profile, cli.profile))?;
+    let p = profile::load(&cli.profile)?.ok_or_else(|| {
+        anyhow!(
+            "not logged in (profile '{}'): run `jit --profile {} login`",
+            cli.profile,
+            cli.profile
+        )
+    })?;
     let server = cli.server.clone().unwrap_or_else(|| p.server.clone());
     let src: Arc<dyn TokenSource> = profile::ProfileTokens::new(&cli.profile, p);
     Ok(Client::new(&server, Some(src)))
@@ -218,7 +223,10 @@ async fn resolve(c: &Client, id: &str) -> anyhow::Result<String> {
         bail!("id '{id}' is too short: give at least 4 characters");
     }
     let all = c.list(&ListQuery::default()).await?;
-    let hits: Vec<_> = all.iter().filter(|r| r.request.id.starts_with(id)).collect();
+    let hits: Vec<_> = all
+        .iter()
+        .filter(|r| r.request.id.starts_with(id))
+        .collect();
     match hits.len() {
         1 => Ok(hits[0].request.id.clone()),
         0 => bail!("no request you may see has an id starting with '{id}'"),
@@ -305,13 +313,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Approve { id, comment, duration } => {
+        Cmd::Approve {
+            id,
+            comment,
+            duration,
+        } => {
             let c = client(&cli)?;
             if let Some(d) = duration {
                 parse_duration(d)?;
             }
-            let r = c.approve(&resolve(&c, id).await?, comment.clone(), duration.clone()).await?;
-            let approvals = r.request.votes.iter().filter(|v| v.decision == jit_core::Decision::Approve).count();
+            let r = c
+                .approve(&resolve(&c, id).await?, comment.clone(), duration.clone())
+                .await?;
+            let approvals = r
+                .request
+                .votes
+                .iter()
+                .filter(|v| v.decision == jit_core::Decision::Approve)
+                .count();
             println!(
                 "{} {}: {} ({}/{} approvals)",
                 render::short(&r.request.id),
@@ -325,28 +344,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Deny { id, comment } => {
             let c = client(&cli)?;
             let r = c.deny(&resolve(&c, id).await?, comment).await?;
-            println!("{} {}: {}", render::short(&r.request.id), r.request.entitlement_id, r.request.status);
+            println!(
+                "{} {}: {}",
+                render::short(&r.request.id),
+                r.request.entitlement_id,
+                r.request.status
+            );
             Ok(())
         }
         Cmd::Cancel { id } => {
             let c = client(&cli)?;
             let r = c.cancel(&resolve(&c, id).await?).await?;
-            println!("{} {}: {}", render::short(&r.request.id), r.request.entitlement_id, r.request.status);
+            println!(
+                "{} {}: {}",
+                render::short(&r.request.id),
+                r.request.entitlement_id,
+                r.request.status
+            );
             Ok(())
         }
         Cmd::Drop { id } => {
             let c = client(&cli)?;
             let r = c.drop_grant(&resolve(&c, id).await?).await?;
-            println!("{} {}: dropped; the role is being removed", render::short(&r.request.id), r.request.entitlement_id);
+            println!(
+                "{} {}: dropped; the role is being removed",
+                render::short(&r.request.id),
+                r.request.entitlement_id
+            );
             Ok(())
         }
         Cmd::Revoke { id, comment } => {
             let c = client(&cli)?;
             let r = c.revoke(&resolve(&c, id).await?, comment).await?;
-            println!("{} {}: revoked; the role is being removed", render::short(&r.request.id), r.request.entitlement_id);
+            println!(
+                "{} {}: revoked; the role is being removed",
+                render::short(&r.request.id),
+                r.request.entitlement_id
+            );
             Ok(())
         }
-        Cmd::Extend { id, duration, reason } => {
+        Cmd::Extend {
+            id,
+            duration,
+            reason,
+        } => {
             let c = client(&cli)?;
             parse_duration(duration)?;
             let r = c.extend(&resolve(&c, id).await?, duration, reason).await?;
@@ -374,13 +415,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if *verify {
                 let v = c.audit_verify().await?;
                 if v["ok"].as_bool() == Some(true) {
-                    println!("audit chain OK: {} rows, last hash {}", v["rows"], v["last_hash"].as_str().unwrap_or("-"));
+                    println!(
+                        "audit chain OK: {} rows, last hash {}",
+                        v["rows"],
+                        v["last_hash"].as_str().unwrap_or("-")
+                    );
                     return Ok(());
                 }
-                return Err(Exit(1, format!("audit chain BROKEN at seq {}", v["first_bad_seq"])).into());
+                return Err(Exit(
+                    1,
+                    format!("audit chain BROKEN at seq {}", v["first_bad_seq"]),
+                )
+                .into());
             }
             if *json || *csv {
-                print!("{}", c.audit_export(*since, if *csv { "csv" } else { "jsonl" }).await?);
+                print!(
+                    "{}",
+                    c.audit_export(*since, if *csv { "csv" } else { "jsonl" })
+                        .await?
+                );
             } else {
                 render::audit(&c.audit(*since).await?);
             }
@@ -415,8 +468,16 @@ async fn login(cli: &Cli, timeout_secs: i64) -> anyhow::Result<()> {
         .or_else(|| profile::load(&cli.profile).ok().flatten().map(|p| p.server))
         .unwrap_or_else(|| DEFAULT_SERVER.into());
     let anon = Client::new(&server, None);
-    let cfg = anon.server_config().await.context("cannot read jitd's login settings")?;
-    let oidc = jit_keycloak::OidcClient::discover(jit_keycloak::http_client(), &cfg.issuer, &cfg.cli_client_id).await?;
+    let cfg = anon
+        .server_config()
+        .await
+        .context("cannot read jitd's login settings")?;
+    let oidc = jit_keycloak::OidcClient::discover(
+        jit_keycloak::http_client(),
+        &cfg.issuer,
+        &cfg.cli_client_id,
+    )
+    .await?;
     let session = oidc.start_login().await?;
     let url = session.authorize_url.to_string();
     eprintln!("Opening the browser to log in. If it does not open, visit:\n  {url}");
@@ -426,7 +487,10 @@ async fn login(cli: &Cli, timeout_secs: i64) -> anyhow::Result<()> {
     let tokens = oidc
         .finish_login(session, Duration::from_secs(timeout_secs as u64))
         .await?;
-    let probe = Client::new(&server, Some(Arc::new(StaticToken(tokens.access_token.clone()))));
+    let probe = Client::new(
+        &server,
+        Some(Arc::new(StaticToken(tokens.access_token.clone()))),
+    );
     let me = probe.me().await.context("jitd refused the new token")?;
     profile::save(
         &cli.profile,
@@ -438,7 +502,10 @@ async fn login(cli: &Cli, timeout_secs: i64) -> anyhow::Result<()> {
             tokens,
         },
     )?;
-    println!("Logged in as {} (profile '{}', server {server})", me.username, cli.profile);
+    println!(
+        "Logged in as {} (profile '{}', server {server})",
+        me.username, cli.profile
+    );
     Ok(())
 }
 
@@ -448,7 +515,13 @@ async fn logout(cli: &Cli) -> anyhow::Result<()> {
         return Ok(());
     };
     if let Some(rt) = &p.tokens.refresh_token {
-        match jit_keycloak::OidcClient::discover(jit_keycloak::http_client(), &p.issuer, &p.client_id).await {
+        match jit_keycloak::OidcClient::discover(
+            jit_keycloak::http_client(),
+            &p.issuer,
+            &p.client_id,
+        )
+        .await
+        {
             Ok(oidc) => {
                 if let Err(e) = oidc.logout(rt).await {
                     eprintln!("jit: could not end the Keycloak session: {e}");
@@ -495,14 +568,22 @@ async fn request(cli: &Cli, a: &RequestArgs) -> anyhow::Result<()> {
     let mut last_line = String::new();
     loop {
         let r = c.get(&id).await?;
-        let approvals = r.request.votes.iter().filter(|v| v.decision == jit_core::Decision::Approve).count();
+        let approvals = r
+            .request
+            .votes
+            .iter()
+            .filter(|v| v.decision == jit_core::Decision::Approve)
+            .count();
         let line = match r.request.status {
             Status::Active => {
                 let left = r.remaining_secs.unwrap_or(0);
                 println!(
                     "Granted: {} is active until {} ({} left)",
                     r.request.entitlement_id,
-                    r.request.expires_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                    r.request
+                        .expires_at
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default(),
                     format_duration(left)
                 );
                 return Ok(());
@@ -513,7 +594,13 @@ async fn request(cli: &Cli, a: &RequestArgs) -> anyhow::Result<()> {
                     .votes
                     .iter()
                     .find(|v| v.decision == jit_core::Decision::Deny)
-                    .map(|v| format!(" by {}: {}", v.approver_username, v.comment.clone().unwrap_or_default()))
+                    .map(|v| {
+                        format!(
+                            " by {}: {}",
+                            v.approver_username,
+                            v.comment.clone().unwrap_or_default()
+                        )
+                    })
                     .unwrap_or_default();
                 return Err(Exit(3, format!("denied{why}")).into());
             }
@@ -521,8 +608,12 @@ async fn request(cli: &Cli, a: &RequestArgs) -> anyhow::Result<()> {
                 return Err(Exit(4, format!("request {s}")).into());
             }
             Status::Approved => match (&r.request.start_at, &r.keycloak.last_error) {
-                (_, Some(err)) => format!("approved; granting in Keycloak is being retried ({err})"),
-                (Some(t), None) if *t > c.server_now() => format!("approved; starts at {}", t.to_rfc3339()),
+                (_, Some(err)) => {
+                    format!("approved; granting in Keycloak is being retried ({err})")
+                }
+                (Some(t), None) if *t > c.server_now() => {
+                    format!("approved; starts at {}", t.to_rfc3339())
+                }
                 _ => "approved; granting in Keycloak…".to_string(),
             },
             Status::Pending => format!(
@@ -535,7 +626,14 @@ async fn request(cli: &Cli, a: &RequestArgs) -> anyhow::Result<()> {
             last_line = line;
         }
         if started.elapsed().as_secs() as i64 >= timeout {
-            return Err(Exit(5, format!("timed out after {} waiting for {id}", format_duration(timeout))).into());
+            return Err(Exit(
+                5,
+                format!(
+                    "timed out after {} waiting for {id}",
+                    format_duration(timeout)
+                ),
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(1000)).await;
     }

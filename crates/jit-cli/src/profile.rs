@@ -28,13 +28,20 @@ pub fn dir() -> anyhow::Result<PathBuf> {
     if let Ok(d) = std::env::var("JIT_CONFIG_DIR") {
         return Ok(PathBuf::from(d).join("profiles"));
     }
-    let base = dirs::config_dir().ok_or_else(|| anyhow!("cannot find a config folder (set HOME or JIT_CONFIG_DIR)"))?;
+    let base = dirs::config_dir()
+        .ok_or_else(|| anyhow!("cannot find a config folder (set HOME or JIT_CONFIG_DIR)"))?;
     Ok(base.join("jit").join("profiles"))
 }
 
 fn valid_name(name: &str) -> anyhow::Result<()> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(anyhow!("invalid profile name '{name}': use letters, digits, - and _"));
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(anyhow!(
+            "invalid profile name '{name}': use letters, digits, - and _"
+        ));
     }
     Ok(())
 }
@@ -49,9 +56,11 @@ pub fn path(name: &str) -> anyhow::Result<PathBuf> {
 pub fn load(name: &str) -> anyhow::Result<Option<Profile>> {
     let p = path(name)?;
     match std::fs::read_to_string(&p) {
-        Ok(text) => Ok(Some(
-            serde_json::from_str(&text).with_context(|| format!("corrupt profile {}", p.display()))?,
-        )),
+        Ok(text) => {
+            Ok(Some(serde_json::from_str(&text).with_context(|| {
+                format!("corrupt profile {}", p.display())
+            })?))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(anyhow!("cannot read {}: {e}", p.display())),
     }
@@ -75,7 +84,9 @@ pub fn save(name: &str, profile: &Profile) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut f = opts
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     f.write_all(serde_json::to_string_pretty(profile)?.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, &p)?;
@@ -111,7 +122,9 @@ impl ProfileTokens {
         if !p.tokens.needs_refresh(chrono::Utc::now(), 30) {
             return Ok(p.tokens.access_token.clone());
         }
-        let relogin = |why: String| ClientError::Token(format!("{why}; run `jit --profile {} login`", self.name));
+        let relogin = |why: String| {
+            ClientError::Token(format!("{why}; run `jit --profile {} login`", self.name))
+        };
         let refresh = p
             .tokens
             .refresh_token

@@ -20,7 +20,10 @@ pub fn entitlements(es: &[EntitlementView]) {
         println!("Nothing you may request.");
         return;
     }
-    println!("{:<20} {:<36} {:>8} {:>9}  NAME", "ID", "GRANTS", "MAX", "APPROVALS");
+    println!(
+        "{:<20} {:<36} {:>8} {:>9}  NAME",
+        "ID", "GRANTS", "MAX", "APPROVALS"
+    );
     for e in es {
         println!(
             "{:<20} {:<36} {:>8} {:>9}  {}",
@@ -35,7 +38,9 @@ pub fn entitlements(es: &[EntitlementView]) {
 
 fn left(r: &RequestView, now: DateTime<Utc>) -> String {
     match r.request.expires_at {
-        Some(x) if r.request.status == jit_core::Status::Active => format_duration((x - now).num_seconds().max(0)),
+        Some(x) if r.request.status == jit_core::Status::Active => {
+            format_duration((x - now).num_seconds().max(0))
+        }
         _ => "-".into(),
     }
 }
@@ -51,7 +56,11 @@ pub fn list(rows: &[RequestView], now: DateTime<Utc>) {
     );
     for r in rows {
         let q = &r.request;
-        let approvals = q.votes.iter().filter(|v| v.decision == Decision::Approve).count();
+        let approvals = q
+            .votes
+            .iter()
+            .filter(|v| v.decision == Decision::Approve)
+            .count();
         let mut reason: String = q.justification.chars().take(40).collect();
         if q.urgent {
             reason = format!("[urgent] {reason}");
@@ -73,16 +82,26 @@ pub fn list(rows: &[RequestView], now: DateTime<Utc>) {
 pub fn show(r: &RequestView, now: DateTime<Utc>) {
     let q = &r.request;
     println!("Request      {}", q.id);
-    println!("Entitlement  {} ({}) — {}", r.entitlement_name, q.entitlement_id, q.target);
+    println!(
+        "Entitlement  {} ({}) — {}",
+        r.entitlement_name, q.entitlement_id, q.target
+    );
     println!("Requester    {}", q.requester_username);
     println!("Status       {}", q.status);
-    println!("Duration     {} (asked {})", format_duration(q.duration_secs), format_duration(q.requested_secs));
+    println!(
+        "Duration     {} (asked {})",
+        format_duration(q.duration_secs),
+        format_duration(q.requested_secs)
+    );
     println!("Reason       {}", q.justification);
     if let Some(t) = &q.ticket {
         println!("Ticket       {t}");
     }
     if q.urgent {
-        println!("Urgent       yes{}", if q.break_glass { " (break-glass)" } else { "" });
+        println!(
+            "Urgent       yes{}",
+            if q.break_glass { " (break-glass)" } else { "" }
+        );
     }
     println!("Created      {}", time(q.created_at));
     if let Some(t) = q.start_at {
@@ -93,7 +112,10 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
             "Vote         {} {:?}{} at {}",
             v.approver_username,
             v.decision,
-            v.comment.as_ref().map(|c| format!(" — {c}")).unwrap_or_default(),
+            v.comment
+                .as_ref()
+                .map(|c| format!(" — {c}"))
+                .unwrap_or_default(),
             time(v.at)
         );
     }

@@ -23,7 +23,11 @@ use serde::Serialize;
 pub enum ClientError {
     /// jitd refused: HTTP status, stable `code`, human `detail`.
     #[error("{detail} ({code})")]
-    Api { status: u16, code: String, detail: String },
+    Api {
+        status: u16,
+        code: String,
+        detail: String,
+    },
     #[error("cannot reach jitd at {url}: {reason}")]
     Unreachable { url: String, reason: String },
     #[error("unexpected response from jitd: {0}")]
@@ -126,7 +130,11 @@ impl Client {
         }
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder, auth: bool) -> Result<reqwest::Response, ClientError> {
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        auth: bool,
+    ) -> Result<reqwest::Response, ClientError> {
         let req = if auth {
             let src = self
                 .token
@@ -160,7 +168,11 @@ impl Client {
         }
     }
 
-    async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder, auth: bool) -> Result<T, ClientError> {
+    async fn json<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        auth: bool,
+    ) -> Result<T, ClientError> {
         self.send(req, auth)
             .await?
             .json()
@@ -174,7 +186,8 @@ impl Client {
 
     /// `GET /v1/config` (no token needed): where to log in.
     pub async fn server_config(&self) -> Result<ServerConfigView, ClientError> {
-        self.json(self.http.get(self.url("/v1/config")), false).await
+        self.json(self.http.get(self.url("/v1/config")), false)
+            .await
     }
 
     /// `GET /v1/me`.
@@ -184,32 +197,53 @@ impl Client {
 
     /// `GET /v1/entitlements`: what the caller may request.
     pub async fn entitlements(&self) -> Result<Vec<EntitlementView>, ClientError> {
-        self.json(self.http.get(self.url("/v1/entitlements")), true).await
+        self.json(self.http.get(self.url("/v1/entitlements")), true)
+            .await
     }
 
     /// `POST /v1/requests`.
     pub async fn create(&self, body: &CreateRequestBody) -> Result<RequestView, ClientError> {
-        self.json(self.http.post(self.url("/v1/requests")).json(body), true).await
+        self.json(self.http.post(self.url("/v1/requests")).json(body), true)
+            .await
     }
 
     /// `GET /v1/requests`.
     pub async fn list(&self, q: &ListQuery) -> Result<Vec<RequestView>, ClientError> {
-        self.json(self.http.get(self.url("/v1/requests")).query(q), true).await
+        self.json(self.http.get(self.url("/v1/requests")).query(q), true)
+            .await
     }
 
     /// `GET /v1/requests/{id}`.
     pub async fn get(&self, id: &str) -> Result<RequestView, ClientError> {
-        self.json(self.http.get(self.url(&format!("/v1/requests/{}", seg(id)))), true).await
+        self.json(
+            self.http
+                .get(self.url(&format!("/v1/requests/{}", seg(id)))),
+            true,
+        )
+        .await
     }
 
-    async fn post_decision(&self, path: String, body: &DecisionBody) -> Result<RequestView, ClientError> {
-        self.json(self.http.post(self.url(&path)).json(body), true).await
+    async fn post_decision(
+        &self,
+        path: String,
+        body: &DecisionBody,
+    ) -> Result<RequestView, ClientError> {
+        self.json(self.http.post(self.url(&path)).json(body), true)
+            .await
     }
 
     /// `POST /v1/requests/{id}/approve`; `duration` (human) shortens.
-    pub async fn approve(&self, id: &str, comment: Option<String>, duration: Option<String>) -> Result<RequestView, ClientError> {
-        self.post_decision(format!("/v1/requests/{}/approve", seg(id)), &DecisionBody { comment, duration })
-            .await
+    pub async fn approve(
+        &self,
+        id: &str,
+        comment: Option<String>,
+        duration: Option<String>,
+    ) -> Result<RequestView, ClientError> {
+        self.post_decision(
+            format!("/v1/requests/{}/approve", seg(id)),
+            &DecisionBody { comment, duration },
+        )
+        .await
     }
 
     /// `POST /v1/requests/{id}/deny` (comment required).
@@ -226,17 +260,32 @@ impl Client {
 
     /// `POST /v1/requests/{id}/cancel`.
     pub async fn cancel(&self, id: &str) -> Result<RequestView, ClientError> {
-        self.json(self.http.post(self.url(&format!("/v1/requests/{}/cancel", seg(id)))), true).await
+        self.json(
+            self.http
+                .post(self.url(&format!("/v1/requests/{}/cancel", seg(id)))),
+            true,
+        )
+        .await
     }
 
     /// `POST /v1/requests/{id}/extend`: a linked request for more time.
-    pub async fn extend(&self, id: &str, duration: &str, justification: &str) -> Result<RequestView, ClientError> {
+    pub async fn extend(
+        &self,
+        id: &str,
+        duration: &str,
+        justification: &str,
+    ) -> Result<RequestView, ClientError> {
         let body = ExtendBody {
             duration: duration.into(),
             justification: justification.into(),
         };
-        self.json(self.http.post(self.url(&format!("/v1/requests/{}/extend", seg(id)))).json(&body), true)
-            .await
+        self.json(
+            self.http
+                .post(self.url(&format!("/v1/requests/{}/extend", seg(id))))
+                .json(&body),
+            true,
+        )
+        .await
     }
 
     /// `POST /v1/requests/{id}/review` (break-glass after-the-fact review).
@@ -253,7 +302,12 @@ impl Client {
 
     /// `POST /v1/grants/{id}/drop` (requester ends their own grant).
     pub async fn drop_grant(&self, id: &str) -> Result<RequestView, ClientError> {
-        self.json(self.http.post(self.url(&format!("/v1/grants/{}/drop", seg(id)))), true).await
+        self.json(
+            self.http
+                .post(self.url(&format!("/v1/grants/{}/drop", seg(id)))),
+            true,
+        )
+        .await
     }
 
     /// `POST /v1/grants/{id}/revoke` (approver; comment required).
@@ -270,7 +324,13 @@ impl Client {
 
     /// `GET /v1/audit?since=` as rows.
     pub async fn audit(&self, since: i64) -> Result<Vec<AuditRecord>, ClientError> {
-        self.json(self.http.get(self.url("/v1/audit")).query(&[("since", since)]), true).await
+        self.json(
+            self.http
+                .get(self.url("/v1/audit"))
+                .query(&[("since", since)]),
+            true,
+        )
+        .await
     }
 
     /// `GET /v1/audit?format=jsonl|csv` as text, for export.
@@ -289,7 +349,8 @@ impl Client {
 
     /// `GET /v1/audit/verify` (auditors).
     pub async fn audit_verify(&self) -> Result<serde_json::Value, ClientError> {
-        self.json(self.http.get(self.url("/v1/audit/verify")), true).await
+        self.json(self.http.get(self.url("/v1/audit/verify")), true)
+            .await
     }
 
     /// `GET /v1/events`, resuming after `last_event_id` if given. The stream
@@ -298,7 +359,8 @@ impl Client {
     pub async fn events(
         &self,
         last_event_id: Option<i64>,
-    ) -> Result<impl Stream<Item = Result<ServerEvent, ClientError>> + Send + 'static, ClientError> {
+    ) -> Result<impl Stream<Item = Result<ServerEvent, ClientError>> + Send + 'static, ClientError>
+    {
         let mut req = self
             .http
             .get(self.url("/v1/events"))
@@ -308,21 +370,24 @@ impl Client {
         }
         let resp = self.send(req, true).await?;
         use eventsource_stream::Eventsource;
-        Ok(resp.bytes_stream().eventsource().filter_map(|item| async move {
-            match item {
-                Err(e) => Some(Err(ClientError::Protocol(e.to_string()))),
-                Ok(ev) if ev.data.is_empty() => None,
-                Ok(ev) => Some(
-                    serde_json::from_str::<EventData>(&ev.data)
-                        .map_err(|e| ClientError::Protocol(e.to_string()))
-                        .map(|data| ServerEvent {
-                            id: ev.id.parse().unwrap_or(data.record.seq),
-                            event: ev.event,
-                            data,
-                        }),
-                ),
-            }
-        }))
+        Ok(resp
+            .bytes_stream()
+            .eventsource()
+            .filter_map(|item| async move {
+                match item {
+                    Err(e) => Some(Err(ClientError::Protocol(e.to_string()))),
+                    Ok(ev) if ev.data.is_empty() => None,
+                    Ok(ev) => Some(
+                        serde_json::from_str::<EventData>(&ev.data)
+                            .map_err(|e| ClientError::Protocol(e.to_string()))
+                            .map(|data| ServerEvent {
+                                id: ev.id.parse().unwrap_or(data.record.seq),
+                                event: ev.event,
+                                data,
+                            }),
+                    ),
+                }
+            }))
     }
 }
 

@@ -74,7 +74,6 @@ impl AuditRecord {
     }
 }
 
-
 /// A request as the API shows it: the request (and grant) plus derived facts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RequestView {

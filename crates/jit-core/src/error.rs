@@ -24,7 +24,10 @@ pub enum DomainError {
     #[error("justification is too long: at most {max} characters are allowed")]
     JustificationTooLong { max: usize },
     #[error("a ticket reference is required for '{entitlement}' (pattern {pattern})")]
-    TicketRequired { entitlement: String, pattern: String },
+    TicketRequired {
+        entitlement: String,
+        pattern: String,
+    },
     #[error("ticket reference '{ticket}' does not match the required pattern {pattern}")]
     TicketInvalid { ticket: String, pattern: String },
     #[error("start time must not be in the past")]

@@ -528,7 +528,9 @@ impl AccessRequest {
         if self.votes.iter().any(|v| v.approver_id == approver.id) {
             return Err(DomainError::AlreadyVoted);
         }
-        let comment = comment.map(|c| c.trim().to_string()).filter(|c| !c.is_empty());
+        let comment = comment
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty());
         if decision == Decision::Deny && comment.is_none() {
             return Err(DomainError::CommentRequired(Action::Deny));
         }
@@ -588,14 +590,24 @@ impl AccessRequest {
     }
 
     /// The requester withdraws a pending or approved-but-not-yet-active request.
-    pub fn cancel(&mut self, actor: &Principal, now: DateTime<Utc>) -> Result<Transition, DomainError> {
+    pub fn cancel(
+        &mut self,
+        actor: &Principal,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, DomainError> {
         self.require(&[Status::Pending, Status::Approved], Action::Cancel)?;
         if actor.id != self.requester_id {
             return Err(DomainError::NotRequester(Action::Cancel));
         }
         self.ended_at = Some(now);
         self.ended_by = Some(actor.username.clone());
-        Ok(self.transition(Action::Cancel, Status::Cancelled, &actor.username, None, now))
+        Ok(self.transition(
+            Action::Cancel,
+            Status::Cancelled,
+            &actor.username,
+            None,
+            now,
+        ))
     }
 
     /// A pending request whose TTL has passed lapses (scheduler).
@@ -637,8 +649,18 @@ impl AccessRequest {
         self.activated_at = Some(now);
         let expires = now + Duration::seconds(self.duration_secs);
         self.expires_at = Some(expires);
-        let reason = format!("for {} until {}", format_duration(self.duration_secs), expires.to_rfc3339());
-        Ok(self.transition(Action::Activate, Status::Active, SYSTEM_ACTOR, Some(reason), now))
+        let reason = format!(
+            "for {} until {}",
+            format_duration(self.duration_secs),
+            expires.to_rfc3339()
+        );
+        Ok(self.transition(
+            Action::Activate,
+            Status::Active,
+            SYSTEM_ACTOR,
+            Some(reason),
+            now,
+        ))
     }
 
     /// An active grant whose `expires_at` has passed expires (scheduler).
@@ -657,7 +679,11 @@ impl AccessRequest {
     }
 
     /// The requester gives up an active grant early.
-    pub fn drop_grant(&mut self, actor: &Principal, now: DateTime<Utc>) -> Result<Transition, DomainError> {
+    pub fn drop_grant(
+        &mut self,
+        actor: &Principal,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, DomainError> {
         self.require(&[Status::Active], Action::Drop)?;
         if actor.id != self.requester_id {
             return Err(DomainError::NotRequester(Action::Drop));
@@ -689,7 +715,13 @@ impl AccessRequest {
         self.ended_at = Some(now);
         self.ended_by = Some(approver.username.clone());
         self.end_reason = Some(comment.clone());
-        Ok(self.transition(Action::Revoke, Status::Revoked, &approver.username, Some(comment), now))
+        Ok(self.transition(
+            Action::Revoke,
+            Status::Revoked,
+            &approver.username,
+            Some(comment),
+            now,
+        ))
     }
 
     /// Applies an approved extension `ext` to this active grant: `expires_at`
@@ -699,7 +731,8 @@ impl AccessRequest {
         ext: &AccessRequest,
         now: DateTime<Utc>,
     ) -> Result<Transition, DomainError> {
-        let linked = matches!(&ext.kind, RequestKind::Extension { grant_id } if *grant_id == self.id);
+        let linked =
+            matches!(&ext.kind, RequestKind::Extension { grant_id } if *grant_id == self.id);
         if !linked || ext.status != Status::Approved {
             return Err(DomainError::IllegalTransition {
                 from: ext.status,
@@ -714,7 +747,11 @@ impl AccessRequest {
             action: Action::Extend,
             from: Some(Status::Active),
             to: Status::Active,
-            actor: ext.votes.last().map(|v| v.approver_username.clone()).unwrap_or_else(|| SYSTEM_ACTOR.into()),
+            actor: ext
+                .votes
+                .last()
+                .map(|v| v.approver_username.clone())
+                .unwrap_or_else(|| SYSTEM_ACTOR.into()),
             reason: Some(format!(
                 "extended by {} (request {}) until {}",
                 format_duration(ext.duration_secs),

@@ -30,7 +30,9 @@ impl std::fmt::Display for EntitlementKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             EntitlementKind::RealmRole { role } => write!(f, "realm role {role}"),
-            EntitlementKind::ClientRole { client, role } => write!(f, "client role {client}/{role}"),
+            EntitlementKind::ClientRole { client, role } => {
+                write!(f, "client role {client}/{role}")
+            }
             EntitlementKind::Group { path } => write!(f, "group {path}"),
         }
     }
@@ -199,7 +201,9 @@ impl Policy {
                 message: e.message().to_string(),
             }
         })?;
-        let auditor_roles = raw.auditor_roles.unwrap_or_else(|| vec!["jit-auditor".into()]);
+        let auditor_roles = raw
+            .auditor_roles
+            .unwrap_or_else(|| vec!["jit-auditor".into()]);
         let max_start_ahead = match raw.max_start_ahead {
             Some(s) => parse_duration(s.get_ref()).map_err(|e| PolicyError {
                 line: line_of(text, s.span().start),
@@ -224,9 +228,16 @@ impl Policy {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
             {
-                return Err(err("id", "must be non-empty: letters, digits, - _ .".into()));
+                return Err(err(
+                    "id",
+                    "must be non-empty: letters, digits, - _ .".into(),
+                ));
             }
-            let kinds = [r.realm_role.is_some(), r.client_role.is_some(), r.group.is_some()];
+            let kinds = [
+                r.realm_role.is_some(),
+                r.client_role.is_some(),
+                r.group.is_some(),
+            ];
             if kinds.iter().filter(|k| **k).count() != 1 {
                 return Err(err(
                     "kind",
@@ -246,7 +257,8 @@ impl Policy {
                     path: format!("/{}", g.trim_start_matches('/')),
                 }
             };
-            let dur = |field: &str, v: &str| parse_duration(v).map_err(|e| err(field, e.to_string()));
+            let dur =
+                |field: &str, v: &str| parse_duration(v).map_err(|e| err(field, e.to_string()));
             let max_duration = dur("max_duration", &r.max_duration)?;
             let default_duration = match &r.default_duration {
                 Some(d) => dur("default_duration", d)?,
@@ -310,7 +322,10 @@ impl Policy {
                 let hours_utc = match a.hours_utc {
                     Some([s, e]) if s < e && e <= 24 => Some((s, e)),
                     Some(_) => {
-                        return Err(err(&field, "hours_utc must be [start, end) with 0 ≤ start < end ≤ 24".into()))
+                        return Err(err(
+                            &field,
+                            "hours_utc must be [start, end) with 0 ≤ start < end ≤ 24".into(),
+                        ))
                     }
                     None => None,
                 };
@@ -522,9 +537,8 @@ hours_utc = [8, 18]
 
     #[test]
     fn rules_are_checked() {
-        let base = |extra: &str| {
-            format!("[[entitlement]]\nid = \"x\"\nmax_duration=\"1h\"\n{extra}\n")
-        };
+        let base =
+            |extra: &str| format!("[[entitlement]]\nid = \"x\"\nmax_duration=\"1h\"\n{extra}\n");
         let cases = [
             (base("approver_roles=[\"a\"]"), "kind"),
             (base("realm_role=\"r\"\ngroup=\"g\"\napprover_roles=[\"a\"]"), "kind"),
@@ -546,7 +560,9 @@ hours_utc = [8, 18]
         let one = "[[entitlement]]\nid = \"x\"\nrealm_role=\"r\"\nmax_duration=\"1h\"\napprover_roles=[\"a\"]\n";
         let e = error_of(&format!("{one}{one}"));
         assert!(e.message.contains("already the target"), "{e}");
-        let other = one.replace("id = \"x\"", "id = \"y\"").replace("\"r\"", "\"s\"");
+        let other = one
+            .replace("id = \"x\"", "id = \"y\"")
+            .replace("\"r\"", "\"s\"");
         let dup = other.replace("id = \"y\"", "id = \"x\"");
         let e = error_of(&format!("{one}{dup}"));
         assert!(e.message.contains("duplicate"), "{e}");

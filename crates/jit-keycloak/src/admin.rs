@@ -38,7 +38,9 @@ impl KeycloakError {
     pub fn is_transient(&self) -> bool {
         match self {
             KeycloakError::Unavailable(_) => true,
-            KeycloakError::Status { status, .. } => *status >= 500 || *status == 429 || *status == 401,
+            KeycloakError::Status { status, .. } => {
+                *status >= 500 || *status == 429 || *status == 401
+            }
             _ => false,
         }
     }
@@ -115,7 +117,13 @@ fn unavailable(e: reqwest::Error) -> KeycloakError {
 impl AdminClient {
     /// `base` is Keycloak's URL (`http://127.0.0.1:18080`), `realm` the realm
     /// both the users and the service-account client live in.
-    pub fn new(base: &str, realm: &str, client_id: &str, client_secret: &str, http: reqwest::Client) -> AdminClient {
+    pub fn new(
+        base: &str,
+        realm: &str,
+        client_id: &str,
+        client_secret: &str,
+        http: reqwest::Client,
+    ) -> AdminClient {
         AdminClient {
             base: base.trim_end_matches('/').to_string(),
             realm: realm.to_string(),
@@ -142,7 +150,10 @@ impl AdminClient {
             access_token: String,
             expires_in: u64,
         }
-        let url = format!("{}/realms/{}/protocol/openid-connect/token", self.base, self.realm);
+        let url = format!(
+            "{}/realms/{}/protocol/openid-connect/token",
+            self.base, self.realm
+        );
         let resp = self
             .http
             .post(&url)
@@ -172,7 +183,11 @@ impl AdminClient {
         Ok(r.access_token)
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response, KeycloakError> {
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<reqwest::Response, KeycloakError> {
         let token = self.bearer().await?;
         let resp = req.bearer_auth(token).send().await.map_err(unavailable)?;
         let status = resp.status();
@@ -194,21 +209,32 @@ impl AdminClient {
         })
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str, what: &str) -> Result<T, KeycloakError> {
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        what: &str,
+    ) -> Result<T, KeycloakError> {
         let resp = self.send(self.http.get(self.url(path)), what).await?;
         resp.json().await.map_err(unavailable)
     }
 
     /// Looks a user up by id. Errors: [`KeycloakError::NotFound`].
     pub async fn user(&self, user_id: &str) -> Result<UserRep, KeycloakError> {
-        self.get_json(&format!("/users/{}", enc(user_id)), &format!("user {user_id}")).await
+        self.get_json(
+            &format!("/users/{}", enc(user_id)),
+            &format!("user {user_id}"),
+        )
+        .await
     }
 
     /// Looks a user up by exact username.
     pub async fn user_by_username(&self, username: &str) -> Result<Option<UserRep>, KeycloakError> {
         let users: Vec<UserRep> = self
             .get_json(
-                &format!("/users?exact=true&briefRepresentation=true&username={}", enc(username)),
+                &format!(
+                    "/users?exact=true&briefRepresentation=true&username={}",
+                    enc(username)
+                ),
                 &format!("user {username}"),
             )
             .await?;
@@ -217,13 +243,20 @@ impl AdminClient {
 
     /// A realm role by name.
     pub async fn realm_role(&self, name: &str) -> Result<RoleRep, KeycloakError> {
-        self.get_json(&format!("/roles/{}", enc(name)), &format!("realm role {name}")).await
+        self.get_json(
+            &format!("/roles/{}", enc(name)),
+            &format!("realm role {name}"),
+        )
+        .await
     }
 
     /// The internal id of the client whose `clientId` is `client_id`.
     pub async fn client_uuid(&self, client_id: &str) -> Result<String, KeycloakError> {
         let cs: Vec<ClientRep> = self
-            .get_json(&format!("/clients?clientId={}", enc(client_id)), &format!("client {client_id}"))
+            .get_json(
+                &format!("/clients?clientId={}", enc(client_id)),
+                &format!("client {client_id}"),
+            )
             .await?;
         cs.into_iter()
             .next()
@@ -232,7 +265,11 @@ impl AdminClient {
     }
 
     /// A client role by client uuid and role name.
-    pub async fn client_role(&self, client_uuid: &str, name: &str) -> Result<RoleRep, KeycloakError> {
+    pub async fn client_role(
+        &self,
+        client_uuid: &str,
+        name: &str,
+    ) -> Result<RoleRep, KeycloakError> {
         self.get_json(
             &format!("/clients/{}/roles/{}", enc(client_uuid), enc(name)),
             &format!("client role {name}"),
@@ -243,12 +280,20 @@ impl AdminClient {
     /// A group by full path (`/incident-responders`).
     pub async fn group_by_path(&self, path: &str) -> Result<GroupRep, KeycloakError> {
         let p: Vec<String> = path.trim_start_matches('/').split('/').map(enc).collect();
-        self.get_json(&format!("/group-by-path/{}", p.join("/")), &format!("group {path}")).await
+        self.get_json(
+            &format!("/group-by-path/{}", p.join("/")),
+            &format!("group {path}"),
+        )
+        .await
     }
 
     /// The user's realm roles: direct assignments only (`effective = false`),
     /// or everything they hold incl. composites and group roles (`true`).
-    pub async fn user_realm_roles(&self, user_id: &str, effective: bool) -> Result<Vec<RoleRep>, KeycloakError> {
+    pub async fn user_realm_roles(
+        &self,
+        user_id: &str,
+        effective: bool,
+    ) -> Result<Vec<RoleRep>, KeycloakError> {
         let suffix = if effective { "/composite" } else { "" };
         self.get_json(
             &format!("/users/{}/role-mappings/realm{suffix}", enc(user_id)),
@@ -258,10 +303,19 @@ impl AdminClient {
     }
 
     /// The user's roles of one client, direct or effective.
-    pub async fn user_client_roles(&self, user_id: &str, client_uuid: &str, effective: bool) -> Result<Vec<RoleRep>, KeycloakError> {
+    pub async fn user_client_roles(
+        &self,
+        user_id: &str,
+        client_uuid: &str,
+        effective: bool,
+    ) -> Result<Vec<RoleRep>, KeycloakError> {
         let suffix = if effective { "/composite" } else { "" };
         self.get_json(
-            &format!("/users/{}/role-mappings/clients/{}{suffix}", enc(user_id), enc(client_uuid)),
+            &format!(
+                "/users/{}/role-mappings/clients/{}{suffix}",
+                enc(user_id),
+                enc(client_uuid)
+            ),
             "client role mappings",
         )
         .await
@@ -269,41 +323,97 @@ impl AdminClient {
 
     /// The groups the user is a direct member of.
     pub async fn user_groups(&self, user_id: &str) -> Result<Vec<GroupRep>, KeycloakError> {
-        self.get_json(&format!("/users/{}/groups?briefRepresentation=true", enc(user_id)), "group membership")
-            .await
+        self.get_json(
+            &format!("/users/{}/groups?briefRepresentation=true", enc(user_id)),
+            "group membership",
+        )
+        .await
     }
 
-    async fn role_mapping(&self, method: reqwest::Method, path: String, roles: &[RoleRep], what: &str) -> Result<(), KeycloakError> {
+    async fn role_mapping(
+        &self,
+        method: reqwest::Method,
+        path: String,
+        roles: &[RoleRep],
+        what: &str,
+    ) -> Result<(), KeycloakError> {
         if roles.is_empty() {
             return Err(KeycloakError::EmptyRoleList);
         }
-        self.send(self.http.request(method, self.url(&path)).json(roles), what).await?;
+        self.send(self.http.request(method, self.url(&path)).json(roles), what)
+            .await?;
         Ok(())
     }
 
     /// Adds exactly `role` to the user's realm role mappings (204 no-op if held).
     pub async fn add_realm_role(&self, user_id: &str, role: &RoleRep) -> Result<(), KeycloakError> {
         let path = format!("/users/{}/role-mappings/realm", enc(user_id));
-        self.role_mapping(reqwest::Method::POST, path, std::slice::from_ref(role), "add realm role").await
+        self.role_mapping(
+            reqwest::Method::POST,
+            path,
+            std::slice::from_ref(role),
+            "add realm role",
+        )
+        .await
     }
 
     /// Removes exactly `role` from the user's realm role mappings. Never sends
     /// an empty body (which would remove every realm role).
-    pub async fn remove_realm_role(&self, user_id: &str, role: &RoleRep) -> Result<(), KeycloakError> {
+    pub async fn remove_realm_role(
+        &self,
+        user_id: &str,
+        role: &RoleRep,
+    ) -> Result<(), KeycloakError> {
         let path = format!("/users/{}/role-mappings/realm", enc(user_id));
-        self.role_mapping(reqwest::Method::DELETE, path, std::slice::from_ref(role), "remove realm role").await
+        self.role_mapping(
+            reqwest::Method::DELETE,
+            path,
+            std::slice::from_ref(role),
+            "remove realm role",
+        )
+        .await
     }
 
     /// Adds exactly `role` of client `client_uuid` to the user.
-    pub async fn add_client_role(&self, user_id: &str, client_uuid: &str, role: &RoleRep) -> Result<(), KeycloakError> {
-        let path = format!("/users/{}/role-mappings/clients/{}", enc(user_id), enc(client_uuid));
-        self.role_mapping(reqwest::Method::POST, path, std::slice::from_ref(role), "add client role").await
+    pub async fn add_client_role(
+        &self,
+        user_id: &str,
+        client_uuid: &str,
+        role: &RoleRep,
+    ) -> Result<(), KeycloakError> {
+        let path = format!(
+            "/users/{}/role-mappings/clients/{}",
+            enc(user_id),
+            enc(client_uuid)
+        );
+        self.role_mapping(
+            reqwest::Method::POST,
+            path,
+            std::slice::from_ref(role),
+            "add client role",
+        )
+        .await
     }
 
     /// Removes exactly `role` of client `client_uuid` from the user.
-    pub async fn remove_client_role(&self, user_id: &str, client_uuid: &str, role: &RoleRep) -> Result<(), KeycloakError> {
-        let path = format!("/users/{}/role-mappings/clients/{}", enc(user_id), enc(client_uuid));
-        self.role_mapping(reqwest::Method::DELETE, path, std::slice::from_ref(role), "remove client role").await
+    pub async fn remove_client_role(
+        &self,
+        user_id: &str,
+        client_uuid: &str,
+        role: &RoleRep,
+    ) -> Result<(), KeycloakError> {
+        let path = format!(
+            "/users/{}/role-mappings/clients/{}",
+            enc(user_id),
+            enc(client_uuid)
+        );
+        self.role_mapping(
+            reqwest::Method::DELETE,
+            path,
+            std::slice::from_ref(role),
+            "remove client role",
+        )
+        .await
     }
 
     /// Makes the user a member of group `group_id`.
@@ -331,7 +441,12 @@ impl AdminClient {
     /// Whether the user holds `target`. `effective = false` looks at direct
     /// assignments only (what a revoke would remove); `true` also counts
     /// composites and roles inherited from groups (for "already held").
-    pub async fn holds(&self, user_id: &str, target: &EntitlementKind, effective: bool) -> Result<bool, KeycloakError> {
+    pub async fn holds(
+        &self,
+        user_id: &str,
+        target: &EntitlementKind,
+        effective: bool,
+    ) -> Result<bool, KeycloakError> {
         Ok(match target {
             EntitlementKind::RealmRole { role } => self
                 .user_realm_roles(user_id, effective)
@@ -360,7 +475,11 @@ impl AdminClient {
 
     /// Grants `target` to the user: exactly one role or one group membership.
     /// Idempotent.
-    pub async fn assign(&self, user_id: &str, target: &EntitlementKind) -> Result<(), KeycloakError> {
+    pub async fn assign(
+        &self,
+        user_id: &str,
+        target: &EntitlementKind,
+    ) -> Result<(), KeycloakError> {
         match target {
             EntitlementKind::RealmRole { role } => {
                 let r = self.realm_role(role).await?;
@@ -380,7 +499,11 @@ impl AdminClient {
 
     /// Takes `target` away from the user: exactly that one role or group
     /// membership, nothing else. Idempotent.
-    pub async fn unassign(&self, user_id: &str, target: &EntitlementKind) -> Result<(), KeycloakError> {
+    pub async fn unassign(
+        &self,
+        user_id: &str,
+        target: &EntitlementKind,
+    ) -> Result<(), KeycloakError> {
         match target {
             EntitlementKind::RealmRole { role } => {
                 let r = self.realm_role(role).await?;
@@ -417,7 +540,9 @@ impl AdminClient {
 
 /// Percent-encodes one path segment or query value.
 fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }
 
 #[cfg(test)]
@@ -428,7 +553,12 @@ mod tests {
     async fn empty_role_lists_are_never_sent() {
         let c = AdminClient::new("http://127.0.0.1:1", "jit", "x", "y", crate::http_client());
         let e = c
-            .role_mapping(reqwest::Method::DELETE, "/users/u/role-mappings/realm".into(), &[], "remove")
+            .role_mapping(
+                reqwest::Method::DELETE,
+                "/users/u/role-mappings/realm".into(),
+                &[],
+                "remove",
+            )
             .await
             .unwrap_err();
         assert!(matches!(e, KeycloakError::EmptyRoleList));

@@ -56,11 +56,18 @@ impl Discovery {
     /// Fetches discovery for `issuer` (`{keycloak}/realms/{realm}`) and checks
     /// that the document names the same issuer (OIDC Discovery §4.3).
     pub async fn fetch(http: &reqwest::Client, issuer: &str) -> Result<Discovery, OidcError> {
-        let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
-        let resp = http.get(&url).send().await.map_err(|e| OidcError::Unreachable {
-            url: url.clone(),
-            source: e.without_url(),
-        })?;
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let resp = http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| OidcError::Unreachable {
+                url: url.clone(),
+                source: e.without_url(),
+            })?;
         if !resp.status().is_success() {
             return Err(OidcError::Discovery(url, format!("HTTP {}", resp.status())));
         }
@@ -122,7 +129,11 @@ pub struct OidcClient {
 
 impl OidcClient {
     /// Discovers `issuer` and prepares a client with id `client_id`.
-    pub async fn discover(http: reqwest::Client, issuer: &str, client_id: &str) -> Result<OidcClient, OidcError> {
+    pub async fn discover(
+        http: reqwest::Client,
+        issuer: &str,
+        client_id: &str,
+    ) -> Result<OidcClient, OidcError> {
         let discovery = Discovery::fetch(&http, issuer).await?;
         Ok(OidcClient {
             discovery,
@@ -132,11 +143,14 @@ impl OidcClient {
     }
 
     fn oauth(&self, redirect: Option<&str>) -> Result<OauthClient, OidcError> {
-        let bad = |e: url::ParseError| OidcError::Discovery(self.discovery.issuer.clone(), e.to_string());
+        let bad =
+            |e: url::ParseError| OidcError::Discovery(self.discovery.issuer.clone(), e.to_string());
         let c = BasicClient::new(ClientId::new(self.client_id.clone()))
             .set_auth_uri(AuthUrl::new(self.discovery.authorization_endpoint.clone()).map_err(bad)?)
             .set_token_uri(TokenUrl::new(self.discovery.token_endpoint.clone()).map_err(bad)?);
-        let redirect = RedirectUrl::new(redirect.unwrap_or("http://127.0.0.1/callback").to_string()).map_err(bad)?;
+        let redirect =
+            RedirectUrl::new(redirect.unwrap_or("http://127.0.0.1/callback").to_string())
+                .map_err(bad)?;
         Ok(c.set_redirect_uri(redirect))
     }
 
@@ -166,7 +180,11 @@ impl OidcClient {
     /// Waits (up to `timeout`) for the browser to come back to the loopback
     /// redirect, checks `state`, tells the browser tab it can close, and
     /// exchanges the code (with the PKCE verifier) for tokens.
-    pub async fn finish_login(&self, session: LoginSession, timeout: Duration) -> Result<TokenSet, OidcError> {
+    pub async fn finish_login(
+        &self,
+        session: LoginSession,
+        timeout: Duration,
+    ) -> Result<TokenSet, OidcError> {
         let LoginSession {
             listener,
             verifier,
@@ -196,18 +214,43 @@ impl OidcClient {
                     let _ = sock.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
                     continue;
                 };
-                let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+                let q: std::collections::HashMap<String, String> =
+                    url.query_pairs().into_owned().collect();
                 let (status, body, result) = if let Some(err) = q.get("error") {
-                    let why = q.get("error_description").cloned().unwrap_or_else(|| err.clone());
-                    ("400 Bad Request", format!("Login failed: {}. You can close this tab.", html_escape(&why)), Err(OidcError::Refused(why)))
+                    let why = q
+                        .get("error_description")
+                        .cloned()
+                        .unwrap_or_else(|| err.clone());
+                    (
+                        "400 Bad Request",
+                        format!(
+                            "Login failed: {}. You can close this tab.",
+                            html_escape(&why)
+                        ),
+                        Err(OidcError::Refused(why)),
+                    )
                 } else if q.get("state").map(String::as_str) != Some(state.secret().as_str()) {
-                    ("400 Bad Request", "Login failed: state mismatch. You can close this tab.".to_string(), Err(OidcError::StateMismatch))
+                    (
+                        "400 Bad Request",
+                        "Login failed: state mismatch. You can close this tab.".to_string(),
+                        Err(OidcError::StateMismatch),
+                    )
                 } else if let Some(code) = q.get("code") {
-                    ("200 OK", "Logged in to JIT Access. You can close this tab.".to_string(), Ok(code.clone()))
+                    (
+                        "200 OK",
+                        "Logged in to JIT Access. You can close this tab.".to_string(),
+                        Ok(code.clone()),
+                    )
                 } else {
-                    ("400 Bad Request", "Login failed: no code. You can close this tab.".to_string(), Err(OidcError::Refused("no authorization code".into())))
+                    (
+                        "400 Bad Request",
+                        "Login failed: no code. You can close this tab.".to_string(),
+                        Err(OidcError::Refused("no authorization code".into())),
+                    )
                 };
-                let page = format!("<!doctype html><meta charset=utf-8><title>JIT Access</title><p>{body}</p>");
+                let page = format!(
+                    "<!doctype html><meta charset=utf-8><title>JIT Access</title><p>{body}</p>"
+                );
                 let resp = format!(
                     "HTTP/1.1 {status}\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\ncache-control: no-store\r\n\r\n{page}",
                     page.len()
@@ -217,7 +260,9 @@ impl OidcClient {
                 return result;
             }
         };
-        let code = tokio::time::timeout(timeout, wait).await.map_err(|_| OidcError::Timeout)??;
+        let code = tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| OidcError::Timeout)??;
         let resp = self
             .oauth(Some(&redirect_uri))?
             .exchange_code(AuthorizationCode::new(code))
@@ -254,7 +299,10 @@ impl OidcClient {
         let resp = self
             .http
             .post(url)
-            .form(&[("client_id", self.client_id.as_str()), ("refresh_token", refresh_token)])
+            .form(&[
+                ("client_id", self.client_id.as_str()),
+                ("refresh_token", refresh_token),
+            ])
             .send()
             .await
             .map_err(|e| OidcError::Unreachable {
@@ -265,7 +313,10 @@ impl OidcClient {
             // 400 means the session was already gone: the goal is met.
             Ok(())
         } else {
-            Err(OidcError::Token(format!("logout returned HTTP {}", resp.status())))
+            Err(OidcError::Token(format!(
+                "logout returned HTTP {}",
+                resp.status()
+            )))
         }
     }
 }
@@ -295,10 +346,18 @@ fn token_set(resp: &oauth2::basic::BasicTokenResponse, old_refresh: Option<&str>
     }
 }
 
-fn describe_token_error<E: std::error::Error>(e: oauth2::RequestTokenError<E, oauth2::basic::BasicErrorResponse>) -> String {
+fn describe_token_error<E: std::error::Error>(
+    e: oauth2::RequestTokenError<E, oauth2::basic::BasicErrorResponse>,
+) -> String {
     match e {
         oauth2::RequestTokenError::ServerResponse(r) => {
-            format!("{}{}", r.error(), r.error_description().map(|d| format!(": {d}")).unwrap_or_default())
+            format!(
+                "{}{}",
+                r.error(),
+                r.error_description()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default()
+            )
         }
         oauth2::RequestTokenError::Request(e) => format!("request failed: {e}"),
         oauth2::RequestTokenError::Parse(e, _) => format!("unreadable response: {e}"),
@@ -307,5 +366,8 @@ fn describe_token_error<E: std::error::Error>(e: oauth2::RequestTokenError<E, oa
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

@@ -96,7 +96,10 @@ impl TokenValidator {
         TokenValidator {
             issuer: issuer.trim_end_matches('/').to_string(),
             audience: audience.to_string(),
-            jwks_uri: format!("{}/protocol/openid-connect/certs", issuer.trim_end_matches('/')),
+            jwks_uri: format!(
+                "{}/protocol/openid-connect/certs",
+                issuer.trim_end_matches('/')
+            ),
             http,
             keys: Arc::new(RwLock::new(Keys {
                 by_kid: HashMap::new(),
@@ -129,11 +132,15 @@ impl TokenValidator {
             .map_err(|e| AuthError::JwksUnavailable(e.to_string()))?;
         let mut by_kid = HashMap::new();
         for jwk in &set.keys {
-            let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk)) else {
+            let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk))
+            else {
                 continue;
             };
             // Keycloak publishes encryption keys too ("use": "enc"); skip them.
-            if matches!(jwk.common.public_key_use, Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)) {
+            if matches!(
+                jwk.common.public_key_use,
+                Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+            ) {
                 continue;
             }
             let alg = match jwk.common.key_algorithm {
@@ -169,7 +176,9 @@ impl TokenValidator {
     /// Errors: an [`AuthError`] saying which check failed.
     pub async fn validate(&self, token: &str) -> Result<ValidatedToken, AuthError> {
         let header = decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
-        let kid = header.kid.ok_or_else(|| AuthError::Malformed("no kid".into()))?;
+        let kid = header
+            .kid
+            .ok_or_else(|| AuthError::Malformed("no kid".into()))?;
         let (key, alg) = self.key_for(&kid).await?;
         if header.alg != alg {
             return Err(AuthError::BadSignature);
@@ -197,7 +206,12 @@ impl TokenValidator {
             Some("Bearer") => {}
             other => return Err(AuthError::WrongType(other.unwrap_or("none").to_string())),
         }
-        let roles: BTreeSet<String> = c.realm_access.map(|r| r.roles).unwrap_or_default().into_iter().collect();
+        let roles: BTreeSet<String> = c
+            .realm_access
+            .map(|r| r.roles)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         let groups = c
             .groups
             .into_iter()

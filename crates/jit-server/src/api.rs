@@ -13,7 +13,8 @@ use jit_core::api::{
     CreateRequestBody, DecisionBody, EntitlementView, ExtendBody, RequestView, SERVER_TIME_HEADER,
 };
 use jit_core::{
-    parse_duration, AccessRequest, Decision, DomainError, NewRequest, Principal, RequestKind, Status,
+    parse_duration, AccessRequest, Decision, DomainError, NewRequest, Principal, RequestKind,
+    Status,
 };
 use jit_keycloak::AuthError;
 use serde::de::DeserializeOwned;
@@ -36,7 +37,10 @@ pub struct Caller {
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         let value = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -123,7 +127,9 @@ pub fn view(state: &AppState, s: &Stored) -> RequestView {
     let policy = state.policy();
     let r = &s.request;
     let ended_in_keycloak_pending = s.grant.removal_pending;
-    let overdue = r.status == Status::Active && r.expires_at.is_some_and(|x| x + chrono::Duration::seconds(5) < now);
+    let overdue = r.status == Status::Active
+        && r.expires_at
+            .is_some_and(|x| x + chrono::Duration::seconds(5) < now);
     RequestView {
         entitlement_name: policy
             .entitlement(&r.entitlement_id)
@@ -132,7 +138,8 @@ pub fn view(state: &AppState, s: &Stored) -> RequestView {
         remaining_secs: r.remaining_secs(now),
         keycloak: s.grant.clone(),
         revoke_late: ended_in_keycloak_pending
-            && r.ended_at.is_some_and(|t| t + chrono::Duration::seconds(5) < now)
+            && r.ended_at
+                .is_some_and(|t| t + chrono::Duration::seconds(5) < now)
             || overdue,
         request: r.clone(),
     }
@@ -160,15 +167,24 @@ async fn healthz(State(state): St) -> Response {
         "entitlements": state.policy().entitlements.len(),
         "time": Utc::now(),
     });
-    let code = if db_ok { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+    let code = if db_ok {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }
 
 async fn metrics(State(state): St) -> Result<Response, ApiError> {
     let (by_status, late) = state.store.stats(Utc::now())?;
-    let mut out = String::from("# HELP jit_requests Requests by status.\n# TYPE jit_requests gauge\n");
+    let mut out =
+        String::from("# HELP jit_requests Requests by status.\n# TYPE jit_requests gauge\n");
     for s in Status::ALL {
-        let n = by_status.iter().find(|(k, _)| k == s.as_str()).map(|(_, n)| *n).unwrap_or(0);
+        let n = by_status
+            .iter()
+            .find(|(k, _)| k == s.as_str())
+            .map(|(_, n)| *n)
+            .unwrap_or(0);
         out.push_str(&format!("jit_requests{{status=\"{}\"}} {n}\n", s.as_str()));
     }
     out.push_str("# HELP jit_revocations_late Grants past their end whose role is not yet confirmed removed from Keycloak.\n# TYPE jit_revocations_late gauge\n");
@@ -229,7 +245,9 @@ async fn entitlements(State(state): St, caller: Caller) -> Json<Vec<EntitlementV
 
 fn duration_of(human: Option<&str>, secs: Option<i64>) -> Result<Option<i64>, ApiError> {
     match (human, secs) {
-        (Some(_), Some(_)) => Err(ApiError::BadRequest("give either duration or duration_secs, not both".into())),
+        (Some(_), Some(_)) => Err(ApiError::BadRequest(
+            "give either duration or duration_secs, not both".into(),
+        )),
         (Some(h), None) => Ok(Some(parse_duration(h)?)),
         (None, s) => Ok(s),
     }
@@ -238,9 +256,18 @@ fn duration_of(human: Option<&str>, secs: Option<i64>) -> Result<Option<i64>, Ap
 /// Refuses a request for something the user already holds in Keycloak
 /// without JIT (standing assignment, directly or through a group). Holding
 /// it through an active JIT grant is fine: grants may overlap.
-async fn check_not_standing(state: &AppState, p: &Principal, r: &AccessRequest) -> Result<(), ApiError> {
+async fn check_not_standing(
+    state: &AppState,
+    p: &Principal,
+    r: &AccessRequest,
+) -> Result<(), ApiError> {
     let held = state.admin.holds(&p.id, &r.target, true).await?;
-    if held && state.store.active_ownership(&p.id, &r.target, "")?.is_none() {
+    if held
+        && state
+            .store
+            .active_ownership(&p.id, &r.target, "")?
+            .is_none()
+    {
         return Err(DomainError::AlreadyHeld {
             entitlement: r.entitlement_id.clone(),
             user: p.username.clone(),
@@ -250,7 +277,11 @@ async fn check_not_standing(state: &AppState, p: &Principal, r: &AccessRequest) 
     Ok(())
 }
 
-async fn create(State(state): St, caller: Caller, Body(b): Body<CreateRequestBody>) -> Result<Response, ApiError> {
+async fn create(
+    State(state): St,
+    caller: Caller,
+    Body(b): Body<CreateRequestBody>,
+) -> Result<Response, ApiError> {
     let p = caller.principal;
     let input = NewRequest {
         entitlement: b.entitlement.trim().to_string(),
@@ -281,7 +312,11 @@ struct ListParams {
     limit: Option<usize>,
 }
 
-async fn list(State(state): St, caller: Caller, Q(q): Q<ListParams>) -> Result<Json<Vec<RequestView>>, ApiError> {
+async fn list(
+    State(state): St,
+    caller: Caller,
+    Q(q): Q<ListParams>,
+) -> Result<Json<Vec<RequestView>>, ApiError> {
     let p = caller.principal;
     let status = q
         .status
@@ -310,12 +345,22 @@ async fn list(State(state): St, caller: Caller, Q(q): Q<ListParams>) -> Result<J
     Ok(Json(out))
 }
 
-async fn show(State(state): St, caller: Caller, Path(id): Path<String>) -> Result<Json<RequestView>, ApiError> {
+async fn show(
+    State(state): St,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<RequestView>, ApiError> {
     let s = load_visible(&state, &id, &caller.principal)?;
     Ok(Json(view(&state, &s)))
 }
 
-async fn vote(state: Arc<AppState>, p: Principal, id: String, decision: Decision, b: DecisionBody) -> Result<Json<RequestView>, ApiError> {
+async fn vote(
+    state: Arc<AppState>,
+    p: Principal,
+    id: String,
+    decision: Decision,
+    b: DecisionBody,
+) -> Result<Json<RequestView>, ApiError> {
     let current = load_visible(&state, &id, &p)?;
     let policy = state.policy();
     let e = policy
@@ -324,7 +369,11 @@ async fn vote(state: Arc<AppState>, p: Principal, id: String, decision: Decision
         .clone();
     let shorten = match (decision, b.duration.as_deref()) {
         (Decision::Approve, Some(d)) => Some(parse_duration(d)?),
-        (Decision::Deny, Some(_)) => return Err(ApiError::BadRequest("duration is for approvals only".into())),
+        (Decision::Deny, Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "duration is for approvals only".into(),
+            ))
+        }
         _ => None,
     };
     let now = Utc::now();
@@ -359,15 +408,29 @@ async fn vote(state: Arc<AppState>, p: Principal, id: String, decision: Decision
     Ok(Json(view(&state, &stored)))
 }
 
-async fn approve(State(state): St, caller: Caller, Path(id): Path<String>, Body(b): Body<DecisionBody>) -> Result<Json<RequestView>, ApiError> {
+async fn approve(
+    State(state): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(b): Body<DecisionBody>,
+) -> Result<Json<RequestView>, ApiError> {
     vote(state, caller.principal, id, Decision::Approve, b).await
 }
 
-async fn deny(State(state): St, caller: Caller, Path(id): Path<String>, Body(b): Body<DecisionBody>) -> Result<Json<RequestView>, ApiError> {
+async fn deny(
+    State(state): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(b): Body<DecisionBody>,
+) -> Result<Json<RequestView>, ApiError> {
     vote(state, caller.principal, id, Decision::Deny, b).await
 }
 
-async fn cancel(State(state): St, caller: Caller, Path(id): Path<String>) -> Result<Json<RequestView>, ApiError> {
+async fn cancel(
+    State(state): St,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<RequestView>, ApiError> {
     let p = caller.principal;
     load_visible(&state, &id, &p)?;
     let (s, recs) = state.store.update(&id, |s| {
@@ -378,7 +441,11 @@ async fn cancel(State(state): St, caller: Caller, Path(id): Path<String>) -> Res
     Ok(Json(view(&state, &s)))
 }
 
-async fn drop_grant(State(state): St, caller: Caller, Path(id): Path<String>) -> Result<Json<RequestView>, ApiError> {
+async fn drop_grant(
+    State(state): St,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<RequestView>, ApiError> {
     let p = caller.principal;
     load_visible(&state, &id, &p)?;
     let (s, recs) = state.store.update(&id, |s| {
@@ -389,7 +456,12 @@ async fn drop_grant(State(state): St, caller: Caller, Path(id): Path<String>) ->
     Ok(Json(view(&state, &s)))
 }
 
-async fn revoke(State(state): St, caller: Caller, Path(id): Path<String>, Body(b): Body<DecisionBody>) -> Result<Json<RequestView>, ApiError> {
+async fn revoke(
+    State(state): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(b): Body<DecisionBody>,
+) -> Result<Json<RequestView>, ApiError> {
     let p = caller.principal;
     let current = load_visible(&state, &id, &p)?;
     let policy = state.policy();
@@ -405,7 +477,12 @@ async fn revoke(State(state): St, caller: Caller, Path(id): Path<String>, Body(b
     Ok(Json(view(&state, &s)))
 }
 
-async fn extend(State(state): St, caller: Caller, Path(id): Path<String>, Body(b): Body<ExtendBody>) -> Result<Response, ApiError> {
+async fn extend(
+    State(state): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(b): Body<ExtendBody>,
+) -> Result<Response, ApiError> {
     let p = caller.principal;
     let grant = load_visible(&state, &id, &p)?;
     let secs = parse_duration(&b.duration)?;
@@ -425,7 +502,10 @@ async fn extend(State(state): St, caller: Caller, Path(id): Path<String>, Body(b
         // Auto-approved: move the grant's end at once.
         let now = Utc::now();
         let (ext, _, recs) = state.store.update_pair(&r.id, &id, |ext, g| {
-            Ok((vec![], vec![g.request.apply_extension(&ext.request, now)?.into()]))
+            Ok((
+                vec![],
+                vec![g.request.apply_extension(&ext.request, now)?.into()],
+            ))
         })?;
         state.published(&recs);
         stored = ext;
@@ -433,7 +513,12 @@ async fn extend(State(state): St, caller: Caller, Path(id): Path<String>, Body(b
     Ok((axum::http::StatusCode::CREATED, Json(view(&state, &stored))).into_response())
 }
 
-async fn review(State(state): St, caller: Caller, Path(id): Path<String>, Body(b): Body<DecisionBody>) -> Result<Json<RequestView>, ApiError> {
+async fn review(
+    State(state): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(b): Body<DecisionBody>,
+) -> Result<Json<RequestView>, ApiError> {
     let p = caller.principal;
     let current = load_visible(&state, &id, &p)?;
     let policy = state.policy();
@@ -441,9 +526,12 @@ async fn review(State(state): St, caller: Caller, Path(id): Path<String>, Body(b
         .entitlement(&current.request.entitlement_id)
         .ok_or_else(|| DomainError::NotAnApprover(current.request.entitlement_id.clone()))?
         .clone();
-    let (s, recs) = state
-        .store
-        .update(&id, |s| Ok(vec![s.request.review(&e, &p, b.comment.clone(), Utc::now())?.into()]))?;
+    let (s, recs) = state.store.update(&id, |s| {
+        Ok(vec![s
+            .request
+            .review(&e, &p, b.comment.clone(), Utc::now())?
+            .into()])
+    })?;
     state.published(&recs);
     Ok(Json(view(&state, &s)))
 }
@@ -460,7 +548,12 @@ struct AuditParams {
 
 /// Audit rows the caller may see: all for auditors, otherwise the rows of
 /// requests visible to them.
-pub fn visible_audit(state: &AppState, p: &Principal, since: i64, limit: usize) -> Result<(Vec<crate::store::AuditRecord>, i64), ApiError> {
+pub fn visible_audit(
+    state: &AppState,
+    p: &Principal,
+    since: i64,
+    limit: usize,
+) -> Result<(Vec<crate::store::AuditRecord>, i64), ApiError> {
     let policy = state.policy();
     let auditor = policy.is_auditor(p);
     let mut out = Vec::new();
@@ -497,7 +590,11 @@ pub fn visible_audit(state: &AppState, p: &Principal, since: i64, limit: usize) 
     Ok((out, cursor))
 }
 
-async fn audit(State(state): St, caller: Caller, Q(q): Q<AuditParams>) -> Result<Response, ApiError> {
+async fn audit(
+    State(state): St,
+    caller: Caller,
+    Q(q): Q<AuditParams>,
+) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(10_000).min(100_000);
     let (rows, _) = visible_audit(&state, &caller.principal, q.since, limit)?;
     match q.format.as_deref().unwrap_or("json") {
@@ -514,32 +611,38 @@ async fn audit(State(state): St, caller: Caller, Q(q): Q<AuditParams>) -> Result
             let mut s = String::from("seq,at,event,request_id,entitlement_id,requester_id,actor,reason,from_status,to_status,prev_hash,hash\n");
             for r in &rows {
                 let f = |v: &str| format!("\"{}\"", v.replace('"', "\"\""));
-                s.push_str(&[
-                    r.seq.to_string(),
-                    r.at.to_rfc3339(),
-                    f(&r.event),
-                    f(&r.request_id),
-                    f(&r.entitlement_id),
-                    f(&r.requester_id),
-                    f(&r.actor),
-                    f(r.reason.as_deref().unwrap_or("")),
-                    f(r.from_status.as_deref().unwrap_or("")),
-                    f(r.to_status.as_deref().unwrap_or("")),
-                    r.prev_hash.clone(),
-                    r.hash.clone(),
-                ]
-                .join(","));
+                s.push_str(
+                    &[
+                        r.seq.to_string(),
+                        r.at.to_rfc3339(),
+                        f(&r.event),
+                        f(&r.request_id),
+                        f(&r.entitlement_id),
+                        f(&r.requester_id),
+                        f(&r.actor),
+                        f(r.reason.as_deref().unwrap_or("")),
+                        f(r.from_status.as_deref().unwrap_or("")),
+                        f(r.to_status.as_deref().unwrap_or("")),
+                        r.prev_hash.clone(),
+                        r.hash.clone(),
+                    ]
+                    .join(","),
+                );
                 s.push('\n');
             }
             Ok(([(header::CONTENT_TYPE, "text/csv")], s).into_response())
         }
-        other => Err(ApiError::BadRequest(format!("unknown format '{other}' (json, jsonl or csv)"))),
+        other => Err(ApiError::BadRequest(format!(
+            "unknown format '{other}' (json, jsonl or csv)"
+        ))),
     }
 }
 
 async fn audit_verify(State(state): St, caller: Caller) -> Result<Response, ApiError> {
     if !state.policy().is_auditor(&caller.principal) {
-        return Err(ApiError::Forbidden("verifying the whole audit chain is for auditors".into()));
+        return Err(ApiError::Forbidden(
+            "verifying the whole audit chain is for auditors".into(),
+        ));
     }
     Ok(Json(state.store.verify_audit()?).into_response())
 }

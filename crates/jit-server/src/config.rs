@@ -80,8 +80,9 @@ impl Config {
     /// The backend client secret, from the file or `JIT_BACKEND_SECRET`.
     pub fn backend_secret(&self) -> anyhow::Result<String> {
         if let Some(f) = &self.keycloak.backend_client_secret_file {
-            let s = std::fs::read_to_string(f)
-                .map_err(|e| anyhow::anyhow!("cannot read backend secret file {}: {e}", f.display()))?;
+            let s = std::fs::read_to_string(f).map_err(|e| {
+                anyhow::anyhow!("cannot read backend secret file {}: {e}", f.display())
+            })?;
             return Ok(s.trim().to_string());
         }
         std::env::var("JIT_BACKEND_SECRET").map_err(|_| {

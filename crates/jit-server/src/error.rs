@@ -51,19 +51,29 @@ impl ApiError {
                 };
                 (status, d.code(), "Request refused")
             }
-            ApiError::Auth(AuthError::JwksUnavailable(_)) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "jwks_unavailable", "Cannot validate tokens")
-            }
+            ApiError::Auth(AuthError::JwksUnavailable(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "jwks_unavailable",
+                "Cannot validate tokens",
+            ),
             ApiError::Auth(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", "Bad request"),
             ApiError::NoRoute => (StatusCode::NOT_FOUND, "no_route", "Not found"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
-            ApiError::Keycloak(_) => (StatusCode::SERVICE_UNAVAILABLE, "keycloak_unavailable", "Keycloak unavailable"),
+            ApiError::Keycloak(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "keycloak_unavailable",
+                "Keycloak unavailable",
+            ),
             ApiError::Store(StoreError::Domain(d)) => {
                 // Rare path: a domain error raised inside a store transaction.
-                return ApiError::Domain(d.clone()).parts();
+                ApiError::Domain(d.clone()).parts()
             }
-            ApiError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+            ApiError::Store(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
         }
     }
 }

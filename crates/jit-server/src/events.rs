@@ -19,7 +19,7 @@ use jit_core::api::EventData;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::api::{visible_audit, view, Caller, Q};
+use crate::api::{view, visible_audit, Caller, Q};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -52,7 +52,9 @@ pub async fn stream(
             v.to_str()
                 .ok()
                 .and_then(|s| s.trim().parse::<i64>().ok())
-                .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an event id (integer)".into()))?,
+                .ok_or_else(|| {
+                    ApiError::BadRequest("Last-Event-ID must be an event id (integer)".into())
+                })?,
         ),
         None => None,
     };
@@ -96,7 +98,10 @@ pub async fn stream(
                             .map(|s| view(&c.state, &s));
                         let id = rec.seq.to_string();
                         let name = rec.event.clone();
-                        let data = EventData { record: rec, request };
+                        let data = EventData {
+                            record: rec,
+                            request,
+                        };
                         let ev = Event::default()
                             .id(id)
                             .event(name)

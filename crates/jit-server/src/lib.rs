@@ -49,7 +49,10 @@ pub struct AppState {
 impl AppState {
     /// The policy in force.
     pub fn policy(&self) -> Arc<Policy> {
-        self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Tells the scheduler and the event streams that rows were written.
@@ -70,7 +73,9 @@ impl AppState {
     /// Re-reads the policy file if it changed. An invalid file is refused
     /// (logged with line and field) and the policy in force stays.
     pub fn reload_policy_if_changed(&self) {
-        let mtime = std::fs::metadata(&self.policy_path).and_then(|m| m.modified()).ok();
+        let mtime = std::fs::metadata(&self.policy_path)
+            .and_then(|m| m.modified())
+            .ok();
         if mtime == *self.policy_mtime.read().unwrap_or_else(|p| p.into_inner()) {
             return;
         }
@@ -80,7 +85,9 @@ impl AppState {
                 tracing::info!(entitlements = p.entitlements.len(), path = %self.policy_path.display(), "policy reloaded");
                 *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(p);
             }
-            Err(e) => tracing::error!(error = %e, "policy change refused; the previous policy stays in force"),
+            Err(e) => {
+                tracing::error!(error = %e, "policy change refused; the previous policy stays in force")
+            }
         }
     }
 }
@@ -121,9 +128,10 @@ impl Server {
 /// Errors: unreadable config parts, invalid policy, busy port, missing secret.
 pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let policy = load_policy(&config.policy)?;
-    let store = Arc::new(Store::open(&config.database).map_err(|e| {
-        anyhow::anyhow!("cannot open database {}: {e}", config.database.display())
-    })?);
+    let store =
+        Arc::new(Store::open(&config.database).map_err(|e| {
+            anyhow::anyhow!("cannot open database {}: {e}", config.database.display())
+        })?);
     let http = jit_keycloak::http_client();
     let issuer = jit_keycloak::issuer_url(&config.keycloak.url, &config.keycloak.realm);
     let validator = TokenValidator::new(&issuer, &config.keycloak.audience, http.clone());
@@ -138,7 +146,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let state = Arc::new(AppState {
         store,
         policy: RwLock::new(Arc::new(policy)),
-        policy_mtime: RwLock::new(std::fs::metadata(&config.policy).and_then(|m| m.modified()).ok()),
+        policy_mtime: RwLock::new(
+            std::fs::metadata(&config.policy)
+                .and_then(|m| m.modified())
+                .ok(),
+        ),
         policy_path: config.policy.clone(),
         validator,
         admin,

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "jitd", version, about = "JIT Access backend: API, scheduler, audit log")]
+#[command(
+    name = "jitd",
+    version,
+    about = "JIT Access backend: API, scheduler, audit log"
+)]
 struct Args {
     /// Configuration file (TOML); see config/jitd.toml.
     #[arg(long, short)]
@@ -35,7 +39,11 @@ fn main() -> ExitCode {
     if let Some(Command::CheckPolicy { file }) = &args.command {
         return match jit_server::load_policy(file) {
             Ok(p) => {
-                println!("{}: OK, {} entitlements", file.display(), p.entitlements.len());
+                println!(
+                    "{}: OK, {} entitlements",
+                    file.display(),
+                    p.entitlements.len()
+                );
                 for e in p.entitlements.values() {
                     println!(
                         "  {:<20} {:<40} max {:>6}  approvals {}",
@@ -81,8 +89,9 @@ fn main() -> ExitCode {
         let term = async {
             #[cfg(unix)]
             {
-                let mut s = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
+                let mut s =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("SIGTERM handler");
                 s.recv().await;
             }
         };

@@ -74,7 +74,10 @@ fn ignore_race(r: Result<(), StoreError>) -> Result<(), StoreError> {
 }
 
 /// One pass over due work at `now`. Returns when the next thing is due.
-pub async fn tick(state: &AppState, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, StoreError> {
+pub async fn tick(
+    state: &AppState,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
     let due = state.store.due(now)?;
     for id in &due.lapse {
         ignore_race(
@@ -124,7 +127,9 @@ fn record_failure(state: &AppState, id: &str, err: String) -> Result<(), StoreEr
 }
 
 async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
-    let Some(s) = state.store.get(id)? else { return Ok(()) };
+    let Some(s) = state.store.get(id)? else {
+        return Ok(());
+    };
     let now = Utc::now();
     if !s.request.is_due_for_activation(now) {
         return Ok(());
@@ -139,14 +144,20 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
             return record_failure(
                 state,
                 id,
-                format!("'{}' is no longer in the policy with this target; not granted", r.entitlement_id),
+                format!(
+                    "'{}' is no longer in the policy with this target; not granted",
+                    r.entitlement_id
+                ),
             )
         }
     }
     let owns = match s.grant.owns_assignment {
         Some(o) => o,
         None => {
-            let decided = match state.store.active_ownership(&r.requester_id, &r.target, id)? {
+            let decided = match state
+                .store
+                .active_ownership(&r.requester_id, &r.target, id)?
+            {
                 Some(inherited) => inherited,
                 None => match state.admin.holds(&r.requester_id, &r.target, false).await {
                     Ok(held) => !held,
@@ -205,12 +216,16 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
 }
 
 async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
-    let Some(s) = state.store.get(id)? else { return Ok(()) };
+    let Some(s) = state.store.get(id)? else {
+        return Ok(());
+    };
     if !s.grant.removal_pending {
         return Ok(());
     }
     let r = &s.request;
-    let others = state.store.active_ownership(&r.requester_id, &r.target, id)?;
+    let others = state
+        .store
+        .active_ownership(&r.requester_id, &r.target, id)?;
     let (note_event, reason) = if others.is_some() {
         (
             "grant.kept",
@@ -226,7 +241,11 @@ async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
             .is_some_and(|e| e.end_sessions_on_revoke);
         if end_sessions {
             if let Err(e) = state.admin.logout_user(&r.requester_id).await {
-                return record_failure(state, id, format!("role removed, ending sessions failed: {e}"));
+                return record_failure(
+                    state,
+                    id,
+                    format!("role removed, ending sessions failed: {e}"),
+                );
             }
         }
         let late = r

@@ -211,9 +211,11 @@ impl Store {
 
     fn append(tx: &Connection, r: &AccessRequest, e: &Entry) -> Result<AuditRecord, StoreError> {
         let (prev_seq, prev_hash): (i64, String) = tx
-            .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
             .optional()?
             .unwrap_or((0, GENESIS.to_string()));
         let (event, actor, reason, from, to, at) = match e {
@@ -225,7 +227,14 @@ impl Store {
                 Some(t.to.as_str().to_string()),
                 t.at,
             ),
-            Entry::Note(n) => (n.event.to_string(), n.actor.clone(), n.reason.clone(), None, None, n.at),
+            Entry::Note(n) => (
+                n.event.to_string(),
+                n.actor.clone(),
+                n.reason.clone(),
+                None,
+                None,
+                n.at,
+            ),
         };
         let mut rec = AuditRecord {
             seq: prev_seq + 1,
@@ -264,7 +273,11 @@ impl Store {
     }
 
     /// Inserts a new request with its creation transitions, atomically.
-    pub fn insert(&self, r: &AccessRequest, transitions: Vec<Transition>) -> Result<Vec<AuditRecord>, StoreError> {
+    pub fn insert(
+        &self,
+        r: &AccessRequest,
+        transitions: Vec<Transition>,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         Self::save(
@@ -304,7 +317,12 @@ impl Store {
 
     /// Like [`update`](Self::update) for two requests at once (an extension
     /// and the grant it extends), in one transaction.
-    pub fn update_pair<F>(&self, a: &str, b: &str, f: F) -> Result<(Stored, Stored, Vec<AuditRecord>), StoreError>
+    pub fn update_pair<F>(
+        &self,
+        a: &str,
+        b: &str,
+        f: F,
+    ) -> Result<(Stored, Stored, Vec<AuditRecord>), StoreError>
     where
         F: FnOnce(&mut Stored, &mut Stored) -> Result<(Vec<Entry>, Vec<Entry>), DomainError>,
     {
@@ -328,9 +346,11 @@ impl Store {
 
     fn get_in(conn: &Connection, id: &str) -> Result<Option<Stored>, StoreError> {
         let row: Option<(String, String)> = conn
-            .query_row("SELECT body, grant_state FROM requests WHERE id = ?1", [id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT body, grant_state FROM requests WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()?;
         row.map(|(b, g)| Self::row_to_stored(b, g)).transpose()
     }
@@ -347,7 +367,8 @@ impl Store {
         let mut out = Vec::new();
         let mut q = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<(), StoreError> {
             let mut stmt = conn.prepare(sql)?;
-            let rows = stmt.query_map(p, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let rows =
+                stmt.query_map(p, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
             for row in rows {
                 let (b, g) = row?;
                 out.push(Self::row_to_stored(b, g)?);
@@ -366,7 +387,12 @@ impl Store {
     }
 
     /// Active grants of `target` to `user_id`, other than `except`.
-    pub fn other_active_grants(&self, user_id: &str, target: &EntitlementKind, except: &str) -> Result<Vec<String>, StoreError> {
+    pub fn other_active_grants(
+        &self,
+        user_id: &str,
+        target: &EntitlementKind,
+        except: &str,
+    ) -> Result<Vec<String>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
             "SELECT id FROM requests WHERE requester_id = ?1 AND target = ?2 AND status = 'active' AND extends IS NULL AND id != ?3",
@@ -380,7 +406,12 @@ impl Store {
     /// Whether JIT currently owns the assignment of `target` to `user_id`
     /// through some active grant (other than `except`): `Some(owns)` if any
     /// active grant exists.
-    pub fn active_ownership(&self, user_id: &str, target: &EntitlementKind, except: &str) -> Result<Option<bool>, StoreError> {
+    pub fn active_ownership(
+        &self,
+        user_id: &str,
+        target: &EntitlementKind,
+        except: &str,
+    ) -> Result<Option<bool>, StoreError> {
         let ids = self.other_active_grants(user_id, target, except)?;
         let mut result = None;
         for id in ids {
@@ -400,7 +431,9 @@ impl Store {
         let n = ts(now);
         let ids = |sql: &str| -> Result<Vec<String>, StoreError> {
             let mut stmt = conn.prepare(sql)?;
-            let v = stmt.query_map([&n], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+            let v = stmt
+                .query_map([&n], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
             Ok(v)
         };
         let backoff_ok = "(next_attempt_at IS NULL OR next_attempt_at <= ?1)";
@@ -542,7 +575,14 @@ mod tests {
             justification: "because of reasons".into(),
             ..Default::default()
         };
-        let (r, t) = AccessRequest::create("r1".into(), &input, &Principal::new("u1", "alice"), &policy(), now).unwrap();
+        let (r, t) = AccessRequest::create(
+            "r1".into(),
+            &input,
+            &Principal::new("u1", "alice"),
+            &policy(),
+            now,
+        )
+        .unwrap();
         store.insert(&r, t).unwrap();
         r
     }
@@ -570,8 +610,13 @@ mod tests {
         assert_eq!(recs[0].event, "request.approved");
         assert_eq!(recs[0].seq, 2);
         // A failing closure writes nothing.
-        let err = store.update("r1", |s| Ok(vec![s.request.lapse(now)?.into()])).unwrap_err();
-        assert!(matches!(err, StoreError::Domain(DomainError::IllegalTransition { .. })));
+        let err = store
+            .update("r1", |s| Ok(vec![s.request.lapse(now)?.into()]))
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::Domain(DomainError::IllegalTransition { .. })
+        ));
         assert_eq!(store.last_seq().unwrap(), 2);
         let due = store.due(now).unwrap();
         assert_eq!(due.activate, vec!["r1".to_string()]);
@@ -587,11 +632,15 @@ mod tests {
         new_request(&store, Utc::now());
         {
             let conn = store.raw();
-            assert!(conn.execute("UPDATE audit SET actor='mallory'", []).is_err());
+            assert!(conn
+                .execute("UPDATE audit SET actor='mallory'", [])
+                .is_err());
             assert!(conn.execute("DELETE FROM audit", []).is_err());
             // Someone with file access drops the triggers and edits a row.
-            conn.execute_batch("DROP TRIGGER audit_no_update; UPDATE audit SET actor='mallory' WHERE seq=1;")
-                .unwrap();
+            conn.execute_batch(
+                "DROP TRIGGER audit_no_update; UPDATE audit SET actor='mallory' WHERE seq=1;",
+            )
+            .unwrap();
         }
         let v = store.verify_audit().unwrap();
         assert!(!v.ok);
@@ -607,7 +656,10 @@ mod tests {
             new_request(&store, Utc::now());
         }
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.get("r1").unwrap().unwrap().request.status, Status::Pending);
+        assert_eq!(
+            store.get("r1").unwrap().unwrap().request.status,
+            Status::Pending
+        );
         assert_eq!(store.last_seq().unwrap(), 1);
         assert!(store.verify_audit().unwrap().ok);
     }

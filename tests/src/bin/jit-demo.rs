@@ -47,9 +47,15 @@ impl Timeline {
     /// Runs `jit` as `user`, shows the command and its output indented.
     fn jit(&self, user: &str, args: &[&str]) -> Result<String> {
         println!("           $ jit --profile {user} {}", shell_words(args));
-        let out = self.jit_cmd(user, args).output().context("cannot run jit")?;
+        let out = self
+            .jit_cmd(user, args)
+            .output()
+            .context("cannot run jit")?;
         let text = String::from_utf8_lossy(&out.stdout).to_string();
-        for line in text.lines().chain(String::from_utf8_lossy(&out.stderr).lines()) {
+        for line in text
+            .lines()
+            .chain(String::from_utf8_lossy(&out.stderr).lines())
+        {
             if !line.starts_with("Opening the browser") && !line.starts_with("  http") {
                 println!("             {line}");
             }
@@ -63,7 +69,13 @@ impl Timeline {
 
 fn shell_words(args: &[&str]) -> String {
     args.iter()
-        .map(|a| if a.contains(' ') { format!("\"{a}\"") } else { a.to_string() })
+        .map(|a| {
+            if a.contains(' ') {
+                format!("\"{a}\"")
+            } else {
+                a.to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -71,14 +83,18 @@ fn shell_words(args: &[&str]) -> String {
 fn sibling(name: &str) -> Result<PathBuf> {
     let p = std::env::current_exe()?.with_file_name(name);
     if !p.exists() {
-        bail!("{} is missing: build the workspace (`cargo build --workspace --bins`)", p.display());
+        bail!(
+            "{} is missing: build the workspace (`cargo build --workspace --bins`)",
+            p.display()
+        );
     }
     Ok(p)
 }
 
 async fn token_has(user: &str, role: &str) -> Result<bool> {
     let env = keycloak_env();
-    let t = jit_testkit::pkce_login(&env, jit_testkit::CLI_CLIENT_ID, user, &demo_password(user)).await?;
+    let t = jit_testkit::pkce_login(&env, jit_testkit::CLI_CLIENT_ID, user, &demo_password(user))
+        .await?;
     let claims = t.access_claims()?;
     Ok(claims["realm_access"]["roles"]
         .as_array()
@@ -98,7 +114,9 @@ async fn main() -> Result<()> {
         }
     }
     let env = keycloak_env();
-    let probe = AdminProbe::new(&env).await.context("cannot reach Keycloak's admin API")?;
+    let probe = AdminProbe::new(&env)
+        .await
+        .context("cannot reach Keycloak's admin API")?;
     let config_dir = tempfile::tempdir()?;
     let t = Timeline {
         start: Instant::now(),
@@ -108,7 +126,10 @@ async fn main() -> Result<()> {
         config_dir: config_dir.path().to_path_buf(),
     };
     let role = "prod-db-admin";
-    println!("JIT Access demo — Keycloak {} (realm {}), jitd {server}", env.url, env.realm);
+    println!(
+        "JIT Access demo — Keycloak {} (realm {}), jitd {server}",
+        env.url, env.realm
+    );
     println!("(demo users and passwords are for this local demo only)\n");
 
     t.say("alice and bob log in through Keycloak's login page (Authorization Code + PKCE)");
@@ -119,11 +140,18 @@ async fn main() -> Result<()> {
         "Keycloak admin API: alice's realm roles are {held:?} — no {role}, nobody keeps it"
     ));
 
-    t.say(&format!("alice requests {role} for {duration} and waits for the decision"));
+    t.say(&format!(
+        "alice requests {role} for {duration} and waits for the decision"
+    ));
     let reason = "Investigate replication lag on db-3 (INC-4711)";
     println!("           $ jit --profile alice request {role} --for {duration} --reason \"{reason}\" --wait");
     let waiter = t
-        .jit_cmd("alice", &["request", role, "--for", &duration, "--reason", reason, "--wait"])
+        .jit_cmd(
+            "alice",
+            &[
+                "request", role, "--for", &duration, "--reason", reason, "--wait",
+            ],
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -144,33 +172,52 @@ async fn main() -> Result<()> {
     t.say("alice may not approve her own request");
     let own = t.jit_cmd("alice", &["approve", &id]).output()?;
     println!("           $ jit --profile alice approve {}", &id[..8]);
-    println!("             {} (exit {})", String::from_utf8_lossy(&own.stderr).trim(), own.status.code().unwrap_or(-1));
+    println!(
+        "             {} (exit {})",
+        String::from_utf8_lossy(&own.stderr).trim(),
+        own.status.code().unwrap_or(-1)
+    );
 
     t.say("bob approves");
-    t.jit("bob", &["approve", &id[..8], "--comment", "ok for the incident"])?;
+    t.jit(
+        "bob",
+        &["approve", &id[..8], "--comment", "ok for the incident"],
+    )?;
 
     let out = waiter.wait_with_output()?;
     t.say("jitd granted the role in Keycloak; alice's `--wait` returns:");
-    for line in String::from_utf8_lossy(&out.stderr).lines().chain(String::from_utf8_lossy(&out.stdout).lines()) {
+    for line in String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stdout).lines())
+    {
         println!("             {line}");
     }
     if !out.status.success() {
         bail!("alice's request did not become active ({})", out.status);
     }
-    let has = probe.realm_roles_direct("alice").await?.iter().any(|r| r == role);
+    let has = probe
+        .realm_roles_direct("alice")
+        .await?
+        .iter()
+        .any(|r| r == role);
     t.say(&format!(
         "Keycloak admin API: alice holds {role}: {}",
         if has { "yes ✔" } else { "NO ✘" }
     ));
     t.say(&format!(
         "a fresh token of alice carries {role}: {}",
-        if token_has("alice", role).await? { "yes ✔" } else { "NO ✘" }
+        if token_has("alice", role).await? {
+            "yes ✔"
+        } else {
+            "NO ✘"
+        }
     ));
 
     t.say("countdown (expires_at − server time, as everywhere):");
     let show = t.jit_cmd("alice", &["show", &id, "--json"]).output()?;
     let v: serde_json::Value = serde_json::from_slice(&show.stdout)?;
-    let expires: chrono::DateTime<chrono::Utc> = v["expires_at"].as_str().context("expires_at")?.parse()?;
+    let expires: chrono::DateTime<chrono::Utc> =
+        v["expires_at"].as_str().context("expires_at")?.parse()?;
     loop {
         let left = (expires - chrono::Utc::now()).num_milliseconds();
         if left <= 0 {
@@ -182,7 +229,12 @@ async fn main() -> Result<()> {
     t.say("expires_at reached: jitd takes the role away");
     let removed = Instant::now();
     loop {
-        if !probe.realm_roles_direct("alice").await?.iter().any(|r| r == role) {
+        if !probe
+            .realm_roles_direct("alice")
+            .await?
+            .iter()
+            .any(|r| r == role)
+        {
             break;
         }
         if removed.elapsed() > Duration::from_secs(15) {
@@ -196,7 +248,11 @@ async fn main() -> Result<()> {
     ));
     t.say(&format!(
         "a fresh token of alice carries {role}: {}",
-        if token_has("alice", role).await? { "YES ✘" } else { "no ✔" }
+        if token_has("alice", role).await? {
+            "YES ✘"
+        } else {
+            "no ✔"
+        }
     ));
     t.jit("alice", &["show", &id[..8]])?;
 

@@ -60,15 +60,29 @@ fn create(input: &NewRequest, who: &Principal) -> Result<AccessRequest, DomainEr
 fn approved_db() -> AccessRequest {
     let p = policy();
     let mut r = create(&req("db", Some(600)), &user("alice", &[])).unwrap();
-    r.vote(p.entitlement("db").unwrap(), &user("bob", &["db-approver"]), Decision::Approve, None, None, t0())
-        .unwrap()
-        .unwrap();
+    r.vote(
+        p.entitlement("db").unwrap(),
+        &user("bob", &["db-approver"]),
+        Decision::Approve,
+        None,
+        None,
+        t0(),
+    )
+    .unwrap()
+    .unwrap();
     r
 }
 
 #[test]
 fn create_uses_default_duration_and_ttl() {
-    let (r, t) = AccessRequest::create("r1".into(), &req("db", None), &user("alice", &[]), &policy(), t0()).unwrap();
+    let (r, t) = AccessRequest::create(
+        "r1".into(),
+        &req("db", None),
+        &user("alice", &[]),
+        &policy(),
+        t0(),
+    )
+    .unwrap();
     assert_eq!(r.status, Status::Pending);
     assert_eq!(r.duration_secs, 900);
     assert_eq!(r.pending_until, t0() + Duration::minutes(30));
@@ -90,35 +104,61 @@ fn duration_over_max_names_the_max() {
     assert_eq!(e.code(), "duration_exceeds_max");
     assert!(e.to_string().contains("maximum of 1h"), "{e}");
     assert!(create(&req("db", Some(3600)), &user("alice", &[])).is_ok());
-    assert_eq!(create(&req("db", Some(0)), &user("alice", &[])).unwrap_err().code(), "invalid_duration");
+    assert_eq!(
+        create(&req("db", Some(0)), &user("alice", &[]))
+            .unwrap_err()
+            .code(),
+        "invalid_duration"
+    );
 }
 
 #[test]
 fn justification_bounds() {
     let mut r = req("db", None);
     r.justification = "  abc  ".into();
-    assert_eq!(create(&r, &user("a", &[])).unwrap_err(), DomainError::JustificationTooShort { min: 5 });
+    assert_eq!(
+        create(&r, &user("a", &[])).unwrap_err(),
+        DomainError::JustificationTooShort { min: 5 }
+    );
     r.justification = "x".repeat(51);
-    assert_eq!(create(&r, &user("a", &[])).unwrap_err(), DomainError::JustificationTooLong { max: 50 });
+    assert_eq!(
+        create(&r, &user("a", &[])).unwrap_err(),
+        DomainError::JustificationTooLong { max: 50 }
+    );
 }
 
 #[test]
 fn ticket_pattern_is_enforced() {
     let mut r = req("two", None);
-    assert_eq!(create(&r, &user("a", &[])).unwrap_err().code(), "ticket_required");
+    assert_eq!(
+        create(&r, &user("a", &[])).unwrap_err().code(),
+        "ticket_required"
+    );
     r.ticket = Some("JIRA-1".into());
-    assert_eq!(create(&r, &user("a", &[])).unwrap_err().code(), "ticket_invalid");
+    assert_eq!(
+        create(&r, &user("a", &[])).unwrap_err().code(),
+        "ticket_invalid"
+    );
     r.ticket = Some("INC-7".into());
-    assert_eq!(create(&r, &user("a", &[])).unwrap().ticket.as_deref(), Some("INC-7"));
+    assert_eq!(
+        create(&r, &user("a", &[])).unwrap().ticket.as_deref(),
+        Some("INC-7")
+    );
 }
 
 #[test]
 fn start_time_rules() {
     let mut r = req("db", None);
     r.start_at = Some(t0() - Duration::minutes(5));
-    assert_eq!(create(&r, &user("a", &[])).unwrap_err(), DomainError::StartInPast);
+    assert_eq!(
+        create(&r, &user("a", &[])).unwrap_err(),
+        DomainError::StartInPast
+    );
     r.start_at = Some(t0() + Duration::days(8));
-    assert_eq!(create(&r, &user("a", &[])).unwrap_err().code(), "start_too_far");
+    assert_eq!(
+        create(&r, &user("a", &[])).unwrap_err().code(),
+        "start_too_far"
+    );
     r.start_at = Some(t0() + Duration::hours(1));
     let c = create(&r, &user("a", &[])).unwrap();
     assert_eq!(c.start_at, r.start_at);
@@ -129,7 +169,16 @@ fn nobody_approves_their_own_request() {
     let p = policy();
     let alice = user("alice", &["db-approver"]);
     let mut r = create(&req("db", None), &alice).unwrap();
-    let e = r.vote(p.entitlement("db").unwrap(), &alice, Decision::Approve, None, None, t0()).unwrap_err();
+    let e = r
+        .vote(
+            p.entitlement("db").unwrap(),
+            &alice,
+            Decision::Approve,
+            None,
+            None,
+            t0(),
+        )
+        .unwrap_err();
     assert_eq!(e, DomainError::SelfApproval);
     assert_eq!(r.status, Status::Pending);
     assert!(r.votes.is_empty());
@@ -140,7 +189,16 @@ fn only_policy_approvers_may_vote() {
     let p = policy();
     let mut r = create(&req("db", None), &user("alice", &[])).unwrap();
     let carol = user("carol", &["ops"]);
-    let e = r.vote(p.entitlement("db").unwrap(), &carol, Decision::Approve, None, None, t0()).unwrap_err();
+    let e = r
+        .vote(
+            p.entitlement("db").unwrap(),
+            &carol,
+            Decision::Approve,
+            None,
+            None,
+            t0(),
+        )
+        .unwrap_err();
     assert_eq!(e.code(), "not_an_approver");
 }
 
@@ -159,10 +217,28 @@ fn n_approvals_and_one_vote_each() {
     input.ticket = Some("INC-1".into());
     let mut r = create(&input, &user("alice", &[])).unwrap();
     let bob = user("bob", &["ops"]);
-    assert_eq!(r.vote(e, &bob, Decision::Approve, None, None, t0()).unwrap(), None);
+    assert_eq!(
+        r.vote(e, &bob, Decision::Approve, None, None, t0())
+            .unwrap(),
+        None
+    );
     assert_eq!(r.status, Status::Pending);
-    assert_eq!(r.vote(e, &bob, Decision::Approve, None, None, t0()).unwrap_err(), DomainError::AlreadyVoted);
-    let t = r.vote(e, &user("carol", &["ops"]), Decision::Approve, None, None, t0()).unwrap().unwrap();
+    assert_eq!(
+        r.vote(e, &bob, Decision::Approve, None, None, t0())
+            .unwrap_err(),
+        DomainError::AlreadyVoted
+    );
+    let t = r
+        .vote(
+            e,
+            &user("carol", &["ops"]),
+            Decision::Approve,
+            None,
+            None,
+            t0(),
+        )
+        .unwrap()
+        .unwrap();
     assert_eq!(t.to, Status::Approved);
     assert_eq!(r.votes.len(), 2);
 }
@@ -174,12 +250,44 @@ fn one_deny_ends_it_and_needs_a_comment() {
     let mut input = req("two", None);
     input.ticket = Some("INC-1".into());
     let mut r = create(&input, &user("alice", &[])).unwrap();
-    r.vote(e, &user("bob", &["ops"]), Decision::Approve, None, None, t0()).unwrap();
+    r.vote(
+        e,
+        &user("bob", &["ops"]),
+        Decision::Approve,
+        None,
+        None,
+        t0(),
+    )
+    .unwrap();
     let carol = user("carol", &["ops"]);
-    assert_eq!(r.vote(e, &carol, Decision::Deny, None, None, t0()).unwrap_err().code(), "comment_required");
-    let t = r.vote(e, &carol, Decision::Deny, Some("not now".into()), None, t0()).unwrap().unwrap();
+    assert_eq!(
+        r.vote(e, &carol, Decision::Deny, None, None, t0())
+            .unwrap_err()
+            .code(),
+        "comment_required"
+    );
+    let t = r
+        .vote(
+            e,
+            &carol,
+            Decision::Deny,
+            Some("not now".into()),
+            None,
+            t0(),
+        )
+        .unwrap()
+        .unwrap();
     assert_eq!(t.to, Status::Denied);
-    let e2 = r.vote(e, &user("dan", &["ops"]), Decision::Approve, None, None, t0()).unwrap_err();
+    let e2 = r
+        .vote(
+            e,
+            &user("dan", &["ops"]),
+            Decision::Approve,
+            None,
+            None,
+            t0(),
+        )
+        .unwrap_err();
     assert_eq!(e2.code(), "illegal_transition");
 }
 
@@ -189,8 +297,14 @@ fn approver_may_shorten_not_lengthen() {
     let e = p.entitlement("db").unwrap();
     let mut r = create(&req("db", Some(600)), &user("alice", &[])).unwrap();
     let bob = user("bob", &["db-approver"]);
-    assert_eq!(r.vote(e, &bob, Decision::Approve, None, Some(601), t0()).unwrap_err().code(), "cannot_lengthen");
-    r.vote(e, &bob, Decision::Approve, None, Some(300), t0()).unwrap();
+    assert_eq!(
+        r.vote(e, &bob, Decision::Approve, None, Some(601), t0())
+            .unwrap_err()
+            .code(),
+        "cannot_lengthen"
+    );
+    r.vote(e, &bob, Decision::Approve, None, Some(300), t0())
+        .unwrap();
     assert_eq!(r.duration_secs, 300);
     assert_eq!(r.requested_secs, 600);
 }
@@ -201,8 +315,15 @@ fn pending_ttl_lapses() {
     let mut r = create(&req("db", None), &user("alice", &[])).unwrap();
     let later = t0() + Duration::minutes(31);
     assert_eq!(
-        r.vote(p.entitlement("db").unwrap(), &user("bob", &["db-approver"]), Decision::Approve, None, None, later)
-            .unwrap_err(),
+        r.vote(
+            p.entitlement("db").unwrap(),
+            &user("bob", &["db-approver"]),
+            Decision::Approve,
+            None,
+            None,
+            later
+        )
+        .unwrap_err(),
         DomainError::Lapsed
     );
     assert!(r.lapse(t0() + Duration::minutes(29)).is_err());
@@ -230,19 +351,33 @@ fn scheduled_start_waits() {
     let mut input = req("db", Some(600));
     input.start_at = Some(t0() + Duration::hours(1));
     let mut r = create(&input, &user("alice", &[])).unwrap();
-    r.vote(p.entitlement("db").unwrap(), &user("bob", &["db-approver"]), Decision::Approve, None, None, t0()).unwrap();
+    r.vote(
+        p.entitlement("db").unwrap(),
+        &user("bob", &["db-approver"]),
+        Decision::Approve,
+        None,
+        None,
+        t0(),
+    )
+    .unwrap();
     assert!(!r.is_due_for_activation(t0()));
     assert!(r.activate(t0()).is_err());
     assert!(r.is_due_for_activation(t0() + Duration::hours(1)));
     r.activate(t0() + Duration::hours(1)).unwrap();
-    assert_eq!(r.expires_at, Some(t0() + Duration::hours(1) + Duration::seconds(600)));
+    assert_eq!(
+        r.expires_at,
+        Some(t0() + Duration::hours(1) + Duration::seconds(600))
+    );
 }
 
 #[test]
 fn drop_is_for_the_requester_only() {
     let mut r = approved_db();
     r.activate(t0()).unwrap();
-    assert_eq!(r.drop_grant(&user("bob", &[]), t0()).unwrap_err().code(), "not_requester");
+    assert_eq!(
+        r.drop_grant(&user("bob", &[]), t0()).unwrap_err().code(),
+        "not_requester"
+    );
     let t = r.drop_grant(&user("alice", &[]), t0()).unwrap();
     assert_eq!((t.action, t.to), (Action::Drop, Status::Revoked));
 }
@@ -253,9 +388,26 @@ fn revoke_needs_an_approver_and_a_reason() {
     let e = p.entitlement("db").unwrap();
     let mut r = approved_db();
     r.activate(t0()).unwrap();
-    assert_eq!(r.revoke(e, &user("carol", &["ops"]), Some("x".into()), t0()).unwrap_err().code(), "not_an_approver");
-    assert_eq!(r.revoke(e, &user("bob", &["db-approver"]), None, t0()).unwrap_err().code(), "comment_required");
-    let t = r.revoke(e, &user("bob", &["db-approver"]), Some("incident over".into()), t0()).unwrap();
+    assert_eq!(
+        r.revoke(e, &user("carol", &["ops"]), Some("x".into()), t0())
+            .unwrap_err()
+            .code(),
+        "not_an_approver"
+    );
+    assert_eq!(
+        r.revoke(e, &user("bob", &["db-approver"]), None, t0())
+            .unwrap_err()
+            .code(),
+        "comment_required"
+    );
+    let t = r
+        .revoke(
+            e,
+            &user("bob", &["db-approver"]),
+            Some("incident over".into()),
+            t0(),
+        )
+        .unwrap();
     assert_eq!(t.to, Status::Revoked);
     assert_eq!(r.end_reason.as_deref(), Some("incident over"));
 }
@@ -263,18 +415,33 @@ fn revoke_needs_an_approver_and_a_reason() {
 #[test]
 fn cancel_rules() {
     let mut r = approved_db();
-    assert_eq!(r.cancel(&user("bob", &[]), t0()).unwrap_err().code(), "not_requester");
+    assert_eq!(
+        r.cancel(&user("bob", &[]), t0()).unwrap_err().code(),
+        "not_requester"
+    );
     r.cancel(&user("alice", &[]), t0()).unwrap();
     assert_eq!(r.status, Status::Cancelled);
-    assert_eq!(r.cancel(&user("alice", &[]), t0()).unwrap_err().code(), "illegal_transition");
+    assert_eq!(
+        r.cancel(&user("alice", &[]), t0()).unwrap_err().code(),
+        "illegal_transition"
+    );
 }
 
 #[test]
 fn illegal_transitions_are_errors() {
     let mut r = create(&req("db", None), &user("alice", &[])).unwrap();
-    assert!(matches!(r.activate(t0()), Err(DomainError::IllegalTransition { .. })));
-    assert!(matches!(r.expire(t0()), Err(DomainError::IllegalTransition { .. })));
-    assert!(matches!(r.drop_grant(&user("alice", &[]), t0()), Err(DomainError::IllegalTransition { .. })));
+    assert!(matches!(
+        r.activate(t0()),
+        Err(DomainError::IllegalTransition { .. })
+    ));
+    assert!(matches!(
+        r.expire(t0()),
+        Err(DomainError::IllegalTransition { .. })
+    ));
+    assert!(matches!(
+        r.drop_grant(&user("alice", &[]), t0()),
+        Err(DomainError::IllegalTransition { .. })
+    ));
     assert_eq!(r.status, Status::Pending);
     for s in Status::ALL {
         assert_eq!(s.as_str().parse::<Status>().unwrap(), s);
@@ -289,21 +456,57 @@ fn extension_moves_expiry_without_gap() {
     g.activate(t0()).unwrap();
     let alice = user("alice", &[]);
     assert_eq!(
-        AccessRequest::create_extension("x".into(), &g, Some(600), "need more time", &user("bob", &[]), &p, t0())
-            .unwrap_err()
-            .code(),
+        AccessRequest::create_extension(
+            "x".into(),
+            &g,
+            Some(600),
+            "need more time",
+            &user("bob", &[]),
+            &p,
+            t0()
+        )
+        .unwrap_err()
+        .code(),
         "not_requester"
     );
     assert_eq!(
-        AccessRequest::create_extension("x".into(), &g, Some(7200), "need more time", &alice, &p, t0())
-            .unwrap_err()
-            .code(),
+        AccessRequest::create_extension(
+            "x".into(),
+            &g,
+            Some(7200),
+            "need more time",
+            &alice,
+            &p,
+            t0()
+        )
+        .unwrap_err()
+        .code(),
         "duration_exceeds_max"
     );
-    let (mut x, _) = AccessRequest::create_extension("x".into(), &g, Some(300), "need more time", &alice, &p, t0()).unwrap();
+    let (mut x, _) = AccessRequest::create_extension(
+        "x".into(),
+        &g,
+        Some(300),
+        "need more time",
+        &alice,
+        &p,
+        t0(),
+    )
+    .unwrap();
     assert!(g.apply_extension(&x, t0()).is_err(), "not approved yet");
-    x.vote(e, &user("bob", &["db-approver"]), Decision::Approve, None, None, t0()).unwrap();
-    assert!(!x.is_due_for_activation(t0()), "an extension is never a grant of its own");
+    x.vote(
+        e,
+        &user("bob", &["db-approver"]),
+        Decision::Approve,
+        None,
+        None,
+        t0(),
+    )
+    .unwrap();
+    assert!(
+        !x.is_due_for_activation(t0()),
+        "an extension is never a grant of its own"
+    );
     let t = g.apply_extension(&x, t0()).unwrap();
     assert_eq!(t.action, Action::Extend);
     assert_eq!(g.expires_at, Some(t0() + Duration::seconds(900)));
@@ -322,22 +525,45 @@ fn break_glass_self_activates_and_needs_review() {
     assert_eq!(r.status, Status::Approved);
     assert!(r.urgent && r.review_required);
     assert_eq!(t.len(), 2);
-    assert_eq!(r.review(e, &alice, Some("ok".into()), t0()).unwrap_err(), DomainError::SelfApproval);
-    r.review(e, &user("bob", &["ops"]), Some("justified".into()), t0()).unwrap();
+    assert_eq!(
+        r.review(e, &alice, Some("ok".into()), t0()).unwrap_err(),
+        DomainError::SelfApproval
+    );
+    r.review(e, &user("bob", &["ops"]), Some("justified".into()), t0())
+        .unwrap();
     assert_eq!(r.reviewed_by.as_deref(), Some("bob"));
-    assert!(r.review(e, &user("carol", &["ops"]), Some("again".into()), t0()).is_err());
+    assert!(r
+        .review(e, &user("carol", &["ops"]), Some("again".into()), t0())
+        .is_err());
     let mut not_allowed = req("db", None);
     not_allowed.break_glass = true;
-    assert_eq!(create(&not_allowed, &alice).unwrap_err().code(), "break_glass_not_allowed");
+    assert_eq!(
+        create(&not_allowed, &alice).unwrap_err().code(),
+        "break_glass_not_allowed"
+    );
 }
 
 #[test]
 fn auto_approval_is_recorded() {
-    let (r, t) = AccessRequest::create("r".into(), &req("auto", None), &user("alice", &["oncall"]), &policy(), t0()).unwrap();
+    let (r, t) = AccessRequest::create(
+        "r".into(),
+        &req("auto", None),
+        &user("alice", &["oncall"]),
+        &policy(),
+        t0(),
+    )
+    .unwrap();
     assert_eq!(r.status, Status::Approved);
     assert_eq!(t[1].actor, SYSTEM_ACTOR);
     assert!(t[1].reason.as_deref().unwrap().contains("auto-approved"));
-    let (r, _) = AccessRequest::create("r".into(), &req("auto", None), &user("alice", &[]), &policy(), t0()).unwrap();
+    let (r, _) = AccessRequest::create(
+        "r".into(),
+        &req("auto", None),
+        &user("alice", &[]),
+        &policy(),
+        t0(),
+    )
+    .unwrap();
     assert_eq!(r.status, Status::Pending);
 }
 
