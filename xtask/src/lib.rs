@@ -30,5 +30,8 @@ pub fn workspace_root() -> PathBuf {
 
 /// The `target` directory of the workspace (where Keycloak is unpacked and run).
 pub fn target_dir() -> PathBuf {
-    workspace_root().join("target")
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => workspace_root().join(d),
+        _ => workspace_root().join("target"),
+    }
 }

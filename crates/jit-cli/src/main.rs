@@ -582,7 +582,7 @@ async fn request(cli: &Cli, a: &RequestArgs) -> anyhow::Result<()> {
                     r.request.entitlement_id,
                     r.request
                         .expires_at
-                        .map(|t| t.to_rfc3339())
+                        .map(render::time)
                         .unwrap_or_default(),
                     format_duration(left)
                 );
@@ -612,7 +612,7 @@ async fn request(cli: &Cli, a: &RequestArgs) -> anyhow::Result<()> {
                     format!("approved; granting in Keycloak is being retried ({err})")
                 }
                 (Some(t), None) if *t > c.server_now() => {
-                    format!("approved; starts at {}", t.to_rfc3339())
+                    format!("approved; starts at {}", render::time(*t))
                 }
                 _ => "approved; granting in Keycloak…".to_string(),
             },

@@ -652,7 +652,7 @@ impl AccessRequest {
         let reason = format!(
             "for {} until {}",
             format_duration(self.duration_secs),
-            expires.to_rfc3339()
+            expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
         Ok(self.transition(
             Action::Activate,
@@ -756,7 +756,7 @@ impl AccessRequest {
                 "extended by {} (request {}) until {}",
                 format_duration(ext.duration_secs),
                 ext.id,
-                new.to_rfc3339()
+                new.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             )),
             at: now,
         })
