@@ -294,6 +294,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     status: status.clone(),
                     mine: *mine,
                     to_review: *to_review,
+                    review_open: false,
                 })
                 .await?;
             if *json {
@@ -580,10 +581,7 @@ async fn request(cli: &Cli, a: &RequestArgs) -> anyhow::Result<()> {
                 println!(
                     "Granted: {} is active until {} ({} left)",
                     r.request.entitlement_id,
-                    r.request
-                        .expires_at
-                        .map(render::time)
-                        .unwrap_or_default(),
+                    r.request.expires_at.map(render::time).unwrap_or_default(),
                     format_duration(left)
                 );
                 return Ok(());

@@ -70,6 +70,8 @@ pub struct ListQuery {
     pub mine: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub to_review: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub review_open: bool,
 }
 
 /// One server-sent event from `/v1/events`.

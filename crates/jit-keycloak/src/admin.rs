@@ -525,6 +525,58 @@ impl AdminClient {
         }
     }
 
+    /// Usernames that hold `target` outside JIT's knowledge, for policy
+    /// checks: direct holders of a realm or client role plus members of
+    /// groups that carry it (one level), or the members of a group.
+    /// At most 1000 of each listing are read.
+    pub async fn holders(&self, target: &EntitlementKind) -> Result<Vec<String>, KeycloakError> {
+        #[derive(Deserialize)]
+        struct U {
+            username: String,
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let (users_path, groups_path) = match target {
+            EntitlementKind::RealmRole { role } => (
+                format!("/roles/{}/users?max=1000", enc(role)),
+                Some(format!("/roles/{}/groups?max=1000", enc(role))),
+            ),
+            EntitlementKind::ClientRole { client, role } => {
+                let c = self.client_uuid(client).await?;
+                (
+                    format!("/clients/{}/roles/{}/users?max=1000", enc(&c), enc(role)),
+                    Some(format!(
+                        "/clients/{}/roles/{}/groups?max=1000",
+                        enc(&c),
+                        enc(role)
+                    )),
+                )
+            }
+            EntitlementKind::Group { path } => {
+                let g = self.group_by_path(path).await?;
+                (format!("/groups/{}/members?max=1000", enc(&g.id)), None)
+            }
+        };
+        let users: Vec<U> = self.get_json(&users_path, "holders").await?;
+        names.extend(users.into_iter().map(|u| u.username));
+        if let Some(gp) = groups_path {
+            let groups: Vec<GroupRep> = self.get_json(&gp, "groups holding the role").await?;
+            for g in groups {
+                let members: Vec<U> = self
+                    .get_json(
+                        &format!("/groups/{}/members?max=1000", enc(&g.id)),
+                        "group members",
+                    )
+                    .await?;
+                names.extend(
+                    members
+                        .into_iter()
+                        .map(|u| format!("{} (via group {})", u.username, g.name)),
+                );
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
     /// Checks that `target` exists in Keycloak (for policy checks).
     pub async fn target_exists(&self, target: &EntitlementKind) -> Result<(), KeycloakError> {
         match target {

@@ -309,6 +309,9 @@ struct ListParams {
     mine: bool,
     #[serde(default)]
     to_review: bool,
+    /// Break-glass activations whose after-the-fact review is still open.
+    #[serde(default)]
+    review_open: bool,
     limit: Option<usize>,
 }
 
@@ -338,6 +341,9 @@ async fn list(
                     && policy
                         .entitlement(&s.request.entitlement_id)
                         .is_some_and(|e| e.is_approver(&p)))
+        })
+        .filter(|s| {
+            !q.review_open || (s.request.review_required && s.request.reviewed_at.is_none())
         })
         .take(limit)
         .map(|s| view(&state, s))
@@ -379,11 +385,21 @@ async fn vote(
     let now = Utc::now();
     let comment = b.comment.clone();
     let apply_vote = |s: &mut Stored| -> Result<Vec<Entry>, DomainError> {
-        Ok(s.request
-            .vote(&e, &p, decision, comment.clone(), shorten, now)?
-            .into_iter()
-            .map(Entry::from)
-            .collect())
+        Ok(
+            match s
+                .request
+                .vote(&e, &p, decision, comment.clone(), shorten, now)?
+            {
+                Some(t) => vec![Entry::from(t)],
+                // A vote that does not decide yet is still on the record.
+                None => vec![Entry::Note(crate::store::Note {
+                    event: "request.voted",
+                    actor: p.username.clone(),
+                    reason: comment.clone(),
+                    at: now,
+                })],
+            },
+        )
     };
     let (stored, recs) = match current.request.kind.clone() {
         RequestKind::Extension { grant_id } => {

@@ -80,6 +80,12 @@ impl AppState {
             return;
         }
         *self.policy_mtime.write().unwrap_or_else(|p| p.into_inner()) = mtime;
+        self.reload_policy();
+    }
+
+    /// Re-reads the policy file now (SIGHUP). An invalid file is refused and
+    /// the policy in force stays.
+    pub fn reload_policy(&self) {
         match load_policy(&self.policy_path) {
             Ok(p) => {
                 tracing::info!(entitlements = p.entitlements.len(), path = %self.policy_path.display(), "policy reloaded");

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 )]
 struct Args {
     /// Configuration file (TOML); see config/jitd.toml.
-    #[arg(long, short)]
+    #[arg(long, short, global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -21,8 +21,68 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate a policy file without starting; exit 0 if valid.
+    /// Validate a policy file without starting (exit 0 valid, 2 invalid).
+    /// With --config, also asks Keycloak whether each target exists and
+    /// warns when anyone already holds a requestable entitlement as a
+    /// standing assignment.
     CheckPolicy { file: PathBuf },
+}
+
+/// `check-policy --config`: targets exist, and who holds them standing.
+async fn check_against_keycloak(policy: &jit_core::Policy, config: &std::path::Path) -> ExitCode {
+    let cfg = match jit_server::Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("jitd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let secret = match cfg.backend_secret() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("jitd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let admin = jit_keycloak::AdminClient::new(
+        &cfg.keycloak.url,
+        &cfg.keycloak.realm,
+        &cfg.keycloak.backend_client_id,
+        &secret,
+        jit_keycloak::http_client(),
+    );
+    let mut errors = 0;
+    println!("policy OK: {} entitlements", policy.entitlements.len());
+    for e in policy.entitlements.values() {
+        if let Err(err) = admin.target_exists(&e.kind).await {
+            println!(
+                "error: entitlement '{}': {} does not exist in Keycloak: {err}",
+                e.id, e.kind
+            );
+            errors += 1;
+            continue;
+        }
+        match admin.holders(&e.kind).await {
+            Ok(h) if h.is_empty() => {
+                println!("ok: '{}' ({}) — nobody holds it standing", e.id, e.kind)
+            }
+            Ok(h) => println!(
+                "warning: '{}' ({}) is held as a standing assignment by: {}",
+                e.id,
+                e.kind,
+                h.join(", ")
+            ),
+            Err(err) => {
+                println!("error: entitlement '{}': cannot list holders: {err}", e.id);
+                errors += 1;
+            }
+        }
+    }
+    if errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn main() -> ExitCode {
@@ -38,6 +98,14 @@ fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(Command::CheckPolicy { file }) = &args.command {
         return match jit_server::load_policy(file) {
+            Ok(p) if args.config.is_some() => {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime");
+                let config = args.config.clone().expect("checked");
+                rt.block_on(check_against_keycloak(&p, &config))
+            }
             Ok(p) => {
                 println!(
                     "{}: OK, {} entitlements",
@@ -95,9 +163,21 @@ fn main() -> ExitCode {
                 s.recv().await;
             }
         };
+        let state = server.state.clone();
+        let hup = async move {
+            #[cfg(unix)]
+            {
+                let mut s = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                    .expect("SIGHUP handler");
+                while s.recv().await.is_some() {
+                    state.reload_policy();
+                }
+            }
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term => {}
+            _ = hup => {}
         }
         tracing::info!("stopping");
         server.shutdown().await;

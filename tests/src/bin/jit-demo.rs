@@ -159,7 +159,11 @@ async fn main() -> Result<()> {
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     t.say("bob (an approver of prod-db-admin) sees it waiting for review");
-    let pending = String::from_utf8(t.jit_cmd("bob", &["list", "--to-review", "--json"]).output()?.stdout)?;
+    let pending = String::from_utf8(
+        t.jit_cmd("bob", &["list", "--to-review", "--json"])
+            .output()?
+            .stdout,
+    )?;
     let rows: serde_json::Value = serde_json::from_str(&pending)?;
     let id = rows
         .as_array()
