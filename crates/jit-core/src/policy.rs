@@ -195,9 +195,17 @@ impl Policy {
     pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
         let raw: RawPolicy = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            // The key on the offending line, when there is one (`key = value`).
+            let field = text
+                .lines()
+                .nth(line.saturating_sub(1))
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim().to_string())
+                .filter(|k| !k.is_empty() && !k.starts_with('['))
+                .unwrap_or_default();
             PolicyError {
                 line,
-                field: String::new(),
+                field,
                 message: e.message().to_string(),
             }
         })?;
@@ -518,6 +526,7 @@ hours_utc = [8, 18]
     fn syntax_errors_name_the_line() {
         let e = error_of("[[entitlement]]\nid = \"x\"\nmax_duration = 5\n");
         assert_eq!(e.line, 3, "{e}");
+        assert_eq!(e.field, "max_duration", "{e}");
     }
 
     #[test]
