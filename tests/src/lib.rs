@@ -305,3 +305,100 @@ pub async fn request(c: &Client, entitlement: &str, duration: &str) -> String {
     .request
     .id
 }
+
+/// A TCP proxy on loopback in front of Keycloak that can be switched off,
+/// to give jitd a real Keycloak outage (connections refused or cut) without
+/// stopping the shared Keycloak.
+pub struct Outage {
+    pub url: String,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Outage {
+    /// Starts the proxy to `target` (`http://127.0.0.1:PORT`), up.
+    pub async fn start(target: &str) -> Outage {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let target = target
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let up = Arc::new(AtomicBool::new(true));
+        let generation = Arc::new(AtomicU64::new(0));
+        let (u, g) = (up.clone(), generation.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !u.load(Ordering::SeqCst) {
+                    drop(inbound); // refused: closed at once
+                    continue;
+                }
+                let target = target.clone();
+                let (u, g) = (u.clone(), g.clone());
+                let born = g.load(Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                    let cut = async {
+                        // Cut live connections when the outage starts.
+                        while u.load(Ordering::SeqCst) && g.load(Ordering::SeqCst) == born {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    };
+                    tokio::select! { _ = copy => {}, _ = cut => {} }
+                });
+            }
+        });
+        Outage {
+            url,
+            up,
+            generation,
+        }
+    }
+
+    /// Keycloak becomes unreachable (and open connections are cut).
+    pub fn down(&self) {
+        use std::sync::atomic::Ordering;
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Keycloak is reachable again.
+    pub fn up(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Jitd {
+    /// Like [`Jitd::start`], but jitd reaches Keycloak's APIs through
+    /// `keycloak_url` (tokens still carry the real issuer).
+    pub fn start_via(policy: &str, keycloak_url: &str) -> Jitd {
+        let env = keycloak_env();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+        let port = free_port();
+        std::fs::write(
+            dir.path().join("jitd.toml"),
+            format!(
+                "listen = \"127.0.0.1:{port}\"\ndatabase = \"jitd.sqlite\"\npolicy = \"policy.toml\"\n\n[keycloak]\nurl = \"{keycloak_url}\"\nrealm = \"{}\"\nissuer = \"{}\"\n",
+                env.realm,
+                env.issuer()
+            ),
+        )
+        .unwrap();
+        let mut j = Jitd {
+            dir,
+            port,
+            child: None,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        j.spawn();
+        j
+    }
+}

@@ -26,6 +26,11 @@ pub struct KeycloakConfig {
     /// Base URL, e.g. `http://127.0.0.1:18080` (no `/realms/...`).
     pub url: String,
     pub realm: String,
+    /// The issuer tokens carry (`iss`), when jitd reaches Keycloak by another
+    /// URL than users do (e.g. an internal address). Default:
+    /// `{url}/realms/{realm}`.
+    #[serde(default)]
+    pub issuer: Option<String>,
     /// The `aud` jitd requires in access tokens.
     #[serde(default = "default_audience")]
     pub audience: String,

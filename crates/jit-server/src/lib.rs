@@ -139,7 +139,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
             anyhow::anyhow!("cannot open database {}: {e}", config.database.display())
         })?);
     let http = jit_keycloak::http_client();
-    let issuer = jit_keycloak::issuer_url(&config.keycloak.url, &config.keycloak.realm);
+    let issuer =
+        config.keycloak.issuer.clone().unwrap_or_else(|| {
+            jit_keycloak::issuer_url(&config.keycloak.url, &config.keycloak.realm)
+        });
     let validator = TokenValidator::new(&issuer, &config.keycloak.audience, http.clone());
     let admin = AdminClient::new(
         &config.keycloak.url,

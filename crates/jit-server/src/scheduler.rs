@@ -5,7 +5,7 @@
 //! requests past their TTL, approved requests whose start has come, active
 //! grants past `expires_at`, ended grants whose role is still in Keycloak —
 //! and works through it. Keycloak failures are retried with exponential
-//! backoff (1 s doubling to 60 s) and shown on the grant (`last_error`,
+//! backoff (1 s doubling to 10 s: a late revoke must not wait long once Keycloak is back) and shown on the grant (`last_error`,
 //! `revoke_late`).
 //!
 //! Order of a grant: decide and persist whether JIT owns the assignment,
@@ -113,7 +113,7 @@ pub async fn tick(
 fn backoff(s: &mut Stored, err: String) {
     s.grant.attempts = s.grant.attempts.saturating_add(1);
     let secs = 1i64 << s.grant.attempts.min(6).saturating_sub(1);
-    s.grant.next_attempt_at = Some(Utc::now() + chrono::Duration::seconds(secs.min(60)));
+    s.grant.next_attempt_at = Some(Utc::now() + chrono::Duration::seconds(secs.min(10)));
     s.grant.last_error = Some(err);
 }
 
