@@ -13,6 +13,7 @@
 //! `demo`) shares one implementation: see [`keycloak::ensure_running`].
 
 pub mod demo;
+pub mod desktop;
 pub mod keycloak;
 pub mod probe;
 pub mod signals;

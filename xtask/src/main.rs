@@ -35,6 +35,32 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The desktop app driven for real under Xvfb (tauri-driver +
+    /// WebKitWebDriver), notifications on a real D-Bus session, login
+    /// through Keycloak's page: builds the UI and the app, installs
+    /// tauri-driver if missing, starts Keycloak unless running.
+    ///
+    /// ARGS are passed to the test binary (e.g. a test name).
+    DesktopTest {
+        #[command(flatten)]
+        ports: PortArgs,
+        /// Rewrite docs/screenshots/*.png (else they go to target/desktop-e2e/).
+        #[arg(long)]
+        update_screenshots: bool,
+        /// Reuse the last build of the UI and the app.
+        #[arg(long)]
+        no_build: bool,
+        /// Never install missing Debian packages (fail with the list instead).
+        #[arg(long)]
+        no_install: bool,
+        /// Only the harness self-tests (Xvfb, D-Bus, keyring, dbusmock,
+        /// tauri-driver); needs no app.
+        #[arg(long)]
+        harness_only: bool,
+        /// Arguments for the test binary.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The main job: Keycloak, jitd and a headless demo of the full cycle
     /// (request → approve → grant → countdown → revoke) as a timeline.
     Demo {
@@ -153,6 +179,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Test { ports, args } => return test(ports.into(), args),
+        Cmd::DesktopTest {
+            ports,
+            update_screenshots,
+            no_build,
+            no_install,
+            harness_only,
+            args,
+        } => {
+            return xtask::desktop::run_tests(
+                ports.into(),
+                xtask::desktop::Options {
+                    update_screenshots,
+                    no_build,
+                    no_install,
+                    harness_only,
+                    test_args: args,
+                },
+            )
+        }
         Cmd::Demo {
             ports,
             duration,

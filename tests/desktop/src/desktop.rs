@@ -1,0 +1,650 @@
+//! One user's desktop: the real `jit-desktop` binary started by
+//! `tauri-driver` (which starts WebKitWebDriver, which starts the app), a
+//! WebDriver session on it, and the user's D-Bus session ([`Bus`]).
+//!
+//! The app inherits its environment from tauri-driver, so each desktop has
+//! its own tauri-driver process with the user's environment: `BROWSER` (the
+//! scripted browser `kc-form-login` that signs in on Keycloak's real login
+//! page), `JIT_TEST_USERNAME`/`JIT_TEST_PASSWORD`, `JIT_SERVER`,
+//! `JIT_DESKTOP_DATA_DIR`, the bus address, and its own XDG folders.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+
+use crate::bus::Bus;
+use crate::procs::{self, MemoryReport};
+
+/// Where the binaries and tools are. Each can be overridden by env.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    /// `JIT_DESKTOP_APP`, else `target/<profile>/jit-desktop`.
+    pub app: PathBuf,
+    /// `TAURI_DRIVER`, else `tauri-driver` on PATH, else `~/.cargo/bin/tauri-driver`.
+    pub tauri_driver: PathBuf,
+    /// `WEBKIT_WEBDRIVER`, else `WebKitWebDriver` on PATH.
+    pub webkit_driver: PathBuf,
+    /// `target/<profile>/kc-form-login`.
+    pub kc_form_login: PathBuf,
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|c| c.is_file())
+    })
+}
+
+/// `target/<profile>` of the running test binary (`target/<profile>/deps/x`).
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
+}
+
+/// The workspace root (two levels above this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Where screenshots go: `docs/screenshots/` when `JIT_UPDATE_SCREENSHOTS=1`
+/// (to refresh the committed ones), else `target/desktop-e2e/screenshots/`
+/// so that ordinary runs (CI) leave the work tree clean.
+pub fn screenshots_dir() -> PathBuf {
+    if std::env::var("JIT_UPDATE_SCREENSHOTS").as_deref() == Ok("1") {
+        workspace_root().join("docs/screenshots")
+    } else {
+        artifacts_dir().join("screenshots")
+    }
+}
+
+/// `target/desktop-e2e/`: screenshots of ordinary runs and of failures.
+pub fn artifacts_dir() -> PathBuf {
+    profile_dir()
+        .parent()
+        .map(|t| t.join("desktop-e2e"))
+        .expect("target dir")
+}
+
+impl Tools {
+    /// Finds everything; the error says what is missing and how to get it.
+    pub fn find() -> Result<Tools> {
+        let app = std::env::var_os("JIT_DESKTOP_APP")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| profile_dir().join("jit-desktop"));
+        if !app.is_file() {
+            bail!(
+                "the desktop app {} is missing: build it with the UI bundled \
+                 (`npm ci && npm run build` in ui/, then `cargo build -p jit-desktop --features custom-protocol`), \
+                 or run `cargo xtask desktop-test`, which does both",
+                app.display()
+            );
+        }
+        let (tauri_driver, webkit_driver) = Tools::drivers()?;
+        let kc_form_login = profile_dir().join("kc-form-login");
+        if !kc_form_login.is_file() {
+            bail!(
+                "{} is missing: `cargo build --workspace --bins`",
+                kc_form_login.display()
+            );
+        }
+        Ok(Tools {
+            app,
+            tauri_driver,
+            webkit_driver,
+            kc_form_login,
+        })
+    }
+
+    /// `(tauri-driver, WebKitWebDriver)`.
+    pub fn drivers() -> Result<(PathBuf, PathBuf)> {
+        let tauri_driver = std::env::var_os("TAURI_DRIVER")
+            .map(PathBuf::from)
+            .or_else(|| on_path("tauri-driver"))
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|h| PathBuf::from(h).join(".cargo/bin/tauri-driver"))
+                    .filter(|p| p.is_file())
+            })
+            .context(
+                "tauri-driver is missing: `cargo install tauri-driver --version ^2 --locked` \
+                 (cargo xtask desktop-test installs it)",
+            )?;
+        let webkit_driver = std::env::var_os("WEBKIT_WEBDRIVER")
+            .map(PathBuf::from)
+            .or_else(|| on_path("WebKitWebDriver"))
+            .context("WebKitWebDriver is missing: `apt-get install webkit2gtk-driver`")?;
+        Ok((tauri_driver, webkit_driver))
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+}
+
+/// A running `tauri-driver` (in its own process group) and the
+/// WebKitWebDriver it started.
+pub struct TauriDriver {
+    child: Child,
+    pub port: u16,
+    pub native_port: u16,
+}
+
+impl TauriDriver {
+    /// Starts tauri-driver on free ports with `env` (which the app will
+    /// inherit) and waits until both it and WebKitWebDriver listen.
+    pub fn start(
+        tauri_driver: &Path,
+        webkit_driver: &Path,
+        env: &[(String, String)],
+    ) -> Result<TauriDriver> {
+        use std::os::unix::process::CommandExt;
+        let port = free_port();
+        let mut native_port = free_port();
+        while native_port == port {
+            native_port = free_port();
+        }
+        let mut cmd = Command::new(tauri_driver);
+        cmd.arg("--port")
+            .arg(port.to_string())
+            .arg("--native-port")
+            .arg(native_port.to_string())
+            .arg("--native-driver")
+            .arg(webkit_driver)
+            // Makes WebDriver calls hang with WebKitGTK 2.50: never inherit it.
+            .env_remove("WEBKIT_DISABLE_COMPOSITING_MODE")
+            .env_remove("JIT_TOKEN")
+            .env_remove("JIT_PROFILE")
+            .env("NO_AT_BRIDGE", "1")
+            .env("TAURI_WEBVIEW_AUTOMATION", "true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .process_group(0);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot run {}", tauri_driver.display()))?;
+        let mut d = TauriDriver {
+            child,
+            port,
+            native_port,
+        };
+        let start = Instant::now();
+        while !(port_open(port) && port_open(native_port)) {
+            if let Some(status) = d.child.try_wait()? {
+                bail!("tauri-driver exited at start ({status})");
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                bail!("tauri-driver (port {port}) / WebKitWebDriver (port {native_port}) did not listen within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(d)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Stops tauri-driver and everything below it (WebKitWebDriver, the app
+    /// and its WebKit processes): SIGTERM, then SIGKILL after a grace time.
+    pub fn stop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let root = self.pid();
+        // Taken before anything dies: orphans get re-parented and would be
+        // lost from the tree.
+        let mut below: Vec<i32> = procs::descendants(root).iter().map(|p| p.pid).collect();
+        below.reverse();
+        procs::signal_all(&below, libc::SIGTERM);
+        // SAFETY: plain syscalls on our own child and its process group.
+        unsafe {
+            libc::kill(root, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline
+            && (below.iter().any(|&p| procs::alive(p))
+                || self.child.try_wait().ok().flatten().is_none())
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        procs::signal_all(&below, libc::SIGKILL);
+        unsafe {
+            libc::kill(-root, libc::SIGKILL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TauriDriver {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// How a desktop is started.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// Keycloak user who signs in when `login-button` is clicked.
+    pub user: String,
+    /// `JIT_SERVER`: the remote jitd the app connects to.
+    pub server: String,
+    /// `JIT_DESKTOP_DATA_DIR`; a fresh temporary one when `None`.
+    pub data_dir: Option<PathBuf>,
+    /// More environment for the app.
+    pub env: Vec<(String, String)>,
+}
+
+impl Launch {
+    pub fn new(user: &str, server: &str) -> Launch {
+        Launch {
+            user: user.to_string(),
+            server: server.to_string(),
+            data_dir: None,
+            env: Vec::new(),
+        }
+    }
+}
+
+/// Startup timings of a desktop, from the moment the WebDriver session was
+/// requested (which launches the process).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    /// New-session answered (process up, webview under automation).
+    pub session: Duration,
+    /// The shell is rendered (`login-button` or `session-user` displayed).
+    pub shell: Duration,
+}
+
+/// A user's running app under WebDriver.
+pub struct Desktop {
+    pub user: String,
+    pub tools: Tools,
+    pub bus: Bus,
+    pub data_dir: PathBuf,
+    pub timings: Timings,
+    /// When the new-session request was sent.
+    pub launched_at: Instant,
+    client: Option<Client>,
+    driver: TauriDriver,
+    _home: tempfile::TempDir,
+    _data: Option<tempfile::TempDir>,
+}
+
+/// `[data-testid="ID"]`.
+pub fn testid(id: &str) -> String {
+    format!("[data-testid=\"{id}\"]")
+}
+
+impl Desktop {
+    /// Starts the app for `launch.user` and waits until its shell is shown.
+    pub async fn launch(launch: Launch) -> Desktop {
+        let tools = Tools::find().unwrap_or_else(|e| panic!("{e:#}"));
+        let bus = Bus::acquire().unwrap_or_else(|e| panic!("D-Bus session: {e:#}"));
+        let home = tempfile::Builder::new()
+            .prefix(&format!("jit-desktop-{}-", launch.user))
+            .tempdir()
+            .unwrap();
+        for d in ["config", "cache", "data", "run"] {
+            std::fs::create_dir_all(home.path().join(d)).unwrap();
+        }
+        std::fs::set_permissions(
+            home.path().join("run"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let (data_dir, data_tmp) = match &launch.data_dir {
+            Some(d) => (d.clone(), None),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("jit-desktop-data-")
+                    .tempdir()
+                    .unwrap();
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let h = |d: &str| home.path().join(d).display().to_string();
+        let mut env: Vec<(String, String)> = vec![
+            ("DBUS_SESSION_BUS_ADDRESS".into(), bus.address.clone()),
+            ("BROWSER".into(), tools.kc_form_login.display().to_string()),
+            ("JIT_TEST_USERNAME".into(), launch.user.clone()),
+            (
+                "JIT_TEST_PASSWORD".into(),
+                jit_testkit::demo_password(&launch.user),
+            ),
+            ("JIT_SERVER".into(), launch.server.clone()),
+            (
+                "JIT_DESKTOP_DATA_DIR".into(),
+                data_dir.display().to_string(),
+            ),
+            // Each user's own WebKit caches and settings.
+            ("XDG_CONFIG_HOME".into(), h("config")),
+            ("XDG_CACHE_HOME".into(), h("cache")),
+            ("XDG_DATA_HOME".into(), h("data")),
+            ("XDG_RUNTIME_DIR".into(), h("run")),
+        ];
+        env.extend(launch.env.iter().cloned());
+        let driver = TauriDriver::start(&tools.tauri_driver, &tools.webkit_driver, &env)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "tauri:options".into(),
+            serde_json::json!({ "application": tools.app }),
+        );
+        let launched_at = Instant::now();
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&driver.url())
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "WebDriver session for {} ({}) through tauri-driver failed: {e}",
+                    launch.user,
+                    tools.app.display()
+                )
+            });
+        let session = launched_at.elapsed();
+        let mut d = Desktop {
+            user: launch.user,
+            tools,
+            bus,
+            data_dir,
+            timings: Timings {
+                session,
+                shell: Duration::ZERO,
+            },
+            launched_at,
+            client: Some(client),
+            driver,
+            _home: home,
+            _data: data_tmp,
+        };
+        d.wait_any(
+            &["login-button", "session-user"],
+            Duration::from_secs(30),
+            "the app shell",
+        )
+        .await;
+        d.timings.shell = launched_at.elapsed();
+        d
+    }
+
+    /// The WebDriver client.
+    pub fn client(&self) -> &Client {
+        self.client.as_ref().expect("session open")
+    }
+
+    /// Pid of the `jit-desktop` process (a child of WebKitWebDriver).
+    pub fn app_pid(&self) -> Option<i32> {
+        let name = self.tools.app.file_name();
+        procs::descendants(self.driver.pid())
+            .into_iter()
+            .find(|p| {
+                p.exe.as_deref().and_then(Path::file_name) == name
+                    || Some(std::ffi::OsStr::new(&p.comm)) == name
+            })
+            .map(|p| p.pid)
+    }
+
+    /// RSS of the app and its WebKit processes now.
+    pub fn memory(&self) -> MemoryReport {
+        let pid = self
+            .app_pid()
+            .expect("jit-desktop process under tauri-driver");
+        MemoryReport::of(pid).expect("jit-desktop process")
+    }
+
+    /// Finds `[data-testid=ID]` now, if present.
+    pub async fn find(&self, id: &str) -> Option<Element> {
+        self.client().find(Locator::Css(&testid(id))).await.ok()
+    }
+
+    /// Waits until a displayed element matches `css`.
+    pub async fn wait_css(&self, css: &str, timeout: Duration, what: &str) -> Element {
+        let start = Instant::now();
+        loop {
+            if let Ok(els) = self.client().find_all(Locator::Css(css)).await {
+                for e in els {
+                    if e.is_displayed().await.unwrap_or(false) {
+                        return e;
+                    }
+                }
+            }
+            if start.elapsed() > timeout {
+                self.fail(&format!(
+                    "timed out after {timeout:?} waiting for {what} (`{css}`)"
+                ))
+                .await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until `[data-testid=ID]` is displayed.
+    pub async fn wait(&self, id: &str, timeout: Duration) -> Element {
+        self.wait_css(&testid(id), timeout, id).await
+    }
+
+    /// Waits until one of `ids` is displayed; returns which.
+    pub async fn wait_any(&self, ids: &[&str], timeout: Duration, what: &str) -> String {
+        let css: Vec<String> = ids.iter().map(|i| testid(i)).collect();
+        let e = self.wait_css(&css.join(", "), timeout, what).await;
+        e.attr("data-testid")
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Clicks `[data-testid=ID]` once it is displayed.
+    pub async fn click(&self, id: &str) {
+        let e = self.wait(id, Duration::from_secs(10)).await;
+        if let Err(err) = e.click().await {
+            self.fail(&format!("click on {id}: {err}")).await;
+        }
+    }
+
+    /// Text of `[data-testid=ID]` once displayed.
+    pub async fn text(&self, id: &str) -> String {
+        let e = self.wait(id, Duration::from_secs(10)).await;
+        e.text().await.unwrap_or_default().trim().to_string()
+    }
+
+    /// Waits until the text of `[data-testid=ID]` satisfies `pred`.
+    pub async fn wait_text(
+        &self,
+        id: &str,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let start = Instant::now();
+        let mut last = String::new();
+        loop {
+            if let Some(e) = self.find(id).await {
+                if let Ok(t) = e.text().await {
+                    last = t.trim().to_string();
+                    if pred(&last) {
+                        return last;
+                    }
+                }
+            }
+            if start.elapsed() > timeout {
+                self.fail(&format!(
+                    "timed out after {timeout:?} waiting for {id} to be {what} (last text {last:?})"
+                ))
+                .await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Clicks `login-button` (the app opens `$BROWSER` = kc-form-login,
+    /// which signs in on Keycloak's page) and waits for `session-user`.
+    /// Returns how long the login took.
+    pub async fn login(&self) -> Duration {
+        let start = Instant::now();
+        self.click("login-button").await;
+        let user = self.user.clone();
+        self.wait_text("session-user", Duration::from_secs(60), &user, |t| {
+            t.split_whitespace().any(|w| w == user)
+        })
+        .await;
+        start.elapsed()
+    }
+
+    /// Saves a PNG of the window as `NAME.png` in [`screenshots_dir`].
+    pub async fn screenshot(&self, name: &str) -> PathBuf {
+        let png = self
+            .client()
+            .screenshot()
+            .await
+            .unwrap_or_else(|e| panic!("screenshot {name}: {e}"));
+        assert!(
+            png.starts_with(b"\x89PNG"),
+            "screenshot {name} is not a PNG"
+        );
+        let dir = screenshots_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, &png).unwrap();
+        eprintln!("desktop-e2e: screenshot {}", path.display());
+        path
+    }
+
+    /// Text of the whole page (for failure messages).
+    pub async fn page_text(&self) -> String {
+        match self
+            .client()
+            .execute(
+                "return document.body ? document.body.innerText : '(no body)';",
+                vec![],
+            )
+            .await
+        {
+            Ok(v) => v.as_str().unwrap_or_default().to_string(),
+            Err(e) => format!("(page text unavailable: {e})"),
+        }
+    }
+
+    /// Panics with `msg`, after saving a screenshot and the page text of
+    /// the moment to `target/desktop-e2e/failures/`.
+    pub async fn fail(&self, msg: &str) -> ! {
+        let dir = artifacts_dir().join("failures");
+        let _ = std::fs::create_dir_all(&dir);
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let shot = dir.join(format!("{}-{stamp}.png", self.user));
+        let shot_note = match self.client().screenshot().await {
+            Ok(png) if std::fs::write(&shot, &png).is_ok() => {
+                format!("screenshot: {}", shot.display())
+            }
+            Ok(_) => "screenshot not written".to_string(),
+            Err(e) => format!("no screenshot: {e}"),
+        };
+        let text = self.page_text().await;
+        let text: String = text.chars().take(3000).collect();
+        panic!(
+            "[{} desktop] {msg}\n  {shot_note}\n  page text:\n{}",
+            self.user,
+            text.lines()
+                .map(|l| format!("    | {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
+    /// Ends the WebDriver session (the app is closed), then stops
+    /// tauri-driver and anything left below it, then the bus.
+    pub async fn close(mut self) {
+        if let Some(c) = self.client.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), c.close()).await;
+        }
+        self.driver.stop();
+    }
+}
+
+impl Drop for Desktop {
+    fn drop(&mut self) {
+        // On a panic the session is not closed politely: the process tree
+        // is killed (TauriDriver's Drop), then the bus is stopped.
+        self.driver.stop();
+    }
+}
+
+/// Parses a countdown such as `4m 59s`, `1h 02m 03s`, `59s` or `0:04:59`
+/// into seconds.
+pub fn countdown_secs(text: &str) -> Option<i64> {
+    let t = text.trim();
+    if t.contains(':') {
+        let parts: Vec<i64> = t
+            .split(':')
+            .map(|p| p.trim().parse().ok())
+            .collect::<Option<_>>()?;
+        return Some(parts.iter().fold(0, |acc, p| acc * 60 + p));
+    }
+    let mut total = 0;
+    let mut seen = false;
+    for tok in t.split_whitespace() {
+        let unit = tok.chars().last()?;
+        let n: i64 = tok[..tok.len() - unit.len_utf8()].parse().ok()?;
+        total += n * match unit {
+            'd' => 86_400,
+            'h' => 3_600,
+            'm' => 60,
+            's' => 1,
+            _ => return None,
+        };
+        seen = true;
+    }
+    seen.then_some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::countdown_secs;
+
+    #[test]
+    fn countdowns() {
+        assert_eq!(countdown_secs("4m 59s"), Some(299));
+        assert_eq!(countdown_secs("1h 02m 03s"), Some(3723));
+        assert_eq!(countdown_secs("59s"), Some(59));
+        assert_eq!(countdown_secs("0:04:59"), Some(299));
+        assert_eq!(countdown_secs("expired"), None);
+        assert_eq!(countdown_secs(""), None);
+    }
+}

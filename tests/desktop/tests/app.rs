@@ -1,0 +1,509 @@
+//! The desktop app driven for real: `jit-desktop` (built with the UI
+//! bundled) under Xvfb through tauri-driver + WebKitWebDriver, in remote
+//! mode against a jitd started here, login through Keycloak's own login
+//! page, notifications read back from a real D-Bus notification server,
+//! and what Keycloak really holds checked with the admin API.
+//!
+//! Two users at two desktops at once — bob (approver of prod-db-admin) on
+//! the session of `cargo xtask desktop-test`, alice (requester) on a
+//! private bus of her own — so that each notification is known to come
+//! from the right user's app, and alice's app is running when her grant
+//! becomes active.
+
+use std::time::{Duration, Instant};
+
+use fantoccini::elements::Element;
+use fantoccini::Locator;
+use jit_core::api::CreateRequestBody;
+use jit_core::Status;
+use jit_desktop_e2e::{countdown_secs, report, testid, Desktop, Launch};
+use jit_e2e::{eventually, serial, token, Ctx, Jitd, POLICY};
+
+const ENTITLEMENT: &str = "prod-db-admin";
+const JUSTIFICATION: &str = "rotate the replica credentials (desktop e2e)";
+
+fn row_css(row: &str, id: &str) -> String {
+    format!("[data-testid=\"{row}\"][data-request-id=\"{id}\"]")
+}
+
+async fn inside(d: &Desktop, row: &Element, id: &str) -> Element {
+    match row.find(Locator::Css(&testid(id))).await {
+        Ok(e) => e,
+        Err(e) => d.fail(&format!("no {id} inside the row: {e}")).await,
+    }
+}
+
+async fn row_gone(d: &Desktop, css: &str, timeout: Duration, what: &str) {
+    let start = Instant::now();
+    loop {
+        match d.client().find_all(Locator::Css(css)).await {
+            Ok(v) if v.is_empty() => return,
+            _ => {}
+        }
+        if start.elapsed() > timeout {
+            d.fail(&format!("{what}: still shown after {timeout:?}"))
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Shows a view and waits for it.
+async fn show(d: &Desktop, nav: &str, view: &str) {
+    d.click(nav).await;
+    d.wait(view, Duration::from_secs(10)).await;
+}
+
+async fn wait_live(d: &Desktop) {
+    d.wait_text(
+        "connection-state",
+        Duration::from_secs(20),
+        "live (event stream connected)",
+        |t| t.to_ascii_lowercase().contains("live"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Xvfb, D-Bus, tauri-driver and the app built with custom-protocol: run `cargo xtask desktop-test`"]
+async fn approve_in_the_app_countdown_and_drop() {
+    let _serial = serial().await;
+    let ctx = Ctx::new().await;
+    let jitd = Jitd::start(POLICY);
+
+    // --- bob, the approver: launch, login, approvals view usable ---------
+    let bob = Desktop::launch(Launch::new("bob", &jitd.url)).await;
+    bob.wait("login-button", Duration::from_secs(10)).await;
+    bob.screenshot("login").await;
+    let login = bob.login().await;
+    show(&bob, "nav-approvals", "approvals-view").await;
+    bob.wait_any(
+        &["approvals-empty", "approval-row"],
+        Duration::from_secs(15),
+        "the approvals list loaded",
+    )
+    .await;
+    let usable = bob.launched_at.elapsed();
+    report(&format!(
+        "launch → approvals view usable: {} ms (WebDriver session {} ms, shell rendered {} ms, login through Keycloak {} ms)",
+        usable.as_millis(),
+        bob.timings.session.as_millis(),
+        bob.timings.shell.as_millis(),
+        login.as_millis()
+    ));
+    wait_live(&bob).await;
+
+    // --- alice, the requester, at her own desktop -------------------------
+    let alice = Desktop::launch(Launch::new("alice", &jitd.url)).await;
+    alice.login().await;
+    show(&alice, "nav-mine", "mine-view").await;
+    wait_live(&alice).await;
+
+    // Memory after login, idle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    report(&format!(
+        "RSS of bob's app after login, idle:\n{}",
+        bob.memory()
+    ));
+    report(&format!(
+        "RSS of alice's app after login, idle:\n{}",
+        alice.memory()
+    ));
+
+    // --- an urgent request appears at bob's, without reload ---------------
+    let alice_api = jitd.client(&token("alice").await);
+    let bob_api = jitd.client(&token("bob").await);
+    let created = Instant::now();
+    let created_unix = unix_now();
+    let id = alice_api
+        .create(&CreateRequestBody {
+            entitlement: ENTITLEMENT.into(),
+            duration: Some("10m".into()),
+            justification: JUSTIFICATION.into(),
+            urgent: true,
+            ..Default::default()
+        })
+        .await
+        .expect("alice's urgent request")
+        .request
+        .id;
+    let row = bob
+        .wait_css(
+            &row_css("approval-row", &id),
+            Duration::from_secs(10),
+            "the new request in bob's approvals view (live, no reload)",
+        )
+        .await;
+    report(&format!(
+        "request created → row in the approvals view: {} ms",
+        created.elapsed().as_millis()
+    ));
+    let requester = inside(&bob, &row, "approval-requester").await;
+    assert!(
+        requester.text().await.unwrap().contains("alice"),
+        "requester shown"
+    );
+    let ent = inside(&bob, &row, "approval-entitlement")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        ent.contains(ENTITLEMENT) || ent.contains("Production database admin"),
+        "entitlement shown: {ent:?}"
+    );
+
+    let urgent = bob
+        .bus
+        .wait_notification(
+            "`URGENT access request: alice → prod-db-admin` at bob's",
+            Duration::from_secs(10),
+            |n| n.summary == "URGENT access request: alice → prod-db-admin",
+        )
+        .await;
+    report(&format!(
+        "request created → urgent notification: {:.0} ms ({urgent})",
+        (urgent.time - created_unix) * 1000.0
+    ));
+    assert_eq!(urgent.app_name, "JIT Access");
+    assert_eq!(urgent.urgency(), Some(2), "critical: {urgent}");
+    for key in ["approve", "deny"] {
+        assert!(urgent.has_action(key), "action {key}: {urgent}");
+    }
+    assert!(
+        urgent.body.contains(JUSTIFICATION),
+        "justification in the body: {urgent}"
+    );
+
+    // --- bob approves in the app -------------------------------------------
+    inside(&bob, &row, "approval-comment")
+        .await
+        .send_keys("ok for the rotation")
+        .await
+        .expect("type a comment");
+    bob.screenshot("approvals").await;
+    let approved = Instant::now();
+    inside(&bob, &row, "approve-button")
+        .await
+        .click()
+        .await
+        .expect("click approve");
+    let took = eventually(
+        Duration::from_secs(15),
+        "alice holds prod-db-admin in Keycloak",
+        || ctx.has_realm_role("alice", ENTITLEMENT),
+    )
+    .await;
+    report(&format!(
+        "approve click → role in Keycloak: {} ms",
+        took.as_millis()
+    ));
+    assert_eq!(
+        bob_api.get(&id).await.unwrap().request.status,
+        Status::Active
+    );
+    row_gone(
+        &bob,
+        &row_css("approval-row", &id),
+        Duration::from_secs(10),
+        "the approved request in bob's approvals view",
+    )
+    .await;
+
+    // --- alice: notification, countdown, drop -------------------------------
+    alice
+        .bus
+        .wait_notification(
+            "`Access granted: prod-db-admin` at alice's",
+            Duration::from_secs(15),
+            |n| n.summary == "Access granted: prod-db-admin",
+        )
+        .await;
+    report(&format!(
+        "approve click → alice's `Access granted` notification: {} ms",
+        approved.elapsed().as_millis()
+    ));
+    let grant = alice
+        .wait_css(
+            &row_css("grant-row", &id),
+            Duration::from_secs(10),
+            "alice's grant in her view (live)",
+        )
+        .await;
+    let status = inside(&alice, &grant, "grant-status")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        status.to_ascii_lowercase().contains("active"),
+        "grant status: {status:?}"
+    );
+    let countdown = |g: Element| async move {
+        let t = g
+            .find(Locator::Css(&testid("countdown")))
+            .await
+            .expect("countdown")
+            .text()
+            .await
+            .unwrap();
+        (countdown_secs(&t), t)
+    };
+    let (c1, t1) = countdown(grant.clone()).await;
+    let c1 = c1.unwrap_or_else(|| panic!("countdown not understood: {t1:?}"));
+    assert!((540..=600).contains(&c1), "10 minutes granted: {t1:?}");
+    alice.screenshot("mine").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (c2, t2) = countdown(grant.clone()).await;
+    let c2 = c2.unwrap_or_else(|| panic!("countdown not understood: {t2:?}"));
+    assert!(
+        c2 < c1 && c1 - c2 <= 5,
+        "the countdown runs: {t1:?} then, 2.5 s later, {t2:?}"
+    );
+    report(&format!("countdown: {t1:?} → 2.5 s later {t2:?}"));
+
+    inside(&alice, &grant, "drop-button")
+        .await
+        .click()
+        .await
+        .expect("click drop");
+    // A confirmation, if the app asks for one.
+    let _ = alice.client().accept_alert().await;
+    eventually(
+        Duration::from_secs(15),
+        "prod-db-admin gone from alice in Keycloak",
+        || async { !ctx.has_realm_role("alice", ENTITLEMENT).await },
+    )
+    .await;
+    assert_eq!(
+        bob_api.get(&id).await.unwrap().request.status,
+        Status::Revoked
+    );
+    // The row either leaves the list or says it is over.
+    let css = row_css("grant-row", &id);
+    let start = Instant::now();
+    loop {
+        let rows = alice
+            .client()
+            .find_all(Locator::Css(&css))
+            .await
+            .unwrap_or_default();
+        let Some(r) = rows.first() else { break };
+        let st = match r.find(Locator::Css(&testid("grant-status"))).await {
+            Ok(e) => e.text().await.unwrap_or_default().to_ascii_lowercase(),
+            Err(_) => String::new(),
+        };
+        if st.contains("revoked") || st.contains("dropped") {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            alice
+                .fail(&format!("dropped grant still shown as {st:?}"))
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // --- history --------------------------------------------------------------
+    show(&bob, "nav-history", "history-view").await;
+    bob.wait("audit-row", Duration::from_secs(10)).await;
+    let rows = bob
+        .client()
+        .find_all(Locator::Css(&testid("audit-row")))
+        .await
+        .unwrap();
+    assert!(
+        rows.len() >= 4,
+        "created, approved, granted, dropped in the history: {} rows",
+        rows.len()
+    );
+    bob.screenshot("history").await;
+
+    // --- alice asks through the form; bob denies in the app -----------------
+    show(&alice, "nav-request", "request-view").await;
+    let select = alice
+        .wait("entitlement-select", Duration::from_secs(10))
+        .await;
+    select
+        .select_by_value(ENTITLEMENT)
+        .await
+        .expect("choose prod-db-admin");
+    let duration = alice.wait("duration-input", Duration::from_secs(5)).await;
+    duration.clear().await.unwrap();
+    duration.send_keys("5m").await.unwrap();
+    alice
+        .wait("justification-input", Duration::from_secs(5))
+        .await
+        .send_keys("check the failover runbook on prod")
+        .await
+        .unwrap();
+    let urgent_box = alice.wait("urgent-checkbox", Duration::from_secs(5)).await;
+    if !urgent_box.is_selected().await.unwrap_or(false) {
+        urgent_box.click().await.unwrap();
+    }
+    alice.screenshot("request").await;
+    alice.click("submit-request").await;
+    alice.wait("form-success", Duration::from_secs(10)).await;
+
+    // The request the form sent, as bob's API sees it.
+    let asked = Instant::now();
+    let second = loop {
+        let list = bob_api
+            .list(&jit_client::ListQuery {
+                to_review: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_default();
+        if let Some(r) = list.iter().find(|r| {
+            r.request.status == Status::Pending
+                && r.request.requester_username == "alice"
+                && r.request.justification == "check the failover runbook on prod"
+        }) {
+            assert!(r.request.urgent, "the urgent box was ticked");
+            assert_eq!(r.request.requested_secs, 300, "5m asked");
+            break r.request.id.clone();
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "the form's request is not pending for bob: {list:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    show(&bob, "nav-approvals", "approvals-view").await;
+    let row = bob
+        .wait_css(
+            &row_css("approval-row", &second),
+            Duration::from_secs(10),
+            "the form's request at bob's",
+        )
+        .await;
+    inside(&bob, &row, "approval-comment")
+        .await
+        .send_keys("not during the freeze")
+        .await
+        .unwrap();
+    inside(&bob, &row, "deny-button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the request denied", || async {
+        bob_api.get(&second).await.unwrap().request.status == Status::Denied
+    })
+    .await;
+    alice
+        .bus
+        .wait_notification(
+            "`Request denied: prod-db-admin` at alice's",
+            Duration::from_secs(15),
+            |n| n.summary == "Request denied: prod-db-admin",
+        )
+        .await;
+
+    // Each notification went to the right desktop only.
+    for n in alice.bus.notifications() {
+        assert!(
+            !n.summary.contains("access request:"),
+            "an approver notification at alice's (she approves nothing): {n}"
+        );
+    }
+    for n in bob.bus.notifications() {
+        assert!(
+            !n.summary.starts_with("Access granted") && !n.summary.starts_with("Request denied"),
+            "a requester notification at bob's: {n}"
+        );
+    }
+    assert!(!ctx.has_realm_role("alice", ENTITLEMENT).await);
+
+    alice.close().await;
+    bob.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Xvfb, D-Bus, tauri-driver and the app built with custom-protocol: run `cargo xtask desktop-test`"]
+async fn approve_from_the_notification() {
+    let _serial = serial().await;
+    let ctx = Ctx::new().await;
+    let jitd = Jitd::start(POLICY);
+
+    let bob = Desktop::launch(Launch::new("bob", &jitd.url)).await;
+    bob.login().await;
+    show(&bob, "nav-approvals", "approvals-view").await;
+    wait_live(&bob).await;
+
+    let alice_api = jitd.client(&token("alice").await);
+    let bob_api = jitd.client(&token("bob").await);
+    let id = alice_api
+        .create(&CreateRequestBody {
+            entitlement: ENTITLEMENT.into(),
+            duration: Some("5m".into()),
+            justification: "nightly vacuum went wrong, need a look".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("alice's request")
+        .request
+        .id;
+    let n = bob
+        .bus
+        .wait_notification(
+            "`Access request: alice → prod-db-admin` at bob's",
+            Duration::from_secs(10),
+            |n| n.summary == "Access request: alice → prod-db-admin",
+        )
+        .await;
+    assert_eq!(n.urgency(), Some(1), "normal urgency: {n}");
+    assert!(n.has_action("approve") && n.has_action("deny"), "{n}");
+
+    // bob clicks "Approve" on the notification.
+    bob.bus
+        .invoke_action(n.id, "approve")
+        .expect("ActionInvoked");
+    let took = eventually(
+        Duration::from_secs(15),
+        "alice holds prod-db-admin after the notification's Approve",
+        || ctx.has_realm_role("alice", ENTITLEMENT),
+    )
+    .await;
+    report(&format!(
+        "notification Approve → role in Keycloak: {} ms",
+        took.as_millis()
+    ));
+    let v = bob_api.get(&id).await.unwrap();
+    assert_eq!(v.request.status, Status::Active);
+    assert!(
+        v.request
+            .votes
+            .iter()
+            .any(|vote| vote.approver_username == "bob"),
+        "the vote is bob's: {:?}",
+        v.request.votes
+    );
+    row_gone(
+        &bob,
+        &row_css("approval-row", &id),
+        Duration::from_secs(10),
+        "the approved request in bob's approvals view",
+    )
+    .await;
+
+    bob_api
+        .revoke(&id, "end of the notification test")
+        .await
+        .expect("revoke");
+    eventually(
+        Duration::from_secs(15),
+        "role gone after revoke",
+        || async { !ctx.has_realm_role("alice", ENTITLEMENT).await },
+    )
+    .await;
+    bob.close().await;
+}
