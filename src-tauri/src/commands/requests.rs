@@ -1,0 +1,137 @@
+//! Requests and grants: list, create, approve, deny, cancel, drop, revoke,
+//! extend, review.
+
+use jit_client::ListQuery;
+use jit_core::api::{CreateRequestBody, EntitlementView, RequestView};
+use serde::Deserialize;
+
+use super::{text, AppState};
+
+/// `query` of `list_requests`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RequestQuery {
+    pub mine: Option<bool>,
+    pub to_review: Option<bool>,
+    pub status: Option<String>,
+}
+
+impl From<RequestQuery> for ListQuery {
+    fn from(q: RequestQuery) -> ListQuery {
+        ListQuery {
+            status: q.status.filter(|s| !s.is_empty()),
+            mine: q.mine.unwrap_or(false),
+            to_review: q.to_review.unwrap_or(false),
+            review_open: false,
+        }
+    }
+}
+
+#[tauri::command]
+pub async fn list_entitlements(state: AppState<'_>) -> Result<Vec<EntitlementView>, String> {
+    state.client().await?.entitlements().await.map_err(text)
+}
+
+#[tauri::command]
+pub async fn list_requests(
+    state: AppState<'_>,
+    query: Option<RequestQuery>,
+) -> Result<Vec<RequestView>, String> {
+    let q: ListQuery = query.unwrap_or_default().into();
+    state.client().await?.list(&q).await.map_err(text)
+}
+
+#[tauri::command]
+pub async fn create_request(
+    state: AppState<'_>,
+    body: CreateRequestBody,
+) -> Result<RequestView, String> {
+    state.client().await?.create(&body).await.map_err(text)
+}
+
+#[tauri::command]
+pub async fn approve_request(
+    state: AppState<'_>,
+    id: String,
+    comment: Option<String>,
+    duration: Option<String>,
+) -> Result<RequestView, String> {
+    let comment = comment.filter(|c| !c.trim().is_empty());
+    let duration = duration.filter(|d| !d.trim().is_empty());
+    state
+        .client()
+        .await?
+        .approve(&id, comment, duration)
+        .await
+        .map_err(text)
+}
+
+#[tauri::command]
+pub async fn deny_request(
+    state: AppState<'_>,
+    id: String,
+    comment: String,
+) -> Result<RequestView, String> {
+    if comment.trim().is_empty() {
+        return Err("a deny needs a comment".into());
+    }
+    state
+        .client()
+        .await?
+        .deny(&id, &comment)
+        .await
+        .map_err(text)
+}
+
+#[tauri::command]
+pub async fn cancel_request(state: AppState<'_>, id: String) -> Result<RequestView, String> {
+    state.client().await?.cancel(&id).await.map_err(text)
+}
+
+#[tauri::command]
+pub async fn drop_grant(state: AppState<'_>, id: String) -> Result<RequestView, String> {
+    state.client().await?.drop_grant(&id).await.map_err(text)
+}
+
+#[tauri::command]
+pub async fn revoke_grant(
+    state: AppState<'_>,
+    id: String,
+    comment: String,
+) -> Result<RequestView, String> {
+    state
+        .client()
+        .await?
+        .revoke(&id, &comment)
+        .await
+        .map_err(text)
+}
+
+#[tauri::command]
+pub async fn extend_grant(
+    state: AppState<'_>,
+    id: String,
+    duration: String,
+    justification: String,
+) -> Result<RequestView, String> {
+    state
+        .client()
+        .await?
+        .extend(&id, &duration, &justification)
+        .await
+        .map_err(text)
+}
+
+#[tauri::command]
+pub async fn review_request(
+    state: AppState<'_>,
+    id: String,
+    comment: String,
+) -> Result<RequestView, String> {
+    state
+        .client()
+        .await?
+        .review(&id, &comment)
+        .await
+        .map_err(text)
+}

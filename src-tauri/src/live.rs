@@ -1,0 +1,374 @@
+//! Live updates while logged in: `/v1/events` (server-sent events) with
+//! `Last-Event-ID` resume and reconnect backoff; while the stream is down,
+//! polls every 5 s (`list_requests` for the tray, and the audit rows since
+//! the last event id, so nothing is missed or repeated). Emits `jit:event`
+//! for every server event and `jit:session` on connection changes, raises
+//! notifications and keeps the tray current.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jit_client::{Client, ClientError, ListQuery};
+use jit_core::api::{EventData, RequestView};
+
+use crate::notifications::{self, expiring_notes, note_for_event, Note, Notifier, Viewer};
+use crate::settings::Settings;
+use crate::state::{Connection, Desktop};
+use crate::tray::{tray_view, TrayView};
+
+/// How often the list is polled while the event stream is down.
+pub const POLL_EVERY: Duration = Duration::from_secs(5);
+/// Longest wait between reconnect attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Event ids already handled: the stream and the poll share it, so an
+/// event is handled once whichever way it came.
+#[derive(Debug, Default, Clone)]
+pub struct Cursor {
+    pub last_id: Option<i64>,
+}
+
+impl Cursor {
+    /// True if `id` is new (and remembers it).
+    pub fn accept(&mut self, id: i64) -> bool {
+        if self.last_id.is_some_and(|l| id <= l) {
+            return false;
+        }
+        self.last_id = Some(id);
+        true
+    }
+}
+
+/// The per-login state of the live loop, without I/O.
+#[derive(Debug, Default)]
+pub struct LiveCore {
+    pub cursor: Cursor,
+    pub viewer: Viewer,
+    /// The notification server supports actions.
+    pub actions: bool,
+}
+
+impl LiveCore {
+    /// Handles server event `id`: `None` if it was already handled (do not
+    /// emit it again), else `Some(note to show, if any)`.
+    pub fn on_event(
+        &mut self,
+        notifier: &Notifier,
+        settings: &Settings,
+        id: i64,
+        data: &EventData,
+    ) -> Option<Option<Note>> {
+        if !self.cursor.accept(id) {
+            return None;
+        }
+        Some(
+            note_for_event(data, &self.viewer, self.actions)
+                .and_then(|n| notifier.admit(n, settings)),
+        )
+    }
+
+    /// "Expires in 5 minutes" notes due now for `mine`.
+    pub fn expiring(
+        &self,
+        notifier: &Notifier,
+        settings: &Settings,
+        mine: &[RequestView],
+        server_now: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<Note> {
+        expiring_notes(mine, &self.viewer, server_now, self.actions)
+            .into_iter()
+            .filter_map(|n| notifier.admit(n, settings))
+            .collect()
+    }
+}
+
+/// Starts and stops the live loop as the user logs in and out.
+pub fn watch_session(d: Arc<Desktop>) {
+    tauri::async_runtime::spawn(async move {
+        let mut rx = d.session.subscribe();
+        loop {
+            let logged_in = d.session.logged_in().await;
+            {
+                let mut live = d.live.lock().unwrap_or_else(|p| p.into_inner());
+                if logged_in {
+                    let running = live.as_ref().is_some_and(|h| !h.inner().is_finished());
+                    if !running {
+                        if let Some(b) = d.backend_now() {
+                            d.set_connection(Connection::Connecting);
+                            *live = Some(tauri::async_runtime::spawn(run(
+                                d.clone(),
+                                b.client.clone(),
+                            )));
+                        }
+                    }
+                } else {
+                    if let Some(h) = live.take() {
+                        h.abort();
+                    }
+                    d.set_connection(Connection::Offline);
+                }
+            }
+            refresh_tray(d.clone());
+            d.emit_session();
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Recomputes the tray from the requests waiting for the user.
+pub fn refresh_tray(d: Arc<Desktop>) {
+    tauri::async_runtime::spawn(async move {
+        let paused = d.settings.get().notifications_paused;
+        let view = match d.backend_now() {
+            Some(b) if d.session.logged_in().await => match b.client.list(&to_review()).await {
+                Ok(rows) => tray_view(&rows, paused),
+                Err(_) => return,
+            },
+            _ => TrayView {
+                paused,
+                ..TrayView::default()
+            },
+        };
+        if let Some(s) = d.sink() {
+            s.tray(&view);
+        }
+    });
+}
+
+fn to_review() -> ListQuery {
+    ListQuery {
+        to_review: true,
+        ..ListQuery::default()
+    }
+}
+
+fn mine() -> ListQuery {
+    ListQuery {
+        mine: true,
+        ..ListQuery::default()
+    }
+}
+
+/// Shows `note`; its actions run as the logged-in user.
+pub fn show_note(d: &Arc<Desktop>, note: Note) {
+    let d = d.clone();
+    let id = note.request_id.clone();
+    notifications::show(note, move |action| match action {
+        "approve" => {
+            tauri::async_runtime::spawn(async move {
+                // The server's rules apply (no self-approval, one vote, ...).
+                let r = match d.client().await {
+                    Ok(c) => c.approve(&id, None, None).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = r {
+                    notifications::show(
+                        Note {
+                            key: format!("approve-failed:{id}"),
+                            request_id: id.clone(),
+                            summary: "Could not approve the request".into(),
+                            body: e,
+                            urgency: notifications::Urgency::Normal,
+                            actions: Vec::new(),
+                        },
+                        |_| {},
+                    );
+                    open_request(&d, &id);
+                }
+            });
+        }
+        // Open, and Deny (a deny needs a comment): show the request.
+        _ => open_request(&d, &id),
+    });
+}
+
+/// Brings the window forward on request `id` (`jit:open-request`).
+pub fn open_request(d: &Desktop, id: &str) {
+    if let Some(s) = d.sink() {
+        s.show_window();
+        s.emit("jit:open-request", serde_json::json!({ "id": id }));
+    }
+}
+
+struct Loop {
+    d: Arc<Desktop>,
+    client: Client,
+    core: LiveCore,
+    mine: Vec<RequestView>,
+}
+
+impl Loop {
+    async fn handle(&mut self, id: i64, data: EventData) {
+        let settings = self.d.settings.get();
+        let Some(note) = self.core.on_event(&self.d.notifier, &settings, id, &data) else {
+            return;
+        };
+        if let Some(s) = self.d.sink() {
+            s.emit(
+                "jit:event",
+                serde_json::to_value(&data).expect("event serialises"),
+            );
+        }
+        if let Some(n) = note {
+            show_note(&self.d, n);
+        }
+    }
+
+    /// Lists for the tray and the expiry warnings.
+    async fn refresh_lists(&mut self) -> Result<(), ClientError> {
+        let review = self.client.list(&to_review()).await?;
+        let view = tray_view(&review, self.d.settings.get().notifications_paused);
+        if let Some(s) = self.d.sink() {
+            s.tray(&view);
+        }
+        self.mine = self.client.list(&mine()).await?;
+        Ok(())
+    }
+
+    fn check_expiring(&mut self) {
+        let settings = self.d.settings.get();
+        let now = self.client.server_now();
+        for n in self
+            .core
+            .expiring(&self.d.notifier, &settings, &self.mine, now)
+        {
+            show_note(&self.d, n);
+        }
+    }
+
+    /// One poll while the stream is down: lists, then the audit rows after
+    /// the last event id, handled like streamed events.
+    async fn poll(&mut self) -> Result<(), ClientError> {
+        self.refresh_lists().await?;
+        let since = self.core.cursor.last_id.unwrap_or(0);
+        let rows = self.client.audit(since).await?;
+        for rec in rows {
+            let request = self.client.get(&rec.request_id).await.ok();
+            let id = rec.seq;
+            self.handle(
+                id,
+                EventData {
+                    record: rec,
+                    request,
+                },
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    async fn load_viewer(&mut self) {
+        if !self.core.viewer.user_id.is_empty() {
+            return;
+        }
+        if let Ok(me) = self.client.me().await {
+            self.core.viewer = Viewer {
+                user_id: me.id,
+                approves: me.approves,
+            };
+        }
+    }
+
+    /// Where the stream starts: after the newest event the user may see
+    /// now, so old events are not notified again at start.
+    async fn baseline(&mut self) {
+        if self.core.cursor.last_id.is_some() {
+            return;
+        }
+        if let Ok(rows) = self.client.audit(0).await {
+            self.core.cursor.last_id = Some(rows.iter().map(|r| r.seq).max().unwrap_or(0));
+        }
+    }
+}
+
+/// The live loop of one login. Ends when the user logs out.
+pub async fn run(d: Arc<Desktop>, client: Client) {
+    let notifier_actions = {
+        let d = d.clone();
+        tokio::task::spawn_blocking(move || d.notifier.server_has_actions())
+            .await
+            .unwrap_or(false)
+    };
+    let mut l = Loop {
+        d: d.clone(),
+        client,
+        core: LiveCore {
+            actions: notifier_actions,
+            ..LiveCore::default()
+        },
+        mine: Vec::new(),
+    };
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        if !d.session.logged_in().await {
+            return;
+        }
+        l.load_viewer().await;
+        l.baseline().await;
+        let mut clean_end = false;
+        let mut lasted = Duration::ZERO;
+        if l.core.cursor.last_id.is_some() {
+            match l.client.events(l.core.cursor.last_id).await {
+                Ok(stream) => {
+                    let started = Instant::now();
+                    d.set_connection(Connection::Live);
+                    let _ = l.refresh_lists().await;
+                    l.check_expiring();
+                    let mut stream = Box::pin(stream);
+                    let mut tick = tokio::time::interval(Duration::from_secs(10));
+                    loop {
+                        tokio::select! {
+                            item = stream.next() => match item {
+                                Some(Ok(ev)) => {
+                                    l.handle(ev.id, ev.data).await;
+                                    let _ = l.refresh_lists().await;
+                                }
+                                Some(Err(e)) => {
+                                    tracing::warn!(error = %e, "event stream broke");
+                                    break;
+                                }
+                                None => { clean_end = true; break; }
+                            },
+                            _ = tick.tick() => l.check_expiring(),
+                        }
+                    }
+                    lasted = started.elapsed();
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot open the event stream"),
+            }
+        }
+        if lasted > Duration::from_secs(30) {
+            backoff = Duration::from_secs(1);
+            if clean_end {
+                // The server ended a long stream (token expiry): reconnect now.
+                continue;
+            }
+        }
+        // The stream is down: poll until the next attempt.
+        let until = Instant::now() + backoff;
+        loop {
+            if !d.session.logged_in().await {
+                return;
+            }
+            l.load_viewer().await;
+            l.baseline().await;
+            match l.poll().await {
+                Ok(()) => d.set_connection(Connection::Polling),
+                Err(e) => {
+                    tracing::debug!(error = %e, "poll failed");
+                    d.set_connection(Connection::Offline);
+                }
+            }
+            l.check_expiring();
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            tokio::time::sleep((until - now).min(POLL_EVERY)).await;
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}

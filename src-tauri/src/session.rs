@@ -1,0 +1,450 @@
+//! Login, tokens and logout.
+//!
+//! Login is Authorization Code + PKCE through the system browser with a
+//! loopback redirect (jit-keycloak's `OidcClient`), with the client id jitd
+//! names in `/v1/config` (`desktop_client_id`). The browser is `$BROWSER`
+//! if set (same convention as the CLI), else the desktop's default.
+//!
+//! Tokens live in the OS keyring (Secret Service on Linux): service
+//! `jit-access`, one entry per server URL (`embedded+{issuer}` for the
+//! embedded jitd, whose port changes). Without a keyring they are kept in
+//! memory only and the UI shows a notice — never written to a file.
+//! A background task refreshes them before they expire; logout ends the
+//! Keycloak session and deletes the entry.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::future::BoxFuture;
+use jit_client::{Client, ClientError, TokenSource};
+use jit_keycloak::oidc::OidcError;
+use jit_keycloak::{OidcClient, TokenSet};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Mutex};
+
+use crate::state::TokenStorage;
+
+/// The keyring service name of every entry.
+pub const KEYRING_SERVICE: &str = "jit-access";
+
+/// How long the browser login may take.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Refresh when less than this is left on the access token.
+const REFRESH_MARGIN_SECS: i64 = 30;
+
+/// Notice shown when tokens cannot be kept in the OS keyring.
+pub fn memory_notice(why: &str) -> String {
+    format!(
+        "No OS keyring available ({why}): you stay logged in only while the app runs. Tokens are never written to a file."
+    )
+}
+
+/// What is kept in the keyring entry.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct StoredSession {
+    pub issuer: String,
+    pub client_id: String,
+    pub username: String,
+    pub tokens: TokenSet,
+}
+
+/// The logged-in user's session.
+pub struct Session {
+    held: Mutex<Option<StoredSession>>,
+    oidc: Mutex<Option<OidcClient>>,
+    login_lock: Mutex<()>,
+    storage: RwLock<TokenStorage>,
+    notice: RwLock<Option<String>>,
+    /// Keyring entry (user) name; set when the backend is known.
+    key: RwLock<Option<String>>,
+    /// Bumped on login, logout and session end.
+    changed: watch::Sender<u64>,
+}
+
+impl Session {
+    pub fn new(keyring: bool) -> Arc<Session> {
+        Arc::new(Session {
+            held: Mutex::new(None),
+            oidc: Mutex::new(None),
+            login_lock: Mutex::new(()),
+            storage: RwLock::new(if keyring {
+                TokenStorage::Keyring
+            } else {
+                TokenStorage::Memory
+            }),
+            notice: RwLock::new(None),
+            key: RwLock::new(None),
+            changed: watch::channel(0).0,
+        })
+    }
+
+    /// Logged in, and as whom.
+    pub async fn who(&self) -> (bool, Option<String>) {
+        match &*self.held.lock().await {
+            Some(s) => (true, Some(s.username.clone())),
+            None => (false, None),
+        }
+    }
+
+    pub async fn logged_in(&self) -> bool {
+        self.held.lock().await.is_some()
+    }
+
+    pub fn storage(&self) -> TokenStorage {
+        *self.storage.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn notice(&self) -> Option<String> {
+        self.notice
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Wakes on every login, logout or session end.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn use_memory(&self, why: &str) {
+        *self.storage.write().unwrap_or_else(|p| p.into_inner()) = TokenStorage::Memory;
+        *self.notice.write().unwrap_or_else(|p| p.into_inner()) = Some(memory_notice(why));
+    }
+
+    /// The keyring entry name for this server.
+    pub fn set_key(&self, entry: String) {
+        *self.key.write().unwrap_or_else(|p| p.into_inner()) = Some(entry);
+    }
+
+    fn key(&self) -> Option<String> {
+        self.key.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Checks the keyring and restores a saved session (refreshing it if
+    /// needed). Without a usable keyring, switches to memory with a notice.
+    pub async fn restore(&self) {
+        if self.storage() != TokenStorage::Keyring {
+            if self.notice().is_none() {
+                self.use_memory("disabled");
+            }
+            return;
+        }
+        let Some(key) = self.key() else { return };
+        match keyring_get(&key).await {
+            Ok(None) => {}
+            Ok(Some(text)) => match serde_json::from_str::<StoredSession>(&text) {
+                Ok(stored) => {
+                    *self.held.lock().await = Some(stored);
+                    match self.current_token().await {
+                        Ok(_) => tracing::info!("session restored from the keyring"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "saved session could not be refreshed")
+                        }
+                    }
+                    self.bump();
+                }
+                Err(_) => {
+                    tracing::warn!("unreadable keyring entry; ignoring it");
+                    let _ = keyring_delete(&key).await;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "no usable keyring");
+                self.use_memory(&e);
+            }
+        }
+    }
+
+    async fn persist(&self, s: &StoredSession) {
+        if self.storage() != TokenStorage::Keyring {
+            return;
+        }
+        let Some(key) = self.key() else { return };
+        let text = serde_json::to_string(s).expect("session serialises");
+        if let Err(e) = keyring_set(&key, &text).await {
+            tracing::warn!(error = %e, "cannot save tokens in the keyring");
+            self.use_memory(&e);
+        }
+    }
+
+    async fn oidc_for(&self, issuer: &str, client_id: &str) -> Result<OidcClient, OidcError> {
+        let mut o = self.oidc.lock().await;
+        if let Some(c) = o.as_ref() {
+            if c.discovery.issuer.trim_end_matches('/') == issuer.trim_end_matches('/')
+                && c.client_id == client_id
+            {
+                return Ok(c.clone());
+            }
+        }
+        let c = OidcClient::discover(jit_keycloak::http_client(), issuer, client_id).await?;
+        *o = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Logs in through the system browser. Resolves when the browser came
+    /// back (or the login failed or timed out).
+    pub async fn login(&self, client: &Client) -> Result<(), String> {
+        let _one = self
+            .login_lock
+            .try_lock()
+            .map_err(|_| "a login is already waiting for the browser".to_string())?;
+        let cfg = client
+            .server_config()
+            .await
+            .map_err(|e| format!("cannot read jitd's login settings: {e}"))?;
+        let oidc = self
+            .oidc_for(&cfg.issuer, &cfg.desktop_client_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let pending = oidc.start_login().await.map_err(|e| e.to_string())?;
+        open_browser(pending.authorize_url.as_str())?;
+        let tokens = oidc
+            .finish_login(pending, LOGIN_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        let username = preferred_username(&tokens.access_token).unwrap_or_default();
+        let stored = StoredSession {
+            issuer: cfg.issuer,
+            client_id: cfg.desktop_client_id,
+            username,
+            tokens,
+        };
+        *self.held.lock().await = Some(stored.clone());
+        // The server's view of who we are wins over the token's claim.
+        if let Ok(me) = client.me().await {
+            if let Some(s) = self.held.lock().await.as_mut() {
+                s.username = me.username;
+            }
+        }
+        let stored = self.held.lock().await.clone();
+        if let Some(s) = stored {
+            self.persist(&s).await;
+        }
+        self.bump();
+        Ok(())
+    }
+
+    /// Ends the Keycloak session, forgets the tokens and deletes the
+    /// keyring entry. Local state is cleared even when Keycloak cannot be
+    /// reached (the error is returned then).
+    pub async fn logout(&self) -> Result<(), String> {
+        let held = self.held.lock().await.take();
+        let mut result = Ok(());
+        if let Some(s) = &held {
+            if let Some(rt) = &s.tokens.refresh_token {
+                match self.oidc_for(&s.issuer, &s.client_id).await {
+                    Ok(o) => {
+                        if let Err(e) = o.logout(rt).await {
+                            result = Err(format!("logged out here, but Keycloak said: {e}"));
+                        }
+                    }
+                    Err(e) => result = Err(format!("logged out here, but Keycloak said: {e}")),
+                }
+            }
+        }
+        self.forget().await;
+        result
+    }
+
+    /// Drops tokens and the keyring entry without calling Keycloak.
+    async fn forget(&self) {
+        *self.held.lock().await = None;
+        if self.storage() == TokenStorage::Keyring {
+            if let Some(key) = self.key() {
+                if let Err(e) = keyring_delete(&key).await {
+                    tracing::warn!(error = %e, "cannot delete the keyring entry");
+                }
+            }
+        }
+        self.bump();
+    }
+
+    /// A valid access token, refreshed when less than 30 s are left.
+    pub async fn current_token(&self) -> Result<String, ClientError> {
+        self.token_with_margin(REFRESH_MARGIN_SECS).await
+    }
+
+    /// A valid access token, refreshed when less than `margin_secs` are left.
+    async fn token_with_margin(&self, margin_secs: i64) -> Result<String, ClientError> {
+        let mut held = self.held.lock().await;
+        let Some(s) = held.as_mut() else {
+            return Err(ClientError::Token("log in first".into()));
+        };
+        if !s.tokens.needs_refresh(Utc::now(), margin_secs) {
+            return Ok(s.tokens.access_token.clone());
+        }
+        let Some(rt) = s.tokens.refresh_token.clone() else {
+            drop(held);
+            self.forget().await;
+            return Err(ClientError::Token(
+                "the session expired; log in again".into(),
+            ));
+        };
+        let oidc = self
+            .oidc_for(&s.issuer, &s.client_id)
+            .await
+            .map_err(|e| ClientError::Token(e.to_string()))?;
+        match oidc.refresh(&rt).await {
+            Ok(fresh) => {
+                s.tokens = fresh;
+                let copy = s.clone();
+                drop(held);
+                self.persist(&copy).await;
+                Ok(copy.tokens.access_token)
+            }
+            Err(OidcError::SessionEnded) => {
+                drop(held);
+                self.forget().await;
+                Err(ClientError::Token(
+                    "the Keycloak session has ended; log in again".into(),
+                ))
+            }
+            Err(e) => Err(ClientError::Token(format!("cannot refresh the login: {e}"))),
+        }
+    }
+
+    /// Refreshes tokens in the background shortly before they expire, so
+    /// the session (and the refresh token) stays alive while the app runs.
+    pub async fn refresh_loop(self: Arc<Self>) {
+        let mut changed = self.subscribe();
+        loop {
+            let expires = self.held.lock().await.as_ref().map(|s| s.tokens.expires_at);
+            let Some(expires) = expires else {
+                if changed.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            // Wake 20 s before expiry (at least 5 s from now) and refresh.
+            let wait = (expires - Utc::now() - chrono::Duration::seconds(20))
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .clamp(Duration::from_secs(5), Duration::from_secs(600));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                r = changed.changed() => { if r.is_err() { return; } continue; }
+            }
+            if let Err(e) = self.token_with_margin(25).await {
+                tracing::warn!(error = %e, "background token refresh failed");
+                if self.logged_in().await {
+                    tokio::time::sleep(Duration::from_secs(15)).await;
+                }
+            }
+        }
+    }
+}
+
+impl TokenSource for Session {
+    fn token(&self) -> BoxFuture<'_, Result<String, ClientError>> {
+        Box::pin(self.current_token())
+    }
+}
+
+/// Opens `url` with `$BROWSER` (a command line; `%s` is replaced by the URL,
+/// else the URL is appended) or the desktop's default browser.
+pub fn open_browser(url: &str) -> Result<(), String> {
+    if let Ok(cmd) = std::env::var("BROWSER") {
+        let mut parts = cmd.split_whitespace();
+        let prog = parts.next().ok_or("BROWSER is empty")?;
+        let mut args: Vec<String> = parts.map(str::to_string).collect();
+        if args.iter().any(|a| a.contains("%s")) {
+            args = args.into_iter().map(|a| a.replace("%s", url)).collect();
+        } else {
+            args.push(url.to_string());
+        }
+        std::process::Command::new(prog)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start BROWSER ({prog}): {e}"))?;
+        return Ok(());
+    }
+    webbrowser::open(url).map_err(|e| format!("cannot open a browser: {e}"))
+}
+
+/// `preferred_username` of a JWT, unverified (display only; jitd checks
+/// tokens).
+fn preferred_username(jwt: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("preferred_username")?.as_str().map(str::to_string)
+}
+
+const KEYRING_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Runs a blocking keyring call off the async runtime, with a timeout (a
+/// Secret Service that waits on a prompt must not hang the app).
+async fn keyring_call<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, keyring::Error> + Send + 'static,
+) -> Result<T, String> {
+    let task = tokio::task::spawn_blocking(f);
+    match tokio::time::timeout(KEYRING_TIMEOUT, task).await {
+        Ok(Ok(r)) => r.map_err(|e| e.to_string()),
+        Ok(Err(e)) => Err(format!("keyring call failed: {e}")),
+        Err(_) => Err("the keyring did not answer".into()),
+    }
+}
+
+async fn keyring_get(user: &str) -> Result<Option<String>, String> {
+    let user = user.to_string();
+    keyring_call(move || {
+        let e = keyring::Entry::new(KEYRING_SERVICE, &user)?;
+        match e.get_password() {
+            Ok(s) => Ok(Some(s)),
+            Err(keyring::Error::NoEntry) => Ok(None),
+            Err(err) => Err(err),
+        }
+    })
+    .await
+}
+
+async fn keyring_set(user: &str, secret: &str) -> Result<(), String> {
+    let (user, secret) = (user.to_string(), secret.to_string());
+    keyring_call(move || keyring::Entry::new(KEYRING_SERVICE, &user)?.set_password(&secret)).await
+}
+
+async fn keyring_delete(user: &str) -> Result<(), String> {
+    let user = user.to_string();
+    keyring_call(
+        move || match keyring::Entry::new(KEYRING_SERVICE, &user)?.delete_credential() {
+            Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
+            Err(e) => Err(e),
+        },
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_username_claim_for_display() {
+        use base64::Engine;
+        let enc = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let jwt = format!(
+            "{}.{}.sig",
+            enc(r#"{"alg":"RS256"}"#),
+            enc(r#"{"preferred_username":"alice"}"#)
+        );
+        assert_eq!(preferred_username(&jwt).as_deref(), Some("alice"));
+        assert_eq!(preferred_username("garbage"), None);
+    }
+
+    #[tokio::test]
+    async fn not_logged_in_is_a_readable_token_error() {
+        let s = Session::new(false);
+        let e = s.current_token().await.unwrap_err();
+        assert_eq!(e.to_string(), "not logged in: log in first");
+    }
+}

@@ -1,0 +1,184 @@
+//! The tray icon: idle / pending / urgent states (icons/tray-*.png), and a
+//! menu: Open, "N pending", Pause notifications, Quit. What it shows is
+//! computed by pure functions ([`tray_view`], [`pending_label`],
+//! [`tooltip`]); [`create`] builds the real icon.
+
+use std::sync::Arc;
+
+use jit_core::api::RequestView;
+use jit_core::model::Status;
+use tauri::image::Image;
+use tauri::menu::{CheckMenuItem, Menu, MenuItem, PredefinedMenuItem};
+use tauri::tray::{MouseButton, MouseButtonState, TrayIcon, TrayIconBuilder, TrayIconEvent};
+use tauri::{AppHandle, Manager, Runtime};
+
+use crate::state::Desktop;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrayState {
+    Idle,
+    Pending,
+    Urgent,
+}
+
+/// What the tray shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrayView {
+    pub state: TrayState,
+    pub pending: usize,
+    pub urgent: usize,
+    pub paused: bool,
+}
+
+impl Default for TrayView {
+    fn default() -> Self {
+        TrayView {
+            state: TrayState::Idle,
+            pending: 0,
+            urgent: 0,
+            paused: false,
+        }
+    }
+}
+
+/// The tray's view of the requests waiting for the user's decision.
+pub fn tray_view(to_review: &[RequestView], paused: bool) -> TrayView {
+    let open: Vec<_> = to_review
+        .iter()
+        .filter(|r| r.request.status == Status::Pending)
+        .collect();
+    let urgent = open
+        .iter()
+        .filter(|r| r.request.urgent || r.request.break_glass)
+        .count();
+    TrayView {
+        state: if urgent > 0 {
+            TrayState::Urgent
+        } else if !open.is_empty() {
+            TrayState::Pending
+        } else {
+            TrayState::Idle
+        },
+        pending: open.len(),
+        urgent,
+        paused,
+    }
+}
+
+/// The menu line: `N pending`.
+pub fn pending_label(v: &TrayView) -> String {
+    if v.urgent > 0 {
+        format!("{} pending ({} urgent)", v.pending, v.urgent)
+    } else {
+        format!("{} pending", v.pending)
+    }
+}
+
+/// The icon's tooltip.
+pub fn tooltip(v: &TrayView) -> String {
+    let mut t = format!("JIT Access — {}", pending_label(v));
+    if v.paused {
+        t.push_str(" — notifications paused");
+    }
+    t
+}
+
+fn icon(state: TrayState) -> Image<'static> {
+    let bytes: &'static [u8] = match state {
+        TrayState::Idle => include_bytes!("../../icons/tray-idle.png"),
+        TrayState::Pending => include_bytes!("../../icons/tray-pending.png"),
+        TrayState::Urgent => include_bytes!("../../icons/tray-urgent.png"),
+    };
+    Image::from_bytes(bytes).expect("bundled tray icon is a valid PNG")
+}
+
+/// The live tray and the menu items that change.
+pub struct Tray<R: Runtime> {
+    icon: TrayIcon<R>,
+    pending: MenuItem<R>,
+    pause: CheckMenuItem<R>,
+}
+
+impl<R: Runtime> Tray<R> {
+    pub fn show(&self, v: &TrayView) {
+        let _ = self.icon.set_icon(Some(icon(v.state)));
+        let _ = self.icon.set_tooltip(Some(tooltip(v)));
+        let _ = self.pending.set_text(pending_label(v));
+        let _ = self.pause.set_checked(v.paused);
+    }
+}
+
+/// Brings the main window forward.
+pub fn show_main<R: Runtime>(app: &AppHandle<R>) {
+    if let Some(w) = app.get_webview_window("main") {
+        let _ = w.show();
+        let _ = w.unminimize();
+        let _ = w.set_focus();
+    }
+}
+
+/// Builds the tray icon and its menu.
+pub fn create<R: Runtime>(app: &AppHandle<R>, desktop: Arc<Desktop>) -> tauri::Result<Tray<R>> {
+    let paused = desktop.settings.get().notifications_paused;
+    let v = TrayView {
+        paused,
+        ..TrayView::default()
+    };
+    let open = MenuItem::with_id(app, "open", "Open JIT Access", true, None::<&str>)?;
+    let pending = MenuItem::with_id(app, "pending", pending_label(&v), true, None::<&str>)?;
+    let pause = CheckMenuItem::with_id(
+        app,
+        "pause",
+        "Pause notifications",
+        true,
+        paused,
+        None::<&str>,
+    )?;
+    let quit = MenuItem::with_id(app, "quit", "Quit", true, None::<&str>)?;
+    let menu = Menu::with_items(
+        app,
+        &[
+            &open,
+            &pending,
+            &PredefinedMenuItem::separator(app)?,
+            &pause,
+            &PredefinedMenuItem::separator(app)?,
+            &quit,
+        ],
+    )?;
+    let d = desktop.clone();
+    let icon = TrayIconBuilder::with_id("jit-tray")
+        .icon(icon(TrayState::Idle))
+        .tooltip(tooltip(&v))
+        .menu(&menu)
+        .show_menu_on_left_click(false)
+        .on_menu_event(move |app, ev| match ev.id().as_ref() {
+            "open" | "pending" => show_main(app),
+            "pause" => {
+                let mut s = d.settings.get();
+                s.notifications_paused = !s.notifications_paused;
+                if let Err(e) = d.settings.set(s) {
+                    tracing::warn!(error = %e, "cannot save settings");
+                }
+                crate::live::refresh_tray(d.clone());
+            }
+            "quit" => app.exit(0),
+            _ => {}
+        })
+        .on_tray_icon_event(|tray, ev| {
+            if let TrayIconEvent::Click {
+                button: MouseButton::Left,
+                button_state: MouseButtonState::Up,
+                ..
+            } = ev
+            {
+                show_main(tray.app_handle());
+            }
+        })
+        .build(app)?;
+    Ok(Tray {
+        icon,
+        pending,
+        pause,
+    })
+}
