@@ -21,6 +21,9 @@ pub mod settings;
 pub mod state;
 pub mod tray;
 
+#[cfg(test)]
+pub(crate) mod fixtures;
+
 use std::sync::{Arc, Mutex};
 
 use tauri::{AppHandle, Emitter, Manager, Runtime, WindowEvent};

@@ -95,7 +95,7 @@ pub fn note_for_event(data: &EventData, viewer: &Viewer, actions: bool) -> Optio
     if !own {
         // Approver: a new request they may decide (or a break-glass
         // activation they must review). Never for their own request.
-        let approves = viewer.approves.iter().any(|a| *a == q.entitlement_id);
+        let approves = viewer.approves.contains(&q.entitlement_id);
         let new_request = event == "request.created";
         if !(approves && new_request) {
             return None;
@@ -325,4 +325,205 @@ pub fn show(note: Note, on_action: impl FnOnce(&str) + Send + 'static) {
         })
         .map(|_| ())
         .unwrap_or_else(|e| tracing::warn!(error = %e, "cannot start notification thread"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{at, event, request};
+
+    fn bob() -> Viewer {
+        Viewer {
+            user_id: "u-bob".into(),
+            approves: vec!["prod-db-admin".into()],
+        }
+    }
+
+    fn alice() -> Viewer {
+        Viewer {
+            user_id: "u-alice".into(),
+            approves: vec![],
+        }
+    }
+
+    #[test]
+    fn approver_gets_a_new_request_with_actions() {
+        let r = request("r1", "alice", "pending");
+        let n = note_for_event(&event(1, "request.created", &r, "alice"), &bob(), true).unwrap();
+        assert_eq!(
+            n.summary,
+            "Access request: alice → Production database admin"
+        );
+        assert_eq!(n.urgency, Urgency::Normal);
+        assert_eq!(n.actions, vec![OPEN, APPROVE, DENY]);
+        assert!(
+            n.body.contains("rotate the replica credentials"),
+            "{}",
+            n.body
+        );
+        assert!(
+            n.body.contains("10m") && n.body.contains("INC-42"),
+            "{}",
+            n.body
+        );
+        assert_eq!(n.key, "review:r1");
+        assert_eq!(n.request_id, "r1");
+    }
+
+    #[test]
+    fn urgent_and_break_glass_are_critical_and_sticky() {
+        let mut r = request("r1", "alice", "pending");
+        r.request.urgent = true;
+        let n = note_for_event(&event(1, "request.created", &r, "alice"), &bob(), true).unwrap();
+        assert_eq!(
+            n.summary,
+            "URGENT access request: alice → Production database admin"
+        );
+        assert_eq!(n.urgency, Urgency::Critical);
+        assert!(n.sticky());
+        assert_eq!(n.actions, vec![OPEN, APPROVE, DENY]);
+
+        // Break-glass is active already: nothing to approve, only open.
+        let mut g = request("r2", "alice", "active");
+        g.request.break_glass = true;
+        let n = note_for_event(&event(2, "request.created", &g, "alice"), &bob(), true).unwrap();
+        assert!(n.summary.starts_with("URGENT access request: alice"));
+        assert_eq!(n.actions, vec![OPEN]);
+    }
+
+    #[test]
+    fn no_actions_without_the_servers_capability() {
+        let r = request("r1", "alice", "pending");
+        let n = note_for_event(&event(1, "request.created", &r, "alice"), &bob(), false).unwrap();
+        assert!(n.actions.is_empty());
+    }
+
+    #[test]
+    fn my_own_request_never_offers_approve() {
+        // bob approves prod-db-admin but asked for it himself.
+        let r = request("r1", "bob", "pending");
+        for ev in ["request.created", "request.voted", "request.approved"] {
+            let n = note_for_event(&event(1, ev, &r, "bob"), &bob(), true);
+            assert!(
+                n.as_ref().is_none_or(
+                    |n| !n.actions.contains(&APPROVE) && !n.summary.contains("access request")
+                ),
+                "{ev}: {n:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn not_an_approver_of_it_or_already_decided_means_no_note() {
+        let r = request("r1", "alice", "pending");
+        let carol = Viewer {
+            user_id: "u-carol".into(),
+            approves: vec!["billing-admin".into()],
+        };
+        assert!(note_for_event(&event(1, "request.created", &r, "alice"), &carol, true).is_none());
+        let done = request("r1", "alice", "approved");
+        assert!(
+            note_for_event(&event(1, "request.created", &done, "alice"), &bob(), true).is_none()
+        );
+        // Other people's decisions are not the approver's business here.
+        assert!(note_for_event(&event(2, "grant.granted", &r, "jitd"), &bob(), true).is_none());
+    }
+
+    #[test]
+    fn requester_notes_follow_the_contract() {
+        let r = request("r1", "alice", "active");
+        let cases = [
+            (
+                "request.approved",
+                "Request approved: Production database admin",
+            ),
+            (
+                "request.denied",
+                "Request denied: Production database admin",
+            ),
+            ("grant.granted", "Access granted: Production database admin"),
+            ("grant.expired", "Access expired: Production database admin"),
+            ("grant.revoked", "Access revoked: Production database admin"),
+        ];
+        for (ev, summary) in cases {
+            let n = note_for_event(&event(1, ev, &r, "bob"), &alice(), true)
+                .unwrap_or_else(|| panic!("{ev}"));
+            assert_eq!(n.summary, summary);
+            assert_eq!(n.urgency, Urgency::Normal);
+            assert_eq!(n.actions, vec![OPEN]);
+            assert!(!n.body.contains("INC-42"), "no ticket for requesters");
+        }
+        // Her own actions and other steps are not notified.
+        for ev in [
+            "request.created",
+            "grant.dropped",
+            "request.cancelled",
+            "request.voted",
+        ] {
+            assert!(
+                note_for_event(&event(1, ev, &r, "alice"), &alice(), true).is_none(),
+                "{ev}"
+            );
+        }
+    }
+
+    #[test]
+    fn denial_reason_is_in_the_body() {
+        let r = request("r1", "alice", "denied");
+        let mut e = event(1, "request.denied", &r, "bob");
+        e.record.reason = Some("not during the freeze".into());
+        let n = note_for_event(&e, &alice(), true).unwrap();
+        assert!(n.body.contains("not during the freeze"), "{}", n.body);
+    }
+
+    #[test]
+    fn five_minutes_left_once_per_expiry() {
+        let mut r = request("r1", "alice", "active");
+        r.request.expires_at = Some(at("2030-01-01T12:10:00Z"));
+        let mine = vec![r.clone()];
+        let early = expiring_notes(&mine, &alice(), at("2030-01-01T12:04:00Z"), true);
+        assert!(early.is_empty(), "6 minutes left: not yet");
+        let due = expiring_notes(&mine, &alice(), at("2030-01-01T12:05:30Z"), true);
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            due[0].summary,
+            "Access expires in 5 minutes: Production database admin"
+        );
+        assert!(expiring_notes(&mine, &alice(), at("2030-01-01T12:10:00Z"), true).is_empty());
+        // Someone else's grant (as an auditor might see) is not mine.
+        assert!(expiring_notes(&mine, &bob(), at("2030-01-01T12:05:30Z"), true).is_empty());
+
+        let notifier = Notifier::new();
+        let s = Settings::default();
+        assert!(notifier.admit(due[0].clone(), &s).is_some());
+        assert!(notifier.admit(due[0].clone(), &s).is_none(), "once");
+        // Extended: a new expiry warns again.
+        let mut ext = r;
+        ext.request.expires_at = Some(at("2030-01-01T12:40:00Z"));
+        let again = expiring_notes(&[ext], &alice(), at("2030-01-01T12:36:00Z"), true);
+        assert!(notifier.admit(again[0].clone(), &s).is_some());
+    }
+
+    #[test]
+    fn settings_mute_and_pause() {
+        let r = request("r1", "alice", "pending");
+        let normal =
+            note_for_event(&event(1, "request.created", &r, "alice"), &bob(), true).unwrap();
+        let mut u = r.clone();
+        u.request.urgent = true;
+        let urgent =
+            note_for_event(&event(2, "request.created", &u, "alice"), &bob(), true).unwrap();
+        let mute = Settings {
+            mute_non_urgent: true,
+            notifications_paused: false,
+        };
+        assert!(!allowed(&normal, &mute));
+        assert!(allowed(&urgent, &mute));
+        let paused = Settings {
+            mute_non_urgent: false,
+            notifications_paused: true,
+        };
+        assert!(!allowed(&urgent, &paused));
+        assert!(allowed(&normal, &Settings::default()));
+    }
 }

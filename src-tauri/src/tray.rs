@@ -182,3 +182,45 @@ pub fn create<R: Runtime>(app: &AppHandle<R>, desktop: Arc<Desktop>) -> tauri::R
         pause,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::request;
+
+    #[test]
+    fn idle_pending_urgent() {
+        let v = tray_view(&[], false);
+        assert_eq!(v.state, TrayState::Idle);
+        assert_eq!(pending_label(&v), "0 pending");
+        assert_eq!(tooltip(&v), "JIT Access — 0 pending");
+
+        let a = request("a", "alice", "pending");
+        let mut b = request("b", "carol", "pending");
+        let v = tray_view(&[a.clone(), b.clone()], false);
+        assert_eq!(v.state, TrayState::Pending);
+        assert_eq!(pending_label(&v), "2 pending");
+
+        b.request.urgent = true;
+        let v = tray_view(&[a.clone(), b], true);
+        assert_eq!(v.state, TrayState::Urgent);
+        assert_eq!(v.urgent, 1);
+        assert_eq!(pending_label(&v), "2 pending (1 urgent)");
+        assert_eq!(
+            tooltip(&v),
+            "JIT Access — 2 pending (1 urgent) — notifications paused"
+        );
+
+        // Decided requests do not count.
+        let done = request("c", "alice", "approved");
+        assert_eq!(tray_view(&[done], false).state, TrayState::Idle);
+    }
+
+    #[test]
+    fn tray_icons_are_valid_pngs() {
+        for s in [TrayState::Idle, TrayState::Pending, TrayState::Urgent] {
+            let i = icon(s);
+            assert_eq!((i.width(), i.height()), (32, 32));
+        }
+    }
+}
