@@ -207,6 +207,33 @@ async fn refusals_are_clear() {
     assert_eq!(resp.status(), 400);
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
     assert!(resp.headers().contains_key("x-server-time"));
+    let e = alice
+        .create(&jit_core::api::CreateRequestBody {
+            entitlement: "prod-db-admin".into(),
+            justification: "ok\n\u{1b}[31mAPPROVED by security".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("invalid_text"), "{e}");
+    let dup = alice
+        .create(&jit_core::api::CreateRequestBody {
+            entitlement: "prod-db-admin".into(),
+            justification: "the same thing again".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(dup.code(), Some("duplicate_pending"), "{dup}");
+    let big = http
+        .post(format!("{}/v1/requests", jitd.url))
+        .bearer_auth(token("alice").await)
+        .header("content-type", "application/json")
+        .body(format!("{{\"entitlement\": \"{}\"}}", "x".repeat(3 << 20)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 413);
     let nothing_granted = alice.list(&Default::default()).await.unwrap();
     assert!(nothing_granted
         .iter()

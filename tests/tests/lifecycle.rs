@@ -290,6 +290,14 @@ async fn extension_moves_the_end_without_a_gap() {
         "extensions follow the same rules"
     );
     bob.approve(&ext.request.id, None, None).await.unwrap();
+    // An applied extension is done: it cannot be revoked or cancelled on its own.
+    let e = bob
+        .revoke(&ext.request.id, "take it back")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("illegal_transition"), "{e}");
+    let e = alice.cancel(&ext.request.id).await.unwrap_err();
+    assert_eq!(e.code(), Some("illegal_transition"), "{e}");
     let g = alice.get(&id).await.unwrap().request;
     assert_eq!(g.status, Status::Active);
     assert_eq!(
@@ -665,9 +673,13 @@ async fn break_glass_self_activates_and_leaves_a_review_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_reload_keeps_the_old_policy_on_error() {
     let _serial = serial().await;
-    let _ctx = Ctx::new().await;
+    let ctx = Ctx::new().await;
     let jitd = Jitd::start(&policy("", "", ""));
     let alice = jitd.client(&token("alice").await);
+    let bob = jitd.client(&token("bob").await);
+    let active = create(&alice, "prod-db-admin", "10m").await.unwrap();
+    bob.approve(&active, None, None).await.unwrap();
+    wait_status(&alice, &active, Status::Active, secs(5)).await;
     let ids =
         |es: Vec<jit_core::api::EntitlementView>| es.into_iter().map(|e| e.id).collect::<Vec<_>>();
     assert_eq!(ids(alice.entitlements().await.unwrap()).len(), 3);
@@ -685,6 +697,19 @@ async fn policy_reload_keeps_the_old_policy_on_error() {
     .await;
     let e = create(&alice, "prod-db-admin", "5m").await.unwrap_err();
     assert_eq!(e.code(), Some("unknown_entitlement"));
+    // What left the policy may no longer be held through JIT.
+    wait_status(&alice, &active, Status::Revoked, secs(5)).await;
+    let r = alice.get(&active).await.unwrap().request;
+    assert_eq!(r.ended_by.as_deref(), Some("jitd"));
+    assert!(r.end_reason.unwrap().contains("no longer in the policy"));
+    eventually(secs(5), "role removed", || async {
+        !ctx.has_realm_role("alice", "prod-db-admin").await
+    })
+    .await;
+    // An empty file (an editor truncating it) is refused, not applied.
+    jitd.write_policy("");
+    tokio::time::sleep(secs(3)).await;
+    assert_eq!(ids(alice.entitlements().await.unwrap()).len(), 2);
 
     // check-policy names the line and field of a broken file …
     let broken = jitd.dir.path().join("broken.toml");

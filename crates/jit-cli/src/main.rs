@@ -196,9 +196,19 @@ fn main() -> ExitCode {
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8787";
 
+/// Checks `--server` is an http(s) URL, so a typo gives a clear message.
+fn server_url(s: &str) -> anyhow::Result<String> {
+    match url::Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            Ok(s.trim_end_matches('/').to_string())
+        }
+        _ => bail!("invalid --server '{s}': expected a URL like http://127.0.0.1:8787"),
+    }
+}
+
 fn client(cli: &Cli) -> anyhow::Result<Client> {
     if let Ok(t) = std::env::var("JIT_TOKEN") {
-        let server = cli.server.clone().unwrap_or_else(|| DEFAULT_SERVER.into());
+        let server = server_url(cli.server.as_deref().unwrap_or(DEFAULT_SERVER))?;
         let src: Arc<dyn TokenSource> = Arc::new(StaticToken(t.trim().to_string()));
         return Ok(Client::new(&server, Some(src)));
     }
@@ -209,7 +219,7 @@ fn client(cli: &Cli) -> anyhow::Result<Client> {
             cli.profile
         )
     })?;
-    let server = cli.server.clone().unwrap_or_else(|| p.server.clone());
+    let server = server_url(cli.server.as_deref().unwrap_or(&p.server))?;
     let src: Arc<dyn TokenSource> = profile::ProfileTokens::new(&cli.profile, p);
     Ok(Client::new(&server, Some(src)))
 }
@@ -222,11 +232,7 @@ async fn resolve(c: &Client, id: &str) -> anyhow::Result<String> {
     if id.len() < 4 {
         bail!("id '{id}' is too short: give at least 4 characters");
     }
-    let all = c.list(&ListQuery::default()).await?;
-    let hits: Vec<_> = all
-        .iter()
-        .filter(|r| r.request.id.starts_with(id))
-        .collect();
+    let hits = c.find_by_prefix(id).await?;
     match hits.len() {
         1 => Ok(hits[0].request.id.clone()),
         0 => bail!("no request you may see has an id starting with '{id}'"),
@@ -468,6 +474,7 @@ async fn login(cli: &Cli, timeout_secs: i64) -> anyhow::Result<()> {
         .clone()
         .or_else(|| profile::load(&cli.profile).ok().flatten().map(|p| p.server))
         .unwrap_or_else(|| DEFAULT_SERVER.into());
+    let server = server_url(&server)?;
     let anon = Client::new(&server, None);
     let cfg = anon
         .server_config()

@@ -10,6 +10,14 @@ pub fn time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
+/// Text from the server with any control character shown as `?`, so
+/// nothing in a justification or comment can drive the terminal.
+pub fn safe(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// First 8 characters of an id (commands accept unique prefixes).
 pub fn short(id: &str) -> &str {
     &id[..id.len().min(8)]
@@ -61,7 +69,7 @@ pub fn list(rows: &[RequestView], now: DateTime<Utc>) {
             .iter()
             .filter(|v| v.decision == Decision::Approve)
             .count();
-        let mut reason: String = q.justification.chars().take(40).collect();
+        let mut reason: String = safe(&q.justification).chars().take(40).collect();
         if q.urgent {
             reason = format!("[urgent] {reason}");
         }
@@ -93,7 +101,7 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
         format_duration(q.duration_secs),
         format_duration(q.requested_secs)
     );
-    println!("Reason       {}", q.justification);
+    println!("Reason       {}", safe(&q.justification));
     if let Some(t) = &q.ticket {
         println!("Ticket       {t}");
     }
@@ -109,9 +117,12 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
     }
     for v in &q.votes {
         println!(
-            "Vote         {} {:?}{} at {}",
+            "Vote         {} {}{} at {}",
             v.approver_username,
-            v.decision,
+            match v.decision {
+                Decision::Approve => "approved",
+                Decision::Deny => "denied",
+            },
             v.comment
                 .as_ref()
                 .map(|c| format!(" — {c}"))
@@ -123,14 +134,18 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
         println!("Granted      {}", time(t));
     }
     if let Some(t) = q.expires_at {
-        println!("Expires      {} ({} left)", time(t), left(r, now));
+        if q.status == jit_core::Status::Active {
+            println!("Expires      {} ({} left)", time(t), left(r, now));
+        } else {
+            println!("Was due      {}", time(t));
+        }
     }
     if let Some(t) = q.ended_at {
         println!(
             "Ended        {} by {} {}",
             time(t),
             q.ended_by.as_deref().unwrap_or("-"),
-            q.end_reason.as_deref().unwrap_or("")
+            safe(q.end_reason.as_deref().unwrap_or(""))
         );
     }
     if let Some(e) = &r.keycloak.last_error {
@@ -161,7 +176,7 @@ pub fn audit(rows: &[AuditRecord]) {
             short(&r.request_id),
             r.entitlement_id,
             r.actor,
-            r.reason.as_deref().unwrap_or("")
+            safe(r.reason.as_deref().unwrap_or(""))
         );
     }
 }
@@ -176,6 +191,6 @@ pub fn event(ev: &ServerEvent) {
         short(&r.request_id),
         r.entitlement_id,
         r.actor,
-        r.reason.as_deref().unwrap_or("")
+        safe(r.reason.as_deref().unwrap_or(""))
     );
 }

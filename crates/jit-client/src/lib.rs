@@ -148,7 +148,7 @@ impl Client {
         };
         let resp = req.send().await.map_err(|e| ClientError::Unreachable {
             url: self.base.clone(),
-            reason: e.without_url().to_string(),
+            reason: error_chain(&e.without_url()),
         })?;
         self.note_time(&resp);
         if resp.status().is_success() {
@@ -165,7 +165,10 @@ impl Client {
             Err(_) => Err(ClientError::Api {
                 status,
                 code: format!("http_{status}"),
-                detail: text.chars().take(200).collect(),
+                detail: format!(
+                    "{} answered HTTP {status} without a problem report: is it a jitd?",
+                    self.base
+                ),
             }),
         }
     }
@@ -213,6 +216,17 @@ impl Client {
     pub async fn list(&self, q: &ListQuery) -> Result<Vec<RequestView>, ClientError> {
         self.json(self.http.get(self.url("/v1/requests")).query(q), true)
             .await
+    }
+
+    /// `GET /v1/requests?id_prefix=`: requests whose id starts with `prefix`.
+    pub async fn find_by_prefix(&self, prefix: &str) -> Result<Vec<RequestView>, ClientError> {
+        self.json(
+            self.http
+                .get(self.url("/v1/requests"))
+                .query(&[("id_prefix", prefix)]),
+            true,
+        )
+        .await
     }
 
     /// `GET /v1/requests/{id}`.
@@ -391,6 +405,21 @@ impl Client {
                 }
             }))
     }
+}
+
+/// An error and its causes on one line ("error sending request: … :
+/// Connection refused (os error 111)").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        cur = c.source();
+    }
+    parts.join(": ")
 }
 
 fn seg(s: &str) -> String {

@@ -36,7 +36,7 @@ pub enum DomainError {
     StartTooFar { max: String },
     #[error("break-glass is not allowed for '{0}'")]
     BreakGlassNotAllowed(String),
-    #[error("nobody may approve or deny their own request")]
+    #[error("nobody may approve, deny or review their own request")]
     SelfApproval,
     #[error("you are not an approver for '{0}'")]
     NotAnApprover(String),
@@ -56,6 +56,12 @@ pub enum DomainError {
     AlreadyHeld { entitlement: String, user: String },
     #[error("request {0} is not an active grant")]
     NotAnActiveGrant(String),
+    #[error("{field} contains control or invisible formatting characters; use plain text")]
+    InvalidText { field: &'static str },
+    #[error(
+        "you already have a pending request for '{0}' ({1}); cancel it or wait for the decision"
+    )]
+    DuplicatePending(String, String),
     #[error("no request with this id that you may see (it does not exist, or you are neither its requester nor an approver of its entitlement)")]
     NotFound,
 }
@@ -86,6 +92,8 @@ impl DomainError {
             CommentRequired(_) => "comment_required",
             AlreadyHeld { .. } => "already_held",
             NotAnActiveGrant(_) => "not_an_active_grant",
+            InvalidText { .. } => "invalid_text",
+            DuplicatePending(..) => "duplicate_pending",
             NotFound => "not_found",
         }
     }
@@ -98,9 +106,12 @@ impl DomainError {
                 ErrorKind::Forbidden
             }
             NotFound => ErrorKind::NotFound,
-            IllegalTransition { .. } | AlreadyVoted | Lapsed | AlreadyHeld { .. } => {
-                ErrorKind::Conflict
-            }
+            IllegalTransition { .. }
+            | AlreadyVoted
+            | Lapsed
+            | AlreadyHeld { .. }
+            | DuplicatePending(..)
+            | NotAnActiveGrant(_) => ErrorKind::Conflict,
             _ => ErrorKind::Invalid,
         }
     }

@@ -266,8 +266,29 @@ pub struct AccessRequest {
     pub reviewed_at: Option<DateTime<Utc>>,
 }
 
+/// Refuses control characters (they would reach approvers' terminals and
+/// notifications) and Unicode format characters such as zero-width spaces;
+/// returns the trimmed text.
+pub fn clean_text(field: &'static str, text: &str) -> Result<String, DomainError> {
+    let bad = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{00AD}')
+    };
+    if text.chars().any(bad) {
+        return Err(DomainError::InvalidText { field });
+    }
+    Ok(text.trim().to_string())
+}
+
+fn clean_comment(c: Option<String>) -> Result<Option<String>, DomainError> {
+    match c {
+        Some(c) => Ok(Some(clean_text("comment", &c)?).filter(|c| !c.is_empty())),
+        None => Ok(None),
+    }
+}
+
 fn check_justification(e: &Entitlement, text: &str) -> Result<String, DomainError> {
-    let t = text.trim();
+    let t = clean_text("justification", text)?;
     let n = t.chars().count();
     if n < e.justification_min {
         return Err(DomainError::JustificationTooShort {
@@ -300,6 +321,9 @@ fn check_duration(e: &Entitlement, secs: i64) -> Result<i64, DomainError> {
 }
 
 fn check_ticket(e: &Entitlement, ticket: Option<&str>) -> Result<Option<String>, DomainError> {
+    if let Some(t) = ticket {
+        clean_text("ticket", t)?;
+    }
     let ticket = ticket.map(str::trim).filter(|t| !t.is_empty());
     match (&e.ticket_pattern, ticket) {
         (Some(p), None) => Err(DomainError::TicketRequired {
@@ -488,6 +512,42 @@ impl AccessRequest {
         }
     }
 
+    /// An approved extension has already moved its grant's end: it is done,
+    /// and only the grant itself can be dropped or revoked.
+    fn require_not_applied_extension(&self, action: Action) -> Result<(), DomainError> {
+        if self.status == Status::Approved && matches!(self.kind, RequestKind::Extension { .. }) {
+            return Err(DomainError::IllegalTransition {
+                from: self.status,
+                action,
+            });
+        }
+        Ok(())
+    }
+
+    /// Ends the request because its entitlement left the policy (or now
+    /// grants something else): pending or approved requests are cancelled,
+    /// an active grant is revoked. Only entitlements in the policy in force
+    /// may be held through JIT.
+    pub fn withdraw(
+        &mut self,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, DomainError> {
+        self.require(
+            &[Status::Pending, Status::Approved, Status::Active],
+            Action::Revoke,
+        )?;
+        self.require_not_applied_extension(Action::Revoke)?;
+        self.ended_at = Some(now);
+        self.ended_by = Some(SYSTEM_ACTOR.into());
+        self.end_reason = Some(reason.to_string());
+        let (action, to) = match self.status {
+            Status::Active => (Action::Revoke, Status::Revoked),
+            _ => (Action::Cancel, Status::Cancelled),
+        };
+        Ok(self.transition(action, to, SYSTEM_ACTOR, Some(reason.to_string()), now))
+    }
+
     fn check_reviewer(&self, e: &Entitlement, approver: &Principal) -> Result<(), DomainError> {
         if approver.id == self.requester_id {
             return Err(DomainError::SelfApproval);
@@ -528,9 +588,7 @@ impl AccessRequest {
         if self.votes.iter().any(|v| v.approver_id == approver.id) {
             return Err(DomainError::AlreadyVoted);
         }
-        let comment = comment
-            .map(|c| c.trim().to_string())
-            .filter(|c| !c.is_empty());
+        let comment = clean_comment(comment)?;
         if decision == Decision::Deny && comment.is_none() {
             return Err(DomainError::CommentRequired(Action::Deny));
         }
@@ -596,6 +654,7 @@ impl AccessRequest {
         now: DateTime<Utc>,
     ) -> Result<Transition, DomainError> {
         self.require(&[Status::Pending, Status::Approved], Action::Cancel)?;
+        self.require_not_applied_extension(Action::Cancel)?;
         if actor.id != self.requester_id {
             return Err(DomainError::NotRequester(Action::Cancel));
         }
@@ -675,7 +734,14 @@ impl AccessRequest {
         self.ended_at = Some(now);
         self.ended_by = Some(SYSTEM_ACTOR.into());
         self.end_reason = Some("expired".into());
-        Ok(self.transition(Action::Expire, Status::Expired, SYSTEM_ACTOR, None, now))
+        // Processed late (jitd was down, or busy): say so in the audit.
+        let late = self
+            .expires_at
+            .map(|x| (now - x).num_seconds())
+            .unwrap_or(0);
+        let reason =
+            (late >= 2).then(|| format!("processed {} after expires_at", format_duration(late)));
+        Ok(self.transition(Action::Expire, Status::Expired, SYSTEM_ACTOR, reason, now))
     }
 
     /// The requester gives up an active grant early.
@@ -705,13 +771,12 @@ impl AccessRequest {
         now: DateTime<Utc>,
     ) -> Result<Transition, DomainError> {
         self.require(&[Status::Active, Status::Approved], Action::Revoke)?;
+        self.require_not_applied_extension(Action::Revoke)?;
         if !e.is_approver(approver) {
             return Err(DomainError::NotAnApprover(e.id.clone()));
         }
-        let comment = comment
-            .map(|c| c.trim().to_string())
-            .filter(|c| !c.is_empty())
-            .ok_or(DomainError::CommentRequired(Action::Revoke))?;
+        let comment =
+            clean_comment(comment)?.ok_or(DomainError::CommentRequired(Action::Revoke))?;
         self.ended_at = Some(now);
         self.ended_by = Some(approver.username.clone());
         self.end_reason = Some(comment.clone());
@@ -778,10 +843,8 @@ impl AccessRequest {
             });
         }
         self.check_reviewer(e, reviewer)?;
-        let comment = comment
-            .map(|c| c.trim().to_string())
-            .filter(|c| !c.is_empty())
-            .ok_or(DomainError::CommentRequired(Action::Review))?;
+        let comment =
+            clean_comment(comment)?.ok_or(DomainError::CommentRequired(Action::Review))?;
         self.reviewed_by = Some(reviewer.username.clone());
         self.reviewed_at = Some(now);
         Ok(Transition {

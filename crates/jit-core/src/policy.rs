@@ -206,7 +206,8 @@ impl Policy {
             PolicyError {
                 line,
                 field,
-                message: e.message().to_string(),
+                // Some messages (regex) span lines; keep the error on one.
+                message: e.message().split_whitespace().collect::<Vec<_>>().join(" "),
             }
         })?;
         let auditor_roles = raw
@@ -226,9 +227,10 @@ impl Policy {
             let line = line_of(text, spanned.span().start);
             let r = spanned.into_inner();
             let err = |field: &str, message: String| PolicyError {
-                line,
+                line: field_line(text, line, field),
                 field: format!("entitlement '{}'.{field}", r.id),
-                message,
+                // Some messages (regex) span lines; keep the error on one.
+                message: message.split_whitespace().collect::<Vec<_>>().join(" "),
             };
             if r.id.is_empty()
                 || !r
@@ -381,6 +383,16 @@ impl Policy {
                 return Err(err("id", "duplicate id".into()));
             }
         }
+        if entitlements.is_empty() {
+            // An empty (e.g. truncated) file would end every JIT grant.
+            return Err(PolicyError {
+                line: 0,
+                field: "entitlement".into(),
+                message:
+                    "the policy defines no entitlement; refusing it (it would end all JIT access)"
+                        .into(),
+            });
+        }
         Ok(Policy {
             entitlements,
             auditor_roles,
@@ -398,6 +410,26 @@ pub struct PolicyError {
     /// The field at fault, e.g. `entitlement 'prod-db'.max_duration`.
     pub field: String,
     pub message: String,
+}
+
+/// The 1-based line of `field = …` within the entitlement table starting at
+/// `table_line`, or `table_line` if the field is not written there.
+fn field_line(text: &str, table_line: usize, field: &str) -> usize {
+    let key = field.split('[').next().unwrap_or(field);
+    for (i, l) in text.lines().enumerate().skip(table_line.saturating_sub(1)) {
+        let t = l.trim_start();
+        if i + 1 > table_line && t.starts_with("[[entitlement]]") {
+            break;
+        }
+        let is_key = t
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='));
+        let is_rule = key == "auto_approve" && t.starts_with("[[entitlement.auto_approve]]");
+        if is_key || is_rule {
+            return i + 1;
+        }
+    }
+    table_line
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -523,6 +555,13 @@ hours_utc = [8, 18]
     }
 
     #[test]
+    fn an_empty_policy_is_refused() {
+        let e = error_of("auditor_roles = [\"x\"]\n");
+        assert_eq!(e.field, "entitlement", "{e}");
+        assert!(Policy::from_toml("").is_err());
+    }
+
+    #[test]
     fn syntax_errors_name_the_line() {
         let e = error_of("[[entitlement]]\nid = \"x\"\nmax_duration = 5\n");
         assert_eq!(e.line, 3, "{e}");
@@ -540,8 +579,8 @@ hours_utc = [8, 18]
         let text = "auditor_roles=[]\n\n[[entitlement]]\nid = \"x\"\nrealm_role=\"r\"\nmax_duration=\"1h\"\ndefault_duration=\"2h\"\napprover_roles=[\"a\"]\n";
         let e = error_of(text);
         assert!(e.field.ends_with("default_duration"), "{e}");
-        assert_eq!(e.line, 3, "{e}");
-        assert!(e.to_string().contains("policy line 3"), "{e}");
+        assert_eq!(e.line, 7, "the field's own line: {e}");
+        assert!(e.to_string().contains("policy line 7"), "{e}");
     }
 
     #[test]

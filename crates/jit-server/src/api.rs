@@ -68,7 +68,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         Json::<T>::from_request(req, state)
             .await
             .map(|Json(v)| Body(v))
-            .map_err(|e| ApiError::BadRequest(e.body_text()))
+            .map_err(|e| {
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge
+                } else {
+                    ApiError::BadRequest(e.body_text())
+                }
+            })
     }
 }
 
@@ -294,6 +300,22 @@ async fn create(
     };
     let id = uuid::Uuid::new_v4().to_string();
     let (r, transitions) = AccessRequest::create(id, &input, &p, &state.policy(), Utc::now())?;
+    if let Some(dup) = state
+        .store
+        .list(Some(Status::Pending), 10_000)?
+        .iter()
+        .find(|s| {
+            s.request.requester_id == p.id
+                && s.request.entitlement_id == r.entitlement_id
+                && matches!(s.request.kind, RequestKind::Access)
+        })
+    {
+        return Err(DomainError::DuplicatePending(
+            r.entitlement_id.clone(),
+            dup.request.id.clone(),
+        )
+        .into());
+    }
     check_not_standing(&state, &p, &r).await?;
     let recs = state.store.insert(&r, transitions)?;
     state.published(&recs);
@@ -312,6 +334,9 @@ struct ListParams {
     /// Break-glass activations whose after-the-fact review is still open.
     #[serde(default)]
     review_open: bool,
+    /// Only requests whose id starts with this (CLI short ids).
+    id_prefix: Option<String>,
+    /// At most this many (default 500, max 5000), newest first.
     limit: Option<usize>,
 }
 
@@ -327,20 +352,29 @@ async fn list(
         .map(|s| s.parse::<Status>().map_err(ApiError::BadRequest))
         .transpose()?;
     let policy = state.policy();
-    let limit = q.limit.unwrap_or(200).min(1000);
+    let limit = q.limit.unwrap_or(500).min(5000);
     let rows = state.store.list(status, 10_000)?;
     let out = rows
         .iter()
         .filter(|s| s.request.visible_to(&p, &policy))
         .filter(|s| !q.mine || s.request.requester_id == p.id)
         .filter(|s| {
-            !q.to_review
-                || (s.request.status == Status::Pending
-                    && s.request.requester_id != p.id
-                    && !s.request.votes.iter().any(|v| v.approver_id == p.id)
-                    && policy
-                        .entitlement(&s.request.entitlement_id)
-                        .is_some_and(|e| e.is_approver(&p)))
+            q.id_prefix
+                .as_deref()
+                .is_none_or(|pre| s.request.id.starts_with(pre))
+        })
+        .filter(|s| {
+            let r = &s.request;
+            let approver = r.requester_id != p.id
+                && policy
+                    .entitlement(&r.entitlement_id)
+                    .is_some_and(|e| e.is_approver(&p));
+            // Waiting for my vote, or a break-glass activation waiting for
+            // its after-the-fact review.
+            let my_vote =
+                r.status == Status::Pending && !r.votes.iter().any(|v| v.approver_id == p.id);
+            let review = r.review_required && r.reviewed_at.is_none();
+            !q.to_review || (approver && (my_vote || review))
         })
         .filter(|s| {
             !q.review_open || (s.request.review_required && s.request.reviewed_at.is_none())
@@ -626,7 +660,15 @@ async fn audit(
         "csv" => {
             let mut s = String::from("seq,at,event,request_id,entitlement_id,requester_id,actor,reason,from_status,to_status,prev_hash,hash\n");
             for r in &rows {
-                let f = |v: &str| format!("\"{}\"", v.replace('"', "\"\""));
+                // Quote every cell; neutralise spreadsheet formulas (=, +, -, @).
+                let f = |v: &str| {
+                    let v = if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+                        format!("'{v}")
+                    } else {
+                        v.to_string()
+                    };
+                    format!("\"{}\"", v.replace('"', "\"\""))
+                };
                 s.push_str(
                     &[
                         r.seq.to_string(),

@@ -21,6 +21,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("no such route")]
     NoRoute,
+    #[error("request body too large")]
+    TooLarge,
     #[error("{0}")]
     Forbidden(String),
     #[error("Keycloak is unavailable: {0}")]
@@ -59,6 +61,11 @@ impl ApiError {
             ApiError::Auth(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", "Bad request"),
             ApiError::NoRoute => (StatusCode::NOT_FOUND, "no_route", "Not found"),
+            ApiError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "Payload too large",
+            ),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             ApiError::Keycloak(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -34,6 +34,12 @@ pub struct AppState {
     policy: RwLock<Arc<Policy>>,
     policy_path: PathBuf,
     policy_mtime: RwLock<Option<SystemTime>>,
+    /// A changed mtime seen, and when: reload once it has been stable 1 s,
+    /// so a half-written file is never loaded.
+    policy_change_seen: RwLock<Option<(Option<SystemTime>, std::time::Instant)>>,
+    /// Bumped on every policy change; the scheduler re-checks open
+    /// requests against the new policy.
+    pub policy_generation: std::sync::atomic::AtomicU64,
     pub validator: TokenValidator,
     pub admin: AdminClient,
     /// Wakes the scheduler when something became due.
@@ -79,6 +85,22 @@ impl AppState {
         if mtime == *self.policy_mtime.read().unwrap_or_else(|p| p.into_inner()) {
             return;
         }
+        {
+            let mut seen = self
+                .policy_change_seen
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            match *seen {
+                Some((m, since))
+                    if m == mtime && since.elapsed() >= std::time::Duration::from_secs(1) => {}
+                Some((m, _)) if m == mtime => return,
+                _ => {
+                    *seen = Some((mtime, std::time::Instant::now()));
+                    return;
+                }
+            }
+            *seen = None;
+        }
         *self.policy_mtime.write().unwrap_or_else(|p| p.into_inner()) = mtime;
         self.reload_policy();
     }
@@ -90,6 +112,9 @@ impl AppState {
             Ok(p) => {
                 tracing::info!(entitlements = p.entitlements.len(), path = %self.policy_path.display(), "policy reloaded");
                 *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(p);
+                self.policy_generation
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.wake.notify_one();
             }
             Err(e) => {
                 tracing::error!(error = %e, "policy change refused; the previous policy stays in force")
@@ -161,6 +186,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
                 .ok(),
         ),
         policy_path: config.policy.clone(),
+        policy_change_seen: RwLock::new(None),
+        policy_generation: std::sync::atomic::AtomicU64::new(1),
         validator,
         admin,
         wake: Notify::new(),

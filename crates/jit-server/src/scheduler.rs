@@ -39,11 +39,21 @@ pub fn end_grant(s: &mut Stored, t: Transition) -> Vec<Entry> {
 /// Runs until `state.stopping` flips.
 pub async fn run(state: Arc<AppState>) {
     let mut stop = state.stopping.subscribe();
+    let mut checked_generation = 0;
     loop {
         if *stop.borrow() {
             return;
         }
         state.reload_policy_if_changed();
+        let generation = state
+            .policy_generation
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if generation != checked_generation {
+            match withdraw_outside_policy(&state) {
+                Ok(()) => checked_generation = generation,
+                Err(e) => tracing::error!(error = %e, "policy re-check failed"),
+            }
+        }
         let next = match tick(&state, Utc::now()).await {
             Ok(n) => n,
             Err(e) => {
@@ -63,6 +73,39 @@ pub async fn run(state: Arc<AppState>) {
             _ = stop.changed() => {}
         }
     }
+}
+
+/// Ends every open request whose entitlement is no longer in the policy in
+/// force, or now names another Keycloak target: only policy entitlements may
+/// be held through JIT. Runs at start and after each policy change.
+pub fn withdraw_outside_policy(state: &AppState) -> Result<(), StoreError> {
+    let policy = state.policy();
+    for s in state.store.open_requests()? {
+        let r = &s.request;
+        let in_policy = policy
+            .entitlement(&r.entitlement_id)
+            .is_some_and(|e| e.kind == r.target);
+        if in_policy
+            || (r.status == Status::Approved && !matches!(r.kind, jit_core::RequestKind::Access))
+        {
+            continue;
+        }
+        let reason = format!(
+            "'{}' is no longer in the policy (as {})",
+            r.entitlement_id, r.target
+        );
+        tracing::warn!(request = %r.id, %reason, "withdrawing");
+        ignore_race(
+            state
+                .store
+                .update(&r.id, |s| {
+                    let t = s.request.withdraw(&reason, Utc::now())?;
+                    Ok(end_grant(s, t))
+                })
+                .map(|(_, recs)| state.published(&recs)),
+        )?;
+    }
+    Ok(())
 }
 
 fn ignore_race(r: Result<(), StoreError>) -> Result<(), StoreError> {
@@ -248,8 +291,13 @@ async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
                 );
             }
         }
-        let late = r
-            .ended_at
+        // Late relative to when access should have ended: expires_at for an
+        // expiry (even if jitd was down then), else when it was ended.
+        let due = match r.status {
+            Status::Expired => r.expires_at.or(r.ended_at),
+            _ => r.ended_at,
+        };
+        let late = due
             .map(|t| (Utc::now() - t).num_milliseconds() as f64 / 1000.0)
             .unwrap_or(0.0);
         let mut why = format!("{} removed from Keycloak", r.target);

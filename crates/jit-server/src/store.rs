@@ -148,6 +148,11 @@ impl Store {
     /// Opens (creating if needed) the database at `path`, in WAL mode with
     /// `synchronous=FULL`, and applies pending migrations.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Corrupt(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -459,6 +464,15 @@ impl Store {
         Ok(w)
     }
 
+    /// Requests that are not over yet (pending, approved, active).
+    pub fn open_requests(&self) -> Result<Vec<Stored>, StoreError> {
+        let mut out = Vec::new();
+        for s in [Status::Pending, Status::Approved, Status::Active] {
+            out.extend(self.list(Some(s), usize::MAX >> 1)?);
+        }
+        Ok(out)
+    }
+
     /// Audit rows with `seq > after`, in order, at most `limit`.
     pub fn audit_after(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
         let conn = self.lock();
@@ -538,7 +552,10 @@ impl Store {
     /// is overdue at `now` (for metrics).
     pub fn stats(&self, now: DateTime<Utc>) -> Result<(Vec<(String, i64)>, i64), StoreError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare("SELECT status, COUNT(*) FROM requests GROUP BY status")?;
+        // Extensions are not grants of their own: counted apart.
+        let mut stmt = conn.prepare(
+            "SELECT CASE WHEN extends IS NULL THEN status ELSE 'extension_' || status END, COUNT(*) FROM requests GROUP BY 1",
+        )?;
         let by = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<Vec<(String, i64)>, _>>()?;

@@ -576,3 +576,106 @@ fn visibility() {
     assert!(!r.visible_to(&user("carol", &["ops"]), &p));
     assert!(r.visible_to(&user("dave", &["jit-auditor"]), &p));
 }
+
+#[test]
+fn control_and_invisible_characters_are_refused() {
+    let mut r = req("db", None);
+    r.justification = "line1\nAPPROVED \u{1b}[31m".into();
+    assert_eq!(
+        create(&r, &user("a", &[])).unwrap_err().code(),
+        "invalid_text"
+    );
+    r.justification = "\u{200b}".repeat(11);
+    assert_eq!(
+        create(&r, &user("a", &[])).unwrap_err().code(),
+        "invalid_text"
+    );
+    r.justification = "\0".repeat(10);
+    assert_eq!(
+        create(&r, &user("a", &[])).unwrap_err().code(),
+        "invalid_text"
+    );
+    let p = policy();
+    let mut q = create(&req("db", None), &user("alice", &[])).unwrap();
+    let e = q
+        .vote(
+            p.entitlement("db").unwrap(),
+            &user("bob", &["db-approver"]),
+            Decision::Deny,
+            Some("no\u{7}".into()),
+            None,
+            t0(),
+        )
+        .unwrap_err();
+    assert_eq!(e.code(), "invalid_text");
+    assert_eq!(q.status, Status::Pending);
+}
+
+#[test]
+fn an_applied_extension_cannot_be_cancelled_or_revoked() {
+    let p = policy();
+    let e = p.entitlement("db").unwrap();
+    let mut g = approved_db();
+    g.activate(t0()).unwrap();
+    let alice = user("alice", &[]);
+    let (mut x, _) = AccessRequest::create_extension(
+        "x".into(),
+        &g,
+        Some(300),
+        "need more time",
+        &alice,
+        &p,
+        t0(),
+    )
+    .unwrap();
+    x.vote(
+        e,
+        &user("bob", &["db-approver"]),
+        Decision::Approve,
+        None,
+        None,
+        t0(),
+    )
+    .unwrap();
+    g.apply_extension(&x, t0()).unwrap();
+    assert_eq!(
+        x.cancel(&alice, t0()).unwrap_err().code(),
+        "illegal_transition"
+    );
+    assert_eq!(
+        x.revoke(e, &user("bob", &["db-approver"]), Some("x".into()), t0())
+            .unwrap_err()
+            .code(),
+        "illegal_transition"
+    );
+    assert_eq!(
+        x.withdraw("gone", t0()).unwrap_err().code(),
+        "illegal_transition"
+    );
+}
+
+#[test]
+fn withdrawal_when_the_entitlement_leaves_the_policy() {
+    let mut pending = create(&req("db", None), &user("alice", &[])).unwrap();
+    let t = pending.withdraw("removed from policy", t0()).unwrap();
+    assert_eq!(
+        (t.action, t.to, t.actor.as_str()),
+        (Action::Cancel, Status::Cancelled, SYSTEM_ACTOR)
+    );
+    let mut active = approved_db();
+    active.activate(t0()).unwrap();
+    let t = active.withdraw("removed from policy", t0()).unwrap();
+    assert_eq!((t.action, t.to), (Action::Revoke, Status::Revoked));
+    assert!(active.withdraw("again", t0()).is_err());
+}
+
+#[test]
+fn late_expiry_is_noted() {
+    let mut r = approved_db();
+    r.activate(t0()).unwrap();
+    let t = r.expire(t0() + Duration::seconds(600 + 75)).unwrap();
+    assert_eq!(
+        t.reason.as_deref(),
+        Some("processed 1m15s after expires_at")
+    );
+}
