@@ -331,6 +331,35 @@ impl Bus {
             .with_context(|| format!("unexpected Notify reply {text:?}"))
     }
 
+    /// The Secret Service items with attribute `service` = `service`, as
+    /// `secret-tool search --all` lists them (attributes and secrets).
+    pub fn secret_items(&self, service: &str) -> Result<Vec<String>> {
+        let out = Command::new("secret-tool")
+            .args(["search", "--all", "--unlock", "service", service])
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run secret-tool (Debian package libsecret-tools)")?;
+        // Items start with a `[/org/freedesktop/secrets/…]` line; the
+        // secret itself is printed on stdout, the attributes on stderr.
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut items: Vec<String> = Vec::new();
+        for line in text.lines() {
+            if line.starts_with("[/") {
+                items.push(String::new());
+            }
+            if let Some(item) = items.last_mut() {
+                item.push_str(line);
+                item.push('\n');
+            }
+        }
+        Ok(items)
+    }
+
     /// Log file path (for messages).
     pub fn log_path(&self) -> &Path {
         &self.notify_log

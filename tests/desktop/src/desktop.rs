@@ -291,7 +291,8 @@ pub struct Timings {
 pub struct Desktop {
     pub user: String,
     pub tools: Tools,
-    pub bus: Bus,
+    /// `None` only once closed.
+    bus: Option<Bus>,
     pub data_dir: PathBuf,
     pub timings: Timings,
     /// When the new-session request was sent.
@@ -308,10 +309,17 @@ pub fn testid(id: &str) -> String {
 }
 
 impl Desktop {
-    /// Starts the app for `launch.user` and waits until its shell is shown.
+    /// Starts the app for `launch.user` on a bus of its own (the ambient
+    /// one if free) and waits until its shell is shown.
     pub async fn launch(launch: Launch) -> Desktop {
-        let tools = Tools::find().unwrap_or_else(|e| panic!("{e:#}"));
         let bus = Bus::acquire().unwrap_or_else(|e| panic!("D-Bus session: {e:#}"));
+        Desktop::launch_on(launch, bus).await
+    }
+
+    /// Same, on `bus` (e.g. the one of an earlier run of the same user, to
+    /// find its keyring again: see [`Desktop::close`]).
+    pub async fn launch_on(launch: Launch, bus: Bus) -> Desktop {
+        let tools = Tools::find().unwrap_or_else(|e| panic!("{e:#}"));
         let home = tempfile::Builder::new()
             .prefix(&format!("jit-desktop-{}-", launch.user))
             .tempdir()
@@ -379,7 +387,7 @@ impl Desktop {
         let mut d = Desktop {
             user: launch.user,
             tools,
-            bus,
+            bus: Some(bus),
             data_dir,
             timings: Timings {
                 session,
@@ -399,6 +407,11 @@ impl Desktop {
         .await;
         d.timings.shell = launched_at.elapsed();
         d
+    }
+
+    /// The user's D-Bus session (keyring, notifications).
+    pub fn bus(&self) -> &Bus {
+        self.bus.as_ref().expect("bus")
     }
 
     /// The WebDriver client.
@@ -511,6 +524,59 @@ impl Desktop {
         }
     }
 
+    /// Waits until property `prop` of `[data-testid=ID]` satisfies `pred`.
+    pub async fn wait_prop(
+        &self,
+        id: &str,
+        prop: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let start = Instant::now();
+        let mut last = None;
+        loop {
+            if let Some(e) = self.find(id).await {
+                if let Ok(Some(v)) = e.prop(prop).await {
+                    if pred(&v) {
+                        return v;
+                    }
+                    last = Some(v);
+                }
+            }
+            if start.elapsed() > timeout {
+                self.fail(&format!(
+                    "timed out after {timeout:?} waiting for {id}.{prop} (last {last:?})"
+                ))
+                .await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Replaces the text of an input as a user does (click, Ctrl+A, type)
+    /// and checks the result. WebDriver's Element Clear is of no use here:
+    /// with WebKitWebDriver it fires no `input` event, so a controlled
+    /// (Preact) field keeps its state and the next keystrokes append to it.
+    pub async fn replace_text(&self, field: &Element, text: &str) {
+        use fantoccini::key::Key;
+        if let Err(e) = field.click().await {
+            self.fail(&format!("focus the field: {e}")).await;
+        }
+        // Two calls: WebKitWebDriver drops what follows the NULL key that
+        // releases Ctrl within one call.
+        let select_all = format!("{}a{}", Key::Control, Key::Null);
+        for keys in [select_all.as_str(), text] {
+            if let Err(e) = field.send_keys(keys).await {
+                self.fail(&format!("type {keys:?}: {e}")).await;
+            }
+        }
+        let now = field.prop("value").await.ok().flatten().unwrap_or_default();
+        if now != text {
+            self.fail(&format!("field holds {now:?} after typing {text:?}"))
+                .await;
+        }
+    }
+
     /// Clicks `login-button` (the app opens `$BROWSER` = kc-form-login,
     /// which signs in on Keycloak's page) and waits for `session-user`.
     /// Returns how long the login took.
@@ -525,8 +591,25 @@ impl Desktop {
         start.elapsed()
     }
 
+    /// Waits until the page has painted what the DOM holds now (two
+    /// animation frames, then a little more): WebKit's screenshots are of
+    /// the last painted frame, which can be older than the DOM.
+    pub async fn settle(&self) {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.client().execute_async(
+                "const done = arguments[arguments.length - 1];\n\
+                 requestAnimationFrame(() => requestAnimationFrame(() => done(true)));",
+                vec![],
+            ),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
     /// Saves a PNG of the window as `NAME.png` in [`screenshots_dir`].
     pub async fn screenshot(&self, name: &str) -> PathBuf {
+        self.settle().await;
         let png = self
             .client()
             .screenshot()
@@ -589,12 +672,23 @@ impl Desktop {
     }
 
     /// Ends the WebDriver session (the app is closed), then stops
-    /// tauri-driver and anything left below it, then the bus.
-    pub async fn close(mut self) {
+    /// tauri-driver and anything left below it. Returns the user's bus
+    /// (keyring, notification log), which stops when dropped.
+    pub async fn close(self) -> Bus {
+        self.close_for_restart().await.0
+    }
+
+    /// Closes the app but keeps what a restart of the same user needs: the
+    /// bus (with the keyring) and the data folder (the `TempDir` that
+    /// deletes it, when the folder was made here). Restart with
+    /// `Desktop::launch_on(Launch { data_dir: Some(dir), .. }, bus)`.
+    pub async fn close_for_restart(mut self) -> (Bus, PathBuf, Option<tempfile::TempDir>) {
         if let Some(c) = self.client.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), c.close()).await;
         }
         self.driver.stop();
+        let bus = self.bus.take().expect("bus");
+        (bus, self.data_dir.clone(), self._data.take())
     }
 }
 

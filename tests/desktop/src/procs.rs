@@ -15,6 +15,8 @@ pub struct Proc {
     pub exe: Option<PathBuf>,
     /// `VmRSS` in KiB (0 for a zombie).
     pub rss_kib: u64,
+    /// `State` is `Z`: exited, not yet reaped by its parent.
+    pub zombie: bool,
 }
 
 fn status_field(status: &str, key: &str) -> Option<String> {
@@ -36,12 +38,14 @@ pub fn read(pid: i32) -> Option<Proc> {
         .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
         .unwrap_or(0);
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    let zombie = status_field(&status, "State").is_some_and(|s| s.starts_with('Z'));
     Some(Proc {
         pid,
         ppid,
         comm,
         exe,
         rss_kib,
+        zombie,
     })
 }
 
@@ -166,6 +170,14 @@ impl std::fmt::Display for MemoryReport {
             mb(self.app.rss_kib)
         )?;
         for p in &self.children {
+            if p.zombie {
+                writeln!(
+                    f,
+                    "  {:<22} pid {:>7}  (zombie: exited, not reaped by the app)",
+                    p.comm, p.pid
+                )?;
+                continue;
+            }
             writeln!(
                 f,
                 "  {:<22} pid {:>7}  VmRSS {:>8.1} MiB",
@@ -177,7 +189,7 @@ impl std::fmt::Display for MemoryReport {
         write!(
             f,
             "  total (app + {} child processes)  {:.1} MiB (WebKit processes {:.1} MiB)",
-            self.children.len(),
+            self.children.iter().filter(|p| !p.zombie).count(),
             mb(self.total_kib()),
             mb(self.webkit_kib())
         )

@@ -122,7 +122,7 @@ async fn approve_in_the_app_countdown_and_drop() {
     let bob_api = jitd.client(&token("bob").await);
     let created = Instant::now();
     let created_unix = unix_now();
-    let id = alice_api
+    let view = alice_api
         .create(&CreateRequestBody {
             entitlement: ENTITLEMENT.into(),
             duration: Some("10m".into()),
@@ -131,9 +131,11 @@ async fn approve_in_the_app_countdown_and_drop() {
             ..Default::default()
         })
         .await
-        .expect("alice's urgent request")
-        .request
-        .id;
+        .expect("alice's urgent request");
+    let id = view.request.id.clone();
+    // Notifications name the entitlement as the server does
+    // (`entitlement_name`: its display name in the policy).
+    let name = view.entitlement_name.clone();
     let row = bob
         .wait_css(
             &row_css("approval-row", &id),
@@ -156,16 +158,17 @@ async fn approve_in_the_app_countdown_and_drop() {
         .await
         .unwrap();
     assert!(
-        ent.contains(ENTITLEMENT) || ent.contains("Production database admin"),
+        ent.contains(&name) || ent.contains(ENTITLEMENT),
         "entitlement shown: {ent:?}"
     );
 
+    let summary = format!("URGENT access request: alice → {name}");
     let urgent = bob
-        .bus
+        .bus()
         .wait_notification(
-            "`URGENT access request: alice → prod-db-admin` at bob's",
+            &format!("`{summary}` at bob's"),
             Duration::from_secs(10),
-            |n| n.summary == "URGENT access request: alice → prod-db-admin",
+            |n| n.summary == summary,
         )
         .await;
     report(&format!(
@@ -183,11 +186,17 @@ async fn approve_in_the_app_countdown_and_drop() {
     );
 
     // --- bob approves in the app -------------------------------------------
-    inside(&bob, &row, "approval-comment")
-        .await
+    let comment = inside(&bob, &row, "approval-comment").await;
+    comment.click().await.expect("focus the comment");
+    comment
         .send_keys("ok for the rotation")
         .await
         .expect("type a comment");
+    assert_eq!(
+        comment.prop("value").await.unwrap().as_deref(),
+        Some("ok for the rotation"),
+        "comment field after typing"
+    );
     bob.screenshot("approvals").await;
     let approved = Instant::now();
     inside(&bob, &row, "approve-button")
@@ -205,9 +214,16 @@ async fn approve_in_the_app_countdown_and_drop() {
         "approve click → role in Keycloak: {} ms",
         took.as_millis()
     ));
-    assert_eq!(
-        bob_api.get(&id).await.unwrap().request.status,
-        Status::Active
+    let v = bob_api.get(&id).await.unwrap();
+    assert_eq!(v.request.status, Status::Active);
+    assert!(
+        v.request
+            .votes
+            .iter()
+            .any(|vote| vote.approver_username == "bob"
+                && vote.comment.as_deref() == Some("ok for the rotation")),
+        "bob's vote with the comment typed in the app: {:?}",
+        v.request.votes
     );
     row_gone(
         &bob,
@@ -218,12 +234,13 @@ async fn approve_in_the_app_countdown_and_drop() {
     .await;
 
     // --- alice: notification, countdown, drop -------------------------------
+    let granted = format!("Access granted: {name}");
     alice
-        .bus
+        .bus()
         .wait_notification(
-            "`Access granted: prod-db-admin` at alice's",
+            &format!("`{granted}` at alice's"),
             Duration::from_secs(15),
-            |n| n.summary == "Access granted: prod-db-admin",
+            |n| n.summary == granted,
         )
         .await;
     report(&format!(
@@ -335,9 +352,15 @@ async fn approve_in_the_app_countdown_and_drop() {
         .select_by_value(ENTITLEMENT)
         .await
         .expect("choose prod-db-admin");
+    // Choosing the entitlement fills in its default duration (15m in the
+    // test policy); wait for it, or typing races with that update.
+    alice
+        .wait_prop("duration-input", "value", Duration::from_secs(5), |v| {
+            v == "15m"
+        })
+        .await;
     let duration = alice.wait("duration-input", Duration::from_secs(5)).await;
-    duration.clear().await.unwrap();
-    duration.send_keys("5m").await.unwrap();
+    alice.replace_text(&duration, "5m").await;
     alice
         .wait("justification-input", Duration::from_secs(5))
         .await
@@ -399,23 +422,24 @@ async fn approve_in_the_app_countdown_and_drop() {
         bob_api.get(&second).await.unwrap().request.status == Status::Denied
     })
     .await;
+    let denied = format!("Request denied: {name}");
     alice
-        .bus
+        .bus()
         .wait_notification(
-            "`Request denied: prod-db-admin` at alice's",
+            &format!("`{denied}` at alice's"),
             Duration::from_secs(15),
-            |n| n.summary == "Request denied: prod-db-admin",
+            |n| n.summary == denied,
         )
         .await;
 
     // Each notification went to the right desktop only.
-    for n in alice.bus.notifications() {
+    for n in alice.bus().notifications() {
         assert!(
             !n.summary.contains("access request:"),
             "an approver notification at alice's (she approves nothing): {n}"
         );
     }
-    for n in bob.bus.notifications() {
+    for n in bob.bus().notifications() {
         assert!(
             !n.summary.starts_with("Access granted") && !n.summary.starts_with("Request denied"),
             "a requester notification at bob's: {n}"
@@ -441,7 +465,7 @@ async fn approve_from_the_notification() {
 
     let alice_api = jitd.client(&token("alice").await);
     let bob_api = jitd.client(&token("bob").await);
-    let id = alice_api
+    let view = alice_api
         .create(&CreateRequestBody {
             entitlement: ENTITLEMENT.into(),
             duration: Some("5m".into()),
@@ -449,22 +473,22 @@ async fn approve_from_the_notification() {
             ..Default::default()
         })
         .await
-        .expect("alice's request")
-        .request
-        .id;
+        .expect("alice's request");
+    let id = view.request.id.clone();
+    let summary = format!("Access request: alice → {}", view.entitlement_name);
     let n = bob
-        .bus
+        .bus()
         .wait_notification(
-            "`Access request: alice → prod-db-admin` at bob's",
+            &format!("`{summary}` at bob's"),
             Duration::from_secs(10),
-            |n| n.summary == "Access request: alice → prod-db-admin",
+            |n| n.summary == summary,
         )
         .await;
     assert_eq!(n.urgency(), Some(1), "normal urgency: {n}");
     assert!(n.has_action("approve") && n.has_action("deny"), "{n}");
 
     // bob clicks "Approve" on the notification.
-    bob.bus
+    bob.bus()
         .invoke_action(n.id, "approve")
         .expect("ActionInvoked");
     let took = eventually(
@@ -505,5 +529,100 @@ async fn approve_from_the_notification() {
         || async { !ctx.has_realm_role("alice", ENTITLEMENT).await },
     )
     .await;
+    bob.close().await;
+}
+
+/// Every file under `dir` (recursively).
+fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Xvfb, D-Bus, tauri-driver and the app built with custom-protocol: run `cargo xtask desktop-test`"]
+async fn session_kept_in_the_keyring_across_a_restart_until_logout() {
+    let _serial = serial().await;
+    let ctx = Ctx::new().await;
+    let jitd = Jitd::start(POLICY);
+    let launch = Launch::new("bob", &jitd.url);
+
+    let bob = Desktop::launch(launch.clone()).await;
+    bob.login().await;
+    show(&bob, "nav-approvals", "approvals-view").await;
+    let items = bob.bus().secret_items("jit-access").unwrap();
+    assert_eq!(items.len(), 1, "one keyring entry after login: {items:?}");
+    for f in files(&bob.data_dir) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("eyJ"),
+            "a token in a file: {}",
+            f.display()
+        );
+    }
+    let sessions = ctx.probe.session_count("bob").await.unwrap();
+    assert!(sessions >= 1, "bob's Keycloak session");
+    let (bus, dir, _keep) = bob.close_for_restart().await;
+
+    // Restarted: signed in again from the keyring, no login page.
+    let again = Launch {
+        data_dir: Some(dir),
+        ..launch
+    };
+    let bob = Desktop::launch_on(again.clone(), bus).await;
+    bob.wait_text(
+        "session-user",
+        Duration::from_secs(20),
+        "bob (session restored from the keyring)",
+        |t| t.split_whitespace().any(|w| w == "bob"),
+    )
+    .await;
+    show(&bob, "nav-approvals", "approvals-view").await;
+    bob.wait_any(
+        &["approvals-empty", "approval-row"],
+        Duration::from_secs(15),
+        "the approvals list loaded",
+    )
+    .await;
+    report(&format!(
+        "restart → approvals view usable, session restored from the keyring: {} ms (WebDriver session {} ms, shell {} ms)",
+        bob.launched_at.elapsed().as_millis(),
+        bob.timings.session.as_millis(),
+        bob.timings.shell.as_millis()
+    ));
+
+    // Logout: the Keycloak session ends and the keyring entry is gone.
+    bob.click("logout-button").await;
+    bob.wait("login-button", Duration::from_secs(15)).await;
+    let items = bob.bus().secret_items("jit-access").unwrap();
+    assert!(
+        items.is_empty(),
+        "keyring entry left after logout: {items:?}"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "bob's Keycloak session ended by the logout",
+        || async { ctx.probe.session_count("bob").await.unwrap() < sessions },
+    )
+    .await;
+    let (bus, _dir, _keep) = bob.close_for_restart().await;
+
+    // And the next start asks to log in.
+    let bob = Desktop::launch_on(again, bus).await;
+    bob.wait("login-button", Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        bob.find("session-user").await.is_none(),
+        "still signed in after logout and restart"
+    );
     bob.close().await;
 }
