@@ -358,11 +358,15 @@ pub fn open_browser(url: &str) -> Result<(), String> {
         } else {
             args.push(url.to_string());
         }
-        std::process::Command::new(prog)
+        let mut child = std::process::Command::new(prog)
             .args(&args)
             .stdin(std::process::Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start BROWSER ({prog}): {e}"))?;
+        // Reap it when it exits (no zombie left behind).
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
         return Ok(());
     }
     webbrowser::open(url).map_err(|e| format!("cannot open a browser: {e}"))

@@ -110,6 +110,8 @@ pub struct Desktop {
     /// A notice about the backend (e.g. the embedded jitd failed to start).
     backend_notice: RwLock<Option<String>>,
     sink: OnceLock<Arc<dyn UiSink>>,
+    /// Serialises `jit:session` emits so the last one is the current state.
+    emit_lock: tokio::sync::Mutex<()>,
     pub(crate) live: std::sync::Mutex<Option<tauri::async_runtime::JoinHandle<()>>>,
 }
 
@@ -125,6 +127,7 @@ impl Desktop {
             connection: RwLock::new(Connection::Connecting),
             backend_notice: RwLock::new(None),
             sink: OnceLock::new(),
+            emit_lock: tokio::sync::Mutex::new(()),
             live: std::sync::Mutex::new(None),
             opts,
         })
@@ -244,6 +247,8 @@ impl Desktop {
         };
         let me = self.clone();
         tauri::async_runtime::spawn(async move {
+            // Fair lock: emits go out in order, each with the state of its turn.
+            let _turn = me.emit_lock.lock().await;
             let info = me.session_info().await;
             sink.emit(
                 "jit:session",

@@ -157,6 +157,7 @@ function ApprovalRow({
           value={comment}
           placeholder="Required to deny; optional to approve"
           onInput={(e) => setComment((e.target as HTMLTextAreaElement).value)}
+          onChange={(e) => setComment((e.target as HTMLTextAreaElement).value)}
         />
         <label for={sid}>Shorten to (optional)</label>
         <input
@@ -165,6 +166,7 @@ function ApprovalRow({
           value={shorten}
           placeholder={formatDuration(r.duration_secs)}
           onInput={(e) => setShorten((e.target as HTMLInputElement).value)}
+          onChange={(e) => setShorten((e.target as HTMLInputElement).value)}
         />
         {error && (
           <p class="field-error" role="alert">

@@ -23,6 +23,7 @@ export function History({ tick }: { tick: number }) {
           placeholder="Search: user, entitlement, event, reason…"
           value={query}
           onInput={(e) => setQuery((e.target as HTMLInputElement).value)}
+          onChange={(e) => setQuery((e.target as HTMLInputElement).value)}
         />
       </ViewHeader>
       {list.loading && !list.data && <Loading what="the history" />}
@@ -64,7 +65,7 @@ export function History({ tick }: { tick: number }) {
                   <td>{r.entitlement_id}</td>
                   <td>{r.actor}</td>
                   <td class="nowrap">
-                    {r.from_status ?? "–"} → {r.to_status ?? "–"}
+                    {r.from_status || r.to_status ? `${r.from_status ?? "new"} → ${r.to_status ?? "–"}` : ""}
                   </td>
                   <td>{r.reason ?? ""}</td>
                   <td class="mono" title={r.request_id}>

@@ -119,7 +119,7 @@ function GrantRow({
 
   return (
     <li
-      class={`card${highlighted ? " highlight" : ""}${soon ? " card-soon" : ""}`}
+      class={`card card-${r.status}${highlighted ? " highlight" : ""}${soon ? " card-soon" : ""}`}
       data-testid="grant-row"
       data-request-id={r.id}
       tabIndex={-1}
@@ -233,6 +233,7 @@ function GrantRow({
               data-testid="extend-duration"
               value={extDuration}
               onInput={(e) => setExtDuration((e.target as HTMLInputElement).value)}
+              onChange={(e) => setExtDuration((e.target as HTMLInputElement).value)}
             />
           </div>
           <div class="field grow">
@@ -242,6 +243,7 @@ function GrantRow({
               data-testid="extend-justification"
               value={extWhy}
               onInput={(e) => setExtWhy((e.target as HTMLInputElement).value)}
+              onChange={(e) => setExtWhy((e.target as HTMLInputElement).value)}
             />
           </div>
           <button type="submit" class="btn primary" data-testid="extend-submit" disabled={busy}>
