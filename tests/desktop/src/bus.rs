@@ -331,33 +331,48 @@ impl Bus {
             .with_context(|| format!("unexpected Notify reply {text:?}"))
     }
 
-    /// The Secret Service items with attribute `service` = `service`, as
-    /// `secret-tool search --all` lists them (attributes and secrets).
-    pub fn secret_items(&self, service: &str) -> Result<Vec<String>> {
-        let out = Command::new("secret-tool")
-            .args(["search", "--all", "--unlock", "service", service])
+    /// How many Secret Service items have all these attributes (e.g.
+    /// `service` = `jit-access`, `username` = the server URL: the app's
+    /// entry for one server). Reads no secret into the test's output.
+    pub fn secret_count(&self, attributes: &[(&str, &str)]) -> Result<usize> {
+        let mut cmd = Command::new("secret-tool");
+        cmd.args(["search", "--all", "--unlock"]);
+        for (k, v) in attributes {
+            cmd.arg(k).arg(v);
+        }
+        let out = cmd
             .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
             .stdin(Stdio::null())
             .output()
             .context("cannot run secret-tool (Debian package libsecret-tools)")?;
-        // Items start with a `[/org/freedesktop/secrets/…]` line; the
-        // secret itself is printed on stdout, the attributes on stderr.
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut items: Vec<String> = Vec::new();
-        for line in text.lines() {
-            if line.starts_with("[/") {
-                items.push(String::new());
-            }
-            if let Some(item) = items.last_mut() {
-                item.push_str(line);
-                item.push('\n');
-            }
+        // Each item starts with a `[/…]` line on stdout (its secret follows;
+        // attributes go to stderr). Only those lines are counted.
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("[/"))
+            .count())
+    }
+
+    /// Deletes the Secret Service items with all these attributes.
+    pub fn clear_secrets(&self, attributes: &[(&str, &str)]) -> Result<()> {
+        let mut cmd = Command::new("secret-tool");
+        cmd.arg("clear");
+        for (k, v) in attributes {
+            cmd.arg(k).arg(v);
         }
-        Ok(items)
+        let out = cmd
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run secret-tool (Debian package libsecret-tools)")?;
+        // Exit 1 with nothing on stderr: there was nothing to clear.
+        if !out.status.success() && !out.stderr.is_empty() {
+            bail!(
+                "secret-tool clear: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
     }
 
     /// Log file path (for messages).

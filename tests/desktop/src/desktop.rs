@@ -303,6 +303,9 @@ pub struct Desktop {
     _data: Option<tempfile::TempDir>,
 }
 
+/// The Secret Service attribute `service` of the app's keyring entries.
+pub const KEYRING_SERVICE: &str = "jit-access";
+
 /// `[data-testid="ID"]`.
 pub fn testid(id: &str) -> String {
     format!("[data-testid=\"{id}\"]")
@@ -313,6 +316,11 @@ impl Desktop {
     /// one if free) and waits until its shell is shown.
     pub async fn launch(launch: Launch) -> Desktop {
         let bus = Bus::acquire().unwrap_or_else(|e| panic!("D-Bus session: {e:#}"));
+        // A first start: no tokens of an earlier test in the keyring (the
+        // ambient one is shared by the tests, and a jitd port may come
+        // again, which would log the app in from the old entry).
+        bus.clear_secrets(&[("service", KEYRING_SERVICE)])
+            .unwrap_or_else(|e| panic!("clearing the keyring: {e:#}"));
         Desktop::launch_on(launch, bus).await
     }
 
@@ -362,6 +370,11 @@ impl Desktop {
             ("XDG_DATA_HOME".into(), h("data")),
             ("XDG_RUNTIME_DIR".into(), h("run")),
         ];
+        // The app's log (on the test's stderr): warnings, and its own
+        // debug lines, unless RUST_LOG says otherwise.
+        if std::env::var_os("RUST_LOG").is_none() {
+            env.push(("RUST_LOG".into(), "warn,jit_desktop=debug".into()));
+        }
         env.extend(launch.env.iter().cloned());
         let driver = TauriDriver::start(&tools.tauri_driver, &tools.webkit_driver, &env)
             .unwrap_or_else(|e| panic!("{e:#}"));
