@@ -37,7 +37,7 @@ const REFRESH_MARGIN_SECS: i64 = 30;
 /// Notice shown when tokens cannot be kept in the OS keyring.
 pub fn memory_notice(why: &str) -> String {
     format!(
-        "No OS keyring available ({why}): you stay logged in only while the app runs. Tokens are never written to a file."
+        "No usable OS keyring: you will have to log in again after restarting the app (tokens are kept in memory only, never written to a file). Reason: {why}"
     )
 }
 
@@ -55,6 +55,7 @@ pub struct Session {
     held: Mutex<Option<StoredSession>>,
     oidc: Mutex<Option<OidcClient>>,
     login_lock: Mutex<()>,
+    refresh_lock: Mutex<()>,
     storage: RwLock<TokenStorage>,
     notice: RwLock<Option<String>>,
     /// Keyring entry (user) name; set when the backend is known.
@@ -69,6 +70,7 @@ impl Session {
             held: Mutex::new(None),
             oidc: Mutex::new(None),
             login_lock: Mutex::new(()),
+            refresh_lock: Mutex::new(()),
             storage: RwLock::new(if keyring {
                 TokenStorage::Keyring
             } else {
@@ -271,17 +273,25 @@ impl Session {
     }
 
     /// A valid access token, refreshed when less than `margin_secs` are left.
+    /// The session lock is never held across the network: a slow Keycloak
+    /// does not block `get_session` or logout. Refreshes are serialised
+    /// (Keycloak rotates refresh tokens).
     async fn token_with_margin(&self, margin_secs: i64) -> Result<String, ClientError> {
-        let mut held = self.held.lock().await;
-        let Some(s) = held.as_mut() else {
-            return Err(ClientError::Token("log in first".into()));
-        };
-        if !s.tokens.needs_refresh(Utc::now(), margin_secs) {
-            return Ok(s.tokens.access_token.clone());
+        let fresh_enough = |s: &StoredSession| !s.tokens.needs_refresh(Utc::now(), margin_secs);
+        match &*self.held.lock().await {
+            None => return Err(ClientError::Token("log in first".into())),
+            Some(s) if fresh_enough(s) => return Ok(s.tokens.access_token.clone()),
+            Some(_) => {}
         }
+        let _one = self.refresh_lock.lock().await;
+        // Someone else may have refreshed (or logged out) meanwhile.
+        let s = match self.held.lock().await.clone() {
+            None => return Err(ClientError::Token("log in first".into())),
+            Some(s) if fresh_enough(&s) => return Ok(s.tokens.access_token),
+            Some(s) => s,
+        };
         let Some(rt) = s.tokens.refresh_token.clone() else {
-            drop(held);
-            self.forget().await;
+            self.forget_if(&s).await;
             return Err(ClientError::Token(
                 "the session expired; log in again".into(),
             ));
@@ -289,23 +299,48 @@ impl Session {
         let oidc = self
             .oidc_for(&s.issuer, &s.client_id)
             .await
-            .map_err(|e| ClientError::Token(e.to_string()))?;
+            .map_err(|e| ClientError::Token(format!("cannot refresh the login: {e}")))?;
         match oidc.refresh(&rt).await {
             Ok(fresh) => {
-                s.tokens = fresh;
-                let copy = s.clone();
-                drop(held);
-                self.persist(&copy).await;
-                Ok(copy.tokens.access_token)
+                let updated = {
+                    let mut held = self.held.lock().await;
+                    match held.as_mut() {
+                        // Still the same login: keep the new tokens.
+                        Some(cur) if cur.tokens.refresh_token == s.tokens.refresh_token => {
+                            cur.tokens = fresh;
+                            Some(cur.clone())
+                        }
+                        _ => None,
+                    }
+                };
+                match updated {
+                    Some(u) => {
+                        self.persist(&u).await;
+                        Ok(u.tokens.access_token)
+                    }
+                    None => Err(ClientError::Token("log in first".into())),
+                }
             }
             Err(OidcError::SessionEnded) => {
-                drop(held);
-                self.forget().await;
+                self.forget_if(&s).await;
                 Err(ClientError::Token(
                     "the Keycloak session has ended; log in again".into(),
                 ))
             }
             Err(e) => Err(ClientError::Token(format!("cannot refresh the login: {e}"))),
+        }
+    }
+
+    /// Forgets the session if it is still `s` (not a newer login).
+    async fn forget_if(&self, s: &StoredSession) {
+        let same = self
+            .held
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|cur| cur.tokens.refresh_token == s.tokens.refresh_token);
+        if same {
+            self.forget().await;
         }
     }
 
