@@ -15,7 +15,9 @@
 //!    dbusmock notification daemon (log: `JIT_NOTIFY_LOG`).
 //!
 //! Everything started here is stopped at the end, also on Ctrl-C: the
-//! session (its own process group), then Keycloak if it was started here.
+//! session (its own process group), then any process of the run still
+//! alive (found by the `JIT_DESKTOP_E2E_RUN` mark in its environment),
+//! then Keycloak if it was started here.
 //! Reports (timings, memory) are in `target/desktop-e2e/report.txt`,
 //! screenshots in `target/desktop-e2e/screenshots/` (or `docs/screenshots/`
 //! with `--update-screenshots`).
@@ -434,7 +436,23 @@ pub fn run_tests(ports: Ports, opts: Options) -> Result<ExitCode> {
     if opts.update_screenshots {
         cmd.env("JIT_UPDATE_SCREENSHOTS", "1");
     }
+    // Every process of the run inherits this mark, so that whatever
+    // outlives the session (an orphan after a crash or Ctrl-C) is found
+    // and stopped below.
+    let mark = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+    );
+    cmd.env(RUN_MARK, &mark);
     let code = run_in_own_group(&mut cmd);
+    let left = kill_marked(&mark);
+    if left > 0 {
+        eprintln!("xtask: stopped {left} process(es) of the run left behind");
+    }
     if let Some(g) = guard {
         if let Err(e) = g.stop() {
             eprintln!("xtask: could not stop Keycloak: {e:#}");
@@ -457,6 +475,42 @@ pub fn run_tests(ports: Ports, opts: Options) -> Result<ExitCode> {
         .display()
     );
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// Environment variable that marks the processes of one run.
+const RUN_MARK: &str = "JIT_DESKTOP_E2E_RUN";
+
+/// SIGKILLs every process whose environment holds `RUN_MARK=mark` (they
+/// inherit it whatever their process group or parent); returns how many.
+fn kill_marked(mark: &str) -> usize {
+    let needle = format!("{RUN_MARK}={mark}");
+    let me = std::process::id();
+    let mut killed = 0;
+    // Twice: a process may start another while the first sweep runs.
+    for _ in 0..2 {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return killed;
+        };
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                continue;
+            };
+            if env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
+                // SAFETY: plain syscall on a process of our own run.
+                if unsafe { libc::kill(pid as i32, libc::SIGKILL) } == 0 {
+                    killed += 1;
+                }
+            }
+        }
+        sleep(Duration::from_millis(200));
+    }
+    killed
 }
 
 /// Runs `cmd` in a process group of its own, forwards Ctrl-C / SIGTERM to

@@ -144,8 +144,7 @@ fn port_open(port: u16) -> bool {
     .is_ok()
 }
 
-/// A running `tauri-driver` (in its own process group) and the
-/// WebKitWebDriver it started.
+/// A running `tauri-driver` and the WebKitWebDriver it started.
 pub struct TauriDriver {
     child: Child,
     pub port: u16,
@@ -160,7 +159,6 @@ impl TauriDriver {
         webkit_driver: &Path,
         env: &[(String, String)],
     ) -> Result<TauriDriver> {
-        use std::os::unix::process::CommandExt;
         let port = free_port();
         let mut native_port = free_port();
         while native_port == port {
@@ -181,8 +179,9 @@ impl TauriDriver {
             .env("TAURI_WEBVIEW_AUTOMATION", "true")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .process_group(0);
+            // Same process group as the test: a Ctrl-C that ends the test
+            // run ends tauri-driver, WebKitWebDriver and the app too.
+            .stderr(Stdio::inherit());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -227,7 +226,7 @@ impl TauriDriver {
         let mut below: Vec<i32> = procs::descendants(root).iter().map(|p| p.pid).collect();
         below.reverse();
         procs::signal_all(&below, libc::SIGTERM);
-        // SAFETY: plain syscalls on our own child and its process group.
+        // SAFETY: plain syscall on our own child.
         unsafe {
             libc::kill(root, libc::SIGTERM);
         }
@@ -239,9 +238,6 @@ impl TauriDriver {
             std::thread::sleep(Duration::from_millis(50));
         }
         procs::signal_all(&below, libc::SIGKILL);
-        unsafe {
-            libc::kill(-root, libc::SIGKILL);
-        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
