@@ -12,7 +12,7 @@ use crate::{signals, workspace_root};
 
 /// Runs the demo; Keycloak and jitd are stopped at the end unless
 /// `keep_running` (then they run until Ctrl-C).
-pub fn run(ports: Ports, duration: &str, keep_running: bool) -> Result<ExitCode> {
+pub fn run(ports: Ports, duration: &str, keep_running: bool, headless: bool) -> Result<ExitCode> {
     signals::install();
     let root = workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
@@ -70,6 +70,18 @@ pub fn run(ports: Ports, duration: &str, keep_running: bool) -> Result<ExitCode>
         .env("JIT_BACKEND_SECRET", keycloak::BACKEND_DEMO_SECRET)
         .status()
         .context("cannot run jit-demo")?;
+    let display =
+        std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
+    if status.success() && display && !headless {
+        // SAFETY: plain syscall on our own child.
+        unsafe {
+            libc::kill(jitd.id() as i32, libc::SIGTERM);
+        }
+        let _ = jitd.wait();
+        open_app(guard.url())?;
+        guard.stop()?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if keep_running && status.success() {
         println!(
             "\nKeycloak {} and jitd {server} keep running. Try:",
@@ -95,6 +107,26 @@ pub fn run(ports: Ports, duration: &str, keep_running: bool) -> Result<ExitCode>
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Opens the desktop app with its embedded jitd (demo policy) against this
+/// Keycloak, and waits until it is closed (Quit in the tray menu).
+fn open_app(keycloak_url: &str) -> Result<()> {
+    let app = crate::desktop::build()?;
+    println!("\nOpening the desktop app (embedded jitd). Log in as bob / bob-pass to approve,");
+    println!("or alice / alice-pass to request (demo passwords). Quit it from the tray menu.");
+    let status = Command::new(app)
+        .env("JIT_KEYCLOAK_URL", keycloak_url)
+        .env("JIT_REALM", keycloak::REALM)
+        .env("JIT_BACKEND_SECRET", keycloak::BACKEND_DEMO_SECRET)
+        .env("JIT_POLICY", workspace_root().join("config/policy.toml"))
+        .env_remove("JIT_SERVER")
+        .status()
+        .context("cannot start the desktop app")?;
+    if !status.success() {
+        bail!("the desktop app exited with {status}");
+    }
+    Ok(())
 }
 
 fn free_port(preferred: u16) -> u16 {

@@ -10,7 +10,7 @@
 //! 3. installs tauri-driver 2 with `cargo install` if it is missing;
 //! 4. makes sure Keycloak runs ([`keycloak::ensure_running`]);
 //! 5. runs `cargo test -p jit-desktop-e2e -- --test-threads=1
-//!    --include-ignored --nocapture` inside `xvfb-run` + `dbus-run-session`, where a
+//!    --nocapture` inside `xvfb-run` + `dbus-run-session`, where a
 //!    script first starts gnome-keyring (Secret Service, unlocked) and the
 //!    dbusmock notification daemon (log: `JIT_NOTIFY_LOG`).
 //!
@@ -236,7 +236,8 @@ pub fn artifacts_dir() -> PathBuf {
 
 /// Builds the UI, the binaries the tests need, and the app (last, with the
 /// UI bundled); returns the path of the app copy the tests run.
-fn build() -> Result<PathBuf> {
+/// Builds the UI and the app (custom-protocol); returns the app binary.
+pub fn build() -> Result<PathBuf> {
     let root = workspace_root();
     let ui = root.join("ui");
     if !ui.join("package.json").is_file() || !root.join("src-tauri/Cargo.toml").is_file() {
@@ -419,7 +420,7 @@ pub fn run_tests(ports: Ports, opts: Options) -> Result<ExitCode> {
     if opts.harness_only {
         cmd.args(["--lib", "--test", "harness"]);
     }
-    cmd.args(["--", "--test-threads=1", "--include-ignored", "--nocapture"])
+    cmd.args(["--", "--test-threads=1", "--nocapture"])
         .args(&opts.test_args)
         .current_dir(workspace_root())
         .env("JIT_NOTIFY_LOG", &notify_log)

@@ -72,6 +72,10 @@ enum Cmd {
         /// Keep Keycloak and jitd running after the demo (Ctrl-C stops them).
         #[arg(long)]
         keep_running: bool,
+        /// Only the terminal timeline, even when a display is available
+        /// (by default the desktop app then opens, with its embedded jitd).
+        #[arg(long)]
+        headless: bool,
     },
 }
 
@@ -202,7 +206,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ports,
             duration,
             keep_running,
-        } => return xtask::demo::run(ports.into(), &duration, keep_running),
+            headless,
+        } => return xtask::demo::run(ports.into(), &duration, keep_running, headless),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -225,8 +230,19 @@ fn test(ports: Ports, args: Vec<String>) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
 
-    let args = if args.is_empty() {
-        vec!["--workspace".to_string(), "--all-targets".to_string()]
+    // With no ARGS: everything — the Rust workspace (the desktop E2E
+    // crate runs later, under Xvfb), the UI's lint and unit tests, and the
+    // desktop app driven for real.
+    let everything = args.is_empty();
+    let args = if everything {
+        [
+            "--workspace",
+            "--all-targets",
+            "--exclude",
+            "jit-desktop-e2e",
+        ]
+        .map(String::from)
+        .to_vec()
     } else {
         args
     };
@@ -259,8 +275,46 @@ fn test(ports: Ports, args: Vec<String>) -> Result<ExitCode> {
             128 + status.signal().unwrap_or(0)
         }
     };
+    let mut code = code;
+    if everything && code == 0 && signals::received().is_none() {
+        code = match ui_and_desktop_tests(ports) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("xtask: {e:#}");
+                1
+            }
+        };
+    }
     if let Err(e) = guard.stop() {
         eprintln!("xtask: could not stop Keycloak: {e:#}");
     }
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// The UI's lint and unit tests, then the desktop E2E (same Keycloak).
+fn ui_and_desktop_tests(ports: Ports) -> Result<i32> {
+    let ui = xtask::workspace_root().join("ui");
+    for script in ["lint", "test"] {
+        eprintln!("xtask: npm run {script} (ui)");
+        let status = Command::new("npm")
+            .args(["run", "--silent", script])
+            .current_dir(&ui)
+            .status()
+            .context("cannot run npm (install Node.js 20+)")?;
+        if !status.success() {
+            eprintln!("xtask: ui {script} failed ({status})");
+            return Ok(1);
+        }
+    }
+    let code = xtask::desktop::run_tests(
+        ports,
+        xtask::desktop::Options {
+            update_screenshots: std::env::var_os("JIT_UPDATE_SCREENSHOTS").is_some(),
+            no_build: false,
+            no_install: false,
+            harness_only: false,
+            test_args: Vec::new(),
+        },
+    )?;
+    Ok(if code == ExitCode::SUCCESS { 0 } else { 1 })
 }

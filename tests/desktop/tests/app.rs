@@ -72,7 +72,6 @@ async fn wait_live(d: &Desktop) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Xvfb, D-Bus, tauri-driver and the app built with custom-protocol: run `cargo xtask desktop-test`"]
 async fn approve_in_the_app_countdown_and_drop() {
     let _serial = serial().await;
     let ctx = Ctx::new().await;
@@ -452,7 +451,6 @@ async fn approve_in_the_app_countdown_and_drop() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Xvfb, D-Bus, tauri-driver and the app built with custom-protocol: run `cargo xtask desktop-test`"]
 async fn approve_from_the_notification() {
     let _serial = serial().await;
     let ctx = Ctx::new().await;
@@ -549,7 +547,6 @@ fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Xvfb, D-Bus, tauri-driver and the app built with custom-protocol: run `cargo xtask desktop-test`"]
 async fn session_kept_in_the_keyring_across_a_restart_until_logout() {
     let _serial = serial().await;
     let ctx = Ctx::new().await;

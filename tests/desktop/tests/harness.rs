@@ -66,7 +66,6 @@ fn secret_roundtrip(bus: &Bus) {
 }
 
 #[test]
-#[ignore = "needs dbus-daemon, gnome-keyring, python3-dbusmock: run `cargo xtask desktop-test`"]
 fn private_bus_keyring_and_notifications() {
     let bus = Bus::private().expect("private bus");
     assert!(!bus.is_ambient());
@@ -76,7 +75,6 @@ fn private_bus_keyring_and_notifications() {
 }
 
 #[test]
-#[ignore = "needs the session of `cargo xtask desktop-test`"]
 fn session_of_xtask_desktop_test() {
     assert!(
         std::env::var_os("DISPLAY").is_some(),
@@ -119,7 +117,6 @@ fn http_get(port: u16, path: &str) -> String {
 }
 
 #[test]
-#[ignore = "needs tauri-driver and WebKitWebDriver: run `cargo xtask desktop-test`"]
 fn tauri_driver_starts_and_stops_cleanly() {
     let (td, wk) = Tools::drivers().expect("tauri-driver and WebKitWebDriver");
     let mut driver = TauriDriver::start(&td, &wk, &[]).expect("tauri-driver starts");
