@@ -362,11 +362,14 @@ impl Outage {
         }
     }
 
-    /// Keycloak becomes unreachable (and open connections are cut).
-    pub fn down(&self) {
+    /// Keycloak becomes unreachable: new connections are refused and open
+    /// (pooled keep-alive) ones are cut before this returns.
+    pub async fn down(&self) {
         use std::sync::atomic::Ordering;
         self.up.store(false, Ordering::SeqCst);
         self.generation.fetch_add(1, Ordering::SeqCst);
+        // The relay tasks notice within 50 ms.
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     /// Keycloak is reachable again.

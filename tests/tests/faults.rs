@@ -21,7 +21,7 @@ async fn keycloak_outage_delays_but_never_loses_a_grant_or_a_revoke() {
 
     // Outage while the grant should start: it waits, then happens.
     let id = request(&alice, "prod-db-admin", "4s").await;
-    proxy.down();
+    proxy.down().await;
     bob.approve(&id, None, None).await.unwrap();
     eventually(
         Duration::from_secs(5),
@@ -53,7 +53,7 @@ async fn keycloak_outage_delays_but_never_loses_a_grant_or_a_revoke() {
     );
 
     // Outage at expiry: the revoke is late, visibly, and then done.
-    proxy.down();
+    proxy.down().await;
     let expires = r.expires_at.unwrap();
     while Utc::now() < expires + chrono::Duration::seconds(7) {
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -375,7 +375,26 @@ async fn revoke_of_a_group_ends_the_sessions() {
             .contains(&"incident-responders".to_string())
     })
     .await;
-    eventually(secs(5), "sessions ended", || async {
+    let dave = jitd.client(&token("dave").await);
+    let removal = || async {
+        dave.audit(0)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|a| a.request_id == id && a.event == "grant.removed")
+            .and_then(|a| a.reason)
+    };
+    eventually(secs(5), "the removal audited", || async {
+        removal().await.is_some()
+    })
+    .await;
+    let removed = removal().await.unwrap_or_default();
+    assert!(removed.contains("sessions ended"), "{removed}");
+    eventually(secs(5), "no Keycloak session left", || async {
+        ctx.probe.session_count("alice").await.unwrap() == 0
+    })
+    .await;
+    eventually(secs(15), "the refresh token refused", || async {
         jit_testkit::refresh(
             &ctx.env,
             jit_testkit::CLI_CLIENT_ID,
@@ -722,13 +741,15 @@ async fn policy_reload_keeps_the_old_policy_on_error() {
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("line 1") && err.contains("default_duration"),
+        err.contains("line 5") && err.contains("default_duration"),
         "{err}"
     );
     // … and, with Keycloak, warns about standing holders (erin).
+    let standing = jitd.dir.path().join("standing.toml");
+    std::fs::write(&standing, STANDING_POLICY).unwrap();
     let o = std::process::Command::new(bin("jitd"))
         .args(["check-policy"])
-        .arg(jitd.dir.path().join("policy.toml"))
+        .arg(&standing)
         .arg("--config")
         .arg(jitd.dir.path().join("jitd.toml"))
         .env(

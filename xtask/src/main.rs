@@ -238,6 +238,7 @@ fn test(ports: Ports, args: Vec<String>) -> Result<ExitCode> {
         [
             "--workspace",
             "--all-targets",
+            "--no-fail-fast",
             "--exclude",
             "jit-desktop-e2e",
         ]
