@@ -121,17 +121,35 @@ async fn approve_in_the_app_countdown_and_drop() {
     let bob_api = jitd.client(&token("bob").await);
     let created = Instant::now();
     let created_unix = unix_now();
-    let view = alice_api
-        .create(&CreateRequestBody {
-            entitlement: ENTITLEMENT.into(),
-            duration: Some("10m".into()),
-            justification: JUSTIFICATION.into(),
-            urgent: true,
-            ..Default::default()
-        })
-        .await
-        .expect("alice's urgent request");
-    let id = view.request.id.clone();
+    // Made with the `jit` CLI, as a pipeline would (token from the env).
+    let out = std::process::Command::new(jit_e2e::bin("jit"))
+        .args([
+            "--server",
+            jitd.url.as_str(),
+            "request",
+            ENTITLEMENT,
+            "--for",
+            "10m",
+        ])
+        .args(["--reason", JUSTIFICATION, "--urgent"])
+        .env("JIT_TOKEN", token("alice").await)
+        .env_remove("JIT_PROFILE")
+        .env_remove("JIT_SERVER")
+        .output()
+        .expect("run jit");
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "jit request: {printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = printed
+        .split("(id ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no id in `jit request` output: {printed}"))
+        .to_string();
+    let view = alice_api.get(&id).await.expect("alice's urgent request");
     // Notifications name the entitlement as the server does
     // (`entitlement_name`: its display name in the policy).
     let name = view.entitlement_name.clone();
