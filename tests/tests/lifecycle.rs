@@ -813,3 +813,58 @@ async fn expiry_racing_a_drop_ends_once() {
         assert!(dave.audit_verify().await.unwrap()["ok"].as_bool().unwrap());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvers_scoped_by_group_membership() {
+    let _serial = serial().await;
+    let ctx = Ctx::new().await;
+    // Only members of the db-approvers group (bob) approve billing-admin.
+    let jitd = Jitd::start(
+        r#"
+[[entitlement]]
+id = "billing-admin"
+client_role = { client = "billing-app", role = "billing-admin" }
+max_duration = "1h"
+approver_groups = ["/db-approvers"]
+"#,
+    );
+    let (alice, bob, carol) = (
+        jitd.client(&token("alice").await),
+        jitd.client(&token("bob").await),
+        jitd.client(&token("carol").await),
+    );
+    let id = create(&alice, "billing-admin", "10m").await.unwrap();
+    assert!(
+        carol.list(&Default::default()).await.unwrap().is_empty(),
+        "carol sees nothing"
+    );
+    let e = carol.approve(&id, None, None).await.unwrap_err();
+    assert_eq!(e.code(), Some("not_found"), "{e}");
+    assert_eq!(
+        bob.list(&jit_client::ListQuery {
+            to_review: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len(),
+        1
+    );
+    bob.approve(&id, None, None).await.unwrap();
+    wait_status(&alice, &id, Status::Active, secs(5)).await;
+    assert!(ctx
+        .probe
+        .client_roles("alice", "billing-app")
+        .await
+        .unwrap()
+        .contains(&"billing-admin".to_string()));
+    alice.drop_grant(&id).await.unwrap();
+    eventually(secs(5), "client role removed", || async {
+        !ctx.probe
+            .client_roles("alice", "billing-app")
+            .await
+            .unwrap()
+            .contains(&"billing-admin".to_string())
+    })
+    .await;
+}
