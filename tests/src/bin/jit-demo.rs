@@ -190,10 +190,13 @@ async fn main() -> Result<()> {
 
     let out = waiter.wait_with_output()?;
     t.say("jitd granted the role in Keycloak; alice's `--wait` returns:");
-    for line in String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .chain(String::from_utf8_lossy(&out.stdout).lines())
-    {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut lines = stdout.lines();
+    // "Requested …" (stdout), the progress lines (stderr), "Granted …" (stdout).
+    if let Some(first) = lines.next() {
+        println!("             {first}");
+    }
+    for line in String::from_utf8_lossy(&out.stderr).lines().chain(lines) {
         println!("             {line}");
     }
     if !out.status.success() {
@@ -227,7 +230,11 @@ async fn main() -> Result<()> {
         if left <= 0 {
             break;
         }
-        println!("             ⏳ {:>3} s left", (left + 999) / 1000);
+        // Same rounding and format as `jit show` (whole seconds, down).
+        println!(
+            "             ⏳ {} left",
+            jit_core::format_duration(left / 1000)
+        );
         tokio::time::sleep(Duration::from_millis((left.min(5000)) as u64)).await;
     }
     t.say("expires_at reached: jitd takes the role away");
