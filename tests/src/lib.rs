@@ -86,26 +86,7 @@ fn free_port() -> u16 {
 impl Jitd {
     /// Starts jitd with `policy` on a free port, fresh database.
     pub fn start(policy: &str) -> Jitd {
-        let env = keycloak_env();
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
-        let port = free_port();
-        std::fs::write(
-            dir.path().join("jitd.toml"),
-            format!(
-                "listen = \"127.0.0.1:{port}\"\ndatabase = \"jitd.sqlite\"\npolicy = \"policy.toml\"\n\n[keycloak]\nurl = \"{}\"\nrealm = \"{}\"\n",
-                env.url, env.realm
-            ),
-        )
-        .unwrap();
-        let mut j = Jitd {
-            dir,
-            port,
-            child: None,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        j.spawn();
-        j
+        Jitd::start_via(policy, &keycloak_env().url)
     }
 
     /// (Re)starts the process on the same port and database; waits until it
