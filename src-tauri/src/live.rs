@@ -286,11 +286,21 @@ impl Loop {
 
 /// The live loop of one login. Ends when the user logs out.
 pub async fn run(d: Arc<Desktop>, client: Client) {
+    // Asking the notification server for its capabilities is a D-Bus call
+    // that can stall (server still starting, bus busy): never let it hold
+    // the live connection back; without an answer, offer no actions.
     let notifier_actions = {
         let d = d.clone();
-        tokio::task::spawn_blocking(move || d.notifier.server_has_actions())
-            .await
-            .unwrap_or(false)
+        let ask = tokio::task::spawn_blocking(move || d.notifier.server_has_actions());
+        match tokio::time::timeout(Duration::from_secs(2), ask).await {
+            Ok(Ok(has)) => has,
+            _ => {
+                tracing::warn!(
+                    "notification server did not report its capabilities in 2 s; no actions"
+                );
+                false
+            }
+        }
     };
     let mut l = Loop {
         d: d.clone(),

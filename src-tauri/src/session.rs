@@ -205,7 +205,7 @@ impl Session {
             .await
             .map_err(|e| e.to_string())?;
         let pending = oidc.start_login().await.map_err(|e| e.to_string())?;
-        open_browser(pending.authorize_url.as_str())?;
+        jit_keycloak::oidc::open_in_browser(pending.authorize_url.as_str())?;
         let tokens = oidc
             .finish_login(pending, LOGIN_TIMEOUT)
             .await
@@ -379,32 +379,6 @@ impl TokenSource for Session {
     fn token(&self) -> BoxFuture<'_, Result<String, ClientError>> {
         Box::pin(self.current_token())
     }
-}
-
-/// Opens `url` with `$BROWSER` (a command line; `%s` is replaced by the URL,
-/// else the URL is appended) or the desktop's default browser.
-pub fn open_browser(url: &str) -> Result<(), String> {
-    if let Ok(cmd) = std::env::var("BROWSER") {
-        let mut parts = cmd.split_whitespace();
-        let prog = parts.next().ok_or("BROWSER is empty")?;
-        let mut args: Vec<String> = parts.map(str::to_string).collect();
-        if args.iter().any(|a| a.contains("%s")) {
-            args = args.into_iter().map(|a| a.replace("%s", url)).collect();
-        } else {
-            args.push(url.to_string());
-        }
-        let mut child = std::process::Command::new(prog)
-            .args(&args)
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start BROWSER ({prog}): {e}"))?;
-        // Reap it when it exits (no zombie left behind).
-        std::thread::spawn(move || {
-            let _ = child.wait();
-        });
-        return Ok(());
-    }
-    webbrowser::open(url).map_err(|e| format!("cannot open a browser: {e}"))
 }
 
 /// `preferred_username` of a JWT, unverified (display only; jitd checks

@@ -157,17 +157,32 @@ pub async fn token(user: &str) -> String {
     .access_token
 }
 
-/// Realm roles in a fresh token of `user`.
-pub async fn token_roles(user: &str) -> Vec<String> {
-    let claims = jit_testkit::decode_jwt_claims(&token(user).await).expect("claims");
-    claims["realm_access"]["roles"]
+/// Realm roles (`realm_access.roles`) in a token `user` gets now, after a
+/// login through Keycloak's page. Errors: login or token decoding failed.
+pub async fn fresh_token_roles(user: &str) -> anyhow::Result<Vec<String>> {
+    let set = jit_testkit::pkce_login(
+        &keycloak_env(),
+        jit_testkit::CLI_CLIENT_ID,
+        user,
+        &demo_password(user),
+    )
+    .await?;
+    let claims = jit_testkit::decode_jwt_claims(&set.access_token)?;
+    Ok(claims["realm_access"]["roles"]
         .as_array()
         .map(|a| {
             a.iter()
                 .filter_map(|v| v.as_str().map(str::to_string))
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default())
+}
+
+/// [`fresh_token_roles`], panicking with the reason (for tests).
+pub async fn token_roles(user: &str) -> Vec<String> {
+    fresh_token_roles(user)
+        .await
+        .unwrap_or_else(|e| panic!("token of {user}: {e:#}"))
 }
 
 /// Everything Keycloak says `user` holds: direct and effective realm roles,

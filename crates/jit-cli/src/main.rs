@@ -240,26 +240,6 @@ async fn resolve(c: &Client, id: &str) -> anyhow::Result<String> {
     }
 }
 
-fn open_browser(url: &str) -> anyhow::Result<()> {
-    if let Ok(cmd) = std::env::var("BROWSER") {
-        let mut parts = cmd.split_whitespace();
-        let prog = parts.next().ok_or_else(|| anyhow!("BROWSER is empty"))?;
-        let mut args: Vec<String> = parts.map(str::to_string).collect();
-        if args.iter().any(|a| a.contains("%s")) {
-            args = args.into_iter().map(|a| a.replace("%s", url)).collect();
-        } else {
-            args.push(url.to_string());
-        }
-        std::process::Command::new(prog)
-            .args(&args)
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start BROWSER ({prog})"))?;
-        return Ok(());
-    }
-    webbrowser::open(url).map_err(|e| anyhow!("cannot open a browser: {e}"))
-}
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Cmd::Login { timeout } => login(&cli, parse_duration(timeout)?).await,
@@ -338,56 +318,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .iter()
                 .filter(|v| v.decision == jit_core::Decision::Approve)
                 .count();
-            println!(
-                "{} {}: {} ({}/{} approvals)",
-                render::short(&r.request.id),
-                r.request.entitlement_id,
-                r.request.status,
-                approvals,
-                r.request.approvals_required
+            render::outcome(
+                &r,
+                &format!(
+                    "{} ({approvals}/{} approvals)",
+                    r.request.status, r.request.approvals_required
+                ),
             );
             Ok(())
         }
         Cmd::Deny { id, comment } => {
             let c = client(&cli)?;
             let r = c.deny(&resolve(&c, id).await?, comment).await?;
-            println!(
-                "{} {}: {}",
-                render::short(&r.request.id),
-                r.request.entitlement_id,
-                r.request.status
-            );
+            render::outcome(&r, r.request.status.as_str());
             Ok(())
         }
         Cmd::Cancel { id } => {
             let c = client(&cli)?;
             let r = c.cancel(&resolve(&c, id).await?).await?;
-            println!(
-                "{} {}: {}",
-                render::short(&r.request.id),
-                r.request.entitlement_id,
-                r.request.status
-            );
+            render::outcome(&r, r.request.status.as_str());
             Ok(())
         }
         Cmd::Drop { id } => {
             let c = client(&cli)?;
             let r = c.drop_grant(&resolve(&c, id).await?).await?;
-            println!(
-                "{} {}: dropped; the role is being removed",
-                render::short(&r.request.id),
-                r.request.entitlement_id
-            );
+            render::outcome(&r, "dropped; the role is being removed");
             Ok(())
         }
         Cmd::Revoke { id, comment } => {
             let c = client(&cli)?;
             let r = c.revoke(&resolve(&c, id).await?, comment).await?;
-            println!(
-                "{} {}: revoked; the role is being removed",
-                render::short(&r.request.id),
-                r.request.entitlement_id
-            );
+            render::outcome(&r, "revoked; the role is being removed");
             Ok(())
         }
         Cmd::Extend {
@@ -489,7 +450,7 @@ async fn login(cli: &Cli, timeout_secs: i64) -> anyhow::Result<()> {
     let session = oidc.start_login().await?;
     let url = session.authorize_url.to_string();
     eprintln!("Opening the browser to log in. If it does not open, visit:\n  {url}");
-    if let Err(e) = open_browser(&url) {
+    if let Err(e) = jit_keycloak::oidc::open_in_browser(&url) {
         eprintln!("jit: {e}");
     }
     let tokens = oidc

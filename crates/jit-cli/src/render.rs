@@ -23,6 +23,16 @@ pub fn short(id: &str) -> &str {
     &id[..id.len().min(8)]
 }
 
+/// One line after an action: `8ab0b6a5 prod-db-admin: {what}`.
+pub fn outcome(r: &RequestView, what: &str) {
+    println!(
+        "{} {}: {what}",
+        short(&r.request.id),
+        r.request.entitlement_id
+    );
+}
+
+/// Table of requestable entitlements (id, target, max duration, approvals).
 pub fn entitlements(es: &[EntitlementView]) {
     if es.is_empty() {
         println!("Nothing you may request.");
@@ -53,6 +63,7 @@ fn left(r: &RequestView, now: DateTime<Utc>) -> String {
     }
 }
 
+/// Table of requests; LEFT is `expires_at − now` (server clock) for active grants.
 pub fn list(rows: &[RequestView], now: DateTime<Utc>) {
     if rows.is_empty() {
         println!("No requests.");
@@ -87,6 +98,7 @@ pub fn list(rows: &[RequestView], now: DateTime<Utc>) {
     }
 }
 
+/// Every detail of one request, times in UTC.
 pub fn show(r: &RequestView, now: DateTime<Utc>) {
     let q = &r.request;
     println!("Request      {}", q.id);
@@ -162,6 +174,7 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
     }
 }
 
+/// Audit rows, one per line (seq, UTC time, event, request, actor, reason).
 pub fn audit(rows: &[AuditRecord]) {
     if rows.is_empty() {
         println!("No audit rows.");
@@ -181,6 +194,7 @@ pub fn audit(rows: &[AuditRecord]) {
     }
 }
 
+/// One live event line (`jit watch`).
 pub fn event(ev: &ServerEvent) {
     let r = &ev.data.record;
     println!(

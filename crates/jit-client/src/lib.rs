@@ -178,7 +178,8 @@ impl Client {
         req: reqwest::RequestBuilder,
         auth: bool,
     ) -> Result<T, ClientError> {
-        self.send(req, auth)
+        // Whole-request limit for ordinary calls (the event stream has none).
+        self.send(req.timeout(std::time::Duration::from_secs(30)), auth)
             .await?
             .json()
             .await

@@ -47,6 +47,7 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+/// `prev_hash` of the first audit row (64 hex zeros).
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 impl AuditRecord {

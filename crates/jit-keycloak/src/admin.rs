@@ -345,16 +345,28 @@ impl AdminClient {
         Ok(())
     }
 
+    /// POSTs or DELETEs exactly `role` on the user's realm mappings
+    /// (`client_uuid` = None) or on one client's mappings.
+    async fn map_role(
+        &self,
+        method: reqwest::Method,
+        user_id: &str,
+        client_uuid: Option<&str>,
+        role: &RoleRep,
+        what: &str,
+    ) -> Result<(), KeycloakError> {
+        let path = match client_uuid {
+            None => format!("/users/{}/role-mappings/realm", enc(user_id)),
+            Some(c) => format!("/users/{}/role-mappings/clients/{}", enc(user_id), enc(c)),
+        };
+        self.role_mapping(method, path, std::slice::from_ref(role), what)
+            .await
+    }
+
     /// Adds exactly `role` to the user's realm role mappings (204 no-op if held).
     pub async fn add_realm_role(&self, user_id: &str, role: &RoleRep) -> Result<(), KeycloakError> {
-        let path = format!("/users/{}/role-mappings/realm", enc(user_id));
-        self.role_mapping(
-            reqwest::Method::POST,
-            path,
-            std::slice::from_ref(role),
-            "add realm role",
-        )
-        .await
+        self.map_role(reqwest::Method::POST, user_id, None, role, "add realm role")
+            .await
     }
 
     /// Removes exactly `role` from the user's realm role mappings. Never sends
@@ -364,11 +376,11 @@ impl AdminClient {
         user_id: &str,
         role: &RoleRep,
     ) -> Result<(), KeycloakError> {
-        let path = format!("/users/{}/role-mappings/realm", enc(user_id));
-        self.role_mapping(
+        self.map_role(
             reqwest::Method::DELETE,
-            path,
-            std::slice::from_ref(role),
+            user_id,
+            None,
+            role,
             "remove realm role",
         )
         .await
@@ -381,15 +393,11 @@ impl AdminClient {
         client_uuid: &str,
         role: &RoleRep,
     ) -> Result<(), KeycloakError> {
-        let path = format!(
-            "/users/{}/role-mappings/clients/{}",
-            enc(user_id),
-            enc(client_uuid)
-        );
-        self.role_mapping(
+        self.map_role(
             reqwest::Method::POST,
-            path,
-            std::slice::from_ref(role),
+            user_id,
+            Some(client_uuid),
+            role,
             "add client role",
         )
         .await
@@ -402,15 +410,11 @@ impl AdminClient {
         client_uuid: &str,
         role: &RoleRep,
     ) -> Result<(), KeycloakError> {
-        let path = format!(
-            "/users/{}/role-mappings/clients/{}",
-            enc(user_id),
-            enc(client_uuid)
-        );
-        self.role_mapping(
+        self.map_role(
             reqwest::Method::DELETE,
-            path,
-            std::slice::from_ref(role),
+            user_id,
+            Some(client_uuid),
+            role,
             "remove client role",
         )
         .await

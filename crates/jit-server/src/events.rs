@@ -23,6 +23,7 @@ use crate::api::{view, visible_audit, Caller, Q};
 use crate::error::ApiError;
 use crate::AppState;
 
+/// Query of `GET /v1/events`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventParams {

@@ -132,7 +132,9 @@ pub fn load_policy(path: &std::path::Path) -> anyhow::Result<Policy> {
 
 /// A running jitd.
 pub struct Server {
+    /// The address it listens on (the real port when `listen` said 0).
     pub addr: SocketAddr,
+    /// Its shared state (store, policy, clients) — e.g. for SIGHUP reloads.
     pub state: Arc<AppState>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,

@@ -142,9 +142,10 @@ pub async fn tick(
         )?;
     }
     // Removals before activations, so an expiring grant and a new one for
-    // the same role see a consistent picture.
-    let due_remove = state.store.due(Utc::now())?.remove;
-    for id in &due_remove {
+    // the same role see a consistent picture. The grants just expired are
+    // due for removal too (`remove` skips those with nothing to remove).
+    let due_remove = due.remove.iter().chain(&due.expire);
+    for id in due_remove {
         remove(state, id).await?;
     }
     for id in &due.activate {

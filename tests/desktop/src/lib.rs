@@ -16,10 +16,9 @@
 //! What it is not for: running outside the prepared session. Use
 //! `cargo xtask desktop-test`, which builds the UI and the app, installs
 //! tauri-driver if needed, starts Keycloak, Xvfb, the D-Bus session,
-//! gnome-keyring and dbusmock, then runs these tests. The tests that need
-//! all that are `#[ignore]`d in a plain `cargo test --workspace` (they are
-//! listed as ignored, never silently passed); `desktop-test` runs them with
-//! `--include-ignored`.
+//! gnome-keyring and dbusmock, then runs these tests (`cargo xtask test`
+//! runs it after the rest of the workspace, which excludes this crate). Run
+//! outside that session they fail loudly: they never skip.
 
 pub mod bus;
 pub mod desktop;

@@ -92,13 +92,10 @@ fn sibling(name: &str) -> Result<PathBuf> {
 }
 
 async fn token_has(user: &str, role: &str) -> Result<bool> {
-    let env = keycloak_env();
-    let t = jit_testkit::pkce_login(&env, jit_testkit::CLI_CLIENT_ID, user, &demo_password(user))
-        .await?;
-    let claims = t.access_claims()?;
-    Ok(claims["realm_access"]["roles"]
-        .as_array()
-        .is_some_and(|a| a.iter().any(|r| r == role)))
+    Ok(jit_e2e::fresh_token_roles(user)
+        .await?
+        .iter()
+        .any(|r| r == role))
 }
 
 #[tokio::main(flavor = "current_thread")]
