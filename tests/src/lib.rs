@@ -16,6 +16,10 @@ use jit_client::{Client, StaticToken, TokenSource};
 use jit_keycloak::AdminClient;
 use jit_testkit::{demo_password, keycloak_env, AdminProbe, KeycloakEnv};
 
+/// The user attribute jitd writes grant ends to (its default), read by the
+/// Keycloak extension.
+pub const GRANTS_ATTRIBUTE: &str = "jit.grants";
+
 /// The standing access of the realm's users that no JIT action may touch.
 pub const USERS: [&str; 6] = ["alice", "bob", "carol", "dave", "erin", "frank"];
 
@@ -238,6 +242,11 @@ impl Ctx {
             for t in targets() {
                 ctx.admin.unassign(&id, &t).await.unwrap();
             }
+            // Grant ends an earlier run left for the Keycloak extension.
+            ctx.admin
+                .set_user_attribute(&id, GRANTS_ATTRIBUTE, &[])
+                .await
+                .unwrap();
         }
         ctx
     }

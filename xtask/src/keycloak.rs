@@ -6,6 +6,9 @@
 //! - `target/keycloak/keycloak.log` — stdout + stderr of the server;
 //! - `target/keycloak/keycloak.pid` — pid (= process group id) of the server.
 //!
+//! The JIT extension (`keycloak-extension/`) is built and copied into the
+//! distribution's `providers/` before each start ([`crate::extension`]).
+//!
 //! Keycloak runs with `start-dev` (H2 database, dev profile) on `127.0.0.1`,
 //! in its own process group, with a fresh database and the realm fixture
 //! `tests/fixtures/realm-jit.json` imported at each start.
@@ -41,7 +44,7 @@ pub const ADMIN_USERNAME: &str = "admin";
 /// Bootstrap admin password of the master realm. Demo only.
 pub const ADMIN_PASSWORD: &str = "admin-pass";
 /// How long `start` waits for readiness.
-pub const START_TIMEOUT: Duration = Duration::from_secs(180);
+pub const START_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long `stop` waits after SIGTERM before SIGKILL.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Marker written into the distribution directory once unpacked.
@@ -349,6 +352,7 @@ pub fn start(ports: Ports) -> Result<Started> {
 
     let dist = fetch()?;
     let java_home = find_java_home()?;
+    crate::extension::install(&dist)?;
     reset_state(&dist)?;
 
     let log_path = log_file();

@@ -14,6 +14,7 @@
 
 pub mod demo;
 pub mod desktop;
+pub mod extension;
 pub mod keycloak;
 pub mod probe;
 pub mod signals;

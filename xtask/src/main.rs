@@ -253,6 +253,7 @@ fn test(ports: Ports, args: Vec<String>) -> Result<ExitCode> {
         .args(&args)
         .env("KEYCLOAK_URL", guard.url())
         .env("JIT_BACKEND_SECRET", keycloak::BACKEND_DEMO_SECRET)
+        .env("KEYCLOAK_LOG", keycloak::log_file())
         .spawn()
         .context("cannot run cargo test")?;
     let mut forwarded = false;

@@ -31,6 +31,10 @@ pub enum KeycloakError {
     NotFound(String),
     #[error("refusing to send an empty role list (Keycloak would remove every role)")]
     EmptyRoleList,
+    /// Keycloak accepted a write but did not keep it (e.g. a user attribute
+    /// its user profile drops).
+    #[error("Keycloak did not keep {0}")]
+    NotKept(String),
 }
 
 impl KeycloakError {
@@ -434,6 +438,78 @@ impl AdminClient {
         Ok(())
     }
 
+    /// The values of the user's attribute `name` (empty when absent).
+    /// Errors: [`KeycloakError::NotFound`] when the user does not exist.
+    pub async fn user_attribute(
+        &self,
+        user_id: &str,
+        name: &str,
+    ) -> Result<Vec<String>, KeycloakError> {
+        let user: serde_json::Value = self
+            .get_json(
+                &format!("/users/{}", enc(user_id)),
+                &format!("user {user_id}"),
+            )
+            .await?;
+        Ok(attribute_values(&user, name))
+    }
+
+    /// Sets the user's attribute `name` to exactly `values` (removes it when
+    /// empty), leaving every other field and attribute as it is: reads the
+    /// whole user representation and writes it back (`PUT /users/{id}`), and
+    /// writes nothing when the values are already those. Returns whether it
+    /// wrote.
+    ///
+    /// Keycloak's declarative user profile (26.x) keeps an attribute written
+    /// this way only if the realm declares it (admin view/edit) or allows
+    /// unmanaged attributes for admins (`unmanagedAttributePolicy` `ADMIN_EDIT`
+    /// or `ENABLED`); otherwise it drops it, which the re-read after the write
+    /// turns into [`KeycloakError::NotKept`]. Errors: also
+    /// [`KeycloakError::NotFound`] for a missing user.
+    pub async fn set_user_attribute(
+        &self,
+        user_id: &str,
+        name: &str,
+        values: &[String],
+    ) -> Result<bool, KeycloakError> {
+        let what = format!("user {user_id}");
+        let path = format!("/users/{}", enc(user_id));
+        let mut user: serde_json::Value = self.get_json(&path, &what).await?;
+        if attribute_values(&user, name) == values {
+            return Ok(false);
+        }
+        let obj = user.as_object_mut().ok_or_else(|| {
+            KeycloakError::Unavailable("user representation is not an object".into())
+        })?;
+        let attrs = obj
+            .entry("attributes")
+            .or_insert_with(|| serde_json::json!({}));
+        if !attrs.is_object() {
+            *attrs = serde_json::json!({});
+        }
+        let map = attrs.as_object_mut().expect("object");
+        if values.is_empty() {
+            map.remove(name);
+        } else {
+            map.insert(name.to_string(), serde_json::json!(values));
+        }
+        self.send(
+            self.http.put(self.url(&path)).json(&user),
+            &format!("update attribute {name} of user {user_id}"),
+        )
+        .await?;
+        if !values.is_empty() {
+            let stored: serde_json::Value = self.get_json(&path, &what).await?;
+            if attribute_values(&stored, name) != values {
+                return Err(KeycloakError::NotKept(format!(
+                    "attribute {name} of user {user_id}: declare it in the realm's user profile \
+                     (admin view and edit) or set unmanaged attributes to ADMIN_EDIT"
+                )));
+            }
+        }
+        Ok(true)
+    }
+
     /// Ends all of the user's sessions (`POST /users/{id}/logout`), so their
     /// refresh tokens stop working.
     pub async fn logout_user(&self, user_id: &str) -> Result<(), KeycloakError> {
@@ -592,6 +668,19 @@ impl AdminClient {
             EntitlementKind::Group { path } => self.group_by_path(path).await.map(|_| ()),
         }
     }
+}
+
+/// The string values of attribute `name` in a user representation.
+fn attribute_values(user: &serde_json::Value, name: &str) -> Vec<String> {
+    user.get("attributes")
+        .and_then(|a| a.get(name))
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Percent-encodes one path segment or query value.

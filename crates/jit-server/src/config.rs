@@ -46,6 +46,11 @@ pub struct KeycloakConfig {
     /// File holding the backend client's secret. When absent, the secret is
     /// read from the environment variable `JIT_BACKEND_SECRET`.
     pub backend_client_secret_file: Option<PathBuf>,
+    /// User attribute jitd writes each grant's end to, for the Keycloak
+    /// extension (`keycloak-extension/`): its token mapper and login gate
+    /// read it. Default `jit.grants`; an empty string writes nothing.
+    #[serde(default = "default_grants_attribute")]
+    pub grants_attribute: Option<String>,
 }
 
 fn default_listen() -> String {
@@ -59,6 +64,9 @@ fn default_cli() -> String {
 }
 fn default_desktop() -> String {
     "jit-desktop".into()
+}
+fn default_grants_attribute() -> Option<String> {
+    Some(crate::grant_ends::DEFAULT_ATTRIBUTE.into())
 }
 fn default_backend() -> String {
     "jit-backend".into()

@@ -13,6 +13,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod grant_ends;
 pub mod scheduler;
 pub mod store;
 
@@ -50,6 +51,8 @@ pub struct AppState {
     pub public: jit_core::api::ServerConfigView,
     /// Flips to `true` when the server stops; long-lived streams end then.
     pub stopping: watch::Sender<bool>,
+    /// Grant ends written on users for the Keycloak extension.
+    pub grant_ends: grant_ends::GrantEnds,
 }
 
 impl AppState {
@@ -73,6 +76,7 @@ impl AppState {
                 }
             });
         }
+        self.grant_ends.mark_records(recs);
         self.wake.notify_one();
     }
 
@@ -201,6 +205,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
             cli_client_id: config.keycloak.cli_client_id.clone(),
             desktop_client_id: config.keycloak.desktop_client_id.clone(),
         },
+        grant_ends: grant_ends::GrantEnds::new(config.keycloak.grants_attribute.clone()),
     });
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -208,6 +213,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let sched = tokio::spawn(scheduler::run(state.clone()));
+    tokio::spawn(grant_ends::run(state.clone()));
     let app = api::router(state.clone());
     let st = state.clone();
     let task = tokio::spawn(async move {

@@ -216,6 +216,8 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
         }
     };
     if owns {
+        // The extension must know the grant's end before any token carries the role.
+        crate::grant_ends::before_assign(state, &r.requester_id).await;
         if let Err(e) = state.admin.assign(&r.requester_id, &r.target).await {
             return record_failure(state, id, e.to_string());
         }

@@ -391,6 +391,25 @@ impl Store {
         Ok(out)
     }
 
+    /// The user's requests that may have something in Keycloak now or soon:
+    /// approved, active, or ended with the removal still pending. For the
+    /// grant ends jitd writes on the user (`grant_ends`).
+    pub fn user_grants_in_keycloak(&self, user_id: &str) -> Result<Vec<Stored>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT body, grant_state FROM requests WHERE requester_id = ?1 AND (status IN ('approved', 'active') OR removal_pending = 1) ORDER BY created_at",
+        )?;
+        let rows = stmt.query_map([user_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (b, g) = row?;
+            out.push(Self::row_to_stored(b, g)?);
+        }
+        Ok(out)
+    }
+
     /// Active grants of `target` to `user_id`, other than `except`.
     pub fn other_active_grants(
         &self,

@@ -108,7 +108,9 @@ pub async fn browser_login(authorize_url: &str, username: &str, password: &str) 
         if posted {
             bail!(
                 "after the login form Keycloak showed page {title:?} (HTTP {status}{msg}) instead of \
-                 redirecting to the client: a required action (update profile, verify email...) or an error"
+                 redirecting to the client: a required action (update profile, verify email...), a login \
+                 gate or an error. Page text: {}",
+                page_text(&body)
             );
         }
         bail!(
@@ -198,6 +200,22 @@ fn page_message(html: &str) -> Option<String> {
         .find(|s| !s.is_empty())
 }
 
+/// The visible text of a page's body (tags, scripts and styles removed,
+/// entities unescaped, whitespace collapsed), at most 2000 characters.
+pub fn page_text(html: &str) -> String {
+    static BODY: OnceLock<Regex> = OnceLock::new();
+    static HIDDEN: OnceLock<Regex> = OnceLock::new();
+    static TAG: OnceLock<Regex> = OnceLock::new();
+    let body = re(&BODY, r"(?is)<body\b[^>]*>(.*)</body>")
+        .captures(html)
+        .and_then(|c| c.get(1))
+        .map_or(html, |m| m.as_str());
+    let visible =
+        re(&HIDDEN, r"(?is)<(script|style)\b.*?</(script|style)\s*>").replace_all(body, " ");
+    let text = re(&TAG, r"(?s)<[^>]*>").replace_all(&visible, " ");
+    collapse(&html_unescape(&text)).chars().take(2000).collect()
+}
+
 fn collapse(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -284,6 +302,17 @@ mod tests {
         assert_eq!(
             page_message(error_page).as_deref(),
             Some("Invalid parameter: redirect_uri")
+        );
+    }
+
+    #[test]
+    fn visible_text_of_a_page() {
+        let html = r#"<html><head><title>T</title><script>var x = "<b>";</script></head>
+            <body><style>p { color: red }</style><h1>Just-in-time access required</h1>
+            <pre id="jit-command">jit request prod-db-admin --reason &quot;&lt;why&gt;&quot;</pre></body></html>"#;
+        assert_eq!(
+            page_text(html),
+            "Just-in-time access required jit request prod-db-admin --reason \"<why>\""
         );
     }
 

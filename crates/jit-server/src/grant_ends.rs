@@ -1,0 +1,254 @@
+//! Grant ends in Keycloak, for the JIT extension (`keycloak-extension/`).
+//!
+//! jitd writes, on each user holding JIT grants, the user attribute
+//! `keycloak.grants_attribute` (default `jit.grants`): one value per grant
+//! that has (or is about to have) its role or group in Keycloak, as JSON
+//! `{"grant": request id, "entitlement": id, "target": {"kind": ...},
+//! "expires_at": RFC 3339 UTC}`. The extension's protocol mapper bounds token
+//! lifetimes by it and leaves out roles whose grant has ended; its login gate
+//! reads it too. Keycloak never calls jitd.
+//!
+//! The values are always derived from the store (the only truth), never
+//! patched: [`sync_user`] computes the whole set for a user and writes it
+//! when it differs. Every store change marks its requester (from
+//! [`crate::AppState::published`]); the [`run`] worker syncs marked users,
+//! retrying transient Keycloak failures with backoff (1 s doubling to 30 s,
+//! about 10 min in all).
+//! The scheduler also syncs right before it assigns a role, so no token can
+//! carry a JIT role that Keycloak does not yet know the end of.
+//!
+//! Order that keeps tokens right: a grant's value appears before its role
+//! is assigned (with a provisional end, `now + duration`, never later than
+//! the real one), shows the real end once active, shows the end of an early
+//! drop or revoke at once, and disappears only after the role has left
+//! Keycloak — so an ended role is never shown as standing.
+//!
+//! Without the extension the attribute is harmless; writing it needs the
+//! realm's user profile to allow it (see the README in `keycloak-extension/`).
+//! A failure here never blocks a grant or a revoke; it is logged.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use jit_core::{RequestKind, Status};
+use jit_keycloak::KeycloakError;
+use tokio::time::Instant;
+
+use crate::store::{AuditRecord, Stored};
+use crate::AppState;
+
+/// Default user attribute (the extension's default too).
+pub const DEFAULT_ATTRIBUTE: &str = "jit.grants";
+
+/// Transient failures retried per user before giving up (about 10 min).
+const MAX_ATTEMPTS: u32 = 25;
+
+/// Longest wait between retries of one user's sync.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The users whose grant ends must be (re)written, and how.
+pub struct GrantEnds {
+    attribute: Option<String>,
+    /// User id → (retry not before, failed attempts).
+    dirty: Mutex<BTreeMap<String, (Instant, u32)>>,
+    wake: tokio::sync::Notify,
+    /// One sync at a time: each reads the store then writes Keycloak, so the
+    /// last write is always of the latest store state.
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl GrantEnds {
+    /// `attribute`: the user attribute to write, or `None` to write nothing
+    /// (no extension in this Keycloak).
+    pub fn new(attribute: Option<String>) -> GrantEnds {
+        GrantEnds {
+            attribute: attribute.filter(|a| !a.is_empty()),
+            dirty: Mutex::new(BTreeMap::new()),
+            wake: tokio::sync::Notify::new(),
+            writing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The attribute written, if any.
+    pub fn attribute(&self) -> Option<&str> {
+        self.attribute.as_deref()
+    }
+
+    /// Marks the requesters of `recs` for a sync now.
+    pub fn mark_records(&self, recs: &[AuditRecord]) {
+        if self.attribute.is_none() || recs.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        {
+            let mut d = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+            for r in recs {
+                d.insert(r.requester_id.clone(), (now, 0));
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    fn retry_later(&self, user_id: &str, attempts: u32) {
+        let secs = 1u64 << attempts.min(5);
+        let wait = Duration::from_secs(secs).min(MAX_BACKOFF);
+        let mut d = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        // A newer mark (attempts 0) wins over the retry.
+        d.entry(user_id.to_string())
+            .or_insert((Instant::now() + wait, attempts + 1));
+    }
+
+    /// Takes the users due now; returns them and when the next one is due.
+    fn take_due(&self) -> (Vec<(String, u32)>, Option<Instant>) {
+        let now = Instant::now();
+        let mut d = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        let due: Vec<(String, u32)> = d
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(u, (_, n))| (u.clone(), *n))
+            .collect();
+        for (u, _) in &due {
+            d.remove(u);
+        }
+        (due, d.values().map(|(at, _)| *at).min())
+    }
+}
+
+/// The attribute values for one user's stored requests at `now`, sorted by
+/// grant id: grants JIT owns that are active, being activated (provisional
+/// end `now + duration`), or ended with the removal from Keycloak still
+/// pending (end = when they ended). Standing assignments (JIT does not own
+/// them) are left out: the user keeps those after the grant.
+pub fn values(grants: &[Stored], now: DateTime<Utc>) -> Vec<String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for s in grants {
+        let r = &s.request;
+        if !matches!(r.kind, RequestKind::Access) || s.grant.owns_assignment != Some(true) {
+            continue;
+        }
+        let end = match r.status {
+            Status::Active => r.expires_at,
+            Status::Approved
+                if s.grant.granted_at.is_none() && r.start_at.is_none_or(|t| t <= now) =>
+            {
+                Some(now + chrono::Duration::seconds(r.duration_secs.max(0)))
+            }
+            st if st.is_terminal() && s.grant.removal_pending => match (r.expires_at, r.ended_at) {
+                (Some(e), Some(x)) => Some(e.min(x)),
+                (e, x) => e.or(x).or(Some(now)),
+            },
+            _ => None,
+        };
+        let Some(end) = end else { continue };
+        let v = serde_json::json!({
+            "grant": r.id,
+            "entitlement": r.entitlement_id,
+            "target": r.target,
+            "expires_at": end.to_rfc3339_opts(SecondsFormat::Millis, true),
+        });
+        out.push((r.id.clone(), v.to_string()));
+    }
+    out.sort();
+    out.into_iter().map(|(_, v)| v).collect()
+}
+
+/// Writes the user's grant ends as the store has them now (nothing when
+/// unchanged or when no attribute is configured).
+///
+/// Errors: the store's, as [`KeycloakError::Unavailable`]; Keycloak's
+/// (transient ones are worth retrying, see [`KeycloakError::is_transient`]);
+/// [`KeycloakError::NotKept`] when the realm's user profile drops the
+/// attribute.
+pub async fn sync_user(state: &AppState, user_id: &str) -> Result<(), KeycloakError> {
+    let Some(attribute) = state.grant_ends.attribute() else {
+        return Ok(());
+    };
+    let _one_at_a_time = state.grant_ends.writing.lock().await;
+    let grants = state
+        .store
+        .user_grants_in_keycloak(user_id)
+        .map_err(|e| KeycloakError::Unavailable(format!("store: {e}")))?;
+    let values = values(&grants, Utc::now());
+    if state
+        .admin
+        .set_user_attribute(user_id, attribute, &values)
+        .await?
+    {
+        tracing::debug!(
+            user = user_id,
+            grants = values.len(),
+            "grant ends written to Keycloak"
+        );
+    }
+    Ok(())
+}
+
+/// Called by the scheduler right before it assigns a role: writes the
+/// grant's (provisional) end first. A failure is logged and retried by the
+/// worker; it never stops the grant.
+pub async fn before_assign(state: &AppState, user_id: &str) {
+    if let Err(e) = sync_user(state, user_id).await {
+        log_failure(user_id, &e);
+        state.grant_ends.retry_later(user_id, 0);
+        state.grant_ends.wake.notify_one();
+    }
+}
+
+fn log_failure(user_id: &str, e: &KeycloakError) {
+    match e {
+        KeycloakError::NotKept(_) => {
+            tracing::error!(user = user_id, error = %e, "grant ends not written; tokens are not time-bound")
+        }
+        _ => tracing::warn!(user = user_id, error = %e, "grant ends not written yet"),
+    }
+}
+
+/// The worker: syncs marked users until `state.stopping` flips. At start it
+/// marks every user with an open request, so a restart repairs what a crash
+/// left half written.
+pub async fn run(state: std::sync::Arc<AppState>) {
+    if state.grant_ends.attribute().is_none() {
+        return;
+    }
+    match state.store.open_requests() {
+        Ok(open) => {
+            let now = Instant::now();
+            let mut d = state
+                .grant_ends
+                .dirty
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for s in open {
+                d.insert(s.request.requester_id, (now, 0));
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot list open requests for the grant ends"),
+    }
+    let mut stop = state.stopping.subscribe();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let (due, next) = state.grant_ends.take_due();
+        for (user, attempts) in due {
+            if let Err(e) = sync_user(&state, &user).await {
+                log_failure(&user, &e);
+                if e.is_transient() && attempts < MAX_ATTEMPTS {
+                    state.grant_ends.retry_later(&user, attempts);
+                } else if e.is_transient() {
+                    tracing::error!(user = %user, "grant ends still not written after {MAX_ATTEMPTS} attempts; giving up until the user's next change or restart");
+                }
+            }
+        }
+        let sleep = next
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            _ = state.grant_ends.wake.notified() => {}
+            _ = tokio::time::sleep(sleep) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
