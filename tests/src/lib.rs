@@ -31,11 +31,17 @@ pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
 }
 
 /// Path of a binary of this workspace (`target/debug/NAME`), built by
-/// `cargo test --workspace --all-targets` (or `cargo build --workspace`).
+/// `cargo test --workspace --all-targets` (or `cargo build --workspace`):
+/// next to the running binary, or one folder up (test binaries live in
+/// `target/debug/deps`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let p = dir.join(name);
+    let here = exe.parent().expect("binary folder");
+    let up = here.parent().unwrap_or(here);
+    let p = [here.join(name), up.join(name)]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| up.join(name));
     assert!(
         p.exists(),
         "{} is missing: build the workspace first (`cargo build --workspace --bins`)",
@@ -50,6 +56,8 @@ pub struct Jitd {
     pub port: u16,
     child: Option<Child>,
     pub url: String,
+    /// Where jitd's stderr goes (appended); inherited when `None`.
+    pub log: Option<PathBuf>,
 }
 
 /// The test policy: the demo entitlements with short limits.
@@ -103,7 +111,15 @@ impl Jitd {
             .env("JIT_BACKEND_SECRET", &env.backend_secret)
             .env("JITD_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(match &self.log {
+                Some(p) => std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map(Stdio::from)
+                    .unwrap_or_else(|e| panic!("jitd log {}: {e}", p.display())),
+                None => Stdio::inherit(),
+            })
             .spawn()
             .expect("start jitd");
         let out = child.stdout.take().unwrap();
@@ -115,7 +131,13 @@ impl Jitd {
         if !line.contains("listening on") || Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("jitd did not start (stdout: {line:?}); see its stderr above");
+            panic!(
+                "jitd did not start (stdout: {line:?}); see its stderr {}",
+                self.log
+                    .as_ref()
+                    .map(|p| format!("in {}", p.display()))
+                    .unwrap_or_else(|| "above".into())
+            );
         }
         std::thread::spawn(move || for _ in reader.lines() {});
         self.child = Some(child);
@@ -387,6 +409,13 @@ impl Jitd {
     /// Like [`Jitd::start`], but jitd reaches Keycloak's APIs through
     /// `keycloak_url` (tokens still carry the real issuer).
     pub fn start_via(policy: &str, keycloak_url: &str) -> Jitd {
+        let mut j = Jitd::prepare(policy, keycloak_url);
+        j.spawn();
+        j
+    }
+
+    /// Folder, policy and config of a jitd, not started yet.
+    fn prepare(policy: &str, keycloak_url: &str) -> Jitd {
         let env = keycloak_env();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
@@ -400,12 +429,20 @@ impl Jitd {
             ),
         )
         .unwrap();
-        let mut j = Jitd {
+        Jitd {
             dir,
             port,
             child: None,
             url: format!("http://127.0.0.1:{port}"),
-        };
+            log: None,
+        }
+    }
+
+    /// Like [`Jitd::start`], with jitd's log appended to `log` (chaos runs
+    /// restart it many times; their output stays readable).
+    pub fn start_logged(policy: &str, log: &Path) -> Jitd {
+        let mut j = Jitd::prepare(policy, &keycloak_env().url);
+        j.log = Some(log.to_path_buf());
         j.spawn();
         j
     }

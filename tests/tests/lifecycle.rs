@@ -289,7 +289,36 @@ async fn extension_moves_the_end_without_a_gap() {
         Some("self_approval"),
         "extensions follow the same rules"
     );
-    bob.approve(&ext.request.id, None, None).await.unwrap();
+    let applied = bob.approve(&ext.request.id, None, None).await.unwrap();
+    // An applied extension is over, as part of its grant: never an open
+    // request, and the grant shows it with its whole length.
+    assert_eq!(applied.request.status, Status::Applied);
+    let g = alice.get(&id).await.unwrap();
+    assert_eq!(g.total_secs, 5 + 8);
+    assert_eq!(g.request.duration_secs, 5);
+    let x = &g.request.extensions;
+    assert_eq!(x.len(), 1, "{x:?}");
+    assert_eq!(
+        (
+            x[0].id.as_str(),
+            x[0].requested_by.as_str(),
+            x[0].added_secs
+        ),
+        (ext.request.id.as_str(), "alice", 8)
+    );
+    assert_eq!(x[0].approved_by, vec!["bob".to_string()]);
+    assert!(
+        !alice
+            .list(&jit_client::ListQuery {
+                mine: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| !r.request.status.is_terminal() && r.request.id == ext.request.id),
+        "the applied extension is not an open request"
+    );
     // An applied extension is done: it cannot be revoked or cancelled on its own.
     let e = bob
         .revoke(&ext.request.id, "take it back")
@@ -320,6 +349,12 @@ async fn extension_moves_the_end_without_a_gap() {
     let dave = jitd.client(&token("dave").await);
     let ev = events_of(&dave, &id).await;
     assert!(ev.contains(&"grant.extended".to_string()), "{ev:?}");
+    assert!(
+        events_of(&dave, &ext.request.id)
+            .await
+            .contains(&"extension.applied".to_string()),
+        "the extension's end is audited"
+    );
     assert_eq!(
         ev.iter().filter(|e| *e == "grant.granted").count(),
         1,

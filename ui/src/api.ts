@@ -26,7 +26,8 @@ export type Status =
   | "cancelled"
   | "lapsed"
   | "expired"
-  | "revoked";
+  | "revoked"
+  | "applied";
 
 export type Vote = {
   approver_id: string;
@@ -38,6 +39,17 @@ export type Vote = {
 };
 
 export type RequestKind = { type: "access" } | { type: "extension"; grant_id: string };
+
+/** An extension whose time was added to a grant (kept on the grant). */
+export type AppliedExtension = {
+  id: string;
+  requested_by: string;
+  approved_by: string[];
+  added_secs: number;
+  justification: string;
+  applied_at: string;
+  expires_at: string;
+};
 
 export type GrantState = {
   owns_assignment: boolean | null;
@@ -77,8 +89,12 @@ export type RequestView = {
   review_required: boolean;
   reviewed_by: string | null;
   reviewed_at: string | null;
+  /** Applied extensions of this grant, oldest first. */
+  extensions?: AppliedExtension[];
   entitlement_name: string;
   remaining_secs: number | null;
+  /** The grant's whole length: duration_secs plus applied extensions. */
+  total_secs?: number;
   keycloak: GrantState;
   revoke_late: boolean;
 };

@@ -301,6 +301,30 @@ pub struct Started {
 /// same ports. Fails clearly when this checkout's Keycloak runs on other
 /// ports (one database per checkout) or a port is busy with something else.
 pub fn start(ports: Ports) -> Result<Started> {
+    start_with(ports, true)
+}
+
+/// Stop this checkout's Keycloak (the pid file's) and start it again on
+/// `ports` with its database kept — an outage drill (`cargo xtask chaos`).
+///
+/// Errors: no Keycloak of this checkout is running (nothing to restart),
+/// or it does not come back.
+pub fn restart(ports: Ports) -> Result<Started> {
+    let info = read_pid().context(
+        "no Keycloak of this checkout is running (no pid file); start it with `cargo xtask keycloak start`",
+    )?;
+    if live_members(info.pid).is_empty() {
+        bail!(
+            "the Keycloak of the pid file (pid {}) is not running",
+            info.pid
+        );
+    }
+    stop_group(info.pid, None)?;
+    let _ = fs::remove_file(pid_file());
+    start_with(ports, false)
+}
+
+fn start_with(ports: Ports, fresh: bool) -> Result<Started> {
     let url = ports.url();
     if realm_ready(&url) {
         eprintln!("xtask: Keycloak with realm `{REALM}` is already running at {url}; reusing it");
@@ -353,10 +377,17 @@ pub fn start(ports: Ports) -> Result<Started> {
     let dist = fetch()?;
     let java_home = find_java_home()?;
     crate::extension::install(&dist)?;
-    reset_state(&dist)?;
+    if fresh {
+        reset_state(&dist)?;
+    }
 
     let log_path = log_file();
-    let log = fs::File::create(&log_path)
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(!fresh)
+        .write(true)
+        .truncate(fresh)
+        .open(&log_path)
         .with_context(|| format!("cannot create {}", log_path.display()))?;
     let mut cmd = Command::new(dist.join("bin/kc.sh"));
     cmd.arg("start-dev")

@@ -12,6 +12,7 @@
 //! The library part exists so that every subcommand (and later ones such as
 //! `demo`) shares one implementation: see [`keycloak::ensure_running`].
 
+pub mod chaos;
 pub mod demo;
 pub mod desktop;
 pub mod extension;

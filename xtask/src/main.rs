@@ -61,6 +61,21 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Chaos as a repeatable check: a bounded workload (requests,
+    /// approvals, denials, cancels, drops, extensions, short expiries) while
+    /// jitd is SIGKILLed N times and Keycloak is restarted once; then checks
+    /// in Keycloak's admin API that every request's state matches, nothing
+    /// was granted twice or lost, the audit chain verifies; prints figures.
+    Chaos {
+        #[command(flatten)]
+        ports: PortArgs,
+        /// How many times jitd is killed with SIGKILL.
+        #[arg(long, default_value_t = 100)]
+        kills: usize,
+        /// Seed of the random moments and choices (printed by every run).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// The main job: Keycloak, jitd and a headless demo of the full cycle
     /// (request → approve → grant → countdown → revoke) as a timeline.
     Demo {
@@ -87,6 +102,9 @@ enum KeycloakCmd {
     Start(PortArgs),
     /// Stop the Keycloak started by `start` (SIGTERM, SIGKILL after 30 s).
     Stop,
+    /// Stop this checkout's Keycloak and start it again with its database
+    /// kept (an outage drill).
+    Restart(PortArgs),
     /// Show whether Keycloak is running and ready (exit 3 if the realm is
     /// not served).
     Status {
@@ -140,6 +158,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // The server keeps running after we exit (own process group).
             drop(started.child);
             println!("KEYCLOAK_URL={}", started.url);
+        }
+        Cmd::Keycloak(KeycloakCmd::Restart(ports)) => {
+            let started = keycloak::restart(ports.into())?;
+            drop(started.child);
+            println!("KEYCLOAK_URL={}", started.url);
+        }
+        Cmd::Chaos { ports, kills, seed } => {
+            return xtask::chaos::run(ports.into(), kills, seed, true)
         }
         Cmd::Keycloak(KeycloakCmd::Stop) => {
             if keycloak::stop()? {
@@ -212,6 +238,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// SIGKILLs of jitd in the chaos check that `cargo xtask test` runs.
+const CI_CHAOS_KILLS: usize = 15;
+
 /// `cargo xtask test`: Keycloak up, `cargo test`, Keycloak down (if started here).
 fn test(ports: Ports, args: Vec<String>) -> Result<ExitCode> {
     signals::install();
@@ -278,6 +307,18 @@ fn test(ports: Ports, args: Vec<String>) -> Result<ExitCode> {
         }
     };
     let mut code = code;
+    if everything && code == 0 && signals::received().is_none() {
+        // Chaos with a few kills (the full run: `cargo xtask chaos`).
+        eprintln!("xtask: chaos check (15 SIGKILLs of jitd, one Keycloak restart)");
+        code = match xtask::chaos::run(ports, CI_CHAOS_KILLS, None, false) {
+            Ok(c) if c == ExitCode::SUCCESS => 0,
+            Ok(_) => 1,
+            Err(e) => {
+                eprintln!("xtask: chaos: {e:#}");
+                1
+            }
+        };
+    }
     if everything && code == 0 && signals::received().is_none() {
         code = match ui_and_desktop_tests(ports) {
             Ok(c) => c,

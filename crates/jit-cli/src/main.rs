@@ -570,6 +570,14 @@ async fn request(cli: &Cli, a: &RequestArgs) -> anyhow::Result<()> {
                     .unwrap_or_default();
                 return Err(Exit(3, format!("denied{why}")).into());
             }
+            Status::Applied => {
+                println!(
+                    "Extended: {} (added {} to its grant)",
+                    r.request.entitlement_id,
+                    format_duration(r.request.duration_secs)
+                );
+                return Ok(());
+            }
             s @ (Status::Lapsed | Status::Cancelled | Status::Expired | Status::Revoked) => {
                 return Err(Exit(4, format!("request {s}")).into());
             }

@@ -63,8 +63,14 @@ fn left(r: &RequestView, now: DateTime<Utc>) -> String {
     }
 }
 
-/// Table of requests; LEFT is `expires_at − now` (server clock) for active grants.
+/// Table of requests; LEFT is `expires_at − now` (server clock) for active
+/// grants, DURATION a grant's whole length (with applied extensions). An
+/// applied extension is part of its grant (`jit show GRANT`), not a row.
 pub fn list(rows: &[RequestView], now: DateTime<Utc>) {
+    let rows: Vec<&RequestView> = rows
+        .iter()
+        .filter(|r| r.request.status != jit_core::Status::Applied)
+        .collect();
     if rows.is_empty() {
         println!("No requests.");
         return;
@@ -84,13 +90,16 @@ pub fn list(rows: &[RequestView], now: DateTime<Utc>) {
         if q.urgent {
             reason = format!("[urgent] {reason}");
         }
+        if let jit_core::RequestKind::Extension { grant_id } = &q.kind {
+            reason = format!("[more time for {}] {reason}", short(grant_id));
+        }
         println!(
             "{:<8}  {:<9} {:<18} {:<10} {:>8} {:>8}  {:<6} {}",
             short(&q.id),
             q.status.as_str(),
             q.entitlement_id,
             q.requester_username,
-            format_duration(q.duration_secs),
+            format_duration(r.total_secs.max(q.duration_secs)),
             left(r, now),
             format!("{approvals}/{}", q.approvals_required),
             reason
@@ -108,11 +117,36 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
     );
     println!("Requester    {}", q.requester_username);
     println!("Status       {}", q.status);
-    println!(
-        "Duration     {} (asked {})",
-        format_duration(q.duration_secs),
-        format_duration(q.requested_secs)
-    );
+    if let jit_core::RequestKind::Extension { grant_id } = &q.kind {
+        println!("Extends      grant {grant_id}");
+    }
+    if q.extensions.is_empty() {
+        println!(
+            "Duration     {} (asked {})",
+            format_duration(q.duration_secs),
+            format_duration(q.requested_secs)
+        );
+    } else {
+        println!(
+            "Duration     {} in all: {} granted + {} in {} extension{}",
+            format_duration(r.total_secs.max(q.duration_secs)),
+            format_duration(q.duration_secs),
+            format_duration(r.total_secs - q.duration_secs),
+            q.extensions.len(),
+            if q.extensions.len() == 1 { "" } else { "s" }
+        );
+        for x in &q.extensions {
+            println!(
+                "Extension    +{} ({}) asked by {}, approved by {} at {}; until {}",
+                format_duration(x.added_secs),
+                short(&x.id),
+                x.requested_by,
+                x.approved_by.join(", "),
+                time(x.applied_at),
+                time(x.expires_at)
+            );
+        }
+    }
     println!("Reason       {}", safe(&q.justification));
     if let Some(t) = &q.ticket {
         println!("Ticket       {t}");

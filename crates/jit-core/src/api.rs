@@ -84,6 +84,10 @@ pub struct RequestView {
     pub entitlement_name: String,
     /// Seconds left on an active grant (`expires_at − server now`).
     pub remaining_secs: Option<i64>,
+    /// The grant's whole length, seconds: `duration_secs` plus the time of
+    /// every applied extension (listed in `extensions`).
+    #[serde(default)]
+    pub total_secs: i64,
     /// Keycloak-side state of the grant.
     pub keycloak: GrantState,
     /// The grant is over but the role is still (or may still be) in

@@ -54,6 +54,16 @@ pub enum DomainError {
     CommentRequired(Action),
     #[error("'{entitlement}' is already held by {user} as a standing assignment; JIT access is not needed")]
     AlreadyHeld { entitlement: String, user: String },
+    /// Held only through another active JIT grant (e.g. a group that
+    /// carries the role); `until` is that grant's end (RFC 3339, UTC).
+    #[error("'{entitlement}' is already held by {user} through JIT grant {grant_id} ({grant_entitlement}), until {until}; ask for more time on that grant instead")]
+    AlreadyHeldThroughGrant {
+        entitlement: String,
+        user: String,
+        grant_id: String,
+        grant_entitlement: String,
+        until: String,
+    },
     #[error("request {0} is not an active grant")]
     NotAnActiveGrant(String),
     #[error("{field} contains control or invisible formatting characters; use plain text")]
@@ -90,7 +100,7 @@ impl DomainError {
             Lapsed => "lapsed",
             CannotLengthen { .. } => "cannot_lengthen",
             CommentRequired(_) => "comment_required",
-            AlreadyHeld { .. } => "already_held",
+            AlreadyHeld { .. } | AlreadyHeldThroughGrant { .. } => "already_held",
             NotAnActiveGrant(_) => "not_an_active_grant",
             InvalidText { .. } => "invalid_text",
             DuplicatePending(..) => "duplicate_pending",
@@ -110,6 +120,7 @@ impl DomainError {
             | AlreadyVoted
             | Lapsed
             | AlreadyHeld { .. }
+            | AlreadyHeldThroughGrant { .. }
             | DuplicatePending(..)
             | NotAnActiveGrant(_) => ErrorKind::Conflict,
             _ => ErrorKind::Invalid,

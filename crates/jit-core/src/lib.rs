@@ -19,6 +19,7 @@ pub mod policy;
 pub use duration::{format_duration, parse_duration};
 pub use error::DomainError;
 pub use model::{
-    AccessRequest, Action, Decision, NewRequest, Principal, RequestKind, Status, Transition, Vote,
+    AccessRequest, Action, AppliedExtension, Decision, NewRequest, Principal, RequestKind, Status,
+    Transition, Vote,
 };
 pub use policy::{Entitlement, EntitlementKind, Policy, PolicyError};

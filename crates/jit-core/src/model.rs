@@ -9,9 +9,11 @@
 //! ```
 //!
 //! A *grant* is the active phase of a request: its id is the request's id.
-//! An *extension* is a separate request whose `extends` names an active grant;
-//! when approved, the grant's `expires_at` moves and the extension stays
-//! `approved` (it never becomes a grant of its own).
+//! An *extension* is a separate request whose `kind` names an active grant;
+//! when approved, in the same step the grant's `expires_at` moves, the grant
+//! records it in [`AccessRequest::extensions`], and the extension becomes
+//! `applied` — a terminal state: it never becomes a grant of its own and is
+//! never an open request.
 //!
 //! Every method that changes a request returns the [`Transition`]s it made;
 //! callers persist them as audit rows. Nothing else may change `status`.
@@ -36,10 +38,12 @@ pub enum Status {
     Lapsed,
     Expired,
     Revoked,
+    /// An extension whose time was added to its grant (terminal).
+    Applied,
 }
 
 impl Status {
-    pub const ALL: [Status; 8] = [
+    pub const ALL: [Status; 9] = [
         Status::Pending,
         Status::Approved,
         Status::Active,
@@ -48,6 +52,7 @@ impl Status {
         Status::Lapsed,
         Status::Expired,
         Status::Revoked,
+        Status::Applied,
     ];
 
     /// snake_case name, as in the API.
@@ -61,6 +66,7 @@ impl Status {
             Status::Lapsed => "lapsed",
             Status::Expired => "expired",
             Status::Revoked => "revoked",
+            Status::Applied => "applied",
         }
     }
 
@@ -105,6 +111,8 @@ pub enum Action {
     Revoke,
     Extend,
     Review,
+    /// An approved extension's time is added to its grant.
+    Apply,
 }
 
 impl Action {
@@ -122,6 +130,7 @@ impl Action {
             Action::Revoke => "grant.revoked",
             Action::Extend => "grant.extended",
             Action::Review => "request.reviewed",
+            Action::Apply => "extension.applied",
         }
     }
 }
@@ -140,6 +149,7 @@ impl std::fmt::Display for Action {
             Action::Revoke => "revoke",
             Action::Extend => "extend",
             Action::Review => "review",
+            Action::Apply => "apply",
         };
         f.write_str(s)
     }
@@ -226,6 +236,25 @@ pub struct Transition {
 /// The actor name used for transitions made by the backend itself.
 pub const SYSTEM_ACTOR: &str = "jitd";
 
+/// An extension that moved a grant's end, as the grant keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedExtension {
+    /// The extension request's id.
+    pub id: String,
+    /// Username of who asked for it (the grant's requester).
+    pub requested_by: String,
+    /// Usernames of the approvers whose votes approved it, or
+    /// `["jitd"]` when a policy rule approved it.
+    pub approved_by: Vec<String>,
+    /// Seconds added to the grant.
+    pub added_secs: i64,
+    pub justification: String,
+    /// When it was applied (UTC).
+    pub applied_at: DateTime<Utc>,
+    /// The grant's end right after it (UTC).
+    pub expires_at: DateTime<Utc>,
+}
+
 /// An access request and, once active, the grant it became.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessRequest {
@@ -264,6 +293,9 @@ pub struct AccessRequest {
     pub review_required: bool,
     pub reviewed_by: Option<String>,
     pub reviewed_at: Option<DateTime<Utc>>,
+    /// Extensions applied to this grant, oldest first.
+    #[serde(default)]
+    pub extensions: Vec<AppliedExtension>,
 }
 
 /// Refuses control characters (they would reach approvers' terminals and
@@ -409,6 +441,7 @@ impl AccessRequest {
             review_required: false,
             reviewed_by: None,
             reviewed_at: None,
+            extensions: Vec::new(),
         };
         let mut transitions = vec![Transition {
             action: Action::Create,
@@ -789,13 +822,20 @@ impl AccessRequest {
         ))
     }
 
-    /// Applies an approved extension `ext` to this active grant: `expires_at`
-    /// moves by the extension's duration; the role is never removed between.
+    /// Applies the approved extension `ext` to this active grant, in one
+    /// step: `expires_at` moves by the extension's duration (the role is
+    /// never removed between), the grant records it in
+    /// [`extensions`](Self::extensions), and `ext` becomes `applied`.
+    ///
+    /// Returns the grant's transition (`grant.extended`) and the
+    /// extension's (`extension.applied`). Errors: `illegal_transition` when
+    /// `ext` is not an approved extension of this grant or the grant is not
+    /// active.
     pub fn apply_extension(
         &mut self,
-        ext: &AccessRequest,
+        ext: &mut AccessRequest,
         now: DateTime<Utc>,
-    ) -> Result<Transition, DomainError> {
+    ) -> Result<(Transition, Transition), DomainError> {
         let linked =
             matches!(&ext.kind, RequestKind::Extension { grant_id } if *grant_id == self.id);
         if !linked || ext.status != Status::Approved {
@@ -808,23 +848,59 @@ impl AccessRequest {
         let old = self.expires_at.unwrap_or(now);
         let new = old + Duration::seconds(ext.duration_secs);
         self.expires_at = Some(new);
-        Ok(Transition {
+        let approved_by: Vec<String> = match ext.auto_approved {
+            Some(_) => vec![SYSTEM_ACTOR.into()],
+            None => ext
+                .votes
+                .iter()
+                .filter(|v| v.decision == Decision::Approve)
+                .map(|v| v.approver_username.clone())
+                .collect(),
+        };
+        self.extensions.push(AppliedExtension {
+            id: ext.id.clone(),
+            requested_by: ext.requester_username.clone(),
+            approved_by: approved_by.clone(),
+            added_secs: ext.duration_secs,
+            justification: ext.justification.clone(),
+            applied_at: now,
+            expires_at: new,
+        });
+        let until = new.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let grant_t = Transition {
             action: Action::Extend,
             from: Some(Status::Active),
             to: Status::Active,
-            actor: ext
-                .votes
+            actor: approved_by
                 .last()
-                .map(|v| v.approver_username.clone())
+                .cloned()
                 .unwrap_or_else(|| SYSTEM_ACTOR.into()),
             reason: Some(format!(
-                "extended by {} (request {}) until {}",
+                "extended by {} (request {}) until {until}",
                 format_duration(ext.duration_secs),
                 ext.id,
-                new.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             )),
             at: now,
-        })
+        };
+        ext.ended_at = Some(now);
+        let ext_t = ext.transition(
+            Action::Apply,
+            Status::Applied,
+            SYSTEM_ACTOR,
+            Some(format!(
+                "added {} to grant {}; it now ends {until}",
+                format_duration(ext.duration_secs),
+                self.id
+            )),
+            now,
+        );
+        Ok((grant_t, ext_t))
+    }
+
+    /// The grant's whole length in seconds: the granted duration plus every
+    /// applied extension.
+    pub fn total_secs(&self) -> i64 {
+        self.duration_secs + self.extensions.iter().map(|x| x.added_secs).sum::<i64>()
     }
 
     /// An approver closes the mandatory after-the-fact review of a

@@ -70,6 +70,7 @@ pub struct RoleRep {
 pub struct UserRep {
     pub id: String,
     pub username: String,
+    /// A user without the field is treated as disabled (fail closed).
     #[serde(default)]
     pub enabled: bool,
 }
@@ -681,6 +682,174 @@ fn attribute_values(user: &serde_json::Value, name: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// What Keycloak says about a user *now*, for rights checks at the moment
+/// they are used (a token's roles are as old as the token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentUser {
+    pub username: String,
+    pub enabled: bool,
+    /// Effective realm roles: direct, through composite roles, and
+    /// inherited from groups (`/role-mappings/realm/composite`).
+    pub realm_roles: std::collections::BTreeSet<String>,
+    /// The groups the user is a direct member of, each as its full path
+    /// without the leading `/` (`ops/dba`) and as its name (`dba`): the two
+    /// forms a token's `groups` claim carries (mapper `full.path` on/off).
+    pub groups: std::collections::BTreeSet<String>,
+}
+
+impl AdminClient {
+    /// The user's enabled flag, effective realm roles and groups, read from
+    /// Keycloak now (three calls, run together).
+    ///
+    /// Errors: [`KeycloakError::NotFound`] when the user no longer exists;
+    /// otherwise transport or status errors.
+    pub async fn current_user(&self, user_id: &str) -> Result<CurrentUser, KeycloakError> {
+        let (user, roles, groups) = tokio::try_join!(
+            self.user(user_id),
+            self.user_realm_roles(user_id, true),
+            self.user_groups(user_id),
+        )?;
+        let mut names = std::collections::BTreeSet::new();
+        for g in groups {
+            if let Some(p) = g.path.as_deref() {
+                names.insert(p.trim_start_matches('/').to_string());
+            }
+            names.insert(g.name);
+        }
+        Ok(CurrentUser {
+            username: user.username,
+            enabled: user.enabled,
+            realm_roles: roles.into_iter().map(|r| r.name).collect(),
+            groups: names,
+        })
+    }
+}
+
+impl AdminClient {
+    /// Whether holding `holder` gives the user `target` too — a group that
+    /// carries the role (itself or through a parent group, directly or via
+    /// composites), a composite role that contains it, or a subgroup of the
+    /// target group. `holder == target` is true.
+    ///
+    /// Errors: transport or status errors; a holder that no longer exists
+    /// carries nothing (`Ok(false)`).
+    pub async fn carries(
+        &self,
+        holder: &EntitlementKind,
+        target: &EntitlementKind,
+    ) -> Result<bool, KeycloakError> {
+        use EntitlementKind as K;
+        if holder == target {
+            return Ok(true);
+        }
+        let missing_is_false = |r: Result<bool, KeycloakError>| match r {
+            Err(KeycloakError::NotFound(_)) => Ok(false),
+            other => other,
+        };
+        match (holder, target) {
+            (K::Group { path: held }, K::Group { path: want }) => {
+                let (held, want) = (held.trim_end_matches('/'), want.trim_end_matches('/'));
+                Ok(held == want || held.starts_with(&format!("{want}/")))
+            }
+            (K::Group { path }, role_target) => {
+                // The group and each of its parents (members inherit them).
+                let mut p = path.trim_end_matches('/').to_string();
+                while !p.is_empty() {
+                    if missing_is_false(self.group_carries(&p, role_target).await)? {
+                        return Ok(true);
+                    }
+                    p.truncate(p.rfind('/').unwrap_or(0));
+                }
+                Ok(false)
+            }
+            (_, K::Group { .. }) => Ok(false),
+            (role_holder, role_target) => {
+                missing_is_false(self.composite_contains(role_holder, role_target).await)
+            }
+        }
+    }
+
+    async fn group_carries(
+        &self,
+        path: &str,
+        target: &EntitlementKind,
+    ) -> Result<bool, KeycloakError> {
+        let g = self.group_by_path(path).await?;
+        let path = match target {
+            EntitlementKind::RealmRole { .. } => {
+                format!("/groups/{}/role-mappings/realm/composite", enc(&g.id))
+            }
+            EntitlementKind::ClientRole { client, .. } => {
+                let c = self.client_uuid(client).await?;
+                format!(
+                    "/groups/{}/role-mappings/clients/{}/composite",
+                    enc(&g.id),
+                    enc(&c)
+                )
+            }
+            EntitlementKind::Group { .. } => return Ok(false),
+        };
+        let roles: Vec<RoleRep> = self.get_json(&path, "group role mappings").await?;
+        Ok(roles.iter().any(|r| target_is(target, r)))
+    }
+
+    /// Walks the composite closure of a role (at most 200 roles).
+    async fn composite_contains(
+        &self,
+        holder: &EntitlementKind,
+        target: &EntitlementKind,
+    ) -> Result<bool, KeycloakError> {
+        let root = match holder {
+            EntitlementKind::RealmRole { role } => self.realm_role(role).await?,
+            EntitlementKind::ClientRole { client, role } => {
+                let c = self.client_uuid(client).await?;
+                self.client_role(&c, role).await?
+            }
+            EntitlementKind::Group { .. } => return Ok(false),
+        };
+        let target_client = match target {
+            EntitlementKind::ClientRole { client, .. } => Some(self.client_uuid(client).await?),
+            _ => None,
+        };
+        let matches = |r: &RoleRep| match target {
+            EntitlementKind::RealmRole { role } => !r.client_role && &r.name == role,
+            EntitlementKind::ClientRole { role, .. } => {
+                r.client_role && &r.name == role && r.container_id == target_client
+            }
+            EntitlementKind::Group { .. } => false,
+        };
+        let mut seen = std::collections::HashSet::new();
+        let mut todo = vec![root];
+        while let Some(r) = todo.pop() {
+            if !r.composite || !seen.insert(r.id.clone()) || seen.len() > 200 {
+                continue;
+            }
+            let children: Vec<RoleRep> = self
+                .get_json(
+                    &format!("/roles-by-id/{}/composites", enc(&r.id)),
+                    "composite roles",
+                )
+                .await?;
+            if children.iter().any(matches) {
+                return Ok(true);
+            }
+            todo.extend(children);
+        }
+        Ok(false)
+    }
+}
+
+/// Whether a role listed for a group is `target` (by name; client roles
+/// were listed for the target's client already).
+fn target_is(target: &EntitlementKind, r: &RoleRep) -> bool {
+    match target {
+        EntitlementKind::RealmRole { role } | EntitlementKind::ClientRole { role, .. } => {
+            &r.name == role
+        }
+        EntitlementKind::Group { .. } => false,
+    }
 }
 
 /// Percent-encodes one path segment or query value.

@@ -15,7 +15,7 @@ pub mod admin;
 pub mod oidc;
 pub mod validate;
 
-pub use admin::{AdminClient, KeycloakError};
+pub use admin::{AdminClient, CurrentUser, KeycloakError};
 pub use oidc::{Discovery, LoginSession, OidcClient, TokenSet};
 pub use validate::{AuthError, TokenValidator, ValidatedToken};
 

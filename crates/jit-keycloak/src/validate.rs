@@ -1,13 +1,14 @@
 //! Access-token validation for the API (RFC 9068 style, Keycloak flavour).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use tokio::sync::RwLock;
+use tokio::sync::Mutex;
 
 use jit_core::Principal;
 
@@ -27,8 +28,13 @@ pub enum AuthError {
     Expired,
     #[error("token not valid yet")]
     NotYetValid,
-    #[error("wrong issuer")]
-    WrongIssuer,
+    /// `iss` is not the pinned issuer. `got` is the token's `iss` (cut to
+    /// 200 characters); nothing else of the token is ever shown.
+    #[error("wrong issuer: this API accepts tokens issued by {expected}{}", got.as_ref().map(|g| format!(", not by {g}")).unwrap_or_default())]
+    WrongIssuer {
+        expected: String,
+        got: Option<String>,
+    },
     #[error("wrong audience: the token is not meant for this API")]
     WrongAudience,
     #[error("not an access token (typ {0})")]
@@ -75,18 +81,45 @@ struct Keys {
     fetched: Option<Instant>,
 }
 
+/// State of the one JWKS fetch that may run at a time.
+struct Refetch {
+    /// When the last fetch started (success or not).
+    last: Option<Instant>,
+    /// Outcome of the last fetch, handed to everyone who waited for it.
+    last_error: Option<AuthError>,
+}
+
+/// Least time between two JWKS fetches: an unknown `kid` triggers a fetch
+/// at once unless one started less than this long ago; then it waits for
+/// the next slot and shares that fetch with every other waiter, so random
+/// `kid`s cannot make jitd fetch more than once a second.
+pub const JWKS_MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Keys older than this are refetched in the background (a key removed from
+/// the realm stops being accepted within this time).
+pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
+
 /// Validates Keycloak access tokens: RS256/ES256/PS256 signature against the
-/// realm's JWKS (cached; refetched when an unknown `kid` appears, at most
-/// every 10 s), `iss` equal to the pinned issuer, `aud` containing the API's
-/// audience, `exp`/`nbf` with 5 s leeway, and `typ` = `Bearer` so ID and
-/// refresh tokens are refused.
+/// realm's JWKS, `iss` equal to the pinned issuer, `aud` containing the
+/// API's audience, `exp`/`nbf` with 5 s leeway, and `typ` = `Bearer` so ID
+/// and refresh tokens are refused.
+///
+/// The JWKS is cached. A token with an unknown `kid` (a key rotation) makes
+/// the validator fetch the JWKS again at once — at most one fetch per
+/// [`JWKS_MIN_INTERVAL`], shared by all concurrent callers — and keys older
+/// than [`JWKS_MAX_AGE`] are refreshed in the background.
 #[derive(Clone)]
 pub struct TokenValidator {
     issuer: String,
     audience: String,
     jwks_uri: String,
     http: reqwest::Client,
-    keys: Arc<RwLock<Keys>>,
+    keys: Arc<std::sync::RwLock<Keys>>,
+    refetch: Arc<Mutex<Refetch>>,
+    /// Fetches started so far (bumped when one finishes).
+    attempts: Arc<AtomicU64>,
+    /// A background refresh of old keys is under way.
+    refreshing: Arc<AtomicBool>,
 }
 
 impl TokenValidator {
@@ -101,10 +134,16 @@ impl TokenValidator {
                 issuer.trim_end_matches('/')
             ),
             http,
-            keys: Arc::new(RwLock::new(Keys {
+            keys: Arc::new(std::sync::RwLock::new(Keys {
                 by_kid: HashMap::new(),
                 fetched: None,
             })),
+            refetch: Arc::new(Mutex::new(Refetch {
+                last: None,
+                last_error: None,
+            })),
+            attempts: Arc::new(AtomicU64::new(0)),
+            refreshing: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -113,13 +152,17 @@ impl TokenValidator {
         &self.issuer
     }
 
-    async fn refresh_keys(&self, force: bool) -> Result<(), AuthError> {
-        let mut keys = self.keys.write().await;
-        if let Some(t) = keys.fetched {
-            if !force || t.elapsed() < Duration::from_secs(10) {
-                return Ok(());
-            }
-        }
+    /// How many times the JWKS has been fetched (or tried) so far.
+    pub fn jwks_fetches(&self) -> u64 {
+        self.attempts.load(Ordering::SeqCst)
+    }
+
+    fn lookup(&self, kid: &str) -> (Option<(DecodingKey, Algorithm)>, Option<Instant>) {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        (keys.by_kid.get(kid).cloned(), keys.fetched)
+    }
+
+    async fn fetch_jwks(&self) -> Result<HashMap<String, (DecodingKey, Algorithm)>, AuthError> {
         let set: JwkSet = self
             .http
             .get(&self.jwks_uri)
@@ -151,24 +194,94 @@ impl TokenValidator {
             };
             by_kid.insert(kid, (key, alg));
         }
-        keys.by_kid = by_kid;
-        keys.fetched = Some(Instant::now());
-        Ok(())
+        Ok(by_kid)
+    }
+
+    /// Makes sure a JWKS fetch has *started* after the caller read
+    /// `attempts == seen`: joins the one that ran meanwhile, or runs one —
+    /// waiting first until [`JWKS_MIN_INTERVAL`] has passed since the last.
+    async fn refetch_since(&self, seen: u64) -> Result<(), AuthError> {
+        let mut r = self.refetch.lock().await;
+        if self.attempts.load(Ordering::SeqCst) != seen {
+            // Someone fetched after we looked: share their outcome.
+            return match &r.last_error {
+                Some(e) => Err(e.clone()),
+                None => Ok(()),
+            };
+        }
+        if let Some(last) = r.last {
+            let wait = JWKS_MIN_INTERVAL.saturating_sub(last.elapsed());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        r.last = Some(Instant::now());
+        let result = self.fetch_jwks().await;
+        r.last_error = result.as_ref().err().cloned();
+        if let Ok(by_kid) = result {
+            let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+            keys.by_kid = by_kid;
+            keys.fetched = Some(Instant::now());
+        }
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        match &r.last_error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
     }
 
     async fn key_for(&self, kid: &str) -> Result<(DecodingKey, Algorithm), AuthError> {
-        self.refresh_keys(false).await?;
-        if let Some(k) = self.keys.read().await.by_kid.get(kid) {
-            return Ok(k.clone());
+        let seen = self.attempts.load(Ordering::SeqCst);
+        let (found, fetched) = self.lookup(kid);
+        if let Some(k) = found {
+            if fetched.is_some_and(|t| t.elapsed() > JWKS_MAX_AGE)
+                && !self.refreshing.swap(true, Ordering::SeqCst)
+            {
+                // Old keys: refresh in the background; this token goes on.
+                let me = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = me.refetch_since(seen).await {
+                        tracing::warn!(error = %e, "background JWKS refresh failed; keeping the cached keys");
+                    }
+                    me.refreshing.store(false, Ordering::SeqCst);
+                });
+            }
+            return Ok(k);
         }
-        self.refresh_keys(true).await?;
-        self.keys
-            .read()
-            .await
-            .by_kid
-            .get(kid)
-            .cloned()
-            .ok_or(AuthError::UnknownKey)
+        // Unknown kid (or no keys yet): a rotation, or a forged token.
+        self.refetch_since(seen).await?;
+        self.lookup(kid).0.ok_or(AuthError::UnknownKey)
+    }
+
+    /// The `iss` claim of a token whose signature is not checked yet, to
+    /// refuse another issuer's token before looking for its key.
+    fn unverified_issuer(token: &str) -> Result<Option<String>, AuthError> {
+        #[derive(Deserialize)]
+        struct Iss {
+            iss: Option<String>,
+        }
+        let mut v = Validation::new(Algorithm::RS256);
+        v.insecure_disable_signature_validation();
+        v.validate_exp = false;
+        v.validate_aud = false;
+        v.required_spec_claims.clear();
+        decode::<Iss>(token, &DecodingKey::from_secret(&[]), &v)
+            .map(|d| d.claims.iss)
+            .map_err(|_| AuthError::Malformed("the payload is not a JWT claims set".into()))
+    }
+
+    fn wrong_issuer(&self, got: Option<&str>) -> AuthError {
+        // Only `iss` of the token is echoed, cut and without control characters.
+        let got = got.map(|s| {
+            s.chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect::<String>()
+        });
+        AuthError::WrongIssuer {
+            expected: self.issuer.clone(),
+            got,
+        }
     }
 
     /// Validates `token` (the bearer value, without `Bearer `).
@@ -179,6 +292,10 @@ impl TokenValidator {
         let kid = header
             .kid
             .ok_or_else(|| AuthError::Malformed("no kid".into()))?;
+        match Self::unverified_issuer(token)? {
+            Some(iss) if iss.trim_end_matches('/') == self.issuer => {}
+            other => return Err(self.wrong_issuer(other.as_deref())),
+        }
         let (key, alg) = self.key_for(&kid).await?;
         if header.alg != alg {
             return Err(AuthError::BadSignature);
@@ -194,7 +311,7 @@ impl TokenValidator {
             match e.kind() {
                 K::ExpiredSignature => AuthError::Expired,
                 K::ImmatureSignature => AuthError::NotYetValid,
-                K::InvalidIssuer => AuthError::WrongIssuer,
+                K::InvalidIssuer => self.wrong_issuer(None),
                 K::InvalidAudience => AuthError::WrongAudience,
                 K::InvalidSignature => AuthError::BadSignature,
                 K::MissingRequiredClaim(c) if c == "aud" => AuthError::WrongAudience,

@@ -142,6 +142,7 @@ pub fn view(state: &AppState, s: &Stored) -> RequestView {
             .map(|e| e.display_name.clone())
             .unwrap_or_else(|| r.entitlement_id.clone()),
         remaining_secs: r.remaining_secs(now),
+        total_secs: r.total_secs(),
         keycloak: s.grant.clone(),
         revoke_late: ended_in_keycloak_pending
             && r.ended_at
@@ -260,27 +261,48 @@ fn duration_of(human: Option<&str>, secs: Option<i64>) -> Result<Option<i64>, Ap
 }
 
 /// Refuses a request for something the user already holds in Keycloak
-/// without JIT (standing assignment, directly or through a group). Holding
-/// it through an active JIT grant is fine: grants may overlap.
+/// without JIT (standing assignment, directly or through a group), or only
+/// through another active JIT grant (e.g. a granted group that carries the
+/// role: the answer names that grant and its end). Holding it through an
+/// active JIT grant of the same target is fine: grants may overlap.
 async fn check_not_standing(
     state: &AppState,
     p: &Principal,
     r: &AccessRequest,
 ) -> Result<(), ApiError> {
     let held = state.admin.holds(&p.id, &r.target, true).await?;
-    if held
-        && state
+    if !held
+        || state
             .store
             .active_ownership(&p.id, &r.target, "")?
-            .is_none()
+            .is_some()
     {
-        return Err(DomainError::AlreadyHeld {
-            entitlement: r.entitlement_id.clone(),
-            user: p.username.clone(),
-        }
-        .into());
+        return Ok(());
     }
-    Ok(())
+    for g in state.store.active_grants_of(&p.id)? {
+        if g.grant.owns_assignment == Some(false) || g.request.target == r.target {
+            continue;
+        }
+        if state.admin.carries(&g.request.target, &r.target).await? {
+            return Err(DomainError::AlreadyHeldThroughGrant {
+                entitlement: r.entitlement_id.clone(),
+                user: p.username.clone(),
+                grant_id: g.request.id.clone(),
+                grant_entitlement: g.request.entitlement_id.clone(),
+                until: g
+                    .request
+                    .expires_at
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_else(|| "its end".into()),
+            }
+            .into());
+        }
+    }
+    Err(DomainError::AlreadyHeld {
+        entitlement: r.entitlement_id.clone(),
+        user: p.username.clone(),
+    }
+    .into())
 }
 
 async fn create(
@@ -288,7 +310,7 @@ async fn create(
     caller: Caller,
     Body(b): Body<CreateRequestBody>,
 ) -> Result<Response, ApiError> {
-    let p = caller.principal;
+    let p = crate::rights::current(&state, &caller.principal).await?;
     let input = NewRequest {
         entitlement: b.entitlement.trim().to_string(),
         duration_secs: duration_of(b.duration.as_deref(), b.duration_secs)?,
@@ -401,6 +423,8 @@ async fn vote(
     decision: Decision,
     b: DecisionBody,
 ) -> Result<Json<RequestView>, ApiError> {
+    // Rights as Keycloak says they are now, not as the token said.
+    let p = crate::rights::current(&state, &p).await?;
     let current = load_visible(&state, &id, &p)?;
     let policy = state.policy();
     let e = policy
@@ -443,10 +467,12 @@ async fn vote(
                 if grant.request.status != Status::Active {
                     return Err(DomainError::NotAnActiveGrant(grant.request.id.clone()));
                 }
-                let ext_entries = apply_vote(ext)?;
+                let mut ext_entries = apply_vote(ext)?;
                 let mut grant_entries = Vec::new();
                 if ext.request.status == Status::Approved {
-                    grant_entries.push(grant.request.apply_extension(&ext.request, now)?.into());
+                    let (g, x) = grant.request.apply_extension(&mut ext.request, now)?;
+                    grant_entries.push(g.into());
+                    ext_entries.push(x.into());
                 }
                 Ok((ext_entries, grant_entries))
             })?;
@@ -512,7 +538,7 @@ async fn revoke(
     Path(id): Path<String>,
     Body(b): Body<DecisionBody>,
 ) -> Result<Json<RequestView>, ApiError> {
-    let p = caller.principal;
+    let p = crate::rights::current(&state, &caller.principal).await?;
     let current = load_visible(&state, &id, &p)?;
     let policy = state.policy();
     let e = policy
@@ -533,7 +559,7 @@ async fn extend(
     Path(id): Path<String>,
     Body(b): Body<ExtendBody>,
 ) -> Result<Response, ApiError> {
-    let p = caller.principal;
+    let p = crate::rights::current(&state, &caller.principal).await?;
     let grant = load_visible(&state, &id, &p)?;
     let secs = parse_duration(&b.duration)?;
     let (r, t) = AccessRequest::create_extension(
@@ -552,10 +578,8 @@ async fn extend(
         // Auto-approved: move the grant's end at once.
         let now = Utc::now();
         let (ext, _, recs) = state.store.update_pair(&r.id, &id, |ext, g| {
-            Ok((
-                vec![],
-                vec![g.request.apply_extension(&ext.request, now)?.into()],
-            ))
+            let (gt, xt) = g.request.apply_extension(&mut ext.request, now)?;
+            Ok((vec![xt.into()], vec![gt.into()]))
         })?;
         state.published(&recs);
         stored = ext;
@@ -569,7 +593,7 @@ async fn review(
     Path(id): Path<String>,
     Body(b): Body<DecisionBody>,
 ) -> Result<Json<RequestView>, ApiError> {
-    let p = caller.principal;
+    let p = crate::rights::current(&state, &caller.principal).await?;
     let current = load_visible(&state, &id, &p)?;
     let policy = state.policy();
     let e = policy

@@ -25,6 +25,9 @@ pub enum ApiError {
     TooLarge,
     #[error("{0}")]
     Forbidden(String),
+    /// The caller's Keycloak account is disabled or gone (checked live).
+    #[error("{0}")]
+    AccountDisabled(String),
     #[error("Keycloak is unavailable: {0}")]
     Keycloak(#[from] KeycloakError),
     #[error("internal error")]
@@ -67,6 +70,11 @@ impl ApiError {
                 "Payload too large",
             ),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            ApiError::AccountDisabled(_) => (
+                StatusCode::FORBIDDEN,
+                "account_disabled",
+                "Account disabled",
+            ),
             ApiError::Keycloak(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "keycloak_unavailable",

@@ -31,6 +31,15 @@ pub struct EventParams {
     since: Option<i64>,
 }
 
+/// An event id as `Last-Event-ID` carries it: ASCII digits only (no sign,
+/// no spaces inside), at most `i64::MAX`.
+fn parse_event_id(s: &str) -> Option<i64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
 struct Cursor {
     state: Arc<AppState>,
     caller: Caller,
@@ -52,15 +61,22 @@ pub async fn stream(
         Some(v) => Some(
             v.to_str()
                 .ok()
-                .and_then(|s| s.trim().parse::<i64>().ok())
+                .and_then(|s| parse_event_id(s.trim()))
                 .ok_or_else(|| {
-                    ApiError::BadRequest("Last-Event-ID must be an event id (integer)".into())
+                    ApiError::BadRequest(
+                        "Last-Event-ID must be an event id: a whole number ≥ 0".into(),
+                    )
                 })?,
         ),
         None => None,
     };
+    if q.since.is_some_and(|s| s < 0) {
+        return Err(ApiError::BadRequest(
+            "since must be an event id: a whole number ≥ 0".into(),
+        ));
+    }
     let after = match last_id.or(q.since) {
-        Some(n) => n.max(0),
+        Some(n) => n,
         None => state.store.last_seq()?,
     };
     let cursor = Cursor {
@@ -127,4 +143,27 @@ pub async fn stream(
         }
     });
     Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_event_id;
+
+    #[test]
+    fn event_ids_are_plain_non_negative_numbers() {
+        assert_eq!(parse_event_id("0"), Some(0));
+        assert_eq!(parse_event_id("42"), Some(42));
+        for bad in [
+            "",
+            "-5",
+            "+5",
+            "4 2",
+            "1e3",
+            "0x10",
+            "99999999999999999999",
+            "٣",
+        ] {
+            assert_eq!(parse_event_id(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod grant_ends;
+pub mod rights;
 pub mod scheduler;
 pub mod store;
 
@@ -43,6 +44,8 @@ pub struct AppState {
     pub policy_generation: std::sync::atomic::AtomicU64,
     pub validator: TokenValidator,
     pub admin: AdminClient,
+    /// Recent Admin API answers about callers' rights ([`rights`]).
+    pub rights: rights::RightsCache,
     /// Wakes the scheduler when something became due.
     pub wake: Notify,
     /// Latest audit sequence number; event streams wait on it.
@@ -196,6 +199,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         policy_generation: std::sync::atomic::AtomicU64::new(1),
         validator,
         admin,
+        rights: rights::RightsCache::default(),
         wake: Notify::new(),
         last_seq: watch::channel(last).0,
         stopping: watch::channel(false).0,

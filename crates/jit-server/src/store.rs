@@ -410,6 +410,22 @@ impl Store {
         Ok(out)
     }
 
+    /// Every active grant (not extension) of `user_id`, whatever its target.
+    pub fn active_grants_of(&self, user_id: &str) -> Result<Vec<Stored>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT body, grant_state FROM requests WHERE requester_id = ?1 AND status = 'active' AND extends IS NULL",
+        )?;
+        let rows = stmt
+            .query_map(params![user_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(b, g)| Self::row_to_stored(b, g))
+            .collect()
+    }
+
     /// Active grants of `target` to `user_id`, other than `except`.
     pub fn other_active_grants(
         &self,

@@ -4,48 +4,54 @@
 // justification length (trimmed, in characters) within bounds; a ticket
 // matching the entitlement's pattern when it has one.
 import type { EntitlementView } from "../api";
+import grammar from "./duration-grammar.json";
 import { formatDuration } from "./time";
 
 export type DurationResult = { ok: true; secs: number } | { ok: false; error: string };
 
-const UNITS: Record<string, number> = {
-  s: 1,
-  sec: 1,
-  secs: 1,
-  second: 1,
-  seconds: 1,
-  m: 60,
-  min: 60,
-  mins: 60,
-  minute: 60,
-  minutes: 60,
-  h: 3600,
-  hr: 3600,
-  hrs: 3600,
-  hour: 3600,
-  hours: 3600,
-  d: 86400,
-  day: 86400,
-  days: 86400,
-};
+// The duration grammar of jit-core (crates/jit-core/src/duration.rs): its
+// units and limit come from the file jit-core writes, and the Vitest runs
+// jit-core's own table of cases, so the app and the server agree.
+type Unit = { names: string[]; secs: number };
+const UNITS: Unit[] = grammar.units;
+const MAX_SECS: number = grammar.max_secs;
+const PART = /^([0-9]*)([.,]?)( *)([A-Za-z]*)( *)/;
 
-/** Parses `90s`, `45m`, `4h`, `1h30m`, `1h 30m` into seconds. */
+/** Parses `90s`, `45m`, `4h`, `1h30m`, `1h 30m` into seconds: units s, m,
+ *  h, d (lower case, also spelt out), each once, largest first. */
 export function parseDuration(text: string): DurationResult {
-  const t = text.trim().toLowerCase();
-  if (t === "") return { ok: false, error: "Enter a duration, e.g. 45m or 1h30m" };
-  if (/^\d+$/.test(t)) return { ok: false, error: "Add a unit, e.g. 90s, 45m, 4h" };
-  const re = /(\d+)\s*([a-z]+)\s*/gy;
+  const fail = (error: string): DurationResult => ({ ok: false, error });
+  const t = text.trim();
+  if (t === "") return fail("Enter a duration, e.g. 45m or 1h30m");
+  let rest = t;
   let total = 0;
-  let pos = 0;
-  let m: RegExpExecArray | null;
-  while (pos < t.length && (m = re.exec(t)) !== null) {
-    const unit = UNITS[m[2]];
-    if (unit === undefined) return { ok: false, error: `Unknown unit "${m[2]}" (use s, m, h or d)` };
-    total += Number(m[1]) * unit;
-    pos = re.lastIndex;
+  let last = -1;
+  while (rest.length > 0) {
+    const m = PART.exec(rest) as RegExpExecArray;
+    const [all, digits, fraction, , unit] = m;
+    if (digits === "") return fail("Not a duration; use e.g. 90s, 45m, 4h or 1h30m");
+    if (fraction !== "") return fail("Whole numbers only, e.g. 90m instead of 1.5h");
+    if (unit === "")
+      return fail(rest === t && all === t ? "Add a unit, e.g. 90s, 45m, 4h" : `"${digits}" needs a unit (s, m, h or d)`);
+    const u = UNITS.findIndex((x) => x.names.includes(unit));
+    if (u < 0) {
+      const lower = unit.toLowerCase();
+      return fail(
+        UNITS.some((x) => x.names.includes(lower))
+          ? `Units are lower case: write "${lower}" instead of "${unit}"`
+          : `Unknown unit "${unit}"; use s, m, h or d`,
+      );
+    }
+    if (u === last) return fail(`The unit "${UNITS[u].names[0]}" appears twice; write each unit once, e.g. 1h30m`);
+    if (u < last) return fail("Put the largest unit first (d, h, m, s), e.g. 1h30m");
+    last = u;
+    const n = Number(digits);
+    if (n > MAX_SECS) return fail("Too large");
+    total += n * UNITS[u].secs;
+    if (total > MAX_SECS) return fail(`Too large: at most ${MAX_SECS / 86400}d`);
+    rest = rest.slice(all.length);
   }
-  if (pos !== t.length) return { ok: false, error: "Not a duration; use e.g. 90s, 45m, 4h, 1h30m" };
-  if (total <= 0) return { ok: false, error: "The duration must be more than zero" };
+  if (total <= 0) return fail("The duration must be more than zero");
   return { ok: true, secs: total };
 }
 

@@ -2,6 +2,7 @@ import { useEffect, useState } from "preact/hooks";
 import { api, errorText, type RequestView } from "../api";
 import { Empty, ErrorBox, Loading, StatusBadge, UrgencyBadge, ViewHeader, focusRow } from "../components";
 import { useLoad, useNow } from "../hooks";
+import { cardActions, durationFacts, grantCards } from "../logic/grants";
 import { sortMine } from "../logic/lists";
 import { formatAge, formatCountdown, formatDuration, remainingSecs } from "../logic/time";
 import { parseDuration } from "../logic/validate";
@@ -15,7 +16,8 @@ export function MyAccess({ tick, offsetMs, highlight }: Props) {
   const now = useNow();
   const [flash, setFlash] = useState<string | null>(null);
   const [showEnded, setShowEnded] = useState(false);
-  const rows = sortMine(list.data ?? []);
+  // Applied extensions are shown on their grant's card.
+  const rows = sortMine(grantCards(list.data ?? []));
   const open = rows.filter((r) => OPEN.has(r.status));
   const ended = rows.filter((r) => !OPEN.has(r.status));
   const highlightEnded = ended.some((r) => r.id === highlight);
@@ -93,6 +95,8 @@ function GrantRow({
   const [extDuration, setExtDuration] = useState("15m");
   const [extWhy, setExtWhy] = useState("");
   const left = r.status === "active" ? remainingSecs(r.expires_at, now, offsetMs) : null;
+  const actions = cardActions(r);
+  const dur = durationFacts(r);
   const soon = left !== null && left <= 300;
 
   async function run(label: string, f: () => Promise<RequestView>) {
@@ -144,7 +148,11 @@ function GrantRow({
       </div>
       <dl class="facts">
         <dt>Duration</dt>
-        <dd>{formatDuration(r.duration_secs)}</dd>
+        <dd data-testid="grant-duration">
+          {formatDuration(dur.total)}
+          {dur.extensions.length > 0 &&
+            ` (${formatDuration(dur.granted)} + ${dur.extensions.length} extension${dur.extensions.length === 1 ? "" : "s"})`}
+        </dd>
         {r.ticket && (
           <>
             <dt>Ticket</dt>
@@ -170,6 +178,16 @@ function GrantRow({
         )}
       </dl>
       <p class="justification">{r.justification}</p>
+      {dur.extensions.length > 0 && (
+        <ul class="extensions" data-testid="grant-extensions">
+          {dur.extensions.map((x) => (
+            <li key={x.id} class="muted">
+              +{formatDuration(x.added_secs)} asked by {x.requested_by}, approved by {x.approved_by.join(", ")} —{" "}
+              {x.justification}
+            </li>
+          ))}
+        </ul>
+      )}
       {r.votes
         .filter((v) => v.comment)
         .map((v) => (
@@ -188,30 +206,30 @@ function GrantRow({
         </p>
       )}
       <div class="buttons">
-        {r.status === "active" && (
-          <>
-            <button
-              type="button"
-              class="btn danger"
-              data-testid="drop-button"
-              disabled={busy}
-              onClick={() => run("Dropped", () => api.dropGrant(r.id))}
-            >
-              Drop access now
-            </button>
-            <button
-              type="button"
-              class="btn"
-              data-testid="extend-button"
-              disabled={busy}
-              aria-expanded={extending}
-              onClick={() => setExtending((x) => !x)}
-            >
-              Ask for more time
-            </button>
-          </>
+        {actions.drop && (
+          <button
+            type="button"
+            class="btn danger"
+            data-testid="drop-button"
+            disabled={busy}
+            onClick={() => run("Dropped", () => api.dropGrant(r.id))}
+          >
+            Drop access now
+          </button>
         )}
-        {(r.status === "pending" || r.status === "approved") && (
+        {actions.extend && (
+          <button
+            type="button"
+            class="btn"
+            data-testid="extend-button"
+            disabled={busy}
+            aria-expanded={extending}
+            onClick={() => setExtending((x) => !x)}
+          >
+            Ask for more time
+          </button>
+        )}
+        {actions.cancel && (
           <button
             type="button"
             class="btn"

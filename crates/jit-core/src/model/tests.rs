@@ -493,7 +493,7 @@ fn extension_moves_expiry_without_gap() {
         t0(),
     )
     .unwrap();
-    assert!(g.apply_extension(&x, t0()).is_err(), "not approved yet");
+    assert!(g.apply_extension(&mut x, t0()).is_err(), "not approved yet");
     x.vote(
         e,
         &user("bob", &["db-approver"]),
@@ -507,10 +507,31 @@ fn extension_moves_expiry_without_gap() {
         !x.is_due_for_activation(t0()),
         "an extension is never a grant of its own"
     );
-    let t = g.apply_extension(&x, t0()).unwrap();
+    let (t, xt) = g.apply_extension(&mut x, t0()).unwrap();
     assert_eq!(t.action, Action::Extend);
     assert_eq!(g.expires_at, Some(t0() + Duration::seconds(900)));
     assert_eq!(g.status, Status::Active);
+    // The extension is over, as part of its grant; the grant remembers it.
+    assert_eq!(
+        (xt.action, xt.from, xt.to),
+        (Action::Apply, Some(Status::Approved), Status::Applied)
+    );
+    assert_eq!(x.status, Status::Applied);
+    assert!(x.status.is_terminal());
+    assert_eq!(g.total_secs(), 600 + 300);
+    assert_eq!(g.extensions.len(), 1);
+    let a = &g.extensions[0];
+    assert_eq!(
+        (a.id.as_str(), a.requested_by.as_str(), a.added_secs),
+        ("x", "alice", 300)
+    );
+    assert_eq!(a.approved_by, vec!["bob".to_string()]);
+    assert_eq!(a.expires_at, t0() + Duration::seconds(900));
+    assert!(
+        g.apply_extension(&mut x, t0()).is_err(),
+        "applied only once"
+    );
+    assert_eq!(g.total_secs(), 900);
 }
 
 #[test]
@@ -637,7 +658,7 @@ fn an_applied_extension_cannot_be_cancelled_or_revoked() {
         t0(),
     )
     .unwrap();
-    g.apply_extension(&x, t0()).unwrap();
+    g.apply_extension(&mut x, t0()).unwrap();
     assert_eq!(
         x.cancel(&alice, t0()).unwrap_err().code(),
         "illegal_transition"
