@@ -225,7 +225,19 @@ approver_roles = ["support-agent"]
     .await;
     wait_active_then_drop(&alice, &billing).await;
     alice.cancel(&db).await.unwrap();
-    let f = create(&frank, "billing-admin", "10m").await.unwrap();
+    // Within the rights cache (2 s) frank may still read as disabled.
+    let f = std::sync::Mutex::new(None);
+    eventually(secs(10), "frank may request again once enabled", || async {
+        match create(&frank, "billing-admin", "10m").await {
+            Ok(id) => {
+                *f.lock().unwrap() = Some(id);
+                true
+            }
+            Err(_) => false,
+        }
+    })
+    .await;
+    let f = f.lock().unwrap().take().unwrap();
     frank.cancel(&f).await.unwrap();
 }
 
