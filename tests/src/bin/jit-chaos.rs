@@ -489,22 +489,29 @@ async fn run() -> Result<bool> {
             ));
         }
     }
+    // 5. The audit: each grant granted at most once and ended in Keycloak
+    //    once (removed, or kept for an overlapping grant or standing
+    //    access); the chain intact.
+    let audit = dave.audit(0).await?;
+    let mut ended: HashMap<&str, usize> = HashMap::new();
+    for a in &audit {
+        if a.event == "grant.removed" || a.event == "grant.kept" {
+            *ended.entry(a.request_id.as_str()).or_default() += 1;
+        }
+    }
     for r in &all {
         let q = &r.request;
-        if q.activated_at.is_some() && q.status != Status::Applied {
-            let removed =
-                r.keycloak.removed_at.is_some() || r.keycloak.owns_assignment == Some(false);
-            if !removed {
-                failures.push(format!(
-                    "{} was granted but its removal is not confirmed",
-                    q.id
-                ));
+        if q.activated_at.is_some() && matches!(q.kind, RequestKind::Access) {
+            match ended.get(q.id.as_str()) {
+                Some(1) => {}
+                n => failures.push(format!(
+                    "{} was granted; its end in Keycloak is audited {} times, not once",
+                    q.id,
+                    n.unwrap_or(&0)
+                )),
             }
         }
     }
-
-    // 5. The audit: each grant granted at most once, chain intact.
-    let audit = dave.audit(0).await?;
     let mut granted: HashMap<&str, usize> = HashMap::new();
     for a in &audit {
         if a.event == "grant.granted" {
