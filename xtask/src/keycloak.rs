@@ -376,8 +376,8 @@ fn start_with(ports: Ports, fresh: bool) -> Result<Started> {
 
     let dist = fetch()?;
     let java_home = find_java_home()?;
-    crate::extension::install(&dist)?;
     if fresh {
+        crate::extension::install(&dist)?;
         reset_state(&dist)?;
     }
 
