@@ -256,3 +256,66 @@ async fn login_request_wait_approve_drop() {
     let c = jitd.client(&token("bob").await);
     assert_eq!(c.get(&id).await.unwrap().request.status, Status::Revoked);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_and_show_fold_applied_extensions_into_their_grant() {
+    let _serial = serial().await;
+    let _ctx = Ctx::new().await;
+    let jitd = Jitd::start(POLICY);
+    let alice_token = token("alice").await;
+    let (alice, bob) = (jitd.client(&alice_token), jitd.client(&token("bob").await));
+    let id = request(&alice, "prod-db-admin", "10m").await;
+    bob.approve(&id, None, None).await.unwrap();
+    eventually(Duration::from_secs(10), "grant active", || async {
+        alice.get(&id).await.unwrap().request.status == Status::Active
+    })
+    .await;
+    let x = alice
+        .extend(&id, "5m", "the migration needs longer")
+        .await
+        .unwrap()
+        .request
+        .id;
+    bob.approve(&x, None, None).await.unwrap();
+    let cfg = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        let o = Command::new(bin("jit"))
+            .env("JIT_CONFIG_DIR", cfg.path())
+            .args(["--server", &jitd.url])
+            .args(args)
+            .env("JIT_TOKEN", &alice_token)
+            .env_remove("JIT_PROFILE")
+            .env_remove("JIT_SERVER")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let list = cli(&["list", "--mine"]);
+    assert!(list.contains(&id[..8]), "{list}");
+    assert!(
+        !list.contains(&x[..8]),
+        "an applied extension is not a row of its own:\n{list}"
+    );
+    let row = list.lines().find(|l| l.starts_with(&id[..8])).unwrap();
+    assert!(row.contains("15m"), "DURATION is the whole length: {row}");
+    let show = cli(&["show", &id[..8]]);
+    assert!(
+        show.contains("15m in all: 10m granted + 5m in 1 extension"),
+        "{show}"
+    );
+    assert!(
+        show.contains(&format!(
+            "+5m ({}) asked by alice, approved by bob",
+            &x[..8]
+        )),
+        "{show}"
+    );
+    let show_x = cli(&["show", &x[..8]]);
+    assert!(show_x.contains("applied"), "{show_x}");
+    assert!(
+        show_x.contains(&format!("Extends      grant {id}")),
+        "{show_x}"
+    );
+    alice.drop_grant(&id).await.unwrap();
+}

@@ -69,7 +69,14 @@ fn left(r: &RequestView, now: DateTime<Utc>) -> String {
 pub fn list(rows: &[RequestView], now: DateTime<Utc>) {
     let rows: Vec<&RequestView> = rows
         .iter()
-        .filter(|r| r.request.status != jit_core::Status::Applied)
+        .filter(|r| {
+            // `approved` is how jitd before `applied` left them.
+            let applied = matches!(
+                r.request.status,
+                jit_core::Status::Applied | jit_core::Status::Approved
+            );
+            !(applied && matches!(r.request.kind, jit_core::RequestKind::Extension { .. }))
+        })
         .collect();
     if rows.is_empty() {
         println!("No requests.");
