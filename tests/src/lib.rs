@@ -259,6 +259,7 @@ impl Ctx {
             jit_keycloak::http_client(),
         );
         let ctx = Ctx { env, probe, admin };
+        ctx.restore_fixture_rights().await;
         for user in ["alice", "erin", "frank"] {
             let id = ctx.probe.user_id(user).await.unwrap();
             for t in targets() {
@@ -271,6 +272,20 @@ impl Ctx {
                 .unwrap();
         }
         ctx
+    }
+
+    /// Puts back the fixture's rights that tests change for a while
+    /// (carol's approver role, bob's approver group, erin's direct
+    /// support-agent role, frank enabled), also after a failed run.
+    pub async fn restore_fixture_rights(&self) {
+        let kc = RealmAdmin::new(self).await;
+        let id = |u: &'static str| async move { self.probe.user_id(u).await.unwrap() };
+        kc.set_realm_role(&id("carol").await, "jit-approver-ops", true)
+            .await;
+        kc.set_member(&id("bob").await, "/db-approvers", true).await;
+        kc.set_realm_role(&id("erin").await, "support-agent", true)
+            .await;
+        kc.set_enabled(&id("frank").await, true).await;
     }
 
     pub async fn has_realm_role(&self, user: &str, role: &str) -> bool {
@@ -445,5 +460,95 @@ impl Jitd {
         j.log = Some(log.to_path_buf());
         j.spawn();
         j
+    }
+}
+
+/// Raw Admin REST calls as the realm's service account (manage-users), to
+/// change users' rights in tests. Each call panics with Keycloak's answer
+/// when it fails.
+pub struct RealmAdmin {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl RealmAdmin {
+    pub async fn new(ctx: &Ctx) -> RealmAdmin {
+        RealmAdmin {
+            http: reqwest::Client::new(),
+            base: ctx.env.admin_base(),
+            token: ctx.probe.access_token().await.unwrap(),
+        }
+    }
+
+    /// `method` on `{admin base}{path}` with an optional JSON body; the
+    /// JSON answer (`Null` when empty).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Gives (`held`) or takes the realm role `role` directly.
+    pub async fn set_realm_role(&self, user_id: &str, role: &str, held: bool) {
+        let r = self
+            .call(reqwest::Method::GET, &format!("/roles/{role}"), None)
+            .await;
+        let m = if held {
+            reqwest::Method::POST
+        } else {
+            reqwest::Method::DELETE
+        };
+        self.call(
+            m,
+            &format!("/users/{user_id}/role-mappings/realm"),
+            Some(serde_json::json!([r])),
+        )
+        .await;
+    }
+
+    /// Makes the user a member of group `path` (`/ops`), or not.
+    pub async fn set_member(&self, user_id: &str, path: &str, member: bool) {
+        let g = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/group-by-path/{}", path.trim_start_matches('/')),
+                None,
+            )
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let m = if member {
+            reqwest::Method::PUT
+        } else {
+            reqwest::Method::DELETE
+        };
+        self.call(m, &format!("/users/{user_id}/groups/{g}"), None)
+            .await;
+    }
+
+    /// Enables or disables the user.
+    pub async fn set_enabled(&self, user_id: &str, enabled: bool) {
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/users/{user_id}"),
+            Some(serde_json::json!({ "enabled": enabled })),
+        )
+        .await;
     }
 }

@@ -28,113 +28,11 @@ async fn create(
     .map(|r| r.request.id)
 }
 
-/// Raw Admin REST calls as the realm's service account (manage-users).
-struct Kc {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Kc {
-    async fn new(ctx: &Ctx) -> Kc {
-        Kc {
-            http: reqwest::Client::new(),
-            base: ctx.env.admin_base(),
-            token: ctx.probe.access_token().await.unwrap(),
-        }
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> serde_json::Value {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        assert!(status.is_success(), "{method} {path}: {status} {text}");
-        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
-    }
-
-    async fn role(&self, name: &str) -> serde_json::Value {
-        self.call(reqwest::Method::GET, &format!("/roles/{name}"), None)
-            .await
-    }
-
-    async fn set_realm_role(&self, user_id: &str, role: &str, held: bool) {
-        let r = self.role(role).await;
-        let m = if held {
-            reqwest::Method::POST
-        } else {
-            reqwest::Method::DELETE
-        };
-        self.call(
-            m,
-            &format!("/users/{user_id}/role-mappings/realm"),
-            Some(serde_json::json!([r])),
-        )
-        .await;
-    }
-
-    async fn group_id(&self, path: &str) -> String {
-        self.call(
-            reqwest::Method::GET,
-            &format!("/group-by-path/{}", path.trim_start_matches('/')),
-            None,
-        )
-        .await["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    async fn set_member(&self, user_id: &str, group: &str, member: bool) {
-        let g = self.group_id(group).await;
-        let m = if member {
-            reqwest::Method::PUT
-        } else {
-            reqwest::Method::DELETE
-        };
-        self.call(m, &format!("/users/{user_id}/groups/{g}"), None)
-            .await;
-    }
-
-    async fn set_enabled(&self, user_id: &str, enabled: bool) {
-        self.call(
-            reqwest::Method::PUT,
-            &format!("/users/{user_id}"),
-            Some(serde_json::json!({ "enabled": enabled })),
-        )
-        .await;
-    }
-}
-
-/// The fixture's standing rights that the rights test changes for a while,
-/// put back (also after an earlier failed run).
-async fn restore_rights(ctx: &Ctx, kc: &Kc) {
-    let id = |u: &'static str| async move { ctx.probe.user_id(u).await.unwrap() };
-    kc.set_realm_role(&id("carol").await, "jit-approver-ops", true)
-        .await;
-    kc.set_member(&id("bob").await, "/db-approvers", true).await;
-    kc.set_realm_role(&id("erin").await, "support-agent", true)
-        .await;
-    kc.set_enabled(&id("frank").await, true).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rights_are_read_from_keycloak_at_each_decision() {
     let _serial = serial().await;
     let ctx = Ctx::new().await;
-    let kc = Kc::new(&ctx).await;
-    restore_rights(&ctx, &kc).await;
+    let kc = RealmAdmin::new(&ctx).await;
     let jitd = Jitd::start(
         r#"
 [[entitlement]]
@@ -216,7 +114,7 @@ approver_roles = ["support-agent"]
     assert_eq!(e.code(), Some("account_disabled"), "{e}");
 
     // Rights back: the same old tokens work again (no stale refusal).
-    restore_rights(&ctx, &kc).await;
+    ctx.restore_fixture_rights().await;
     eventually(
         secs(10),
         "carol approves again once her role is back",
@@ -432,7 +330,7 @@ async fn a_token_of_another_issuer_is_told_the_expected_one() {
 async fn already_held_through_a_jit_grant_names_the_grant() {
     let _serial = serial().await;
     let ctx = Ctx::new().await;
-    let kc = Kc::new(&ctx).await;
+    let kc = RealmAdmin::new(&ctx).await;
     let alice_id = ctx.probe.user_id("alice").await.unwrap();
     // The support-team group carries the realm role support-agent.
     if ctx
