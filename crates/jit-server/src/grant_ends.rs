@@ -252,3 +252,117 @@ pub async fn run(state: std::sync::Arc<AppState>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jit_core::api::GrantState;
+    use jit_core::{AccessRequest, Decision, NewRequest, Policy, Principal};
+
+    const POLICY: &str = r#"
+[[entitlement]]
+id = "db"
+realm_role = "prod-db-admin"
+max_duration = "1h"
+approver_roles = ["db-approver"]
+"#;
+
+    fn t0() -> DateTime<Utc> {
+        "2026-11-30T10:00:00Z".parse().unwrap()
+    }
+
+    /// An approved request of alice for 600 s, with the grant bookkeeping.
+    fn approved(id: &str, owns: Option<bool>) -> Stored {
+        let policy = Policy::from_toml(POLICY).unwrap();
+        let alice = Principal::new("alice-id", "alice");
+        let mut bob = Principal::new("bob-id", "bob");
+        bob.roles = ["db-approver".to_string()].into();
+        let input = NewRequest {
+            entitlement: "db".into(),
+            duration_secs: Some(600),
+            justification: "fix the replica lag".into(),
+            ..NewRequest::default()
+        };
+        let (mut r, _) = AccessRequest::create(id.into(), &input, &alice, &policy, t0()).unwrap();
+        r.vote(
+            policy.entitlement("db").unwrap(),
+            &bob,
+            Decision::Approve,
+            None,
+            None,
+            t0(),
+        )
+        .unwrap();
+        Stored {
+            request: r,
+            grant: GrantState {
+                owns_assignment: owns,
+                ..GrantState::default()
+            },
+        }
+    }
+
+    fn active(id: &str) -> Stored {
+        let mut s = approved(id, Some(true));
+        s.request.activate(t0()).unwrap();
+        s.grant.granted_at = Some(t0());
+        s
+    }
+
+    fn ends(v: &[String]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|s| {
+                let j: serde_json::Value = serde_json::from_str(s).unwrap();
+                assert_eq!(j["entitlement"], "db");
+                assert_eq!(
+                    j["target"],
+                    serde_json::json!({"kind": "realm_role", "role": "prod-db-admin"})
+                );
+                (
+                    j["grant"].as_str().unwrap().to_string(),
+                    j["expires_at"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn active_grants_carry_their_end() {
+        let v = values(&[active("g1")], t0());
+        assert_eq!(
+            ends(&v),
+            [("g1".to_string(), "2026-11-30T10:10:00.000Z".to_string())]
+        );
+    }
+
+    #[test]
+    fn a_grant_being_activated_gets_a_provisional_end_from_now() {
+        let now = t0() + chrono::Duration::seconds(5);
+        let v = values(&[approved("g1", Some(true))], now);
+        assert_eq!(ends(&v)[0].1, "2026-11-30T10:10:05.000Z");
+        // Not decided yet, or standing: nothing to bound.
+        assert!(values(&[approved("g2", None)], now).is_empty());
+        assert!(values(&[approved("g3", Some(false))], now).is_empty());
+    }
+
+    #[test]
+    fn an_early_end_shows_until_the_role_is_removed() {
+        let mut s = active("g1");
+        let at = t0() + chrono::Duration::seconds(90);
+        s.request
+            .drop_grant(&Principal::new("alice-id", "alice"), at)
+            .unwrap();
+        s.grant.removal_pending = true;
+        let v = values(std::slice::from_ref(&s), at);
+        assert_eq!(ends(&v)[0].1, "2026-11-30T10:01:30.000Z");
+        s.grant.removal_pending = false;
+        assert!(values(&[s], at).is_empty(), "gone once removed");
+    }
+
+    #[test]
+    fn values_are_sorted_by_grant() {
+        let v = values(&[active("g2"), active("g1")], t0());
+        let ids: Vec<String> = ends(&v).into_iter().map(|(g, _)| g).collect();
+        assert_eq!(ids, ["g1", "g2"]);
+    }
+}

@@ -15,7 +15,10 @@ import org.keycloak.models.AuthenticatorConfigModel;
 import org.keycloak.models.ClientModel;
 import org.keycloak.models.KeycloakSession;
 import org.keycloak.models.RealmModel;
+import org.keycloak.models.GroupModel;
+import org.keycloak.models.RoleModel;
 import org.keycloak.models.UserModel;
+import org.keycloak.models.utils.KeycloakModelUtils;
 
 /**
  * Login gate for JIT-protected clients ({@link JitGateAuthenticatorFactory}).
@@ -23,7 +26,8 @@ import org.keycloak.models.UserModel;
  * <p>A client is protected when its attribute {@value #CLIENT_ATTRIBUTE} names an
  * entitlement id, or when this execution's config names one ({@value #CONFIG_ENTITLEMENT},
  * for flows bound to one client). A user holding a running JIT grant of that entitlement
- * (in the attribute jitd writes, see {@link JitGrants}) passes; anyone else gets the page
+ * (in the attribute jitd writes, see {@link JitGrants}) whose role or group Keycloak really
+ * shows on the user passes; anyone else gets the page
  * {@value #TEMPLATE} in the realm's login theme saying which access is needed and how to ask
  * for it ({@code jit request ...} and a {@code jit://request?entitlement=...} link), with a
  * "Try again" button. Clients that are not protected pass untouched. Reads only Keycloak's
@@ -58,8 +62,11 @@ public class JitGateAuthenticator implements Authenticator {
         String attribute = config.getOrDefault(CONFIG_ATTRIBUTE, JitGrants.DEFAULT_ATTRIBUTE);
         long now = Time.currentTimeMillis();
         final String wanted = entitlement;
+        RealmModel realm = context.getRealm();
+        KeycloakSession session = context.getSession();
         boolean granted = user != null && JitGrants.read(user, attribute).stream()
-                .anyMatch(g -> g.entitlement().equals(wanted) && g.activeAt(now));
+                .anyMatch(g -> g.entitlement().equals(wanted) && g.activeAt(now)
+                        && holds(session, realm, user, g.target()));
         if (granted) {
             context.success();
             return;
@@ -77,6 +84,19 @@ public class JitGateAuthenticator implements Authenticator {
                 .createForm(TEMPLATE);
         context.getEvent().detail("jit_required_entitlement", entitlement);
         context.failureChallenge(AuthenticationFlowError.ACCESS_DENIED, page);
+    }
+
+    /**
+     * Whether the user really holds the grant's target in Keycloak: the attribute alone
+     * (should a realm let users edit it) never opens the gate.
+     */
+    private static boolean holds(KeycloakSession session, RealmModel realm, UserModel user, JitGrants.Target t) {
+        if ("group".equals(t.kind())) {
+            GroupModel g = KeycloakModelUtils.findGroupByPath(session, realm, t.path());
+            return g != null && user.isMemberOf(g);
+        }
+        RoleModel r = JitGrantMapper.role(realm, t);
+        return r != null && user.hasRole(r);
     }
 
     /** "Try again" on the page: check once more (the grant may have started meanwhile). */
