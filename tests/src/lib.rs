@@ -60,6 +60,8 @@ pub struct Jitd {
     pub url: String,
     /// Where jitd's stderr goes (appended); inherited when `None`.
     pub log: Option<PathBuf>,
+    /// `JITD_LOG` (default `info`).
+    pub log_filter: String,
 }
 
 /// The test policy: the demo entitlements with short limits.
@@ -111,7 +113,7 @@ impl Jitd {
             .arg("--config")
             .arg(self.dir.path().join("jitd.toml"))
             .env("JIT_BACKEND_SECRET", &env.backend_secret)
-            .env("JITD_LOG", "info")
+            .env("JITD_LOG", &self.log_filter)
             .stdout(Stdio::piped())
             .stderr(match &self.log {
                 Some(p) => std::fs::OpenOptions::new()
@@ -452,6 +454,7 @@ impl Jitd {
             child: None,
             url: format!("http://127.0.0.1:{port}"),
             log: None,
+            log_filter: "info".into(),
         }
     }
 
@@ -460,6 +463,20 @@ impl Jitd {
     pub fn start_logged(policy: &str, log: &Path) -> Jitd {
         let mut j = Jitd::prepare(policy, &keycloak_env().url);
         j.log = Some(log.to_path_buf());
+        j.spawn();
+        j
+    }
+
+    /// Like [`Jitd::start`], with `top_level` lines put first in jitd.toml
+    /// (e.g. `log_format = "json"`), `JITD_LOG=filter`, and the log
+    /// appended to `jitd.log` in its folder ([`Jitd::log`]).
+    pub fn start_observed(policy: &str, top_level: &str, filter: &str) -> Jitd {
+        let mut j = Jitd::prepare(policy, &keycloak_env().url);
+        let cfg = j.dir.path().join("jitd.toml");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        std::fs::write(&cfg, format!("{top_level}\n{text}")).unwrap();
+        j.log = Some(j.dir.path().join("jitd.log"));
+        j.log_filter = filter.to_string();
         j.spawn();
         j
     }

@@ -1,8 +1,15 @@
 // The one place the UI talks to the Tauri crate: typed wrappers around the
-// commands and events of docs/desktop-contract.md. Wire types mirror
-// crates/jit-core/src/api.rs (snake_case JSON).
+// commands and events of docs/desktop-contract.md.
 import { invoke } from "@tauri-apps/api/core";
 import { listen, type UnlistenFn } from "@tauri-apps/api/event";
+import type {
+  AuditRecord,
+  CreateRequestBody,
+  EntitlementView,
+  EventData,
+  MeView,
+  RequestView,
+} from "./generated/api-types";
 
 export type Connection = "connecting" | "live" | "polling" | "offline";
 
@@ -18,137 +25,23 @@ export type SessionInfo = {
 
 export type Settings = { mute_non_urgent: boolean; notifications_paused: boolean };
 
-export type Status =
-  | "pending"
-  | "approved"
-  | "active"
-  | "denied"
-  | "cancelled"
-  | "lapsed"
-  | "expired"
-  | "revoked"
-  | "applied";
-
-export type Vote = {
-  approver_id: string;
-  approver_username: string;
-  decision: "approve" | "deny";
-  comment: string | null;
-  duration_secs: number | null;
-  at: string;
-};
-
-export type RequestKind = { type: "access" } | { type: "extension"; grant_id: string };
-
-/** An extension whose time was added to a grant (kept on the grant). */
-export type AppliedExtension = {
-  id: string;
-  requested_by: string;
-  approved_by: string[];
-  added_secs: number;
-  justification: string;
-  applied_at: string;
-  expires_at: string;
-};
-
-export type GrantState = {
-  owns_assignment: boolean | null;
-  granted_at: string | null;
-  removal_pending: boolean;
-  removed_at: string | null;
-  attempts: number;
-  next_attempt_at: string | null;
-  last_error: string | null;
-};
-
-export type RequestView = {
-  id: string;
-  kind: RequestKind;
-  entitlement_id: string;
-  requester_id: string;
-  requester_username: string;
-  justification: string;
-  ticket: string | null;
-  urgent: boolean;
-  break_glass: boolean;
-  requested_secs: number;
-  duration_secs: number;
-  approvals_required: number;
-  votes: Vote[];
-  status: Status;
-  created_at: string;
-  pending_until: string;
-  start_at: string | null;
-  decided_at: string | null;
-  activated_at: string | null;
-  expires_at: string | null;
-  ended_at: string | null;
-  ended_by: string | null;
-  end_reason: string | null;
-  auto_approved: string | null;
-  review_required: boolean;
-  reviewed_by: string | null;
-  reviewed_at: string | null;
-  /** Applied extensions of this grant, oldest first. */
-  extensions?: AppliedExtension[];
-  entitlement_name: string;
-  remaining_secs: number | null;
-  /** The grant's whole length: duration_secs plus applied extensions. */
-  total_secs?: number;
-  keycloak: GrantState;
-  revoke_late: boolean;
-};
-
-export type EntitlementView = {
-  id: string;
-  display_name: string;
-  description: string;
-  target: string;
-  max_duration_secs: number;
-  default_duration_secs: number;
-  approvals_required: number;
-  ticket_pattern: string | null;
-  justification_min: number;
-  justification_max: number;
-  break_glass: boolean;
-  you_approve: boolean;
-};
-
-export type CreateRequestBody = {
-  entitlement: string;
-  duration?: string;
-  justification: string;
-  ticket?: string;
-  urgent?: boolean;
-  break_glass?: boolean;
-};
-
-export type AuditRecord = {
-  seq: number;
-  at: string;
-  event: string;
-  request_id: string;
-  entitlement_id: string;
-  requester_id: string;
-  actor: string;
-  reason: string | null;
-  from_status: string | null;
-  to_status: string | null;
-  prev_hash: string;
-  hash: string;
-};
-
-export type MeView = {
-  id: string;
-  username: string;
-  roles: string[];
-  groups: string[];
-  auditor: boolean;
-  approves: string[];
-  token_exp: number;
-};
-
-export type EventData = AuditRecord & { request: RequestView | null };
+// Wire types of the API, generated from the Rust types of crates/jit-core
+// (ts-rs); `crates/jit-core/tests/ts_types.rs` fails when they drift.
+export type {
+  AppliedExtension,
+  AuditRecord,
+  CreateRequestBody,
+  Decision,
+  EntitlementKind,
+  EntitlementView,
+  EventData,
+  GrantState,
+  MeView,
+  RequestKind,
+  RequestView,
+  Status,
+  Vote,
+} from "./generated/api-types";
 
 export type ListQuery = { mine?: boolean; to_review?: boolean; status?: string };
 

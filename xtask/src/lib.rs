@@ -19,6 +19,7 @@ pub mod extension;
 pub mod keycloak;
 pub mod probe;
 pub mod signals;
+pub mod tools;
 
 use std::path::PathBuf;
 

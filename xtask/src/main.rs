@@ -276,8 +276,31 @@ fn test(ports: Ports, args: Vec<String>) -> Result<ExitCode> {
     } else {
         args
     };
+    // The OpenAPI fuzzing test runs schemathesis; a failed install leaves
+    // SCHEMATHESIS unset and that test fails, saying so.
+    let schemathesis = match xtask::tools::ensure_schemathesis() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            None
+        }
+    };
+    let promtool = match xtask::tools::ensure_promtool() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            None
+        }
+    };
     eprintln!("xtask: cargo test {}", args.join(" "));
-    let mut child = Command::new(&cargo)
+    let mut cmd = Command::new(&cargo);
+    if let Some(p) = &schemathesis {
+        cmd.env("SCHEMATHESIS", p);
+    }
+    if let Some(p) = &promtool {
+        cmd.env("PROMTOOL", p);
+    }
+    let mut child = cmd
         .arg("test")
         .args(&args)
         .env("KEYCLOAK_URL", guard.url())

@@ -8,28 +8,35 @@ use sha2::{Digest, Sha256};
 use crate::model::AccessRequest;
 
 /// Keycloak-side bookkeeping of a grant, kept next to the request.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, ts_rs::TS,
+)]
 pub struct GrantState {
     /// Whether JIT made the assignment (and so may remove it). `None` until
     /// decided at activation; `false` when the user already held it
     /// directly (a standing assignment JIT must never remove).
+    #[schema(required = true)]
     pub owns_assignment: Option<bool>,
     /// When the assignment was confirmed in Keycloak (UTC).
+    #[schema(required = true)]
     pub granted_at: Option<DateTime<Utc>>,
     /// The grant ended and the Keycloak side still has to be cleaned up.
     pub removal_pending: bool,
     /// When the assignment was removed in Keycloak (UTC).
+    #[schema(required = true)]
     pub removed_at: Option<DateTime<Utc>>,
     /// Failed Keycloak attempts for the current step.
     pub attempts: u32,
     /// Do not retry before this instant (UTC).
+    #[schema(required = true)]
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// Last Keycloak error for the current step, for the API and the UI.
+    #[schema(required = true)]
     pub last_error: Option<String>,
 }
 
 /// One audit row. `hash = sha256(prev_hash ‖ canonical content)`, hex.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, ts_rs::TS)]
 pub struct AuditRecord {
     /// Sequence number, also the event id of `/v1/events`.
     pub seq: i64,
@@ -40,8 +47,11 @@ pub struct AuditRecord {
     pub entitlement_id: String,
     pub requester_id: String,
     pub actor: String,
+    #[schema(required = true)]
     pub reason: Option<String>,
+    #[schema(required = true)]
     pub from_status: Option<String>,
+    #[schema(required = true)]
     pub to_status: Option<String>,
     pub prev_hash: String,
     pub hash: String,
@@ -76,17 +86,19 @@ impl AuditRecord {
 }
 
 /// A request as the API shows it: the request (and grant) plus derived facts.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema, ts_rs::TS)]
 pub struct RequestView {
     #[serde(flatten)]
     pub request: AccessRequest,
     /// The entitlement's display name (its id if no longer in the policy).
     pub entitlement_name: String,
     /// Seconds left on an active grant (`expires_at − server now`).
+    #[schema(required = true)]
     pub remaining_secs: Option<i64>,
     /// The grant's whole length, seconds: `duration_secs` plus the time of
     /// every applied extension (listed in `extensions`).
     #[serde(default)]
+    #[schema(required = true)]
     pub total_secs: i64,
     /// Keycloak-side state of the grant.
     pub keycloak: GrantState,
@@ -96,7 +108,7 @@ pub struct RequestView {
 }
 
 /// An entitlement the caller may request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema, ts_rs::TS)]
 pub struct EntitlementView {
     pub id: String,
     pub display_name: String,
@@ -106,6 +118,7 @@ pub struct EntitlementView {
     pub max_duration_secs: i64,
     pub default_duration_secs: i64,
     pub approvals_required: u32,
+    #[schema(required = true)]
     pub ticket_pattern: Option<String>,
     pub justification_min: usize,
     pub justification_max: usize,
@@ -115,39 +128,47 @@ pub struct EntitlementView {
 }
 
 /// `POST /v1/requests` body.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema, ts_rs::TS)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequestBody {
     pub entitlement: String,
     /// Human duration (`"15m"`); or give `duration_secs`.
     #[serde(default)]
+    #[ts(optional)]
     pub duration: Option<String>,
     #[serde(default)]
+    #[ts(optional)]
     pub duration_secs: Option<i64>,
     pub justification: String,
     #[serde(default)]
+    #[ts(optional)]
     pub ticket: Option<String>,
     #[serde(default)]
+    #[ts(optional)]
     pub start_at: Option<DateTime<Utc>>,
     #[serde(default)]
+    #[ts(as = "Option<bool>", optional)]
     pub urgent: bool,
     #[serde(default)]
+    #[ts(as = "Option<bool>", optional)]
     pub break_glass: bool,
 }
 
 /// Body of approve / deny / revoke / review.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema, ts_rs::TS)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
     #[serde(default)]
+    #[ts(optional)]
     pub comment: Option<String>,
     /// Approve only: shorten the grant to this human duration.
     #[serde(default)]
+    #[ts(optional)]
     pub duration: Option<String>,
 }
 
 /// `POST /v1/requests/{id}/extend` body.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema, ts_rs::TS)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendBody {
     pub duration: String,
@@ -155,24 +176,33 @@ pub struct ExtendBody {
 }
 
 /// One server-sent event's data (`id` = `seq`, `event` = `record.event`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema, ts_rs::TS)]
 pub struct EventData {
     #[serde(flatten)]
     pub record: AuditRecord,
     /// The request as it is now (the caller may see it).
+    #[schema(required = true)]
     pub request: Option<RequestView>,
 }
 
 /// `problem+json` body (RFC 9457) with jitd's stable `code`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema, ts_rs::TS)]
 pub struct Problem {
+    /// `urn:jit-access:problem:{code}`.
     #[serde(rename = "type", default)]
+    #[schema(required = true)]
     pub kind: String,
+    /// Short summary of the class of problem.
     #[serde(default)]
+    #[schema(required = true)]
     pub title: String,
+    /// The HTTP status code.
     pub status: u16,
+    /// A sentence for the person who asked.
     #[serde(default)]
+    #[schema(required = true)]
     pub detail: String,
+    /// Stable snake_case code for programs (`DomainError::code`, `ApiError`).
     pub code: String,
 }
 
@@ -181,7 +211,7 @@ pub struct Problem {
 pub const SERVER_TIME_HEADER: &str = "x-server-time";
 
 /// `GET /v1/config` (no authentication): where to log in.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema, ts_rs::TS)]
 pub struct ServerConfigView {
     /// `{keycloak}/realms/{realm}`.
     pub issuer: String,
@@ -192,7 +222,7 @@ pub struct ServerConfigView {
 }
 
 /// `GET /v1/me`: who the token says the caller is, and what they may do.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema, ts_rs::TS)]
 pub struct MeView {
     pub id: String,
     pub username: String,

@@ -27,7 +27,9 @@ use crate::policy::{Entitlement, EntitlementKind, Policy};
 use crate::{format_duration, DomainError};
 
 /// Where a request is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema, ts_rs::TS,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Pending,
@@ -177,7 +179,9 @@ impl Principal {
 }
 
 /// An approver's decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, ts_rs::TS,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     Approve,
@@ -185,19 +189,21 @@ pub enum Decision {
 }
 
 /// One approver's vote. One per approver per request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, ts_rs::TS)]
 pub struct Vote {
     pub approver_id: String,
     pub approver_username: String,
     pub decision: Decision,
+    #[schema(required = true)]
     pub comment: Option<String>,
     /// Duration the approver allows, seconds, if they shortened it.
+    #[schema(required = true)]
     pub duration_secs: Option<i64>,
     pub at: DateTime<Utc>,
 }
 
 /// Whether a request asks for new access or more time on an existing grant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, ts_rs::TS)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RequestKind {
     Access,
@@ -237,7 +243,7 @@ pub struct Transition {
 pub const SYSTEM_ACTOR: &str = "jitd";
 
 /// An extension that moved a grant's end, as the grant keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, ts_rs::TS)]
 pub struct AppliedExtension {
     /// The extension request's id.
     pub id: String,
@@ -256,7 +262,7 @@ pub struct AppliedExtension {
 }
 
 /// An access request and, once active, the grant it became.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, ts_rs::TS)]
 pub struct AccessRequest {
     pub id: String,
     pub kind: RequestKind,
@@ -266,6 +272,7 @@ pub struct AccessRequest {
     pub requester_id: String,
     pub requester_username: String,
     pub justification: String,
+    #[schema(required = true)]
     pub ticket: Option<String>,
     pub urgent: bool,
     pub break_glass: bool,
@@ -279,22 +286,33 @@ pub struct AccessRequest {
     pub created_at: DateTime<Utc>,
     /// After this instant (UTC) a pending request lapses.
     pub pending_until: DateTime<Utc>,
+    #[schema(required = true)]
     pub start_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub decided_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub activated_at: Option<DateTime<Utc>>,
     /// `activated_at + duration` plus any extensions (UTC).
+    #[schema(required = true)]
     pub expires_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub ended_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub ended_by: Option<String>,
+    #[schema(required = true)]
     pub end_reason: Option<String>,
     /// Set when a policy rule approved the request (its description).
+    #[schema(required = true)]
     pub auto_approved: Option<String>,
     /// Break-glass activations stay "review open" until an approver reviews.
     pub review_required: bool,
+    #[schema(required = true)]
     pub reviewed_by: Option<String>,
+    #[schema(required = true)]
     pub reviewed_at: Option<DateTime<Utc>>,
     /// Extensions applied to this grant, oldest first.
     #[serde(default)]
+    #[schema(required = true)]
     pub extensions: Vec<AppliedExtension>,
 }
 

@@ -15,7 +15,19 @@ use crate::{format_duration, parse_duration};
 
 /// What an entitlement is in Keycloak. Stored with each request as a snapshot,
 /// so a revoke never depends on the policy still listing the entitlement.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    ts_rs::TS,
+)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EntitlementKind {
     /// A realm role, by name.

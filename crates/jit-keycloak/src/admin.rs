@@ -38,6 +38,16 @@ pub enum KeycloakError {
 }
 
 impl KeycloakError {
+    /// Kind of failure for metrics (see [`crate::KeycloakCall::error_kind`]).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            KeycloakError::Unavailable(_) => "unreachable",
+            KeycloakError::Status { status, .. } => crate::observe::status_kind(*status),
+            KeycloakError::NotFound(_) => "not_found",
+            KeycloakError::EmptyRoleList => "refused",
+        }
+    }
+
     /// Whether trying again later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -89,6 +99,12 @@ struct ClientRep {
     id: String,
 }
 
+#[derive(Deserialize)]
+struct TokenResp {
+    access_token: String,
+    expires_in: u64,
+}
+
 struct CachedToken {
     token: String,
     valid_until: Instant,
@@ -103,6 +119,7 @@ pub struct AdminClient {
     client_secret: String,
     http: reqwest::Client,
     token: Mutex<Option<CachedToken>>,
+    observer: crate::observe::Observer,
 }
 
 impl std::fmt::Debug for AdminClient {
@@ -136,6 +153,23 @@ impl AdminClient {
             client_secret: client_secret.to_string(),
             http,
             token: Mutex::new(None),
+            observer: None,
+        }
+    }
+
+    /// Reports every call to Keycloak to `observer` (metrics).
+    pub fn with_observer(mut self, observer: std::sync::Arc<dyn crate::CallObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn observed(&self, operation: String, started: Instant, error: Option<&KeycloakError>) {
+        if let Some(o) = &self.observer {
+            o.observe(&crate::KeycloakCall {
+                operation,
+                elapsed: started.elapsed(),
+                error_kind: error.map(KeycloakError::kind),
+            });
         }
     }
 
@@ -150,18 +184,26 @@ impl AdminClient {
                 return Ok(t.token.clone());
             }
         }
-        #[derive(Deserialize)]
-        struct Resp {
-            access_token: String,
-            expires_in: u64,
-        }
         let url = format!(
             "{}/realms/{}/protocol/openid-connect/token",
             self.base, self.realm
         );
+        let started = Instant::now();
+        let result = self.token_request(&url).await;
+        self.observed("token".into(), started, result.as_ref().err());
+        let r = result?;
+        let valid = Duration::from_secs(r.expires_in.saturating_sub(30).max(5));
+        *guard = Some(CachedToken {
+            token: r.access_token.clone(),
+            valid_until: Instant::now() + valid,
+        });
+        Ok(r.access_token)
+    }
+
+    async fn token_request(&self, url: &str) -> Result<TokenResp, KeycloakError> {
         let resp = self
             .http
-            .post(&url)
+            .post(url)
             .form(&[
                 ("grant_type", "client_credentials"),
                 ("client_id", self.client_id.as_str()),
@@ -179,13 +221,7 @@ impl AdminClient {
                 body: body.chars().take(300).collect(),
             });
         }
-        let r: Resp = resp.json().await.map_err(unavailable)?;
-        let valid = Duration::from_secs(r.expires_in.saturating_sub(30).max(5));
-        *guard = Some(CachedToken {
-            token: r.access_token.clone(),
-            valid_until: Instant::now() + valid,
-        });
-        Ok(r.access_token)
+        resp.json().await.map_err(unavailable)
     }
 
     async fn send(
@@ -194,7 +230,24 @@ impl AdminClient {
         what: &str,
     ) -> Result<reqwest::Response, KeycloakError> {
         let token = self.bearer().await?;
-        let resp = req.bearer_auth(token).send().await.map_err(unavailable)?;
+        let req = req.bearer_auth(token).build().map_err(unavailable)?;
+        let operation = format!(
+            "{} {}",
+            req.method().as_str().to_ascii_lowercase(),
+            crate::observe::admin_resource(req.url().path())
+        );
+        let started = Instant::now();
+        let result = self.send_built(req, what).await;
+        self.observed(operation, started, result.as_ref().err());
+        result
+    }
+
+    async fn send_built(
+        &self,
+        req: reqwest::Request,
+        what: &str,
+    ) -> Result<reqwest::Response, KeycloakError> {
+        let resp = self.http.execute(req).await.map_err(unavailable)?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);

@@ -12,10 +12,12 @@
 //! or remembering what was granted (that is `jit-server`'s store).
 
 pub mod admin;
+pub mod observe;
 pub mod oidc;
 pub mod validate;
 
 pub use admin::{AdminClient, CurrentUser, KeycloakError};
+pub use observe::{CallObserver, KeycloakCall};
 pub use oidc::{Discovery, LoginSession, OidcClient, TokenSet};
 pub use validate::{AuthError, TokenValidator, ValidatedToken};
 

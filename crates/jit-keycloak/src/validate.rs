@@ -120,6 +120,8 @@ pub struct TokenValidator {
     attempts: Arc<AtomicU64>,
     /// A background refresh of old keys is under way.
     refreshing: Arc<AtomicBool>,
+    /// Told about every JWKS fetch (metrics).
+    observer: crate::observe::Observer,
 }
 
 impl TokenValidator {
@@ -144,7 +146,14 @@ impl TokenValidator {
             })),
             attempts: Arc::new(AtomicU64::new(0)),
             refreshing: Arc::new(AtomicBool::new(false)),
+            observer: None,
         }
+    }
+
+    /// Reports every JWKS fetch to `observer` (metrics).
+    pub fn with_observer(mut self, observer: Arc<dyn crate::CallObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The issuer this validator accepts.
@@ -163,11 +172,22 @@ impl TokenValidator {
     }
 
     async fn fetch_jwks(&self) -> Result<HashMap<String, (DecodingKey, Algorithm)>, AuthError> {
-        let set: JwkSet = self
-            .http
-            .get(&self.jwks_uri)
-            .send()
-            .await
+        let started = Instant::now();
+        let fetched = self.http.get(&self.jwks_uri).send().await;
+        if let Some(o) = &self.observer {
+            o.observe(&crate::KeycloakCall {
+                operation: "jwks".into(),
+                elapsed: started.elapsed(),
+                error_kind: match &fetched {
+                    Err(_) => Some("unreachable"),
+                    Ok(r) if !r.status().is_success() => {
+                        Some(crate::observe::status_kind(r.status().as_u16()))
+                    }
+                    Ok(_) => None,
+                },
+            });
+        }
+        let set: JwkSet = fetched
             .and_then(|r| r.error_for_status())
             .map_err(|e| AuthError::JwksUnavailable(e.without_url().to_string()))?
             .json()

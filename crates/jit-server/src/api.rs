@@ -6,11 +6,11 @@ use std::sync::Arc;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::{header, request::Parts, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use chrono::Utc;
 use jit_core::api::{
-    CreateRequestBody, DecisionBody, EntitlementView, ExtendBody, RequestView, SERVER_TIME_HEADER,
+    AuditRecord, CreateRequestBody, DecisionBody, EntitlementView, ExtendBody, MeView, Problem,
+    RequestView, ServerConfigView, SERVER_TIME_HEADER,
 };
 use jit_core::{
     parse_duration, AccessRequest, Decision, DomainError, NewRequest, Principal, RequestKind,
@@ -18,11 +18,13 @@ use jit_core::{
 };
 use jit_keycloak::AuthError;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::error::ApiError;
 use crate::scheduler::end_grant;
-use crate::store::{Entry, Stored};
+use crate::store::{AuditVerification, Entry, Stored};
 use crate::AppState;
 
 type St = State<Arc<AppState>>;
@@ -92,29 +94,69 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Q<T> {
     }
 }
 
+/// All routes of jitd, each with its OpenAPI description (`#[utoipa::path]`
+/// on the handler; `routes!` refuses a handler without one, so the
+/// document served at `/openapi.json` covers every route).
+fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(crate::openapi::base())
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
+        .routes(routes!(public_config))
+        .routes(routes!(me))
+        .routes(routes!(entitlements))
+        .routes(routes!(list, create))
+        .routes(routes!(show))
+        .routes(routes!(approve))
+        .routes(routes!(deny))
+        .routes(routes!(cancel))
+        .routes(routes!(extend))
+        .routes(routes!(review))
+        .routes(routes!(drop_grant))
+        .routes(routes!(revoke))
+        .routes(routes!(crate::events::stream))
+        .routes(routes!(audit))
+        .routes(routes!(audit_verify))
+}
+
+/// The OpenAPI 3.1 description of the API, as served at `GET /openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = routes().split_for_parts();
+    crate::openapi::finish(&mut doc);
+    doc
+}
+
 /// All routes of jitd.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/v1/config", get(public_config))
-        .route("/v1/me", get(me))
-        .route("/v1/entitlements", get(entitlements))
-        .route("/v1/requests", get(list).post(create))
-        .route("/v1/requests/{id}", get(show))
-        .route("/v1/requests/{id}/approve", post(approve))
-        .route("/v1/requests/{id}/deny", post(deny))
-        .route("/v1/requests/{id}/cancel", post(cancel))
-        .route("/v1/requests/{id}/extend", post(extend))
-        .route("/v1/requests/{id}/review", post(review))
-        .route("/v1/grants/{id}/drop", post(drop_grant))
-        .route("/v1/grants/{id}/revoke", post(revoke))
-        .route("/v1/events", get(crate::events::stream))
-        .route("/v1/audit", get(audit))
-        .route("/v1/audit/verify", get(audit_verify))
+    let (router, mut doc) = routes().split_for_parts();
+    crate::openapi::finish(&mut doc);
+    let doc = Arc::new(doc.to_json().expect("the OpenAPI document serialises"));
+    let metrics = state.metrics.clone();
+    let router = router
         .fallback(|| async { ApiError::NoRoute })
+        .layer(axum::Extension(OpenApiJson(doc)))
+        .layer(middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::track_http,
+        ))
         .layer(middleware::map_response(server_time))
-        .with_state(state)
+        .with_state(state);
+    crate::tracing_setup::layers(router)
+}
+
+/// The serialised OpenAPI document, made once at start.
+#[derive(Clone)]
+struct OpenApiJson(Arc<String>);
+
+/// This document: the OpenAPI 3.1 description of every route.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
+async fn openapi_json(axum::Extension(OpenApiJson(doc)): axum::Extension<OpenApiJson>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.as_str().to_owned(),
+    )
+        .into_response()
 }
 
 async fn server_time(mut resp: Response) -> Response {
@@ -166,14 +208,33 @@ fn load_visible(state: &AppState, id: &str, p: &Principal) -> Result<Stored, Api
     Ok(s)
 }
 
+/// `GET /healthz` body.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `degraded` when the database cannot be read.
+    #[schema(example = "ok")]
+    pub status: &'static str,
+    /// Whether the database answered.
+    pub database: bool,
+    /// Entitlements in the policy in force.
+    pub entitlements: usize,
+    /// The server's clock (UTC).
+    pub time: chrono::DateTime<Utc>,
+}
+
+/// Liveness and database health (no authentication).
+#[utoipa::path(get, path = "/healthz", tag = "meta", responses(
+    (status = 200, description = "Healthy", body = Health),
+    (status = 503, description = "The database cannot be read", body = Health),
+))]
 async fn healthz(State(state): St) -> Response {
     let db_ok = state.store.last_seq().is_ok();
-    let body = serde_json::json!({
-        "status": if db_ok { "ok" } else { "degraded" },
-        "database": db_ok,
-        "entitlements": state.policy().entitlements.len(),
-        "time": Utc::now(),
-    });
+    let body = Health {
+        status: if db_ok { "ok" } else { "degraded" },
+        database: db_ok,
+        entitlements: state.policy().entitlements.len(),
+        time: Utc::now(),
+    };
     let code = if db_ok {
         axum::http::StatusCode::OK
     } else {
@@ -182,33 +243,37 @@ async fn healthz(State(state): St) -> Response {
     (code, Json(body)).into_response()
 }
 
-async fn metrics(State(state): St) -> Result<Response, ApiError> {
-    let (by_status, late) = state.store.stats(Utc::now())?;
-    let mut out =
-        String::from("# HELP jit_requests Requests by status.\n# TYPE jit_requests gauge\n");
-    for s in Status::ALL {
-        let n = by_status
-            .iter()
-            .find(|(k, _)| k == s.as_str())
-            .map(|(_, n)| *n)
-            .unwrap_or(0);
-        out.push_str(&format!("jit_requests{{status=\"{}\"}} {n}\n", s.as_str()));
-    }
-    out.push_str("# HELP jit_revocations_late Grants past their end whose role is not yet confirmed removed from Keycloak.\n# TYPE jit_revocations_late gauge\n");
-    out.push_str(&format!("jit_revocations_late {late}\n"));
-    out.push_str("# HELP jit_audit_last_seq Highest audit sequence number.\n# TYPE jit_audit_last_seq counter\n");
-    out.push_str(&format!("jit_audit_last_seq {}\n", state.store.last_seq()?));
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+/// Prometheus metrics, text exposition format (no authentication).
+#[utoipa::path(get, path = "/metrics", tag = "meta", responses(
+    (status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String),
+))]
+async fn metrics(State(state): St) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
 }
 
-async fn public_config(State(state): St) -> Json<jit_core::api::ServerConfigView> {
+/// Where clients log in: issuer, audience, client ids (no authentication).
+#[utoipa::path(get, path = "/v1/config", tag = "meta", responses(
+    (status = 200, description = "Login parameters", body = ServerConfigView),
+))]
+async fn public_config(State(state): St) -> Json<ServerConfigView> {
     Json(state.public.clone())
 }
 
-async fn me(State(state): St, caller: Caller) -> Json<jit_core::api::MeView> {
+/// Who the token says the caller is, and what they may do.
+#[utoipa::path(get, path = "/v1/me", tag = "requests", security(("bearer" = [])), responses(
+    (status = 200, description = "The caller", body = MeView),
+))]
+async fn me(State(state): St, caller: Caller) -> Json<MeView> {
     let policy = state.policy();
     let p = caller.principal;
-    Json(jit_core::api::MeView {
+    Json(MeView {
         auditor: policy.is_auditor(&p),
         approves: policy
             .entitlements
@@ -224,6 +289,10 @@ async fn me(State(state): St, caller: Caller) -> Json<jit_core::api::MeView> {
     })
 }
 
+/// The entitlements the caller may request.
+#[utoipa::path(get, path = "/v1/entitlements", tag = "requests", security(("bearer" = [])), responses(
+    (status = 200, description = "Requestable entitlements", body = Vec<EntitlementView>),
+))]
 async fn entitlements(State(state): St, caller: Caller) -> Json<Vec<EntitlementView>> {
     let p = caller.principal;
     let policy = state.policy();
@@ -305,6 +374,16 @@ async fn check_not_standing(
     .into())
 }
 
+/// Asks for an entitlement. `201` with the request; it may already be
+/// `approved` (auto-approval, break-glass).
+#[utoipa::path(post, path = "/v1/requests", tag = "requests", security(("bearer" = [])),
+    request_body = CreateRequestBody,
+    responses(
+        (status = 201, description = "Created", body = RequestView),
+        (status = 403, description = "The caller may not request it (`not_a_requester`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already held (`already_held`) or already pending (`duplicate_pending`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Breaks a policy rule (duration, justification, ticket, start time, unknown entitlement)", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn create(
     State(state): St,
     caller: Caller,
@@ -345,13 +424,19 @@ async fn create(
     Ok((axum::http::StatusCode::CREATED, Json(view(&state, &s))).into_response())
 }
 
-#[derive(Deserialize)]
+/// Query of `GET /v1/requests`.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// Only requests in this status.
+    #[param(value_type = Option<Status>)]
     status: Option<String>,
+    /// Only the caller's own requests.
     #[serde(default)]
     mine: bool,
     #[serde(default)]
+    /// Only requests waiting for the caller's vote or review.
     to_review: bool,
     /// Break-glass activations whose after-the-fact review is still open.
     #[serde(default)]
@@ -359,9 +444,14 @@ struct ListParams {
     /// Only requests whose id starts with this (CLI short ids).
     id_prefix: Option<String>,
     /// At most this many (default 500, max 5000), newest first.
+    #[param(minimum = 0)]
     limit: Option<usize>,
 }
 
+/// Requests the caller may see, newest first.
+#[utoipa::path(get, path = "/v1/requests", tag = "requests", security(("bearer" = [])),
+    params(ListParams),
+    responses((status = 200, description = "Requests", body = Vec<RequestView>)))]
 async fn list(
     State(state): St,
     caller: Caller,
@@ -407,6 +497,10 @@ async fn list(
     Ok(Json(out))
 }
 
+/// One request the caller may see.
+#[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Request id (a grant's id is its request's id)")),
+    responses((status = 200, description = "The request", body = RequestView), (status = 404, description = "No such request the caller may see (`not_found`)", body = Problem, content_type = "application/problem+json"),))]
 async fn show(
     State(state): St,
     caller: Caller,
@@ -484,6 +578,10 @@ async fn vote(
     Ok(Json(view(&state, &stored)))
 }
 
+/// Approves (one vote); `duration` may shorten the grant, never lengthen it.
+#[utoipa::path(post, path = "/v1/requests/{id}/approve", tag = "requests", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Request id (a grant's id is its request's id)")), request_body = DecisionBody,
+    responses((status = 200, description = "The request after the action", body = RequestView), (status = 403, description = "The caller may not do this (`not_an_approver`, `self_approval`, `not_requester`)", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such request the caller may see (`not_found`)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The request's state does not allow it (`illegal_transition`, `already_voted`, `lapsed`, `not_an_active_grant`)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid input (`invalid_duration`, `cannot_lengthen`, `comment_required`, `invalid_text`, ...)", body = Problem, content_type = "application/problem+json"),))]
 async fn approve(
     State(state): St,
     caller: Caller,
@@ -493,6 +591,10 @@ async fn approve(
     vote(state, caller.principal, id, Decision::Approve, b).await
 }
 
+/// Denies; one deny ends the request.
+#[utoipa::path(post, path = "/v1/requests/{id}/deny", tag = "requests", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Request id (a grant's id is its request's id)")), request_body = DecisionBody,
+    responses((status = 200, description = "The request after the action", body = RequestView), (status = 403, description = "The caller may not do this (`not_an_approver`, `self_approval`, `not_requester`)", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such request the caller may see (`not_found`)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The request's state does not allow it (`illegal_transition`, `already_voted`, `lapsed`, `not_an_active_grant`)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid input (`invalid_duration`, `cannot_lengthen`, `comment_required`, `invalid_text`, ...)", body = Problem, content_type = "application/problem+json"),))]
 async fn deny(
     State(state): St,
     caller: Caller,
@@ -502,6 +604,10 @@ async fn deny(
     vote(state, caller.principal, id, Decision::Deny, b).await
 }
 
+/// The requester withdraws a pending or approved request.
+#[utoipa::path(post, path = "/v1/requests/{id}/cancel", tag = "requests", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Request id (a grant's id is its request's id)")), 
+    responses((status = 200, description = "The request after the action", body = RequestView), (status = 403, description = "The caller may not do this (`not_an_approver`, `self_approval`, `not_requester`)", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such request the caller may see (`not_found`)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The request's state does not allow it (`illegal_transition`, `already_voted`, `lapsed`, `not_an_active_grant`)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid input (`invalid_duration`, `cannot_lengthen`, `comment_required`, `invalid_text`, ...)", body = Problem, content_type = "application/problem+json"),))]
 async fn cancel(
     State(state): St,
     caller: Caller,
@@ -517,6 +623,10 @@ async fn cancel(
     Ok(Json(view(&state, &s)))
 }
 
+/// The requester ends their own grant early.
+#[utoipa::path(post, path = "/v1/grants/{id}/drop", tag = "requests", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Request id (a grant's id is its request's id)")), 
+    responses((status = 200, description = "The request after the action", body = RequestView), (status = 403, description = "The caller may not do this (`not_an_approver`, `self_approval`, `not_requester`)", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such request the caller may see (`not_found`)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The request's state does not allow it (`illegal_transition`, `already_voted`, `lapsed`, `not_an_active_grant`)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid input (`invalid_duration`, `cannot_lengthen`, `comment_required`, `invalid_text`, ...)", body = Problem, content_type = "application/problem+json"),))]
 async fn drop_grant(
     State(state): St,
     caller: Caller,
@@ -532,6 +642,10 @@ async fn drop_grant(
     Ok(Json(view(&state, &s)))
 }
 
+/// An approver ends a grant early (comment required).
+#[utoipa::path(post, path = "/v1/grants/{id}/revoke", tag = "requests", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Request id (a grant's id is its request's id)")), request_body = DecisionBody,
+    responses((status = 200, description = "The request after the action", body = RequestView), (status = 403, description = "The caller may not do this (`not_an_approver`, `self_approval`, `not_requester`)", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such request the caller may see (`not_found`)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The request's state does not allow it (`illegal_transition`, `already_voted`, `lapsed`, `not_an_active_grant`)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid input (`invalid_duration`, `cannot_lengthen`, `comment_required`, `invalid_text`, ...)", body = Problem, content_type = "application/problem+json"),))]
 async fn revoke(
     State(state): St,
     caller: Caller,
@@ -553,6 +667,10 @@ async fn revoke(
     Ok(Json(view(&state, &s)))
 }
 
+/// Asks for more time on an active grant: a new extension request (`201`).
+#[utoipa::path(post, path = "/v1/requests/{id}/extend", tag = "requests", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Request id (a grant's id is its request's id)")), request_body = ExtendBody,
+    responses((status = 201, description = "The request after the action", body = RequestView), (status = 403, description = "The caller may not do this (`not_an_approver`, `self_approval`, `not_requester`)", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such request the caller may see (`not_found`)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The request's state does not allow it (`illegal_transition`, `already_voted`, `lapsed`, `not_an_active_grant`)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid input (`invalid_duration`, `cannot_lengthen`, `comment_required`, `invalid_text`, ...)", body = Problem, content_type = "application/problem+json"),))]
 async fn extend(
     State(state): St,
     caller: Caller,
@@ -587,6 +705,10 @@ async fn extend(
     Ok((axum::http::StatusCode::CREATED, Json(view(&state, &stored))).into_response())
 }
 
+/// An approver reviews a break-glass activation after the fact.
+#[utoipa::path(post, path = "/v1/requests/{id}/review", tag = "requests", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Request id (a grant's id is its request's id)")), request_body = DecisionBody,
+    responses((status = 200, description = "The request after the action", body = RequestView), (status = 403, description = "The caller may not do this (`not_an_approver`, `self_approval`, `not_requester`)", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such request the caller may see (`not_found`)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The request's state does not allow it (`illegal_transition`, `already_voted`, `lapsed`, `not_an_active_grant`)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid input (`invalid_duration`, `cannot_lengthen`, `comment_required`, `invalid_text`, ...)", body = Problem, content_type = "application/problem+json"),))]
 async fn review(
     State(state): St,
     caller: Caller,
@@ -610,14 +732,30 @@ async fn review(
     Ok(Json(view(&state, &s)))
 }
 
-#[derive(Deserialize)]
+/// Query of `GET /v1/audit`.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct AuditParams {
+    /// Only rows after this sequence number.
     #[serde(default)]
     since: i64,
+    /// At most this many rows (default 10000, max 100000).
+    #[param(minimum = 0)]
     limit: Option<usize>,
     /// `json` (default), `jsonl` or `csv`.
+    #[param(value_type = Option<AuditFormat>)]
     format: Option<String>,
+}
+
+/// Export format of `GET /v1/audit`.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // only describes the `format` values
+pub(crate) enum AuditFormat {
+    Json,
+    Jsonl,
+    Csv,
 }
 
 /// Audit rows the caller may see: all for auditors, otherwise the rows of
@@ -664,6 +802,15 @@ pub fn visible_audit(
     Ok((out, cursor))
 }
 
+/// Audit rows the caller may see, oldest first: auditors all, others the
+/// rows of requests they may see.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", security(("bearer" = [])),
+    params(AuditParams),
+    responses((status = 200, description = "Audit rows", content(
+        (Vec<AuditRecord> = "application/json"),
+        (String = "application/jsonl"),
+        (String = "text/csv"),
+    ))))]
 async fn audit(
     State(state): St,
     caller: Caller,
@@ -720,6 +867,12 @@ async fn audit(
     }
 }
 
+/// Recomputes the whole hash chain (auditors only).
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Result of the check", body = AuditVerification),
+        (status = 403, description = "Not an auditor (`forbidden`)", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn audit_verify(State(state): St, caller: Caller) -> Result<Response, ApiError> {
     if !state.policy().is_auditor(&caller.principal) {
         return Err(ApiError::Forbidden(

@@ -16,6 +16,9 @@ pub struct Config {
     pub database: PathBuf,
     /// Policy file (see `config/policy.toml`); reloaded when it changes.
     pub policy: PathBuf,
+    /// `text` (default) or `json`: one JSON object per log line.
+    #[serde(default)]
+    pub log_format: crate::tracing_setup::LogFormat,
     pub keycloak: KeycloakConfig,
 }
 

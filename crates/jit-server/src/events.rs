@@ -24,8 +24,9 @@ use crate::error::ApiError;
 use crate::AppState;
 
 /// Query of `GET /v1/events`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventParams {
     /// Resume after this sequence number (like `Last-Event-ID`).
     since: Option<i64>,
@@ -47,10 +48,23 @@ struct Cursor {
     buf: VecDeque<Event>,
     seq_rx: watch::Receiver<i64>,
     stop_rx: watch::Receiver<bool>,
+    /// Counts this stream in `jit_sse_subscribers` while it lives.
+    _subscriber: crate::metrics::SseGuard,
 }
 
 /// Starts after `Last-Event-ID`, else `?since=`, else the newest event (only
 /// new events).
+#[utoipa::path(get, path = "/v1/events", tag = "audit", security(("bearer" = [])),
+    description = "Server-sent events (`text/event-stream`) of the audit log, filtered to what the caller may see. \
+Each event: `id` = the audit sequence number, `event` = the audit event type (e.g. `request.created`), \
+`data` = one JSON `EventData` (the audit row and the request as it is now). A comment line keeps the \
+connection alive every 15 s. The stream ends when the token expires or the server stops; reconnect \
+with `Last-Event-ID` to resume with nothing lost.",
+    params(
+        EventParams,
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event id (wins over `since`)"),
+    ),
+    responses((status = 200, description = "The event stream; each `data:` line is an `EventData`", content_type = "text/event-stream", body = String)))]
 pub async fn stream(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -80,6 +94,7 @@ pub async fn stream(
         None => state.store.last_seq()?,
     };
     let cursor = Cursor {
+        _subscriber: state.metrics.sse_subscriber(),
         seq_rx: state.last_seq.subscribe(),
         stop_rx: state.stopping.subscribe(),
         state,

@@ -14,9 +14,12 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod grant_ends;
+pub mod metrics;
+mod openapi;
 pub mod rights;
 pub mod scheduler;
 pub mod store;
+pub mod tracing_setup;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -56,6 +59,8 @@ pub struct AppState {
     pub stopping: watch::Sender<bool>,
     /// Grant ends written on users for the Keycloak extension.
     pub grant_ends: grant_ends::GrantEnds,
+    /// Prometheus metrics (`GET /metrics`); other parts record into it.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -69,6 +74,7 @@ impl AppState {
 
     /// Tells the scheduler and the event streams that rows were written.
     pub fn published(&self, recs: &[store::AuditRecord]) {
+        self.metrics.audit_written(recs);
         if let Some(max) = recs.iter().map(|r| r.seq).max() {
             self.last_seq.send_if_modified(|v| {
                 if max > *v {
@@ -177,14 +183,17 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         config.keycloak.issuer.clone().unwrap_or_else(|| {
             jit_keycloak::issuer_url(&config.keycloak.url, &config.keycloak.realm)
         });
-    let validator = TokenValidator::new(&issuer, &config.keycloak.audience, http.clone());
+    let metrics = Arc::new(metrics::Metrics::new(store.clone()));
+    let validator = TokenValidator::new(&issuer, &config.keycloak.audience, http.clone())
+        .with_observer(metrics.clone());
     let admin = AdminClient::new(
         &config.keycloak.url,
         &config.keycloak.realm,
         &config.keycloak.backend_client_id,
         &config.backend_secret()?,
         http,
-    );
+    )
+    .with_observer(metrics.clone());
     let last = store.last_seq()?;
     let state = Arc::new(AppState {
         store,
@@ -203,6 +212,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         wake: Notify::new(),
         last_seq: watch::channel(last).0,
         stopping: watch::channel(false).0,
+        metrics,
         public: jit_core::api::ServerConfigView {
             issuer: issuer.clone(),
             audience: config.keycloak.audience.clone(),

@@ -26,6 +26,8 @@ enum Command {
     /// warns when anyone already holds a requestable entitlement as a
     /// standing assignment.
     CheckPolicy { file: PathBuf },
+    /// Print the OpenAPI 3.1 document of the API (as served at /openapi.json).
+    Openapi,
 }
 
 /// `check-policy --config`: targets exist, and who holds them standing.
@@ -86,16 +88,25 @@ async fn check_against_keycloak(policy: &jit_core::Policy, config: &std::path::P
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("JITD_LOG")
-                .unwrap_or_else(|_| "info,tower_http=warn".into()),
-        )
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let args = Args::parse();
+    // The log format is in the config file; read it first (errors are
+    // reported again below, after the logger is up).
+    let format = args
+        .config
+        .as_deref()
+        .and_then(|c| jit_server::Config::load(c).ok())
+        .map(|c| c.log_format)
+        .unwrap_or_default();
+    jit_server::tracing_setup::init(format);
+    if let Some(Command::Openapi) = &args.command {
+        println!(
+            "{}",
+            jit_server::api::openapi()
+                .to_pretty_json()
+                .expect("the OpenAPI document serialises")
+        );
+        return ExitCode::SUCCESS;
+    }
     if let Some(Command::CheckPolicy { file }) = &args.command {
         return match jit_server::load_policy(file) {
             Ok(p) if args.config.is_some() => {

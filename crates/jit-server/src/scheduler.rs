@@ -179,6 +179,7 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
         return Ok(());
     }
     let r = &s.request;
+    let started = std::time::Instant::now();
     // Only entitlements in the policy in force are ever granted, and only
     // with the Keycloak target the policy names.
     let policy = state.policy();
@@ -241,6 +242,10 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
     });
     match result {
         Ok((_, recs)) => {
+            // Due at the later of the decision and the scheduled start.
+            let due = r.decided_at.max(r.start_at).unwrap_or(r.created_at);
+            let late = (Utc::now() - due).num_milliseconds() as f64 / 1000.0;
+            state.metrics.granted(started.elapsed(), late);
             tracing::info!(request = id, target = %r.target, user = %r.requester_username, "granted");
             state.published(&recs);
             Ok(())
@@ -278,6 +283,7 @@ async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
             "another active grant of the same entitlement remains; role kept".to_string(),
         )
     } else if s.grant.owns_assignment == Some(true) {
+        let started = std::time::Instant::now();
         if let Err(e) = state.admin.unassign(&r.requester_id, &r.target).await {
             return record_failure(state, id, e.to_string());
         }
@@ -303,6 +309,7 @@ async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
         let late = due
             .map(|t| (Utc::now() - t).num_milliseconds() as f64 / 1000.0)
             .unwrap_or(0.0);
+        state.metrics.removed(started.elapsed(), late);
         let mut why = format!("{} removed from Keycloak", r.target);
         if end_sessions {
             why.push_str("; user sessions ended");

@@ -23,12 +23,17 @@ use serde::Serialize;
 pub use jit_core::api::{AuditRecord, GrantState, GENESIS};
 
 /// Result of checking the audit chain.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct AuditVerification {
+    /// Whether every row's hash and link match.
     pub ok: bool,
+    /// Rows checked.
     pub rows: i64,
     /// First sequence number whose hash or link does not match.
+    #[schema(required = true)]
     pub first_bad_seq: Option<i64>,
+    /// Hash of the last row (`null` when the log is empty).
+    #[schema(required = true)]
     pub last_hash: Option<String>,
 }
 

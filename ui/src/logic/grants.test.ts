@@ -6,6 +6,7 @@ const row = (over: Partial<RequestView> = {}): RequestView => ({
   id: "g1",
   kind: { type: "access" },
   entitlement_id: "prod-db-admin",
+  target: { kind: "realm_role", role: "prod-db-admin" },
   requester_id: "u-alice",
   requester_username: "alice",
   justification: "INC-42 fix the replica",

@@ -1,0 +1,255 @@
+// Generated from the Rust types of crates/jit-core (ts-rs) — do not edit.
+// Regenerate: UPDATE_TS_TYPES=1 cargo test -p jit-core --test ts_types
+
+export type Status = "pending" | "approved" | "active" | "denied" | "cancelled" | "lapsed" | "expired" | "revoked" | "applied";
+
+export type Decision = "approve" | "deny";
+
+export type Vote = { approver_id: string, approver_username: string, decision: Decision, comment: string | null, 
+/**
+ * Duration the approver allows, seconds, if they shortened it.
+ */
+duration_secs: number | null, at: string, };
+
+export type RequestKind = { "type": "access" } | { "type": "extension", grant_id: string, };
+
+export type EntitlementKind = { "kind": "realm_role", role: string, } | { "kind": "client_role", client: string, role: string, } | { "kind": "group", path: string, };
+
+export type AppliedExtension = { 
+/**
+ * The extension request's id.
+ */
+id: string, 
+/**
+ * Username of who asked for it (the grant's requester).
+ */
+requested_by: string, 
+/**
+ * Usernames of the approvers whose votes approved it, or
+ * `["jitd"]` when a policy rule approved it.
+ */
+approved_by: Array<string>, 
+/**
+ * Seconds added to the grant.
+ */
+added_secs: number, justification: string, 
+/**
+ * When it was applied (UTC).
+ */
+applied_at: string, 
+/**
+ * The grant's end right after it (UTC).
+ */
+expires_at: string, };
+
+export type GrantState = { 
+/**
+ * Whether JIT made the assignment (and so may remove it). `None` until
+ * decided at activation; `false` when the user already held it
+ * directly (a standing assignment JIT must never remove).
+ */
+owns_assignment: boolean | null, 
+/**
+ * When the assignment was confirmed in Keycloak (UTC).
+ */
+granted_at: string | null, 
+/**
+ * The grant ended and the Keycloak side still has to be cleaned up.
+ */
+removal_pending: boolean, 
+/**
+ * When the assignment was removed in Keycloak (UTC).
+ */
+removed_at: string | null, 
+/**
+ * Failed Keycloak attempts for the current step.
+ */
+attempts: number, 
+/**
+ * Do not retry before this instant (UTC).
+ */
+next_attempt_at: string | null, 
+/**
+ * Last Keycloak error for the current step, for the API and the UI.
+ */
+last_error: string | null, };
+
+export type AccessRequest = { id: string, kind: RequestKind, entitlement_id: string, 
+/**
+ * What is granted in Keycloak, copied from the policy at creation.
+ */
+target: EntitlementKind, requester_id: string, requester_username: string, justification: string, ticket: string | null, urgent: boolean, break_glass: boolean, 
+/**
+ * Duration asked for, seconds.
+ */
+requested_secs: number, 
+/**
+ * Duration that will be granted (the shortest any approver allowed), seconds.
+ */
+duration_secs: number, approvals_required: number, votes: Array<Vote>, status: Status, created_at: string, 
+/**
+ * After this instant (UTC) a pending request lapses.
+ */
+pending_until: string, start_at: string | null, decided_at: string | null, activated_at: string | null, 
+/**
+ * `activated_at + duration` plus any extensions (UTC).
+ */
+expires_at: string | null, ended_at: string | null, ended_by: string | null, end_reason: string | null, 
+/**
+ * Set when a policy rule approved the request (its description).
+ */
+auto_approved: string | null, 
+/**
+ * Break-glass activations stay "review open" until an approver reviews.
+ */
+review_required: boolean, reviewed_by: string | null, reviewed_at: string | null, 
+/**
+ * Extensions applied to this grant, oldest first.
+ */
+extensions: Array<AppliedExtension>, };
+
+export type RequestView = { 
+/**
+ * The entitlement's display name (its id if no longer in the policy).
+ */
+entitlement_name: string, 
+/**
+ * Seconds left on an active grant (`expires_at − server now`).
+ */
+remaining_secs: number | null, 
+/**
+ * The grant's whole length, seconds: `duration_secs` plus the time of
+ * every applied extension (listed in `extensions`).
+ */
+total_secs: number, 
+/**
+ * Keycloak-side state of the grant.
+ */
+keycloak: GrantState, 
+/**
+ * The grant is over but the role is still (or may still be) in
+ * Keycloak: a revoke is late (Keycloak unreachable, retrying).
+ */
+revoke_late: boolean, id: string, kind: RequestKind, entitlement_id: string, 
+/**
+ * What is granted in Keycloak, copied from the policy at creation.
+ */
+target: EntitlementKind, requester_id: string, requester_username: string, justification: string, ticket: string | null, urgent: boolean, break_glass: boolean, 
+/**
+ * Duration asked for, seconds.
+ */
+requested_secs: number, 
+/**
+ * Duration that will be granted (the shortest any approver allowed), seconds.
+ */
+duration_secs: number, approvals_required: number, votes: Array<Vote>, status: Status, created_at: string, 
+/**
+ * After this instant (UTC) a pending request lapses.
+ */
+pending_until: string, start_at: string | null, decided_at: string | null, activated_at: string | null, 
+/**
+ * `activated_at + duration` plus any extensions (UTC).
+ */
+expires_at: string | null, ended_at: string | null, ended_by: string | null, end_reason: string | null, 
+/**
+ * Set when a policy rule approved the request (its description).
+ */
+auto_approved: string | null, 
+/**
+ * Break-glass activations stay "review open" until an approver reviews.
+ */
+review_required: boolean, reviewed_by: string | null, reviewed_at: string | null, 
+/**
+ * Extensions applied to this grant, oldest first.
+ */
+extensions: Array<AppliedExtension>, };
+
+export type EntitlementView = { id: string, display_name: string, description: string, 
+/**
+ * `realm role prod-db-admin`, `client role app/admin`, `group /ops`.
+ */
+target: string, max_duration_secs: number, default_duration_secs: number, approvals_required: number, ticket_pattern: string | null, justification_min: number, justification_max: number, break_glass: boolean, 
+/**
+ * Whether the caller is an approver of it.
+ */
+you_approve: boolean, };
+
+export type CreateRequestBody = { entitlement: string, 
+/**
+ * Human duration (`"15m"`); or give `duration_secs`.
+ */
+duration?: string, duration_secs?: number, justification: string, ticket?: string, start_at?: string, urgent?: boolean, break_glass?: boolean, };
+
+export type DecisionBody = { comment?: string, 
+/**
+ * Approve only: shorten the grant to this human duration.
+ */
+duration?: string, };
+
+export type ExtendBody = { duration: string, justification: string, };
+
+export type AuditRecord = { 
+/**
+ * Sequence number, also the event id of `/v1/events`.
+ */
+seq: number, at: string, 
+/**
+ * Event type, e.g. `request.created`, `grant.granted`.
+ */
+event: string, request_id: string, entitlement_id: string, requester_id: string, actor: string, reason: string | null, from_status: string | null, to_status: string | null, prev_hash: string, hash: string, };
+
+export type EventData = { 
+/**
+ * The request as it is now (the caller may see it).
+ */
+request: RequestView | null, 
+/**
+ * Sequence number, also the event id of `/v1/events`.
+ */
+seq: number, at: string, 
+/**
+ * Event type, e.g. `request.created`, `grant.granted`.
+ */
+event: string, request_id: string, entitlement_id: string, requester_id: string, actor: string, reason: string | null, from_status: string | null, to_status: string | null, prev_hash: string, hash: string, };
+
+export type MeView = { id: string, username: string, roles: Array<string>, groups: Array<string>, auditor: boolean, 
+/**
+ * Entitlement ids the caller may approve.
+ */
+approves: Array<string>, 
+/**
+ * Token expiry, seconds since the epoch.
+ */
+token_exp: number, };
+
+export type ServerConfigView = { 
+/**
+ * `{keycloak}/realms/{realm}`.
+ */
+issuer: string, 
+/**
+ * The `aud` jitd requires.
+ */
+audience: string, cli_client_id: string, desktop_client_id: string, };
+
+export type Problem = { 
+/**
+ * `urn:jit-access:problem:{code}`.
+ */
+type: string, 
+/**
+ * Short summary of the class of problem.
+ */
+title: string, 
+/**
+ * The HTTP status code.
+ */
+status: number, 
+/**
+ * A sentence for the person who asked.
+ */
+detail: string, 
+/**
+ * Stable snake_case code for programs (`DomainError::code`, `ApiError`).
+ */
+code: string, };
