@@ -45,6 +45,7 @@ impl KeycloakError {
             KeycloakError::Status { status, .. } => crate::observe::status_kind(*status),
             KeycloakError::NotFound(_) => "not_found",
             KeycloakError::EmptyRoleList => "refused",
+            KeycloakError::NotKept(_) => "not_kept",
         }
     }
 

@@ -17,7 +17,8 @@ pub struct KeycloakCall {
     pub elapsed: Duration,
     /// `None` on success; else `unreachable` (connection refused, reset,
     /// timeout), `http_5xx`, `http_429`, `http_401`, `http_403`,
-    /// `not_found`, `http_4xx`, or `refused` (jitd would not send it).
+    /// `not_found`, `http_4xx`, `refused` (jitd would not send it), or
+    /// `not_kept` (Keycloak dropped a written user attribute).
     pub error_kind: Option<&'static str>,
 }
 
