@@ -66,6 +66,8 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         let token = token(user).await;
         let started = Instant::now();
         let out = Command::new(&exe)
+            // Its cache (`.schemathesis/`) goes with jitd's folder.
+            .current_dir(jitd.dir.path())
             .args(["--no-color", "run"])
             .arg(format!("{}/openapi.json", jitd.url))
             .args(["--checks", "all"])
