@@ -76,6 +76,18 @@ enum Cmd {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Benchmarks against a real Keycloak (with the extension): named
+    /// sections of `jit-bench` (none given = all), results as Markdown on
+    /// stdout for docs/measurements.md. `--list` shows the sections.
+    Bench {
+        #[command(flatten)]
+        ports: PortArgs,
+        /// List the sections and exit.
+        #[arg(long)]
+        list: bool,
+        /// Sections to run (e.g. `token-bounds`).
+        sections: Vec<String>,
+    },
     /// The main job: Keycloak, jitd and a headless demo of the full cycle
     /// (request → approve → grant → countdown → revoke) as a timeline.
     Demo {
@@ -209,6 +221,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Test { ports, args } => return test(ports.into(), args),
+        Cmd::Bench {
+            ports,
+            list,
+            sections,
+        } => return bench(ports.into(), list, sections),
         Cmd::DesktopTest {
             ports,
             update_screenshots,
@@ -355,6 +372,46 @@ fn test(ports: Ports, args: Vec<String>) -> Result<ExitCode> {
         eprintln!("xtask: could not stop Keycloak: {e:#}");
     }
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// `cargo xtask bench`: build `jit-bench`, Keycloak up, the sections run,
+/// Keycloak down (if started here).
+fn bench(ports: Ports, list: bool, sections: Vec<String>) -> Result<ExitCode> {
+    signals::install();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    eprintln!("xtask: building jit-bench");
+    let status = Command::new(&cargo)
+        .args(["build", "--quiet", "-p", "jit-e2e", "--bin", "jit-bench"])
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        eprintln!("xtask: building jit-bench failed ({status})");
+        return Ok(ExitCode::FAILURE);
+    }
+    let exe = xtask::target_dir().join("debug").join("jit-bench");
+    if list {
+        let status = Command::new(&exe).arg("--list").status()?;
+        return Ok(if status.success() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    let guard = keycloak::ensure_running(ports)?;
+    let status = Command::new(&exe)
+        .args(&sections)
+        .env("KEYCLOAK_URL", guard.url())
+        .env("JIT_BACKEND_SECRET", keycloak::BACKEND_DEMO_SECRET)
+        .status()
+        .context("cannot run jit-bench")?;
+    if let Err(e) = guard.stop() {
+        eprintln!("xtask: could not stop Keycloak: {e:#}");
+    }
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// The UI's lint and unit tests, then the desktop E2E (same Keycloak).
