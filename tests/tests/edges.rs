@@ -389,3 +389,50 @@ approver_roles = ["jit-approver-ops"]
     );
     assert!(!text.contains("standing"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extension_of_an_ended_grant_is_closed() {
+    let _serial = serial().await;
+    let _ctx = Ctx::new().await;
+    let jitd = Jitd::start(POLICY);
+    let (alice, bob) = (
+        jitd.client(&token("alice").await),
+        jitd.client(&token("bob").await),
+    );
+    let g = create(&alice, "prod-db-admin", "1h").await.unwrap();
+    bob.approve(&g, None, None).await.unwrap();
+    eventually(secs(10), "grant active", || async {
+        alice.get(&g).await.unwrap().request.status == Status::Active
+    })
+    .await;
+    let x = alice
+        .extend(&g, "10m", "more time, then not needed")
+        .await
+        .unwrap()
+        .request
+        .id;
+    alice.drop_grant(&g).await.unwrap();
+    // The pending extension is closed by jitd, not left for an approver.
+    eventually(secs(10), "extension closed", || async {
+        alice.get(&x).await.unwrap().request.status == Status::Cancelled
+    })
+    .await;
+    let r = alice.get(&x).await.unwrap().request;
+    assert_eq!(r.ended_by.as_deref(), Some("jitd"));
+    assert!(
+        r.end_reason.as_deref().unwrap_or("").contains(&g),
+        "{:?}",
+        r.end_reason
+    );
+    let review = bob
+        .list(&jit_client::ListQuery {
+            to_review: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        !review.iter().any(|v| v.request.id == x),
+        "not offered to approvers"
+    );
+}

@@ -54,6 +54,9 @@ pub async fn run(state: Arc<AppState>) {
                 Err(e) => tracing::error!(error = %e, "policy re-check failed"),
             }
         }
+        if let Err(e) = close_orphaned_extensions(&state) {
+            tracing::error!(error = %e, "closing extensions of ended grants failed");
+        }
         let next = match tick(&state, Utc::now()).await {
             Ok(n) => n,
             Err(e) => {
@@ -101,6 +104,27 @@ pub fn withdraw_outside_policy(state: &AppState) -> Result<(), StoreError> {
                 .update(&r.id, |s| {
                     let t = s.request.withdraw(&reason, Utc::now())?;
                     Ok(end_grant(s, t))
+                })
+                .map(|(_, recs)| state.published(&recs)),
+        )?;
+    }
+    Ok(())
+}
+
+/// Cancels pending extensions whose grant has ended, so no approver is
+/// offered a decision the server would refuse (`not_an_active_grant`).
+pub fn close_orphaned_extensions(state: &AppState) -> Result<(), StoreError> {
+    for id in state.store.orphaned_extensions()? {
+        ignore_race(
+            state
+                .store
+                .update(&id, |s| {
+                    let grant = match &s.request.kind {
+                        jit_core::RequestKind::Extension { grant_id } => grant_id.clone(),
+                        jit_core::RequestKind::Access => String::new(),
+                    };
+                    let reason = format!("its grant {grant} has ended");
+                    Ok(vec![s.request.withdraw(&reason, Utc::now())?.into()])
                 })
                 .map(|(_, recs)| state.published(&recs)),
         )?;

@@ -415,6 +415,19 @@ impl Store {
         Ok(out)
     }
 
+    /// Pending extensions whose grant is no longer active (it expired, was
+    /// dropped or revoked): nobody can approve them any more.
+    pub fn orphaned_extensions(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT r.id FROM requests r JOIN requests g ON g.id = r.extends WHERE r.status = 'pending' AND g.status != 'active' ORDER BY r.created_at",
+        )?;
+        let ids = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(ids)
+    }
+
     /// Every active grant (not extension) of `user_id`, whatever its target.
     pub fn active_grants_of(&self, user_id: &str) -> Result<Vec<Stored>, StoreError> {
         let conn = self.lock();
