@@ -23,6 +23,8 @@ const COMMANDS: &[&str] = &[
     "server_clock",
     "get_settings",
     "set_settings",
+    "quit_choice",
+    "take_deep_link",
 ];
 
 fn main() {

@@ -12,6 +12,7 @@ use futures::StreamExt;
 use jit_client::{Client, ClientError, ListQuery};
 use jit_core::api::{EventData, RequestView};
 
+use crate::commands::CommandError;
 use crate::notifications::{self, expiring_notes, note_for_event, Note, Notifier, Viewer};
 use crate::settings::Settings;
 use crate::state::{Connection, Desktop};
@@ -152,37 +153,67 @@ fn mine() -> ListQuery {
     }
 }
 
-/// Shows `note`; its actions run as the logged-in user.
+/// Shows `note`; its actions run as the logged-in user. The notifier
+/// remembers it until it is closed, so it can be closed when its request
+/// moves on ([`close_stale`]).
 pub fn show_note(d: &Arc<Desktop>, note: Note) {
     let d = d.clone();
     let id = note.request_id.clone();
-    notifications::show(note, move |action| match action {
-        "approve" => {
-            tauri::async_runtime::spawn(async move {
-                // The server's rules apply (no self-approval, one vote, ...).
-                let r = match d.client().await {
-                    Ok(c) => c.approve(&id, None, None).await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = r {
-                    notifications::show(
-                        Note {
-                            key: format!("approve-failed:{id}"),
-                            request_id: id.clone(),
-                            summary: "Could not approve the request".into(),
-                            body: e,
-                            urgency: notifications::Urgency::Normal,
-                            actions: Vec::new(),
-                        },
-                        |_| {},
-                    );
-                    open_request(&d, &id);
-                }
-            });
-        }
-        // Open, and Deny (a deny needs a comment): show the request.
-        _ => open_request(&d, &id),
-    });
+    let shown_note = note.clone();
+    let d_shown = d.clone();
+    let server_id = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let server_id2 = server_id.clone();
+    notifications::show(
+        note,
+        move |nid| {
+            server_id2.store(nid, std::sync::atomic::Ordering::SeqCst);
+            d_shown.notifier.shown(&shown_note, nid);
+        },
+        move |action| match action {
+            "__closed" => d
+                .notifier
+                .closed(server_id.load(std::sync::atomic::Ordering::SeqCst)),
+            "approve" => {
+                tauri::async_runtime::spawn(async move {
+                    // The server's rules apply (no self-approval, one vote, ...).
+                    let r = match d.client().await {
+                        Ok(c) => c
+                            .approve(&id, None, None)
+                            .await
+                            .map_err(|e| CommandError::from(e).message),
+                        Err(e) => Err(e.message),
+                    };
+                    if let Err(e) = r {
+                        notifications::show(
+                            Note {
+                                key: format!("approve-failed:{id}"),
+                                request_id: id.clone(),
+                                summary: "Could not approve the request".into(),
+                                body: e,
+                                urgency: notifications::Urgency::Normal,
+                                actions: Vec::new(),
+                            },
+                            |_| {},
+                            |_| {},
+                        );
+                        open_request(&d, &id);
+                    }
+                });
+            }
+            // Open, and Deny (a deny needs a comment): show the request.
+            _ => open_request(&d, &id),
+        },
+    );
+}
+
+/// Closes the notifications about `r` that no longer fit it (decided,
+/// cancelled, lapsed, ended, extended).
+pub fn close_stale(d: &Desktop, r: &RequestView) {
+    let ids = d.notifier.stale(r);
+    if !ids.is_empty() {
+        tracing::debug!(request = %r.request.id, ?ids, "closing notifications");
+        tauri::async_runtime::spawn(async move { crate::bus::close_notifications(&ids).await });
+    }
 }
 
 /// Brings the window forward on request `id` (`jit:open-request`).
@@ -212,6 +243,9 @@ impl Loop {
                 serde_json::to_value(&data).expect("event serialises"),
             );
         }
+        if let Some(r) = &data.request {
+            close_stale(&self.d, r);
+        }
         if let Some(n) = note {
             show_note(&self.d, n);
         }
@@ -225,6 +259,10 @@ impl Loop {
             s.tray(&view);
         }
         self.mine = self.client.list(&mine()).await?;
+        // Anything decided or ended while the app was not listening.
+        for r in review.iter().chain(self.mine.iter()) {
+            close_stale(&self.d, r);
+        }
         Ok(())
     }
 

@@ -9,7 +9,30 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    // One app per profile: a second launch hands its arguments (a deep
+    // link) to the running one and ends.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let jit_desktop::instance::Claim::HandedOver =
+        jit_desktop::instance::claim(&jit_desktop::instance::profile_key(), &args)
+    {
+        eprintln!("jit-desktop: the app of this profile is already running; handed over to it");
+        return;
+    }
+    let context = tauri::generate_context!();
+    // A build without the bundled UI (`--no-default-features`, for Vite's
+    // hot reload) loads the dev server: never show a blank window when it
+    // is not running.
+    #[cfg(dev)]
+    if let Some(url) = context.config().build.dev_url.clone() {
+        if let Err(why) = jit_desktop::dev_server_reachable(&url) {
+            eprintln!(
+                "jit-desktop: this build loads the UI from the dev server {url}, which is not running ({why}).\n\
+                 Start it with `cd ui && npm run dev`, or build the app with its UI bundled: `cargo build -p jit-desktop` (see src-tauri/README.md)."
+            );
+            std::process::exit(2);
+        }
+    }
     jit_desktop::run_app(tauri::Builder::default())
-        .run(tauri::generate_context!())
+        .run(context)
         .expect("error while running the JIT Access desktop app");
 }

@@ -5,7 +5,7 @@
 //! a reconnect or a poll never repeats one) and shows notes on a thread,
 //! where it also waits for the user's action.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
@@ -219,10 +219,39 @@ impl Seen {
     }
 }
 
-/// Shows notes once each, honouring the settings.
+/// Whether the notification with `key` no longer fits request `r` as it
+/// is now: a review whose request was decided, cancelled or lapsed; an
+/// "expires in 5 minutes" whose grant ended or was extended; "approved"
+/// once granted; "granted" once ended. Final outcomes (denied, expired,
+/// revoked) stay (they time out by themselves).
+pub fn is_stale(key: &str, r: &RequestView) -> bool {
+    let q = &r.request;
+    let kind = key.split(':').next().unwrap_or("");
+    match kind {
+        "review" => {
+            let break_glass_review = q.break_glass
+                && q.review_required
+                && q.reviewed_at.is_none()
+                && !q.status.is_terminal();
+            q.status != Status::Pending && !break_glass_review
+        }
+        "expiring" => {
+            let exp = key.rsplit(':').next().and_then(|t| t.parse::<i64>().ok());
+            q.status != Status::Active || q.expires_at.map(|x| x.timestamp()) != exp
+        }
+        "approved" => q.status != Status::Approved,
+        "granted" => q.status != Status::Active,
+        _ => false,
+    }
+}
+
+/// Shows notes once each, honouring the settings; remembers which are on
+/// screen so they can be closed when their request moves on.
 pub struct Notifier {
     seen: Mutex<Seen>,
     actions: Mutex<Option<bool>>,
+    /// Request id → (note key, notification server id) of notes shown.
+    open: Mutex<HashMap<String, Vec<(String, u32)>>>,
 }
 
 impl Default for Notifier {
@@ -236,7 +265,48 @@ impl Notifier {
         Notifier {
             seen: Mutex::new(Seen::default()),
             actions: Mutex::new(None),
+            open: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Records that `note` is on screen with server id `id`.
+    pub fn shown(&self, note: &Note, id: u32) {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(note.request_id.clone())
+            .or_default()
+            .push((note.key.clone(), id));
+    }
+
+    /// Forgets notification `id` (closed by the user or the server).
+    pub fn closed(&self, id: u32) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        for v in open.values_mut() {
+            v.retain(|(_, i)| *i != id);
+        }
+        open.retain(|_, v| !v.is_empty());
+    }
+
+    /// The server ids of the notes about `r` that no longer fit it
+    /// ([`is_stale`]); they are forgotten here and must be closed.
+    pub fn stale(&self, r: &RequestView) -> Vec<u32> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(v) = open.get_mut(&r.request.id) else {
+            return Vec::new();
+        };
+        let mut ids = Vec::new();
+        v.retain(|(key, id)| {
+            let stale = is_stale(key, r);
+            if stale {
+                ids.push(*id);
+            }
+            !stale
+        });
+        if v.is_empty() {
+            open.remove(&r.request.id);
+        }
+        ids
     }
 
     /// True the first time `key` is offered (it is then remembered).
@@ -281,9 +351,14 @@ fn server_capabilities() -> Option<Vec<String>> {
     Some(vec!["actions".into()])
 }
 
-/// Shows `note` on a thread; `on_action` is called there with the action id
-/// the user chose (`default`, `approve`, `deny`).
-pub fn show(note: Note, on_action: impl FnOnce(&str) + Send + 'static) {
+/// Shows `note` on a thread; `on_shown` gets the server's id of the
+/// notification, `on_action` the action id the user chose (`default`,
+/// `approve`, `deny`), or `__closed` when it was closed without one.
+pub fn show(
+    note: Note,
+    on_shown: impl FnOnce(u32) + Send + 'static,
+    on_action: impl FnOnce(&str) + Send + 'static,
+) {
     std::thread::Builder::new()
         .name("jit-notification".into())
         .spawn(move || {
@@ -307,16 +382,15 @@ pub fn show(note: Note, on_action: impl FnOnce(&str) + Send + 'static) {
             }
             match n.show() {
                 Ok(handle) => {
-                    if !note.actions.is_empty() {
-                        #[cfg(all(unix, not(target_os = "macos")))]
-                        handle.wait_for_action(|a| {
-                            if a != "__closed" {
-                                on_action(a)
-                            }
-                        });
-                        #[cfg(not(all(unix, not(target_os = "macos"))))]
-                        let _ = (handle, on_action);
+                    #[cfg(all(unix, not(target_os = "macos")))]
+                    {
+                        on_shown(handle.id());
+                        if !note.actions.is_empty() {
+                            handle.wait_for_action(on_action);
+                        }
                     }
+                    #[cfg(not(all(unix, not(target_os = "macos"))))]
+                    let _ = (handle, on_shown, on_action);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, summary = %note.summary, "notification failed")
@@ -344,6 +418,54 @@ mod tests {
             user_id: "u-alice".into(),
             approves: vec![],
         }
+    }
+
+    #[test]
+    fn notes_are_closed_once_their_request_moved_on() {
+        let notifier = Notifier::new();
+        let mut r = request("r1", "alice", "pending");
+        let review =
+            note_for_event(&event(1, "request.created", &r, "alice"), &bob(), true).unwrap();
+        notifier.shown(&review, 7);
+        // Still pending: nothing to close.
+        assert!(notifier.stale(&r).is_empty());
+        for status in ["approved", "denied", "cancelled", "lapsed"] {
+            let decided = request("r1", "alice", status);
+            assert!(is_stale("review:r1", &decided), "{status}");
+        }
+        r = request("r1", "alice", "approved");
+        assert_eq!(notifier.stale(&r), vec![7]);
+        assert!(notifier.stale(&r).is_empty(), "forgotten once closed");
+
+        // Expiry warning: stale once the grant ended or moved.
+        let mut g = request("g1", "alice", "active");
+        g.request.expires_at = Some(at("2030-01-01T12:10:00Z"));
+        let key = format!("expiring:g1:{}", at("2030-01-01T12:10:00Z").timestamp());
+        assert!(!is_stale(&key, &g));
+        g.request.expires_at = Some(at("2030-01-01T12:25:00Z"));
+        assert!(is_stale(&key, &g), "extended");
+        let ended = request("g1", "alice", "revoked");
+        assert!(is_stale(&key, &ended));
+        assert!(is_stale("granted:g1", &ended));
+        assert!(!is_stale("revoked:g1", &ended), "final outcomes stay");
+
+        // A notification closed by the user is forgotten.
+        let n2 = note_for_event(
+            &event(
+                2,
+                "request.created",
+                &request("r2", "carol", "pending"),
+                "carol",
+            ),
+            &bob(),
+            true,
+        )
+        .unwrap();
+        notifier.shown(&n2, 9);
+        notifier.closed(9);
+        assert!(notifier
+            .stale(&request("r2", "carol", "approved"))
+            .is_empty());
     }
 
     #[test]

@@ -6,9 +6,14 @@
 //! if set (same convention as the CLI), else the desktop's default.
 //!
 //! Tokens live in the OS keyring (Secret Service on Linux): service
-//! `jit-access`, one entry per server URL (`embedded+{issuer}` for the
-//! embedded jitd, whose port changes). Without a keyring they are kept in
-//! memory only and the UI shows a notice — never written to a file.
+//! `jit-access`, one entry per server and user, `{server}#{username}`
+//! (`{server}` is the jitd URL, or `embedded+{issuer}` for the embedded
+//! jitd, whose port changes). Which user to restore at start is the one
+//! last logged in *in this data dir* (`session.json`, no secrets), so two
+//! profiles (data dirs, `JIT_PROFILE`) on one machine never share a login;
+//! switching user is an explicit log out + log in. Without a keyring tokens
+//! are kept in memory only and the UI shows a notice — never written to a
+//! file.
 //! A background task refreshes them before they expire; logout ends the
 //! Keycloak session and deletes the entry.
 
@@ -23,6 +28,7 @@ use jit_keycloak::{OidcClient, TokenSet};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex};
 
+use crate::commands::CommandError;
 use crate::state::TokenStorage;
 
 /// The keyring service name of every entry.
@@ -50,6 +56,57 @@ pub struct StoredSession {
     pub tokens: TokenSet,
 }
 
+/// Codes of the login errors (see [`token_error`]).
+const NOT_LOGGED_IN: &str = "log in first";
+const KEYCLOAK_DOWN: &str = "Keycloak cannot be reached";
+
+/// A [`ClientError::Token`] text as the UI's `{code, message}`.
+pub fn token_error(text: &str) -> crate::commands::CommandError {
+    use crate::commands::CommandError;
+    if text.starts_with(KEYCLOAK_DOWN) {
+        CommandError::new(
+            "keycloak_unreachable",
+            format!("{text}. Your login cannot be renewed until it is back; jitd still ends grants on time, and what you see may be out of date."),
+        )
+    } else if text == NOT_LOGGED_IN {
+        CommandError::new("login_required", "You are not logged in: log in first.")
+    } else {
+        CommandError::new("login_required", text)
+    }
+}
+
+/// A failed login in words, with its code.
+fn login_error(e: OidcError) -> CommandError {
+    match e {
+        OidcError::Unreachable { url, .. } => CommandError::new(
+            "keycloak_unreachable",
+            format!("Keycloak ({url}) cannot be reached, so you cannot log in right now. Try again when it is back."),
+        ),
+        OidcError::Discovery(url, why) => CommandError::new(
+            "keycloak_unreachable",
+            format!("Keycloak's login settings at {url} could not be read ({why}). Try again when it is back."),
+        ),
+        OidcError::Timeout => CommandError::new(
+            "login_timeout",
+            "The login timed out: nobody finished signing in within 5 minutes. Log in again.",
+        ),
+        other => CommandError::new("login_failed", format!("The login failed: {other}")),
+    }
+}
+
+/// Which user this data dir logged in as last, per server (`session.json`;
+/// usernames only, never tokens).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct LastUsers {
+    #[serde(default)]
+    last_user: std::collections::BTreeMap<String, String>,
+}
+
+/// The keyring entry (user) name of `username` on `server`.
+pub fn keyring_user(server: &str, username: &str) -> String {
+    format!("{server}#{username}")
+}
+
 /// The logged-in user's session.
 pub struct Session {
     held: Mutex<Option<StoredSession>>,
@@ -62,11 +119,26 @@ pub struct Session {
     key: RwLock<Option<String>>,
     /// Bumped on login, logout and session end.
     changed: watch::Sender<u64>,
+    /// `session.json` (which user to restore); `None`: remember nothing.
+    last_users: Option<std::path::PathBuf>,
+    /// Why the last login was lost (shown on the login screen).
+    lost: RwLock<Option<String>>,
+    /// Keycloak could not be reached on the last refresh (cleared on success).
+    keycloak_down: RwLock<Option<String>>,
 }
 
 impl Session {
     pub fn new(keyring: bool) -> Arc<Session> {
+        Session::with_data_dir(keyring, None)
+    }
+
+    /// A session that remembers the last user per server in
+    /// `data_dir/session.json`.
+    pub fn with_data_dir(keyring: bool, data_dir: Option<&std::path::Path>) -> Arc<Session> {
         Arc::new(Session {
+            last_users: data_dir.map(|d| d.join("session.json")),
+            lost: RwLock::new(None),
+            keycloak_down: RwLock::new(None),
             held: Mutex::new(None),
             oidc: Mutex::new(None),
             login_lock: Mutex::new(()),
@@ -119,13 +191,80 @@ impl Session {
         *self.notice.write().unwrap_or_else(|p| p.into_inner()) = Some(memory_notice(why));
     }
 
-    /// The keyring entry name for this server.
+    /// The server part of keyring entry names (jitd URL or
+    /// `embedded+{issuer}`).
     pub fn set_key(&self, entry: String) {
         *self.key.write().unwrap_or_else(|p| p.into_inner()) = Some(entry);
     }
 
     fn key(&self) -> Option<String> {
         self.key.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Why the last login was lost, if it was (cleared by the next login).
+    pub fn lost_reason(&self) -> Option<String> {
+        self.lost.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_lost(&self, why: Option<String>) {
+        *self.lost.write().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    /// Set while Keycloak cannot be reached to renew the login.
+    pub fn keycloak_down(&self) -> Option<String> {
+        self.keycloak_down
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_keycloak_down(&self, why: Option<String>) {
+        let changed = {
+            let mut k = self
+                .keycloak_down
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            let changed = k.is_some() != why.is_some();
+            *k = why;
+            changed
+        };
+        if changed {
+            self.bump();
+        }
+    }
+
+    fn read_last_users(&self) -> LastUsers {
+        self.last_users
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    /// Records (or with `None` forgets) the user to restore for `server`.
+    fn write_last_user(&self, server: &str, user: Option<&str>) {
+        let Some(path) = &self.last_users else { return };
+        let mut l = self.read_last_users();
+        match user {
+            Some(u) => l.last_user.insert(server.to_string(), u.to_string()),
+            None => l.last_user.remove(server),
+        };
+        let tmp = path.with_extension("json.tmp");
+        let r = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|_| std::fs::write(&tmp, serde_json::to_vec_pretty(&l).unwrap_or_default()))
+            .and_then(|_| std::fs::rename(&tmp, path));
+        if let Err(e) = r {
+            tracing::warn!(error = %e, path = %path.display(), "cannot save which user to restore");
+        }
+    }
+
+    /// The keyring entry of the user to restore for the current server.
+    fn restore_entry(&self) -> Option<String> {
+        let server = self.key()?;
+        let user = self.read_last_users().last_user.get(&server)?.clone();
+        Some(keyring_user(&server, &user))
     }
 
     /// Checks the keyring and restores a saved session (refreshing it if
@@ -137,7 +276,9 @@ impl Session {
             }
             return;
         }
-        let Some(key) = self.key() else { return };
+        let Some(key) = self.restore_entry() else {
+            return;
+        };
         match keyring_get(&key).await {
             Ok(None) => {}
             Ok(Some(text)) => match serde_json::from_str::<StoredSession>(&text) {
@@ -167,7 +308,8 @@ impl Session {
         if self.storage() != TokenStorage::Keyring {
             return;
         }
-        let Some(key) = self.key() else { return };
+        let Some(server) = self.key() else { return };
+        let key = keyring_user(&server, &s.username);
         let text = serde_json::to_string(s).expect("session serialises");
         if let Err(e) = keyring_set(&key, &text).await {
             tracing::warn!(error = %e, "cannot save tokens in the keyring");
@@ -189,27 +331,41 @@ impl Session {
         Ok(c)
     }
 
-    /// Logs in through the system browser. Resolves when the browser came
-    /// back (or the login failed or timed out).
-    pub async fn login(&self, client: &Client) -> Result<(), String> {
-        let _one = self
-            .login_lock
-            .try_lock()
-            .map_err(|_| "a login is already waiting for the browser".to_string())?;
+    /// Logs in through the system browser. `on_url` gets Keycloak's login
+    /// URL and, if no browser could be opened, why — the login keeps
+    /// waiting for that URL to be opened by hand (the UI shows it with a
+    /// copy button). Resolves when the browser came back (or the login
+    /// failed or timed out after 5 minutes).
+    pub async fn login(
+        &self,
+        client: &Client,
+        on_url: impl FnOnce(&str, Option<String>),
+    ) -> Result<(), CommandError> {
+        let _one = self.login_lock.try_lock().map_err(|_| {
+            CommandError::new(
+                "login_in_progress",
+                "A login is already waiting for the browser.",
+            )
+        })?;
         let cfg = client
             .server_config()
             .await
-            .map_err(|e| format!("cannot read jitd's login settings: {e}"))?;
+            .map_err(CommandError::from_client)?;
         let oidc = self
             .oidc_for(&cfg.issuer, &cfg.desktop_client_id)
             .await
-            .map_err(|e| e.to_string())?;
-        let pending = oidc.start_login().await.map_err(|e| e.to_string())?;
-        jit_keycloak::oidc::open_in_browser(pending.authorize_url.as_str())?;
+            .map_err(login_error)?;
+        let pending = oidc.start_login().await.map_err(login_error)?;
+        let url = pending.authorize_url.to_string();
+        let browser = jit_keycloak::oidc::open_in_browser(&url).err();
+        if let Some(e) = &browser {
+            tracing::warn!(error = %e, "no browser opened; waiting for the login URL to be opened by hand");
+        }
+        on_url(&url, browser);
         let tokens = oidc
             .finish_login(pending, LOGIN_TIMEOUT)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(login_error)?;
         let username = preferred_username(&tokens.access_token).unwrap_or_default();
         let stored = StoredSession {
             issuer: cfg.issuer,
@@ -227,7 +383,12 @@ impl Session {
         let stored = self.held.lock().await.clone();
         if let Some(s) = stored {
             self.persist(&s).await;
+            if let Some(server) = self.key() {
+                self.write_last_user(&server, Some(&s.username));
+            }
         }
+        self.set_lost(None);
+        self.set_keycloak_down(None);
         self.bump();
         Ok(())
     }
@@ -236,7 +397,7 @@ impl Session {
     /// keyring entry. Local state is cleared even when Keycloak cannot be
     /// reached (the error is returned then).
     pub async fn logout(&self) -> Result<(), String> {
-        let held = self.held.lock().await.take();
+        let held = self.held.lock().await.clone();
         let mut result = Ok(());
         if let Some(s) = &held {
             if let Some(rt) = &s.tokens.refresh_token {
@@ -254,16 +415,18 @@ impl Session {
         result
     }
 
-    /// Drops tokens and the keyring entry without calling Keycloak.
+    /// Drops tokens and the user's keyring entry without calling Keycloak.
     async fn forget(&self) {
-        *self.held.lock().await = None;
-        if self.storage() == TokenStorage::Keyring {
-            if let Some(key) = self.key() {
-                if let Err(e) = keyring_delete(&key).await {
+        let held = self.held.lock().await.take();
+        if let (Some(server), Some(s)) = (self.key(), held) {
+            self.write_last_user(&server, None);
+            if self.storage() == TokenStorage::Keyring {
+                if let Err(e) = keyring_delete(&keyring_user(&server, &s.username)).await {
                     tracing::warn!(error = %e, "cannot delete the keyring entry");
                 }
             }
         }
+        self.set_keycloak_down(None);
         self.bump();
     }
 
@@ -279,29 +442,29 @@ impl Session {
     async fn token_with_margin(&self, margin_secs: i64) -> Result<String, ClientError> {
         let fresh_enough = |s: &StoredSession| !s.tokens.needs_refresh(Utc::now(), margin_secs);
         match &*self.held.lock().await {
-            None => return Err(ClientError::Token("log in first".into())),
+            None => return Err(ClientError::Token(NOT_LOGGED_IN.into())),
             Some(s) if fresh_enough(s) => return Ok(s.tokens.access_token.clone()),
             Some(_) => {}
         }
         let _one = self.refresh_lock.lock().await;
         // Someone else may have refreshed (or logged out) meanwhile.
         let s = match self.held.lock().await.clone() {
-            None => return Err(ClientError::Token("log in first".into())),
+            None => return Err(ClientError::Token(NOT_LOGGED_IN.into())),
             Some(s) if fresh_enough(&s) => return Ok(s.tokens.access_token),
             Some(s) => s,
         };
         let Some(rt) = s.tokens.refresh_token.clone() else {
-            self.forget_if(&s).await;
-            return Err(ClientError::Token(
-                "the session expired; log in again".into(),
-            ));
+            let why = "Your login expired (Keycloak gave no refresh token): log in again.";
+            self.forget_if(&s, why).await;
+            return Err(ClientError::Token(why.into()));
         };
-        let oidc = self
-            .oidc_for(&s.issuer, &s.client_id)
-            .await
-            .map_err(|e| ClientError::Token(format!("cannot refresh the login: {e}")))?;
+        let oidc = match self.oidc_for(&s.issuer, &s.client_id).await {
+            Ok(o) => o,
+            Err(e) => return Err(self.keycloak_failed(&e)),
+        };
         match oidc.refresh(&rt).await {
             Ok(fresh) => {
+                self.set_keycloak_down(None);
                 let updated = {
                     let mut held = self.held.lock().await;
                     match held.as_mut() {
@@ -318,21 +481,35 @@ impl Session {
                         self.persist(&u).await;
                         Ok(u.tokens.access_token)
                     }
-                    None => Err(ClientError::Token("log in first".into())),
+                    None => Err(ClientError::Token(NOT_LOGGED_IN.into())),
                 }
             }
             Err(OidcError::SessionEnded) => {
-                self.forget_if(&s).await;
-                Err(ClientError::Token(
-                    "the Keycloak session has ended; log in again".into(),
-                ))
+                self.set_keycloak_down(None);
+                let why = "Your Keycloak session ended (logged out elsewhere, timed out, or Keycloak was reset): log in again.";
+                self.forget_if(&s, why).await;
+                Err(ClientError::Token(why.into()))
             }
-            Err(e) => Err(ClientError::Token(format!("cannot refresh the login: {e}"))),
+            Err(e) => Err(self.keycloak_failed(&e)),
         }
     }
 
-    /// Forgets the session if it is still `s` (not a newer login).
-    async fn forget_if(&self, s: &StoredSession) {
+    /// Records that Keycloak could not renew the login; the error to return.
+    fn keycloak_failed(&self, e: &OidcError) -> ClientError {
+        tracing::warn!(error = %e, "cannot refresh the login");
+        let text = match e {
+            OidcError::Unreachable { url, .. } => {
+                format!("{KEYCLOAK_DOWN} ({url})")
+            }
+            other => format!("{KEYCLOAK_DOWN} to renew the login ({other})"),
+        };
+        self.set_keycloak_down(Some(text.clone()));
+        ClientError::Token(text)
+    }
+
+    /// Forgets the session if it is still `s` (not a newer login), with the
+    /// reason the login screen shows.
+    async fn forget_if(&self, s: &StoredSession, why: &str) {
         let same = self
             .held
             .lock()
@@ -340,6 +517,7 @@ impl Session {
             .as_ref()
             .is_some_and(|cur| cur.tokens.refresh_token == s.tokens.refresh_token);
         if same {
+            self.set_lost(Some(why.to_string()));
             self.forget().await;
         }
     }
@@ -459,5 +637,36 @@ mod tests {
         let s = Session::new(false);
         let e = s.current_token().await.unwrap_err();
         assert_eq!(e.to_string(), "not logged in: log in first");
+        let c = crate::commands::CommandError::from_client(e);
+        assert_eq!(c.code, "login_required");
+    }
+
+    #[test]
+    fn sessions_are_keyed_by_server_and_user_and_restored_per_data_dir() {
+        assert_eq!(
+            keyring_user("http://127.0.0.1:8787", "alice"),
+            "http://127.0.0.1:8787#alice"
+        );
+        let one = tempfile::tempdir().unwrap();
+        let two = tempfile::tempdir().unwrap();
+        let a = Session::with_data_dir(false, Some(one.path()));
+        let b = Session::with_data_dir(false, Some(two.path()));
+        for s in [&a, &b] {
+            s.set_key("http://jitd".into());
+        }
+        a.write_last_user("http://jitd", Some("alice"));
+        b.write_last_user("http://jitd", Some("bob"));
+        // Same server, two data dirs (profiles): each restores its own user.
+        assert_eq!(a.restore_entry().as_deref(), Some("http://jitd#alice"));
+        assert_eq!(b.restore_entry().as_deref(), Some("http://jitd#bob"));
+        // Reopened: still alice; after logout nothing is restored.
+        let a2 = Session::with_data_dir(false, Some(one.path()));
+        a2.set_key("http://jitd".into());
+        assert_eq!(a2.restore_entry().as_deref(), Some("http://jitd#alice"));
+        a2.write_last_user("http://jitd", None);
+        assert_eq!(a2.restore_entry(), None);
+        // Another server in the same data dir is another entry.
+        b.set_key("embedded+http://kc/realms/jit".into());
+        assert_eq!(b.restore_entry(), None);
     }
 }

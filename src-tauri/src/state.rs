@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::backend::Backend;
+use crate::commands::CommandError;
 use crate::notifications::Notifier;
 use crate::session::Session;
 use crate::settings::SettingsStore;
@@ -49,6 +50,23 @@ pub struct SessionInfo {
     pub connection: Connection,
     pub token_storage: TokenStorage,
     pub notice: Option<String>,
+    /// Which part is down and what still works; `None` when all is well.
+    pub outage: Option<Outage>,
+    /// Why the last login was lost (Keycloak session ended, ...), shown on
+    /// the login screen; `None` after a normal logout.
+    pub lost_reason: Option<String>,
+    /// Increases with every `SessionInfo` computed: a command's answer and
+    /// the `jit:session` events may arrive in any order; the UI keeps the
+    /// newest.
+    pub version: u64,
+}
+
+/// A part the app cannot reach, in words (`SessionInfo.outage`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outage {
+    /// `jitd` or `keycloak`.
+    pub part: &'static str,
+    pub message: String,
 }
 
 /// How the app was asked to run. [`Options::from_env`] reads the contract's
@@ -57,8 +75,12 @@ pub struct SessionInfo {
 pub struct Options {
     /// `JIT_SERVER`: a remote jitd; `None` embeds one.
     pub server: Option<String>,
-    /// `JIT_DESKTOP_DATA_DIR`, else Tauri's app data dir.
+    /// `JIT_DESKTOP_DATA_DIR`, else Tauri's app data dir (with
+    /// `profiles/{profile}` below it for a named profile).
     pub data_dir: Option<PathBuf>,
+    /// `JIT_PROFILE`: a named profile (its own data dir, login and app
+    /// instance), e.g. one per user sharing a desktop account.
+    pub profile: Option<String>,
     /// Use the OS keyring (Secret Service) for tokens.
     pub keyring: bool,
     /// Create the tray icon and hide the window to it on close.
@@ -73,6 +95,7 @@ impl Options {
         Options {
             server: nonempty("JIT_SERVER").map(|s| s.trim().trim_end_matches('/').to_string()),
             data_dir: nonempty("JIT_DESKTOP_DATA_DIR").map(PathBuf::from),
+            profile: crate::instance::profile_name(),
             keyring: true,
             tray: true,
             background: true,
@@ -84,6 +107,7 @@ impl Options {
         Options {
             server: Some(server.to_string()),
             data_dir,
+            profile: None,
             keyring: false,
             tray: false,
             background: false,
@@ -97,6 +121,9 @@ pub trait UiSink: Send + Sync {
     fn emit(&self, event: &str, payload: serde_json::Value);
     fn tray(&self, view: &TrayView);
     fn show_window(&self);
+    fn hide_window(&self);
+    /// Ends the app (exit code 0).
+    fn exit(&self);
 }
 
 /// Everything the commands and background tasks share.
@@ -113,12 +140,16 @@ pub struct Desktop {
     /// Serialises `jit:session` emits so the last one is the current state.
     emit_lock: tokio::sync::Mutex<()>,
     pub(crate) live: std::sync::Mutex<Option<tauri::async_runtime::JoinHandle<()>>>,
+    /// The latest deep link not yet taken by the UI.
+    deep_link: std::sync::Mutex<Option<crate::instance::DeepLink>>,
+    /// Source of `SessionInfo.version`.
+    info_version: std::sync::atomic::AtomicU64,
 }
 
 impl Desktop {
     pub fn new(opts: Options) -> Arc<Desktop> {
         let settings = SettingsStore::open(opts.data_dir.as_deref());
-        let session = Session::new(opts.keyring);
+        let session = Session::with_data_dir(opts.keyring, opts.data_dir.as_deref());
         Arc::new(Desktop {
             settings,
             session,
@@ -129,8 +160,22 @@ impl Desktop {
             sink: OnceLock::new(),
             emit_lock: tokio::sync::Mutex::new(()),
             live: std::sync::Mutex::new(None),
+            deep_link: std::sync::Mutex::new(None),
+            info_version: std::sync::atomic::AtomicU64::new(0),
             opts,
         })
+    }
+
+    /// Keeps `link` until the UI takes it ([`Self::take_deep_link`]).
+    pub fn set_deep_link(&self, link: crate::instance::DeepLink) {
+        *self.deep_link.lock().unwrap_or_else(|p| p.into_inner()) = Some(link);
+    }
+
+    pub fn take_deep_link(&self) -> Option<crate::instance::DeepLink> {
+        self.deep_link
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     pub fn set_sink(&self, sink: Arc<dyn UiSink>) {
@@ -184,11 +229,26 @@ impl Desktop {
             .and_then(|r| r.as_ref().ok().cloned())
     }
 
-    /// A client of jitd for commands; a readable error when not logged in.
-    pub async fn client(&self) -> Result<jit_client::Client, String> {
-        let b = self.backend().await?;
+    /// The backend for commands (errors as `{code, message}`).
+    pub async fn backend_cmd(&self) -> Result<Arc<Backend>, CommandError> {
+        self.backend().await.map_err(|e| {
+            let code = if e.contains("still starting") {
+                "starting"
+            } else {
+                "backend_failed"
+            };
+            CommandError::new(code, e)
+        })
+    }
+
+    /// A client of jitd for commands; `login_required` when not logged in.
+    pub async fn client(&self) -> Result<jit_client::Client, CommandError> {
+        let b = self.backend_cmd().await?;
         if !self.session.logged_in().await {
-            return Err("not logged in: log in first".into());
+            return Err(CommandError::new(
+                "login_required",
+                "You are not logged in: log in first.",
+            ));
         }
         Ok(b.client.clone())
     }
@@ -206,11 +266,16 @@ impl Desktop {
             changed
         };
         if changed {
+            tracing::debug!(connection = ?c, "connection state");
             self.emit_session();
         }
     }
 
     pub async fn session_info(&self) -> SessionInfo {
+        let version = self
+            .info_version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
         let backend = self.backend_now();
         let (logged_in, username) = self.session.who().await;
         let notice = {
@@ -225,7 +290,45 @@ impl Desktop {
                 (b, k) => b.or(k),
             }
         };
+        let connection = if logged_in {
+            self.connection()
+        } else {
+            // Nothing is connected while logged out (login screen, after
+            // logout alike).
+            Connection::Offline
+        };
+        let outage = if !logged_in {
+            None
+        } else if let Some(k) = self.session.keycloak_down() {
+            Some(Outage {
+                part: "keycloak",
+                message: format!(
+                    "{k}. Your login cannot be renewed until it is back; jitd still grants and removes roles on time. Lists may be out of date."
+                ),
+            })
+        } else if connection == Connection::Offline {
+            Some(Outage {
+                part: "jitd",
+                message: format!(
+                    "jitd ({}) cannot be reached. Lists show what was last loaded; nothing can be requested or decided until it is back. Grants still end on time on the server. Reconnecting…",
+                    backend
+                        .as_ref()
+                        .map(|b| b.url.clone())
+                        .or_else(|| self.opts.server.clone())
+                        .unwrap_or_default()
+                ),
+            })
+        } else {
+            None
+        };
         SessionInfo {
+            version,
+            outage,
+            lost_reason: if logged_in {
+                None
+            } else {
+                self.session.lost_reason()
+            },
             logged_in,
             username,
             server_url: backend
@@ -234,7 +337,7 @@ impl Desktop {
                 .or_else(|| self.opts.server.clone())
                 .unwrap_or_default(),
             backend: self.backend_kind(),
-            connection: self.connection(),
+            connection,
             token_storage: self.session.storage(),
             notice,
         }

@@ -162,7 +162,10 @@ pub fn create<R: Runtime>(app: &AppHandle<R>, desktop: Arc<Desktop>) -> tauri::R
                 }
                 crate::live::refresh_tray(d.clone());
             }
-            "quit" => app.exit(0),
+            "quit" => {
+                let app = app.clone();
+                tauri::async_runtime::spawn(crate::request_quit(app));
+            }
             _ => {}
         })
         .on_tray_icon_event(|tray, ev| {

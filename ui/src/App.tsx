@@ -1,9 +1,20 @@
 import { useCallback, useEffect, useState } from "preact/hooks";
-import { api, errorText, events, type MeView, type SessionInfo } from "./api";
+import {
+  api,
+  errorText,
+  events,
+  newerSession,
+  type DeepLink,
+  type LoginUrl,
+  type MeView,
+  type QuitRequest,
+  type SessionInfo,
+} from "./api";
 import { ErrorBox, Loading } from "./components";
 import { Approvals } from "./views/Approvals";
 import { History } from "./views/History";
 import { Login } from "./views/Login";
+import { QuitDialog } from "./views/QuitDialog";
 import { MyAccess } from "./views/MyAccess";
 import { RequestAccess } from "./views/RequestAccess";
 import { Settings } from "./views/Settings";
@@ -29,13 +40,21 @@ export function App() {
   const [pending, setPending] = useState<number | null>(null);
   const [loginBusy, setLoginBusy] = useState(false);
   const [loginError, setLoginError] = useState<string | null>(null);
+  const [loginUrl, setLoginUrl] = useState<LoginUrl | null>(null);
+  const [quit, setQuit] = useState<QuitRequest | null>(null);
+  const [link, setLink] = useState<DeepLink | null>(null);
+  const [prefill, setPrefill] = useState<string | null>(null);
+  const [loadedAt, setLoadedAt] = useState<Date | null>(null);
   const loggedIn = session?.logged_in === true;
+  const conn = session?.connection ?? "connecting";
+  const outage = loggedIn ? (session?.outage ?? null) : null;
+  const healthy = loggedIn && outage === null && (conn === "live" || conn === "polling");
 
   const loadSession = useCallback(() => {
     setSessionError(null);
     api
       .getSession()
-      .then(setSession)
+      .then((s) => setSession((cur) => newerSession(cur, s)))
       .catch((e: unknown) => setSessionError(errorText(e)));
   }, []);
 
@@ -61,15 +80,43 @@ export function App() {
   useEffect(() => {
     loadSession();
     const subs = [
-      events.onSession((s) => setSession(s)),
+      events.onSession((s) => setSession((cur) => newerSession(cur, s))),
       events.onEvent(() => {
         setTick((t) => t + 1);
         syncClock();
       }),
       events.onOpenRequest((id) => void openRequest(id)),
+      events.onLoginUrl((u) => setLoginUrl(u)),
+      events.onQuitRequested((q) => setQuit(q)),
+      events.onDeepLink((l) => setLink(l)),
     ];
+    // A deep link the app was started with.
+    api
+      .takeDeepLink()
+      .then((l) => l && setLink(l))
+      .catch(() => undefined);
     return () => subs.forEach((p) => p.then((un) => un()).catch(() => undefined));
   }, [loadSession, syncClock, openRequest]);
+
+  // Back to healthy (jitd or Keycloak reachable again): reload everything,
+  // so nothing stale stays on screen; remember when data was last fresh.
+  useEffect(() => {
+    if (healthy) {
+      setTick((t) => t + 1);
+      setLoadedAt(new Date());
+    }
+  }, [healthy]);
+
+  // A deep link opens its request (or the prefilled form) once logged in.
+  useEffect(() => {
+    if (!link || !loggedIn) return;
+    if (link.kind === "request") void openRequest(link.id);
+    else {
+      setPrefill(link.entitlement);
+      setView("request");
+    }
+    setLink(null);
+  }, [link, loggedIn, openRequest]);
 
   // Who I am, what I approve, and the server clock, once logged in.
   useEffect(() => {
@@ -101,22 +148,32 @@ export function App() {
   async function login() {
     setLoginBusy(true);
     setLoginError(null);
+    setLoginUrl(null);
     try {
-      setSession(await api.login());
+      const s = await api.login();
+      setSession((cur) => newerSession(cur, s));
     } catch (e) {
       setLoginError(errorText(e));
     } finally {
       setLoginBusy(false);
+      setLoginUrl(null);
     }
   }
 
   async function logout() {
     try {
-      setSession(await api.logout());
+      const s = await api.logout();
+      setSession((cur) => newerSession(cur, s));
     } catch (e) {
       setLoginError(errorText(e));
       loadSession();
     }
+  }
+
+  /** Switching user is explicit: log out here and in Keycloak, then log in. */
+  async function switchUser() {
+    await logout();
+    await login();
   }
 
   function go(v: View) {
@@ -124,7 +181,7 @@ export function App() {
     setHighlight(null);
   }
 
-  const conn = session?.connection ?? "connecting";
+  const pill = loggedIn ? conn : "not logged in";
 
   return (
     <div class="shell">
@@ -134,16 +191,22 @@ export function App() {
           <span>JIT Access</span>
         </div>
         <div class="session">
-          <span class={`conn conn-${conn}`} title={`Connection to jitd: ${conn}`}>
+          <span
+            class={`conn conn-${loggedIn ? (outage ? "offline" : conn) : "none"}`}
+            title={loggedIn ? `Connection to jitd: ${conn}` : "Not connected: log in first"}
+          >
             <span class="dot" aria-hidden="true" />
             <span class="sr-only">Connection: </span>
-            <span data-testid="connection-state">{conn}</span>
+            <span data-testid="connection-state">{pill}</span>
           </span>
           {loggedIn && (
             <>
               <span class="user" data-testid="session-user" title={me?.id ?? ""}>
                 {session?.username ?? me?.username ?? ""}
               </span>
+              <button type="button" class="btn subtle" data-testid="switch-user-button" onClick={switchUser}>
+                Switch user
+              </button>
               <button type="button" class="btn subtle" data-testid="logout-button" onClick={logout}>
                 Log out
               </button>
@@ -156,11 +219,25 @@ export function App() {
           {session.notice}
         </div>
       )}
+      {outage && (
+        <div class={`outage outage-${outage.part}`} data-testid="outage" data-part={outage.part} role="alert">
+          <strong>{outage.part === "jitd" ? "jitd is unreachable." : "Keycloak is unreachable."}</strong> {outage.message}
+          {loadedAt && (
+            <span class="stale-note" data-testid="stale-marker">
+              {" "}
+              Shown data is from {loadedAt.toLocaleTimeString()} and may be out of date.
+            </span>
+          )}
+        </div>
+      )}
+      {quit && <QuitDialog quit={quit} onClose={() => setQuit(null)} />}
       {!session && !sessionError && <Loading what="session" />}
       {sessionError && <ErrorBox error={sessionError} retry={loadSession} />}
-      {session && !loggedIn && <Login session={session} busy={loginBusy} error={loginError} onLogin={login} />}
+      {session && !loggedIn && (
+        <Login session={session} busy={loginBusy} error={loginError} loginUrl={loginUrl} onLogin={login} />
+      )}
       {session && loggedIn && (
-        <div class="main">
+        <div class={`main${outage ? " stale" : ""}`} aria-busy={outage ? "true" : undefined}>
           <nav class="nav" aria-label="Views">
             {NAV.map((n) => (
               <button
@@ -182,7 +259,16 @@ export function App() {
           </nav>
           <main class="content">
             {view === "approvals" && <Approvals tick={tick} offsetMs={offsetMs} highlight={highlight} />}
-            {view === "request" && <RequestAccess onCreated={(id) => { setHighlight(id); setView("mine"); }} />}
+            {view === "request" && (
+              <RequestAccess
+                prefill={prefill}
+                onCreated={(id) => {
+                  setPrefill(null);
+                  setHighlight(id);
+                  setView("mine");
+                }}
+              />
+            )}
             {view === "mine" && <MyAccess tick={tick} offsetMs={offsetMs} highlight={highlight} />}
             {view === "history" && <History tick={tick} />}
             {view === "settings" && <Settings session={session} />}

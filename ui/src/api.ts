@@ -21,7 +21,30 @@ export type SessionInfo = {
   connection: Connection;
   token_storage: "keyring" | "memory";
   notice: string | null;
+  /** Which part is down (jitd or Keycloak) and what still works. */
+  outage: { part: "jitd" | "keycloak"; message: string } | null;
+  /** Why the last login was lost (shown on the login screen). */
+  lost_reason: string | null;
+  /** Increases with each state computed: keep the newest. */
+  version: number;
 };
+
+/** The newer of two session states (answers and events may cross). */
+export function newerSession(cur: SessionInfo | null, next: SessionInfo): SessionInfo {
+  return cur && cur.version > next.version ? cur : next;
+}
+
+/** The error of every command: a stable code and one human sentence. */
+export type CommandError = { code: string; message: string };
+
+export type LoginUrl = { url: string; browser_error: string | null };
+
+export type HeldGrant = { id: string; requester: string; entitlement: string; expires_at: string | null };
+
+/** `jit:quit-requested`: what the embedded jitd holds when asked to quit. */
+export type QuitRequest = { active: HeldGrant[]; removing: number; tray: boolean; error?: string };
+
+export type DeepLink = { kind: "request"; id: string } | { kind: "new_request"; entitlement: string };
 
 export type Settings = { mute_non_urgent: boolean; notifications_paused: boolean };
 
@@ -45,10 +68,19 @@ export type {
 
 export type ListQuery = { mine?: boolean; to_review?: boolean; status?: string };
 
-/** Errors from commands are one readable line; make sure we show a string. */
+/** The code of a command error (`{code, message}`), if it is one. */
+export function errorCode(e: unknown): string | null {
+  if (e && typeof e === "object" && "code" in e && typeof (e as CommandError).code === "string")
+    return (e as CommandError).code;
+  return null;
+}
+
+/** Errors from commands are `{code, message}`; show the message. */
 export function errorText(e: unknown): string {
   if (typeof e === "string") return e;
   if (e instanceof Error) return e.message;
+  if (e && typeof e === "object" && "message" in e && typeof (e as CommandError).message === "string")
+    return (e as CommandError).message;
   try {
     return JSON.stringify(e);
   } catch {
@@ -78,6 +110,8 @@ export const api = {
   serverClock: () => invoke<{ offset_ms: number }>("server_clock"),
   getSettings: () => invoke<Settings>("get_settings"),
   setSettings: (settings: Settings) => invoke<Settings>("set_settings", { settings }),
+  quitChoice: (choice: "background" | "end_grants") => invoke<null>("quit_choice", { choice }),
+  takeDeepLink: () => invoke<DeepLink | null>("take_deep_link"),
 };
 
 export const events = {
@@ -87,4 +121,12 @@ export const events = {
     listen<SessionInfo>("jit:session", (ev) => f(ev.payload)),
   onOpenRequest: (f: (id: string) => void): Promise<UnlistenFn> =>
     listen<{ id: string }>("jit:open-request", (ev) => f(ev.payload.id)),
+  onLoginUrl: (f: (u: LoginUrl) => void): Promise<UnlistenFn> =>
+    listen<LoginUrl>("jit:login-url", (ev) => f(ev.payload)),
+  onQuitRequested: (f: (q: QuitRequest) => void): Promise<UnlistenFn> =>
+    listen<QuitRequest>("jit:quit-requested", (ev) => f(ev.payload)),
+  onQuitProgress: (f: (left: number) => void): Promise<UnlistenFn> =>
+    listen<{ left: number }>("jit:quit-progress", (ev) => f(ev.payload.left)),
+  onDeepLink: (f: (l: DeepLink) => void): Promise<UnlistenFn> =>
+    listen<DeepLink>("jit:deep-link", (ev) => f(ev.payload)),
 };

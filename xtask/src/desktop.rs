@@ -4,9 +4,10 @@
 //!    root, like `./dev bootstrap`; otherwise says which to install);
 //! 2. builds the UI (`npm ci` when `ui/node_modules` is missing, then
 //!    `npm run build`), the workspace binaries the tests run (jitd, jit,
-//!    kc-form-login) and, last, `jit-desktop` with `--features
-//!    custom-protocol` (the UI bundled), copied to
-//!    `target/desktop-e2e/bin/` so that no later build can swap it;
+//!    kc-form-login) and, last, `jit-desktop` exactly as src-tauri/README.md
+//!    documents it (`cargo build -p jit-desktop`: the UI is bundled by the
+//!    default feature), copied to `target/desktop-e2e/bin/` so that no
+//!    later build can swap it;
 //! 3. installs tauri-driver 2 with `cargo install` if it is missing;
 //! 4. makes sure Keycloak runs ([`keycloak::ensure_running`]);
 //! 5. runs `cargo test -p jit-desktop-e2e -- --test-threads=1
@@ -235,9 +236,56 @@ pub fn artifacts_dir() -> PathBuf {
 }
 
 /// Builds the UI, the binaries the tests need, and the app (last, with the
-/// UI bundled); returns the path of the app copy the tests run.
-/// Builds the UI and the app (custom-protocol); returns the app binary.
+/// documented command, so the E2E proves that it shows the app); returns
+/// the path of the app copy the tests run.
 pub fn build() -> Result<PathBuf> {
+    build_ui()?;
+    eprintln!("xtask: building jitd, jit, kc-form-login");
+    run(
+        Command::new(cargo())
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "jit-server",
+                "-p",
+                "jit-cli",
+                "-p",
+                "jit-testkit",
+                "--bins",
+            ])
+            .current_dir(workspace_root()),
+        "cargo build (jitd, jit, kc-form-login)",
+    )?;
+    let built = build_app()?;
+    let dir = artifacts_dir().join("bin");
+    std::fs::create_dir_all(&dir)?;
+    let app = dir.join("jit-desktop");
+    // Copy (not link): a later `cargo build --no-default-features` (the
+    // dev-server build) would replace target/debug/jit-desktop.
+    let tmp = dir.join(".jit-desktop.tmp");
+    std::fs::copy(&built, &tmp)
+        .with_context(|| format!("copy {} to {}", built.display(), tmp.display()))?;
+    std::fs::rename(&tmp, &app)?;
+    Ok(app)
+}
+
+/// `cargo build -p jit-desktop` (the command of src-tauri/README.md; the
+/// default feature bundles ui/dist); returns `target/debug/jit-desktop`.
+pub fn build_app() -> Result<PathBuf> {
+    eprintln!("xtask: cargo build -p jit-desktop");
+    run(
+        Command::new(cargo())
+            .args(["build", "-p", "jit-desktop"])
+            .current_dir(workspace_root()),
+        "cargo build -p jit-desktop",
+    )?;
+    Ok(target_dir().join("debug/jit-desktop"))
+}
+
+/// `npm ci` when `ui/node_modules` is missing, then `npm run build`
+/// (writes ui/dist, which the app embeds at compile time).
+pub fn build_ui() -> Result<()> {
     let root = workspace_root();
     let ui = root.join("ui");
     if !ui.join("package.json").is_file() || !root.join("src-tauri/Cargo.toml").is_file() {
@@ -264,49 +312,48 @@ pub fn build() -> Result<PathBuf> {
         Command::new("npm").args(["run", "build"]).current_dir(&ui),
         "npm run build",
     )?;
+    Ok(())
+}
 
-    eprintln!("xtask: building jitd, jit, kc-form-login");
-    run(
-        Command::new(cargo())
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "jit-server",
-                "-p",
-                "jit-cli",
-                "-p",
-                "jit-testkit",
-                "--bins",
-            ])
-            .current_dir(&root),
-        "cargo build (jitd, jit, kc-form-login)",
-    )?;
-    eprintln!("xtask: building jit-desktop --features custom-protocol");
-    run(
-        Command::new(cargo())
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "jit-desktop",
-                "--features",
-                "custom-protocol",
-            ])
-            .current_dir(&root),
-        "cargo build -p jit-desktop --features custom-protocol",
-    )?;
-    let built = target_dir().join("debug/jit-desktop");
-    let dir = artifacts_dir().join("bin");
-    std::fs::create_dir_all(&dir)?;
-    let app = dir.join("jit-desktop");
-    // Copy (not link): a later `cargo build` without the feature replaces
-    // target/debug/jit-desktop with a binary that expects a dev server.
-    let tmp = dir.join(".jit-desktop.tmp");
-    std::fs::copy(&built, &tmp)
-        .with_context(|| format!("copy {} to {}", built.display(), tmp.display()))?;
-    std::fs::rename(&tmp, &app)?;
-    Ok(app)
+/// `cargo xtask app`: builds the UI and the app, then runs it until it
+/// quits. Remote mode with `server`; else the embedded jitd against the
+/// xtask's Keycloak (started here if needed, stopped when the app ends).
+pub fn run_app(ports: Ports, server: Option<&str>, args: &[String]) -> Result<ExitCode> {
+    build_ui()?;
+    let app = build_app()?;
+    let mut cmd = Command::new(&app);
+    cmd.args(args);
+    let guard = match server {
+        Some(url) => {
+            cmd.env("JIT_SERVER", url);
+            None
+        }
+        None => {
+            let g = keycloak::ensure_running(ports)?;
+            cmd.env_remove("JIT_SERVER")
+                .env("JIT_KEYCLOAK_URL", g.url())
+                .env("JIT_REALM", keycloak::REALM);
+            if std::env::var_os("JIT_BACKEND_SECRET").is_none() {
+                cmd.env("JIT_BACKEND_SECRET", keycloak::BACKEND_DEMO_SECRET);
+            }
+            Some(g)
+        }
+    };
+    eprintln!(
+        "xtask: running {} ({})",
+        app.display(),
+        server.map_or("embedded jitd".to_string(), |s| format!("jitd at {s}"))
+    );
+    let status = cmd.status().context("cannot start the desktop app");
+    if let Some(g) = guard {
+        if let Err(e) = g.stop() {
+            eprintln!("xtask: could not stop Keycloak: {e:#}");
+        }
+    }
+    let status = status?;
+    Ok(ExitCode::from(
+        u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
+    ))
 }
 
 /// `tauri-driver` on PATH or in `~/.cargo/bin`, installed if missing.

@@ -17,6 +17,7 @@ pub mod demo;
 pub mod desktop;
 pub mod extension;
 pub mod keycloak;
+pub mod package;
 pub mod probe;
 pub mod signals;
 pub mod tools;

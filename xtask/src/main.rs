@@ -88,6 +88,29 @@ enum Cmd {
         /// Sections to run (e.g. `token-bounds`).
         sections: Vec<String>,
     },
+    /// Builds the UI and the desktop app (UI bundled) and runs it: against
+    /// a remote jitd with `--server URL`, else with its embedded jitd
+    /// against the xtask's Keycloak on --port (started if needed; the
+    /// demo's jit-backend secret unless JIT_BACKEND_SECRET is set).
+    App {
+        #[command(flatten)]
+        ports: PortArgs,
+        /// URL of a running jitd (e.g. the one of `./dev demo --headless
+        /// --keep-running`); the app then embeds none.
+        #[arg(long)]
+        server: Option<String>,
+        /// Passed to the app (e.g. a deep link `jit://request/ID`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The desktop app as a Debian package (Tauri's bundler), checked with
+    /// dpkg-deb: binary, icons, desktop entry with the jit:// scheme.
+    /// AppImage is not built (its tools are downloaded at build time).
+    PackageApp {
+        /// Optimised binary (slow); default: the debug build.
+        #[arg(long)]
+        release: bool,
+    },
     /// The main job: Keycloak, jitd and a headless demo of the full cycle
     /// (request → approve → grant → countdown → revoke) as a timeline.
     Demo {
@@ -244,6 +267,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     test_args: args,
                 },
             )
+        }
+        Cmd::App {
+            ports,
+            server,
+            args,
+        } => return xtask::desktop::run_app(ports.into(), server.as_deref(), &args),
+        Cmd::PackageApp { release } => {
+            let deb = xtask::package::desktop_deb(release)?;
+            println!("{}", deb.display());
         }
         Cmd::Demo {
             ports,
@@ -439,5 +471,15 @@ fn ui_and_desktop_tests(ports: Ports) -> Result<i32> {
             test_args: Vec::new(),
         },
     )?;
-    Ok(if code == ExitCode::SUCCESS { 0 } else { 1 })
+    if code != ExitCode::SUCCESS {
+        return Ok(1);
+    }
+    // The desktop package: built by Tauri's bundler and its contents checked.
+    match xtask::package::desktop_deb(false) {
+        Ok(_) => Ok(0),
+        Err(e) => {
+            eprintln!("xtask: desktop package: {e:#}");
+            Ok(1)
+        }
+    }
 }

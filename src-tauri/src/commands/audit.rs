@@ -2,17 +2,14 @@
 
 use jit_core::api::AuditRecord;
 
-use super::{text, AppState};
+use super::{AppState, CmdResult, CommandError};
 
 #[tauri::command]
-pub async fn list_audit(
-    state: AppState<'_>,
-    since: Option<i64>,
-) -> Result<Vec<AuditRecord>, String> {
+pub async fn list_audit(state: AppState<'_>, since: Option<i64>) -> CmdResult<Vec<AuditRecord>> {
     state
         .client()
         .await?
         .audit(since.unwrap_or(0))
         .await
-        .map_err(text)
+        .map_err(CommandError::from)
 }

@@ -5,7 +5,7 @@ use jit_client::ListQuery;
 use jit_core::api::{CreateRequestBody, EntitlementView, RequestView};
 use serde::Deserialize;
 
-use super::{text, AppState};
+use super::{AppState, CmdResult, CommandError};
 
 /// `query` of `list_requests`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -28,25 +28,40 @@ impl From<RequestQuery> for ListQuery {
 }
 
 #[tauri::command]
-pub async fn list_entitlements(state: AppState<'_>) -> Result<Vec<EntitlementView>, String> {
-    state.client().await?.entitlements().await.map_err(text)
+pub async fn list_entitlements(state: AppState<'_>) -> CmdResult<Vec<EntitlementView>> {
+    state
+        .client()
+        .await?
+        .entitlements()
+        .await
+        .map_err(CommandError::from)
 }
 
 #[tauri::command]
 pub async fn list_requests(
     state: AppState<'_>,
     query: Option<RequestQuery>,
-) -> Result<Vec<RequestView>, String> {
+) -> CmdResult<Vec<RequestView>> {
     let q: ListQuery = query.unwrap_or_default().into();
-    state.client().await?.list(&q).await.map_err(text)
+    state
+        .client()
+        .await?
+        .list(&q)
+        .await
+        .map_err(CommandError::from)
 }
 
 #[tauri::command]
 pub async fn create_request(
     state: AppState<'_>,
     body: CreateRequestBody,
-) -> Result<RequestView, String> {
-    state.client().await?.create(&body).await.map_err(text)
+) -> CmdResult<RequestView> {
+    state
+        .client()
+        .await?
+        .create(&body)
+        .await
+        .map_err(CommandError::from)
 }
 
 #[tauri::command]
@@ -55,7 +70,7 @@ pub async fn approve_request(
     id: String,
     comment: Option<String>,
     duration: Option<String>,
-) -> Result<RequestView, String> {
+) -> CmdResult<RequestView> {
     let comment = comment.filter(|c| !c.trim().is_empty());
     let duration = duration.filter(|d| !d.trim().is_empty());
     state
@@ -63,7 +78,7 @@ pub async fn approve_request(
         .await?
         .approve(&id, comment, duration)
         .await
-        .map_err(text)
+        .map_err(CommandError::from)
 }
 
 #[tauri::command]
@@ -71,26 +86,36 @@ pub async fn deny_request(
     state: AppState<'_>,
     id: String,
     comment: String,
-) -> Result<RequestView, String> {
+) -> CmdResult<RequestView> {
     if comment.trim().is_empty() {
-        return Err("a deny needs a comment".into());
+        return Err(CommandError::invalid("A deny needs a comment."));
     }
     state
         .client()
         .await?
         .deny(&id, &comment)
         .await
-        .map_err(text)
+        .map_err(CommandError::from)
 }
 
 #[tauri::command]
-pub async fn cancel_request(state: AppState<'_>, id: String) -> Result<RequestView, String> {
-    state.client().await?.cancel(&id).await.map_err(text)
+pub async fn cancel_request(state: AppState<'_>, id: String) -> CmdResult<RequestView> {
+    state
+        .client()
+        .await?
+        .cancel(&id)
+        .await
+        .map_err(CommandError::from)
 }
 
 #[tauri::command]
-pub async fn drop_grant(state: AppState<'_>, id: String) -> Result<RequestView, String> {
-    state.client().await?.drop_grant(&id).await.map_err(text)
+pub async fn drop_grant(state: AppState<'_>, id: String) -> CmdResult<RequestView> {
+    state
+        .client()
+        .await?
+        .drop_grant(&id)
+        .await
+        .map_err(CommandError::from)
 }
 
 #[tauri::command]
@@ -98,13 +123,13 @@ pub async fn revoke_grant(
     state: AppState<'_>,
     id: String,
     comment: String,
-) -> Result<RequestView, String> {
+) -> CmdResult<RequestView> {
     state
         .client()
         .await?
         .revoke(&id, &comment)
         .await
-        .map_err(text)
+        .map_err(CommandError::from)
 }
 
 #[tauri::command]
@@ -113,13 +138,13 @@ pub async fn extend_grant(
     id: String,
     duration: String,
     justification: String,
-) -> Result<RequestView, String> {
+) -> CmdResult<RequestView> {
     state
         .client()
         .await?
         .extend(&id, &duration, &justification)
         .await
-        .map_err(text)
+        .map_err(CommandError::from)
 }
 
 #[tauri::command]
@@ -127,11 +152,11 @@ pub async fn review_request(
     state: AppState<'_>,
     id: String,
     comment: String,
-) -> Result<RequestView, String> {
+) -> CmdResult<RequestView> {
     state
         .client()
         .await?
         .review(&id, &comment)
         .await
-        .map_err(text)
+        .map_err(CommandError::from)
 }

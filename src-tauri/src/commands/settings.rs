@@ -1,16 +1,19 @@
 //! `get_settings` / `set_settings`.
 
-use super::AppState;
+use super::{AppState, CmdResult, CommandError};
 use crate::settings::Settings;
 
 #[tauri::command]
-pub async fn get_settings(state: AppState<'_>) -> Result<Settings, String> {
+pub async fn get_settings(state: AppState<'_>) -> CmdResult<Settings> {
     Ok(state.settings.get())
 }
 
 #[tauri::command]
-pub async fn set_settings(state: AppState<'_>, settings: Settings) -> Result<Settings, String> {
-    let s = state.settings.set(settings)?;
+pub async fn set_settings(state: AppState<'_>, settings: Settings) -> CmdResult<Settings> {
+    let s = state
+        .settings
+        .set(settings)
+        .map_err(|e| CommandError::new("internal", e))?;
     crate::live::refresh_tray(state.inner().clone());
     Ok(s)
 }

@@ -379,6 +379,147 @@ impl Bus {
     pub fn log_path(&self) -> &Path {
         &self.notify_log
     }
+
+    /// Ids the app closed with `CloseNotification` since the bus was taken
+    /// (from dbusmock's log of method calls).
+    pub fn closed_notifications(&self) -> Vec<u32> {
+        let text = std::fs::read_to_string(&self.notify_log).unwrap_or_default();
+        notify::records(&text)
+            .into_iter()
+            .filter(|r| r.method == "CloseNotification")
+            .filter_map(|r| {
+                r.args
+                    .trim()
+                    .trim_start_matches("dbus.UInt32(")
+                    .trim_end_matches(')')
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    }
+
+    /// Waits until notification `id` was closed by the app; panics after
+    /// `timeout`.
+    pub async fn wait_closed(&self, what: &str, id: u32, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            if self.closed_notifications().contains(&id) {
+                return;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "notification #{id} ({what}) not closed within {timeout:?}; closed: {:?} (log {})",
+                    self.closed_notifications(),
+                    self.notify_log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Starts a tray host stand-in on this bus (`tests/desktop/sni_host.py
+    /// watcher`: org.kde.StatusNotifierWatcher with a registered host) and
+    /// waits for its name.
+    pub fn start_tray_host(&mut self) -> Result<()> {
+        let log = self.tray_log();
+        let _ = std::fs::remove_file(&log);
+        let child = Command::new(dbusmock_python())
+            .arg(sni_script())
+            .arg("watcher")
+            .arg(&log)
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot run sni_host.py (python3-dbus, python3-gi)")?;
+        self.children.push(("sni-watcher", child));
+        self.wait_for_name("org.kde.StatusNotifierWatcher", Duration::from_secs(15))
+    }
+
+    /// Stops the tray host stand-in (the tray disappears, as when a panel
+    /// is removed).
+    pub fn stop_tray_host(&mut self) {
+        if let Some(i) = self.children.iter().position(|(w, _)| *w == "sni-watcher") {
+            let (_, mut c) = self.children.remove(i);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn tray_log(&self) -> PathBuf {
+        self.notify_log.with_extension("tray.jsonl")
+    }
+
+    /// Items registered with the tray host stand-in: `(bus name, object path)`.
+    pub fn tray_items(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(self.tray_log())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| {
+                Some((
+                    v["sender"].as_str()?.to_string(),
+                    v["path"].as_str()?.to_string(),
+                ))
+            })
+            .collect()
+    }
+
+    /// The menu of tray item `item` as a tray host reads it (dbusmenu
+    /// GetLayout).
+    pub fn tray_menu(&self, item: &(String, String)) -> Result<Vec<MenuEntry>> {
+        let out = Command::new(dbusmock_python())
+            .arg(sni_script())
+            .args(["menu", &item.0, &item.1])
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run sni_host.py menu")?;
+        if !out.status.success() {
+            bail!(
+                "reading the tray menu failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        serde_json::from_slice(&out.stdout).context("tray menu JSON")
+    }
+
+    /// Clicks menu entry `id` of tray item `item` (dbusmenu Event "clicked").
+    pub fn tray_click(&self, item: &(String, String), id: i32) -> Result<()> {
+        let out = Command::new(dbusmock_python())
+            .arg(sni_script())
+            .args(["click", &item.0, &item.1, &id.to_string()])
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run sni_host.py click")?;
+        if !out.status.success() {
+            bail!(
+                "clicking tray menu entry {id} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `tests/desktop/sni_host.py`.
+fn sni_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sni_host.py")
+}
+
+/// One entry of a tray menu (com.canonical.dbusmenu).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct MenuEntry {
+    pub id: i32,
+    pub label: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub enabled: bool,
+    pub visible: bool,
+    /// 1 checked, 0 unchecked, -1 not a toggle.
+    pub toggle_state: i32,
 }
 
 impl Drop for Bus {

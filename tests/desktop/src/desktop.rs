@@ -260,6 +260,8 @@ pub struct Launch {
     pub data_dir: Option<PathBuf>,
     /// More environment for the app.
     pub env: Vec<(String, String)>,
+    /// Command-line arguments of the app (e.g. a deep link).
+    pub args: Vec<String>,
 }
 
 impl Launch {
@@ -269,6 +271,7 @@ impl Launch {
             server: server.to_string(),
             data_dir: None,
             env: Vec::new(),
+            args: Vec::new(),
         }
     }
 }
@@ -295,6 +298,8 @@ pub struct Desktop {
     pub launched_at: Instant,
     client: Option<Client>,
     driver: TauriDriver,
+    /// The app's environment (to start it again by hand, e.g. a second launch).
+    pub env: Vec<(String, String)>,
     _home: tempfile::TempDir,
     _data: Option<tempfile::TempDir>,
 }
@@ -378,7 +383,7 @@ impl Desktop {
         let mut caps = serde_json::Map::new();
         caps.insert(
             "tauri:options".into(),
-            serde_json::json!({ "application": tools.app }),
+            serde_json::json!({ "application": tools.app, "args": launch.args }),
         );
         let launched_at = Instant::now();
         let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
@@ -405,6 +410,7 @@ impl Desktop {
             launched_at,
             client: Some(client),
             driver,
+            env,
             _home: home,
             _data: data_tmp,
         };
@@ -421,6 +427,75 @@ impl Desktop {
     /// The user's D-Bus session (keyring, notifications).
     pub fn bus(&self) -> &Bus {
         self.bus.as_ref().expect("bus")
+    }
+
+    /// The bus, to change it (start or stop the tray host).
+    pub fn bus_mut(&mut self) -> &mut Bus {
+        self.bus.as_mut().expect("bus")
+    }
+
+    fn x11(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(crate::bus::dbusmock_python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("x11_window.py"))
+            .args(args)
+            .output()
+            .expect("run x11_window.py");
+        assert!(
+            out.status.success(),
+            "x11_window.py {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The app's top-level X11 window.
+    pub fn x11_window(&self) -> String {
+        let pid = self.app_pid().expect("the app is running");
+        let ids = self.x11(&["find", &pid.to_string()]);
+        ids.split_whitespace()
+            .next()
+            .unwrap_or_else(|| panic!("no top-level window of pid {pid}"))
+            .to_string()
+    }
+
+    /// `viewable` or `hidden`.
+    pub fn window_state(&self, xid: &str) -> String {
+        self.x11(&["state", xid])
+    }
+
+    /// Closes the window the way a window manager's close button does
+    /// (WM_DELETE_WINDOW).
+    pub fn close_window(&self, xid: &str) {
+        self.x11(&["close", xid]);
+    }
+
+    /// Waits until the window is `state` (`viewable` / `hidden`).
+    pub async fn wait_window(&self, xid: &str, state: &str, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let s = self.window_state(xid);
+            if s == state {
+                return;
+            }
+            if start.elapsed() > timeout {
+                self.fail(&format!(
+                    "the window is {s}, not {state}, after {timeout:?}"
+                ))
+                .await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until process `pid` has ended; panics after `timeout`.
+    pub async fn wait_exit(pid: i32, what: &str, timeout: Duration) {
+        let start = Instant::now();
+        while procs::alive(pid) {
+            if start.elapsed() > timeout {
+                panic!("{what}: the app (pid {pid}) still runs after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The WebDriver client.

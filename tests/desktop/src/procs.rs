@@ -15,6 +15,10 @@ pub struct Proc {
     pub exe: Option<PathBuf>,
     /// `VmRSS` in KiB (0 for a zombie).
     pub rss_kib: u64,
+    /// Private memory in KiB: `Private_Clean + Private_Dirty` of
+    /// `/proc/PID/smaps_rollup` (pages no other process maps; shared
+    /// library pages excluded), 0 when unreadable.
+    pub private_kib: u64,
     /// `State` is `Z`: exited, not yet reaped by its parent.
     pub zombie: bool,
 }
@@ -39,7 +43,19 @@ pub fn read(pid: i32) -> Option<Proc> {
         .unwrap_or(0);
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
     let zombie = status_field(&status, "State").is_some_and(|s| s.starts_with('Z'));
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let kib = |key: &str| {
+        status_field(&rollup, key)
+            .and_then(|v| {
+                v.split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    let private_kib = kib("Private_Clean") + kib("Private_Dirty");
     Some(Proc {
+        private_kib,
         pid,
         ppid,
         comm,
@@ -149,6 +165,11 @@ impl MemoryReport {
         self.app.rss_kib + self.children.iter().map(|p| p.rss_kib).sum::<u64>()
     }
 
+    /// Private memory of the app and every process below it.
+    pub fn private_kib(&self) -> u64 {
+        self.app.private_kib + self.children.iter().map(|p| p.private_kib).sum::<u64>()
+    }
+
     /// RSS of the WebKit processes only (comm starts with `WebKit`).
     pub fn webkit_kib(&self) -> u64 {
         self.children
@@ -164,10 +185,11 @@ impl std::fmt::Display for MemoryReport {
         let mb = |k: u64| k as f64 / 1024.0;
         writeln!(
             f,
-            "  {:<22} pid {:>7}  VmRSS {:>8.1} MiB",
+            "  {:<22} pid {:>7}  VmRSS {:>8.1} MiB  private {:>7.1} MiB",
             self.app.comm,
             self.app.pid,
-            mb(self.app.rss_kib)
+            mb(self.app.rss_kib),
+            mb(self.app.private_kib)
         )?;
         for p in &self.children {
             if p.zombie {
@@ -180,18 +202,20 @@ impl std::fmt::Display for MemoryReport {
             }
             writeln!(
                 f,
-                "  {:<22} pid {:>7}  VmRSS {:>8.1} MiB",
+                "  {:<22} pid {:>7}  VmRSS {:>8.1} MiB  private {:>7.1} MiB",
                 p.comm,
                 p.pid,
-                mb(p.rss_kib)
+                mb(p.rss_kib),
+                mb(p.private_kib)
             )?;
         }
         write!(
             f,
-            "  total (app + {} child processes)  {:.1} MiB (WebKit processes {:.1} MiB)",
+            "  total (app + {} child processes)  VmRSS {:.1} MiB (WebKit processes {:.1} MiB), private {:.1} MiB (goal < 100 MiB)",
             self.children.iter().filter(|p| !p.zombie).count(),
             mb(self.total_kib()),
-            mb(self.webkit_kib())
+            mb(self.webkit_kib()),
+            mb(self.private_kib())
         )
     }
 }

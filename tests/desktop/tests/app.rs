@@ -81,6 +81,11 @@ async fn approve_in_the_app_countdown_and_drop() {
     let bob = Desktop::launch(Launch::new("bob", &jitd.url)).await;
     bob.wait("login-button", Duration::from_secs(10)).await;
     bob.screenshot("login").await;
+    assert_eq!(
+        bob.text("connection-state").await,
+        "not logged in",
+        "the pill on the first login screen"
+    );
     let login = bob.login().await;
     show(&bob, "nav-approvals", "approvals-view").await;
     bob.wait_any(
@@ -249,6 +254,15 @@ async fn approve_in_the_app_countdown_and_drop() {
         "the approved request in bob's approvals view",
     )
     .await;
+    // The urgent notification (critical, no timeout) is closed now that the
+    // request is decided.
+    bob.bus()
+        .wait_closed(
+            "the urgent request, approved",
+            urgent.id,
+            Duration::from_secs(10),
+        )
+        .await;
 
     // --- alice: notification, countdown, drop -------------------------------
     let granted = format!("Access granted: {name}");
@@ -308,8 +322,20 @@ async fn approve_in_the_app_countdown_and_drop() {
         .click()
         .await
         .expect("click drop");
-    // A confirmation, if the app asks for one.
-    let _ = alice.client().accept_alert().await;
+    // "Drop access now" asks first: nothing is dropped on one click.
+    let confirm = alice
+        .wait_css(
+            &format!("{} {}", row_css("grant-row", &id), testid("drop-confirm")),
+            Duration::from_secs(5),
+            "the drop confirmation",
+        )
+        .await;
+    assert_eq!(
+        bob_api.get(&id).await.unwrap().request.status,
+        Status::Active,
+        "still active before the confirmation"
+    );
+    confirm.click().await.expect("confirm drop");
     eventually(
         Duration::from_secs(15),
         "prod-db-admin gone from alice in Keycloak",
@@ -357,6 +383,23 @@ async fn approve_in_the_app_countdown_and_drop() {
         rows.len() >= 4,
         "created, approved, granted, dropped in the history: {} rows",
         rows.len()
+    );
+    // Events in words, no "active → active", short ids in reasons.
+    let events: Vec<String> = {
+        let mut v = Vec::new();
+        for e in bob
+            .client()
+            .find_all(Locator::Css(&testid("audit-event")))
+            .await
+            .unwrap()
+        {
+            v.push(e.text().await.unwrap_or_default());
+        }
+        v
+    };
+    assert!(
+        events.iter().any(|e| e == "Access granted") && events.iter().all(|e| !e.contains('.')),
+        "event names in words: {events:?}"
     );
     bob.screenshot("history").await;
 
@@ -574,10 +617,11 @@ async fn session_kept_in_the_keyring_across_a_restart_until_logout() {
     let bob = Desktop::launch(launch.clone()).await;
     bob.login().await;
     show(&bob, "nav-approvals", "approvals-view").await;
-    // The app's keyring entry: service jit-access, one per server URL.
+    // The app's keyring entry: service jit-access, one per server and user.
+    let user_entry = format!("{}#bob", jitd.url);
     let entry = [
         ("service", jit_desktop_e2e::desktop::KEYRING_SERVICE),
-        ("username", jitd.url.as_str()),
+        ("username", user_entry.as_str()),
     ];
     assert_eq!(
         bob.bus().secret_count(&entry).unwrap(),
@@ -626,6 +670,14 @@ async fn session_kept_in_the_keyring_across_a_restart_until_logout() {
     // Logout: the Keycloak session ends and the keyring entry is gone.
     bob.click("logout-button").await;
     bob.wait("login-button", Duration::from_secs(15)).await;
+    // The pill says the same after logout as on the first login screen.
+    bob.wait_text(
+        "connection-state",
+        Duration::from_secs(10),
+        "`not logged in` after logout",
+        |t| t == "not logged in",
+    )
+    .await;
     assert_eq!(
         bob.bus().secret_count(&entry).unwrap(),
         0,

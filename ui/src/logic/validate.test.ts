@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { EntitlementView } from "../api";
 import grammar from "./duration-grammar.json";
-import { hasErrors, parseDuration, ticketHint, validateRequest, type RequestForm } from "./validate";
+import { hasErrors, parseDuration, ticketExample, validateRequest, type RequestForm } from "./validate";
 
 const ent = (over: Partial<EntitlementView> = {}): EntitlementView => ({
   id: "billing-admin",
@@ -82,7 +82,8 @@ describe("validateRequest", () => {
   it("requires a ticket matching the pattern", () => {
     const e = ent({ ticket_pattern: "^(?:INC-[0-9]+)$" });
     expect(validateRequest(form(), e).ticket).toMatch(/required/);
-    expect(validateRequest(form({ ticket: "INC-x" }), e).ticket).toMatch(/INC-\[0-9\]\+/);
+    expect(validateRequest(form({ ticket: "INC-x" }), e).ticket).toMatch(/e\.g\. INC-1234/);
+    expect(validateRequest(form({ ticket: "INC-x" }), e).ticket).not.toMatch(/\[0-9\]/);
     expect(validateRequest(form({ ticket: "XINC-12" }), e).ticket).toBeTruthy();
     expect(validateRequest(form({ ticket: " INC-42 " }), e).ticket).toBeUndefined();
   });
@@ -92,7 +93,19 @@ describe("validateRequest", () => {
     expect(validateRequest(form({ ticket: "anything" }), ent({ ticket_pattern: "(?P<x>a" })).ticket).toBeUndefined();
   });
 
-  it("shows a readable ticket hint", () => {
-    expect(ticketHint("^(?:INC-[0-9]+)$")).toBe("INC-[0-9]+");
+  it("shows an example ticket, never the regular expression", () => {
+    const cases: [string, string][] = [
+      ["^(?:INC-[0-9]+)$", "INC-1234"],
+      ["INC-[0-9]+", "INC-1234"],
+      ["^(?:(INC|CHG)-\\d{5})$", "INC-12345"],
+      ["^[A-Z]{2,4}-[0-9]{3}$", "AA-123"],
+      ["^JIRA-[a-z]+$", "JIRA-aaa"],
+    ];
+    for (const [pattern, example] of cases) {
+      expect(ticketExample(pattern)).toBe(example);
+      expect(new RegExp(pattern.startsWith("^") ? pattern : `^(?:${pattern})$`).test(example)).toBe(true);
+    }
+    // Too clever to imitate: a plain phrase instead of the pattern.
+    expect(ticketExample("^(?=X)Y$")).toBe("a ticket id");
   });
 });

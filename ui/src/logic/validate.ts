@@ -77,11 +77,62 @@ export function ticketRegex(pattern: string | null): RegExp | null {
   }
 }
 
-/** Human form of the ticket pattern for hints (`^(?:INC-[0-9]+)$` → `INC-[0-9]+`). */
-export function ticketHint(pattern: string | null): string {
+/** An example ticket that matches `pattern`, for hints people read
+ *  (`^(?:INC-[0-9]+)$` → `INC-1234`): literals are kept, classes and
+ *  escapes become sample characters, the first alternative is used. Falls
+ *  back to "a ticket id" when the example would not match (never shows the
+ *  regular expression itself). */
+export function ticketExample(pattern: string | null): string {
   if (!pattern) return "";
-  const m = /^\^\(\?:(.*)\)\$$/.exec(pattern);
-  return m ? m[1] : pattern;
+  let p = pattern.replace(/^\^/, "").replace(/\$$/, "");
+  // Groups: keep the first alternative of each (innermost first).
+  for (let i = 0; i < 10 && /\((\?:)?([^()]*)\)/.test(p); i++)
+    p = p.replace(/\((?:\?:)?([^()]*)\)/g, (_m, inner: string) => inner.split("|")[0]);
+  p = p.split("|")[0];
+  const sample = (cls: string): string => {
+    if (/0-9|\\d/.test(cls)) return "1";
+    if (/A-Z/.test(cls)) return "A";
+    if (/a-z/.test(cls)) return "a";
+    const lit = cls.replace(/\\/g, "")[0];
+    return lit ?? "x";
+  };
+  let out = "";
+  let i = 0;
+  while (i < p.length) {
+    let unit: string;
+    const c = p[i];
+    if (c === "[") {
+      const end = p.indexOf("]", i);
+      if (end < 0) break;
+      unit = sample(p.slice(i + 1, end));
+      i = end + 1;
+    } else if (c === "\\") {
+      const e = p[i + 1] ?? "";
+      unit = e === "d" ? "1" : e === "w" ? "a" : e === "s" ? " " : e;
+      i += 2;
+    } else if (c === ".") {
+      unit = "x";
+      i += 1;
+    } else {
+      unit = c;
+      i += 1;
+    }
+    // Quantifier.
+    const q = /^(\{(\d+)(,(\d*))?\}|[+*?])/.exec(p.slice(i));
+    let times = 1;
+    if (q) {
+      i += q[0].length;
+      if (q[0] === "+") times = /\d/.test(unit) ? 4 : 3;
+      else if (q[0] === "*") times = /\d/.test(unit) ? 4 : 3;
+      else if (q[0] === "?") times = 1;
+      else times = Math.max(1, Number(q[2]));
+    }
+    if (/\d/.test(unit) && times > 1) {
+      out += "1234567890".repeat(4).slice(0, times);
+    } else out += unit.repeat(times);
+  }
+  const re = ticketRegex(pattern);
+  return out && re && re.test(out) ? out : "a ticket id";
 }
 
 export function validateRequest(form: RequestForm, e: EntitlementView | undefined): FormErrors {
@@ -106,11 +157,11 @@ export function validateRequest(form: RequestForm, e: EntitlementView | undefine
 
   const ticket = form.ticket.trim();
   if (e.ticket_pattern) {
-    if (ticket === "") errors.ticket = `A ticket is required (${ticketHint(e.ticket_pattern)})`;
+    const example = ticketExample(e.ticket_pattern);
+    if (ticket === "") errors.ticket = `A ticket is required (e.g. ${example})`;
     else {
       const re = ticketRegex(e.ticket_pattern);
-      if (re && !re.test(ticket))
-        errors.ticket = `Does not match the ticket pattern ${ticketHint(e.ticket_pattern)}`;
+      if (re && !re.test(ticket)) errors.ticket = `Not a ticket id of the expected form (e.g. ${example})`;
     }
   }
   return errors;

@@ -10,6 +10,9 @@ type Props = { tick: number; offsetMs: number; highlight: string | null };
 
 export function Approvals({ tick, offsetMs, highlight }: Props) {
   const list = useLoad(() => api.listRequests({ to_review: true }), [tick]);
+  // Grants running now (of entitlements I approve): to tell when a
+  // requester already holds the role through another grant.
+  const active = useLoad(() => api.listRequests({ status: "active" }), [tick]);
   const now = useNow();
   const [done, setDone] = useState<string | null>(null);
   const rows = sortApprovals(list.data ?? []);
@@ -42,6 +45,14 @@ export function Approvals({ tick, offsetMs, highlight }: Props) {
           <ApprovalRow
             key={r.id}
             r={r}
+            heldBy={(active.data ?? []).find(
+              (a) =>
+                a.id !== r.id &&
+                a.kind.type === "access" &&
+                a.requester_id === r.requester_id &&
+                a.entitlement_id === r.entitlement_id &&
+                !(r.kind.type === "extension" && r.kind.grant_id === a.id),
+            )}
             now={now}
             offsetMs={offsetMs}
             highlighted={r.id === highlight}
@@ -58,12 +69,15 @@ export function Approvals({ tick, offsetMs, highlight }: Props) {
 
 function ApprovalRow({
   r,
+  heldBy,
   now,
   offsetMs,
   highlighted,
   onDone,
 }: {
   r: RequestView;
+  /** Another active grant of the same entitlement to the same requester. */
+  heldBy?: RequestView;
   now: number;
   offsetMs: number;
   highlighted: boolean;
@@ -102,9 +116,12 @@ function ApprovalRow({
         kind === "approve"
           ? await api.approveRequest(r.id, comment.trim() || undefined, shorten.trim() || undefined)
           : await api.denyRequest(r.id, comment.trim());
-      onDone(
-        `${kind === "approve" ? "Approved" : "Denied"}: ${r.requester_username} → ${r.entitlement_name} (${res.status})`,
-      );
+      const who = `${r.requester_username} → ${r.entitlement_name}`;
+      if (kind === "deny") onDone(`Denied: ${who}`);
+      else if (res.status === "pending") {
+        const n = res.votes.filter((v) => v.decision === "approve").length;
+        onDone(`Your approval is recorded: ${who} (${n} of ${res.approvals_required} approvals)`);
+      } else onDone(`Approved: ${who}${res.status === "active" ? " — access granted" : ""}`);
     } catch (e) {
       setError(errorText(e));
     } finally {
@@ -148,6 +165,13 @@ function ApprovalRow({
         </dd>
       </dl>
       <p class="justification">{r.justification}</p>
+      {heldBy && (
+        <p class="also-held" data-testid="approval-already-held">
+          {r.requester_username} already holds {r.entitlement_name} through another grant
+          {heldBy.expires_at ? ` (until ${new Date(heldBy.expires_at).toLocaleTimeString()})` : ""}; approving
+          this one keeps it longer, it does not add anything new.
+        </p>
+      )}
       <div class="decide">
         <label for={cid}>Comment</label>
         <textarea

@@ -4,6 +4,7 @@ import { Empty, ErrorBox, Loading, ViewHeader } from "../components";
 import { useLoad } from "../hooks";
 import { filterAudit } from "../logic/lists";
 import { formatTimestamp } from "../logic/time";
+import { eventLabel, humanReason, statusChange } from "../logic/words";
 
 export function History({ tick }: { tick: number }) {
   const list = useLoad(() => api.listAudit(), [tick]);
@@ -42,37 +43,56 @@ export function History({ tick }: { tick: number }) {
         <div class="table-wrap">
           <table class="audit">
             <caption class="sr-only">Audit log, newest first</caption>
+            <colgroup>
+              <col class="c-seq" />
+              <col class="c-time" />
+              <col class="c-event" />
+              <col class="c-ent" />
+              <col class="c-actor" />
+              <col class="c-change" />
+              <col class="c-reason" />
+              <col class="c-req" />
+            </colgroup>
             <thead>
               <tr>
                 <th scope="col">#</th>
                 <th scope="col">Time</th>
                 <th scope="col">Event</th>
                 <th scope="col">Entitlement</th>
-                <th scope="col">Actor</th>
+                <th scope="col">By</th>
                 <th scope="col">Change</th>
                 <th scope="col">Reason</th>
                 <th scope="col">Request</th>
               </tr>
             </thead>
             <tbody>
-              {rows.map((r) => (
-                <tr key={r.seq} data-testid="audit-row" data-request-id={r.request_id}>
-                  <td class="num">{r.seq}</td>
-                  <td class="nowrap" title={r.at}>
-                    {formatTimestamp(r.at)}
-                  </td>
-                  <td>{r.event}</td>
-                  <td>{r.entitlement_id}</td>
-                  <td>{r.actor}</td>
-                  <td class="nowrap">
-                    {r.from_status || r.to_status ? `${r.from_status ?? "new"} → ${r.to_status ?? "–"}` : ""}
-                  </td>
-                  <td>{r.reason ?? ""}</td>
-                  <td class="mono" title={r.request_id}>
-                    {r.request_id.slice(0, 8)}
-                  </td>
-                </tr>
-              ))}
+              {rows.map((r) => {
+                const reason = humanReason(r.reason);
+                return (
+                  <tr key={r.seq} data-testid="audit-row" data-request-id={r.request_id}>
+                    <td class="num">{r.seq}</td>
+                    <td class="nowrap" title={r.at}>
+                      {formatTimestamp(r.at)}
+                    </td>
+                    <td class="nowrap" title={r.event} data-testid="audit-event">
+                      {eventLabel(r.event)}
+                    </td>
+                    <td class="nowrap clip" title={r.entitlement_id}>
+                      {r.entitlement_id}
+                    </td>
+                    <td class="nowrap clip" title={r.actor}>
+                      {r.actor}
+                    </td>
+                    <td class="nowrap">{statusChange(r.from_status, r.to_status)}</td>
+                    <td class="reason" title={r.reason ?? ""} data-testid="audit-reason">
+                      {reason}
+                    </td>
+                    <td class="mono nowrap" title={r.request_id}>
+                      {r.request_id.slice(0, 8)}
+                    </td>
+                  </tr>
+                );
+              })}
             </tbody>
           </table>
         </div>

@@ -14,7 +14,9 @@ const OPEN = new Set(["pending", "approved", "active"]);
 export function MyAccess({ tick, offsetMs, highlight }: Props) {
   const list = useLoad(() => api.listRequests({ mine: true }), [tick]);
   const now = useNow();
-  const [flash, setFlash] = useState<string | null>(null);
+  // A message about the last action; one about a request (an extension
+  // asked for) shows only while that request is still waiting.
+  const [flash, setFlash] = useState<{ text: string; id?: string } | null>(null);
   const [showEnded, setShowEnded] = useState(false);
   // Applied extensions are shown on their grant's card.
   const rows = sortMine(grantCards(list.data ?? []));
@@ -24,17 +26,19 @@ export function MyAccess({ tick, offsetMs, highlight }: Props) {
 
   useEffect(() => focusRow(highlight), [highlight, list.data, showEnded]);
 
-  const done = (msg: string) => {
-    setFlash(msg);
+  const done = (msg: string, id?: string) => {
+    setFlash({ text: msg, id });
     list.reload();
   };
+  const flashFor = flash?.id ? (list.data ?? []).find((r) => r.id === flash.id) : undefined;
+  const showFlash = flash !== null && (!flash.id || !flashFor || flashFor.status === "pending");
 
   return (
     <section data-testid="mine-view">
       <ViewHeader title="My access" />
-      {flash && (
-        <p class="flash ok" role="status">
-          {flash}
+      {showFlash && (
+        <p class="flash ok" role="status" data-testid="mine-flash">
+          {flash.text}
         </p>
       )}
       {list.loading && !list.data && <Loading what="your requests" />}
@@ -87,9 +91,10 @@ function GrantRow({
   now: number;
   offsetMs: number;
   highlighted: boolean;
-  onDone: (msg: string) => void;
+  onDone: (msg: string, id?: string) => void;
 }) {
   const [busy, setBusy] = useState(false);
+  const [confirmDrop, setConfirmDrop] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const [extending, setExtending] = useState(false);
   const [extDuration, setExtDuration] = useState("15m");
@@ -104,8 +109,11 @@ function GrantRow({
     setError(null);
     try {
       const res = await f();
-      onDone(`${label}: ${res.entitlement_name} (${res.status})`);
+      if (res.kind.type === "extension")
+        onDone(`${label}: ${res.entitlement_name} — waiting for approval`, res.id);
+      else onDone(`${label}: ${res.entitlement_name}`);
       setExtending(false);
+      setConfirmDrop(false);
     } catch (e) {
       setError(errorText(e));
     } finally {
@@ -206,17 +214,34 @@ function GrantRow({
         </p>
       )}
       <div class="buttons">
-        {actions.drop && (
-          <button
-            type="button"
-            class="btn danger"
-            data-testid="drop-button"
-            disabled={busy}
-            onClick={() => run("Dropped", () => api.dropGrant(r.id))}
-          >
-            Drop access now
-          </button>
-        )}
+        {actions.drop &&
+          (confirmDrop ? (
+            <span class="confirm" role="group" aria-label="Confirm drop">
+              <span>Drop {r.entitlement_name} now? Your access ends at once.</span>
+              <button
+                type="button"
+                class="btn danger"
+                data-testid="drop-confirm"
+                disabled={busy}
+                onClick={() => run("Dropped", () => api.dropGrant(r.id))}
+              >
+                Yes, drop it
+              </button>
+              <button type="button" class="btn" data-testid="drop-keep" disabled={busy} onClick={() => setConfirmDrop(false)}>
+                Keep access
+              </button>
+            </span>
+          ) : (
+            <button
+              type="button"
+              class="btn danger"
+              data-testid="drop-button"
+              disabled={busy}
+              onClick={() => setConfirmDrop(true)}
+            >
+              Drop access now
+            </button>
+          ))}
         {actions.extend && (
           <button
             type="button"

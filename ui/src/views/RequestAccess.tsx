@@ -3,11 +3,18 @@ import { api, errorText, type EntitlementView } from "../api";
 import { Empty, ErrorBox, Loading, ViewHeader } from "../components";
 import { useLoad } from "../hooks";
 import { formatDuration } from "../logic/time";
-import { hasErrors, ticketHint, validateRequest, type RequestForm } from "../logic/validate";
+import { hasErrors, ticketExample, validateRequest, type RequestForm } from "../logic/validate";
 
 const blank: RequestForm = { entitlement: "", duration: "", justification: "", ticket: "", urgent: false };
 
-export function RequestAccess({ onCreated }: { onCreated: (id: string) => void }) {
+export function RequestAccess({
+  onCreated,
+  prefill = null,
+}: {
+  onCreated: (id: string) => void;
+  /** Entitlement id to preselect (deep link `jit://request?entitlement=ID`). */
+  prefill?: string | null;
+}) {
   const list = useLoad(() => api.listEntitlements(), []);
   const [form, setForm] = useState<RequestForm>(blank);
   const [breakGlass, setBreakGlass] = useState(false);
@@ -20,10 +27,12 @@ export function RequestAccess({ onCreated }: { onCreated: (id: string) => void }
   const ents = list.data ?? [];
   const ent: EntitlementView | undefined = ents.find((e) => e.id === form.entitlement);
 
-  // Pick the first entitlement and its default duration once the list arrives.
+  // Pick the linked (else the first) entitlement and its default duration
+  // once the list arrives.
   useEffect(() => {
-    if (!form.entitlement && ents.length > 0) choose(ents[0].id);
-  }, [list.data]);
+    if (prefill && ents.some((e) => e.id === prefill)) choose(prefill);
+    else if (!form.entitlement && ents.length > 0) choose(ents[0].id);
+  }, [list.data, prefill]);
 
   function choose(id: string) {
     const e = ents.find((x) => x.id === id);
@@ -165,7 +174,7 @@ export function RequestAccess({ onCreated }: { onCreated: (id: string) => void }
               onChange={set("ticket")}
               onBlur={blur("ticket")}
               aria-invalid={!!show("ticket")}
-              placeholder={ent?.ticket_pattern ? ticketHint(ent.ticket_pattern) : ""}
+              placeholder={ent?.ticket_pattern ? `e.g. ${ticketExample(ent.ticket_pattern)}` : ""}
             />
             {show("ticket") && <p class="field-error">{show("ticket")}</p>}
           </div>

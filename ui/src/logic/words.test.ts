@@ -1,0 +1,25 @@
+import { describe, expect, it } from "vitest";
+import { eventLabel, humanReason, statusChange } from "./words";
+
+describe("audit words", () => {
+  it("names events in words", () => {
+    expect(eventLabel("grant.extended")).toBe("Extended");
+    expect(eventLabel("grant.granted")).toBe("Access granted");
+    expect(eventLabel("request.created")).toBe("Requested");
+    expect(eventLabel("break_glass.used")).toBe("Break glass used");
+  });
+
+  it("omits a change that is no change", () => {
+    expect(statusChange("active", "active")).toBe("");
+    expect(statusChange(null, "pending")).toBe("new → pending");
+    expect(statusChange("pending", "approved")).toBe("pending → approved");
+    expect(statusChange(null, null)).toBe("");
+  });
+
+  it("shortens ids and timestamps in reasons", () => {
+    expect(
+      humanReason("extension 0d8bff88-1c2b-4a53-9b58-aa0c2f6d9e01 approved; expires_at 2030-01-01T12:10:00.123456Z"),
+    ).toBe("extension 0d8bff88 approved; expires_at 2030-01-01 12:10");
+    expect(humanReason(null)).toBe("");
+  });
+});

@@ -1,0 +1,42 @@
+// Words people read for the machine names of the audit log.
+
+const EVENTS: Record<string, string> = {
+  "request.created": "Requested",
+  "request.approved": "Approved",
+  "request.voted": "Approval vote",
+  "request.denied": "Denied",
+  "request.cancelled": "Cancelled",
+  "request.lapsed": "Lapsed (no decision in time)",
+  "request.reviewed": "Reviewed after break-glass",
+  "grant.granted": "Access granted",
+  "grant.expired": "Access expired",
+  "grant.dropped": "Dropped by the requester",
+  "grant.revoked": "Access revoked",
+  "grant.extended": "Extended",
+};
+
+/** `grant.extended` → "Extended"; unknown names become plain words. */
+export function eventLabel(event: string): string {
+  const known = EVENTS[event];
+  if (known) return known;
+  const words = event.replace(/[._]+/g, " ").trim();
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+/** The status change of a row, or "" when nothing changed (an extension
+ *  keeps a grant active: no "active → active"). */
+export function statusChange(from: string | null, to: string | null): string {
+  if (!from && !to) return "";
+  if (from && to && from === to) return "";
+  return `${from ?? "new"} → ${to ?? "–"}`;
+}
+
+const UUID = /\b([0-9a-f]{8})-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b/gi;
+const RFC3339 = /\b(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2})(:\d{2}(?:\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?\b/g;
+
+/** A reason as people read it: request ids shortened to their first 8
+ *  characters (as everywhere else), timestamps without seconds and zone. */
+export function humanReason(reason: string | null): string {
+  if (!reason) return "";
+  return reason.replace(UUID, "$1").replace(RFC3339, (_m, d: string, hm: string) => `${d} ${hm}`);
+}
