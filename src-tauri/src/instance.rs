@@ -135,7 +135,8 @@ pub fn claim(key: &str, args: &[String]) -> Claim {
                 *CONN.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn);
                 Claim::First
             }
-            Ok(_) => {
+            // Taken: zbus reports DO_NOT_QUEUE's "exists" as NameTaken.
+            Ok(_) | Err(zbus::Error::NameTaken) => {
                 let r = conn
                     .call_method(
                         Some(name.as_str()),
@@ -182,7 +183,9 @@ pub fn serve(on_args: impl Fn(Vec<String>) + Send + 'static) {
         return;
     };
     tauri::async_runtime::spawn(async move {
-        while let Some(Ok(msg)) = stream.next().await {
+        while let Some(item) = stream.next().await {
+            // One unreadable message must not end the serving.
+            let Ok(msg) = item else { continue };
             if msg.message_type() != zbus::message::Type::MethodCall {
                 continue;
             }

@@ -9,6 +9,13 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    // The UI is small and static: JavaScriptCore's JIT tiers buy nothing
+    // here but cost the web process memory (and attack surface). Set before
+    // WebKit starts its web process, which inherits it; an explicit
+    // JSC_useJIT in the environment wins.
+    if std::env::var_os("JSC_useJIT").is_none() {
+        std::env::set_var("JSC_useJIT", "false");
+    }
     // One app per profile: a second launch hands its arguments (a deep
     // link) to the running one and ends.
     let args: Vec<String> = std::env::args().skip(1).collect();

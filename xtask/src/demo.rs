@@ -114,7 +114,7 @@ pub fn run(ports: Ports, duration: &str, keep_running: bool, headless: bool) -> 
 fn open_app(keycloak_url: &str) -> Result<()> {
     let app = crate::desktop::build()?;
     println!("\nOpening the desktop app (embedded jitd). Log in as bob / bob-pass to approve,");
-    println!("or alice / alice-pass to request (demo passwords). Quit it from the tray menu.");
+    println!("or alice / alice-pass to request (demo passwords). Close the window (or Quit in the tray) to end it.");
     let status = Command::new(app)
         .env("JIT_KEYCLOAK_URL", keycloak_url)
         .env("JIT_REALM", keycloak::REALM)

@@ -310,11 +310,23 @@ async fn embedded_quit_ends_the_grants_and_deep_links_reach_the_running_app() {
         let env = alice.env.clone();
         let link = format!("jit://request/{id}");
         move || {
-            std::process::Command::new(app)
+            let mut child = std::process::Command::new(app)
                 .arg(link)
                 .envs(env)
-                .output()
-                .expect("second launch")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("second launch");
+            // It must hand over and end, not open a second app.
+            let start = Instant::now();
+            while child.try_wait().expect("wait").is_none() {
+                if start.elapsed() > Duration::from_secs(20) {
+                    let _ = child.kill();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            child.wait_with_output().expect("second launch output")
         }
     })
     .await
