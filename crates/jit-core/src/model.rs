@@ -45,6 +45,9 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status once: the open ones (pending, approved, active), then the
+    /// terminal ones. For parsing (`FromStr`) and for listing every status
+    /// (metrics).
     pub const ALL: [Status; 9] = [
         Status::Pending,
         Status::Approved,
