@@ -8,6 +8,8 @@ fn main() {
                 .unwrap_or_else(|_| "info,jit_desktop=info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: a log written to a file stays plain.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // The UI is small and static: JavaScriptCore's JIT tiers buy nothing
     // here but cost the web process memory (and attack surface). Set before

@@ -58,7 +58,8 @@ pub struct Jitd {
     pub port: u16,
     child: Option<Child>,
     pub url: String,
-    /// Where jitd's stderr goes (appended); inherited when `None`.
+    /// Where jitd's stderr goes (appended); `jitd.log` in `dir` when `None`
+    /// (see [`Jitd::log_path`]).
     pub log: Option<PathBuf>,
     /// `JITD_LOG` (default `info`).
     pub log_filter: String,
@@ -105,25 +106,31 @@ impl Jitd {
         Jitd::start_via(policy, &keycloak_env().url)
     }
 
+    /// jitd's log (all its runs in this test), kept out of the test
+    /// output: negative tests make jitd log expected WARN/ERROR lines. It
+    /// is printed when the test fails (see `Drop`).
+    pub fn log_path(&self) -> PathBuf {
+        self.log
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("jitd.log"))
+    }
+
     /// (Re)starts the process on the same port and database; waits until it
     /// listens.
     pub fn spawn(&mut self) {
         let env = keycloak_env();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open jitd.log");
         let mut child = Command::new(bin("jitd"))
             .arg("--config")
             .arg(self.dir.path().join("jitd.toml"))
             .env("JIT_BACKEND_SECRET", &env.backend_secret)
             .env("JITD_LOG", &self.log_filter)
             .stdout(Stdio::piped())
-            .stderr(match &self.log {
-                Some(p) => std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .map(Stdio::from)
-                    .unwrap_or_else(|e| panic!("jitd log {}: {e}", p.display())),
-                None => Stdio::inherit(),
-            })
+            .stderr(log)
             .spawn()
             .expect("start jitd");
         let out = child.stdout.take().unwrap();
@@ -136,11 +143,8 @@ impl Jitd {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "jitd did not start (stdout: {line:?}); see its stderr {}",
-                self.log
-                    .as_ref()
-                    .map(|p| format!("in {}", p.display()))
-                    .unwrap_or_else(|| "above".into())
+                "jitd did not start (stdout: {line:?}); its log:\n{}",
+                std::fs::read_to_string(self.log_path()).unwrap_or_default()
             );
         }
         std::thread::spawn(move || for _ in reader.lines() {});
@@ -170,6 +174,18 @@ impl Jitd {
 impl Drop for Jitd {
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            // The test failed: its jitd log helps (captured with the test's output).
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(200)..];
+            eprintln!(
+                "---- jitd log (last {} lines of {}) ----\n{}",
+                tail.len(),
+                self.log_path().display(),
+                tail.join("\n")
+            );
+        }
     }
 }
 

@@ -1,9 +1,14 @@
 //! The `jit` CLI as a user runs it: login through Keycloak's login page
-//! (the scripted browser is `$BROWSER`), profiles side by side, `request
-//! --wait`, approve, drop, one-line errors with exit codes, `JIT_TOKEN`.
+//! (the scripted browser is `$BROWSER`) or its device pages, profiles side
+//! by side, `request --wait` across a jitd restart, `jit wait`, `jit watch`
+//! resuming after a cut, approve, drop, one-line errors with the documented
+//! exit codes, a closed stdout, `JIT_TOKEN`.
 
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use jit_core::Status;
@@ -49,6 +54,11 @@ async fn login_request_wait_approve_drop() {
     for user in ["alice", "bob"] {
         let o = run(cfg, url, user, &["login", "--timeout", "60s"]);
         assert!(o.status.success(), "login {user}: {}", text(&o));
+        assert!(
+            text(&o).contains("open this URL in a browser") && text(&o).contains("Ctrl-C"),
+            "{}",
+            text(&o)
+        );
         assert!(
             text(&o).contains(&format!("Logged in as {user}")),
             "{}",
@@ -109,9 +119,9 @@ async fn login_request_wait_approve_drop() {
     )
     .await;
 
-    // alice cannot approve her own request: one line, non-zero exit.
+    // alice cannot approve her own request: one line, exit 3 (forbidden).
     let o = run(cfg, url, "alice", &["approve", &id]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
@@ -191,7 +201,7 @@ async fn login_request_wait_approve_drop() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
 
-    // Bad input: one line and a non-zero exit.
+    // Bad input: one line and exit 2.
     let o = run(
         cfg,
         url,
@@ -205,7 +215,7 @@ async fn login_request_wait_approve_drop() {
             "longer than allowed",
         ],
     );
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("maximum of 1h"),
         "{}",
@@ -224,14 +234,14 @@ async fn login_request_wait_approve_drop() {
             "bad duration here",
         ],
     );
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("invalid duration"),
         "{}",
         text(&o)
     );
     let o = run(cfg, url, "frank", &["list"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("not logged in"),
         "{}",
@@ -318,4 +328,375 @@ async fn list_and_show_fold_applied_extensions_into_their_grant() {
         "{show_x}"
     );
     alice.drop_grant(&id).await.unwrap();
+}
+
+/// Lines of a child's stream, as they come.
+fn lines_of(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits (bounded) for a line containing `needle`; returns every line
+/// read up to and including it.
+fn until_line(rx: &mpsc::Receiver<String>, needle: &str, seen: &mut Vec<String>) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                seen.push(line.clone());
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            Err(e) => panic!("no line with {needle:?} ({e}); lines so far: {seen:#?}"),
+        }
+    }
+}
+
+/// Linux signal number of SIGPIPE.
+const SIGPIPE: i32 = 13;
+
+fn finish(child: Child) -> Output {
+    child.wait_with_output().expect("wait for jit")
+}
+
+fn login_all(cfg: &Path, url: &str, users: &[&str]) {
+    for user in users {
+        let o = run(cfg, url, user, &["login", "--timeout", "60s"]);
+        assert!(o.status.success(), "login {user}: {}", text(&o));
+    }
+}
+
+/// One documented exit code per kind of failure, and a closed stdout that
+/// ends every command quietly (exit 0 or SIGPIPE, never a panic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_and_closed_stdout() {
+    let _serial = serial().await;
+    let _ctx = Ctx::new().await;
+    let jitd = Jitd::start(POLICY);
+    let cfg = tempfile::tempdir().unwrap();
+    let (cfg, url) = (cfg.path(), jitd.url.as_str());
+    login_all(cfg, url, &["alice", "dave"]);
+
+    let o = run(
+        cfg,
+        url,
+        "alice",
+        &[
+            "request",
+            "prod-db-admin",
+            "--for",
+            "10m",
+            "--reason",
+            "exit code checks",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let code = |user: &str, args: &[&str]| {
+        let o = run(cfg, url, user, args);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        (o.status.code(), err)
+    };
+    // 2: usage (clap), a local duration, jitd's validation.
+    assert_eq!(code("alice", &["list", "--no-such-flag"]).0, Some(2));
+    assert_eq!(
+        code("alice", &["wait", "abcd", "--timeout", "later"]).0,
+        Some(2)
+    );
+    let (c, err) = code(
+        "alice",
+        &[
+            "request",
+            "billing-admin",
+            "--for",
+            "9h",
+            "--reason",
+            "too long for policy",
+        ],
+    );
+    assert_eq!(c, Some(2), "{err}");
+    // 3: forbidden (own request), 8: conflict (a duplicate pending request).
+    let mine = jitd
+        .client(&token("alice").await)
+        .list(&jit_client::ListQuery {
+            mine: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let id = mine[0].request.id.clone();
+    assert_eq!(code("alice", &["approve", &id]).0, Some(3));
+    let (c, err) = code(
+        "alice",
+        &[
+            "request",
+            "prod-db-admin",
+            "--for",
+            "10m",
+            "--reason",
+            "exit code checks",
+        ],
+    );
+    assert_eq!(c, Some(8), "{err}");
+    // 7: not found (an id nobody has, a prefix that matches nothing).
+    assert_eq!(
+        code("alice", &["show", "00000000-0000-4000-8000-000000000000"]).0,
+        Some(7)
+    );
+    assert_eq!(code("alice", &["show", "zzzz"]).0, Some(7));
+    // 6: not logged in.
+    assert_eq!(code("frank", &["whoami"]).0, Some(6));
+    // 5: a login nobody completes (a "browser" that does nothing).
+    let o = jit(cfg, url, "erin", &["login", "--timeout", "2s"])
+        .env("BROWSER", "true")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    // 4 and 5 of --wait / jit wait: cancelled, and a timeout.
+    let o = run(cfg, url, "alice", &["wait", &id[..8], "--timeout", "1s"]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert!(text(&o).contains("jit wait"), "{}", text(&o));
+    assert!(run(cfg, url, "alice", &["cancel", &id[..8]])
+        .status
+        .success());
+    let o = run(cfg, url, "alice", &["wait", &id[..8]]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+
+    // Closed stdout: the reading end is gone before jit writes anything.
+    for (user, args) in [
+        ("alice", vec!["list"]),
+        ("alice", vec!["list", "--output", "json"]),
+        ("alice", vec!["entitlements"]),
+        ("alice", vec!["show", &id[..8]]),
+        ("dave", vec!["audit"]),
+        ("dave", vec!["audit", "--csv"]),
+        ("dave", vec!["watch", "--since", "0"]),
+        ("alice", vec!["completions", "bash"]),
+        ("alice", vec!["man"]),
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = jit(cfg, url, user, &args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            o.status.success() || o.status.signal() == Some(SIGPIPE),
+            "{args:?}: {:?} {err}",
+            o.status
+        );
+    }
+}
+
+/// `request --wait` survives a jitd crash and restart (it retries, then
+/// sees the approval); `jit wait` resumes and stays bounded in an outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_survives_a_jitd_restart() {
+    let _serial = serial().await;
+    let ctx = Ctx::new().await;
+    let mut jitd = Jitd::start(POLICY);
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path();
+    let url = jitd.url.clone();
+    login_all(cfg, &url, &["alice"]);
+
+    let mut waiter = jit(
+        cfg,
+        &url,
+        "alice",
+        &[
+            "request",
+            "prod-db-admin",
+            "--for",
+            "10m",
+            "--reason",
+            "wait across restarts",
+            "--wait",
+            "--timeout",
+            "5m",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let err = lines_of(waiter.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    until_line(&err, "waiting for approval", &mut seen);
+
+    jitd.kill9();
+    until_line(&err, "not answering", &mut seen);
+    assert!(
+        waiter.try_wait().unwrap().is_none(),
+        "the wait ended with jitd: {seen:#?}"
+    );
+    jitd.spawn();
+    until_line(&err, "reachable again", &mut seen);
+
+    let bob = jitd.client(&token("bob").await);
+    let id = bob
+        .list(&jit_client::ListQuery {
+            to_review: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()[0]
+        .request
+        .id
+        .clone();
+    bob.approve(&id, Some("after the restart".into()), None)
+        .await
+        .unwrap();
+    let out = finish(waiter);
+    assert_eq!(out.status.code(), Some(0), "{seen:#?} {}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Granted"));
+    assert!(ctx.has_realm_role("alice", "prod-db-admin").await);
+
+    // `jit wait` on the active grant returns at once, JSON on request.
+    let o = run(cfg, &url, "alice", &["wait", &id[..8], "--output", "json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["status"], "active");
+
+    // jitd gone for good: `jit wait` keeps trying until its own limit (exit 5,
+    // with how to resume), not exit 1 at the first refused connection.
+    jitd.kill9();
+    let o = run(cfg, &url, "alice", &["wait", &id[..8], "--timeout", "3s"]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert!(text(&o).contains("not answering"), "{}", text(&o));
+    jitd.spawn();
+    let o = run(cfg, &url, "alice", &["drop", &id[..8]]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+/// `jit watch` says it is watching, survives a jitd restart, resumes with
+/// Last-Event-ID (events made while it was away are shown) and shows each
+/// event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_reconnects_and_shows_each_event_once() {
+    let _serial = serial().await;
+    let _ctx = Ctx::new().await;
+    let mut jitd = Jitd::start(POLICY);
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path();
+    let url = jitd.url.clone();
+    login_all(cfg, &url, &["bob"]);
+
+    let mut watcher = jit(cfg, &url, "bob", &["watch", "--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines_of(watcher.stdout.take().unwrap());
+    let err = lines_of(watcher.stderr.take().unwrap());
+    let (mut events, mut notes) = (Vec::new(), Vec::new());
+    let first = until_line(&err, "watching", &mut notes);
+    assert!(first.contains("Ctrl-C"), "{first}");
+
+    let alice = jitd.client(&token("alice").await);
+    let r1 = request(&alice, "prod-db-admin", "10m").await;
+    until_line(&out, &r1, &mut events);
+
+    jitd.kill9();
+    until_line(&err, "cut", &mut notes);
+    jitd.spawn();
+    // Made while the watcher may still be reconnecting: Last-Event-ID
+    // brings them.
+    alice.cancel(&r1).await.unwrap();
+    let r2 = request(&alice, "prod-db-admin", "10m").await;
+    until_line(&out, &r2, &mut events);
+    assert!(
+        watcher.try_wait().unwrap().is_none(),
+        "watch ended: {notes:#?}"
+    );
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+
+    let parsed: Vec<serde_json::Value> = events
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let ids: Vec<i64> = parsed.iter().map(|v| v["id"].as_i64().unwrap()).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "each event once, in order: {ids:?}"
+    );
+    let kinds: Vec<String> = parsed
+        .iter()
+        .map(|v| {
+            format!(
+                "{} {}",
+                v["event"].as_str().unwrap(),
+                v["data"]["request_id"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for want in [
+        format!("request.created {r1}"),
+        format!("request.cancelled {r1}"),
+        format!("request.created {r2}"),
+    ] {
+        assert_eq!(
+            kinds.iter().filter(|k| **k == want).count(),
+            1,
+            "{want} once in {kinds:#?}"
+        );
+    }
+    alice.cancel(&r2).await.unwrap();
+}
+
+/// `jit login --device` (RFC 8628) through Keycloak's real device pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_login_through_keycloaks_pages() {
+    let _serial = serial().await;
+    let jitd = Jitd::start(POLICY);
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path();
+    let mut child = jit(
+        cfg,
+        &jitd.url,
+        "carol",
+        &["login", "--device", "--timeout", "2m"],
+    )
+    .env_remove("BROWSER")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let err = lines_of(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let line = until_line(&err, "enter the code", &mut seen);
+    let code = line.rsplit(' ').next().unwrap().to_string();
+    let complete = until_line(&err, "or open", &mut seen);
+    let uri = complete
+        .split_whitespace()
+        .find(|w| w.starts_with("http"))
+        .unwrap()
+        .trim_end_matches(')')
+        .to_string();
+    assert!(uri.contains(&code), "{uri}");
+    until_line(&err, "Ctrl-C", &mut seen);
+    // The person opens the link on another device, signs in and confirms.
+    jit_testkit::device_login(&uri, &code, "carol", &jit_testkit::demo_password("carol"))
+        .await
+        .unwrap_or_else(|e| panic!("device pages: {e:#}; jit said {seen:#?}"));
+    let out = finish(child);
+    assert!(out.status.success(), "{seen:#?} {}", text(&out));
+    assert!(text(&out).contains("Logged in as carol"), "{}", text(&out));
+    let o = run(cfg, &jitd.url, "carol", &["whoami", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let me: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(me["username"], "carol");
 }

@@ -1,5 +1,9 @@
 //! `cargo xtask demo`: Keycloak (started here unless already running), a
 //! fresh jitd with the demo policy, then the `jit-demo` timeline.
+//!
+//! Every run starts from a known state: a jitd that an earlier
+//! `--keep-running` left up is stopped before its folder is reused, and
+//! `jit-demo` takes leftover demo roles off the demo users.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, ExitCode, Stdio};
@@ -10,15 +14,40 @@ use anyhow::{bail, Context, Result};
 use crate::keycloak::{self, Ports};
 use crate::{signals, workspace_root};
 
+/// What `cargo xtask demo` was asked for.
+pub struct Options {
+    /// How long alice's grant lasts (a human duration).
+    pub duration: String,
+    /// Keep Keycloak and jitd running after the timeline (until Ctrl-C).
+    pub keep_running: bool,
+    /// Only the terminal timeline; never build or open the desktop app.
+    pub headless: bool,
+    /// jitd's port; when taken, a free one is used instead.
+    pub jitd_port: u16,
+}
+
 /// Runs the demo; Keycloak and jitd are stopped at the end unless
 /// `keep_running` (then they run until Ctrl-C).
-pub fn run(ports: Ports, duration: &str, keep_running: bool, headless: bool) -> Result<ExitCode> {
+pub fn run(ports: Ports, opts: Options) -> Result<ExitCode> {
     signals::install();
     let root = workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    eprintln!("xtask: building jitd, jit and the demo…");
+    // Only what the timeline runs (the desktop app is built by `open_app`
+    // when it opens); cargo shows its own progress, a first build is long.
+    eprintln!("xtask: building jitd, jit and the demo (cargo's progress follows)…");
     let status = Command::new(&cargo)
-        .args(["build", "--quiet", "--workspace", "--bins"])
+        .args([
+            "build",
+            "-p",
+            "jit-server",
+            "-p",
+            "jit-cli",
+            "-p",
+            "jit-testkit",
+            "-p",
+            "jit-e2e",
+            "--bins",
+        ])
         .current_dir(&root)
         .status()
         .context("cannot run cargo")?;
@@ -28,9 +57,10 @@ pub fn run(ports: Ports, duration: &str, keep_running: bool, headless: bool) -> 
     let guard = keycloak::ensure_running(ports)?;
     let bin = crate::target_dir().join("debug");
     let demo_dir = crate::target_dir().join("demo");
+    stop_leftover_jitd(&demo_dir);
     let _ = std::fs::remove_dir_all(&demo_dir);
     std::fs::create_dir_all(&demo_dir)?;
-    let port = free_port(8787);
+    let port = free_port(opts.jitd_port);
     let config = demo_dir.join("jitd.toml");
     std::fs::write(
         &config,
@@ -50,12 +80,19 @@ pub fn run(ports: Ports, duration: &str, keep_running: bool, headless: bool) -> 
         .stderr(log)
         .spawn()
         .context("cannot start jitd")?;
+    std::fs::write(demo_dir.join(PID_FILE), jitd.id().to_string())?;
     let mut first = String::new();
     BufReader::new(jitd.stdout.take().expect("piped")).read_line(&mut first)?;
     if !first.contains("listening") {
         let _ = jitd.kill();
+        let _ = jitd.wait();
+        let log = std::fs::read_to_string(demo_dir.join("jitd.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(10).collect();
+        for line in tail.iter().rev() {
+            eprintln!("  {line}");
+        }
         bail!(
-            "jitd did not start; see {}",
+            "jitd did not start (its log: {})",
             demo_dir.join("jitd.log").display()
         );
     }
@@ -65,14 +102,14 @@ pub fn run(ports: Ports, duration: &str, keep_running: bool, headless: bool) -> 
         demo_dir.join("jitd.log").display()
     );
     let status = Command::new(bin.join("jit-demo"))
-        .args(["--server", &server, "--for", duration])
+        .args(["--server", &server, "--for", &opts.duration])
         .env("KEYCLOAK_URL", guard.url())
         .env("JIT_BACKEND_SECRET", keycloak::BACKEND_DEMO_SECRET)
         .status()
         .context("cannot run jit-demo")?;
     let display =
         std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
-    if status.success() && display && !headless {
+    if status.success() && display && !opts.headless {
         // SAFETY: plain syscall on our own child.
         unsafe {
             libc::kill(jitd.id() as i32, libc::SIGTERM);
@@ -82,7 +119,7 @@ pub fn run(ports: Ports, duration: &str, keep_running: bool, headless: bool) -> 
         guard.stop()?;
         return Ok(ExitCode::SUCCESS);
     }
-    if keep_running && status.success() {
+    if opts.keep_running && status.success() {
         println!(
             "\nKeycloak {} and jitd {server} keep running. Try:",
             guard.url()
@@ -127,6 +164,47 @@ fn open_app(keycloak_url: &str) -> Result<()> {
         bail!("the desktop app exited with {status}");
     }
     Ok(())
+}
+
+/// Where the demo's jitd writes its pid (for the next run to stop it).
+const PID_FILE: &str = "jitd.pid";
+
+/// Stops a jitd that an earlier demo left running in `demo_dir` (e.g. a
+/// `--keep-running` whose terminal was closed), so its database is never
+/// deleted under it: SIGTERM, then SIGKILL after 10 s.
+fn stop_leftover_jitd(demo_dir: &std::path::Path) {
+    let Some(pid) = std::fs::read_to_string(demo_dir.join(PID_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    // Only the jitd of this folder (pids are reused, and other jitds may run).
+    let config = demo_dir.join("jitd.toml");
+    let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            c.split(|b| *b == 0)
+                .any(|arg| arg == config.as_os_str().as_encoded_bytes())
+        })
+        .unwrap_or(false);
+    if !ours {
+        return;
+    }
+    eprintln!("xtask: stopping the jitd (pid {pid}) that an earlier demo left running");
+    // SAFETY: plain syscalls on a pid checked above.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    for _ in 0..100 {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
 }
 
 fn free_port(preferred: u16) -> u16 {

@@ -43,8 +43,18 @@ pub const BACKEND_DEMO_SECRET: &str = "jit-backend-demo-secret";
 pub const ADMIN_USERNAME: &str = "admin";
 /// Bootstrap admin password of the master realm. Demo only.
 pub const ADMIN_PASSWORD: &str = "admin-pass";
-/// How long `start` waits for readiness.
+/// How long `start` waits for readiness, unless `JIT_KEYCLOAK_START_TIMEOUT`
+/// (seconds) says otherwise (a heavily loaded machine starts it slower).
 pub const START_TIMEOUT: Duration = Duration::from_secs(420);
+
+/// [`START_TIMEOUT`], or `JIT_KEYCLOAK_START_TIMEOUT` seconds when set.
+fn start_timeout() -> Duration {
+    std::env::var("JIT_KEYCLOAK_START_TIMEOUT")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(START_TIMEOUT)
+}
 /// How long `stop` waits after SIGTERM before SIGKILL.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Marker written into the distribution directory once unpacked.
@@ -480,11 +490,11 @@ fn wait_ready(
         if health_ready(ports.management) && realm_ready(&url) {
             return Ok(());
         }
-        if spawned_at.elapsed() > START_TIMEOUT {
+        if spawned_at.elapsed() > start_timeout() {
             bail!(
                 "Keycloak was not ready after {} s (waiting for http://127.0.0.1:{}/health/ready \
                  and {url}/realms/{REALM}/.well-known/openid-configuration). Last log lines ({}):\n{}",
-                START_TIMEOUT.as_secs(),
+                start_timeout().as_secs(),
                 ports.management,
                 log_file().display(),
                 log_tail(30)

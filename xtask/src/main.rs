@@ -124,8 +124,12 @@ enum Cmd {
         keep_running: bool,
         /// Only the terminal timeline, even when a display is available
         /// (by default the desktop app then opens, with its embedded jitd).
+        /// The desktop app is then not built.
         #[arg(long)]
         headless: bool,
+        /// Port of the demo's jitd (a free one when it is taken).
+        #[arg(long, default_value_t = 8787)]
+        jitd_port: u16,
     },
 }
 
@@ -282,7 +286,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             duration,
             keep_running,
             headless,
-        } => return xtask::demo::run(ports.into(), &duration, keep_running, headless),
+            jitd_port,
+        } => {
+            return xtask::demo::run(
+                ports.into(),
+                xtask::demo::Options {
+                    duration,
+                    keep_running,
+                    headless,
+                    jitd_port,
+                },
+            )
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

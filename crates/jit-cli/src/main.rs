@@ -1,47 +1,91 @@
 //! `jit`: the JIT Access command line. A thin shell over `jit-client`
-//! (API) and `jit-keycloak` (login).
+//! (API) and `jit-keycloak` (login). `main` parses, then hands each
+//! subcommand to one function; output is a table or JSON (`--output`).
 //!
-//! Exit codes: 0 success; 1 error (one line on stderr); 2 usage; 3 denied;
-//! 4 lapsed, cancelled or ended before it was active; 5 timed out waiting.
+//! Exit codes: see [`exit::TABLE`] (also in `jit --help` and README).
 
+/// The exit-code table (one literal for `exit::TABLE` and `jit --help`).
+macro_rules! exit_table {
+    () => {
+        "Exit codes:
+  0  success
+  1  error not listed below (jitd or Keycloak unreachable, server error)
+  2  invalid usage or input (command line, duration, refused by jitd's validation)
+  3  forbidden or denied (not your right, your own request; --wait: denied)
+  4  ended without access (--wait: lapsed, cancelled, expired, revoked)
+  5  timed out (--wait --timeout, jit wait, login --timeout)
+  6  not logged in, or the session ended: run `jit login`
+  7  not found (no such request, or not one you may see)
+  8  conflict: the request's state does not allow it (already held, duplicate, decided)"
+    };
+}
+
+mod exit;
 mod profile;
 mod render;
+mod wait;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
-use clap::{Args, Parser, Subcommand};
+use anyhow::{bail, Context};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use jit_client::{Client, ListQuery, StaticToken, TokenSource};
-use jit_core::api::CreateRequestBody;
+use jit_core::api::{CreateRequestBody, RequestView};
 use jit_core::{format_duration, parse_duration, Status};
+use serde::Serialize;
+
+use crate::exit::Exit;
 
 #[derive(Parser)]
 #[command(
     name = "jit",
     version,
     about = "Just-in-time access to Keycloak roles",
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 denied, 4 lapsed/cancelled/ended, 5 timed out.\n\
-                  Pipelines: set JIT_TOKEN to an access token (audience jit-api) instead of `jit login`."
+    after_help = "Pipelines: set JIT_TOKEN to an access token (audience jit-api) instead of `jit login`.\n\
+                  Exit codes: `jit --help` lists them.",
+    after_long_help = concat!(
+        "Pipelines: set JIT_TOKEN to an access token (audience jit-api) instead of `jit login`.\n\n",
+        exit_table!()
+    )
 )]
 struct Cli {
     /// Login profile, so several users can be logged in side by side.
     #[arg(long, global = true, env = "JIT_PROFILE", default_value = "default")]
     profile: String,
-    /// jitd URL (default: the profile's, else http://127.0.0.1:8787).
-    #[arg(long, global = true, env = "JIT_SERVER")]
+    /// jitd URL [default: the profile's, else http://127.0.0.1:8787].
+    #[arg(long, global = true, env = "JIT_SERVER", value_name = "URL")]
     server: Option<String>,
+    /// Output format of every command: a table for people, or JSON for
+    /// scripts (audit and watch: one JSON object per line).
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// Same as `--output json`.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Cmd,
 }
 
+/// `--output`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
-    /// Log in through the browser (Authorization Code + PKCE, loopback redirect).
+    /// Log in: through the browser (Authorization Code + PKCE, loopback
+    /// redirect), or with --device from any other device (RFC 8628).
     Login {
-        /// Give up after this long.
-        #[arg(long, default_value = "5m")]
+        /// For a machine without a browser (SSH, a server): prints a URL and
+        /// a code to enter on any device that has one.
+        #[arg(long)]
+        device: bool,
+        /// Give up after this long (exit 5).
+        #[arg(long, default_value = "5m", value_name = "DURATION")]
         timeout: String,
     },
     /// End the Keycloak session and forget this profile's tokens.
@@ -49,12 +93,18 @@ enum Cmd {
     /// Who am I, and what may I approve.
     Whoami,
     /// What you may request.
-    Entitlements {
-        #[arg(long)]
-        json: bool,
-    },
+    Entitlements,
     /// Ask for an entitlement.
     Request(RequestArgs),
+    /// Wait for a request to become active (again, e.g. after `--wait`
+    /// was interrupted): exit 0 once active, 3 denied, 4 ended, 5 timeout.
+    Wait {
+        /// Request id, or a unique prefix of one (at least 4 characters).
+        id: String,
+        /// Give up after this long (exit 5).
+        #[arg(long, default_value = "1h", value_name = "DURATION")]
+        timeout: String,
+    },
     /// List requests you may see.
     List {
         /// Only my own requests.
@@ -66,78 +116,96 @@ enum Cmd {
         /// Filter by status (pending, approved, active, denied, cancelled, lapsed, expired, revoked).
         #[arg(long)]
         status: Option<String>,
-        #[arg(long)]
-        json: bool,
     },
-    /// Show one request (an id or a unique prefix of one).
+    /// Show every detail of one request.
+    #[command(after_help = "With --output json (or --json): the request as the API returns it.")]
     Show {
+        /// Request id, or a unique prefix of one (at least 4 characters), as
+        /// `jit list` shows it.
         id: String,
-        #[arg(long)]
-        json: bool,
     },
     /// Approve a request.
     Approve {
+        /// Request id, or a unique prefix of one.
         id: String,
         #[arg(long)]
         comment: Option<String>,
         /// Shorten the grant to this duration (never lengthen).
-        #[arg(long = "for")]
+        #[arg(long = "for", value_name = "DURATION")]
         duration: Option<String>,
     },
     /// Deny a request (a comment is required).
     Deny {
+        /// Request id, or a unique prefix of one.
         id: String,
         #[arg(long)]
         comment: String,
     },
     /// Withdraw your request before it is active.
-    Cancel { id: String },
+    Cancel {
+        /// Request id, or a unique prefix of one.
+        id: String,
+    },
     /// Give up your active grant now.
-    Drop { id: String },
+    Drop {
+        /// Grant (request) id, or a unique prefix of one.
+        id: String,
+    },
     /// End someone's grant (approvers; a comment is required).
     Revoke {
+        /// Grant (request) id, or a unique prefix of one.
         id: String,
         #[arg(long)]
         comment: String,
     },
     /// Ask for more time on your active grant.
     Extend {
+        /// Grant (request) id, or a unique prefix of one.
         id: String,
-        #[arg(long = "for")]
+        /// How much longer, e.g. 15m.
+        #[arg(long = "for", value_name = "DURATION")]
         duration: String,
         #[arg(long)]
         reason: String,
     },
     /// Close the after-the-fact review of a break-glass activation.
     Review {
+        /// Request id, or a unique prefix of one.
         id: String,
         #[arg(long)]
         comment: String,
     },
-    /// The audit trail you may see.
+    /// The audit trail you may see (with --output json: JSON lines).
     Audit {
         /// Only rows after this sequence number.
         #[arg(long, default_value_t = 0)]
         since: i64,
-        /// JSON lines (one row per line).
-        #[arg(long, conflicts_with = "csv")]
-        json: bool,
+        /// CSV export.
         #[arg(long)]
         csv: bool,
         /// Check the hash chain (auditors).
         #[arg(long)]
         verify: bool,
     },
-    /// Follow events live (Ctrl-C to stop).
-    Watch,
+    /// Follow events live (Ctrl-C to stop); reconnects by itself.
+    Watch {
+        /// Start after this event (audit sequence number); default: now.
+        #[arg(long)]
+        since: Option<i64>,
+    },
+    /// Print a shell completion script, e.g. `jit completions bash >
+    /// ~/.local/share/bash-completion/completions/jit`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff), e.g. `jit man | man -l -`.
+    Man,
 }
 
 #[derive(Args)]
 struct RequestArgs {
     /// Entitlement id (see `jit entitlements`).
     entitlement: String,
-    /// Duration, e.g. 30m, 2h (default: the entitlement's).
-    #[arg(long = "for")]
+    /// Duration, e.g. 30m, 2h [default: the entitlement's].
+    #[arg(long = "for", value_name = "DURATION")]
     duration: Option<String>,
     /// Justification.
     #[arg(long)]
@@ -152,49 +220,63 @@ struct RequestArgs {
     #[arg(long)]
     break_glass: bool,
     /// Start later (RFC 3339, UTC), e.g. 2026-12-01T09:00:00Z.
-    #[arg(long)]
+    #[arg(long, value_name = "TIME")]
     start: Option<chrono::DateTime<chrono::Utc>>,
-    /// Wait until approved and active (exit 0) or denied/lapsed (non-zero).
+    /// Wait until approved and active (exit 0) or denied/lapsed (non-zero);
+    /// survives jitd restarts. Resume an interrupted wait with `jit wait ID`.
     #[arg(long)]
     wait: bool,
     /// With --wait: give up after this long (exit 5).
-    #[arg(long, default_value = "1h")]
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
     timeout: String,
 }
 
-/// An error with a specific exit code.
-#[derive(Debug)]
-struct Exit(u8, String);
-
-impl std::fmt::Display for Exit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.1)
-    }
-}
-impl std::error::Error for Exit {}
-
 fn main() -> ExitCode {
+    // A closed stdout (`jit list | head -1`) ends the process quietly, as
+    // for any Unix filter, instead of a panic in `println!`.
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
-            if let Some(Exit(code, msg)) = e.downcast_ref::<Exit>() {
+            let code = exit::code_of(&e);
+            if let Some(Exit(_, msg)) = e.downcast_ref::<Exit>() {
                 eprintln!("jit: {msg}");
-                return ExitCode::from(*code);
+            } else {
+                // One line: the outermost message and its causes.
+                let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+                eprintln!("jit: {}", msg.join(": "));
             }
-            // One line: the outermost message and its causes.
-            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("jit: {}", msg.join(": "));
-            ExitCode::from(1)
+            ExitCode::from(code)
         }
     }
 }
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8787";
+
+impl Cli {
+    fn json(&self) -> bool {
+        self.json || self.output == Output::Json
+    }
+
+    /// Prints `value` as JSON (JSON mode) or calls `table`.
+    fn print<T: Serialize>(&self, value: &T, table: impl FnOnce()) -> anyhow::Result<()> {
+        if self.json() {
+            println!("{}", serde_json::to_string_pretty(value)?);
+        } else {
+            table();
+        }
+        Ok(())
+    }
+}
 
 /// Checks `--server` is an http(s) URL, so a typo gives a clear message.
 fn server_url(s: &str) -> anyhow::Result<String> {
@@ -202,7 +284,11 @@ fn server_url(s: &str) -> anyhow::Result<String> {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
             Ok(s.trim_end_matches('/').to_string())
         }
-        _ => bail!("invalid --server '{s}': expected a URL like http://127.0.0.1:8787"),
+        _ => Err(Exit(
+            exit::USAGE,
+            format!("invalid --server '{s}': expected a URL like http://127.0.0.1:8787"),
+        )
+        .into()),
     }
 }
 
@@ -213,15 +299,22 @@ fn client(cli: &Cli) -> anyhow::Result<Client> {
         return Ok(Client::new(&server, Some(src)));
     }
     let p = profile::load(&cli.profile)?.ok_or_else(|| {
-        anyhow!(
-            "not logged in (profile '{}'): run `jit --profile {} login`",
-            cli.profile,
-            cli.profile
+        Exit(
+            exit::NOT_LOGGED_IN,
+            format!(
+                "not logged in (profile '{}'): run `jit --profile {} login`",
+                cli.profile, cli.profile
+            ),
         )
     })?;
     let server = server_url(cli.server.as_deref().unwrap_or(&p.server))?;
     let src: Arc<dyn TokenSource> = profile::ProfileTokens::new(&cli.profile, p);
     Ok(Client::new(&server, Some(src)))
+}
+
+/// A local value the user typed that is wrong: exit 2.
+fn duration(text: &str) -> anyhow::Result<i64> {
+    parse_duration(text).map_err(|e| Exit(exit::USAGE, e.to_string()).into())
 }
 
 /// Accepts a full id or a unique prefix of a visible request's id.
@@ -230,49 +323,48 @@ async fn resolve(c: &Client, id: &str) -> anyhow::Result<String> {
         return Ok(id.to_string());
     }
     if id.len() < 4 {
-        bail!("id '{id}' is too short: give at least 4 characters");
+        bail!(Exit(
+            exit::USAGE,
+            format!("id '{id}' is too short: give at least 4 characters")
+        ));
     }
     let hits = c.find_by_prefix(id).await?;
     match hits.len() {
         1 => Ok(hits[0].request.id.clone()),
-        0 => bail!("no request you may see has an id starting with '{id}'"),
-        n => bail!("'{id}' matches {n} requests: give more characters"),
+        0 => bail!(Exit(
+            exit::NOT_FOUND,
+            format!("no request you may see has an id starting with '{id}'")
+        )),
+        n => bail!(Exit(
+            exit::USAGE,
+            format!("'{id}' matches {n} requests: give more characters")
+        )),
     }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
-        Cmd::Login { timeout } => login(&cli, parse_duration(timeout)?).await,
+        Cmd::Login { device, timeout } => login(&cli, *device, duration(timeout)?).await,
         Cmd::Logout => logout(&cli).await,
-        Cmd::Whoami => {
-            let me = client(&cli)?.me().await?;
-            println!("{} ({})", me.username, me.id);
-            if me.auditor {
-                println!("auditor: sees all requests and the whole audit trail");
-            }
-            if !me.approves.is_empty() {
-                println!("approves: {}", me.approves.join(", "));
-            }
-            Ok(())
-        }
-        Cmd::Entitlements { json } => {
+        Cmd::Whoami => whoami(&cli).await,
+        Cmd::Entitlements => {
             let es = client(&cli)?.entitlements().await?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&es)?);
-            } else {
-                render::entitlements(&es);
-            }
-            Ok(())
+            cli.print(&es, || render::entitlements(&es))
         }
         Cmd::Request(a) => request(&cli, a).await,
+        Cmd::Wait { id, timeout } => {
+            let timeout = duration(timeout)?;
+            let c = client(&cli)?;
+            let r = wait::wait_for(&c, id, timeout).await?;
+            cli.print(&r, || render::granted(&r))
+        }
         Cmd::List {
             mine,
             to_review,
             status,
-            json,
         } => {
             if let Some(s) = status {
-                s.parse::<Status>().map_err(|e| anyhow!(e))?;
+                s.parse::<Status>().map_err(|e| Exit(exit::USAGE, e))?;
             }
             let c = client(&cli)?;
             let rows = c
@@ -283,34 +375,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     review_open: false,
                 })
                 .await?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                render::list(&rows, c.server_now());
-            }
-            Ok(())
+            cli.print(&rows, || render::list(&rows, c.server_now()))
         }
-        Cmd::Show { id, json } => {
+        Cmd::Show { id } => {
             let c = client(&cli)?;
             let r = c.get(&resolve(&c, id).await?).await?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                render::show(&r, c.server_now());
-            }
-            Ok(())
+            cli.print(&r, || render::show(&r, c.server_now()))
         }
         Cmd::Approve {
             id,
             comment,
-            duration,
+            duration: d,
         } => {
-            let c = client(&cli)?;
-            if let Some(d) = duration {
-                parse_duration(d)?;
+            if let Some(d) = d {
+                duration(d)?;
             }
+            let c = client(&cli)?;
             let r = c
-                .approve(&resolve(&c, id).await?, comment.clone(), duration.clone())
+                .approve(&resolve(&c, id).await?, comment.clone(), d.clone())
                 .await?;
             let approvals = r
                 .request
@@ -318,118 +400,163 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .iter()
                 .filter(|v| v.decision == jit_core::Decision::Approve)
                 .count();
-            render::outcome(
-                &r,
-                &format!(
-                    "{} ({approvals}/{} approvals)",
-                    r.request.status, r.request.approvals_required
-                ),
-            );
-            Ok(())
+            cli.print(&r, || {
+                render::outcome(
+                    &r,
+                    &format!(
+                        "{} ({approvals}/{} approvals)",
+                        r.request.status, r.request.approvals_required
+                    ),
+                )
+            })
         }
         Cmd::Deny { id, comment } => {
             let c = client(&cli)?;
             let r = c.deny(&resolve(&c, id).await?, comment).await?;
-            render::outcome(&r, r.request.status.as_str());
-            Ok(())
+            cli.print(&r, || render::outcome(&r, r.request.status.as_str()))
         }
         Cmd::Cancel { id } => {
             let c = client(&cli)?;
             let r = c.cancel(&resolve(&c, id).await?).await?;
-            render::outcome(&r, r.request.status.as_str());
-            Ok(())
+            cli.print(&r, || render::outcome(&r, r.request.status.as_str()))
         }
         Cmd::Drop { id } => {
             let c = client(&cli)?;
             let r = c.drop_grant(&resolve(&c, id).await?).await?;
-            render::outcome(&r, "dropped; the role is being removed");
-            Ok(())
+            let what = ended_grant_effect(&c, &r, "dropped").await;
+            cli.print(&r, || render::outcome(&r, &what))
         }
         Cmd::Revoke { id, comment } => {
             let c = client(&cli)?;
             let r = c.revoke(&resolve(&c, id).await?, comment).await?;
-            render::outcome(&r, "revoked; the role is being removed");
-            Ok(())
+            let what = ended_grant_effect(&c, &r, "revoked").await;
+            cli.print(&r, || render::outcome(&r, &what))
         }
         Cmd::Extend {
             id,
-            duration,
+            duration: d,
             reason,
         } => {
+            duration(d)?;
             let c = client(&cli)?;
-            parse_duration(duration)?;
-            let r = c.extend(&resolve(&c, id).await?, duration, reason).await?;
-            println!(
-                "extension {} for {}: {}",
-                render::short(&r.request.id),
-                format_duration(r.request.duration_secs),
-                r.request.status
-            );
-            Ok(())
+            let r = c.extend(&resolve(&c, id).await?, d, reason).await?;
+            cli.print(&r, || {
+                println!(
+                    "extension {} for {}: {}",
+                    render::short(&r.request.id),
+                    format_duration(r.request.duration_secs),
+                    r.request.status
+                )
+            })
         }
         Cmd::Review { id, comment } => {
             let c = client(&cli)?;
             let r = c.review(&resolve(&c, id).await?, comment).await?;
-            println!("{} reviewed", render::short(&r.request.id));
+            cli.print(&r, || println!("{} reviewed", render::short(&r.request.id)))
+        }
+        Cmd::Audit { since, csv, verify } => audit(&cli, *since, *csv, *verify).await,
+        Cmd::Watch { since } => wait::watch(&client(&cli)?, *since, cli.json()).await,
+        Cmd::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "jit", &mut std::io::stdout());
             Ok(())
         }
-        Cmd::Audit {
-            since,
-            json,
-            csv,
-            verify,
-        } => {
-            let c = client(&cli)?;
-            if *verify {
-                let v = c.audit_verify().await?;
-                if v["ok"].as_bool() == Some(true) {
-                    println!(
-                        "audit chain OK: {} rows, last hash {}",
-                        v["rows"],
-                        v["last_hash"].as_str().unwrap_or("-")
-                    );
-                    return Ok(());
-                }
-                return Err(Exit(
-                    1,
-                    format!("audit chain BROKEN at seq {}", v["first_bad_seq"]),
-                )
-                .into());
-            }
-            if *json || *csv {
-                print!(
-                    "{}",
-                    c.audit_export(*since, if *csv { "csv" } else { "jsonl" })
-                        .await?
-                );
-            } else {
-                render::audit(&c.audit(*since).await?);
-            }
+        Cmd::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
             Ok(())
-        }
-        Cmd::Watch => {
-            use futures::StreamExt;
-            let c = client(&cli)?;
-            let mut last = None;
-            loop {
-                match c.events(last).await {
-                    Ok(stream) => {
-                        let mut stream = Box::pin(stream);
-                        while let Some(ev) = stream.next().await {
-                            let ev = ev?;
-                            last = Some(ev.id);
-                            render::event(&ev);
-                        }
-                    }
-                    Err(e) => eprintln!("jit: event stream: {e}; retrying"),
-                }
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
         }
     }
 }
 
-async fn login(cli: &Cli, timeout_secs: i64) -> anyhow::Result<()> {
+async fn whoami(cli: &Cli) -> anyhow::Result<()> {
+    let me = client(cli)?.me().await?;
+    cli.print(&me, || {
+        println!("{} ({})", me.username, me.id);
+        if me.auditor {
+            println!("auditor: sees all requests and the whole audit trail");
+        }
+        if !me.approves.is_empty() {
+            println!("approves: {}", me.approves.join(", "));
+        }
+    })
+}
+
+/// What ending grant `r` does to the role: removed, or kept by another
+/// active grant of the same entitlement to the same user (which jitd
+/// honours: the role goes only with the last one).
+async fn ended_grant_effect(c: &Client, r: &RequestView, verb: &str) -> String {
+    let others = c
+        .list(&ListQuery {
+            status: Some("active".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_default();
+    let keeper = others.iter().find(|o| {
+        o.request.id != r.request.id
+            && o.request.entitlement_id == r.request.entitlement_id
+            && o.request.requester_id == r.request.requester_id
+    });
+    match keeper {
+        Some(k) => format!(
+            "{verb}; the role stays while grant {} is active (until {})",
+            render::short(&k.request.id),
+            k.request
+                .expires_at
+                .map(render::time)
+                .unwrap_or_else(|| "-".into())
+        ),
+        None => format!("{verb}; the role is being removed from Keycloak"),
+    }
+}
+
+async fn audit(cli: &Cli, since: i64, csv: bool, verify: bool) -> anyhow::Result<()> {
+    let c = client(cli)?;
+    if verify {
+        let v = c.audit_verify().await?;
+        if v["ok"].as_bool() == Some(true) {
+            return cli.print(&v, || {
+                println!(
+                    "audit chain OK: {} rows, last hash {}",
+                    v["rows"],
+                    v["last_hash"].as_str().unwrap_or("-")
+                )
+            });
+        }
+        if cli.json() {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        bail!(Exit(
+            exit::ERROR,
+            format!("audit chain BROKEN at seq {}", v["first_bad_seq"])
+        ));
+    }
+    if csv && cli.json() {
+        bail!(Exit(
+            exit::USAGE,
+            "--csv and --output json exclude each other".into()
+        ));
+    }
+    if csv || cli.json() {
+        print!(
+            "{}",
+            c.audit_export(since, if csv { "csv" } else { "jsonl" })
+                .await?
+        );
+    } else {
+        render::audit(&c.audit(since).await?);
+    }
+    Ok(())
+}
+
+/// What `jit login` prints in JSON mode.
+#[derive(Serialize)]
+struct LoggedIn<'a> {
+    username: &'a str,
+    profile: &'a str,
+    server: &'a str,
+}
+
+async fn login(cli: &Cli, device: bool, timeout_secs: i64) -> anyhow::Result<()> {
     let server = cli
         .server
         .clone()
@@ -447,15 +574,34 @@ async fn login(cli: &Cli, timeout_secs: i64) -> anyhow::Result<()> {
         &cfg.cli_client_id,
     )
     .await?;
-    let session = oidc.start_login().await?;
-    let url = session.authorize_url.to_string();
-    eprintln!("Opening the browser to log in. If it does not open, visit:\n  {url}");
-    if let Err(e) = jit_keycloak::oidc::open_in_browser(&url) {
-        eprintln!("jit: {e}");
-    }
-    let tokens = oidc
-        .finish_login(session, Duration::from_secs(timeout_secs as u64))
-        .await?;
+    let timeout = Duration::from_secs(timeout_secs as u64);
+    let waiting = format!(
+        "waiting up to {}; Ctrl-C to stop",
+        format_duration(timeout_secs)
+    );
+    let tokens = if device {
+        let d = oidc.start_device_login().await?;
+        eprintln!(
+            "To log in, open {} on any device with a browser and enter the code {}",
+            d.verification_uri, d.user_code
+        );
+        if let Some(full) = &d.verification_uri_complete {
+            eprintln!("  (or open {full})");
+        }
+        eprintln!("({waiting})");
+        oidc.finish_device_login(d, timeout).await?
+    } else {
+        let session = oidc.start_login().await?;
+        let url = session.authorize_url.to_string();
+        eprintln!("To log in, open this URL in a browser on this machine ({waiting}):\n  {url}");
+        if let Err(e) = jit_keycloak::oidc::open_in_browser(&url) {
+            eprintln!(
+                "(no browser was started: {e}. Open the URL yourself, or use \
+                 `jit login --device` to log in from another device.)"
+            );
+        }
+        oidc.finish_login(session, timeout).await?
+    };
     let probe = Client::new(
         &server,
         Some(Arc::new(StaticToken(tokens.access_token.clone()))),
@@ -471,17 +617,25 @@ async fn login(cli: &Cli, timeout_secs: i64) -> anyhow::Result<()> {
             tokens,
         },
     )?;
-    println!(
-        "Logged in as {} (profile '{}', server {server})",
-        me.username, cli.profile
-    );
-    Ok(())
+    let out = LoggedIn {
+        username: &me.username,
+        profile: &cli.profile,
+        server: &server,
+    };
+    cli.print(&out, || {
+        println!(
+            "Logged in as {} (profile '{}', server {server})",
+            me.username, cli.profile
+        )
+    })
 }
 
 async fn logout(cli: &Cli) -> anyhow::Result<()> {
     let Some(p) = profile::load(&cli.profile)? else {
-        println!("Not logged in (profile '{}')", cli.profile);
-        return Ok(());
+        let out = serde_json::json!({"profile": cli.profile, "logged_out": false});
+        return cli.print(&out, || {
+            println!("Not logged in (profile '{}')", cli.profile)
+        });
     };
     if let Some(rt) = &p.tokens.refresh_token {
         match jit_keycloak::OidcClient::discover(
@@ -500,15 +654,18 @@ async fn logout(cli: &Cli) -> anyhow::Result<()> {
         }
     }
     profile::remove(&cli.profile)?;
-    println!("Logged out {} (profile '{}')", p.username, cli.profile);
-    Ok(())
+    let out =
+        serde_json::json!({"profile": cli.profile, "username": p.username, "logged_out": true});
+    cli.print(&out, || {
+        println!("Logged out {} (profile '{}')", p.username, cli.profile)
+    })
 }
 
 async fn request(cli: &Cli, a: &RequestArgs) -> anyhow::Result<()> {
     if let Some(d) = &a.duration {
-        parse_duration(d)?;
+        duration(d)?;
     }
-    let timeout = parse_duration(&a.timeout)?;
+    let timeout = duration(&a.timeout)?;
     let c = client(cli)?;
     let r = c
         .create(&CreateRequestBody {
@@ -522,93 +679,83 @@ async fn request(cli: &Cli, a: &RequestArgs) -> anyhow::Result<()> {
             break_glass: a.break_glass,
         })
         .await?;
-    println!(
-        "Requested {} for {}: {} (id {})",
-        r.request.entitlement_id,
-        format_duration(r.request.duration_secs),
-        r.request.status,
-        r.request.id
-    );
     if !a.wait {
-        return Ok(());
+        return cli.print(&r, || render::requested(&r));
     }
-    let id = r.request.id.clone();
-    let started = std::time::Instant::now();
-    let mut last_line = String::new();
-    loop {
-        let r = c.get(&id).await?;
-        let approvals = r
-            .request
-            .votes
-            .iter()
-            .filter(|v| v.decision == jit_core::Decision::Approve)
-            .count();
-        let line = match r.request.status {
-            Status::Active => {
-                let left = r.remaining_secs.unwrap_or(0);
-                println!(
-                    "Granted: {} is active until {} ({} left)",
-                    r.request.entitlement_id,
-                    r.request.expires_at.map(render::time).unwrap_or_default(),
-                    format_duration(left)
-                );
-                return Ok(());
+    if !cli.json() {
+        render::requested(&r);
+    }
+    let r = wait::wait_for(&c, &r.request.id, timeout).await?;
+    cli.print(&r, || render::granted(&r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn long_help_has_the_exit_code_table() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains(exit::TABLE), "{help}");
+    }
+
+    #[test]
+    fn usage_lines_do_not_claim_optional_arguments_are_required() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        for sub in ["request", "list", "approve", "login"] {
+            let usage = cmd
+                .find_subcommand_mut(sub)
+                .unwrap()
+                .render_usage()
+                .to_string();
+            for optional in ["--for", "--server", "--timeout", "--output"] {
+                assert!(!usage.contains(&format!(" {optional} ")), "{sub}: {usage}");
             }
-            Status::Denied => {
-                let why = r
-                    .request
-                    .votes
-                    .iter()
-                    .find(|v| v.decision == jit_core::Decision::Deny)
-                    .map(|v| {
-                        format!(
-                            " by {}: {}",
-                            v.approver_username,
-                            v.comment.clone().unwrap_or_default()
-                        )
-                    })
-                    .unwrap_or_default();
-                return Err(Exit(3, format!("denied{why}")).into());
-            }
-            Status::Applied => {
-                println!(
-                    "Extended: {} (added {} to its grant)",
-                    r.request.entitlement_id,
-                    format_duration(r.request.duration_secs)
-                );
-                return Ok(());
-            }
-            s @ (Status::Lapsed | Status::Cancelled | Status::Expired | Status::Revoked) => {
-                return Err(Exit(4, format!("request {s}")).into());
-            }
-            Status::Approved => match (&r.request.start_at, &r.keycloak.last_error) {
-                (_, Some(err)) => {
-                    format!("approved; granting in Keycloak is being retried ({err})")
-                }
-                (Some(t), None) if *t > c.server_now() => {
-                    format!("approved; starts at {}", render::time(*t))
-                }
-                _ => "approved; granting in Keycloak…".to_string(),
-            },
-            Status::Pending => format!(
-                "waiting for approval ({approvals}/{} approvals)",
-                r.request.approvals_required
-            ),
-        };
-        if line != last_line {
-            eprintln!("  {line}");
-            last_line = line;
         }
-        if started.elapsed().as_secs() as i64 >= timeout {
-            return Err(Exit(
-                5,
-                format!(
-                    "timed out after {} waiting for {id}",
-                    format_duration(timeout)
-                ),
-            )
-            .into());
+    }
+
+    #[test]
+    fn completions_and_man_page_cover_the_commands() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "jit", &mut out);
+            let text = String::from_utf8(out).unwrap();
+            for sub in ["request", "approve", "watch", "completions"] {
+                assert!(text.contains(sub), "{shell}: no {sub}");
+            }
         }
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let mut man = Vec::new();
+        clap_mangen::Man::new(Cli::command())
+            .render(&mut man)
+            .unwrap();
+        let man = String::from_utf8(man).unwrap();
+        assert!(man.starts_with(".ie") || man.contains(".TH"), "{man}");
+        assert!(
+            man.contains("Exit codes"),
+            "the man page lists the exit codes"
+        );
+    }
+
+    #[test]
+    fn every_command_takes_output_json() {
+        for args in [
+            vec!["jit", "--output", "json", "list"],
+            vec!["jit", "list", "--json"],
+            vec!["jit", "audit", "--output", "json"],
+            vec!["jit", "show", "abcd", "--output", "table"],
+            vec!["jit", "whoami", "--json"],
+        ] {
+            Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
     }
 }

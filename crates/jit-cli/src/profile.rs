@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context};
 use futures::future::BoxFuture;
 use jit_client::{ClientError, TokenSource};
+use jit_keycloak::oidc::OidcError;
 use jit_keycloak::{OidcClient, TokenSet};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -122,20 +123,20 @@ impl ProfileTokens {
         if !p.tokens.needs_refresh(chrono::Utc::now(), 30) {
             return Ok(p.tokens.access_token.clone());
         }
-        let relogin = |why: String| {
+        let relogin = |why: &str| {
             ClientError::Token(format!("{why}; run `jit --profile {} login`", self.name))
         };
         let refresh = p
             .tokens
             .refresh_token
             .clone()
-            .ok_or_else(|| relogin("the session expired".into()))?;
+            .ok_or_else(|| relogin("the session expired"))?;
         let mut oidc = self.oidc.lock().await;
         if oidc.is_none() {
             *oidc = Some(
                 OidcClient::discover(jit_keycloak::http_client(), &p.issuer, &p.client_id)
                     .await
-                    .map_err(|e| ClientError::Token(e.to_string()))?,
+                    .map_err(keycloak_down)?,
             );
         }
         let fresh = oidc
@@ -143,10 +144,23 @@ impl ProfileTokens {
             .expect("set above")
             .refresh(&refresh)
             .await
-            .map_err(|e| relogin(e.to_string()))?;
+            .map_err(|e| match e {
+                OidcError::SessionEnded => relogin("the Keycloak session has ended"),
+                e @ OidcError::Unreachable { .. } => keycloak_down(e),
+                other => relogin(&other.to_string()),
+            })?;
         p.tokens = fresh;
         save(&self.name, &p).map_err(|e| ClientError::Token(e.to_string()))?;
         Ok(p.tokens.access_token.clone())
+    }
+}
+
+/// Keycloak could not be reached to refresh the token: an outage (retried
+/// by waiting commands), not a reason to log in again.
+fn keycloak_down(e: OidcError) -> ClientError {
+    match e {
+        e @ OidcError::Unreachable { .. } => ClientError::KeycloakUnreachable(e.to_string()),
+        other => ClientError::Token(other.to_string()),
     }
 }
 

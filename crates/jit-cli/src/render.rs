@@ -18,6 +18,47 @@ pub fn safe(s: &str) -> String {
         .collect()
 }
 
+/// `text` (made [`safe`]) cut to `max` characters, with `…` when cut.
+pub fn cut(text: &str, max: usize) -> String {
+    let text = safe(text);
+    if text.chars().count() <= max {
+        return text;
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// `Requested prod-db-admin for 30m: pending (id …)`.
+pub fn requested(r: &RequestView) {
+    println!(
+        "Requested {} for {}: {} (id {})",
+        r.request.entitlement_id,
+        format_duration(r.request.duration_secs),
+        r.request.status,
+        r.request.id
+    );
+}
+
+/// `Granted: prod-db-admin is active until … (… left)`, or for an applied
+/// extension `Extended: prod-db-admin (added 15m to its grant)`.
+pub fn granted(r: &RequestView) {
+    if r.request.status == jit_core::Status::Applied {
+        println!(
+            "Extended: {} (added {} to its grant)",
+            r.request.entitlement_id,
+            format_duration(r.request.duration_secs)
+        );
+        return;
+    }
+    println!(
+        "Granted: {} is active until {} ({} left)",
+        r.request.entitlement_id,
+        r.request.expires_at.map(time).unwrap_or_default(),
+        format_duration(r.remaining_secs.unwrap_or(0))
+    );
+}
+
 /// First 8 characters of an id (commands accept unique prefixes).
 pub fn short(id: &str) -> &str {
     &id[..id.len().min(8)]
@@ -39,12 +80,12 @@ pub fn entitlements(es: &[EntitlementView]) {
         return;
     }
     println!(
-        "{:<20} {:<36} {:>8} {:>9}  NAME",
-        "ID", "GRANTS", "MAX", "APPROVALS"
+        "{:<20} {:<36} {:>12}  {:>9}  NAME",
+        "ID", "GRANTS", "MAX-DURATION", "APPROVALS"
     );
     for e in es {
         println!(
-            "{:<20} {:<36} {:>8} {:>9}  {}",
+            "{:<20} {:<36} {:>12}  {:>9}  {}",
             e.id,
             e.target,
             format_duration(e.max_duration_secs),
@@ -93,7 +134,7 @@ pub fn list(rows: &[RequestView], now: DateTime<Utc>) {
             .iter()
             .filter(|v| v.decision == Decision::Approve)
             .count();
-        let mut reason: String = safe(&q.justification).chars().take(40).collect();
+        let mut reason = cut(&q.justification, 40);
         if q.urgent {
             reason = format!("[urgent] {reason}");
         }
@@ -221,6 +262,10 @@ pub fn audit(rows: &[AuditRecord]) {
         println!("No audit rows.");
         return;
     }
+    println!(
+        "{:>5}  {:<19}  {:<18} {:<8} {:<16} {:<10} REASON",
+        "SEQ", "TIME (UTC)", "EVENT", "REQUEST", "ENTITLEMENT", "ACTOR"
+    );
     for r in rows {
         println!(
             "{:>5}  {}  {:<18} {:<8} {:<16} {:<10} {}",
@@ -230,7 +275,7 @@ pub fn audit(rows: &[AuditRecord]) {
             short(&r.request_id),
             r.entitlement_id,
             r.actor,
-            safe(r.reason.as_deref().unwrap_or(""))
+            cut(r.reason.as_deref().unwrap_or(""), 60)
         );
     }
 }
@@ -246,6 +291,19 @@ pub fn event(ev: &ServerEvent) {
         short(&r.request_id),
         r.entitlement_id,
         r.actor,
-        safe(r.reason.as_deref().unwrap_or(""))
+        cut(r.reason.as_deref().unwrap_or(""), 60)
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_marks_what_it_cuts() {
+        assert_eq!(cut("short", 40), "short");
+        assert_eq!(cut("abcdef", 4), "abc…");
+        assert_eq!(cut("abcd", 4), "abcd");
+        assert_eq!(cut("a\u{1b}[31mb", 40), "a?[31mb");
+    }
 }

@@ -34,6 +34,10 @@ pub enum ClientError {
     Protocol(String),
     #[error("not logged in: {0}")]
     Token(String),
+    /// Keycloak could not be reached to refresh the token: an outage that
+    /// may pass, not a reason to log in again.
+    #[error("cannot reach Keycloak to refresh the login: {0}")]
+    KeycloakUnreachable(String),
 }
 
 impl ClientError {

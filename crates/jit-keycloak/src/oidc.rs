@@ -7,8 +7,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use oauth2::basic::BasicClient;
 use oauth2::{
-    AuthUrl, AuthorizationCode, ClientId, CsrfToken, PkceCodeChallenge, PkceCodeVerifier,
-    RedirectUrl, RefreshToken, Scope, TokenResponse, TokenUrl,
+    AuthUrl, AuthorizationCode, ClientId, CsrfToken, DeviceAuthorizationUrl, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, RefreshToken, Scope, StandardDeviceAuthorizationResponse,
+    TokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,8 +28,8 @@ pub enum OidcError {
     Discovery(String, String),
     #[error("login was refused by Keycloak: {0}")]
     Refused(String),
-    #[error("login state mismatch: the redirect did not come from this login attempt")]
-    StateMismatch,
+    #[error("the device login is not available: {0}")]
+    DeviceUnsupported(String),
     #[error("login timed out waiting for the browser")]
     Timeout,
     #[error("token request failed: {0}")]
@@ -50,6 +51,10 @@ pub struct Discovery {
     pub end_session_endpoint: Option<String>,
     #[serde(default)]
     pub revocation_endpoint: Option<String>,
+    /// RFC 8628 §4 (Keycloak serves it at
+    /// `{issuer}/protocol/openid-connect/auth/device`).
+    #[serde(default)]
+    pub device_authorization_endpoint: Option<String>,
 }
 
 impl Discovery {
@@ -119,6 +124,22 @@ pub struct LoginSession {
     state: CsrfToken,
 }
 
+/// A device login in progress (RFC 8628): show the user
+/// `verification_uri` and `user_code` (or `verification_uri_complete`),
+/// then call [`OidcClient::finish_device_login`].
+pub struct DeviceLogin {
+    /// Where to go on any device with a browser.
+    pub verification_uri: String,
+    /// The same URL with the code filled in, when Keycloak gives one.
+    pub verification_uri_complete: Option<String>,
+    /// The code to enter there, e.g. `WDJB-MJHT`.
+    pub user_code: String,
+    /// How long the code stays valid.
+    pub expires_in: Duration,
+    details: StandardDeviceAuthorizationResponse,
+    verifier: PkceCodeVerifier,
+}
+
 /// An OIDC public client (`jit-cli`, `jit-desktop`) of one realm.
 #[derive(Clone)]
 pub struct OidcClient {
@@ -180,6 +201,16 @@ impl OidcClient {
     /// Waits (up to `timeout`) for the browser to come back to the loopback
     /// redirect, checks `state`, tells the browser tab it can close, and
     /// exchanges the code (with the PKCE verifier) for tokens.
+    ///
+    /// Connections to the listener are served concurrently, each with a
+    /// [`CALLBACK_READ_LIMIT`] to send its request: a silent connection or a
+    /// TLS handshake cannot hold the login up. A request that is not the
+    /// callback of this login (wrong path, wrong or missing `state`) gets an
+    /// error page and the wait goes on (RFC 6749 §10.12: `state` binds the
+    /// redirect to this attempt).
+    ///
+    /// Errors: [`OidcError::Timeout`], [`OidcError::Refused`] (Keycloak sent
+    /// `error=` for this login, or no code), [`OidcError::Token`].
     pub async fn finish_login(
         &self,
         session: LoginSession,
@@ -192,75 +223,7 @@ impl OidcClient {
             redirect_uri,
             ..
         } = session;
-        let wait = async {
-            loop {
-                let (mut sock, _) = listener.accept().await?;
-                let mut buf = vec![0u8; 8192];
-                let mut n = 0;
-                while n < buf.len() {
-                    let r = sock.read(&mut buf[n..]).await?;
-                    if r == 0 {
-                        break;
-                    }
-                    n += r;
-                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf[..n]).to_string();
-                let target = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-                let url = url::Url::parse(&format!("http://127.0.0.1{target}")).ok();
-                let Some(url) = url.filter(|u| u.path() == "/callback") else {
-                    let _ = sock.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
-                    continue;
-                };
-                let q: std::collections::HashMap<String, String> =
-                    url.query_pairs().into_owned().collect();
-                let (status, body, result) = if let Some(err) = q.get("error") {
-                    let why = q
-                        .get("error_description")
-                        .cloned()
-                        .unwrap_or_else(|| err.clone());
-                    (
-                        "400 Bad Request",
-                        format!(
-                            "Login failed: {}. You can close this tab.",
-                            html_escape(&why)
-                        ),
-                        Err(OidcError::Refused(why)),
-                    )
-                } else if q.get("state").map(String::as_str) != Some(state.secret().as_str()) {
-                    (
-                        "400 Bad Request",
-                        "Login failed: state mismatch. You can close this tab.".to_string(),
-                        Err(OidcError::StateMismatch),
-                    )
-                } else if let Some(code) = q.get("code") {
-                    (
-                        "200 OK",
-                        "Logged in to JIT Access. You can close this tab.".to_string(),
-                        Ok(code.clone()),
-                    )
-                } else {
-                    (
-                        "400 Bad Request",
-                        "Login failed: no code. You can close this tab.".to_string(),
-                        Err(OidcError::Refused("no authorization code".into())),
-                    )
-                };
-                let page = format!(
-                    "<!doctype html><meta charset=utf-8><title>JIT Access</title><p>{body}</p>"
-                );
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\ncache-control: no-store\r\n\r\n{page}",
-                    page.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-                let _ = sock.shutdown().await;
-                return result;
-            }
-        };
-        let code = tokio::time::timeout(timeout, wait)
+        let code = tokio::time::timeout(timeout, wait_for_callback(&listener, state.secret()))
             .await
             .map_err(|_| OidcError::Timeout)??;
         let resp = self
@@ -270,6 +233,121 @@ impl OidcClient {
             .request_async(&self.http)
             .await
             .map_err(|e| OidcError::Token(describe_token_error(e)))?;
+        Ok(token_set(&resp, None))
+    }
+
+    /// Starts an OAuth 2.0 Device Authorization Grant (RFC 8628 §3.1) for
+    /// a machine without a browser: the user opens
+    /// [`DeviceLogin::verification_uri`] on any device and enters
+    /// [`DeviceLogin::user_code`]; then call
+    /// [`OidcClient::finish_device_login`].
+    ///
+    /// Errors: [`OidcError::DeviceUnsupported`] when the realm does not
+    /// announce a device endpoint or the client may not use the grant
+    /// (Keycloak: "OAuth 2.0 Device Authorization Grant" on the client),
+    /// [`OidcError::Token`] for other refusals.
+    pub async fn start_device_login(&self) -> Result<DeviceLogin, OidcError> {
+        let endpoint = self
+            .discovery
+            .device_authorization_endpoint
+            .clone()
+            .ok_or_else(|| {
+                OidcError::DeviceUnsupported(format!(
+                    "{} announces no device_authorization_endpoint",
+                    self.discovery.issuer
+                ))
+            })?;
+        let bad =
+            |e: url::ParseError| OidcError::Discovery(self.discovery.issuer.clone(), e.to_string());
+        let client = BasicClient::new(ClientId::new(self.client_id.clone()))
+            .set_token_uri(TokenUrl::new(self.discovery.token_endpoint.clone()).map_err(bad)?)
+            .set_device_authorization_url(DeviceAuthorizationUrl::new(endpoint).map_err(bad)?);
+        // PKCE S256 here too (RFC 7636 with RFC 8628, as Keycloak accepts
+        // and, for clients that require PKCE, demands).
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let details: StandardDeviceAuthorizationResponse = client
+            .exchange_device_code()
+            .add_scope(Scope::new("openid".into()))
+            .add_extra_param("code_challenge", challenge.as_str().to_string())
+            .add_extra_param(
+                "code_challenge_method",
+                challenge.method().as_str().to_string(),
+            )
+            .request_async(&self.http)
+            .await
+            .map_err(|e| match e {
+                oauth2::RequestTokenError::ServerResponse(r)
+                    if matches!(
+                        r.error(),
+                        oauth2::basic::BasicErrorResponseType::UnauthorizedClient
+                            | oauth2::basic::BasicErrorResponseType::UnsupportedGrantType
+                    ) =>
+                {
+                    OidcError::DeviceUnsupported(format!(
+                        "Keycloak does not allow it for client {}: {}",
+                        self.client_id,
+                        r.error_description()
+                            .cloned()
+                            .unwrap_or_else(|| r.error().to_string())
+                    ))
+                }
+                other => OidcError::Token(describe_token_error(other)),
+            })?;
+        Ok(DeviceLogin {
+            verification_uri: details.verification_uri().to_string(),
+            verification_uri_complete: details
+                .verification_uri_complete()
+                .map(|u| u.secret().to_string()),
+            user_code: details.user_code().secret().to_string(),
+            expires_in: details.expires_in(),
+            details,
+            verifier,
+        })
+    }
+
+    /// Polls the token endpoint (at the interval Keycloak asks for, slower on
+    /// `slow_down`; RFC 8628 §3.4–3.5) until the user approves on the other
+    /// device, for at most `timeout` and never past the code's expiry.
+    ///
+    /// Errors: [`OidcError::Timeout`] (code expired or `timeout` passed),
+    /// [`OidcError::Refused`] (the user denied it), [`OidcError::Token`].
+    pub async fn finish_device_login(
+        &self,
+        login: DeviceLogin,
+        timeout: Duration,
+    ) -> Result<TokenSet, OidcError> {
+        let bad =
+            |e: url::ParseError| OidcError::Discovery(self.discovery.issuer.clone(), e.to_string());
+        let client = BasicClient::new(ClientId::new(self.client_id.clone()))
+            .set_token_uri(TokenUrl::new(self.discovery.token_endpoint.clone()).map_err(bad)?);
+        let resp = client
+            .exchange_device_access_token(&login.details)
+            .add_extra_param("code_verifier", login.verifier.secret().to_string())
+            .request_async(&self.http, tokio::time::sleep, Some(timeout))
+            .await
+            .map_err(|e| match e {
+                oauth2::RequestTokenError::ServerResponse(r) => match r.error() {
+                    oauth2::DeviceCodeErrorResponseType::ExpiredToken => OidcError::Timeout,
+                    oauth2::DeviceCodeErrorResponseType::AccessDenied => OidcError::Refused(
+                        r.error_description()
+                            .cloned()
+                            .unwrap_or_else(|| "the login was denied".into()),
+                    ),
+                    other => OidcError::Token(format!(
+                        "{other}{}",
+                        r.error_description()
+                            .map(|d| format!(": {d}"))
+                            .unwrap_or_default()
+                    )),
+                },
+                oauth2::RequestTokenError::Request(e) => {
+                    OidcError::Token(format!("request failed: {e}"))
+                }
+                oauth2::RequestTokenError::Parse(e, _) => {
+                    OidcError::Token(format!("unreadable response: {e}"))
+                }
+                oauth2::RequestTokenError::Other(s) => OidcError::Token(s),
+            })?;
         Ok(token_set(&resp, None))
     }
 
@@ -395,9 +473,241 @@ pub fn open_in_browser(url: &str) -> Result<(), String> {
     webbrowser::open(url).map_err(|e| format!("cannot open a browser: {e}"))
 }
 
+/// How long one connection to the loopback login listener may take to send
+/// its request head; a silent client or a TLS handshake is then dropped.
+pub const CALLBACK_READ_LIMIT: Duration = Duration::from_secs(5);
+
+/// At most this many connections to the listener are read at once; more
+/// are closed at once (a local flood cannot exhaust memory).
+const CALLBACK_MAX_CONNECTIONS: usize = 64;
+
+/// Serves connections to the loopback listener until one is the callback of
+/// the login whose `state` is given; returns its code (or the refusal).
+async fn wait_for_callback(listener: &TcpListener, state: &str) -> Result<String, OidcError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<String, OidcError>>(1);
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((sock, _)) = accepted else {
+                    // e.g. out of file descriptors: back off a little.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                if tasks.len() >= CALLBACK_MAX_CONNECTIONS {
+                    drop(sock);
+                    continue;
+                }
+                let (tx, state) = (tx.clone(), state.to_string());
+                tasks.spawn(async move {
+                    if let Some(outcome) = serve_callback(sock, &state).await {
+                        let _ = tx.send(outcome).await;
+                    }
+                });
+            }
+            Some(outcome) = rx.recv() => return outcome,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+}
+
+/// Reads one request (within [`CALLBACK_READ_LIMIT`]) and answers it.
+/// `Some` when it is this login's callback (a code, or Keycloak's refusal);
+/// `None` for anything else, which gets an error answer or is dropped.
+async fn serve_callback(
+    mut sock: tokio::net::TcpStream,
+    state: &str,
+) -> Option<Result<String, OidcError>> {
+    let head = tokio::time::timeout(CALLBACK_READ_LIMIT, read_head(&mut sock))
+        .await
+        .ok()??;
+    let mut words = head.split_whitespace();
+    let (method, target) = (words.next()?, words.next()?);
+    if !target.starts_with('/') || !words.next()?.starts_with("HTTP/") {
+        return None; // not HTTP (e.g. a TLS ClientHello): just close
+    }
+    let url = url::Url::parse(&format!("http://127.0.0.1{target}")).ok();
+    let (status, body, outcome) = match url.filter(|u| u.path() == "/callback") {
+        None => ("404 Not Found", "Not found.".to_string(), None),
+        Some(_) if method != "GET" => (
+            "405 Method Not Allowed",
+            "Only GET is served here.".to_string(),
+            None,
+        ),
+        Some(url) => {
+            let q: std::collections::HashMap<String, String> =
+                url.query_pairs().into_owned().collect();
+            if q.get("state").map(String::as_str) != Some(state) {
+                (
+                    "400 Bad Request",
+                    "This is not the login in progress (state mismatch); it is ignored."
+                        .to_string(),
+                    None,
+                )
+            } else if let Some(err) = q.get("error") {
+                let why = q
+                    .get("error_description")
+                    .cloned()
+                    .unwrap_or_else(|| err.clone());
+                (
+                    "400 Bad Request",
+                    format!(
+                        "Login failed: {}. You can close this tab.",
+                        html_escape(&why)
+                    ),
+                    Some(Err(OidcError::Refused(why))),
+                )
+            } else if let Some(code) = q.get("code") {
+                (
+                    "200 OK",
+                    "Logged in to JIT Access. You can close this tab.".to_string(),
+                    Some(Ok(code.clone())),
+                )
+            } else {
+                (
+                    "400 Bad Request",
+                    "Login failed: no code. You can close this tab.".to_string(),
+                    Some(Err(OidcError::Refused("no authorization code".into()))),
+                )
+            }
+        }
+    };
+    let page = format!("<!doctype html><meta charset=utf-8><title>JIT Access</title><p>{body}</p>");
+    let resp = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\ncache-control: no-store\r\n\r\n{page}",
+        page.len()
+    );
+    let _ = tokio::time::timeout(CALLBACK_READ_LIMIT, async {
+        let _ = sock.write_all(resp.as_bytes()).await;
+        let _ = sock.shutdown().await;
+    })
+    .await;
+    outcome
+}
+
+/// The request line and headers (up to 8 KiB), or `None` if the peer
+/// closed first or sent more without ending the head.
+async fn read_head(sock: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut buf = vec![0u8; 8192];
+    let mut n = 0;
+    while n < buf.len() {
+        let r = sock.read(&mut buf[n..]).await.ok()?;
+        if r == 0 {
+            return None;
+        }
+        n += r;
+        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+            return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    None
+}
+
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// Sends `request` to the listener and returns the status line answered.
+    async fn ask(port: u16, request: &str) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out.lines().next().unwrap_or_default().to_string()
+    }
+
+    async fn listener() -> (TcpListener, u16) {
+        let l = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        (l, port)
+    }
+
+    const BOUND: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn stray_requests_are_answered_and_the_wait_goes_on() {
+        let (l, port) = listener().await;
+        let wait = tokio::spawn(async move { wait_for_callback(&l, "the-state").await });
+        let stray = ask(
+            port,
+            "GET /callback?code=x&state=y HTTP/1.1\r\nhost: a\r\n\r\n",
+        )
+        .await;
+        assert!(stray.contains("400"), "{stray}");
+        let no_state = ask(port, "GET /callback?code=x HTTP/1.1\r\n\r\n").await;
+        assert!(no_state.contains("400"), "{no_state}");
+        let other = ask(port, "GET /favicon.ico HTTP/1.1\r\n\r\n").await;
+        assert!(other.contains("404"), "{other}");
+        assert!(!wait.is_finished(), "a stray request ended the login");
+        let ok = ask(
+            port,
+            "GET /callback?code=the-code&state=the-state HTTP/1.1\r\n\r\n",
+        )
+        .await;
+        assert!(ok.contains("200"), "{ok}");
+        let code = tokio::time::timeout(BOUND, wait).await.unwrap().unwrap();
+        assert_eq!(code.unwrap(), "the-code");
+    }
+
+    #[tokio::test]
+    async fn silent_and_tls_connections_do_not_block_the_callback() {
+        let (l, port) = listener().await;
+        let wait = tokio::spawn(async move { wait_for_callback(&l, "s1").await });
+        // Held open for the whole test: sends nothing.
+        let _silent = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        // A TLS ClientHello (record header + start of a handshake), kept open.
+        let mut tls = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        tls.write_all(&[
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ])
+        .await
+        .unwrap();
+        let ok = ask(port, "GET /callback?code=c1&state=s1 HTTP/1.1\r\n\r\n").await;
+        assert!(ok.contains("200"), "{ok}");
+        let code = tokio::time::timeout(BOUND, wait)
+            .await
+            .expect("the callback was not served while other connections were open")
+            .unwrap();
+        assert_eq!(code.unwrap(), "c1");
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_closed_after_the_read_limit() {
+        let (l, port) = listener().await;
+        let _wait = tokio::spawn(async move { wait_for_callback(&l, "s").await });
+        let mut silent = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut buf = [0u8; 16];
+        // The listener closes it (EOF) once CALLBACK_READ_LIMIT has passed.
+        let n = tokio::time::timeout(BOUND, silent.read(&mut buf))
+            .await
+            .expect("the silent connection was never closed")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn keycloak_refusal_for_this_login_ends_it() {
+        let (l, port) = listener().await;
+        let wait = tokio::spawn(async move { wait_for_callback(&l, "s2").await });
+        let answer = ask(
+            port,
+            "GET /callback?error=access_denied&error_description=no%20way&state=s2 HTTP/1.1\r\n\r\n",
+        )
+        .await;
+        assert!(answer.contains("400"), "{answer}");
+        let r = tokio::time::timeout(BOUND, wait).await.unwrap().unwrap();
+        assert!(
+            matches!(r, Err(OidcError::Refused(ref w)) if w == "no way"),
+            "{r:?}"
+        );
+    }
 }

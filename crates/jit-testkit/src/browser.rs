@@ -126,6 +126,171 @@ pub async fn browser_login(authorize_url: &str, username: &str, password: &str) 
     bail!("too many redirects/pages (> {MAX_STEPS}) during login")
 }
 
+/// Approve a device login (RFC 8628) on Keycloak's real device pages, as a
+/// person with a browser would: open `verification_uri_complete` (or the
+/// plain verification URI, then the code is typed into the user-code
+/// form), sign in on `<form id="kc-form-login">`, and confirm the grant
+/// page (`name="accept"`), until Keycloak says the device login succeeded.
+///
+/// Errors: wrong credentials, an unknown or expired code (with the page's
+/// message), an unexpected page (with its title and message).
+pub async fn device_login(
+    verification_uri: &str,
+    user_code: &str,
+    username: &str,
+    password: &str,
+) -> Result<()> {
+    let start = Url::parse(verification_uri).context("invalid verification URI")?;
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .context("building the HTTP client")?;
+    let mut resp = client
+        .get(start.clone())
+        .send()
+        .await
+        .context("GET device page")?;
+    let (mut code_sent, mut login_sent, mut accepted) = (false, false, false);
+    for _ in 0..MAX_STEPS {
+        let status = resp.status();
+        let here = resp.url().clone();
+        if status.is_redirection() {
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| anyhow!("HTTP {status} without Location"))?;
+            let next = here.join(location).context("invalid Location")?;
+            resp = client
+                .get(next)
+                .send()
+                .await
+                .context("following a redirect")?;
+            continue;
+        }
+        let body = resp.text().await.context("reading a Keycloak page")?;
+        let title = page_title(&body).unwrap_or_default();
+        let msg = page_message(&body);
+        if let Some(action) = login_form_action(&body) {
+            if login_sent {
+                bail!(
+                    "device login as {username:?} failed: Keycloak says: {}",
+                    msg.unwrap_or_else(|| "no message".into())
+                );
+            }
+            login_sent = true;
+            resp = client
+                .post(here.join(&action).context("form action")?)
+                .form(&[
+                    ("username", username),
+                    ("password", password),
+                    ("credentialId", ""),
+                ])
+                .send()
+                .await
+                .context("POST of the login form")?;
+            continue;
+        }
+        if let Some(form) = form_with_field(&body, "device_user_code") {
+            if code_sent {
+                bail!(
+                    "Keycloak refused the user code: {}",
+                    msg.unwrap_or_else(|| title.clone())
+                );
+            }
+            code_sent = true;
+            let mut fields = form.hidden;
+            fields.push(("device_user_code".into(), user_code.into()));
+            resp = client
+                .post(here.join(&form.action).context("form action")?)
+                .form(&fields)
+                .send()
+                .await
+                .context("POST of the user code")?;
+            continue;
+        }
+        if let Some(form) = form_with_field(&body, "accept") {
+            if accepted {
+                bail!("the grant page came back after it was accepted ({title:?})");
+            }
+            accepted = true;
+            let mut fields = form.hidden;
+            fields.push(("accept".into(), "Yes".into()));
+            resp = client
+                .post(here.join(&form.action).context("form action")?)
+                .form(&fields)
+                .send()
+                .await
+                .context("POST of the grant page")?;
+            continue;
+        }
+        let heading = page_heading(&body).unwrap_or_default();
+        // Keycloak's last page: "Device Login Successful".
+        if status.is_success() && accepted && heading.to_lowercase().contains("success") {
+            return Ok(());
+        }
+        bail!(
+            "unexpected device page {heading:?} / {title:?} (HTTP {status}{}): {}",
+            msg.map(|m| format!(", message {m:?}")).unwrap_or_default(),
+            snippet(&body)
+        );
+    }
+    bail!("too many pages (> {MAX_STEPS}) during the device login")
+}
+
+/// A form's action and its hidden inputs.
+struct Form {
+    action: String,
+    hidden: Vec<(String, String)>,
+}
+
+/// The first `<form>` that contains an input or button named `field`.
+fn form_with_field(html: &str, field: &str) -> Option<Form> {
+    static FORMS: OnceLock<Regex> = OnceLock::new();
+    static ACTION: OnceLock<Regex> = OnceLock::new();
+    static INPUT: OnceLock<Regex> = OnceLock::new();
+    static ATTR: OnceLock<Regex> = OnceLock::new();
+    let forms = re(&FORMS, r"(?is)<form\b([^>]*)>(.*?)</form>");
+    let action = re(&ACTION, r#"(?is)\baction\s*=\s*(?:"([^"]*)"|'([^']*)')"#);
+    let input = re(&INPUT, r"(?is)<(?:input|button)\b[^>]*>");
+    let attr = re(
+        &ATTR,
+        r#"(?is)\b(name|value|type)\s*=\s*(?:"([^"]*)"|'([^']*)')"#,
+    );
+    for f in forms.captures_iter(html) {
+        let (open, inner) = (f.get(1)?.as_str(), f.get(2)?.as_str());
+        let mut has = false;
+        let mut hidden = Vec::new();
+        for i in input.find_iter(inner) {
+            let (mut name, mut value, mut kind) = (None, String::new(), String::new());
+            for a in attr.captures_iter(i.as_str()) {
+                let v = a.get(2).or_else(|| a.get(3)).map_or("", |m| m.as_str());
+                match a.get(1)?.as_str().to_ascii_lowercase().as_str() {
+                    "name" => name = Some(html_unescape(v)),
+                    "value" => value = html_unescape(v),
+                    _ => kind = v.to_ascii_lowercase(),
+                }
+            }
+            if name.as_deref() == Some(field) {
+                has = true;
+            } else if let (Some(n), "hidden") = (name, kind.as_str()) {
+                hidden.push((n, value));
+            }
+        }
+        if has {
+            let caps = action.captures(open)?;
+            let raw = caps.get(1).or_else(|| caps.get(2))?.as_str();
+            return Some(Form {
+                action: html_unescape(raw),
+                hidden,
+            });
+        }
+    }
+    None
+}
+
 fn check_callback(url: Url) -> Result<Url> {
     let get = |name: &str| {
         url.query_pairs()
@@ -171,6 +336,19 @@ fn login_form_action(html: &str) -> Option<String> {
     let caps = action.captures(tag)?;
     let raw = caps.get(1).or_else(|| caps.get(2))?.as_str();
     Some(html_unescape(raw))
+}
+
+/// The text of the page's heading (`id="kc-page-title"`), tags removed.
+fn page_heading(html: &str) -> Option<String> {
+    static HEADING: OnceLock<Regex> = OnceLock::new();
+    static TAG: OnceLock<Regex> = OnceLock::new();
+    let heading = re(
+        &HEADING,
+        r#"(?is)<[a-z0-9]+\b[^>]*\bid\s*=\s*"kc-page-title"[^>]*>(.*?)</h[1-6]>"#,
+    );
+    let tag = re(&TAG, r"(?s)<[^>]*>");
+    let inner = heading.captures(html)?.get(1)?.as_str();
+    Some(collapse(&html_unescape(&tag.replace_all(inner, " "))))
 }
 
 fn page_title(html: &str) -> Option<String> {
@@ -277,6 +455,33 @@ mod tests {
         );
         assert_eq!(page_title(html).as_deref(), Some("Sign in to JIT"));
         assert_eq!(page_message(html), None);
+    }
+
+    #[test]
+    fn finds_the_grant_form_and_its_hidden_fields() {
+        let html = r#"<form class="form-actions" action="/realms/jit/login-actions/consent?client_id=jit-cli&amp;tab_id=t" method="POST">
+            <input type="hidden" name="code" value="c-1">
+            <input class="btn" name="accept" id="kc-login" type="submit" value="Yes"/>
+            <input class="btn" name="cancel" id="kc-cancel" type="submit" value="No"/>
+            </form>"#;
+        let f = form_with_field(html, "accept").unwrap();
+        assert_eq!(
+            f.action,
+            "/realms/jit/login-actions/consent?client_id=jit-cli&tab_id=t"
+        );
+        assert_eq!(f.hidden, vec![("code".to_string(), "c-1".to_string())]);
+        assert!(form_with_field(html, "device_user_code").is_none());
+    }
+
+    #[test]
+    fn reads_the_page_heading() {
+        let html = r#"<h1 class="pf-v5-c-title" id="kc-page-title">  <!-- template: x.ftl -->
+            <p>Device Login Successful</p>
+</h1>"#;
+        assert_eq!(
+            page_heading(html).as_deref(),
+            Some("Device Login Successful")
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ mod browser;
 mod pkce;
 
 pub use admin::AdminProbe;
-pub use browser::{browser_login, page_text};
+pub use browser::{browser_login, device_login, page_text};
 pub use pkce::{pkce_login, pkce_login_with_redirect, refresh, TokenSet};
 
 use std::path::PathBuf;

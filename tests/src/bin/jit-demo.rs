@@ -56,7 +56,8 @@ impl Timeline {
             .lines()
             .chain(String::from_utf8_lossy(&out.stderr).lines())
         {
-            if !line.starts_with("Opening the browser") && !line.starts_with("  http") {
+            // The login URL (the scripted browser opens it) is noise here.
+            if !line.starts_with("To log in, open") && !line.starts_with("  http") {
                 println!("             {line}");
             }
         }
@@ -107,7 +108,9 @@ async fn main() -> Result<()> {
         match a.as_str() {
             "--server" => server = args.next().context("--server URL")?,
             "--for" => duration = args.next().context("--for DURATION")?,
-            other => bail!("unknown argument {other} (use --server URL, --for DURATION)"),
+            other => {
+                bail!("unknown argument {other}; usage: jit-demo [--server URL] [--for DURATION]")
+            }
         }
     }
     let env = keycloak_env();
@@ -129,10 +132,41 @@ async fn main() -> Result<()> {
     );
     println!("(demo users and passwords are for this local demo only)\n");
 
+    // A known state: this jitd is new, so a role alice holds now is left
+    // from an earlier run (or set by hand); take it away first.
+    if probe
+        .realm_roles_direct("alice")
+        .await?
+        .iter()
+        .any(|r| r == role)
+    {
+        let admin = jit_keycloak::AdminClient::new(
+            &env.url,
+            &env.realm,
+            "jit-backend",
+            &env.backend_secret,
+            jit_keycloak::http_client(),
+        );
+        let alice = probe.user_id("alice").await?;
+        admin
+            .unassign(
+                &alice,
+                &jit_core::EntitlementKind::RealmRole { role: role.into() },
+            )
+            .await
+            .with_context(|| format!("cannot remove the leftover {role} from alice"))?;
+        t.say(&format!(
+            "alice still held {role} from an earlier run: removed it to start from a known state"
+        ));
+    }
+
     t.say("alice and bob log in through Keycloak's login page (Authorization Code + PKCE)");
     t.jit("alice", &["login"])?;
     t.jit("bob", &["login"])?;
     let held = probe.realm_roles_direct("alice").await?;
+    if held.iter().any(|r| r == role) {
+        bail!("alice holds {role} before the demo: {held:?}");
+    }
     t.say(&format!(
         "Keycloak admin API: alice's realm roles are {held:?} — no {role}, nobody keeps it"
     ));
@@ -153,21 +187,45 @@ async fn main() -> Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .context("cannot run jit")?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut waiter = waiter;
+    let asked = Instant::now();
+    let id = loop {
+        if waiter.try_wait()?.is_some() {
+            // The request itself failed: show what jit said, word for word.
+            let out = waiter.wait_with_output()?;
+            for line in String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .chain(String::from_utf8_lossy(&out.stderr).lines())
+            {
+                println!("             {line}");
+            }
+            bail!("alice's request failed ({})", out.status);
+        }
+        let list = t
+            .jit_cmd("bob", &["list", "--to-review", "--output", "json"])
+            .output()?;
+        if !list.status.success() {
+            bail!(
+                "bob's review list failed ({}): {}",
+                list.status,
+                String::from_utf8_lossy(&list.stderr).trim()
+            );
+        }
+        let rows: serde_json::Value = serde_json::from_slice(&list.stdout)?;
+        if let Some(id) = rows
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["requester_username"] == "alice"))
+            .and_then(|r| r["id"].as_str())
+        {
+            break id.to_string();
+        }
+        if asked.elapsed() > Duration::from_secs(30) {
+            bail!("alice's request did not reach bob's review list within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
 
     t.say("bob (an approver of prod-db-admin) sees it waiting for review");
-    let pending = String::from_utf8(
-        t.jit_cmd("bob", &["list", "--to-review", "--json"])
-            .output()?
-            .stdout,
-    )?;
-    let rows: serde_json::Value = serde_json::from_str(&pending)?;
-    let id = rows
-        .as_array()
-        .and_then(|a| a.iter().find(|r| r["requester_username"] == "alice"))
-        .and_then(|r| r["id"].as_str())
-        .context("alice's request is not in bob's review list")?
-        .to_string();
     t.jit("bob", &["list", "--to-review"])?;
 
     t.say("alice may not approve her own request");
@@ -218,7 +276,16 @@ async fn main() -> Result<()> {
     ));
 
     t.say("countdown (expires_at − server time, as everywhere):");
-    let show = t.jit_cmd("alice", &["show", &id, "--json"]).output()?;
+    let show = t
+        .jit_cmd("alice", &["show", &id, "--output", "json"])
+        .output()?;
+    if !show.status.success() {
+        bail!(
+            "jit show failed ({}): {}",
+            show.status,
+            String::from_utf8_lossy(&show.stderr).trim()
+        );
+    }
     let v: serde_json::Value = serde_json::from_slice(&show.stdout)?;
     let expires: chrono::DateTime<chrono::Utc> =
         v["expires_at"].as_str().context("expires_at")?.parse()?;
