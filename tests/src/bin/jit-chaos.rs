@@ -124,7 +124,9 @@ where
 
 fn transient(e: &ClientError) -> bool {
     match e {
-        ClientError::Unreachable { .. } | ClientError::Protocol(_) => true,
+        ClientError::Unreachable { .. }
+        | ClientError::KeycloakUnreachable(_)
+        | ClientError::Protocol(_) => true,
         ClientError::Api { status, .. } => *status == 503 || *status == 502,
         ClientError::Token(_) => false,
     }
