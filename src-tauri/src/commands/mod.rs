@@ -62,6 +62,12 @@ impl CommandError {
                 "protocol",
                 format!("jitd gave an answer the app does not understand ({p})"),
             ),
+            ClientError::KeycloakUnreachable(why) => CommandError::new(
+                "keycloak_unreachable",
+                format!(
+                    "Keycloak cannot be reached to renew your login ({why}). You stay logged in; the app retries by itself."
+                ),
+            ),
             ClientError::Token(t) => crate::session::token_error(&t),
         }
     }
