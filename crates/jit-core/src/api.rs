@@ -103,7 +103,9 @@ pub struct RequestView {
     /// Keycloak-side state of the grant.
     pub keycloak: GrantState,
     /// The grant is over but the role is still (or may still be) in
-    /// Keycloak: a revoke is late (Keycloak unreachable, retrying).
+    /// Keycloak more than 5 s after the grant's end: a revoke is late
+    /// (Keycloak unreachable, retrying). Rule: `jit_core::lateness`, the
+    /// same as the metric `jit_revocations_late`.
     pub revoke_late: bool,
 }
 

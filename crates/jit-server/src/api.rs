@@ -174,10 +174,6 @@ pub fn view(state: &AppState, s: &Stored) -> RequestView {
     let now = Utc::now();
     let policy = state.policy();
     let r = &s.request;
-    let ended_in_keycloak_pending = s.grant.removal_pending;
-    let overdue = r.status == Status::Active
-        && r.expires_at
-            .is_some_and(|x| x + chrono::Duration::seconds(5) < now);
     RequestView {
         entitlement_name: policy
             .entitlement(&r.entitlement_id)
@@ -186,10 +182,7 @@ pub fn view(state: &AppState, s: &Stored) -> RequestView {
         remaining_secs: r.remaining_secs(now),
         total_secs: r.total_secs(),
         keycloak: s.grant.clone(),
-        revoke_late: ended_in_keycloak_pending
-            && r.ended_at
-                .is_some_and(|t| t + chrono::Duration::seconds(5) < now)
-            || overdue,
+        revoke_late: jit_core::lateness::revoke_late(r, s.grant.removal_pending, now),
         request: r.clone(),
     }
 }

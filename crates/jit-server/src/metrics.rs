@@ -6,7 +6,7 @@
 //! | metric | type | labels | what |
 //! |---|---|---|---|
 //! | `jit_requests` | gauge | `status` | requests in the store by status (extensions as `extension_<status>`) |
-//! | `jit_revocations_late` | gauge | | grants past their end whose role is not yet confirmed removed |
+//! | `jit_revocations_late` | gauge | | grants whose revoke is late: more than 5 s past their end with the role not yet confirmed removed (`jit_core::lateness`, the same rule as the API's `revoke_late`) |
 //! | `jit_audit_last_seq` | gauge | | highest audit sequence number |
 //! | `jit_request_transitions_total` | counter | `entitlement`, `status` | requests entering a status (since start) |
 //! | `jit_grant_duration_seconds` | histogram | | wall time of the Keycloak step that grants |

@@ -324,13 +324,9 @@ async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
                 );
             }
         }
-        // Late relative to when access should have ended: expires_at for an
-        // expiry (even if jitd was down then), else when it was ended.
-        let due = match r.status {
-            Status::Expired => r.expires_at.or(r.ended_at),
-            _ => r.ended_at,
-        };
-        let late = due
+        // Late relative to when access should have ended (one definition:
+        // jit_core::lateness).
+        let late = jit_core::lateness::access_end(&r)
             .map(|t| (Utc::now() - t).num_milliseconds() as f64 / 1000.0)
             .unwrap_or(0.0);
         state.metrics.removed(started.elapsed(), late);
@@ -338,7 +334,7 @@ async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
         if end_sessions {
             why.push_str("; user sessions ended");
         }
-        if late > 5.0 {
+        if late > jit_core::lateness::REVOKE_LATE_GRACE_SECS as f64 {
             why.push_str(&format!("; {late:.0} s late"));
         }
         ("grant.removed", why)

@@ -601,8 +601,9 @@ impl Store {
         })
     }
 
-    /// Counts of requests by status, and ended grants whose Keycloak removal
-    /// is overdue at `now` (for metrics).
+    /// Counts of requests by status, and grants whose revoke is late at
+    /// `now` (`jit_core::lateness::revoke_late`, the same rule as the API's
+    /// `revoke_late`), for metrics.
     pub fn stats(&self, now: DateTime<Utc>) -> Result<(Vec<(String, i64)>, i64), StoreError> {
         let conn = self.lock();
         // Extensions are not grants of their own: counted apart.
@@ -612,11 +613,22 @@ impl Store {
         let by = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<Vec<(String, i64)>, _>>()?;
-        let late: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM requests WHERE (removal_pending=1) OR (status='active' AND expires_at <= ?1)",
-            [ts(now)],
-            |r| r.get(0),
+        // Candidates (their role may still be in Keycloak, past expiry or
+        // ended); jit-core decides which are late.
+        let mut stmt = conn.prepare(
+            "SELECT body, grant_state FROM requests WHERE removal_pending=1 OR (status='active' AND expires_at <= ?1)",
         )?;
+        let rows = stmt.query_map([ts(now)], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut late = 0;
+        for row in rows {
+            let (b, g) = row?;
+            let s = Self::row_to_stored(b, g)?;
+            if jit_core::lateness::revoke_late(&s.request, s.grant.removal_pending, now) {
+                late += 1;
+            }
+        }
         Ok((by, late))
     }
 
@@ -692,6 +704,50 @@ mod tests {
         assert_eq!(due.activate, vec!["r1".to_string()]);
         let v = store.verify_audit().unwrap();
         assert!(v.ok && v.rows == 2, "{v:?}");
+    }
+
+    #[test]
+    fn late_revocations_use_the_core_rule() {
+        // The metric's count agrees with the API's `revoke_late`
+        // (jit_core::lateness): late only past the grace after the end.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.sqlite")).unwrap();
+        let t: DateTime<Utc> = "2026-11-30T10:00:00Z".parse().unwrap();
+        new_request(&store, t);
+        let p = policy();
+        let mut bob = Principal::new("u2", "bob");
+        bob.roles.insert("ap".into());
+        store
+            .update("r1", |s| {
+                let e = p.entitlement("db").unwrap();
+                let mut out: Vec<Entry> = s
+                    .request
+                    .vote(e, &bob, jit_core::Decision::Approve, None, None, t)?
+                    .into_iter()
+                    .map(Entry::from)
+                    .collect();
+                out.push(s.request.activate(t)?.into());
+                Ok(out)
+            })
+            .unwrap();
+        let late = |at: DateTime<Utc>| store.stats(at).unwrap().1;
+        let grace = chrono::Duration::seconds(jit_core::lateness::REVOKE_LATE_GRACE_SECS);
+        let end = t + chrono::Duration::seconds(60);
+        // Active past expires_at, not yet expired by the scheduler.
+        assert_eq!(late(end + chrono::Duration::seconds(2)), 0);
+        assert_eq!(late(end + grace + chrono::Duration::seconds(1)), 1);
+        // Dropped early, removal pending: counted from the drop.
+        let dropped = t + chrono::Duration::seconds(10);
+        let alice = Principal::new("u1", "alice");
+        store
+            .update("r1", |s| {
+                let tr = s.request.drop_grant(&alice, dropped)?;
+                s.grant.removal_pending = true;
+                Ok(vec![tr.into()])
+            })
+            .unwrap();
+        assert_eq!(late(dropped + chrono::Duration::seconds(2)), 0);
+        assert_eq!(late(dropped + grace + chrono::Duration::seconds(1)), 1);
     }
 
     #[test]

@@ -700,3 +700,42 @@ fn late_expiry_is_noted() {
         Some("processed 1m15s after expires_at")
     );
 }
+
+#[test]
+fn revoke_late_counts_from_when_access_should_have_ended() {
+    use crate::lateness::{access_end, revoke_late, REVOKE_LATE_GRACE_SECS};
+    let grace = Duration::seconds(REVOKE_LATE_GRACE_SECS);
+    let mut r = approved_db();
+    r.activate(t0()).unwrap();
+    let end = t0() + Duration::seconds(600);
+    assert_eq!(access_end(&r), Some(end));
+    // Active: late only once past expires_at plus the grace.
+    assert!(!revoke_late(&r, false, end));
+    assert!(!revoke_late(&r, false, end + grace));
+    assert!(revoke_late(&r, false, end + grace + Duration::seconds(1)));
+    // Expired late (jitd was down): still counted from expires_at, not from
+    // when jitd got to it; once removed, never late.
+    let processed = end + Duration::seconds(60);
+    r.expire(processed).unwrap();
+    assert_eq!(access_end(&r), Some(end));
+    assert!(revoke_late(&r, true, processed));
+    assert!(!revoke_late(&r, false, processed));
+    // Dropped early: counted from the drop.
+    let mut d = approved_db();
+    d.activate(t0()).unwrap();
+    let dropped = t0() + Duration::seconds(30);
+    d.drop_grant(&user("alice", &[]), dropped).unwrap();
+    assert_eq!(access_end(&d), Some(dropped));
+    assert!(!revoke_late(&d, true, dropped + grace));
+    assert!(revoke_late(
+        &d,
+        true,
+        dropped + grace + Duration::seconds(1)
+    ));
+    // Never granted: nothing to be late about.
+    assert!(!revoke_late(
+        &approved_db(),
+        false,
+        end + Duration::hours(1)
+    ));
+}
