@@ -326,7 +326,7 @@ async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
         }
         // Late relative to when access should have ended (one definition:
         // jit_core::lateness).
-        let late = jit_core::lateness::access_end(&r)
+        let late = jit_core::lateness::access_end(r)
             .map(|t| (Utc::now() - t).num_milliseconds() as f64 / 1000.0)
             .unwrap_or(0.0);
         state.metrics.removed(started.elapsed(), late);
