@@ -65,6 +65,9 @@ impl TokenSource for StaticToken {
     }
 }
 
+/// Response header of `GET /v1/requests` with the next page's cursor.
+pub const NEXT_AFTER_HEADER: &str = "x-next-after";
+
 /// Query of `GET /v1/requests`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ListQuery {
@@ -217,10 +220,52 @@ impl Client {
             .await
     }
 
-    /// `GET /v1/requests`.
+    /// `GET /v1/requests`, every page: follows the server's next-page
+    /// cursor until the list is complete, so the result is exact however
+    /// many requests the server stores.
     pub async fn list(&self, q: &ListQuery) -> Result<Vec<RequestView>, ClientError> {
-        self.json(self.http.get(self.url("/v1/requests")).query(q), true)
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let (page, next) = self.list_page(q, after.as_deref(), None).await?;
+            out.extend(page);
+            match next {
+                // A server repeating a cursor would loop: stop instead.
+                Some(n) if after.as_deref() != Some(n.as_str()) => after = Some(n),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// One page of `GET /v1/requests`: rows after cursor `after` (none:
+    /// from the newest), at most `limit` (server default 500), and the
+    /// cursor of the next page when more follow (header `x-next-after`).
+    pub async fn list_page(
+        &self,
+        q: &ListQuery,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<(Vec<RequestView>, Option<String>), ClientError> {
+        let mut req = self.http.get(self.url("/v1/requests")).query(q);
+        if let Some(a) = after {
+            req = req.query(&[("after", a)]);
+        }
+        if let Some(l) = limit {
+            req = req.query(&[("limit", l)]);
+        }
+        let resp = self
+            .send(req.timeout(std::time::Duration::from_secs(30)), true)
+            .await?;
+        let next = resp
+            .headers()
+            .get(NEXT_AFTER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let rows = resp
+            .json()
             .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok((rows, next))
     }
 
     /// `GET /v1/requests?id_prefix=`: requests whose id starts with `prefix`.

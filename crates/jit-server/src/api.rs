@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, RawQuery, Request, State};
 use axum::http::{header, request::Parts, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::{middleware, Json, Router};
@@ -24,7 +24,10 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::error::ApiError;
 use crate::scheduler::end_grant;
-use crate::store::{AuditVerification, Entry, Stored};
+use crate::store::{AuditVerification, Cursor, Entry, ListQuery, Stored, Viewer};
+
+/// Response header with the cursor of the next page of a list.
+pub const NEXT_AFTER_HEADER: &str = "x-next-after";
 use crate::AppState;
 
 type St = State<Arc<AppState>>;
@@ -193,8 +196,8 @@ fn not_visible() -> ApiError {
 
 /// Loads a request the caller may see; otherwise 404, the same answer as for
 /// a request that does not exist (nobody learns of others' requests).
-fn load_visible(state: &AppState, id: &str, p: &Principal) -> Result<Stored, ApiError> {
-    let s = state.store.get(id)?.ok_or_else(not_visible)?;
+async fn load_visible(state: &AppState, id: &str, p: &Principal) -> Result<Stored, ApiError> {
+    let s = state.store.get(id).await?.ok_or_else(not_visible)?;
     if !s.request.visible_to(p, &state.policy()) {
         return Err(not_visible());
     }
@@ -221,7 +224,9 @@ pub struct Health {
     (status = 503, description = "The database cannot be read", body = Health),
 ))]
 async fn healthz(State(state): St) -> Response {
-    let db_ok = state.store.last_seq().is_ok();
+    // On the blocking pool with its own connection: a long list or a write
+    // in progress does not hold it up.
+    let db_ok = state.store.ping().await.is_ok();
     let body = Health {
         status: if db_ok { "ok" } else { "degraded" },
         database: db_ok,
@@ -241,12 +246,17 @@ async fn healthz(State(state): St) -> Response {
     (status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String),
 ))]
 async fn metrics(State(state): St) -> Response {
+    // The store gauges read the database: off the async threads.
+    let st = state.clone();
+    let text = tokio::task::spawn_blocking(move || st.metrics.encode())
+        .await
+        .unwrap_or_default();
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.encode(),
+        text,
     )
         .into_response()
 }
@@ -336,7 +346,8 @@ async fn check_not_standing(
     if !held
         || state
             .store
-            .active_ownership(&p.id, &r.target, "")?
+            .active_ownership(&p.id, &r.target, "")
+            .await?
             .is_some()
     {
         return Ok(());
@@ -394,26 +405,12 @@ async fn create(
     };
     let id = uuid::Uuid::new_v4().to_string();
     let (r, transitions) = AccessRequest::create(id, &input, &p, &state.policy(), Utc::now())?;
-    if let Some(dup) = state
-        .store
-        .list(Some(Status::Pending), 10_000)?
-        .iter()
-        .find(|s| {
-            s.request.requester_id == p.id
-                && s.request.entitlement_id == r.entitlement_id
-                && matches!(s.request.kind, RequestKind::Access)
-        })
-    {
-        return Err(DomainError::DuplicatePending(
-            r.entitlement_id.clone(),
-            dup.request.id.clone(),
-        )
-        .into());
-    }
     check_not_standing(&state, &p, &r).await?;
-    let recs = state.store.insert(&r, transitions)?;
+    // One pending request per requester and entitlement: enforced by the
+    // store (a unique index), so parallel requests cannot both pass.
+    let recs = state.store.insert(&r, transitions).await?;
     state.published(&recs);
-    let s = state.store.get(&r.id)?.ok_or_else(not_visible)?;
+    let s = state.store.get(&r.id).await?.ok_or_else(not_visible)?;
     Ok((axum::http::StatusCode::CREATED, Json(view(&state, &s))).into_response())
 }
 
@@ -436,58 +433,81 @@ struct ListParams {
     review_open: bool,
     /// Only requests whose id starts with this (CLI short ids).
     id_prefix: Option<String>,
-    /// At most this many (default 500, max 5000), newest first.
-    #[param(minimum = 0)]
+    /// Page size: default 500, at most 5000.
+    #[param(minimum = 1)]
     limit: Option<usize>,
+    /// Continue after this cursor (from the previous page's `Link: rel="next"`).
+    after: Option<String>,
 }
 
-/// Requests the caller may see, newest first.
+/// Largest page of `GET /v1/requests`.
+pub const MAX_PAGE: usize = 5000;
+
+/// Requests the caller may see, newest first: one page, filtered and
+/// paginated in the store. When more follow, the response carries
+/// `Link: </v1/requests?…&after=CURSOR>; rel="next"` (and the bare cursor in
+/// `x-next-after`); follow it until it is absent. Exact for any store size.
 #[utoipa::path(get, path = "/v1/requests", tag = "requests", security(("bearer" = [])),
     params(ListParams),
-    responses((status = 200, description = "Requests", body = Vec<RequestView>)))]
+    responses((status = 200, description = "Requests (one page)", body = Vec<RequestView>,
+        headers(("link" = String, description = "rel=\"next\": the next page, when more follow"),
+                ("x-next-after" = String, description = "cursor of the next page, when more follow")))))]
 async fn list(
     State(state): St,
     caller: Caller,
+    RawQuery(raw): RawQuery,
     Q(q): Q<ListParams>,
-) -> Result<Json<Vec<RequestView>>, ApiError> {
+) -> Result<Response, ApiError> {
     let p = caller.principal;
     let status = q
         .status
         .as_deref()
         .map(|s| s.parse::<Status>().map_err(ApiError::BadRequest))
         .transpose()?;
-    let policy = state.policy();
-    let limit = q.limit.unwrap_or(500).min(5000);
-    let rows = state.store.list(status, 10_000)?;
-    let out = rows
-        .iter()
-        .filter(|s| s.request.visible_to(&p, &policy))
-        .filter(|s| !q.mine || s.request.requester_id == p.id)
-        .filter(|s| {
-            q.id_prefix
-                .as_deref()
-                .is_none_or(|pre| s.request.id.starts_with(pre))
+    let after = q
+        .after
+        .as_deref()
+        .map(|a| {
+            Cursor::decode(a).ok_or_else(|| {
+                ApiError::BadRequest("after must be a cursor from a previous page".into())
+            })
         })
-        .filter(|s| {
-            let r = &s.request;
-            let approver = r.requester_id != p.id
-                && policy
-                    .entitlement(&r.entitlement_id)
-                    .is_some_and(|e| e.is_approver(&p));
-            // Waiting for my vote, or a break-glass activation waiting for
-            // its after-the-fact review.
-            let my_vote =
-                r.status == Status::Pending && !r.votes.iter().any(|v| v.approver_id == p.id);
-            let review = r.review_required && r.reviewed_at.is_none();
-            !q.to_review || (approver && (my_vote || review))
+        .transpose()?;
+    let limit = q.limit.unwrap_or(500).clamp(1, MAX_PAGE);
+    let page = state
+        .store
+        .list(ListQuery {
+            viewer: Viewer::of(&p, &state.policy()),
+            status,
+            mine: q.mine,
+            to_review: q.to_review,
+            review_open: q.review_open,
+            id_prefix: q.id_prefix,
+            after,
+            limit,
         })
-        .filter(|s| {
-            !q.review_open || (s.request.review_required && s.request.reviewed_at.is_none())
-        })
-        .take(limit)
-        .map(|s| view(&state, s))
-        .collect();
-    Ok(Json(out))
+        .await?;
+    let out: Vec<RequestView> = page.items.iter().map(|s| view(&state, s)).collect();
+    let mut resp = Json(out).into_response();
+    if let Some(next) = page.next {
+        let cursor = next.encode();
+        let mut pairs: Vec<(String, String)> =
+            url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+                .into_owned()
+                .filter(|(k, _)| k != "after")
+                .collect();
+        pairs.push(("after".into(), cursor.clone()));
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        if let Ok(v) = HeaderValue::from_str(&format!("</v1/requests?{query}>; rel=\"next\"")) {
+            resp.headers_mut().insert(header::LINK, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&cursor) {
+            resp.headers_mut().insert(NEXT_AFTER_HEADER, v);
+        }
+    }
+    Ok(resp)
 }
 
 /// One request the caller may see.
@@ -499,7 +519,7 @@ async fn show(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<RequestView>, ApiError> {
-    let s = load_visible(&state, &id, &caller.principal)?;
+    let s = load_visible(&state, &id, &caller.principal).await?;
     Ok(Json(view(&state, &s)))
 }
 
@@ -512,7 +532,7 @@ async fn vote(
 ) -> Result<Json<RequestView>, ApiError> {
     // Rights as Keycloak says they are now, not as the token said.
     let p = crate::rights::current(&state, &p).await?;
-    let current = load_visible(&state, &id, &p)?;
+    let current = load_visible(&state, &id, &p).await?;
     let policy = state.policy();
     let e = policy
         .entitlement(&current.request.entitlement_id)
@@ -529,7 +549,7 @@ async fn vote(
     };
     let now = Utc::now();
     let comment = b.comment.clone();
-    let apply_vote = |s: &mut Stored| -> Result<Vec<Entry>, DomainError> {
+    let apply_vote = move |s: &mut Stored| -> Result<Vec<Entry>, DomainError> {
         Ok(
             match s
                 .request
@@ -550,22 +570,25 @@ async fn vote(
         RequestKind::Extension { grant_id } => {
             // The vote and, if it completes the approval, the move of the
             // grant's end happen in one transaction.
-            let (ext, _grant, recs) = state.store.update_pair(&id, &grant_id, |ext, grant| {
-                if grant.request.status != Status::Active {
-                    return Err(DomainError::NotAnActiveGrant(grant.request.id.clone()));
-                }
-                let mut ext_entries = apply_vote(ext)?;
-                let mut grant_entries = Vec::new();
-                if ext.request.status == Status::Approved {
-                    let (g, x) = grant.request.apply_extension(&mut ext.request, now)?;
-                    grant_entries.push(g.into());
-                    ext_entries.push(x.into());
-                }
-                Ok((ext_entries, grant_entries))
-            })?;
+            let (ext, _grant, recs) = state
+                .store
+                .update_pair(&id, &grant_id, move |ext, grant| {
+                    if grant.request.status != Status::Active {
+                        return Err(DomainError::NotAnActiveGrant(grant.request.id.clone()));
+                    }
+                    let mut ext_entries = apply_vote(ext)?;
+                    let mut grant_entries = Vec::new();
+                    if ext.request.status == Status::Approved {
+                        let (g, x) = grant.request.apply_extension(&mut ext.request, now)?;
+                        grant_entries.push(g.into());
+                        ext_entries.push(x.into());
+                    }
+                    Ok((ext_entries, grant_entries))
+                })
+                .await?;
             (ext, recs)
         }
-        RequestKind::Access => state.store.update(&id, apply_vote)?,
+        RequestKind::Access => state.store.update(&id, apply_vote).await?,
     };
     state.published(&recs);
     Ok(Json(view(&state, &stored)))
@@ -607,11 +630,14 @@ async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<RequestView>, ApiError> {
     let p = caller.principal;
-    load_visible(&state, &id, &p)?;
-    let (s, recs) = state.store.update(&id, |s| {
-        let t = s.request.cancel(&p, Utc::now())?;
-        Ok(end_grant(s, t))
-    })?;
+    load_visible(&state, &id, &p).await?;
+    let (s, recs) = state
+        .store
+        .update(&id, move |s| {
+            let t = s.request.cancel(&p, Utc::now())?;
+            Ok(end_grant(s, t))
+        })
+        .await?;
     state.published(&recs);
     Ok(Json(view(&state, &s)))
 }
@@ -626,11 +652,14 @@ async fn drop_grant(
     Path(id): Path<String>,
 ) -> Result<Json<RequestView>, ApiError> {
     let p = caller.principal;
-    load_visible(&state, &id, &p)?;
-    let (s, recs) = state.store.update(&id, |s| {
-        let t = s.request.drop_grant(&p, Utc::now())?;
-        Ok(end_grant(s, t))
-    })?;
+    load_visible(&state, &id, &p).await?;
+    let (s, recs) = state
+        .store
+        .update(&id, move |s| {
+            let t = s.request.drop_grant(&p, Utc::now())?;
+            Ok(end_grant(s, t))
+        })
+        .await?;
     state.published(&recs);
     Ok(Json(view(&state, &s)))
 }
@@ -646,16 +675,19 @@ async fn revoke(
     Body(b): Body<DecisionBody>,
 ) -> Result<Json<RequestView>, ApiError> {
     let p = crate::rights::current(&state, &caller.principal).await?;
-    let current = load_visible(&state, &id, &p)?;
+    let current = load_visible(&state, &id, &p).await?;
     let policy = state.policy();
     let e = policy
         .entitlement(&current.request.entitlement_id)
         .ok_or_else(|| DomainError::NotAnApprover(current.request.entitlement_id.clone()))?
         .clone();
-    let (s, recs) = state.store.update(&id, |s| {
-        let t = s.request.revoke(&e, &p, b.comment.clone(), Utc::now())?;
-        Ok(end_grant(s, t))
-    })?;
+    let (s, recs) = state
+        .store
+        .update(&id, move |s| {
+            let t = s.request.revoke(&e, &p, b.comment.clone(), Utc::now())?;
+            Ok(end_grant(s, t))
+        })
+        .await?;
     state.published(&recs);
     Ok(Json(view(&state, &s)))
 }
@@ -671,7 +703,7 @@ async fn extend(
     Body(b): Body<ExtendBody>,
 ) -> Result<Response, ApiError> {
     let p = crate::rights::current(&state, &caller.principal).await?;
-    let grant = load_visible(&state, &id, &p)?;
+    let grant = load_visible(&state, &id, &p).await?;
     let secs = parse_duration(&b.duration)?;
     let (r, t) = AccessRequest::create_extension(
         uuid::Uuid::new_v4().to_string(),
@@ -682,19 +714,24 @@ async fn extend(
         &state.policy(),
         Utc::now(),
     )?;
-    let recs = state.store.insert(&r, t)?;
-    state.published(&recs);
-    let mut stored = state.store.get(&r.id)?.ok_or_else(not_visible)?;
-    if r.status == Status::Approved {
-        // Auto-approved: move the grant's end at once.
+    let recs = if r.status == Status::Approved {
+        // Auto-approved: the extension and the move of the grant's end in
+        // one transaction, so a crash cannot leave an approved extension
+        // that nothing applies.
         let now = Utc::now();
-        let (ext, _, recs) = state.store.update_pair(&r.id, &id, |ext, g| {
-            let (gt, xt) = g.request.apply_extension(&mut ext.request, now)?;
-            Ok((vec![xt.into()], vec![gt.into()]))
-        })?;
-        state.published(&recs);
-        stored = ext;
-    }
+        let (_, _, recs) = state
+            .store
+            .insert_then_update(&r, t, &id, move |ext, g| {
+                let (gt, xt) = g.request.apply_extension(&mut ext.request, now)?;
+                Ok((vec![xt.into()], vec![gt.into()]))
+            })
+            .await?;
+        recs
+    } else {
+        state.store.insert(&r, t).await?
+    };
+    state.published(&recs);
+    let stored = state.store.get(&r.id).await?.ok_or_else(not_visible)?;
     Ok((axum::http::StatusCode::CREATED, Json(view(&state, &stored))).into_response())
 }
 
@@ -709,18 +746,21 @@ async fn review(
     Body(b): Body<DecisionBody>,
 ) -> Result<Json<RequestView>, ApiError> {
     let p = crate::rights::current(&state, &caller.principal).await?;
-    let current = load_visible(&state, &id, &p)?;
+    let current = load_visible(&state, &id, &p).await?;
     let policy = state.policy();
     let e = policy
         .entitlement(&current.request.entitlement_id)
         .ok_or_else(|| DomainError::NotAnApprover(current.request.entitlement_id.clone()))?
         .clone();
-    let (s, recs) = state.store.update(&id, |s| {
-        Ok(vec![s
-            .request
-            .review(&e, &p, b.comment.clone(), Utc::now())?
-            .into()])
-    })?;
+    let (s, recs) = state
+        .store
+        .update(&id, move |s| {
+            Ok(vec![s
+                .request
+                .review(&e, &p, b.comment.clone(), Utc::now())?
+                .into()])
+        })
+        .await?;
     state.published(&recs);
     Ok(Json(view(&state, &s)))
 }
@@ -751,50 +791,6 @@ pub(crate) enum AuditFormat {
     Csv,
 }
 
-/// Audit rows the caller may see: all for auditors, otherwise the rows of
-/// requests visible to them.
-pub fn visible_audit(
-    state: &AppState,
-    p: &Principal,
-    since: i64,
-    limit: usize,
-) -> Result<(Vec<crate::store::AuditRecord>, i64), ApiError> {
-    let policy = state.policy();
-    let auditor = policy.is_auditor(p);
-    let mut out = Vec::new();
-    let mut cursor = since;
-    let mut cache = std::collections::HashMap::<String, bool>::new();
-    loop {
-        let batch = state.store.audit_after(cursor, 500)?;
-        if batch.is_empty() {
-            break;
-        }
-        for rec in batch {
-            cursor = rec.seq;
-            let visible = auditor
-                || rec.requester_id == p.id
-                || match cache.get(&rec.request_id) {
-                    Some(v) => *v,
-                    None => {
-                        let v = state
-                            .store
-                            .get(&rec.request_id)?
-                            .is_some_and(|s| s.request.visible_to(p, &policy));
-                        cache.insert(rec.request_id.clone(), v);
-                        v
-                    }
-                };
-            if visible {
-                out.push(rec);
-                if out.len() >= limit {
-                    return Ok((out, cursor));
-                }
-            }
-        }
-    }
-    Ok((out, cursor))
-}
-
 /// Audit rows the caller may see, oldest first: auditors all, others the
 /// rows of requests they may see.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", security(("bearer" = [])),
@@ -810,7 +806,11 @@ async fn audit(
     Q(q): Q<AuditParams>,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(10_000).min(100_000);
-    let (rows, _) = visible_audit(&state, &caller.principal, q.since, limit)?;
+    let viewer = Viewer::of(&caller.principal, &state.policy());
+    let (rows, _) = state
+        .store
+        .audit_visible(&viewer, q.since, None, limit)
+        .await?;
     match q.format.as_deref().unwrap_or("json") {
         "json" => Ok(Json(rows).into_response()),
         "jsonl" => {
@@ -872,5 +872,5 @@ async fn audit_verify(State(state): St, caller: Caller) -> Result<Response, ApiE
             "verifying the whole audit chain is for auditors".into(),
         ));
     }
-    Ok(Json(state.store.verify_audit()?).into_response())
+    Ok(Json(state.store.verify_audit().await?).into_response())
 }

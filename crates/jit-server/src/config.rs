@@ -12,7 +12,9 @@ pub struct Config {
     /// Address to listen on, e.g. `127.0.0.1:8787` (port 0 picks a free one).
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// SQLite database file; created if missing.
+    /// SQLite database file (created if missing; the default shape: one
+    /// jitd), or a PostgreSQL URL `postgres://user[:password]@host[:port]/db`
+    /// (several jitd replicas may share it).
     pub database: PathBuf,
     /// Policy file (see `config/policy.toml`); reloaded when it changes.
     pub policy: PathBuf,
@@ -85,12 +87,36 @@ impl Config {
         let mut c: Config =
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        c.database = base.join(&c.database);
+        if !c.is_postgres() {
+            c.database = base.join(&c.database);
+        }
         c.policy = base.join(&c.policy);
         if let Some(f) = &c.keycloak.backend_client_secret_file {
             c.keycloak.backend_client_secret_file = Some(base.join(f));
         }
         Ok(c)
+    }
+
+    /// Whether `database` is a PostgreSQL URL.
+    pub fn is_postgres(&self) -> bool {
+        crate::store::postgres::is_url(&self.database.to_string_lossy())
+    }
+
+    /// `database` for messages: a URL without its password.
+    pub fn database_display(&self) -> String {
+        let s = self.database.to_string_lossy().to_string();
+        if !self.is_postgres() {
+            return self.database.display().to_string();
+        }
+        match url::Url::parse(&s) {
+            Ok(mut u) => {
+                if u.password().is_some() {
+                    let _ = u.set_password(Some("***"));
+                }
+                u.to_string()
+            }
+            Err(_) => "postgres://…".into(),
+        }
     }
 
     /// The backend client secret, from the file or `JIT_BACKEND_SECRET`.

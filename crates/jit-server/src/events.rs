@@ -2,11 +2,23 @@
 //! the caller may see. Each event's `id` is the audit sequence number and
 //! its `event` the audit event type; a client that reconnects with
 //! `Last-Event-ID` (or `?since=`) gets every visible event after that id —
-//! the stream reads the store, not an in-memory buffer, so nothing is lost.
-//! The stream ends when the caller's token expires (reconnect with a fresh
-//! one) or the server stops.
+//! the backlog comes from the store, so nothing is lost. The stream ends
+//! when the caller's token expires (reconnect with a fresh one) or the
+//! server stops.
+//!
+//! Fan-out: one task per jitd ([`run_hub`]) reads each new audit row once,
+//! renders it once (with the request's view) and broadcasts it. A
+//! subscriber's work per event is a visibility check on the row's requester
+//! and entitlement ([`Viewer::sees`]), not a store read. The hub follows
+//! the store's audit sequence, so writes of other replicas (PostgreSQL
+//! `NOTIFY`, see [`crate::store::postgres`]) fan out the same way.
+//!
+//! Exact resume: a subscriber subscribes to the broadcast first, then reads
+//! its backlog from the store up to the last broadcast sequence, then takes
+//! broadcast events above it. A subscriber that falls behind the broadcast
+//! buffer reads the gap from the store again.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,11 +29,141 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use jit_core::api::EventData;
 use serde::Deserialize;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
-use crate::api::{view, visible_audit, Caller, Q};
+use crate::api::{view, Caller, Q};
 use crate::error::ApiError;
+use crate::store::{AuditRecord, StoreError, Viewer};
 use crate::AppState;
+
+/// Events buffered for slow subscribers before they re-read from the store.
+const BUFFER: usize = 4096;
+
+/// One audit row, rendered once for every subscriber.
+#[derive(Debug)]
+pub struct Rendered {
+    pub seq: i64,
+    pub event: String,
+    pub requester_id: String,
+    pub entitlement_id: String,
+    /// The [`EventData`] as JSON.
+    pub data: String,
+}
+
+impl Rendered {
+    fn sse(&self) -> Event {
+        Event::default()
+            .id(self.seq.to_string())
+            .event(&self.event)
+            .data(&self.data)
+    }
+}
+
+/// The fan-out point of one jitd.
+pub struct Hub {
+    tx: broadcast::Sender<Arc<Rendered>>,
+    /// Highest sequence number broadcast so far.
+    published: watch::Sender<i64>,
+}
+
+impl Hub {
+    /// A hub whose broadcast starts after `last_seq`.
+    pub fn new(last_seq: i64) -> Hub {
+        Hub {
+            tx: broadcast::channel(BUFFER).0,
+            published: watch::channel(last_seq).0,
+        }
+    }
+
+    /// Number of connected event streams.
+    pub fn subscribers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+}
+
+/// Renders audit rows with their requests' views (one store read per
+/// distinct request of the batch).
+async fn render(state: &AppState, rows: Vec<AuditRecord>) -> Result<Vec<Rendered>, StoreError> {
+    let mut views = HashMap::new();
+    for rec in &rows {
+        if !views.contains_key(&rec.request_id) {
+            let v = state
+                .store
+                .get(&rec.request_id)
+                .await?
+                .map(|s| view(state, &s));
+            views.insert(rec.request_id.clone(), v);
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .map(|rec| {
+            let request = views.get(&rec.request_id).cloned().flatten();
+            let (seq, event) = (rec.seq, rec.event.clone());
+            let (requester_id, entitlement_id) =
+                (rec.requester_id.clone(), rec.entitlement_id.clone());
+            let data = serde_json::to_string(&EventData {
+                record: rec,
+                request,
+            })
+            .expect("event serialises");
+            Rendered {
+                seq,
+                event,
+                requester_id,
+                entitlement_id,
+                data,
+            }
+        })
+        .collect())
+}
+
+/// Follows the audit sequence (local writes bump `state.last_seq`; so do
+/// other replicas' notifications) and broadcasts each new row once, in
+/// order. Runs until the server stops.
+pub async fn run_hub(state: Arc<AppState>) {
+    let mut seq_rx = state.last_seq.subscribe();
+    let mut stop = state.stopping.subscribe();
+    let mut at = *state.events.published.borrow();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        seq_rx.borrow_and_update();
+        loop {
+            let rows = match state.store.audit_after(at, 500).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "event hub read failed");
+                    break;
+                }
+            };
+            if rows.is_empty() {
+                break;
+            }
+            match render(&state, rows).await {
+                Ok(evs) => {
+                    for ev in evs {
+                        at = ev.seq;
+                        // No receivers is fine: the backlog is in the store.
+                        let _ = state.events.tx.send(Arc::new(ev));
+                        state.events.published.send_replace(at);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "event hub render failed");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = seq_rx.changed() => {}
+            _ = stop.changed() => {}
+            // A safety net for a missed notification.
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
 
 /// Query of `GET /v1/events`.
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -44,12 +186,47 @@ fn parse_event_id(s: &str) -> Option<i64> {
 struct Cursor {
     state: Arc<AppState>,
     caller: Caller,
+    viewer: Viewer,
+    generation: u64,
+    /// Highest sequence number dealt with (delivered or not visible).
     after: i64,
     buf: VecDeque<Event>,
-    seq_rx: watch::Receiver<i64>,
+    rx: broadcast::Receiver<Arc<Rendered>>,
     stop_rx: watch::Receiver<bool>,
     /// Counts this stream in `jit_sse_subscribers` while it lives.
     _subscriber: crate::metrics::SseGuard,
+}
+
+impl Cursor {
+    /// The viewer under the policy in force (recomputed when it changes).
+    fn viewer(&mut self) -> &Viewer {
+        let g = self
+            .state
+            .policy_generation
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if g != self.generation {
+            self.viewer = Viewer::of(&self.caller.principal, &self.state.policy());
+            self.generation = g;
+        }
+        &self.viewer
+    }
+
+    /// Reads visible rows in `(after, upto]` from the store into `buf`.
+    async fn backlog(&mut self, upto: i64) -> Result<(), StoreError> {
+        while self.after < upto {
+            let v = self.viewer().clone();
+            let (rows, cursor) = self
+                .state
+                .store
+                .audit_visible(&v, self.after, Some(upto), 100)
+                .await?;
+            for ev in render(&self.state, rows).await? {
+                self.buf.push_back(ev.sse());
+            }
+            self.after = cursor;
+        }
+        Ok(())
+    }
 }
 
 /// Starts after `Last-Event-ID`, else `?since=`, else the newest event (only
@@ -89,19 +266,29 @@ pub async fn stream(
             "since must be an event id: a whole number ≥ 0".into(),
         ));
     }
+    // Subscribe before reading the broadcast position: nothing falls
+    // between the backlog and the live events.
+    let rx = state.events.tx.subscribe();
+    let published = *state.events.published.borrow();
     let after = match last_id.or(q.since) {
         Some(n) => n,
-        None => state.store.last_seq()?,
+        None => published,
     };
-    let cursor = Cursor {
+    let generation = state
+        .policy_generation
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let mut cursor = Cursor {
+        viewer: Viewer::of(&caller.principal, &state.policy()),
+        generation,
         _subscriber: state.metrics.sse_subscriber(),
-        seq_rx: state.last_seq.subscribe(),
         stop_rx: state.stopping.subscribe(),
         state,
         caller,
         after,
         buf: VecDeque::new(),
+        rx,
     };
+    cursor.backlog(published).await?;
     let s = futures::stream::unfold(cursor, |mut c| async move {
         loop {
             if let Some(ev) = c.buf.pop_front() {
@@ -114,46 +301,30 @@ pub async fn stream(
             if left <= 0 {
                 return None;
             }
-            // Mark the current value seen before reading, so a write that
-            // lands after the read wakes us.
-            c.seq_rx.borrow_and_update();
-            match visible_audit(&c.state, &c.caller.principal, c.after, 100) {
-                Ok((rows, cursor)) => {
-                    c.after = cursor;
-                    for rec in rows {
-                        let request = c
-                            .state
-                            .store
-                            .get(&rec.request_id)
-                            .ok()
-                            .flatten()
-                            .map(|s| view(&c.state, &s));
-                        let id = rec.seq.to_string();
-                        let name = rec.event.clone();
-                        let data = EventData {
-                            record: rec,
-                            request,
-                        };
-                        let ev = Event::default()
-                            .id(id)
-                            .event(name)
-                            .json_data(&data)
-                            .unwrap_or_else(|_| Event::default().comment("unserialisable event"));
-                        c.buf.push_back(ev);
+            let received = tokio::select! {
+                r = c.rx.recv() => r,
+                _ = c.stop_rx.changed() => continue,
+                _ = tokio::time::sleep(Duration::from_secs(left as u64)) => continue,
+            };
+            match received {
+                Ok(ev) => {
+                    if ev.seq <= c.after {
+                        continue;
+                    }
+                    c.after = ev.seq;
+                    if c.viewer().sees(&ev.requester_id, &ev.entitlement_id) {
+                        return Some((Ok(ev.sse()), c));
                     }
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "event stream read failed");
-                    return None;
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Fell behind the buffer: read the gap from the store.
+                    let upto = *c.state.events.published.borrow();
+                    if let Err(e) = c.backlog(upto).await {
+                        tracing::error!(error = %e, "event stream read failed");
+                        return None;
+                    }
                 }
-            }
-            if !c.buf.is_empty() {
-                continue;
-            }
-            tokio::select! {
-                _ = c.seq_rx.changed() => {}
-                _ = c.stop_rx.changed() => {}
-                _ = tokio::time::sleep(Duration::from_secs(left as u64)) => {}
+                Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     });

@@ -35,7 +35,7 @@ pub use store::Store;
 
 /// Shared state of a running jitd, passed to handlers and the scheduler.
 pub struct AppState {
-    pub store: Arc<Store>,
+    pub store: Store,
     policy: RwLock<Arc<Policy>>,
     policy_path: PathBuf,
     policy_mtime: RwLock<Option<SystemTime>>,
@@ -51,8 +51,11 @@ pub struct AppState {
     pub rights: rights::RightsCache,
     /// Wakes the scheduler when something became due.
     pub wake: Notify,
-    /// Latest audit sequence number; event streams wait on it.
+    /// Latest audit sequence number known (local writes, and other
+    /// replicas' notifications); the event hub follows it.
     pub last_seq: watch::Sender<i64>,
+    /// Fan-out of events to `/v1/events` streams.
+    pub events: events::Hub,
     /// What clients need to log in (served at `/v1/config`).
     pub public: jit_core::api::ServerConfigView,
     /// Flips to `true` when the server stops; long-lived streams end then.
@@ -143,6 +146,20 @@ pub fn load_policy(path: &std::path::Path) -> anyhow::Result<Policy> {
     Policy::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
+/// Opens the store `config.database` names: a `postgres://` URL (several
+/// replicas may share it) or a SQLite file (created if missing). Opening
+/// and migrating run on the blocking pool.
+///
+/// Errors: unreachable database, failed migration; the message names the
+/// file, never a URL's password.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let spec = config.database.to_string_lossy().to_string();
+    let shown = config.database_display();
+    tokio::task::spawn_blocking(move || Store::open_spec(&spec))
+        .await?
+        .map_err(|e| anyhow::anyhow!("cannot open database {shown}: {e}"))
+}
+
 /// A running jitd.
 pub struct Server {
     /// The address it listens on (the real port when `listen` said 0).
@@ -174,10 +191,7 @@ impl Server {
 /// Errors: unreadable config parts, invalid policy, busy port, missing secret.
 pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let policy = load_policy(&config.policy)?;
-    let store =
-        Arc::new(Store::open(&config.database).map_err(|e| {
-            anyhow::anyhow!("cannot open database {}: {e}", config.database.display())
-        })?);
+    let store = open_store(config).await?;
     let http = jit_keycloak::http_client();
     let issuer =
         config.keycloak.issuer.clone().unwrap_or_else(|| {
@@ -194,7 +208,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         http,
     )
     .with_observer(metrics.clone());
-    let last = store.last_seq()?;
+    let last = store.last_seq().await?;
     let state = Arc::new(AppState {
         store,
         policy: RwLock::new(Arc::new(policy)),
@@ -211,6 +225,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         rights: rights::RightsCache::default(),
         wake: Notify::new(),
         last_seq: watch::channel(last).0,
+        events: events::Hub::new(last),
         stopping: watch::channel(false).0,
         metrics,
         public: jit_core::api::ServerConfigView {
@@ -228,6 +243,29 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let sched = tokio::spawn(scheduler::run(state.clone()));
     tokio::spawn(grant_ends::run(state.clone()));
+    let hub = tokio::spawn(events::run_hub(state.clone()));
+    // Other replicas' writes (PostgreSQL NOTIFY): wake the hub and the
+    // scheduler as local writes do.
+    let weak = Arc::downgrade(&state);
+    state.store.sync().follow(Box::new(move |seq| {
+        let Some(s) = weak.upgrade() else {
+            return false;
+        };
+        if *s.stopping.borrow() {
+            return false;
+        }
+        if let Some(seq) = seq {
+            s.last_seq.send_if_modified(|v| {
+                let newer = seq > *v;
+                if newer {
+                    *v = seq;
+                }
+                newer
+            });
+            s.wake.notify_one();
+        }
+        true
+    }));
     let app = api::router(state.clone());
     let st = state.clone();
     let task = tokio::spawn(async move {
@@ -241,6 +279,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         }
         let _ = st.stopping.send(true);
         let _ = sched.await;
+        let _ = hub.await;
     });
     tracing::info!(%addr, issuer = %issuer, "jitd listening");
     Ok(Server {

@@ -126,7 +126,7 @@ impl std::fmt::Debug for Metrics {
 
 /// Gauges read from the store at each scrape (they survive restarts and are
 /// the same on every replica).
-struct StoreGauges(Arc<Store>);
+struct StoreGauges(Store);
 
 impl std::fmt::Debug for StoreGauges {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -136,7 +136,7 @@ impl std::fmt::Debug for StoreGauges {
 
 impl Collector for StoreGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (by_status, late) = match self.0.stats(chrono::Utc::now()) {
+        let (by_status, late) = match self.0.sync().stats(chrono::Utc::now()) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "metrics: cannot read the store");
@@ -172,7 +172,7 @@ impl Collector for StoreGauges {
             None,
             g.metric_type(),
         )?)?;
-        if let Ok(seq) = self.0.last_seq() {
+        if let Ok(seq) = self.0.sync().last_seq() {
             let g = ConstGauge::new(seq);
             g.encode(encoder.encode_descriptor(
                 "jit_audit_last_seq",
@@ -188,7 +188,7 @@ impl Collector for StoreGauges {
 impl Metrics {
     /// A registry with every metric; the store gauges read `store` at each
     /// scrape.
-    pub fn new(store: Arc<Store>) -> Metrics {
+    pub fn new(store: Store) -> Metrics {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(StoreGauges(store)));
         let mut names: Vec<String> = ["jit_requests", "jit_revocations_late", "jit_audit_last_seq"]
@@ -434,7 +434,7 @@ mod tests {
     #[test]
     fn exposition_follows_the_conventions() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("db.sqlite")).unwrap());
+        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
         let m = Arc::new(Metrics::new(store));
         m.granted(Duration::from_millis(30), 0.4);
         m.removed(Duration::from_millis(20), 7.0);

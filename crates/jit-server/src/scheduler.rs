@@ -49,7 +49,7 @@ pub async fn run(state: Arc<AppState>) {
             .policy_generation
             .load(std::sync::atomic::Ordering::SeqCst);
         if generation != checked_generation {
-            match withdraw_outside_policy(&state) {
+            match withdraw_outside_policy(&state).await {
                 Ok(()) => checked_generation = generation,
                 Err(e) => tracing::error!(error = %e, "policy re-check failed"),
             }
@@ -81,9 +81,9 @@ pub async fn run(state: Arc<AppState>) {
 /// Ends every open request whose entitlement is no longer in the policy in
 /// force, or now names another Keycloak target: only policy entitlements may
 /// be held through JIT. Runs at start and after each policy change.
-pub fn withdraw_outside_policy(state: &AppState) -> Result<(), StoreError> {
+pub async fn withdraw_outside_policy(state: &AppState) -> Result<(), StoreError> {
     let policy = state.policy();
-    for s in state.store.open_requests()? {
+    for s in state.store.open_requests().await? {
         let r = &s.request;
         let in_policy = policy
             .entitlement(&r.entitlement_id)
@@ -101,10 +101,11 @@ pub fn withdraw_outside_policy(state: &AppState) -> Result<(), StoreError> {
         ignore_race(
             state
                 .store
-                .update(&r.id, |s| {
+                .update(&r.id, move |s| {
                     let t = s.request.withdraw(&reason, Utc::now())?;
                     Ok(end_grant(s, t))
                 })
+                .await
                 .map(|(_, recs)| state.published(&recs)),
         )?;
     }
@@ -145,12 +146,13 @@ pub async fn tick(
     state: &AppState,
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let due = state.store.due(now)?;
+    let due = state.store.due(now).await?;
     for id in &due.lapse {
         ignore_race(
             state
                 .store
-                .update(id, |s| Ok(vec![s.request.lapse(now)?.into()]))
+                .update(id, move |s| Ok(vec![s.request.lapse(now)?.into()]))
+                .await
                 .map(|(_, recs)| state.published(&recs)),
         )?;
     }
@@ -158,10 +160,11 @@ pub async fn tick(
         ignore_race(
             state
                 .store
-                .update(id, |s| {
+                .update(id, move |s| {
                     let t = s.request.expire(now)?;
                     Ok(end_grant(s, t))
                 })
+                .await
                 .map(|(_, recs)| state.published(&recs)),
         )?;
     }
@@ -185,17 +188,20 @@ fn backoff(s: &mut Stored, err: String) {
     s.grant.last_error = Some(err);
 }
 
-fn record_failure(state: &AppState, id: &str, err: String) -> Result<(), StoreError> {
+async fn record_failure(state: &AppState, id: &str, err: String) -> Result<(), StoreError> {
     tracing::warn!(request = id, error = %err, "Keycloak step failed; will retry");
-    state.store.update(id, |s| {
-        backoff(s, err);
-        Ok(vec![])
-    })?;
+    state
+        .store
+        .update(id, move |s| {
+            backoff(s, err);
+            Ok(vec![])
+        })
+        .await?;
     Ok(())
 }
 
 async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
-    let Some(s) = state.store.get(id)? else {
+    let Some(s) = state.store.get(id).await? else {
         return Ok(());
     };
     let now = Utc::now();
@@ -218,6 +224,7 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
                     r.entitlement_id
                 ),
             )
+            .await
         }
     }
     let owns = match s.grant.owns_assignment {
@@ -225,18 +232,22 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
         None => {
             let decided = match state
                 .store
-                .active_ownership(&r.requester_id, &r.target, id)?
+                .active_ownership(&r.requester_id, &r.target, id)
+                .await?
             {
                 Some(inherited) => inherited,
                 None => match state.admin.holds(&r.requester_id, &r.target, false).await {
                     Ok(held) => !held,
-                    Err(e) => return record_failure(state, id, e.to_string()),
+                    Err(e) => return record_failure(state, id, e.to_string()).await,
                 },
             };
-            state.store.update(id, |s| {
-                s.grant.owns_assignment = Some(decided);
-                Ok(vec![])
-            })?;
+            state
+                .store
+                .update(id, move |s| {
+                    s.grant.owns_assignment = Some(decided);
+                    Ok(vec![])
+                })
+                .await?;
             decided
         }
     };
@@ -244,10 +255,10 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
         // The extension must know the grant's end before any token carries the role.
         crate::grant_ends::before_assign(state, &r.requester_id).await;
         if let Err(e) = state.admin.assign(&r.requester_id, &r.target).await {
-            return record_failure(state, id, e.to_string());
+            return record_failure(state, id, e.to_string()).await;
         }
     }
-    let result = state.store.update(id, |s| {
+    let result = state.store.update(id, move |s| {
         let t = s.request.activate(Utc::now())?;
         s.grant.granted_at = Some(Utc::now());
         s.grant.attempts = 0;
@@ -263,7 +274,7 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
             }));
         }
         Ok(entries)
-    });
+    }).await;
     match result {
         Ok((_, recs)) => {
             // Due at the later of the decision and the scheduled start.
@@ -277,12 +288,15 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
         // Cancelled or revoked while we were granting: the removal path
         // (set by end_grant, since owns_assignment is decided) cleans up.
         Err(StoreError::Domain(DomainError::IllegalTransition { .. })) => {
-            state.store.update(id, |s| {
-                if s.request.status.is_terminal() && s.grant.removed_at.is_none() {
-                    s.grant.removal_pending = true;
-                }
-                Ok(vec![])
-            })?;
+            state
+                .store
+                .update(id, |s| {
+                    if s.request.status.is_terminal() && s.grant.removed_at.is_none() {
+                        s.grant.removal_pending = true;
+                    }
+                    Ok(vec![])
+                })
+                .await?;
             state.wake.notify_one();
             Ok(())
         }
@@ -291,7 +305,7 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
 }
 
 async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
-    let Some(s) = state.store.get(id)? else {
+    let Some(s) = state.store.get(id).await? else {
         return Ok(());
     };
     if !s.grant.removal_pending {
@@ -300,7 +314,8 @@ async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
     let r = &s.request;
     let others = state
         .store
-        .active_ownership(&r.requester_id, &r.target, id)?;
+        .active_ownership(&r.requester_id, &r.target, id)
+        .await?;
     let (note_event, reason) = if others.is_some() {
         (
             "grant.kept",
@@ -309,7 +324,7 @@ async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
     } else if s.grant.owns_assignment == Some(true) {
         let started = std::time::Instant::now();
         if let Err(e) = state.admin.unassign(&r.requester_id, &r.target).await {
-            return record_failure(state, id, e.to_string());
+            return record_failure(state, id, e.to_string()).await;
         }
         let end_sessions = state
             .policy()
@@ -321,7 +336,8 @@ async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
                     state,
                     id,
                     format!("role removed, ending sessions failed: {e}"),
-                );
+                )
+                .await;
             }
         }
         // Late relative to when access should have ended (one definition:
@@ -344,22 +360,25 @@ async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
             "standing assignment held before the grant; JIT never removes it".to_string(),
         )
     };
-    let (_, recs) = state.store.update(id, |s| {
-        s.grant.removal_pending = false;
-        if note_event == "grant.removed" {
-            s.grant.removed_at = Some(Utc::now());
-        }
-        s.grant.attempts = 0;
-        s.grant.next_attempt_at = None;
-        s.grant.last_error = None;
-        debug_assert!(s.request.status.is_terminal() || s.request.status == Status::Approved);
-        Ok(vec![Entry::Note(Note {
-            event: note_event,
-            actor: jit_core::model::SYSTEM_ACTOR.into(),
-            reason: Some(reason.clone()),
-            at: Utc::now(),
-        })])
-    })?;
+    let (_, recs) = state
+        .store
+        .update(id, move |s| {
+            s.grant.removal_pending = false;
+            if note_event == "grant.removed" {
+                s.grant.removed_at = Some(Utc::now());
+            }
+            s.grant.attempts = 0;
+            s.grant.next_attempt_at = None;
+            s.grant.last_error = None;
+            debug_assert!(s.request.status.is_terminal() || s.request.status == Status::Approved);
+            Ok(vec![Entry::Note(Note {
+                event: note_event,
+                actor: jit_core::model::SYSTEM_ACTOR.into(),
+                reason: Some(reason),
+                at: Utc::now(),
+            })])
+        })
+        .await?;
     tracing::info!(request = id, target = %r.target, user = %r.requester_username, event = note_event, "grant ended in Keycloak");
     state.published(&recs);
     Ok(())

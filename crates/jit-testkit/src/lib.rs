@@ -21,6 +21,7 @@
 mod admin;
 mod browser;
 mod pkce;
+pub mod postgres;
 
 pub use admin::AdminProbe;
 pub use browser::{browser_login, device_login, page_text};

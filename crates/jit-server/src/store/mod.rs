@@ -1,0 +1,1272 @@
+//! The store: the only truth about requests, grants and the audit log.
+//!
+//! Two engines behind one interface ([`db::Database`]): SQLite in one file
+//! (the default, WAL, `synchronous=FULL`) and PostgreSQL (several jitd
+//! replicas on one database). The SQL is written once ([`SqlStore`]).
+//!
+//! Every state change goes through [`Store::update`] (or its relatives),
+//! which loads a request, lets `jit-core` apply a transition, and saves the
+//! request and its audit rows in one transaction, so a crash leaves either
+//! all of a change or none of it.
+//!
+//! The audit log is append-only and hash-chained: each row stores the hash of
+//! the previous row, and its own hash covers its content and that link, so a
+//! changed, removed or reordered row breaks [`Store::verify_audit`]. Appends
+//! are serialised (SQLite: one writer; PostgreSQL: a transaction-scoped
+//! advisory lock), so concurrent writers on several replicas still make one
+//! chain without forks.
+//!
+//! Requests keep their whole body as JSON plus real, indexed columns for
+//! everything lists filter and sort on (status, requester, entitlement,
+//! `created_at`, review state, votes), so every list is filtered and
+//! paginated in SQL ([`Store::list`]) with a stable cursor — exact for any
+//! store size.
+//!
+//! [`Store`] is the async face used by handlers and the scheduler: each call
+//! runs on tokio's blocking pool (`spawn_blocking`), never on the runtime's
+//! worker threads; reads use their own connections, so a long list never
+//! holds up a write or `/healthz`.
+
+pub mod db;
+pub mod postgres;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use jit_core::{AccessRequest, DomainError, EntitlementKind, Status, Transition};
+use serde::Serialize;
+
+use db::{Conn, Database, Dialect, Row, P};
+
+pub use jit_core::api::{AuditRecord, GrantState, GENESIS};
+
+/// Result of checking the audit chain.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct AuditVerification {
+    /// Whether every row's hash and link match.
+    pub ok: bool,
+    /// Rows checked.
+    pub rows: i64,
+    /// First sequence number whose hash or link does not match.
+    #[schema(required = true)]
+    pub first_bad_seq: Option<i64>,
+    /// Hash of the last row (`null` when the log is empty).
+    #[schema(required = true)]
+    pub last_hash: Option<String>,
+}
+
+/// An event not caused by a request transition (e.g. the role really left
+/// Keycloak), for the audit log.
+#[derive(Debug, Clone)]
+pub struct Note {
+    pub event: &'static str,
+    pub actor: String,
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// What a closure passed to [`Store::update`] may record.
+pub enum Entry {
+    Transition(Transition),
+    Note(Note),
+}
+
+impl From<Transition> for Entry {
+    fn from(t: Transition) -> Entry {
+        Entry::Transition(t)
+    }
+}
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("database error: {0}")]
+    Pg(String),
+    #[error("no database connection: {0}")]
+    Pool(String),
+    /// A unique index refused a row (e.g. a second pending request).
+    #[error("unique constraint: {0}")]
+    Unique(String),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// Work the scheduler must do now.
+#[derive(Debug, Default)]
+pub struct DueWork {
+    pub lapse: Vec<String>,
+    pub expire: Vec<String>,
+    pub activate: Vec<String>,
+    pub remove: Vec<String>,
+    /// Earliest future instant at which something becomes due.
+    pub next_due: Option<DateTime<Utc>>,
+}
+
+/// A stored request with its grant bookkeeping.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub request: AccessRequest,
+    pub grant: GrantState,
+}
+
+/// Who is asking, for visibility in SQL: the same rule as
+/// [`AccessRequest::visible_to`] — the requester, auditors, and approvers of
+/// the request's entitlement (in the policy in force).
+#[derive(Debug, Clone, Default)]
+pub struct Viewer {
+    pub user_id: String,
+    pub auditor: bool,
+    /// Entitlement ids this user approves.
+    pub approves: Vec<String>,
+}
+
+impl Viewer {
+    /// The viewer `p` is under `policy`.
+    pub fn of(p: &jit_core::Principal, policy: &jit_core::Policy) -> Viewer {
+        Viewer {
+            user_id: p.id.clone(),
+            auditor: policy.is_auditor(p),
+            approves: policy
+                .entitlements
+                .values()
+                .filter(|e| e.is_approver(p))
+                .map(|e| e.id.clone())
+                .collect(),
+        }
+    }
+
+    /// Whether an audit row (or its request) with this requester and
+    /// entitlement is visible: a check on two fields, no store read.
+    pub fn sees(&self, requester_id: &str, entitlement_id: &str) -> bool {
+        self.auditor
+            || requester_id == self.user_id
+            || self.approves.iter().any(|e| e == entitlement_id)
+    }
+}
+
+/// Position in a list ordered newest first: the last row's `created_at` and
+/// id. Text form `MICROS.ID` (microseconds since the epoch, UTC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: DateTime<Utc>,
+    pub id: String,
+}
+
+impl Cursor {
+    /// `MICROS.ID`, safe in a URL query for the ids jitd makes (UUIDs).
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.created_at.timestamp_micros(), self.id)
+    }
+
+    /// Parses [`encode`](Self::encode)'s form; `None` if malformed.
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let (micros, id) = s.split_once('.')?;
+        let created_at = DateTime::<Utc>::from_timestamp_micros(micros.parse().ok()?)?;
+        (!id.is_empty()).then(|| Cursor {
+            created_at,
+            id: id.to_string(),
+        })
+    }
+}
+
+/// A filtered list of requests, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only what this viewer may see.
+    pub viewer: Viewer,
+    pub status: Option<Status>,
+    /// Only the viewer's own requests.
+    pub mine: bool,
+    /// Waiting for the viewer: pending without their vote, or a
+    /// break-glass activation whose review is open, for entitlements they
+    /// approve, not their own.
+    pub to_review: bool,
+    /// Break-glass activations whose after-the-fact review is open.
+    pub review_open: bool,
+    /// Only ids starting with this.
+    pub id_prefix: Option<String>,
+    /// Continue after this position.
+    pub after: Option<Cursor>,
+    /// Page size (at least 1).
+    pub limit: usize,
+}
+
+/// One page of a list: `next` is set when more rows follow.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub items: Vec<Stored>,
+    pub next: Option<Cursor>,
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    // Fixed width, so text order is time order in SQL comparisons.
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("timestamp {s}: {e}")))
+}
+
+fn target_key(t: &EntitlementKind) -> String {
+    serde_json::to_string(t).expect("target serialises")
+}
+
+/// SQLite schema versions (`PRAGMA user_version` = how many are applied).
+const SQLITE_MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE requests (
+    id TEXT PRIMARY KEY,
+    entitlement_id TEXT NOT NULL,
+    requester_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    target TEXT NOT NULL,
+    extends TEXT,
+    created_at TEXT NOT NULL,
+    pending_until TEXT NOT NULL,
+    start_at TEXT,
+    expires_at TEXT,
+    body TEXT NOT NULL,
+    grant_state TEXT NOT NULL,
+    removal_pending INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT
+);
+CREATE INDEX requests_status ON requests(status);
+CREATE INDEX requests_requester ON requests(requester_id);
+CREATE INDEX requests_removal ON requests(removal_pending);
+CREATE TABLE audit (
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    event TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    entitlement_id TEXT NOT NULL,
+    requester_id TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT,
+    from_status TEXT,
+    to_status TEXT,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX audit_request ON audit(request_id);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+"#,
+    // 2: columns and indexes for SQL-side lists; votes as rows; one pending
+    // request per requester and entitlement enforced by a unique index;
+    // due-work claims (several replicas).
+    r#"
+ALTER TABLE requests ADD COLUMN review_open INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE requests ADD COLUMN pending_slot INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE requests ADD COLUMN claimed_by TEXT;
+ALTER TABLE requests ADD COLUMN claim_until TEXT;
+CREATE TABLE request_votes (
+    request_id TEXT NOT NULL,
+    approver_id TEXT NOT NULL,
+    PRIMARY KEY (request_id, approver_id)
+);
+INSERT OR IGNORE INTO request_votes (request_id, approver_id)
+    SELECT r.id, json_extract(v.value, '$.approver_id') FROM requests r, json_each(r.body, '$.votes') v;
+UPDATE requests SET review_open = 1
+    WHERE json_extract(body, '$.review_required') = 1 AND json_extract(body, '$.reviewed_at') IS NULL;
+UPDATE requests SET pending_slot = 1
+    WHERE status = 'pending' AND extends IS NULL AND id = (
+        SELECT d.id FROM requests d
+        WHERE d.requester_id = requests.requester_id AND d.entitlement_id = requests.entitlement_id
+          AND d.status = 'pending' AND d.extends IS NULL
+        ORDER BY d.created_at, d.id LIMIT 1);
+DROP INDEX requests_status;
+DROP INDEX requests_requester;
+"#,
+];
+
+/// Indexes both engines share (created after the migrations, idempotent).
+const INDEXES: &[&str] = &[
+    "CREATE UNIQUE INDEX IF NOT EXISTS requests_one_pending ON requests(requester_id, entitlement_id) WHERE pending_slot = 1",
+    "CREATE INDEX IF NOT EXISTS requests_by_time ON requests(created_at, id)",
+    "CREATE INDEX IF NOT EXISTS requests_by_status ON requests(status, created_at, id)",
+    "CREATE INDEX IF NOT EXISTS requests_by_requester ON requests(requester_id, created_at, id)",
+    "CREATE INDEX IF NOT EXISTS requests_by_requester_status ON requests(requester_id, status, created_at, id)",
+    "CREATE INDEX IF NOT EXISTS requests_by_entitlement ON requests(entitlement_id, created_at, id)",
+    "CREATE INDEX IF NOT EXISTS requests_by_entitlement_status ON requests(entitlement_id, status, created_at, id)",
+    "CREATE INDEX IF NOT EXISTS requests_review_open ON requests(entitlement_id, created_at, id) WHERE review_open = 1",
+    "CREATE INDEX IF NOT EXISTS requests_pending_until ON requests(status, pending_until)",
+    "CREATE INDEX IF NOT EXISTS requests_expires ON requests(status, expires_at)",
+    "CREATE INDEX IF NOT EXISTS requests_start ON requests(status, start_at)",
+    "CREATE INDEX IF NOT EXISTS audit_requester ON audit(requester_id, seq)",
+    "CREATE INDEX IF NOT EXISTS audit_entitlement ON audit(entitlement_id, seq)",
+];
+
+/// Above this many approved entitlements, a list uses one `IN (…)` branch
+/// instead of one index range per entitlement.
+const MAX_BRANCHES: usize = 64;
+
+const REQUEST_COLS: &str = "body, grant_state";
+
+/// The store logic over any [`Database`]; synchronous (call it from a
+/// blocking thread, or use [`Store`]).
+pub struct SqlStore {
+    db: Box<dyn Database>,
+}
+
+impl SqlStore {
+    /// Wraps an opened database and brings its schema up to date.
+    pub fn new(db: Box<dyn Database>) -> Result<SqlStore, StoreError> {
+        let s = SqlStore { db };
+        match s.db.dialect() {
+            Dialect::Sqlite => {
+                s.migrate_sqlite()?;
+                let mut c = s.db.writer()?;
+                for ix in INDEXES {
+                    c.batch(ix)?;
+                }
+            }
+            Dialect::Postgres => postgres::migrate(&mut *s.db.writer()?, INDEXES)?,
+        }
+        Ok(s)
+    }
+
+    /// The engine.
+    pub fn dialect(&self) -> Dialect {
+        self.db.dialect()
+    }
+
+    fn migrate_sqlite(&self) -> Result<(), StoreError> {
+        let mut c = self.db.writer()?;
+        let version = c.query("PRAGMA user_version", &[])?[0][0].int()?;
+        for (i, m) in SQLITE_MIGRATIONS.iter().enumerate().skip(version as usize) {
+            c.batch("BEGIN IMMEDIATE")?;
+            let r = c
+                .batch(m)
+                .and_then(|_| c.batch(&format!("PRAGMA user_version = {}", i + 1)))
+                .and_then(|_| c.batch("COMMIT"));
+            if let Err(e) = r {
+                let _ = c.batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `f` in one write transaction: all of it or nothing.
+    pub fn write<R>(
+        &self,
+        f: impl FnOnce(&mut dyn Conn) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut c = self.db.writer()?;
+        match self.db.dialect() {
+            Dialect::Sqlite => c.batch("BEGIN IMMEDIATE")?,
+            // Writers on every replica take the same transaction-scoped lock
+            // first: the audit chain gets one head, and row locks are always
+            // taken after it (no lock-order deadlocks).
+            Dialect::Postgres => c.batch(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({})",
+                postgres::AUDIT_LOCK
+            ))?,
+        }
+        match f(&mut *c) {
+            Ok(r) => {
+                if let Err(e) = c.batch("COMMIT") {
+                    let _ = c.batch("ROLLBACK");
+                    return Err(e);
+                }
+                Ok(r)
+            }
+            Err(e) => {
+                let _ = c.batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    fn row_to_stored(row: &Row) -> Result<Stored, StoreError> {
+        Ok(Stored {
+            request: serde_json::from_str(&row[0].text()?)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            grant: serde_json::from_str(&row[1].text()?)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        })
+    }
+
+    fn save(c: &mut dyn Conn, s: &Stored, new: bool) -> Result<(), StoreError> {
+        let r = &s.request;
+        let extends = match &r.kind {
+            jit_core::RequestKind::Extension { grant_id } => Some(grant_id.clone()),
+            jit_core::RequestKind::Access => None,
+        };
+        let review_open = (r.review_required && r.reviewed_at.is_none()) as i64;
+        // The slot of "one pending request per requester and entitlement":
+        // taken at creation, given up when the request leaves `pending`.
+        let pending_slot = (new && r.status == Status::Pending && extends.is_none()) as i64;
+        c.exec(
+            "INSERT INTO requests (id, entitlement_id, requester_id, status, target, extends, created_at, pending_until, start_at, expires_at, body, grant_state, removal_pending, next_attempt_at, review_open, pending_slot)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT(id) DO UPDATE SET status=excluded.status, start_at=excluded.start_at, expires_at=excluded.expires_at,
+               body=excluded.body, grant_state=excluded.grant_state, removal_pending=excluded.removal_pending,
+               next_attempt_at=excluded.next_attempt_at, review_open=excluded.review_open,
+               pending_slot = CASE WHEN excluded.status = 'pending' THEN requests.pending_slot ELSE 0 END",
+            &[
+                P::from(&r.id),
+                P::from(&r.entitlement_id),
+                P::from(&r.requester_id),
+                P::from(r.status.as_str()),
+                P::from(target_key(&r.target)),
+                P::from(extends),
+                P::from(ts(r.created_at)),
+                P::from(ts(r.pending_until)),
+                P::from(r.start_at.map(ts)),
+                P::from(r.expires_at.map(ts)),
+                P::from(serde_json::to_string(r).expect("request serialises")),
+                P::from(serde_json::to_string(&s.grant).expect("grant state serialises")),
+                P::from(s.grant.removal_pending as i64),
+                P::from(s.grant.next_attempt_at.map(ts)),
+                P::from(review_open),
+                P::from(pending_slot),
+            ],
+        )?;
+        for v in &r.votes {
+            c.exec(
+                "INSERT INTO request_votes (request_id, approver_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                &[P::from(&r.id), P::from(&v.approver_id)],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn append(c: &mut dyn Conn, r: &AccessRequest, e: &Entry) -> Result<AuditRecord, StoreError> {
+        let last = c.query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])?;
+        let (prev_seq, prev_hash) = match last.first() {
+            Some(row) => (row[0].int()?, row[1].text()?),
+            None => (0, GENESIS.to_string()),
+        };
+        let (event, actor, reason, from, to, at) = match e {
+            Entry::Transition(t) => (
+                t.action.event().to_string(),
+                t.actor.clone(),
+                t.reason.clone(),
+                t.from.map(|s| s.as_str().to_string()),
+                Some(t.to.as_str().to_string()),
+                t.at,
+            ),
+            Entry::Note(n) => (
+                n.event.to_string(),
+                n.actor.clone(),
+                n.reason.clone(),
+                None,
+                None,
+                n.at,
+            ),
+        };
+        let mut rec = AuditRecord {
+            seq: prev_seq + 1,
+            at,
+            event,
+            request_id: r.id.clone(),
+            entitlement_id: r.entitlement_id.clone(),
+            requester_id: r.requester_id.clone(),
+            actor,
+            reason,
+            from_status: from,
+            to_status: to,
+            prev_hash,
+            hash: String::new(),
+        };
+        rec.hash = rec.compute_hash();
+        c.exec(
+            "INSERT INTO audit (seq, at, event, request_id, entitlement_id, requester_id, actor, reason, from_status, to_status, prev_hash, hash)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            &[
+                P::from(rec.seq),
+                P::from(ts(rec.at)),
+                P::from(&rec.event),
+                P::from(&rec.request_id),
+                P::from(&rec.entitlement_id),
+                P::from(&rec.requester_id),
+                P::from(&rec.actor),
+                P::from(rec.reason.clone()),
+                P::from(rec.from_status.clone()),
+                P::from(rec.to_status.clone()),
+                P::from(&rec.prev_hash),
+                P::from(&rec.hash),
+            ],
+        )?;
+        Ok(rec)
+    }
+
+    fn notify(&self, c: &mut dyn Conn, recs: &[AuditRecord]) -> Result<(), StoreError> {
+        if let (Dialect::Postgres, Some(last)) = (self.db.dialect(), recs.last()) {
+            // Delivered at commit to every replica's listener.
+            c.exec(
+                &format!("SELECT pg_notify('{}', ?)", postgres::CHANNEL),
+                &[P::from(last.seq.to_string())],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn insert_in(
+        &self,
+        c: &mut dyn Conn,
+        r: &AccessRequest,
+        transitions: Vec<Transition>,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let stored = Stored {
+            request: r.clone(),
+            grant: GrantState::default(),
+        };
+        Self::save(c, &stored, true)?;
+        let mut recs = Vec::new();
+        for t in transitions {
+            recs.push(Self::append(c, r, &t.into())?);
+        }
+        Ok(recs)
+    }
+
+    /// Maps the unique index on pending requests to the domain's answer.
+    fn duplicate_pending(&self, r: &AccessRequest, e: StoreError) -> StoreError {
+        if !matches!(e, StoreError::Unique(_)) {
+            return e;
+        }
+        let existing = self
+            .db
+            .reader()
+            .and_then(|mut c| {
+                c.query(
+                    "SELECT id FROM requests WHERE requester_id = ? AND entitlement_id = ? AND pending_slot = 1",
+                    &[P::from(&r.requester_id), P::from(&r.entitlement_id)],
+                )
+            })
+            .ok()
+            .and_then(|rows| rows.first().and_then(|row| row[0].text().ok()))
+            .unwrap_or_default();
+        DomainError::DuplicatePending(r.entitlement_id.clone(), existing).into()
+    }
+
+    /// Inserts a new request with its creation transitions, atomically.
+    ///
+    /// Errors: [`DomainError::DuplicatePending`] when the requester already
+    /// has a pending access request for the entitlement (a unique index, so
+    /// it holds for parallel requests and several replicas).
+    pub fn insert(
+        &self,
+        r: &AccessRequest,
+        transitions: Vec<Transition>,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.write(|c| {
+            let recs = self.insert_in(c, r, transitions)?;
+            self.notify(c, &recs)?;
+            Ok(recs)
+        })
+        .map_err(|e| self.duplicate_pending(r, e))
+    }
+
+    /// Inserts request `r` and, in the same transaction, updates it and
+    /// request `other` with `f`: e.g. an auto-approved extension and the
+    /// grant whose end it moves. A crash leaves both or neither.
+    pub fn insert_then_update<F>(
+        &self,
+        r: &AccessRequest,
+        transitions: Vec<Transition>,
+        other: &str,
+        f: F,
+    ) -> Result<(Stored, Stored, Vec<AuditRecord>), StoreError>
+    where
+        F: FnOnce(&mut Stored, &mut Stored) -> Result<(Vec<Entry>, Vec<Entry>), DomainError>,
+    {
+        self.write(|c| {
+            let mut recs = self.insert_in(c, r, transitions)?;
+            let mut n = Stored {
+                request: r.clone(),
+                grant: GrantState::default(),
+            };
+            let mut o = self.get_for_update(c, other)?;
+            let (en, eo) = f(&mut n, &mut o)?;
+            Self::save(c, &n, false)?;
+            Self::save(c, &o, false)?;
+            for e in &en {
+                recs.push(Self::append(c, &n.request, e)?);
+            }
+            for e in &eo {
+                recs.push(Self::append(c, &o.request, e)?);
+            }
+            self.notify(c, &recs)?;
+            Ok((n, o, recs))
+        })
+        .map_err(|e| self.duplicate_pending(r, e))
+    }
+
+    fn get_for_update(&self, c: &mut dyn Conn, id: &str) -> Result<Stored, StoreError> {
+        let sql = match self.db.dialect() {
+            Dialect::Sqlite => "SELECT body, grant_state FROM requests WHERE id = ?",
+            Dialect::Postgres => "SELECT body, grant_state FROM requests WHERE id = ? FOR UPDATE",
+        };
+        let rows = c.query(sql, &[P::from(id)])?;
+        match rows.first() {
+            Some(row) => Self::row_to_stored(row),
+            None => Err(DomainError::NotFound.into()),
+        }
+    }
+
+    /// Loads request `id`, applies `f` to it and its grant state, and saves
+    /// both plus the entries `f` returns as audit rows — all in one
+    /// transaction. If `f` fails nothing is written.
+    pub fn update<F>(&self, id: &str, f: F) -> Result<(Stored, Vec<AuditRecord>), StoreError>
+    where
+        F: FnOnce(&mut Stored) -> Result<Vec<Entry>, DomainError>,
+    {
+        self.write(|c| {
+            let mut s = self.get_for_update(c, id)?;
+            let entries = f(&mut s)?;
+            Self::save(c, &s, false)?;
+            let mut recs = Vec::new();
+            for e in &entries {
+                recs.push(Self::append(c, &s.request, e)?);
+            }
+            self.notify(c, &recs)?;
+            Ok((s, recs))
+        })
+    }
+
+    /// Like [`update`](Self::update) for two requests at once (an extension
+    /// and the grant it extends), in one transaction.
+    pub fn update_pair<F>(
+        &self,
+        a: &str,
+        b: &str,
+        f: F,
+    ) -> Result<(Stored, Stored, Vec<AuditRecord>), StoreError>
+    where
+        F: FnOnce(&mut Stored, &mut Stored) -> Result<(Vec<Entry>, Vec<Entry>), DomainError>,
+    {
+        self.write(|c| {
+            let mut sa = self.get_for_update(c, a)?;
+            let mut sb = self.get_for_update(c, b)?;
+            let (ea, eb) = f(&mut sa, &mut sb)?;
+            Self::save(c, &sa, false)?;
+            Self::save(c, &sb, false)?;
+            let mut recs = Vec::new();
+            for e in &ea {
+                recs.push(Self::append(c, &sa.request, e)?);
+            }
+            for e in &eb {
+                recs.push(Self::append(c, &sb.request, e)?);
+            }
+            self.notify(c, &recs)?;
+            Ok((sa, sb, recs))
+        })
+    }
+
+    /// One request by id.
+    pub fn get(&self, id: &str) -> Result<Option<Stored>, StoreError> {
+        let rows = self.db.reader()?.query(
+            "SELECT body, grant_state FROM requests WHERE id = ?",
+            &[P::from(id)],
+        )?;
+        rows.first().map(Self::row_to_stored).transpose()
+    }
+
+    /// One page of requests the viewer may see, newest first (by
+    /// `created_at`, then id), filtered in SQL. Exact for any store size:
+    /// each branch of the visibility rule walks its own index range, and
+    /// the branches are merged in order.
+    pub fn list(&self, q: &ListQuery) -> Result<Page, StoreError> {
+        let limit = q.limit.max(1);
+        let v = &q.viewer;
+        // Conditions every branch shares.
+        let mut common = String::new();
+        let mut common_p: Vec<P> = Vec::new();
+        if let Some(s) = q.status {
+            common.push_str(" AND status = ?");
+            common_p.push(P::from(s.as_str()));
+        }
+        if q.review_open {
+            common.push_str(" AND review_open = 1");
+        }
+        if let Some(pre) = &q.id_prefix {
+            common.push_str(" AND id >= ? AND id < ?");
+            common_p.push(P::from(pre));
+            common_p.push(P::from(format!("{pre}\u{10FFFF}")));
+        }
+        if let Some(c) = &q.after {
+            common.push_str(" AND (created_at < ? OR (created_at = ? AND id < ?))");
+            common_p.push(P::from(ts(c.created_at)));
+            common_p.push(P::from(ts(c.created_at)));
+            common_p.push(P::from(&c.id));
+        }
+        // Branches of the visibility rule: disjoint, each on an index.
+        let mut branches: Vec<(String, Vec<P>)> = Vec::new();
+        let me = || P::from(&v.user_id);
+        let ents: Vec<(String, Vec<P>)> = if v.approves.len() <= MAX_BRANCHES {
+            v.approves
+                .iter()
+                .map(|e| ("entitlement_id = ?".to_string(), vec![P::from(e)]))
+                .collect()
+        } else {
+            vec![(
+                format!(
+                    "entitlement_id IN ({})",
+                    vec!["?"; v.approves.len()].join(", ")
+                ),
+                v.approves.iter().map(P::from).collect(),
+            )]
+        };
+        if q.to_review {
+            for (cond, ps) in &ents {
+                let mut p1 = ps.clone();
+                p1.extend([me(), me()]);
+                branches.push((
+                    format!("{cond} AND status = 'pending' AND requester_id <> ? AND NOT EXISTS (SELECT 1 FROM request_votes rv WHERE rv.request_id = requests.id AND rv.approver_id = ?)"),
+                    p1,
+                ));
+                let mut p2 = ps.clone();
+                p2.push(me());
+                branches.push((
+                    format!(
+                        "{cond} AND review_open = 1 AND status <> 'pending' AND requester_id <> ?"
+                    ),
+                    p2,
+                ));
+            }
+        } else if q.mine {
+            branches.push(("requester_id = ?".into(), vec![me()]));
+        } else if v.auditor {
+            branches.push(("1 = 1".into(), vec![]));
+        } else {
+            branches.push(("requester_id = ?".into(), vec![me()]));
+            for (cond, ps) in &ents {
+                let mut p = ps.clone();
+                p.push(me());
+                branches.push((format!("{cond} AND requester_id <> ?"), p));
+            }
+        }
+        if branches.is_empty() {
+            return Ok(Page::default());
+        }
+        let take = (limit + 1) as i64;
+        let mut params = Vec::new();
+        let sql = if branches.len() == 1 {
+            let (cond, ps) = branches.pop().expect("one branch");
+            params.extend(ps);
+            params.extend(common_p);
+            params.push(P::from(take));
+            format!(
+                "SELECT {REQUEST_COLS}, created_at, id FROM requests WHERE {cond}{common} ORDER BY created_at DESC, id DESC LIMIT ?"
+            )
+        } else {
+            let mut parts = Vec::new();
+            for (i, (cond, ps)) in branches.into_iter().enumerate() {
+                params.extend(ps);
+                params.extend(common_p.iter().cloned());
+                params.push(P::from(take));
+                parts.push(format!(
+                    "SELECT id, created_at FROM (SELECT id, created_at FROM requests WHERE {cond}{common} ORDER BY created_at DESC, id DESC LIMIT ?) AS b{i}"
+                ));
+            }
+            params.push(P::from(take));
+            format!(
+                "SELECT r.body, r.grant_state, r.created_at, r.id FROM ({} ORDER BY 2 DESC, 1 DESC LIMIT ?) AS u JOIN requests r ON r.id = u.id ORDER BY r.created_at DESC, r.id DESC",
+                parts.join(" UNION ALL ")
+            )
+        };
+        let rows = self.db.reader()?.query(&sql, &params)?;
+        let mut items = Vec::with_capacity(rows.len().min(limit));
+        let mut next = None;
+        for (i, row) in rows.iter().enumerate() {
+            if i == limit {
+                let last = &rows[i - 1];
+                next = Some(Cursor {
+                    created_at: parse_ts(&last[2].text()?)?,
+                    id: last[3].text()?,
+                });
+                break;
+            }
+            items.push(Self::row_to_stored(row)?);
+        }
+        Ok(Page { items, next })
+    }
+
+    /// The user's requests that may have something in Keycloak now or soon:
+    /// approved, active, or ended with the removal still pending. For the
+    /// grant ends jitd writes on the user (`grant_ends`).
+    pub fn user_grants_in_keycloak(&self, user_id: &str) -> Result<Vec<Stored>, StoreError> {
+        let rows = self.db.reader()?.query(
+            "SELECT body, grant_state FROM requests WHERE requester_id = ? AND (status IN ('approved', 'active') OR removal_pending = 1) ORDER BY created_at, id",
+            &[P::from(user_id)],
+        )?;
+        rows.iter().map(Self::row_to_stored).collect()
+    }
+
+    /// Pending extensions whose grant is no longer active (it expired, was
+    /// dropped or revoked): nobody can approve them any more.
+    pub fn orphaned_extensions(&self) -> Result<Vec<String>, StoreError> {
+        let rows = self.db.reader()?.query(
+            "SELECT r.id FROM requests r JOIN requests g ON g.id = r.extends WHERE r.status = 'pending' AND g.status <> 'active' ORDER BY r.created_at, r.id",
+            &[],
+        )?;
+        rows.iter().map(|r| r[0].text()).collect()
+    }
+
+    /// Every active grant (not extension) of `user_id`, whatever its target.
+    pub fn active_grants_of(&self, user_id: &str) -> Result<Vec<Stored>, StoreError> {
+        let rows = self.db.reader()?.query(
+            "SELECT body, grant_state FROM requests WHERE requester_id = ? AND status = 'active' AND extends IS NULL ORDER BY created_at, id",
+            &[P::from(user_id)],
+        )?;
+        rows.iter().map(Self::row_to_stored).collect()
+    }
+
+    /// Active grants of `target` to `user_id`, other than `except`.
+    pub fn other_active_grants(
+        &self,
+        user_id: &str,
+        target: &EntitlementKind,
+        except: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = self.db.reader()?.query(
+            "SELECT id FROM requests WHERE requester_id = ? AND target = ? AND status = 'active' AND extends IS NULL AND id <> ?",
+            &[P::from(user_id), P::from(target_key(target)), P::from(except)],
+        )?;
+        rows.iter().map(|r| r[0].text()).collect()
+    }
+
+    /// Whether JIT currently owns the assignment of `target` to `user_id`
+    /// through some active grant (other than `except`): `Some(owns)` if any
+    /// active grant exists.
+    pub fn active_ownership(
+        &self,
+        user_id: &str,
+        target: &EntitlementKind,
+        except: &str,
+    ) -> Result<Option<bool>, StoreError> {
+        let rows = self.db.reader()?.query(
+            "SELECT body, grant_state FROM requests WHERE requester_id = ? AND target = ? AND status = 'active' AND extends IS NULL AND id <> ?",
+            &[P::from(user_id), P::from(target_key(target)), P::from(except)],
+        )?;
+        let mut result = None;
+        for row in &rows {
+            let s = Self::row_to_stored(row)?;
+            let owns = s.grant.owns_assignment.unwrap_or(true);
+            result = Some(result.unwrap_or(false) || owns);
+        }
+        Ok(result)
+    }
+
+    /// What is due at `now`: pending requests past their TTL, active grants
+    /// past `expires_at`, approved access requests whose start has come, and
+    /// ended grants still to be removed from Keycloak (respecting backoff).
+    pub fn due(&self, now: DateTime<Utc>) -> Result<DueWork, StoreError> {
+        let mut c = self.db.reader()?;
+        let n = ts(now);
+        // Each `?` is `now`.
+        let mut ids = |sql: &str| -> Result<Vec<String>, StoreError> {
+            let params = vec![P::from(&n); sql.matches('?').count()];
+            c.query(sql, &params)?.iter().map(|r| r[0].text()).collect()
+        };
+        let backoff_ok = "(next_attempt_at IS NULL OR next_attempt_at <= ?)";
+        let mut w = DueWork {
+            lapse: ids("SELECT id FROM requests WHERE status='pending' AND pending_until <= ?")?,
+            expire: ids("SELECT id FROM requests WHERE status='active' AND expires_at <= ?")?,
+            activate: ids(&format!(
+                "SELECT id FROM requests WHERE status='approved' AND extends IS NULL AND (start_at IS NULL OR start_at <= ?) AND {backoff_ok}"
+            ))?,
+            remove: ids(&format!("SELECT id FROM requests WHERE removal_pending=1 AND {backoff_ok}"))?,
+            next_due: None,
+        };
+        let next = c.query(
+            "SELECT MIN(t) FROM (
+                SELECT pending_until AS t FROM requests WHERE status='pending' AND pending_until > ?
+                UNION ALL SELECT expires_at FROM requests WHERE status='active' AND expires_at > ?
+                UNION ALL SELECT start_at FROM requests WHERE status='approved' AND start_at > ?
+                UNION ALL SELECT next_attempt_at FROM requests WHERE (removal_pending=1 OR status='approved') AND next_attempt_at > ?) AS due_times",
+            &[P::from(&n), P::from(&n), P::from(&n), P::from(&n)],
+        )?;
+        w.next_due = next
+            .first()
+            .map(|r| r[0].opt_text())
+            .transpose()?
+            .flatten()
+            .map(|s| parse_ts(&s))
+            .transpose()?;
+        Ok(w)
+    }
+
+    /// Requests that are not over yet (pending, approved, active).
+    pub fn open_requests(&self) -> Result<Vec<Stored>, StoreError> {
+        let rows = self.db.reader()?.query(
+            "SELECT body, grant_state FROM requests WHERE status IN ('pending', 'approved', 'active') ORDER BY created_at, id",
+            &[],
+        )?;
+        rows.iter().map(Self::row_to_stored).collect()
+    }
+
+    fn audit_rows(rows: Vec<Row>) -> Result<Vec<AuditRecord>, StoreError> {
+        rows.into_iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    seq: r[0].int()?,
+                    at: parse_ts(&r[1].text()?)?,
+                    event: r[2].text()?,
+                    request_id: r[3].text()?,
+                    entitlement_id: r[4].text()?,
+                    requester_id: r[5].text()?,
+                    actor: r[6].text()?,
+                    reason: r[7].opt_text()?,
+                    from_status: r[8].opt_text()?,
+                    to_status: r[9].opt_text()?,
+                    prev_hash: r[10].text()?,
+                    hash: r[11].text()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Audit rows with `seq > after`, in order, at most `limit`.
+    pub fn audit_after(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        Self::audit_rows(self.db.reader()?.query(
+            "SELECT seq, at, event, request_id, entitlement_id, requester_id, actor, reason, from_status, to_status, prev_hash, hash
+             FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
+            &[P::from(after), P::from(limit as i64)],
+        )?)
+    }
+
+    /// Audit rows the viewer may see with `after < seq <= upto` (all after
+    /// `after` when `upto` is `None`), in order, at most `limit`. Returns
+    /// the rows and the position to continue from: the last row's seq when
+    /// the page is full, else the highest seq examined (rows the viewer may
+    /// not see are skipped for good).
+    pub fn audit_visible(
+        &self,
+        v: &Viewer,
+        after: i64,
+        upto: Option<i64>,
+        limit: usize,
+    ) -> Result<(Vec<AuditRecord>, i64), StoreError> {
+        let mut c = self.db.reader()?;
+        let upto = match upto {
+            Some(u) => u,
+            None => c.query("SELECT COALESCE(MAX(seq), 0) FROM audit", &[])?[0][0].int()?,
+        };
+        let mut sql = String::from(
+            "SELECT seq, at, event, request_id, entitlement_id, requester_id, actor, reason, from_status, to_status, prev_hash, hash
+             FROM audit WHERE seq > ? AND seq <= ?",
+        );
+        let mut params = vec![P::from(after), P::from(upto)];
+        if !v.auditor {
+            sql.push_str(" AND (requester_id = ?");
+            params.push(P::from(&v.user_id));
+            if !v.approves.is_empty() {
+                sql.push_str(&format!(
+                    " OR entitlement_id IN ({})",
+                    vec!["?"; v.approves.len()].join(", ")
+                ));
+                params.extend(v.approves.iter().map(P::from));
+            }
+            sql.push(')');
+        }
+        sql.push_str(" ORDER BY seq LIMIT ?");
+        params.push(P::from(limit as i64));
+        let rows = Self::audit_rows(c.query(&sql, &params)?)?;
+        let cursor = if rows.len() >= limit {
+            rows.last().map(|r| r.seq).unwrap_or(after)
+        } else {
+            upto.max(after)
+        };
+        Ok((rows, cursor))
+    }
+
+    /// Highest audit sequence number (0 when empty).
+    pub fn last_seq(&self) -> Result<i64, StoreError> {
+        self.db
+            .reader()?
+            .query("SELECT COALESCE(MAX(seq), 0) FROM audit", &[])?[0][0]
+            .int()
+    }
+
+    /// Recomputes the whole chain.
+    pub fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
+        let mut prev = GENESIS.to_string();
+        let mut rows = 0;
+        let mut after = 0;
+        loop {
+            let batch = self.audit_after(after, 1000)?;
+            if batch.is_empty() {
+                break;
+            }
+            for rec in &batch {
+                rows += 1;
+                if rec.prev_hash != prev || rec.compute_hash() != rec.hash || rec.seq != after + 1 {
+                    return Ok(AuditVerification {
+                        ok: false,
+                        rows,
+                        first_bad_seq: Some(rec.seq),
+                        last_hash: None,
+                    });
+                }
+                prev = rec.hash.clone();
+                after = rec.seq;
+            }
+        }
+        Ok(AuditVerification {
+            ok: true,
+            rows,
+            first_bad_seq: None,
+            last_hash: (rows > 0).then_some(prev),
+        })
+    }
+
+    /// Counts of requests by status, and grants whose revoke is late at
+    /// `now` (`jit_core::lateness::revoke_late`, the same rule as the API's
+    /// `revoke_late`), for metrics.
+    pub fn stats(&self, now: DateTime<Utc>) -> Result<(Vec<(String, i64)>, i64), StoreError> {
+        let mut c = self.db.reader()?;
+        // Extensions are not grants of their own: counted apart.
+        let by = c
+            .query(
+                "SELECT CASE WHEN extends IS NULL THEN status ELSE 'extension_' || status END AS s, COUNT(*) FROM requests GROUP BY 1",
+                &[],
+            )?
+            .iter()
+            .map(|r| Ok((r[0].text()?, r[1].int()?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // Candidates (their role may still be in Keycloak, past expiry or
+        // ended); jit-core decides which are late.
+        let rows = c.query(
+            "SELECT body, grant_state FROM requests WHERE removal_pending=1 OR (status='active' AND expires_at <= ?)",
+            &[P::from(ts(now))],
+        )?;
+        let mut late = 0;
+        for row in &rows {
+            let s = Self::row_to_stored(row)?;
+            if jit_core::lateness::revoke_late(&s.request, s.grant.removal_pending, now) {
+                late += 1;
+            }
+        }
+        Ok((by, late))
+    }
+
+    /// A cheap round trip to the database (health checks).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.db.reader()?.query("SELECT 1", &[])?;
+        Ok(())
+    }
+
+    /// See [`Database::follow`].
+    pub fn follow(&self, f: db::Follower) -> bool {
+        self.db.follow(f)
+    }
+
+    /// A connection for direct SQL (tests, benchmark seeding).
+    pub fn raw_writer(&self) -> Result<Box<dyn Conn + '_>, StoreError> {
+        self.db.writer()
+    }
+}
+
+/// The store as handlers and the scheduler use it: every call runs on the
+/// blocking thread pool. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<SqlStore>,
+}
+
+macro_rules! blocking {
+    ($self:ident, |$s:ident| $body:expr) => {{
+        let $s = $self.inner.clone();
+        tokio::task::spawn_blocking(move || $body)
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
+    }};
+}
+
+impl Store {
+    /// Opens (creating if needed) a SQLite database file and migrates it.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Ok(Store::from(SqlStore::new(Box::new(db::Sqlite::open(
+            path, 8,
+        )?))?))
+    }
+
+    /// Opens the database `spec` names: a `postgres://` or `postgresql://`
+    /// URL, else a SQLite file path.
+    pub fn open_spec(spec: &str) -> Result<Store, StoreError> {
+        if postgres::is_url(spec) {
+            Ok(Store::from(SqlStore::new(Box::new(
+                postgres::Postgres::open(spec, 16)?,
+            ))?))
+        } else {
+            Store::open(Path::new(spec))
+        }
+    }
+
+    /// The synchronous store (tests, tools; not on async threads).
+    pub fn sync(&self) -> &SqlStore {
+        &self.inner
+    }
+
+    /// See [`SqlStore::insert`].
+    pub async fn insert(
+        &self,
+        r: &AccessRequest,
+        transitions: Vec<Transition>,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let r = r.clone();
+        blocking!(self, |s| s.insert(&r, transitions))
+    }
+
+    /// See [`SqlStore::insert_then_update`].
+    pub async fn insert_then_update<F>(
+        &self,
+        r: &AccessRequest,
+        transitions: Vec<Transition>,
+        other: &str,
+        f: F,
+    ) -> Result<(Stored, Stored, Vec<AuditRecord>), StoreError>
+    where
+        F: FnOnce(&mut Stored, &mut Stored) -> Result<(Vec<Entry>, Vec<Entry>), DomainError>
+            + Send
+            + 'static,
+    {
+        let (r, other) = (r.clone(), other.to_string());
+        blocking!(self, |s| s.insert_then_update(&r, transitions, &other, f))
+    }
+
+    /// See [`SqlStore::update`].
+    pub async fn update<F>(&self, id: &str, f: F) -> Result<(Stored, Vec<AuditRecord>), StoreError>
+    where
+        F: FnOnce(&mut Stored) -> Result<Vec<Entry>, DomainError> + Send + 'static,
+    {
+        let id = id.to_string();
+        blocking!(self, |s| s.update(&id, f))
+    }
+
+    /// See [`SqlStore::update_pair`].
+    pub async fn update_pair<F>(
+        &self,
+        a: &str,
+        b: &str,
+        f: F,
+    ) -> Result<(Stored, Stored, Vec<AuditRecord>), StoreError>
+    where
+        F: FnOnce(&mut Stored, &mut Stored) -> Result<(Vec<Entry>, Vec<Entry>), DomainError>
+            + Send
+            + 'static,
+    {
+        let (a, b) = (a.to_string(), b.to_string());
+        blocking!(self, |s| s.update_pair(&a, &b, f))
+    }
+
+    /// See [`SqlStore::get`].
+    pub async fn get(&self, id: &str) -> Result<Option<Stored>, StoreError> {
+        let id = id.to_string();
+        blocking!(self, |s| s.get(&id))
+    }
+
+    /// See [`SqlStore::list`].
+    pub async fn list(&self, q: ListQuery) -> Result<Page, StoreError> {
+        blocking!(self, |s| s.list(&q))
+    }
+
+    /// See [`SqlStore::user_grants_in_keycloak`].
+    pub async fn user_grants_in_keycloak(&self, user_id: &str) -> Result<Vec<Stored>, StoreError> {
+        let u = user_id.to_string();
+        blocking!(self, |s| s.user_grants_in_keycloak(&u))
+    }
+
+    /// See [`SqlStore::orphaned_extensions`].
+    pub async fn orphaned_extensions(&self) -> Result<Vec<String>, StoreError> {
+        blocking!(self, |s| s.orphaned_extensions())
+    }
+
+    /// See [`SqlStore::active_grants_of`].
+    pub async fn active_grants_of(&self, user_id: &str) -> Result<Vec<Stored>, StoreError> {
+        let u = user_id.to_string();
+        blocking!(self, |s| s.active_grants_of(&u))
+    }
+
+    /// See [`SqlStore::other_active_grants`].
+    pub async fn other_active_grants(
+        &self,
+        user_id: &str,
+        target: &EntitlementKind,
+        except: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let (u, t, e) = (user_id.to_string(), target.clone(), except.to_string());
+        blocking!(self, |s| s.other_active_grants(&u, &t, &e))
+    }
+
+    /// See [`SqlStore::active_ownership`].
+    pub async fn active_ownership(
+        &self,
+        user_id: &str,
+        target: &EntitlementKind,
+        except: &str,
+    ) -> Result<Option<bool>, StoreError> {
+        let (u, t, e) = (user_id.to_string(), target.clone(), except.to_string());
+        blocking!(self, |s| s.active_ownership(&u, &t, &e))
+    }
+
+    /// See [`SqlStore::due`].
+    pub async fn due(&self, now: DateTime<Utc>) -> Result<DueWork, StoreError> {
+        blocking!(self, |s| s.due(now))
+    }
+
+    /// See [`SqlStore::open_requests`].
+    pub async fn open_requests(&self) -> Result<Vec<Stored>, StoreError> {
+        blocking!(self, |s| s.open_requests())
+    }
+
+    /// See [`SqlStore::audit_after`].
+    pub async fn audit_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        blocking!(self, |s| s.audit_after(after, limit))
+    }
+
+    /// See [`SqlStore::audit_visible`].
+    pub async fn audit_visible(
+        &self,
+        v: &Viewer,
+        after: i64,
+        upto: Option<i64>,
+        limit: usize,
+    ) -> Result<(Vec<AuditRecord>, i64), StoreError> {
+        let v = v.clone();
+        blocking!(self, |s| s.audit_visible(&v, after, upto, limit))
+    }
+
+    /// See [`SqlStore::last_seq`].
+    pub async fn last_seq(&self) -> Result<i64, StoreError> {
+        blocking!(self, |s| s.last_seq())
+    }
+
+    /// See [`SqlStore::verify_audit`].
+    pub async fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
+        blocking!(self, |s| s.verify_audit())
+    }
+
+    /// See [`SqlStore::stats`].
+    pub async fn stats(&self, now: DateTime<Utc>) -> Result<(Vec<(String, i64)>, i64), StoreError> {
+        blocking!(self, |s| s.stats(now))
+    }
+
+    /// See [`SqlStore::ping`].
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        blocking!(self, |s| s.ping())
+    }
+}
+
+impl From<SqlStore> for Store {
+    fn from(s: SqlStore) -> Store {
+        Store { inner: Arc::new(s) }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,355 @@
+//! PostgreSQL behind [`Database`]: a pool of connections (r2d2 over the
+//! `postgres` driver), real migrations kept in `jit_schema_version`, and the
+//! locks that let several jitd replicas share one database.
+//!
+//! - Every write transaction first takes the transaction-scoped advisory
+//!   lock [`AUDIT_LOCK`]: appends to the audit chain are serialised across
+//!   replicas (one chain, no forks), and row locks (`FOR UPDATE`) are always
+//!   taken after it.
+//! - Every transaction that appends to the audit log sends
+//!   `NOTIFY jit_audit, '<last seq>'` ([`CHANNEL`]), delivered at commit, so
+//!   every replica's event streams and scheduler wake at once.
+//! - Migrations run under the session advisory lock [`MIGRATE_LOCK`], so
+//!   replicas starting together migrate once.
+
+use std::time::Duration;
+
+use std::collections::HashMap;
+
+use postgres::types::Type;
+use postgres::NoTls;
+
+use super::db::{numbered_placeholders, Conn, Database, Dialect, Follower, Row, P, V};
+use super::StoreError;
+
+/// Advisory lock serialising writers (audit chain head).
+pub const AUDIT_LOCK: i64 = 0x6a69_7401;
+/// Advisory lock held while migrating.
+pub const MIGRATE_LOCK: i64 = 0x6a69_7402;
+/// `LISTEN` channel carrying the newest audit sequence number.
+pub const CHANNEL: &str = "jit_audit";
+
+/// Whether `spec` is a PostgreSQL URL (`postgres://…` or `postgresql://…`).
+pub fn is_url(spec: &str) -> bool {
+    spec.starts_with("postgres://") || spec.starts_with("postgresql://")
+}
+
+/// A PostgreSQL database reached by URL, e.g.
+/// `postgres://jit@127.0.0.1:5432/jit`.
+pub struct Postgres {
+    pool: r2d2::Pool<PgManager>,
+    config: postgres::Config,
+}
+
+/// One pooled connection with its prepared statements (prepared once per
+/// connection, saving a round trip on every later use).
+pub struct PgClient {
+    client: postgres::Client,
+    statements: HashMap<String, postgres::Statement>,
+}
+
+/// Opens pooled connections.
+pub struct PgManager {
+    config: postgres::Config,
+}
+
+impl r2d2::ManageConnection for PgManager {
+    type Connection = PgClient;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<PgClient, postgres::Error> {
+        Ok(PgClient {
+            client: self.config.connect(NoTls)?,
+            statements: HashMap::new(),
+        })
+    }
+    fn is_valid(&self, conn: &mut PgClient) -> Result<(), postgres::Error> {
+        conn.client.simple_query("").map(|_| ())
+    }
+    fn has_broken(&self, conn: &mut PgClient) -> bool {
+        conn.client.is_closed()
+    }
+}
+
+fn pg_err(e: postgres::Error) -> StoreError {
+    if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) {
+        StoreError::Unique(e.to_string())
+    } else {
+        StoreError::Pg(e.to_string())
+    }
+}
+
+impl Postgres {
+    /// Connects a pool of at most `size` connections.
+    ///
+    /// Errors: a malformed URL, or the database unreachable within 30 s.
+    pub fn open(url: &str, size: u32) -> Result<Postgres, StoreError> {
+        let mut config: postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Pg(format!("database URL: {e}")))?;
+        config.connect_timeout(Duration::from_secs(10));
+        config.application_name("jitd");
+        let pool = r2d2::Pool::builder()
+            .max_size(size)
+            .min_idle(Some(2))
+            .connection_timeout(Duration::from_secs(30))
+            .build(PgManager {
+                config: config.clone(),
+            })
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        Ok(Postgres { pool, config })
+    }
+
+    /// A separate connection for `LISTEN` (not from the pool).
+    pub fn listener(&self) -> Result<postgres::Client, StoreError> {
+        self.config.connect(NoTls).map_err(pg_err)
+    }
+}
+
+struct PgConn<C>(C);
+
+impl<C: std::ops::DerefMut<Target = PgClient>> PgConn<C> {
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement, StoreError> {
+        if let Some(st) = self.0.statements.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self
+            .0
+            .client
+            .prepare(&numbered_placeholders(sql))
+            .map_err(pg_err)?;
+        // Bounded: the store's statements are few; lists vary with the
+        // number of approved entitlements.
+        if self.0.statements.len() > 500 {
+            self.0.statements.clear();
+        }
+        self.0.statements.insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+}
+
+fn bind(params: &[P]) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
+    params
+        .iter()
+        .map(|p| -> Box<dyn postgres::types::ToSql + Sync> {
+            match p {
+                P::T(s) => Box::new(s.clone()),
+                P::I(i) => Box::new(*i),
+            }
+        })
+        .collect()
+}
+
+impl<C: std::ops::DerefMut<Target = PgClient>> Conn for PgConn<C> {
+    fn exec(&mut self, sql: &str, params: &[P]) -> Result<u64, StoreError> {
+        let st = self.statement(sql)?;
+        let b = bind(params);
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = b.iter().map(|x| &**x).collect();
+        self.0.client.execute(&st, &refs).map_err(pg_err)
+    }
+
+    fn query(&mut self, sql: &str, params: &[P]) -> Result<Vec<Row>, StoreError> {
+        let st = self.statement(sql)?;
+        let b = bind(params);
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = b.iter().map(|x| &**x).collect();
+        let rows = self.0.client.query(&st, &refs).map_err(pg_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let mut row = Vec::with_capacity(r.len());
+            for (i, col) in r.columns().iter().enumerate() {
+                let t = col.type_();
+                let v = if *t == Type::INT8 {
+                    r.try_get::<_, Option<i64>>(i).map(|o| o.map(V::Int))
+                } else if *t == Type::INT4 {
+                    r.try_get::<_, Option<i32>>(i)
+                        .map(|o| o.map(|x| V::Int(x as i64)))
+                } else if *t == Type::INT2 {
+                    r.try_get::<_, Option<i16>>(i)
+                        .map(|o| o.map(|x| V::Int(x as i64)))
+                } else if *t == Type::BOOL {
+                    r.try_get::<_, Option<bool>>(i)
+                        .map(|o| o.map(|x| V::Int(x as i64)))
+                } else if *t == Type::VOID {
+                    Ok(None)
+                } else {
+                    r.try_get::<_, Option<String>>(i).map(|o| o.map(V::Text))
+                }
+                .map_err(pg_err)?;
+                row.push(v.unwrap_or(V::Null));
+            }
+            out.push(row);
+        }
+        Ok(out)
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
+        self.0.client.batch_execute(sql).map_err(pg_err)
+    }
+}
+
+impl Database for Postgres {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn reader(&self) -> Result<Box<dyn Conn + '_>, StoreError> {
+        let c = self
+            .pool
+            .get()
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        Ok(Box::new(PgConn(c)))
+    }
+
+    fn writer(&self) -> Result<Box<dyn Conn + '_>, StoreError> {
+        self.reader()
+    }
+
+    fn follow(&self, f: Follower) -> bool {
+        let config = self.config.clone();
+        std::thread::Builder::new()
+            .name("jit-pg-listen".into())
+            .spawn(move || listen_loop(config, f))
+            .is_ok()
+    }
+}
+
+/// `LISTEN`s on [`CHANNEL`] on a connection of its own, reconnecting
+/// (at most every 2 s) after errors, until `f` says stop.
+fn listen_loop(config: postgres::Config, f: Follower) {
+    use fallible_iterator::FallibleIterator;
+    loop {
+        let mut client = match config.connect(NoTls) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for other replicas' events; retrying");
+                if !f(None) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(2));
+                continue;
+            }
+        };
+        if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")) {
+            tracing::warn!(error = %e, "LISTEN failed; retrying");
+            std::thread::sleep(Duration::from_secs(2));
+            continue;
+        }
+        // After (re)connecting, whatever was missed is read by the hub from
+        // the audit sequence: one wake-up is enough.
+        if !f(Some(0)) {
+            return;
+        }
+        let mut n = client.notifications();
+        let mut it = n.timeout_iter(Duration::from_secs(1));
+        loop {
+            match it.next() {
+                Ok(Some(note)) => {
+                    if !f(note.payload().parse().ok()) {
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    if !f(None) {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "listen connection lost; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// PostgreSQL schema versions; `jit_schema_version` holds how many are
+/// applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE requests (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    entitlement_id TEXT COLLATE "C" NOT NULL,
+    requester_id TEXT COLLATE "C" NOT NULL,
+    status TEXT COLLATE "C" NOT NULL,
+    target TEXT COLLATE "C" NOT NULL,
+    extends TEXT COLLATE "C",
+    created_at TEXT COLLATE "C" NOT NULL,
+    pending_until TEXT COLLATE "C" NOT NULL,
+    start_at TEXT COLLATE "C",
+    expires_at TEXT COLLATE "C",
+    body TEXT NOT NULL,
+    grant_state TEXT NOT NULL,
+    removal_pending BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at TEXT COLLATE "C",
+    review_open BIGINT NOT NULL DEFAULT 0,
+    pending_slot BIGINT NOT NULL DEFAULT 0,
+    claimed_by TEXT COLLATE "C",
+    claim_until TEXT COLLATE "C"
+);
+CREATE INDEX requests_removal ON requests(removal_pending);
+CREATE TABLE request_votes (
+    request_id TEXT COLLATE "C" NOT NULL,
+    approver_id TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (request_id, approver_id)
+);
+CREATE TABLE audit (
+    seq BIGINT PRIMARY KEY,
+    at TEXT COLLATE "C" NOT NULL,
+    event TEXT NOT NULL,
+    request_id TEXT COLLATE "C" NOT NULL,
+    entitlement_id TEXT COLLATE "C" NOT NULL,
+    requester_id TEXT COLLATE "C" NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT,
+    from_status TEXT,
+    to_status TEXT,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX audit_request ON audit(request_id);
+CREATE FUNCTION jit_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'audit log is append-only'; END $$;
+CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit
+    FOR EACH ROW EXECUTE FUNCTION jit_audit_append_only();
+CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
+    FOR EACH STATEMENT EXECUTE FUNCTION jit_audit_append_only();
+"#];
+
+/// Applies pending migrations and the shared `indexes`, under
+/// [`MIGRATE_LOCK`].
+pub fn migrate(c: &mut dyn Conn, indexes: &[&str]) -> Result<(), StoreError> {
+    c.batch(&format!("SELECT pg_advisory_lock({MIGRATE_LOCK})"))?;
+    let r = (|| {
+        c.batch("CREATE TABLE IF NOT EXISTS jit_schema_version (version BIGINT NOT NULL)")?;
+        let rows = c.query("SELECT version FROM jit_schema_version", &[])?;
+        let version = match rows.first() {
+            Some(r) => r[0].int()?,
+            None => {
+                c.exec("INSERT INTO jit_schema_version (version) VALUES (0)", &[])?;
+                0
+            }
+        };
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            c.batch("BEGIN")?;
+            let r = c.batch(m).and_then(|_| {
+                c.exec(
+                    "UPDATE jit_schema_version SET version = ?",
+                    &[P::from((i + 1) as i64)],
+                )
+                .map(|_| ())
+            });
+            match r {
+                Ok(()) => c.batch("COMMIT")?,
+                Err(e) => {
+                    let _ = c.batch("ROLLBACK");
+                    return Err(e);
+                }
+            }
+        }
+        for ix in indexes {
+            c.batch(ix)?;
+        }
+        Ok(())
+    })();
+    let _ = c.batch(&format!("SELECT pg_advisory_unlock({MIGRATE_LOCK})"));
+    r
+}

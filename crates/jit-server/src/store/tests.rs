@@ -1,0 +1,539 @@
+//! Store tests. Each runs against SQLite and against a real PostgreSQL
+//! (a throwaway cluster from `jit-testkit`, or the one `cargo xtask test`
+//! started): one interface, the same expectations.
+
+use super::*;
+use jit_core::{NewRequest, Policy, Principal};
+
+fn policy() -> Policy {
+    Policy::from_toml(
+        "[[entitlement]]\nid=\"db\"\nrealm_role=\"prod-db-admin\"\nmax_duration=\"1h\"\napprover_roles=[\"ap\"]\n\
+         [[entitlement]]\nid=\"web\"\nrealm_role=\"web-admin\"\nmax_duration=\"1h\"\napprover_roles=[\"ap\"]\n\
+         [[entitlement]]\nid=\"other\"\nrealm_role=\"other-admin\"\nmax_duration=\"1h\"\napprover_roles=[\"nobody\"]\n",
+    )
+    .unwrap()
+}
+
+/// Keeps what an engine's store needs alive for the test.
+#[allow(dead_code)]
+enum Engine {
+    Sqlite(tempfile::TempDir),
+    Postgres,
+}
+
+/// A fresh store of each engine.
+fn stores() -> Vec<(&'static str, SqlStore, Engine)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqlStore::new(Box::new(
+        db::Sqlite::open(&dir.path().join("s.sqlite"), 4).unwrap(),
+    ))
+    .unwrap();
+    let url = jit_testkit::postgres::test_database().expect("a real PostgreSQL for store tests");
+    let pg = SqlStore::new(Box::new(postgres::Postgres::open(&url, 16).unwrap())).unwrap();
+    vec![
+        ("sqlite", sqlite, Engine::Sqlite(dir)),
+        ("postgres", pg, Engine::Postgres),
+    ]
+}
+
+fn request(
+    id: &str,
+    user: &str,
+    entitlement: &str,
+    now: DateTime<Utc>,
+) -> (AccessRequest, Vec<Transition>) {
+    let input = NewRequest {
+        entitlement: entitlement.into(),
+        duration_secs: Some(60),
+        justification: "because of reasons".into(),
+        ..Default::default()
+    };
+    AccessRequest::create(
+        id.into(),
+        &input,
+        &Principal::new(user, format!("{user}-name")),
+        &policy(),
+        now,
+    )
+    .unwrap()
+}
+
+fn approver() -> Principal {
+    let mut bob = Principal::new("u-bob", "bob");
+    bob.roles.insert("ap".into());
+    bob
+}
+
+fn approve(store: &SqlStore, id: &str, who: &Principal, now: DateTime<Utc>) {
+    let p = policy();
+    let who = who.clone();
+    store
+        .update(id, move |s| {
+            let e = p.entitlement(&s.request.entitlement_id).unwrap();
+            Ok(s.request
+                .vote(e, &who, jit_core::Decision::Approve, None, None, now)?
+                .into_iter()
+                .map(Entry::from)
+                .collect())
+        })
+        .unwrap();
+}
+
+#[test]
+fn insert_update_and_audit_chain() {
+    for (name, store, _keep) in stores() {
+        let now = Utc::now();
+        let (r, t) = request("r1", "u1", "db", now);
+        store.insert(&r, t).unwrap();
+        approve(&store, "r1", &approver(), now);
+        let s = store.get("r1").unwrap().unwrap();
+        assert_eq!(s.request.status, Status::Approved, "{name}");
+        // A failing closure writes nothing.
+        let err = store
+            .update("r1", |s| Ok(vec![s.request.lapse(now)?.into()]))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Domain(DomainError::IllegalTransition { .. })
+            ),
+            "{name}: {err}"
+        );
+        assert_eq!(store.last_seq().unwrap(), 2, "{name}");
+        let due = store.due(now).unwrap();
+        assert_eq!(due.activate, vec!["r1".to_string()], "{name}");
+        let v = store.verify_audit().unwrap();
+        assert!(v.ok && v.rows == 2, "{name}: {v:?}");
+    }
+}
+
+#[test]
+fn late_revocations_use_the_core_rule() {
+    // The metric's count agrees with the API's `revoke_late`
+    // (jit_core::lateness): late only past the grace after the end.
+    for (name, store, _keep) in stores() {
+        let t: DateTime<Utc> = "2026-11-30T10:00:00Z".parse().unwrap();
+        let (r, tr) = request("r1", "u1", "db", t);
+        store.insert(&r, tr).unwrap();
+        let p = policy();
+        let bob = approver();
+        store
+            .update("r1", |s| {
+                let e = p.entitlement("db").unwrap();
+                let mut out: Vec<Entry> = s
+                    .request
+                    .vote(e, &bob, jit_core::Decision::Approve, None, None, t)?
+                    .into_iter()
+                    .map(Entry::from)
+                    .collect();
+                out.push(s.request.activate(t)?.into());
+                Ok(out)
+            })
+            .unwrap();
+        let late = |at: DateTime<Utc>| store.stats(at).unwrap().1;
+        let grace = chrono::Duration::seconds(jit_core::lateness::REVOKE_LATE_GRACE_SECS);
+        let end = t + chrono::Duration::seconds(60);
+        // Active past expires_at, not yet expired by the scheduler.
+        assert_eq!(late(end + chrono::Duration::seconds(2)), 0, "{name}");
+        assert_eq!(late(end + grace + chrono::Duration::seconds(1)), 1, "{name}");
+        // Dropped early, removal pending: counted from the drop.
+        let dropped = t + chrono::Duration::seconds(10);
+        let alice = Principal::new("u1", "alice");
+        store
+            .update("r1", |s| {
+                let tr = s.request.drop_grant(&alice, dropped)?;
+                s.grant.removal_pending = true;
+                Ok(vec![tr.into()])
+            })
+            .unwrap();
+        assert_eq!(late(dropped + chrono::Duration::seconds(2)), 0, "{name}");
+        assert_eq!(late(dropped + grace + chrono::Duration::seconds(1)), 1, "{name}");
+    }
+}
+
+#[test]
+fn audit_is_append_only_and_tamper_evident() {
+    for (name, store, _keep) in stores() {
+        let (r, t) = request("r1", "u1", "db", Utc::now());
+        store.insert(&r, t).unwrap();
+        let mut c = store.raw_writer().unwrap();
+        assert!(
+            c.exec("UPDATE audit SET actor='mallory'", &[]).is_err(),
+            "{name}"
+        );
+        assert!(c.exec("DELETE FROM audit", &[]).is_err(), "{name}");
+        // Someone with database access drops the triggers and edits a row.
+        match store.dialect() {
+            Dialect::Sqlite => c.batch("DROP TRIGGER audit_no_update").unwrap(),
+            Dialect::Postgres => c.batch("DROP TRIGGER audit_no_change ON audit").unwrap(),
+        }
+        c.exec("UPDATE audit SET actor='mallory' WHERE seq=1", &[])
+            .unwrap();
+        drop(c);
+        let v = store.verify_audit().unwrap();
+        assert!(!v.ok, "{name}");
+        assert_eq!(v.first_bad_seq, Some(1), "{name}");
+    }
+}
+
+#[test]
+fn reopen_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite");
+    {
+        let store = Store::open(&path).unwrap();
+        let (r, t) = request("r1", "u1", "db", Utc::now());
+        store.sync().insert(&r, t).unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let s = store.sync();
+    assert_eq!(
+        s.get("r1").unwrap().unwrap().request.status,
+        Status::Pending
+    );
+    assert_eq!(s.last_seq().unwrap(), 1);
+    assert!(s.verify_audit().unwrap().ok);
+}
+
+/// Inserts `n` requests of `user` for `entitlement`, the first created at
+/// `start`, one second apart, in one transaction.
+fn seed(
+    store: &SqlStore,
+    prefix: &str,
+    user: &str,
+    entitlement: &str,
+    start: DateTime<Utc>,
+    n: usize,
+) {
+    store
+        .write(|c| {
+            for i in 0..n {
+                let (mut r, t) = request(
+                    &format!("{prefix}-{i:06}"),
+                    user,
+                    entitlement,
+                    start + chrono::Duration::seconds(i as i64),
+                );
+                // Long-decided history: not pending any more.
+                r.status = Status::Denied;
+                store.insert_in(c, &r, t)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+fn all_pages(store: &SqlStore, mut q: ListQuery) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let page = store.list(&q).unwrap();
+        assert!(page.items.len() <= q.limit);
+        out.extend(page.items.into_iter().map(|s| s.request.id));
+        match page.next {
+            Some(c) => q.after = Some(c),
+            None => return out,
+        }
+    }
+}
+
+#[test]
+fn lists_are_exact_past_any_cap_and_page_in_order() {
+    for (name, store, _keep) in stores() {
+        let now = Utc::now();
+        let old = now - chrono::Duration::days(30);
+        // 30 pending requests of 30 users, older than 10,050 others.
+        for i in 0..30 {
+            let (r, t) = request(
+                &format!("old-{i:02}"),
+                &format!("u-old-{i}"),
+                if i % 2 == 0 { "db" } else { "web" },
+                old + chrono::Duration::seconds(i),
+            );
+            store.insert(&r, t).unwrap();
+        }
+        seed(
+            &store,
+            "new",
+            "u-many",
+            "db",
+            old + chrono::Duration::hours(1),
+            10_050,
+        );
+        let p = policy();
+        let bob = Viewer::of(&approver(), &p);
+        // to_review: every pending request, in pages of 7, newest first.
+        let ids = all_pages(
+            &store,
+            ListQuery {
+                viewer: bob.clone(),
+                to_review: true,
+                limit: 7,
+                ..Default::default()
+            },
+        );
+        let want: Vec<String> = (0..30).rev().map(|i| format!("old-{i:02}")).collect();
+        assert_eq!(ids, want, "{name}");
+        // The requester's own list finds their old request.
+        let mine = all_pages(
+            &store,
+            ListQuery {
+                viewer: Viewer::of(&Principal::new("u-old-3", "x"), &p),
+                mine: true,
+                limit: 500,
+                ..Default::default()
+            },
+        );
+        assert_eq!(mine, vec!["old-03".to_string()], "{name}");
+        // Status filter and visibility over everything: the approver sees
+        // all 10,080, each once, in order.
+        let seen = all_pages(
+            &store,
+            ListQuery {
+                viewer: bob.clone(),
+                limit: 1000,
+                ..Default::default()
+            },
+        );
+        assert_eq!(seen.len(), 10_080, "{name}");
+        let mut dedup = seen.clone();
+        dedup.sort();
+        dedup.dedup();
+        assert_eq!(dedup.len(), 10_080, "{name}");
+        let pending = all_pages(
+            &store,
+            ListQuery {
+                viewer: bob.clone(),
+                status: Some(Status::Pending),
+                limit: 9,
+                ..Default::default()
+            },
+        );
+        assert_eq!(pending, want, "{name}");
+        // Someone who approves nothing sees only their own.
+        let stranger = all_pages(
+            &store,
+            ListQuery {
+                viewer: Viewer::of(&Principal::new("u-x", "x"), &p),
+                limit: 50,
+                ..Default::default()
+            },
+        );
+        assert!(stranger.is_empty(), "{name}");
+        // After bob votes on one it leaves his to_review; a second approver
+        // still sees it.
+        let (r, t) = request("two", "u-two", "db", now);
+        store.insert(&r, t).unwrap();
+        approve(
+            &store,
+            "old-04",
+            &approver(),
+            old + chrono::Duration::minutes(1),
+        );
+        let ids = all_pages(
+            &store,
+            ListQuery {
+                viewer: bob.clone(),
+                to_review: true,
+                limit: 100,
+                ..Default::default()
+            },
+        );
+        assert!(!ids.contains(&"old-04".to_string()), "{name}");
+        assert_eq!(ids.first().map(String::as_str), Some("two"), "{name}");
+        assert_eq!(ids.len(), 30, "{name}");
+        // Prefix lookup.
+        let found = all_pages(
+            &store,
+            ListQuery {
+                viewer: bob,
+                id_prefix: Some("old-1".into()),
+                limit: 100,
+                ..Default::default()
+            },
+        );
+        assert_eq!(found.len(), 10, "{name}");
+    }
+}
+
+#[test]
+fn one_pending_request_per_requester_and_entitlement_under_parallel_inserts() {
+    for (name, store, _keep) in stores() {
+        let store = Arc::new(store);
+        let now = Utc::now();
+        let barrier = Arc::new(std::sync::Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let (r, t) = request(&format!("dup-{i}"), "u1", "db", now);
+                    barrier.wait();
+                    store.insert(&r, t).map(|_| r.id)
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let winners: Vec<&String> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(winners.len(), 1, "{name}: {results:?}");
+        for r in &results {
+            if let Err(e) = r {
+                match e {
+                    StoreError::Domain(DomainError::DuplicatePending(ent, id)) => {
+                        assert_eq!(ent, "db");
+                        assert_eq!(id, winners[0], "{name}");
+                    }
+                    other => panic!("{name}: {other}"),
+                }
+            }
+        }
+        // Another entitlement, or after the first is decided: fine.
+        let (r, t) = request("web-1", "u1", "web", now);
+        store.insert(&r, t).unwrap();
+        approve(&store, winners[0], &approver(), now);
+        let (r, t) = request("again", "u1", "db", now);
+        store.insert(&r, t).unwrap();
+        assert!(store.verify_audit().unwrap().ok, "{name}");
+    }
+}
+
+#[test]
+fn insert_then_update_is_one_transaction() {
+    for (name, store, _keep) in stores() {
+        let now = Utc::now();
+        let (g, t) = request("grant", "u1", "db", now);
+        store.insert(&g, t).unwrap();
+        let (mut ext, t) = request("ext", "u1", "web", now);
+        ext.kind = jit_core::RequestKind::Extension {
+            grant_id: "grant".into(),
+        };
+        let before = store.last_seq().unwrap();
+        // The second half fails: the inserted request is gone too.
+        let err = store
+            .insert_then_update(&ext, t.clone(), "grant", |_, g| {
+                Ok(vec![g
+                    .request
+                    .lapse(now + chrono::Duration::days(1))?
+                    .into()])
+            })
+            .map(|_| ());
+        assert!(err.is_ok(), "{name}: lapse of a pending request is legal");
+        assert!(store.get("ext").unwrap().is_some(), "{name}");
+        let (mut ext2, t2) = request("ext2", "u1", "web", now);
+        ext2.kind = jit_core::RequestKind::Extension {
+            grant_id: "grant".into(),
+        };
+        let after_first = store.last_seq().unwrap();
+        assert!(after_first > before);
+        let err = store
+            .insert_then_update(&ext2, t2, "grant", |_, g| {
+                // Already lapsed: illegal.
+                Ok((vec![], vec![g.request.lapse(now)?.into()]))
+            })
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Domain(_)), "{name}: {err}");
+        assert!(store.get("ext2").unwrap().is_none(), "{name}");
+        assert_eq!(store.last_seq().unwrap(), after_first, "{name}");
+    }
+}
+
+#[test]
+fn audit_visible_filters_in_sql() {
+    for (name, store, _keep) in stores() {
+        let now = Utc::now();
+        for (id, user, ent) in [("a", "u1", "db"), ("b", "u2", "other"), ("c", "u3", "web")] {
+            let (r, t) = request(id, user, ent, now);
+            store.insert(&r, t).unwrap();
+        }
+        let p = policy();
+        let bob = Viewer::of(&approver(), &p);
+        let (rows, cursor) = store.audit_visible(&bob, 0, None, 100).unwrap();
+        let ids: Vec<&str> = rows.iter().map(|r| r.request_id.as_str()).collect();
+        assert_eq!(ids, vec!["a", "c"], "{name}");
+        assert_eq!(cursor, 3, "{name}");
+        let u2 = Viewer::of(&Principal::new("u2", "x"), &p);
+        let (rows, _) = store.audit_visible(&u2, 0, Some(2), 100).unwrap();
+        assert_eq!(rows.len(), 1, "{name}");
+        let (rows, cursor) = store.audit_visible(&u2, 2, None, 100).unwrap();
+        assert!(rows.is_empty() && cursor == 3, "{name}");
+    }
+}
+
+/// A database written by the first schema (before SQL-side lists) opens,
+/// migrates, and keeps its meaning: votes and open reviews become rows and
+/// columns, the oldest of duplicate pending requests keeps the pending slot.
+#[test]
+fn sqlite_schema_1_migrates() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sqlite");
+    let now = Utc::now();
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(SQLITE_MIGRATIONS[0]).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        let put = |id: &str, user: &str, at: DateTime<Utc>, voted: bool, review: bool| {
+            let (mut r, _) = request(id, user, "db", at);
+            if voted {
+                r.votes.push(jit_core::model::Vote {
+                    approver_id: "u-bob".into(),
+                    approver_username: "bob".into(),
+                    decision: jit_core::Decision::Approve,
+                    comment: None,
+                    duration_secs: None,
+                    at,
+                });
+            }
+            if review {
+                r.status = Status::Active;
+                r.review_required = true;
+            }
+            c.execute(
+                "INSERT INTO requests (id, entitlement_id, requester_id, status, target, extends, created_at, pending_until, body, grant_state)
+                 VALUES (?1, 'db', ?2, ?3, ?4, NULL, ?5, ?6, ?7, ?8)",
+                rusqlite::params![
+                    id,
+                    user,
+                    r.status.as_str(),
+                    target_key(&r.target),
+                    ts(r.created_at),
+                    ts(r.pending_until),
+                    serde_json::to_string(&r).unwrap(),
+                    serde_json::to_string(&GrantState::default()).unwrap()
+                ],
+            )
+            .unwrap();
+        };
+        put(
+            "dup-old",
+            "u1",
+            now - chrono::Duration::seconds(10),
+            false,
+            false,
+        );
+        put("dup-new", "u1", now, false, false);
+        put("voted", "u2", now, true, false);
+        put("review", "u3", now, false, true);
+    }
+    let store = Store::open(&path).unwrap();
+    let s = store.sync();
+    let bob = Viewer::of(&approver(), &policy());
+    let ids = all_pages(
+        s,
+        ListQuery {
+            viewer: bob,
+            to_review: true,
+            limit: 10,
+            ..Default::default()
+        },
+    );
+    assert_eq!(ids, vec!["review", "dup-new", "dup-old"]);
+    // The slot stays with the oldest: a new request is refused naming it,
+    // and the newer duplicate can still be decided.
+    let (r, t) = request("third", "u1", "db", now);
+    match s.insert(&r, t).unwrap_err() {
+        StoreError::Domain(DomainError::DuplicatePending(_, id)) => assert_eq!(id, "dup-old"),
+        other => panic!("{other}"),
+    }
+    approve(s, "dup-new", &approver(), now);
+    approve(s, "dup-old", &approver(), now);
+    let (r, t) = request("fourth", "u1", "db", now);
+    s.insert(&r, t).unwrap();
+}
