@@ -356,6 +356,24 @@ fn test(ports: Ports, args: Vec<String>) -> Result<ExitCode> {
             None
         }
     };
+    // A real PostgreSQL for the store tests on both engines and the
+    // replica tests: one throwaway cluster for the run, each test makes its
+    // own database in it. Stopped and deleted when this function returns.
+    eprintln!("xtask: starting a throwaway PostgreSQL (initdb, loopback)");
+    let pg = match jit_testkit::postgres::start(
+        &std::env::temp_dir().join("jit-xtask-postgres"),
+        0,
+        false,
+        true,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("xtask: cannot start PostgreSQL: {e:#}");
+            drop(guard);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    eprintln!("xtask: PostgreSQL on 127.0.0.1:{}", pg.port);
     eprintln!("xtask: cargo test {}", args.join(" "));
     let mut cmd = Command::new(&cargo);
     if let Some(p) = &schemathesis {
@@ -367,6 +385,7 @@ fn test(ports: Ports, args: Vec<String>) -> Result<ExitCode> {
     let mut child = cmd
         .arg("test")
         .args(&args)
+        .env(jit_testkit::postgres::URL_ENV, pg.url("postgres"))
         .env("KEYCLOAK_URL", guard.url())
         .env("JIT_BACKEND_SECRET", keycloak::BACKEND_DEMO_SECRET)
         .env("KEYCLOAK_LOG", keycloak::log_file())

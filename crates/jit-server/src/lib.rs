@@ -56,6 +56,8 @@ pub struct AppState {
     pub last_seq: watch::Sender<i64>,
     /// Fan-out of events to `/v1/events` streams.
     pub events: events::Hub,
+    /// This process's name in due-work claims (unique per start).
+    pub replica: String,
     /// What clients need to log in (served at `/v1/config`).
     pub public: jit_core::api::ServerConfigView,
     /// Flips to `true` when the server stops; long-lived streams end then.
@@ -226,6 +228,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         wake: Notify::new(),
         last_seq: watch::channel(last).0,
         events: events::Hub::new(last),
+        replica: format!("jitd-{}", uuid::Uuid::new_v4()),
         stopping: watch::channel(false).0,
         metrics,
         public: jit_core::api::ServerConfigView {

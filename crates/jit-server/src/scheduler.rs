@@ -168,18 +168,43 @@ pub async fn tick(
                 .map(|(_, recs)| state.published(&recs)),
         )?;
     }
+    // Keycloak work is claimed first: with several replicas on one
+    // database each grant and removal is done by one of them; a dead
+    // replica's claims lapse after CLAIM_LEASE.
+    let mut remove_ids: Vec<String> = due.remove.clone();
+    remove_ids.extend(due.expire.iter().cloned());
+    let remove_ids = state
+        .store
+        .claim(remove_ids, &state.replica, Utc::now(), CLAIM_LEASE)
+        .await?;
+    let activate_ids = state
+        .store
+        .claim(
+            due.activate.clone(),
+            &state.replica,
+            Utc::now(),
+            CLAIM_LEASE,
+        )
+        .await?;
     // Removals before activations, so an expiring grant and a new one for
     // the same role see a consistent picture. The grants just expired are
     // due for removal too (`remove` skips those with nothing to remove).
-    let due_remove = due.remove.iter().chain(&due.expire);
-    for id in due_remove {
-        remove(state, id).await?;
+    for id in &remove_ids {
+        let r = remove(state, id).await;
+        state.store.release(id, &state.replica).await?;
+        r?;
     }
-    for id in &due.activate {
-        activate(state, id).await?;
+    for id in &activate_ids {
+        let r = activate(state, id).await;
+        state.store.release(id, &state.replica).await?;
+        r?;
     }
     Ok(due.next_due)
 }
+
+/// How long a replica's claim on due Keycloak work lasts: the longest
+/// another replica waits to take over the work of one that died.
+pub const CLAIM_LEASE: chrono::Duration = chrono::Duration::seconds(10);
 
 fn backoff(s: &mut Stored, err: String) {
     s.grant.attempts = s.grant.attempts.saturating_add(1);
@@ -363,6 +388,11 @@ async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
     let (_, recs) = state
         .store
         .update(id, move |s| {
+            if !s.grant.removal_pending {
+                // Done meanwhile (another replica took over a lapsed
+                // claim): record nothing twice.
+                return Ok(vec![]);
+            }
             s.grant.removal_pending = false;
             if note_event == "grant.removed" {
                 s.grant.removed_at = Some(Utc::now());

@@ -99,6 +99,7 @@ pub fn start(parent: &Path, port: u16, fsync: bool, die_with_parent: bool) -> Re
     let bin = bin_dir()?;
     let ids = postgres_ids()?;
     std::fs::create_dir_all(parent)?;
+    remove_stale(parent);
     let dir = tempfile_dir(parent)?;
     if let Some((uid, gid)) = ids {
         std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
@@ -224,7 +225,6 @@ fn cluster_url() -> Result<String> {
         // process: no server outlives a test process.
         std::thread::spawn(move || {
             let parent = std::env::temp_dir().join("jit-test-postgres");
-            remove_stale(&parent);
             match start(&parent, 0, false, true) {
                 Ok(c) => {
                     let _ = tx.send(Ok(c.url("postgres")));

@@ -896,6 +896,49 @@ impl SqlStore {
         Ok(w)
     }
 
+    /// Claims due Keycloak work for replica `owner` until `now + lease`:
+    /// of `ids`, those not claimed, whose claim has expired (a dead
+    /// replica's), or already `owner`'s. Returns the ids claimed. With
+    /// several replicas on one database, each grant or removal is worked on
+    /// by one replica at a time; a dead replica's claims pass to another
+    /// after `lease`.
+    pub fn claim(
+        &self,
+        ids: &[String],
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let (n, until) = (ts(now), ts(now + lease));
+        self.write(|c| {
+            let mut got = Vec::new();
+            for id in ids {
+                let changed = c.exec(
+                    "UPDATE requests SET claimed_by = ?, claim_until = ? WHERE id = ? AND (claim_until IS NULL OR claim_until <= ? OR claimed_by = ?)",
+                    &[P::from(owner), P::from(&until), P::from(id), P::from(&n), P::from(owner)],
+                )?;
+                if changed == 1 {
+                    got.push(id.clone());
+                }
+            }
+            Ok(got)
+        })
+    }
+
+    /// Gives up `owner`'s claim on `id` (work done or failed).
+    pub fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+        self.write(|c| {
+            c.exec(
+                "UPDATE requests SET claimed_by = NULL, claim_until = NULL WHERE id = ? AND claimed_by = ?",
+                &[P::from(id), P::from(owner)],
+            )
+            .map(|_| ())
+        })
+    }
+
     /// Requests that are not over yet (pending, approved, active).
     pub fn open_requests(&self) -> Result<Vec<Stored>, StoreError> {
         let rows = self.db.reader()?.query(
@@ -1213,6 +1256,24 @@ impl Store {
     /// See [`SqlStore::due`].
     pub async fn due(&self, now: DateTime<Utc>) -> Result<DueWork, StoreError> {
         blocking!(self, |s| s.due(now))
+    }
+
+    /// See [`SqlStore::claim`].
+    pub async fn claim(
+        &self,
+        ids: Vec<String>,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        let owner = owner.to_string();
+        blocking!(self, |s| s.claim(&ids, &owner, now, lease))
+    }
+
+    /// See [`SqlStore::release`].
+    pub async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+        let (id, owner) = (id.to_string(), owner.to_string());
+        blocking!(self, |s| s.release(&id, &owner))
     }
 
     /// See [`SqlStore::open_requests`].
