@@ -352,7 +352,7 @@ async fn check_not_standing(
     {
         return Ok(());
     }
-    for g in state.store.active_grants_of(&p.id)? {
+    for g in state.store.active_grants_of(&p.id).await? {
         if g.grant.owns_assignment == Some(false) || g.request.target == r.target {
             continue;
         }

@@ -169,6 +169,7 @@ pub async fn sync_user(state: &AppState, user_id: &str) -> Result<(), KeycloakEr
     let grants = state
         .store
         .user_grants_in_keycloak(user_id)
+        .await
         .map_err(|e| KeycloakError::Unavailable(format!("store: {e}")))?;
     let values = values(&grants, Utc::now());
     if state
@@ -212,7 +213,7 @@ pub async fn run(state: std::sync::Arc<AppState>) {
     if state.grant_ends.attribute().is_none() {
         return;
     }
-    match state.store.open_requests() {
+    match state.store.open_requests().await {
         Ok(open) => {
             let now = Instant::now();
             let mut d = state

@@ -409,10 +409,10 @@ fn insert_then_update_is_one_transaction() {
         // The second half fails: the inserted request is gone too.
         let err = store
             .insert_then_update(&ext, t.clone(), "grant", |_, g| {
-                Ok(vec![g
-                    .request
-                    .lapse(now + chrono::Duration::days(1))?
-                    .into()])
+                Ok((
+                    vec![],
+                    vec![g.request.lapse(now + chrono::Duration::days(1))?.into()],
+                ))
             })
             .map(|_| ());
         assert!(err.is_ok(), "{name}: lapse of a pending request is legal");
