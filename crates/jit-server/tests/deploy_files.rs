@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 fn deploy() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
@@ -34,7 +33,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 #[test]
 fn dashboard_and_alert_rules_query_metrics_jitd_exposes() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(jit_server::Store::open(&dir.path().join("db.sqlite")).unwrap());
+    let store = jit_server::Store::open(&dir.path().join("db.sqlite")).unwrap();
     let metrics = jit_server::metrics::Metrics::new(store);
     let exposed: BTreeSet<&str> = metrics.names().iter().map(String::as_str).collect();
 
