@@ -64,9 +64,11 @@ pub fn holding(state: &AppState) -> Result<Holding, String> {
     let policy = state.policy();
     let active = state
         .store
-        .list(Some(Status::Active), usize::MAX >> 1)
+        .sync()
+        .open_requests()
         .map_err(words)?
         .into_iter()
+        .filter(|s| s.request.status == Status::Active)
         .filter(|s| matches!(s.request.kind, RequestKind::Access))
         .map(|s| {
             let r = s.request;
@@ -81,7 +83,13 @@ pub fn holding(state: &AppState) -> Result<Holding, String> {
             }
         })
         .collect::<Vec<_>>();
-    let removing = state.store.due(far_future()).map_err(words)?.remove.len();
+    let removing = state
+        .store
+        .sync()
+        .due(far_future())
+        .map_err(words)?
+        .remove
+        .len();
     Ok(Holding {
         active,
         removing,
@@ -102,12 +110,16 @@ pub async fn end_all(
     progress: impl Fn(usize),
 ) -> Result<(), String> {
     let now = Utc::now();
-    for s in state
+    let open = state
         .store
-        .list(Some(Status::Active), usize::MAX >> 1)
-        .map_err(|e| e.to_string())?
+        .open_requests()
+        .await
+        .map_err(|e| e.to_string())?;
+    for s in open
+        .into_iter()
+        .filter(|s| s.request.status == Status::Active)
     {
-        let r = state.store.update(&s.request.id, |s| {
+        let r = state.store.sync().update(&s.request.id, |s| {
             let t = s.request.withdraw(END_REASON, now)?;
             Ok(jit_server::scheduler::end_grant(s, t))
         });
@@ -123,6 +135,7 @@ pub async fn end_all(
         let open = state
             .store
             .due(far_future())
+            .await
             .map_err(|e| e.to_string())?
             .remove;
         progress(open.len());
@@ -132,7 +145,7 @@ pub async fn end_all(
         if started.elapsed() >= limit {
             let last = open
                 .iter()
-                .filter_map(|id| state.store.get(id).ok().flatten())
+                .filter_map(|id| state.store.sync().get(id).ok().flatten())
                 .find_map(|s| s.grant.last_error);
             return Err(format!(
                 "Keycloak has not confirmed the removal of {} grant(s) in {} s{}. They are ended in jitd; their removal is retried while the app runs (and when it starts again).",

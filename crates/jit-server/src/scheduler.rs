@@ -54,7 +54,7 @@ pub async fn run(state: Arc<AppState>) {
                 Err(e) => tracing::error!(error = %e, "policy re-check failed"),
             }
         }
-        if let Err(e) = close_orphaned_extensions(&state) {
+        if let Err(e) = close_orphaned_extensions(&state).await {
             tracing::error!(error = %e, "closing extensions of ended grants failed");
         }
         let next = match tick(&state, Utc::now()).await {
@@ -114,8 +114,8 @@ pub async fn withdraw_outside_policy(state: &AppState) -> Result<(), StoreError>
 
 /// Cancels pending extensions whose grant has ended, so no approver is
 /// offered a decision the server would refuse (`not_an_active_grant`).
-pub fn close_orphaned_extensions(state: &AppState) -> Result<(), StoreError> {
-    for id in state.store.orphaned_extensions()? {
+pub async fn close_orphaned_extensions(state: &AppState) -> Result<(), StoreError> {
+    for id in state.store.orphaned_extensions().await? {
         ignore_race(
             state
                 .store
@@ -127,6 +127,7 @@ pub fn close_orphaned_extensions(state: &AppState) -> Result<(), StoreError> {
                     let reason = format!("its grant {grant} has ended");
                     Ok(vec![s.request.withdraw(&reason, Utc::now())?.into()])
                 })
+                .await
                 .map(|(_, recs)| state.published(&recs)),
         )?;
     }

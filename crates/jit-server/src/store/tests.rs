@@ -135,7 +135,11 @@ fn late_revocations_use_the_core_rule() {
         let end = t + chrono::Duration::seconds(60);
         // Active past expires_at, not yet expired by the scheduler.
         assert_eq!(late(end + chrono::Duration::seconds(2)), 0, "{name}");
-        assert_eq!(late(end + grace + chrono::Duration::seconds(1)), 1, "{name}");
+        assert_eq!(
+            late(end + grace + chrono::Duration::seconds(1)),
+            1,
+            "{name}"
+        );
         // Dropped early, removal pending: counted from the drop.
         let dropped = t + chrono::Duration::seconds(10);
         let alice = Principal::new("u1", "alice");
@@ -147,7 +151,11 @@ fn late_revocations_use_the_core_rule() {
             })
             .unwrap();
         assert_eq!(late(dropped + chrono::Duration::seconds(2)), 0, "{name}");
-        assert_eq!(late(dropped + grace + chrono::Duration::seconds(1)), 1, "{name}");
+        assert_eq!(
+            late(dropped + grace + chrono::Duration::seconds(1)),
+            1,
+            "{name}"
+        );
     }
 }
 
