@@ -55,6 +55,8 @@ pub fn bin(name: &str) -> PathBuf {
 /// A jitd child process with its own folder, database and port.
 pub struct Jitd {
     pub dir: tempfile::TempDir,
+    /// Extra environment of the process (e.g. webhook secrets).
+    pub env: Vec<(String, String)>,
     pub port: u16,
     child: Option<Child>,
     pub url: String,
@@ -125,6 +127,7 @@ impl Jitd {
             .open(self.log_path())
             .expect("open jitd.log");
         let mut child = Command::new(bin("jitd"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("--config")
             .arg(self.dir.path().join("jitd.toml"))
             .env("JIT_BACKEND_SECRET", &env.backend_secret)
@@ -444,13 +447,29 @@ impl Jitd {
     /// Like [`Jitd::start`], but jitd reaches Keycloak's APIs through
     /// `keycloak_url` (tokens still carry the real issuer).
     pub fn start_via(policy: &str, keycloak_url: &str) -> Jitd {
-        let mut j = Jitd::prepare(policy, keycloak_url);
+        Jitd::start_with(policy, keycloak_url, "", &[])
+    }
+
+    /// Like [`Jitd::start_via`], with `extra` TOML appended to `jitd.toml`
+    /// (e.g. `[[webhook]]` tables) and `env_vars` set for the process.
+    pub fn start_with(
+        policy: &str,
+        keycloak_url: &str,
+        extra: &str,
+        env_vars: &[(&str, &str)],
+    ) -> Jitd {
+        let mut j = Jitd::prepare(policy, keycloak_url, extra, env_vars);
         j.spawn();
         j
     }
 
     /// Folder, policy and config of a jitd, not started yet.
-    fn prepare(policy: &str, keycloak_url: &str) -> Jitd {
+    fn prepare(
+        policy: &str,
+        keycloak_url: &str,
+        extra: &str,
+        env_vars: &[(&str, &str)],
+    ) -> Jitd {
         let env = keycloak_env();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
@@ -458,7 +477,7 @@ impl Jitd {
         std::fs::write(
             dir.path().join("jitd.toml"),
             format!(
-                "listen = \"127.0.0.1:{port}\"\ndatabase = \"jitd.sqlite\"\npolicy = \"policy.toml\"\n\n[keycloak]\nurl = \"{keycloak_url}\"\nrealm = \"{}\"\nissuer = \"{}\"\n",
+                "listen = \"127.0.0.1:{port}\"\ndatabase = \"jitd.sqlite\"\npolicy = \"policy.toml\"\n\n[keycloak]\nurl = \"{keycloak_url}\"\nrealm = \"{}\"\nissuer = \"{}\"\n{extra}\n",
                 env.realm,
                 env.issuer()
             ),
@@ -466,6 +485,10 @@ impl Jitd {
         .unwrap();
         Jitd {
             dir,
+            env: env_vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             port,
             child: None,
             url: format!("http://127.0.0.1:{port}"),
@@ -477,7 +500,7 @@ impl Jitd {
     /// Like [`Jitd::start`], with jitd's log appended to `log` (chaos runs
     /// restart it many times; their output stays readable).
     pub fn start_logged(policy: &str, log: &Path) -> Jitd {
-        let mut j = Jitd::prepare(policy, &keycloak_env().url);
+        let mut j = Jitd::prepare(policy, &keycloak_env().url, "", &[]);
         j.log = Some(log.to_path_buf());
         j.spawn();
         j

@@ -111,6 +111,15 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
+    /// The Debian package of jitd and the jit CLI (cargo-deb, installed
+    /// when missing) in target/debian/, then a check of its contents
+    /// (files, modes, conffiles, maintainer scripts, `systemd-analyze
+    /// verify` of the unit). See docs/packaging.md.
+    Deb {
+        /// Package the debug build (fast; for checks) instead of release.
+        #[arg(long)]
+        dev: bool,
+    },
     /// The main job: Keycloak, jitd and a headless demo of the full cycle
     /// (request → approve → grant → countdown → revoke) as a timeline.
     Demo {
@@ -253,6 +262,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             list,
             sections,
         } => return bench(ports.into(), list, sections),
+        Cmd::Deb { dev } => {
+            let profile = if dev {
+                xtask::deb::Profile::Dev
+            } else {
+                xtask::deb::Profile::Release
+            };
+            let deb = xtask::deb::build(profile)?;
+            xtask::deb::check(&deb)?;
+            println!("{}", deb.display());
+        }
         Cmd::DesktopTest {
             ports,
             update_screenshots,
@@ -461,8 +480,15 @@ fn bench(ports: Ports, list: bool, sections: Vec<String>) -> Result<ExitCode> {
     })
 }
 
-/// The UI's lint and unit tests, then the desktop E2E (same Keycloak).
+/// The Debian package check, the UI's lint and unit tests, then the
+/// desktop E2E (same Keycloak).
 fn ui_and_desktop_tests(ports: Ports) -> Result<i32> {
+    eprintln!("xtask: Debian package (cargo xtask deb --dev)");
+    if let Err(e) = xtask::deb::build(xtask::deb::Profile::Dev).and_then(|d| xtask::deb::check(&d))
+    {
+        eprintln!("xtask: Debian package check failed: {e:#}");
+        return Ok(1);
+    }
     let ui = xtask::workspace_root().join("ui");
     for script in ["lint", "test"] {
         eprintln!("xtask: npm run {script} (ui)");

@@ -274,7 +274,10 @@ pub fn audit(rows: &[AuditRecord]) {
             r.event,
             short(&r.request_id),
             r.entitlement_id,
-            r.actor,
+            match &r.actor_client {
+                Some(_) => format!("{} (service account)", r.actor),
+                None => r.actor.clone(),
+            },
             cut(r.reason.as_deref().unwrap_or(""), 60)
         );
     }

@@ -47,6 +47,11 @@ pub struct AuditRecord {
     pub entitlement_id: String,
     pub requester_id: String,
     pub actor: String,
+    /// Set when the actor is a client's service account (a pipeline): the
+    /// client's id. Hashed only when present, so older rows verify as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub actor_client: Option<String>,
     #[schema(required = true)]
     pub reason: Option<String>,
     #[schema(required = true)]
@@ -63,9 +68,10 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 impl AuditRecord {
     /// The row's hash: SHA-256 over `prev_hash`, a newline and the JSON
     /// array of the row's content fields (seq, at with microseconds, event,
-    /// request_id, entitlement_id, requester_id, actor, reason, from, to).
+    /// request_id, entitlement_id, requester_id, actor, reason, from, to,
+    /// and `actor_client` when set).
     pub fn compute_hash(&self) -> String {
-        let content = serde_json::json!([
+        let mut content = serde_json::json!([
             self.seq,
             self.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             self.event,
@@ -77,6 +83,9 @@ impl AuditRecord {
             self.from_status,
             self.to_status,
         ]);
+        if let (Some(c), serde_json::Value::Array(a)) = (&self.actor_client, &mut content) {
+            a.push(serde_json::Value::String(c.clone()));
+        }
         let mut h = Sha256::new();
         h.update(self.prev_hash.as_bytes());
         h.update(b"\n");

@@ -168,6 +168,11 @@ pub struct Principal {
     pub username: String,
     pub roles: BTreeSet<String>,
     pub groups: BTreeSet<String>,
+    /// Set when the caller is an OAuth client acting for itself — its
+    /// Keycloak service account, through the client-credentials grant (RFC
+    /// 6749 §4.4), e.g. a CI pipeline: the client's id. `None` for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 impl Principal {
@@ -274,6 +279,11 @@ pub struct AccessRequest {
     pub target: EntitlementKind,
     pub requester_id: String,
     pub requester_username: String,
+    /// Set when the requester is a client's service account (a pipeline):
+    /// that client's id (see [`Principal::client_id`]). `None` for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub requester_client: Option<String>,
     pub justification: String,
     #[schema(required = true)]
     pub ticket: Option<String>,
@@ -440,6 +450,7 @@ impl AccessRequest {
             target: e.kind.clone(),
             requester_id: requester.id.clone(),
             requester_username: requester.username.clone(),
+            requester_client: requester.client_id.clone(),
             justification,
             ticket,
             urgent: input.urgent || input.break_glass,

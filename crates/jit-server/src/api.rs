@@ -822,7 +822,7 @@ async fn audit(
             Ok(([(header::CONTENT_TYPE, "application/jsonl")], s).into_response())
         }
         "csv" => {
-            let mut s = String::from("seq,at,event,request_id,entitlement_id,requester_id,actor,reason,from_status,to_status,prev_hash,hash\n");
+            let mut s = String::from("seq,at,event,request_id,entitlement_id,requester_id,actor,reason,from_status,to_status,prev_hash,hash,actor_client\n");
             for r in &rows {
                 // Quote every cell; neutralise spreadsheet formulas (=, +, -, @).
                 let f = |v: &str| {
@@ -847,6 +847,7 @@ async fn audit(
                         f(r.to_status.as_deref().unwrap_or("")),
                         r.prev_hash.clone(),
                         r.hash.clone(),
+                        f(r.actor_client.as_deref().unwrap_or("")),
                     ]
                     .join(","),
                 );

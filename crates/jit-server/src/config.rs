@@ -20,6 +20,10 @@ pub struct Config {
     #[serde(default)]
     pub log_format: crate::tracing_setup::LogFormat,
     pub keycloak: KeycloakConfig,
+    /// Outgoing webhooks, `[[webhook]]` tables (see `docs/webhooks.md`);
+    /// none by default. Checked at load: a malformed URL is refused.
+    #[serde(default, rename = "webhook")]
+    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
 }
 
 /// Where Keycloak is and how jitd talks to it.
@@ -78,7 +82,8 @@ fn default_backend() -> String {
 impl Config {
     /// Reads and parses `path`, resolving relative paths against its folder.
     ///
-    /// Errors: unreadable file, TOML error (with line), unknown field.
+    /// Errors: unreadable file, TOML error (with line), unknown field, an
+    /// invalid `[[webhook]]` (malformed URL, bad filter, no secret source).
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
@@ -90,6 +95,11 @@ impl Config {
         if let Some(f) = &c.keycloak.backend_client_secret_file {
             c.keycloak.backend_client_secret_file = Some(base.join(f));
         }
+        for w in &mut c.webhooks {
+            w.resolve_paths(base);
+        }
+        crate::webhooks::validate_all(&c.webhooks)
+            .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
         Ok(c)
     }
 

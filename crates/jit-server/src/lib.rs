@@ -5,6 +5,8 @@
 //! - [`scheduler`]: derives due work from the store and does it in
 //!   Keycloak — grant, expire, remove — with retries and backoff.
 //! - [`api`]: the HTTP API under `/v1`, server-sent events, problem+json.
+//! - [`webhooks`]: delivers the store's outbox to chat and other receivers,
+//!   signed, at least once, in order.
 //!
 //! Not for: the rules themselves (that is `jit-core`) or Keycloak's wire
 //! format (that is `jit-keycloak`).
@@ -20,6 +22,7 @@ pub mod rights;
 pub mod scheduler;
 pub mod store;
 pub mod tracing_setup;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -61,6 +64,8 @@ pub struct AppState {
     pub grant_ends: grant_ends::GrantEnds,
     /// Prometheus metrics (`GET /metrics`); other parts record into it.
     pub metrics: Arc<metrics::Metrics>,
+    /// Configured webhook endpoints (empty when none).
+    pub webhooks: Arc<webhooks::Webhooks>,
 }
 
 impl AppState {
@@ -194,6 +199,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         http,
     )
     .with_observer(metrics.clone());
+    let hooks = Arc::new(webhooks::Webhooks::new(
+        &config.webhooks,
+        &config.keycloak.realm,
+    )?);
+    // From here on every audit row is also queued for the endpoints that
+    // want it, in the same transaction.
+    store.set_outbox_router(hooks.router());
     let last = store.last_seq()?;
     let state = Arc::new(AppState {
         store,
@@ -220,6 +232,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
             desktop_client_id: config.keycloak.desktop_client_id.clone(),
         },
         grant_ends: grant_ends::GrantEnds::new(config.keycloak.grants_attribute.clone()),
+        webhooks: hooks.clone(),
     });
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -228,6 +241,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let sched = tokio::spawn(scheduler::run(state.clone()));
     tokio::spawn(grant_ends::run(state.clone()));
+    let deliveries = webhooks::spawn(state.clone(), hooks);
     let app = api::router(state.clone());
     let st = state.clone();
     let task = tokio::spawn(async move {
@@ -241,6 +255,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         }
         let _ = st.stopping.send(true);
         let _ = sched.await;
+        for d in deliveries {
+            let _ = d.await;
+        }
     });
     tracing::info!(%addr, issuer = %issuer, "jitd listening");
     Ok(Server {

@@ -12,8 +12,10 @@
 //! This is the seam for a PostgreSQL store later: callers use only the
 //! methods here, never SQL.
 
+mod outbox;
+
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use jit_core::{AccessRequest, DomainError, EntitlementKind, Status, Transition};
@@ -21,6 +23,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 pub use jit_core::api::{AuditRecord, GrantState, GENESIS};
+pub use outbox::{Claim, OutboxItem, OutboxRouter, OutboxRow, WebhookEvent};
 
 /// Result of checking the audit chain.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -93,9 +96,13 @@ pub struct Stored {
 /// non-question — they run one after the other against fresh state.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Routes audit rows to webhook endpoints (the outbox); `None`: no
+    /// webhooks.
+    outbox: RwLock<Option<OutboxRouter>>,
 }
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE requests (
     id TEXT PRIMARY KEY,
     entitlement_id TEXT NOT NULL,
@@ -132,7 +139,11 @@ CREATE TABLE audit (
 CREATE INDEX audit_request ON audit(request_id);
 CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
-"#];
+"#,
+    outbox::MIGRATION,
+    // Service-account actors (pipelines), see `AuditRecord::actor_client`.
+    "ALTER TABLE audit ADD COLUMN actor_client TEXT;",
+];
 
 fn ts(t: DateTime<Utc>) -> String {
     // Fixed width, so text order is time order in SQL comparisons.
@@ -172,6 +183,7 @@ impl Store {
         }
         Ok(Store {
             conn: Mutex::new(conn),
+            outbox: RwLock::new(None),
         })
     }
 
@@ -219,7 +231,12 @@ impl Store {
         Ok(())
     }
 
-    fn append(tx: &Connection, r: &AccessRequest, e: &Entry) -> Result<AuditRecord, StoreError> {
+    fn append(
+        &self,
+        tx: &Connection,
+        r: &AccessRequest,
+        e: &Entry,
+    ) -> Result<AuditRecord, StoreError> {
         let (prev_seq, prev_hash): (i64, String) = tx
             .query_row(
                 "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
@@ -246,6 +263,12 @@ impl Store {
                 n.at,
             ),
         };
+        // The requester acting on their own request: a service account
+        // (pipeline) is marked as such. Usernames are unique in a realm.
+        let actor_client = r
+            .requester_client
+            .clone()
+            .filter(|_| actor == r.requester_username);
         let mut rec = AuditRecord {
             seq: prev_seq + 1,
             at,
@@ -254,6 +277,7 @@ impl Store {
             entitlement_id: r.entitlement_id.clone(),
             requester_id: r.requester_id.clone(),
             actor,
+            actor_client,
             reason,
             from_status: from,
             to_status: to,
@@ -262,8 +286,8 @@ impl Store {
         };
         rec.hash = rec.compute_hash();
         tx.execute(
-            "INSERT INTO audit (seq, at, event, request_id, entitlement_id, requester_id, actor, reason, from_status, to_status, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            "INSERT INTO audit (seq, at, event, request_id, entitlement_id, requester_id, actor, reason, from_status, to_status, prev_hash, hash, actor_client)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 rec.seq,
                 ts(rec.at),
@@ -276,9 +300,12 @@ impl Store {
                 rec.from_status,
                 rec.to_status,
                 rec.prev_hash,
-                rec.hash
+                rec.hash,
+                rec.actor_client
             ],
         )?;
+        // The outbox row is part of the same transaction as the audit row.
+        self.enqueue(tx, &rec, r)?;
         Ok(rec)
     }
 
@@ -299,7 +326,7 @@ impl Store {
         )?;
         let mut recs = Vec::new();
         for t in transitions {
-            recs.push(Self::append(&tx, r, &t.into())?);
+            recs.push(self.append(&tx, r, &t.into())?);
         }
         tx.commit()?;
         Ok(recs)
@@ -319,7 +346,7 @@ impl Store {
         Self::save(&tx, &s)?;
         let mut recs = Vec::new();
         for e in &entries {
-            recs.push(Self::append(&tx, &s.request, e)?);
+            recs.push(self.append(&tx, &s.request, e)?);
         }
         tx.commit()?;
         Ok((s, recs))
@@ -345,10 +372,10 @@ impl Store {
         Self::save(&tx, &sb)?;
         let mut recs = Vec::new();
         for e in &ea {
-            recs.push(Self::append(&tx, &sa.request, e)?);
+            recs.push(self.append(&tx, &sa.request, e)?);
         }
         for e in &eb {
-            recs.push(Self::append(&tx, &sb.request, e)?);
+            recs.push(self.append(&tx, &sb.request, e)?);
         }
         tx.commit()?;
         Ok((sa, sb, recs))
@@ -530,7 +557,7 @@ impl Store {
     pub fn audit_after(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
-            "SELECT seq, at, event, request_id, entitlement_id, requester_id, actor, reason, from_status, to_status, prev_hash, hash
+            "SELECT seq, at, event, request_id, entitlement_id, requester_id, actor, reason, from_status, to_status, prev_hash, hash, actor_client
              FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![after, limit as i64], |r| {
@@ -545,6 +572,7 @@ impl Store {
                     entitlement_id: r.get(4)?,
                     requester_id: r.get(5)?,
                     actor: r.get(6)?,
+                    actor_client: r.get(12)?,
                     reason: r.get(7)?,
                     from_status: r.get(8)?,
                     to_status: r.get(9)?,
