@@ -127,11 +127,11 @@ impl Jitd {
             .open(self.log_path())
             .expect("open jitd.log");
         let mut child = Command::new(bin("jitd"))
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("--config")
             .arg(self.dir.path().join("jitd.toml"))
             .env("JIT_BACKEND_SECRET", &env.backend_secret)
             .env("JITD_LOG", &self.log_filter)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
