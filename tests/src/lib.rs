@@ -464,12 +464,7 @@ impl Jitd {
     }
 
     /// Folder, policy and config of a jitd, not started yet.
-    fn prepare(
-        policy: &str,
-        keycloak_url: &str,
-        extra: &str,
-        env_vars: &[(&str, &str)],
-    ) -> Jitd {
+    fn prepare(policy: &str, keycloak_url: &str, extra: &str, env_vars: &[(&str, &str)]) -> Jitd {
         let env = keycloak_env();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
