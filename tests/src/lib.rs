@@ -505,7 +505,7 @@ impl Jitd {
     /// (e.g. `log_format = "json"`), `JITD_LOG=filter`, and the log
     /// appended to `jitd.log` in its folder ([`Jitd::log`]).
     pub fn start_observed(policy: &str, top_level: &str, filter: &str) -> Jitd {
-        let mut j = Jitd::prepare(policy, &keycloak_env().url);
+        let mut j = Jitd::prepare(policy, &keycloak_env().url, "", &[]);
         let cfg = j.dir.path().join("jitd.toml");
         let text = std::fs::read_to_string(&cfg).unwrap();
         std::fs::write(&cfg, format!("{top_level}\n{text}")).unwrap();

@@ -262,9 +262,7 @@ async fn webhooks_are_signed_in_order_filtered_and_retried_after_500() {
         "{metrics}"
     );
     assert!(
-        metrics.contains(
-            "jit_webhook_deliveries_total{endpoint=\"events\",outcome=\"failed\"} 2"
-        ),
+        metrics.contains("jit_webhook_deliveries_total{endpoint=\"events\",outcome=\"failed\"} 2"),
         "{metrics}"
     );
 }

@@ -78,7 +78,12 @@ export type AccessRequest = { id: string, kind: RequestKind, entitlement_id: str
 /**
  * What is granted in Keycloak, copied from the policy at creation.
  */
-target: EntitlementKind, requester_id: string, requester_username: string, justification: string, ticket: string | null, urgent: boolean, break_glass: boolean, 
+target: EntitlementKind, requester_id: string, requester_username: string, 
+/**
+ * Set when the requester is a client's service account (a pipeline):
+ * that client's id (see [`Principal::client_id`]). `None` for people.
+ */
+requester_client?: string, justification: string, ticket: string | null, urgent: boolean, break_glass: boolean, 
 /**
  * Duration asked for, seconds.
  */
@@ -136,7 +141,12 @@ revoke_late: boolean, id: string, kind: RequestKind, entitlement_id: string,
 /**
  * What is granted in Keycloak, copied from the policy at creation.
  */
-target: EntitlementKind, requester_id: string, requester_username: string, justification: string, ticket: string | null, urgent: boolean, break_glass: boolean, 
+target: EntitlementKind, requester_id: string, requester_username: string, 
+/**
+ * Set when the requester is a client's service account (a pipeline):
+ * that client's id (see [`Principal::client_id`]). `None` for people.
+ */
+requester_client?: string, justification: string, ticket: string | null, urgent: boolean, break_glass: boolean, 
 /**
  * Duration asked for, seconds.
  */
@@ -198,7 +208,12 @@ seq: number, at: string,
 /**
  * Event type, e.g. `request.created`, `grant.granted`.
  */
-event: string, request_id: string, entitlement_id: string, requester_id: string, actor: string, reason: string | null, from_status: string | null, to_status: string | null, prev_hash: string, hash: string, };
+event: string, request_id: string, entitlement_id: string, requester_id: string, actor: string, 
+/**
+ * Set when the actor is a client's service account (a pipeline): the
+ * client's id. Hashed only when present, so older rows verify as before.
+ */
+actor_client?: string, reason: string | null, from_status: string | null, to_status: string | null, prev_hash: string, hash: string, };
 
 export type EventData = { 
 /**
@@ -212,7 +227,12 @@ seq: number, at: string,
 /**
  * Event type, e.g. `request.created`, `grant.granted`.
  */
-event: string, request_id: string, entitlement_id: string, requester_id: string, actor: string, reason: string | null, from_status: string | null, to_status: string | null, prev_hash: string, hash: string, };
+event: string, request_id: string, entitlement_id: string, requester_id: string, actor: string, 
+/**
+ * Set when the actor is a client's service account (a pipeline): the
+ * client's id. Hashed only when present, so older rows verify as before.
+ */
+actor_client?: string, reason: string | null, from_status: string | null, to_status: string | null, prev_hash: string, hash: string, };
 
 export type MeView = { id: string, username: string, roles: Array<string>, groups: Array<string>, auditor: boolean, 
 /**
