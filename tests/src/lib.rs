@@ -6,6 +6,7 @@
 //! Tests share one Keycloak and its users, so they run one at a time
 //! ([`serial`]); each starts its own jitd with a fresh database.
 
+pub mod burst_bench;
 pub mod token_bounds;
 
 use std::io::{BufRead, BufReader};

@@ -440,21 +440,33 @@ fn test(ports: Ports, args: Vec<String>) -> Result<ExitCode> {
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
-/// `cargo xtask bench`: build `jit-bench`, Keycloak up, the sections run,
-/// Keycloak down (if started here).
+/// `cargo xtask bench`: release build of jitd and jit-bench, Keycloak up,
+/// the sections run, Keycloak down (if started here).
 fn bench(ports: Ports, list: bool, sections: Vec<String>) -> Result<ExitCode> {
     signals::install();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    eprintln!("xtask: building jit-bench");
+    eprintln!("xtask: building jitd and jit-bench (release)");
     let status = Command::new(&cargo)
-        .args(["build", "--quiet", "-p", "jit-e2e", "--bin", "jit-bench"])
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "jit-server",
+            "--bin",
+            "jitd",
+            "-p",
+            "jit-e2e",
+            "--bin",
+            "jit-bench",
+        ])
         .status()
         .context("cannot run cargo")?;
     if !status.success() {
-        eprintln!("xtask: building jit-bench failed ({status})");
+        eprintln!("xtask: release build failed ({status})");
         return Ok(ExitCode::FAILURE);
     }
-    let exe = xtask::target_dir().join("debug").join("jit-bench");
+    let exe = xtask::target_dir().join("release").join("jit-bench");
     if list {
         let status = Command::new(&exe).arg("--list").status()?;
         return Ok(if status.success() {
@@ -468,6 +480,8 @@ fn bench(ports: Ports, list: bool, sections: Vec<String>) -> Result<ExitCode> {
         .args(&sections)
         .env("KEYCLOAK_URL", guard.url())
         .env("JIT_BACKEND_SECRET", keycloak::BACKEND_DEMO_SECRET)
+        .env("JIT_BENCH_KC_PORT", ports.http.to_string())
+        .env("JIT_BENCH_KC_MANAGEMENT_PORT", ports.management.to_string())
         .status()
         .context("cannot run jit-bench")?;
     if let Err(e) = guard.stop() {

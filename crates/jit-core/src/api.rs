@@ -33,6 +33,11 @@ pub struct GrantState {
     /// Last Keycloak error for the current step, for the API and the UI.
     #[schema(required = true)]
     pub last_error: Option<String>,
+    /// Keycloak refused the removal for good (e.g. 403: the service account
+    /// may no longer remove it): not retried; the assignment may still be
+    /// in Keycloak and needs an administrator (`last_error` says why).
+    #[serde(default)]
+    pub removal_failed: bool,
 }
 
 /// One audit row. `hash = sha256(prev_hash ‖ canonical content)`, hex.
@@ -136,6 +141,17 @@ pub struct EntitlementView {
     pub break_glass: bool,
     /// Whether the caller is an approver of it.
     pub you_approve: bool,
+    /// `false` when jitd cannot grant it now: its Keycloak target does not
+    /// exist or the service account may not assign it (`unavailable_reason`
+    /// says which). Requests for it are refused (`entitlement_unavailable`).
+    #[serde(default = "yes")]
+    pub available: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable_reason: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `POST /v1/requests` body.

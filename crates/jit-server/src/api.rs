@@ -16,7 +16,7 @@ use jit_core::{
     parse_duration, AccessRequest, Decision, DomainError, NewRequest, Principal, RequestKind,
     Status,
 };
-use jit_keycloak::AuthError;
+use jit_keycloak::{AuthError, TargetStatus};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -182,7 +182,8 @@ pub fn view(state: &AppState, s: &Stored) -> RequestView {
         remaining_secs: r.remaining_secs(now),
         total_secs: r.total_secs(),
         keycloak: s.grant.clone(),
-        revoke_late: jit_core::lateness::revoke_late(r, s.grant.removal_pending, now),
+        revoke_late: jit_core::lateness::revoke_late(r, s.grant.removal_pending, now)
+            || s.grant.removal_failed,
         request: r.clone(),
     }
 }
@@ -289,6 +290,11 @@ async fn me(State(state): St, caller: Caller) -> Json<MeView> {
 async fn entitlements(State(state): St, caller: Caller) -> Json<Vec<EntitlementView>> {
     let p = caller.principal;
     let policy = state.policy();
+    let reason = |e: &jit_core::Entitlement| {
+        state
+            .target_status(&e.id, &e.kind)
+            .and_then(|s| s.unavailable_reason().map(str::to_string))
+    };
     Json(
         policy
             .entitlements
@@ -307,6 +313,8 @@ async fn entitlements(State(state): St, caller: Caller) -> Json<Vec<EntitlementV
                 justification_max: e.justification_max,
                 break_glass: e.break_glass,
                 you_approve: e.is_approver(&p),
+                available: reason(e).is_none(),
+                unavailable_reason: reason(e),
             })
             .collect(),
     )
@@ -322,6 +330,30 @@ fn duration_of(human: Option<&str>, secs: Option<i64>) -> Result<Option<i64>, Ap
     }
 }
 
+/// Refuses a request for an entitlement whose Keycloak target does not
+/// exist or that the service account may not assign. The last known
+/// status decides; one that says "unavailable" or was never checked is
+/// asked of Keycloak again first, so a fixed realm is seen at once.
+async fn check_available(state: &AppState, r: &AccessRequest) -> Result<(), ApiError> {
+    let known = state.target_status(&r.entitlement_id, &r.target);
+    let status = match known {
+        Some(TargetStatus::Available) => return Ok(()),
+        _ => {
+            let s = crate::scheduler::call(state, state.admin.target_status(&r.target)).await?;
+            state.set_target_status(&r.entitlement_id, &r.target, s.clone());
+            s
+        }
+    };
+    match status.unavailable_reason() {
+        None => Ok(()),
+        Some(why) => Err(DomainError::EntitlementUnavailable {
+            entitlement: r.entitlement_id.clone(),
+            reason: why.to_string(),
+        }
+        .into()),
+    }
+}
+
 /// Refuses a request for something the user already holds in Keycloak
 /// without JIT (standing assignment, directly or through a group), or only
 /// through another active JIT grant (e.g. a granted group that carries the
@@ -332,7 +364,7 @@ async fn check_not_standing(
     p: &Principal,
     r: &AccessRequest,
 ) -> Result<(), ApiError> {
-    let held = state.admin.holds(&p.id, &r.target, true).await?;
+    let held = crate::scheduler::call(state, state.admin.holds(&p.id, &r.target, true)).await?;
     if !held
         || state
             .store
@@ -410,6 +442,7 @@ async fn create(
         )
         .into());
     }
+    check_available(&state, &r).await?;
     check_not_standing(&state, &p, &r).await?;
     let recs = state.store.insert(&r, transitions)?;
     state.published(&recs);

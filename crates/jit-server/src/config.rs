@@ -24,6 +24,9 @@ pub struct Config {
     /// none by default. Checked at load: a malformed URL is refused.
     #[serde(default, rename = "webhook")]
     pub webhooks: Vec<crate::webhooks::WebhookConfig>,
+    /// Keycloak work: concurrency and per-call time limit.
+    #[serde(default)]
+    pub scheduler: crate::scheduler::SchedulerConfig,
 }
 
 /// Where Keycloak is and how jitd talks to it.
@@ -101,6 +104,15 @@ impl Config {
         crate::webhooks::validate_all(&c.webhooks)
             .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
         Ok(c)
+    }
+
+    /// The issuer tokens must carry: `keycloak.issuer`, else
+    /// `{keycloak.url}/realms/{realm}`.
+    pub fn issuer(&self) -> String {
+        self.keycloak
+            .issuer
+            .clone()
+            .unwrap_or_else(|| jit_keycloak::issuer_url(&self.keycloak.url, &self.keycloak.realm))
     }
 
     /// The backend client secret, from the file or `JIT_BACKEND_SECRET`.

@@ -29,8 +29,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use jit_core::Policy;
-use jit_keycloak::{AdminClient, TokenValidator};
+use jit_core::{EntitlementKind, Policy};
+use jit_keycloak::{AdminClient, KeycloakAdmin, TargetStatus, TokenValidator};
 use tokio::sync::{watch, Notify};
 
 pub use config::Config;
@@ -49,7 +49,13 @@ pub struct AppState {
     /// requests against the new policy.
     pub policy_generation: std::sync::atomic::AtomicU64,
     pub validator: TokenValidator,
-    pub admin: AdminClient,
+    /// The Keycloak Admin API (the real client, or a fake in tests).
+    pub admin: Arc<dyn KeycloakAdmin>,
+    /// Bounded, per-assignment ordered Keycloak work; Keycloak up/down.
+    pub scheduler: scheduler::Scheduler,
+    /// Last known [`TargetStatus`] of each entitlement's Keycloak target
+    /// (by entitlement id, with the target it was checked for).
+    targets: RwLock<std::collections::HashMap<String, (EntitlementKind, TargetStatus)>>,
     /// Recent Admin API answers about callers' rights ([`rights`]).
     pub rights: rights::RightsCache,
     /// Wakes the scheduler when something became due.
@@ -69,6 +75,91 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Builds the shared state: store opened, policy loaded, `admin` as the
+    /// Keycloak Admin API. Nothing is started.
+    ///
+    /// Errors: unreadable or invalid policy, database that cannot be opened.
+    pub fn new(config: &Config, admin: Arc<dyn KeycloakAdmin>) -> anyhow::Result<Arc<AppState>> {
+        AppState::with_observed_admin(config, |_| admin)
+    }
+
+    /// [`AppState::new`], the Admin API client made by `make_admin` with
+    /// the metrics as its call observer.
+    pub fn with_observed_admin(
+        config: &Config,
+        make_admin: impl FnOnce(Arc<dyn jit_keycloak::CallObserver>) -> Arc<dyn KeycloakAdmin>,
+    ) -> anyhow::Result<Arc<AppState>> {
+        let policy = load_policy(&config.policy)?;
+        let store = Arc::new(Store::open(&config.database).map_err(|e| {
+            anyhow::anyhow!("cannot open database {}: {e}", config.database.display())
+        })?);
+        let issuer = config.issuer();
+        let metrics = Arc::new(metrics::Metrics::new(store.clone()));
+        let validator = TokenValidator::new(
+            &issuer,
+            &config.keycloak.audience,
+            jit_keycloak::http_client(),
+        )
+        .with_observer(metrics.clone());
+        let admin = make_admin(metrics.clone());
+        let hooks = Arc::new(webhooks::Webhooks::new(
+            &config.webhooks,
+            &config.keycloak.realm,
+        )?);
+        // From here on every audit row is also queued for the endpoints that
+        // want it, in the same transaction.
+        store.set_outbox_router(hooks.router());
+        let last = store.last_seq()?;
+        Ok(Arc::new(AppState {
+            store,
+            policy: RwLock::new(Arc::new(policy)),
+            policy_mtime: RwLock::new(
+                std::fs::metadata(&config.policy)
+                    .and_then(|m| m.modified())
+                    .ok(),
+            ),
+            policy_path: config.policy.clone(),
+            policy_change_seen: RwLock::new(None),
+            policy_generation: std::sync::atomic::AtomicU64::new(1),
+            validator,
+            admin,
+            scheduler: scheduler::Scheduler::new(config.scheduler.clone()),
+            targets: RwLock::new(std::collections::HashMap::new()),
+            rights: rights::RightsCache::default(),
+            grant_ends: grant_ends::GrantEnds::new(config.keycloak.grants_attribute.clone()),
+            metrics,
+            webhooks: hooks,
+            wake: Notify::new(),
+            last_seq: watch::channel(last).0,
+            stopping: watch::channel(false).0,
+            public: jit_core::api::ServerConfigView {
+                issuer,
+                audience: config.keycloak.audience.clone(),
+                cli_client_id: config.keycloak.cli_client_id.clone(),
+                desktop_client_id: config.keycloak.desktop_client_id.clone(),
+            },
+        }))
+    }
+
+    /// The last known status of entitlement `id`'s Keycloak target, if it
+    /// was checked for this `target`.
+    pub fn target_status(&self, id: &str, target: &EntitlementKind) -> Option<TargetStatus> {
+        self.targets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .filter(|(k, _)| k == target)
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Records what Keycloak said about entitlement `id`'s target.
+    pub fn set_target_status(&self, id: &str, target: &EntitlementKind, status: TargetStatus) {
+        self.targets
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), (target.clone(), status));
+    }
+
     /// The policy in force.
     pub fn policy(&self) -> Arc<Policy> {
         self.policy
@@ -79,6 +170,13 @@ impl AppState {
 
     /// Tells the scheduler and the event streams that rows were written.
     pub fn published(&self, recs: &[store::AuditRecord]) {
+        self.published_quietly(recs);
+        self.wake.notify_one();
+    }
+
+    /// Tells the event streams that rows were written, without waking the
+    /// scheduler (for its own writes, which make nothing due).
+    pub fn published_quietly(&self, recs: &[store::AuditRecord]) {
         self.metrics.audit_written(recs);
         if let Some(max) = recs.iter().map(|r| r.seq).max() {
             self.last_seq.send_if_modified(|v| {
@@ -91,7 +189,6 @@ impl AppState {
             });
         }
         self.grant_ends.mark_records(recs);
-        self.wake.notify_one();
     }
 
     /// Re-reads the policy file if it changed. An invalid file is refused
@@ -174,66 +271,35 @@ impl Server {
 }
 
 /// Opens the store, loads the policy, binds `config.listen`, and starts the
-/// API and the scheduler on the current tokio runtime.
+/// API and the scheduler on the current tokio runtime, with the real
+/// Keycloak Admin API client.
 ///
 /// Errors: unreadable config parts, invalid policy, busy port, missing secret.
 pub async fn start(config: &Config) -> anyhow::Result<Server> {
-    let policy = load_policy(&config.policy)?;
-    let store =
-        Arc::new(Store::open(&config.database).map_err(|e| {
-            anyhow::anyhow!("cannot open database {}: {e}", config.database.display())
-        })?);
-    let http = jit_keycloak::http_client();
-    let issuer =
-        config.keycloak.issuer.clone().unwrap_or_else(|| {
-            jit_keycloak::issuer_url(&config.keycloak.url, &config.keycloak.realm)
-        });
-    let metrics = Arc::new(metrics::Metrics::new(store.clone()));
-    let validator = TokenValidator::new(&issuer, &config.keycloak.audience, http.clone())
-        .with_observer(metrics.clone());
-    let admin = AdminClient::new(
-        &config.keycloak.url,
-        &config.keycloak.realm,
-        &config.keycloak.backend_client_id,
-        &config.backend_secret()?,
-        http,
-    )
-    .with_observer(metrics.clone());
-    let hooks = Arc::new(webhooks::Webhooks::new(
-        &config.webhooks,
-        &config.keycloak.realm,
-    )?);
-    // From here on every audit row is also queued for the endpoints that
-    // want it, in the same transaction.
-    store.set_outbox_router(hooks.router());
-    let last = store.last_seq()?;
-    let state = Arc::new(AppState {
-        store,
-        policy: RwLock::new(Arc::new(policy)),
-        policy_mtime: RwLock::new(
-            std::fs::metadata(&config.policy)
-                .and_then(|m| m.modified())
-                .ok(),
-        ),
-        policy_path: config.policy.clone(),
-        policy_change_seen: RwLock::new(None),
-        policy_generation: std::sync::atomic::AtomicU64::new(1),
-        validator,
-        admin,
-        rights: rights::RightsCache::default(),
-        wake: Notify::new(),
-        last_seq: watch::channel(last).0,
-        stopping: watch::channel(false).0,
-        metrics,
-        public: jit_core::api::ServerConfigView {
-            issuer: issuer.clone(),
-            audience: config.keycloak.audience.clone(),
-            cli_client_id: config.keycloak.cli_client_id.clone(),
-            desktop_client_id: config.keycloak.desktop_client_id.clone(),
-        },
-        grant_ends: grant_ends::GrantEnds::new(config.keycloak.grants_attribute.clone()),
-        webhooks: hooks.clone(),
-    });
+    let secret = config.backend_secret()?;
+    let state = AppState::with_observed_admin(config, |observer| {
+        Arc::new(
+            AdminClient::new(
+                &config.keycloak.url,
+                &config.keycloak.realm,
+                &config.keycloak.backend_client_id,
+                &secret,
+                jit_keycloak::http_client(),
+            )
+            .with_observer(observer),
+        )
+    })?;
+    serve(config, state).await
+}
+
+/// Like [`start`], with `admin` as the Keycloak Admin API (tests pass a
+/// fault-injecting fake).
+pub async fn start_with(config: &Config, admin: Arc<dyn KeycloakAdmin>) -> anyhow::Result<Server> {
+    serve(config, AppState::new(config, admin)?).await
+}
+
+async fn serve(config: &Config, state: Arc<AppState>) -> anyhow::Result<Server> {
+    let issuer = state.public.issuer.clone();
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -241,7 +307,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let sched = tokio::spawn(scheduler::run(state.clone()));
     tokio::spawn(grant_ends::run(state.clone()));
-    let deliveries = webhooks::spawn(state.clone(), hooks);
+    let deliveries = webhooks::spawn(state.clone(), state.webhooks.clone());
     let app = api::router(state.clone());
     let st = state.clone();
     let task = tokio::spawn(async move {

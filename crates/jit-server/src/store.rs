@@ -381,6 +381,56 @@ impl Store {
         Ok((sa, sb, recs))
     }
 
+    /// Applies `f` to each request of `ids` in one transaction (one disk
+    /// sync for all): each request is saved with its audit rows, or — if
+    /// `f` refuses it (e.g. another path changed it first) — left as it was
+    /// while the others are still saved. Returns the ids that changed and
+    /// all audit rows written, in order.
+    pub fn update_each<F>(
+        &self,
+        ids: &[String],
+        mut f: F,
+    ) -> Result<(Vec<String>, Vec<AuditRecord>), StoreError>
+    where
+        F: FnMut(&mut Stored) -> Result<Vec<Entry>, DomainError>,
+    {
+        if ids.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut changed = Vec::new();
+        let mut recs = Vec::new();
+        for id in ids {
+            let Some(mut s) = Self::get_in(&tx, id)? else {
+                continue;
+            };
+            let Ok(entries) = f(&mut s) else {
+                continue;
+            };
+            Self::save(&tx, &s)?;
+            for e in &entries {
+                recs.push(self.append(&tx, &s.request, e)?);
+            }
+            changed.push(id.clone());
+        }
+        tx.commit()?;
+        Ok((changed, recs))
+    }
+
+    /// Makes every request waiting out a retry backoff due now (Keycloak
+    /// answered again after an outage: nothing should wait for its own
+    /// timer). Returns how many were waiting.
+    pub fn clear_backoff(&self) -> Result<usize, StoreError> {
+        let conn = self.lock();
+        Ok(conn.execute(
+            "UPDATE requests SET next_attempt_at = NULL,
+               grant_state = json_set(grant_state, '$.next_attempt_at', json('null'))
+             WHERE next_attempt_at IS NOT NULL",
+            [],
+        )?)
+    }
+
     fn get_in(conn: &Connection, id: &str) -> Result<Option<Stored>, StoreError> {
         let row: Option<(String, String)> = conn
             .query_row(

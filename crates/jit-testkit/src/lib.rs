@@ -24,7 +24,7 @@ mod pkce;
 
 pub use admin::AdminProbe;
 pub use browser::{browser_login, device_login, page_text};
-pub use pkce::{pkce_login, pkce_login_with_redirect, refresh, TokenSet};
+pub use pkce::{pkce_login, pkce_login_scoped, pkce_login_with_redirect, refresh, TokenSet};
 
 use std::path::PathBuf;
 

@@ -1,7 +1,7 @@
 // Generated from the Rust types of crates/jit-core (ts-rs) — do not edit.
 // Regenerate: UPDATE_TS_TYPES=1 cargo test -p jit-core --test ts_types
 
-export type Status = "pending" | "approved" | "active" | "denied" | "cancelled" | "lapsed" | "expired" | "revoked" | "applied";
+export type Status = "pending" | "approved" | "active" | "denied" | "cancelled" | "lapsed" | "expired" | "revoked" | "applied" | "failed";
 
 export type Decision = "approve" | "deny";
 
@@ -72,7 +72,13 @@ next_attempt_at: string | null,
 /**
  * Last Keycloak error for the current step, for the API and the UI.
  */
-last_error: string | null, };
+last_error: string | null, 
+/**
+ * Keycloak refused the removal for good (e.g. 403: the service account
+ * may no longer remove it): not retried; the assignment may still be
+ * in Keycloak and needs an administrator (`last_error` says why).
+ */
+removal_failed: boolean, };
 
 export type AccessRequest = { id: string, kind: RequestKind, entitlement_id: string, 
 /**
@@ -184,7 +190,13 @@ target: string, max_duration_secs: number, default_duration_secs: number, approv
 /**
  * Whether the caller is an approver of it.
  */
-you_approve: boolean, };
+you_approve: boolean, 
+/**
+ * `false` when jitd cannot grant it now: its Keycloak target does not
+ * exist or the service account may not assign it (`unavailable_reason`
+ * says which). Requests for it are refused (`entitlement_unavailable`).
+ */
+available: boolean, unavailable_reason?: string | null, };
 
 export type CreateRequestBody = { entitlement: string, 
 /**
