@@ -84,6 +84,9 @@ struct Bench {
     jitd: PathBuf,
     /// Keycloak ports, for the restart of the recovery section.
     kc_ports: Option<xtask::keycloak::Ports>,
+    /// jitd's `keycloak.grants_attribute` (`JIT_BENCH_GRANTS_ATTRIBUTE`;
+    /// default empty: no writes for the Keycloak extension).
+    grants_attribute: String,
 }
 
 impl Bench {
@@ -125,6 +128,7 @@ impl Bench {
             role,
             jitd,
             kc_ports,
+            grants_attribute: std::env::var("JIT_BENCH_GRANTS_ATTRIBUTE").unwrap_or_default(),
         })
     }
 
@@ -277,8 +281,9 @@ impl Jitd {
             dir.path().join("jitd.toml"),
             format!(
                 "listen = \"127.0.0.1:{port}\"\ndatabase = \"jitd.sqlite\"\npolicy = \"policy.toml\"\n\n\
-                 [keycloak]\nurl = \"{}\"\nrealm = \"jit\"\n\n[scheduler]\nkeycloak_concurrency = {CONCURRENCY}\n",
-                b.url
+                 [keycloak]\nurl = \"{}\"\nrealm = \"jit\"\ngrants_attribute = \"{}\"\n\n\
+                 [scheduler]\nkeycloak_concurrency = {CONCURRENCY}\n",
+                b.url, b.grants_attribute
             ),
         )?;
         Ok(Jitd { dir, child: None })
