@@ -730,8 +730,18 @@ impl AdminClient {
         } else {
             map.insert(name.to_string(), serde_json::json!(values));
         }
+        // Send back the user-profile fields only (Keycloak's user API drops
+        // profile attributes missing from the body), never `enabled`,
+        // `emailVerified`, `requiredActions` and the like: an admin who
+        // disables the user between our read and this write must not be
+        // undone by it.
+        let body: serde_json::Map<String, serde_json::Value> =
+            ["username", "email", "firstName", "lastName", "attributes"]
+                .iter()
+                .filter_map(|k| obj.get(*k).map(|v| (k.to_string(), v.clone())))
+                .collect();
         self.send(
-            self.http.put(self.url(&path)).json(&user),
+            self.http.put(self.url(&path)).json(&body),
             &format!("update attribute {name} of user {user_id}"),
         )
         .await?;
