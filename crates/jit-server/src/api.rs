@@ -134,6 +134,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let metrics = state.metrics.clone();
     let router = router
         .fallback(|| async { ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::Extension(OpenApiJson(doc)))
         .layer(middleware::from_fn_with_state(
             metrics,

@@ -140,7 +140,13 @@ fn check_url(what: &str, u: &str) -> anyhow::Result<url::Url> {
             parsed.scheme()
         );
     }
-    if parsed.host_str().is_none_or(str::is_empty) {
+    // The parser turns `https:///path` into host "path" and accepts
+    // `http:example.com`: ask the text itself for `scheme://host`.
+    let authority = u.trim().split_once("://").map_or("", |(_, rest)| rest);
+    if parsed.host_str().is_none_or(str::is_empty)
+        || authority.is_empty()
+        || authority.starts_with('/')
+    {
         anyhow::bail!("{what}: no host");
     }
     Ok(parsed)

@@ -21,6 +21,8 @@ fn malformed_receiver_urls_are_refused() {
         "ftp://example.com/hook",
         "file:///etc/passwd",
         "http://",
+        "https:///path",
+        "http:example.com",
         "",
     ] {
         let err = hook(&format!(
