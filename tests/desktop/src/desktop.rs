@@ -584,6 +584,27 @@ impl Desktop {
             .unwrap_or_default()
     }
 
+    /// Clicks `[data-testid=ID]` from the page's own event loop, for a
+    /// button that hides or closes the window: WebKitWebDriver's element
+    /// click waits for the window to render again and never answers once it
+    /// is hidden (seen with "keep running in the background"). The command
+    /// returns at once; wait on the click's effect afterwards.
+    pub async fn click_detached(&self, id: &str) {
+        self.wait(id, Duration::from_secs(10)).await;
+        let script = format!(
+            "setTimeout(() => document.querySelector('{}').click(), 0); return true;",
+            testid(id)
+        );
+        if let Err(err) = bounded(
+            &format!("click on {id} (detached)"),
+            self.client().execute(&script, vec![]),
+        )
+        .await
+        {
+            self.fail(&format!("click on {id}: {err}")).await;
+        }
+    }
+
     /// Clicks `[data-testid=ID]` once it is displayed.
     pub async fn click(&self, id: &str) {
         let e = self.wait(id, Duration::from_secs(10)).await;
