@@ -6,6 +6,7 @@
 //! Tests share one Keycloak and its users, so they run one at a time
 //! ([`serial`]); each starts its own jitd with a fresh database.
 
+pub mod burst_bench;
 pub mod token_bounds;
 
 use std::io::{BufRead, BufReader};
@@ -55,6 +56,8 @@ pub fn bin(name: &str) -> PathBuf {
 /// A jitd child process with its own folder, database and port.
 pub struct Jitd {
     pub dir: tempfile::TempDir,
+    /// Extra environment of the process (e.g. webhook secrets).
+    pub env: Vec<(String, String)>,
     pub port: u16,
     child: Option<Child>,
     pub url: String,
@@ -129,6 +132,7 @@ impl Jitd {
             .arg(self.dir.path().join("jitd.toml"))
             .env("JIT_BACKEND_SECRET", &env.backend_secret)
             .env("JITD_LOG", &self.log_filter)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -444,13 +448,24 @@ impl Jitd {
     /// Like [`Jitd::start`], but jitd reaches Keycloak's APIs through
     /// `keycloak_url` (tokens still carry the real issuer).
     pub fn start_via(policy: &str, keycloak_url: &str) -> Jitd {
-        let mut j = Jitd::prepare(policy, keycloak_url);
+        Jitd::start_with(policy, keycloak_url, "", &[])
+    }
+
+    /// Like [`Jitd::start_via`], with `extra` TOML appended to `jitd.toml`
+    /// (e.g. `[[webhook]]` tables) and `env_vars` set for the process.
+    pub fn start_with(
+        policy: &str,
+        keycloak_url: &str,
+        extra: &str,
+        env_vars: &[(&str, &str)],
+    ) -> Jitd {
+        let mut j = Jitd::prepare(policy, keycloak_url, extra, env_vars);
         j.spawn();
         j
     }
 
     /// Folder, policy and config of a jitd, not started yet.
-    fn prepare(policy: &str, keycloak_url: &str) -> Jitd {
+    fn prepare(policy: &str, keycloak_url: &str, extra: &str, env_vars: &[(&str, &str)]) -> Jitd {
         let env = keycloak_env();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
@@ -458,7 +473,7 @@ impl Jitd {
         std::fs::write(
             dir.path().join("jitd.toml"),
             format!(
-                "listen = \"127.0.0.1:{port}\"\ndatabase = \"jitd.sqlite\"\npolicy = \"policy.toml\"\n\n[keycloak]\nurl = \"{keycloak_url}\"\nrealm = \"{}\"\nissuer = \"{}\"\n",
+                "listen = \"127.0.0.1:{port}\"\ndatabase = \"jitd.sqlite\"\npolicy = \"policy.toml\"\n\n[keycloak]\nurl = \"{keycloak_url}\"\nrealm = \"{}\"\nissuer = \"{}\"\n{extra}\n",
                 env.realm,
                 env.issuer()
             ),
@@ -466,6 +481,10 @@ impl Jitd {
         .unwrap();
         Jitd {
             dir,
+            env: env_vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             port,
             child: None,
             url: format!("http://127.0.0.1:{port}"),
@@ -477,7 +496,7 @@ impl Jitd {
     /// Like [`Jitd::start`], with jitd's log appended to `log` (chaos runs
     /// restart it many times; their output stays readable).
     pub fn start_logged(policy: &str, log: &Path) -> Jitd {
-        let mut j = Jitd::prepare(policy, &keycloak_env().url);
+        let mut j = Jitd::prepare(policy, &keycloak_env().url, "", &[]);
         j.log = Some(log.to_path_buf());
         j.spawn();
         j
@@ -487,7 +506,7 @@ impl Jitd {
     /// (e.g. `log_format = "json"`), `JITD_LOG=filter`, and the log
     /// appended to `jitd.log` in its folder ([`Jitd::log`]).
     pub fn start_observed(policy: &str, top_level: &str, filter: &str) -> Jitd {
-        let mut j = Jitd::prepare(policy, &keycloak_env().url);
+        let mut j = Jitd::prepare(policy, &keycloak_env().url, "", &[]);
         let cfg = j.dir.path().join("jitd.toml");
         let text = std::fs::read_to_string(&cfg).unwrap();
         std::fs::write(&cfg, format!("{top_level}\n{text}")).unwrap();

@@ -54,7 +54,7 @@ pub fn run(ports: Ports, kills: usize, seed: Option<u64>, build: bool) -> Result
         .arg(&log_dir)
         .env("KEYCLOAK_URL", guard.url())
         .env("JIT_BACKEND_SECRET", keycloak::BACKEND_DEMO_SECRET)
-        .env("JIT_CHAOS_XTASK", std::env::current_exe()?)
+        .env("JIT_CHAOS_XTASK", own_binary()?)
         .env(
             "JIT_CHAOS_KC_PORTS",
             format!("{} {}", kc_ports.http, kc_ports.management),
@@ -75,4 +75,18 @@ pub fn run(ports: Ports, kills: usize, seed: Option<u64>, build: bool) -> Result
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// This xtask's own binary, run again by `jit-chaos` to restart Keycloak.
+/// `cargo xtask test` runs `cargo test --workspace` first, which re-links
+/// it, so Linux names the running one "PATH (deleted)"; the file now at
+/// PATH is the same xtask, rebuilt.
+fn own_binary() -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(
+        match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+            Some(p) => std::path::PathBuf::from(p),
+            None => exe,
+        },
+    )
 }

@@ -334,6 +334,13 @@ pub fn restart(ports: Ports) -> Result<Started> {
     start_with(ports, false)
 }
 
+/// Starts this checkout's Keycloak again with the database of its last run
+/// (after [`stop`]): the second half of an outage drill
+/// (`cargo xtask bench recovery`).
+pub fn start_keep_data(ports: Ports) -> Result<Started> {
+    start_with(ports, false)
+}
+
 fn start_with(ports: Ports, fresh: bool) -> Result<Started> {
     let url = ports.url();
     if realm_ready(&url) {

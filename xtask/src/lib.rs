@@ -3,7 +3,8 @@
 //! What it is for: fetching the pinned Keycloak distribution from Maven
 //! Central (checked against a pinned SHA-256), starting it on loopback with
 //! the `jit` demo realm imported, stopping it, and running the workspace tests
-//! against it (`cargo xtask test`).
+//! against it (`cargo xtask test`), and building and checking the Debian
+//! package of jitd (`cargo xtask deb`).
 //!
 //! What it is not for: it is never shipped, never used by the product at run
 //! time, and it is not a way to run Keycloak in production (`start-dev`, H2,
@@ -13,6 +14,7 @@
 //! `demo`) shares one implementation: see [`keycloak::ensure_running`].
 
 pub mod chaos;
+pub mod deb;
 pub mod demo;
 pub mod desktop;
 pub mod extension;

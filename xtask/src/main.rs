@@ -111,6 +111,15 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
+    /// The Debian package of jitd and the jit CLI (cargo-deb, installed
+    /// when missing) in target/debian/, then a check of its contents
+    /// (files, modes, conffiles, maintainer scripts, `systemd-analyze
+    /// verify` of the unit). See docs/packaging.md.
+    Deb {
+        /// Package the debug build (fast; for checks) instead of release.
+        #[arg(long)]
+        dev: bool,
+    },
     /// The main job: Keycloak, jitd and a headless demo of the full cycle
     /// (request → approve → grant → countdown → revoke) as a timeline.
     Demo {
@@ -253,6 +262,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             list,
             sections,
         } => return bench(ports.into(), list, sections),
+        Cmd::Deb { dev } => {
+            let profile = if dev {
+                xtask::deb::Profile::Dev
+            } else {
+                xtask::deb::Profile::Release
+            };
+            let deb = xtask::deb::build(profile)?;
+            xtask::deb::check(&deb)?;
+            println!("{}", deb.display());
+        }
         Cmd::DesktopTest {
             ports,
             update_screenshots,
@@ -440,21 +459,33 @@ fn test(ports: Ports, args: Vec<String>) -> Result<ExitCode> {
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
-/// `cargo xtask bench`: build `jit-bench`, Keycloak up, the sections run,
-/// Keycloak down (if started here).
+/// `cargo xtask bench`: release build of jitd and jit-bench, Keycloak up,
+/// the sections run, Keycloak down (if started here).
 fn bench(ports: Ports, list: bool, sections: Vec<String>) -> Result<ExitCode> {
     signals::install();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    eprintln!("xtask: building jit-bench");
+    eprintln!("xtask: building jitd and jit-bench (release)");
     let status = Command::new(&cargo)
-        .args(["build", "--quiet", "-p", "jit-e2e", "--bin", "jit-bench"])
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "jit-server",
+            "--bin",
+            "jitd",
+            "-p",
+            "jit-e2e",
+            "--bin",
+            "jit-bench",
+        ])
         .status()
         .context("cannot run cargo")?;
     if !status.success() {
-        eprintln!("xtask: building jit-bench failed ({status})");
+        eprintln!("xtask: release build failed ({status})");
         return Ok(ExitCode::FAILURE);
     }
-    let exe = xtask::target_dir().join("debug").join("jit-bench");
+    let exe = xtask::target_dir().join("release").join("jit-bench");
     if list {
         let status = Command::new(&exe).arg("--list").status()?;
         return Ok(if status.success() {
@@ -468,6 +499,8 @@ fn bench(ports: Ports, list: bool, sections: Vec<String>) -> Result<ExitCode> {
         .args(&sections)
         .env("KEYCLOAK_URL", guard.url())
         .env("JIT_BACKEND_SECRET", keycloak::BACKEND_DEMO_SECRET)
+        .env("JIT_BENCH_KC_PORT", ports.http.to_string())
+        .env("JIT_BENCH_KC_MANAGEMENT_PORT", ports.management.to_string())
         .status()
         .context("cannot run jit-bench")?;
     if let Err(e) = guard.stop() {
@@ -480,8 +513,15 @@ fn bench(ports: Ports, list: bool, sections: Vec<String>) -> Result<ExitCode> {
     })
 }
 
-/// The UI's lint and unit tests, then the desktop E2E (same Keycloak).
+/// The Debian package check, the UI's lint and unit tests, then the
+/// desktop E2E (same Keycloak).
 fn ui_and_desktop_tests(ports: Ports) -> Result<i32> {
+    eprintln!("xtask: Debian package (cargo xtask deb --dev)");
+    if let Err(e) = xtask::deb::build(xtask::deb::Profile::Dev).and_then(|d| xtask::deb::check(&d))
+    {
+        eprintln!("xtask: Debian package check failed: {e:#}");
+        return Ok(1);
+    }
     let ui = xtask::workspace_root().join("ui");
     for script in ["lint", "test"] {
         eprintln!("xtask: npm run {script} (ui)");

@@ -15,9 +15,9 @@ use crate::{desktop, target_dir, workspace_root};
 
 /// What the package must hold, checked by [`check_deb`].
 pub const MUST_CONTAIN: &[&str] = &[
-    "./usr/bin/jit-desktop",
-    "./usr/share/icons/hicolor/32x32/apps/jit-desktop.png",
-    "./usr/share/icons/hicolor/128x128/apps/jit-desktop.png",
+    "usr/bin/jit-desktop",
+    "usr/share/icons/hicolor/32x32/apps/jit-desktop.png",
+    "usr/share/icons/hicolor/128x128/apps/jit-desktop.png",
 ];
 
 /// Builds `target/{debug,release}/bundle/deb/*.deb` and checks it.
@@ -88,22 +88,31 @@ pub fn check_deb(deb: &Path) -> Result<()> {
             missing.push(format!("control: {want}"));
         }
     }
-    let paths: Vec<&str> = files
+    // `perm owner size date time path` (the path may hold spaces and may
+    // start with `./`): (path as archived, path without `./`).
+    let paths: Vec<(String, String)> = files
         .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter_map(|l| {
+            let t: Vec<&str> = l.split_whitespace().collect();
+            (t.len() > 5).then(|| {
+                let p = t[5..].join(" ");
+                let p = p.split(" -> ").next().unwrap_or(&p).to_string();
+                let bare = p.trim_start_matches("./").to_string();
+                (p, bare)
+            })
+        })
         .collect();
     for want in MUST_CONTAIN {
-        if !paths.contains(want) {
+        if !paths.iter().any(|(_, p)| p == want) {
             missing.push((*want).to_string());
         }
     }
-    let desktop = files
-        .lines()
-        .filter_map(|l| l.splitn(6, char::is_whitespace).nth(5))
-        .map(|p| p.split(" -> ").next().unwrap_or(p).trim().to_string())
-        .find(|p| p.starts_with("./usr/share/applications/") && p.ends_with(".desktop"));
+    let desktop = paths
+        .iter()
+        .find(|(_, p)| p.starts_with("usr/share/applications/") && p.ends_with(".desktop"))
+        .map(|(archived, _)| archived.clone());
     match desktop {
-        None => missing.push("./usr/share/applications/*.desktop".into()),
+        None => missing.push("usr/share/applications/*.desktop".into()),
         Some(path) => {
             let text = desktop_entry(deb, &path)?;
             for want in [

@@ -74,10 +74,15 @@ const LAYERS: &[(&str, &str, Option<&[&str]>)] = &[
         Some(&["jit-core", "jit-client", "jit-keycloak", "jit-server"]),
     ),
     ("jit-testkit", "crates/jit-testkit", Some(&[])),
-    ("xtask", "xtask", Some(&[])),
+    ("xtask", "xtask", Some(&["jit-testkit"])),
     ("jit-e2e", "tests", None),
     ("jit-desktop-e2e", "tests/desktop", None),
 ];
+
+/// Test-only leaf crates (they depend on no other workspace crate, so no
+/// arrow through them can point the wrong way): any crate may use them in
+/// `[dev-dependencies]`.
+const TEST_ONLY: &[&str] = &["jit-testkit"];
 
 /// Crates `jit-core` must never pull in: they do I/O or keep time.
 const CORE_FORBIDDEN_DEPS: &[&str] = &[
@@ -107,16 +112,30 @@ const CORE_FORBIDDEN_DEPS: &[&str] = &[
 /// `dependencies` (normal, dev, build, target-specific), both `name = …`
 /// lines and `[dependencies.name]` headers.
 fn manifest_deps(toml: &str) -> BTreeSet<String> {
-    let mut deps = BTreeSet::new();
+    manifest_deps_split(toml)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect()
+}
+
+/// As [`manifest_deps`], each name with whether it comes from a
+/// `dev-dependencies` table (and from no other).
+fn manifest_deps_split(toml: &str) -> BTreeSet<(String, bool)> {
+    let mut deps = BTreeSet::<(String, bool)>::new();
     let mut in_deps = false;
+    let mut dev = false;
     for line in toml.lines() {
         let t = line.trim();
         if let Some(h) = t.strip_prefix('[') {
             let h = h.trim_end_matches(']').trim();
             in_deps = h.ends_with("dependencies");
+            dev = h.ends_with("dev-dependencies");
             if let Some((table, name)) = h.rsplit_once('.') {
                 if table.ends_with("dependencies") {
-                    deps.insert(name.trim_matches('"').to_string());
+                    deps.insert((
+                        name.trim_matches('"').to_string(),
+                        table.ends_with("dev-dependencies"),
+                    ));
                 }
             }
             continue;
@@ -127,11 +146,19 @@ fn manifest_deps(toml: &str) -> BTreeSet<String> {
         if let Some((key, _)) = t.split_once('=') {
             let name = key.trim().split('.').next().unwrap_or("").trim_matches('"');
             if !name.is_empty() {
-                deps.insert(name.to_string());
+                deps.insert((name.to_string(), dev));
             }
         }
     }
-    deps
+    // A name also used outside dev-dependencies counts as a normal one.
+    let normal: BTreeSet<String> = deps
+        .iter()
+        .filter(|(_, d)| !d)
+        .map(|(n, _)| n.clone())
+        .collect();
+    deps.into_iter()
+        .filter(|(n, d)| !d || !normal.contains(n))
+        .collect()
 }
 
 fn manifest_name(toml: &str) -> Option<String> {
@@ -188,10 +215,12 @@ fn crates_depend_in_the_documented_direction() {
     }
     let workspace: BTreeSet<&str> = LAYERS.iter().map(|(n, _, _)| *n).collect();
     for (name, dir, allowed) in LAYERS {
-        let deps = manifest_deps(&read(&root().join(dir).join("Cargo.toml")));
+        let split = manifest_deps_split(&read(&root().join(dir).join("Cargo.toml")));
+        let deps: BTreeSet<String> = split.iter().map(|(n, _)| n.clone()).collect();
         if let Some(allowed) = allowed {
-            for d in deps.iter().filter(|d| workspace.contains(d.as_str())) {
-                if !allowed.contains(&d.as_str()) {
+            for (d, dev) in split.iter().filter(|(d, _)| workspace.contains(d.as_str())) {
+                let test_only = *dev && TEST_ONLY.contains(&d.as_str());
+                if !allowed.contains(&d.as_str()) && !test_only {
                     problems.push(format!(
                         "{dir}/Cargo.toml: `{name}` depends on `{d}`, against ARCHITECTURE.md's direction (may use: {allowed:?})"
                     ));
@@ -231,6 +260,12 @@ fn manifest_deps_sees_every_form() {
     let toml = "[package]\nname = \"x\"\n[dependencies]\na.workspace = true\nb = \"1\"\n\"c\" = { path = \"..\" }\n\n[dev-dependencies]\nd = \"1\"\n[target.'cfg(unix)'.dependencies]\ne = \"1\"\n[dependencies.f]\nversion = \"1\"\n[features]\ng = []\n";
     let got: Vec<String> = manifest_deps(toml).into_iter().collect();
     assert_eq!(got, ["a", "b", "c", "d", "e", "f"]);
+    let dev: Vec<String> = manifest_deps_split(toml)
+        .into_iter()
+        .filter(|(_, d)| *d)
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(dev, ["d"]);
 }
 
 // ---------------------------------------------------------------------------

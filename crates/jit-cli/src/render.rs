@@ -90,8 +90,19 @@ pub fn entitlements(es: &[EntitlementView]) {
             e.target,
             format_duration(e.max_duration_secs),
             e.approvals_required,
-            e.display_name
+            safe(&e.display_name)
         );
+        if !e.available {
+            println!(
+                "{:<20} unavailable: {}",
+                "",
+                safe(
+                    e.unavailable_reason
+                        .as_deref()
+                        .unwrap_or("cannot be granted now")
+                )
+            );
+        }
     }
 }
 
@@ -274,7 +285,10 @@ pub fn audit(rows: &[AuditRecord]) {
             r.event,
             short(&r.request_id),
             r.entitlement_id,
-            r.actor,
+            match &r.actor_client {
+                Some(_) => format!("{} (service account)", r.actor),
+                None => r.actor.clone(),
+            },
             cut(r.reason.as_deref().unwrap_or(""), 60)
         );
     }

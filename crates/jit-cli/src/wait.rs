@@ -142,8 +142,18 @@ fn decided(r: &RequestView) -> anyhow::Result<Option<RequestView>> {
                 .unwrap_or_default();
             Err(Exit(exit::FORBIDDEN, format!("denied{why}")).into())
         }
-        s @ (Status::Lapsed | Status::Cancelled | Status::Expired | Status::Revoked) => {
-            Err(Exit(exit::ENDED, format!("request {s}")).into())
+        s @ (Status::Lapsed
+        | Status::Cancelled
+        | Status::Expired
+        | Status::Revoked
+        | Status::Failed) => {
+            let why = r
+                .request
+                .end_reason
+                .as_deref()
+                .map(|w| format!(": {}", render::safe(w)))
+                .unwrap_or_default();
+            Err(Exit(exit::ENDED, format!("request {s}{why}")).into())
         }
         Status::Pending | Status::Approved => Ok(None),
     }

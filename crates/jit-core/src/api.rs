@@ -33,6 +33,11 @@ pub struct GrantState {
     /// Last Keycloak error for the current step, for the API and the UI.
     #[schema(required = true)]
     pub last_error: Option<String>,
+    /// Keycloak refused the removal for good (e.g. 403: the service account
+    /// may no longer remove it): not retried; the assignment may still be
+    /// in Keycloak and needs an administrator (`last_error` says why).
+    #[serde(default)]
+    pub removal_failed: bool,
 }
 
 /// One audit row. `hash = sha256(prev_hash ‖ canonical content)`, hex.
@@ -47,6 +52,11 @@ pub struct AuditRecord {
     pub entitlement_id: String,
     pub requester_id: String,
     pub actor: String,
+    /// Set when the actor is a client's service account (a pipeline): the
+    /// client's id. Hashed only when present, so older rows verify as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub actor_client: Option<String>,
     #[schema(required = true)]
     pub reason: Option<String>,
     #[schema(required = true)]
@@ -63,9 +73,10 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 impl AuditRecord {
     /// The row's hash: SHA-256 over `prev_hash`, a newline and the JSON
     /// array of the row's content fields (seq, at with microseconds, event,
-    /// request_id, entitlement_id, requester_id, actor, reason, from, to).
+    /// request_id, entitlement_id, requester_id, actor, reason, from, to,
+    /// and `actor_client` when set).
     pub fn compute_hash(&self) -> String {
-        let content = serde_json::json!([
+        let mut content = serde_json::json!([
             self.seq,
             self.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             self.event,
@@ -77,6 +88,9 @@ impl AuditRecord {
             self.from_status,
             self.to_status,
         ]);
+        if let (Some(c), serde_json::Value::Array(a)) = (&self.actor_client, &mut content) {
+            a.push(serde_json::Value::String(c.clone()));
+        }
         let mut h = Sha256::new();
         h.update(self.prev_hash.as_bytes());
         h.update(b"\n");
@@ -127,6 +141,17 @@ pub struct EntitlementView {
     pub break_glass: bool,
     /// Whether the caller is an approver of it.
     pub you_approve: bool,
+    /// `false` when jitd cannot grant it now: its Keycloak target does not
+    /// exist or the service account may not assign it (`unavailable_reason`
+    /// says which). Requests for it are refused (`entitlement_unavailable`).
+    #[serde(default = "yes")]
+    pub available: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable_reason: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `POST /v1/requests` body.

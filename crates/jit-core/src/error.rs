@@ -72,6 +72,8 @@ pub enum DomainError {
         "you already have a pending request for '{0}' ({1}); cancel it or wait for the decision"
     )]
     DuplicatePending(String, String),
+    #[error("'{entitlement}' cannot be granted now: {reason}")]
+    EntitlementUnavailable { entitlement: String, reason: String },
     #[error("no request with this id that you may see (it does not exist, or you are neither its requester nor an approver of its entitlement)")]
     NotFound,
 }
@@ -104,6 +106,7 @@ impl DomainError {
             NotAnActiveGrant(_) => "not_an_active_grant",
             InvalidText { .. } => "invalid_text",
             DuplicatePending(..) => "duplicate_pending",
+            EntitlementUnavailable { .. } => "entitlement_unavailable",
             NotFound => "not_found",
         }
     }
@@ -122,6 +125,7 @@ impl DomainError {
             | AlreadyHeld { .. }
             | AlreadyHeldThroughGrant { .. }
             | DuplicatePending(..)
+            | EntitlementUnavailable { .. }
             | NotAnActiveGrant(_) => ErrorKind::Conflict,
             _ => ErrorKind::Invalid,
         }

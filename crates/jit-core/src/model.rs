@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! pending ──approve (threshold met)──▶ approved ──start reached, granted──▶ active
-//!    │  └─deny──▶ denied                 │                                  │
-//!    │  └─cancel──▶ cancelled ◀──────────┘                                  ├─expire──▶ expired
+//!    │  └─deny──▶ denied                 │  │                               │
+//!    │  └─cancel──▶ cancelled ◀──────────┘  └─Keycloak refuses──▶ failed    ├─expire──▶ expired
 //!    └─pending TTL passes──▶ lapsed                                         ├─drop────▶ revoked
 //!                                                                           └─revoke──▶ revoked
 //! ```
@@ -42,13 +42,15 @@ pub enum Status {
     Revoked,
     /// An extension whose time was added to its grant (terminal).
     Applied,
+    /// Keycloak refused the grant for good (404 user or target, 403, 400).
+    Failed,
 }
 
 impl Status {
     /// Every status once: the open ones (pending, approved, active), then the
     /// terminal ones. For parsing (`FromStr`) and for listing every status
     /// (metrics).
-    pub const ALL: [Status; 9] = [
+    pub const ALL: [Status; 10] = [
         Status::Pending,
         Status::Approved,
         Status::Active,
@@ -58,6 +60,7 @@ impl Status {
         Status::Expired,
         Status::Revoked,
         Status::Applied,
+        Status::Failed,
     ];
 
     /// snake_case name, as in the API.
@@ -72,6 +75,7 @@ impl Status {
             Status::Expired => "expired",
             Status::Revoked => "revoked",
             Status::Applied => "applied",
+            Status::Failed => "failed",
         }
     }
 
@@ -118,6 +122,7 @@ pub enum Action {
     Review,
     /// An approved extension's time is added to its grant.
     Apply,
+    Fail,
 }
 
 impl Action {
@@ -136,6 +141,7 @@ impl Action {
             Action::Extend => "grant.extended",
             Action::Review => "request.reviewed",
             Action::Apply => "extension.applied",
+            Action::Fail => "grant.failed",
         }
     }
 }
@@ -155,6 +161,7 @@ impl std::fmt::Display for Action {
             Action::Extend => "extend",
             Action::Review => "review",
             Action::Apply => "apply",
+            Action::Fail => "fail",
         };
         f.write_str(s)
     }
@@ -168,6 +175,11 @@ pub struct Principal {
     pub username: String,
     pub roles: BTreeSet<String>,
     pub groups: BTreeSet<String>,
+    /// Set when the caller is an OAuth client acting for itself — its
+    /// Keycloak service account, through the client-credentials grant (RFC
+    /// 6749 §4.4), e.g. a CI pipeline: the client's id. `None` for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 impl Principal {
@@ -274,6 +286,11 @@ pub struct AccessRequest {
     pub target: EntitlementKind,
     pub requester_id: String,
     pub requester_username: String,
+    /// Set when the requester is a client's service account (a pipeline):
+    /// that client's id (see [`Principal::client_id`]). `None` for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub requester_client: Option<String>,
     pub justification: String,
     #[schema(required = true)]
     pub ticket: Option<String>,
@@ -440,6 +457,7 @@ impl AccessRequest {
             target: e.kind.clone(),
             requester_id: requester.id.clone(),
             requester_username: requester.username.clone(),
+            requester_client: requester.client_id.clone(),
             justification,
             ticket,
             urgent: input.urgent || input.break_glass,
@@ -772,6 +790,31 @@ impl AccessRequest {
             Status::Active,
             SYSTEM_ACTOR,
             Some(reason),
+            now,
+        ))
+    }
+
+    /// Keycloak refused the grant of an approved access request for good
+    /// (the user, role, client or group does not exist, the service
+    /// account may not assign it, or the request is invalid): the request
+    /// ends `failed` with Keycloak's `reason`. Scheduler only; nothing was
+    /// granted, so nothing is left to remove.
+    pub fn fail(&mut self, reason: &str, now: DateTime<Utc>) -> Result<Transition, DomainError> {
+        self.require(&[Status::Approved], Action::Fail)?;
+        if !matches!(self.kind, RequestKind::Access) {
+            return Err(DomainError::IllegalTransition {
+                from: self.status,
+                action: Action::Fail,
+            });
+        }
+        self.ended_at = Some(now);
+        self.ended_by = Some(SYSTEM_ACTOR.into());
+        self.end_reason = Some(reason.to_string());
+        Ok(self.transition(
+            Action::Fail,
+            Status::Failed,
+            SYSTEM_ACTOR,
+            Some(reason.to_string()),
             now,
         ))
     }

@@ -16,17 +16,28 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 /// A failed Keycloak call. [`KeycloakError::is_transient`] tells the
-/// scheduler whether to retry (outage, 5xx, 429) or give up (4xx).
-#[derive(Debug, thiserror::Error)]
+/// scheduler whether to retry (outage, timeout, 5xx, 429, the service
+/// account's own login) or give up (404, 403, 400: Keycloak's answer about
+/// this user or target will not change by asking again).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum KeycloakError {
+    /// Connection refused or cut, DNS, TLS: nothing was answered.
     #[error("Keycloak unreachable: {0}")]
     Unavailable(String),
+    /// No answer within the per-call limit (seconds).
+    #[error("Keycloak did not answer within {0} s")]
+    Timeout(u64),
+    /// The service account could not log in (token endpoint): a
+    /// configuration or Keycloak problem, not a fact about one grant.
+    #[error("the service account cannot log in to Keycloak: {0}")]
+    Login(String),
     #[error("Keycloak answered {status} to {what}: {body}")]
     Status {
         status: u16,
         what: String,
         body: String,
     },
+    /// 404: the user, role, client or group does not exist.
     #[error("not found in Keycloak: {0}")]
     NotFound(String),
     #[error("refusing to send an empty role list (Keycloak would remove every role)")]
@@ -42,6 +53,8 @@ impl KeycloakError {
     pub fn kind(&self) -> &'static str {
         match self {
             KeycloakError::Unavailable(_) => "unreachable",
+            KeycloakError::Timeout(_) => "timeout",
+            KeycloakError::Login(_) => "login",
             KeycloakError::Status { status, .. } => crate::observe::status_kind(*status),
             KeycloakError::NotFound(_) => "not_found",
             KeycloakError::EmptyRoleList => "refused",
@@ -49,16 +62,126 @@ impl KeycloakError {
         }
     }
 
-    /// Whether trying again later may succeed.
+    /// Whether trying again later may succeed: refused connections,
+    /// timeouts, 5xx, 429, 401 (token expired or realm keys rotated) and the
+    /// service account's own login. 404, 403 and 400 are permanent.
     pub fn is_transient(&self) -> bool {
         match self {
-            KeycloakError::Unavailable(_) => true,
-            KeycloakError::Status { status, .. } => {
-                *status >= 500 || *status == 429 || *status == 401
+            KeycloakError::Unavailable(_) | KeycloakError::Timeout(_) | KeycloakError::Login(_) => {
+                true
             }
-            _ => false,
+            KeycloakError::Status { status, .. } => {
+                *status >= 500 || *status == 429 || *status == 401 || *status == 408
+            }
+            KeycloakError::NotFound(_)
+            | KeycloakError::EmptyRoleList
+            | KeycloakError::NotKept(_) => false,
         }
     }
+
+    /// 404: what was asked about does not exist (any more).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, KeycloakError::NotFound(_))
+    }
+
+    /// 403: the service account may not do this.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, KeycloakError::Status { status: 403, .. })
+    }
+}
+
+/// Whether an entitlement's Keycloak target can be granted by jitd's
+/// service account, as Keycloak answers it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "status", content = "reason", rename_all = "snake_case")]
+pub enum TargetStatus {
+    /// It exists and the service account may assign it.
+    Available,
+    /// The role, client or group does not exist in the realm.
+    Missing(String),
+    /// It exists, but Keycloak would refuse the service account's
+    /// assignment (e.g. an admin role of `realm-management` the service
+    /// account does not hold itself).
+    NotAssignable(String),
+}
+
+impl TargetStatus {
+    /// The reason it cannot be granted, if it cannot.
+    pub fn unavailable_reason(&self) -> Option<&str> {
+        match self {
+            TargetStatus::Available => None,
+            TargetStatus::Missing(r) | TargetStatus::NotAssignable(r) => Some(r),
+        }
+    }
+}
+
+/// What ending a user's sessions did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionsEnded {
+    /// Offline sessions (offline tokens) ended one by one.
+    pub offline: usize,
+}
+
+/// The Keycloak Admin API calls jitd's scheduler and handlers make, as one
+/// seam: [`AdminClient`] talks to Keycloak; tests put a fault-injecting
+/// fake behind it so every error kind is reachable in-process.
+///
+/// Every method is idempotent. Errors are [`KeycloakError`]s; the caller
+/// asks [`KeycloakError::is_transient`] whether to retry.
+#[async_trait::async_trait]
+pub trait KeycloakAdmin: Send + Sync + 'static {
+    /// Whether the user holds `target`: direct assignment only
+    /// (`effective = false`, what a removal would take away) or also through
+    /// composites and groups (`true`). Errors: `NotFound` if the user or
+    /// target is gone.
+    async fn holds(
+        &self,
+        user_id: &str,
+        target: &EntitlementKind,
+        effective: bool,
+    ) -> Result<bool, KeycloakError>;
+
+    /// Grants exactly `target` (one role or one membership); a no-op if held.
+    async fn assign(&self, user_id: &str, target: &EntitlementKind) -> Result<(), KeycloakError>;
+
+    /// Removes exactly `target`; a no-op if not held. `NotFound` means the
+    /// user or the target no longer exists (nothing is left to remove).
+    async fn unassign(&self, user_id: &str, target: &EntitlementKind) -> Result<(), KeycloakError>;
+
+    /// Ends all of the user's sessions, offline sessions included, so no
+    /// refresh token of theirs works any more.
+    async fn end_sessions(&self, user_id: &str) -> Result<SessionsEnded, KeycloakError>;
+
+    /// The user's current enabled state, effective realm roles and groups
+    /// (rights at a vote, eligibility at activation). `NotFound` if deleted.
+    async fn current_user(&self, user_id: &str) -> Result<CurrentUser, KeycloakError>;
+
+    /// Whether holding `holder` gives the user `target` too (a group that
+    /// carries the role, a composite role, a subgroup).
+    async fn carries(
+        &self,
+        holder: &EntitlementKind,
+        target: &EntitlementKind,
+    ) -> Result<bool, KeycloakError>;
+
+    /// Sets the user's attribute `name` to exactly `values`; returns
+    /// whether it wrote (see [`AdminClient::set_user_attribute`]).
+    async fn set_user_attribute(
+        &self,
+        user_id: &str,
+        name: &str,
+        values: &[String],
+    ) -> Result<bool, KeycloakError>;
+
+    /// Whether `target` exists and the service account may assign it.
+    async fn target_status(&self, target: &EntitlementKind) -> Result<TargetStatus, KeycloakError>;
+
+    /// Usernames holding `target` outside JIT (for `check-policy`).
+    async fn holders(&self, target: &EntitlementKind) -> Result<Vec<String>, KeycloakError>;
+
+    /// A cheap call that succeeds when Keycloak serves the realm's Admin API
+    /// to the service account again (readiness probe after an outage).
+    async fn ready(&self) -> Result<(), KeycloakError>;
 }
 
 /// A role as Keycloak represents it (the subset JIT sends back).
@@ -111,8 +234,14 @@ struct CachedToken {
     valid_until: Instant,
 }
 
+/// How long a looked-up role, client or group id is trusted without a
+/// sign of change (a 404 on a call that used it refreshes it at once).
+const ID_TTL: Duration = Duration::from_secs(600);
+
 /// Admin REST client for one realm, authenticated as a confidential client's
-/// service account. The token is cached until 30 s before it expires.
+/// service account. The token is cached until 30 s before it expires; the
+/// ids of roles, clients and groups are cached (see [`ID_TTL`]) and looked
+/// up again when Keycloak answers 404 to a call that used them.
 pub struct AdminClient {
     base: String,
     realm: String,
@@ -121,6 +250,17 @@ pub struct AdminClient {
     http: reqwest::Client,
     token: Mutex<Option<CachedToken>>,
     observer: crate::observe::Observer,
+    /// Serialises token fetches without holding `token` across them.
+    token_fetch: Mutex<()>,
+    ids: std::sync::Mutex<std::collections::HashMap<String, (Instant, CachedId)>>,
+    service_account: Mutex<Option<String>>,
+}
+
+#[derive(Clone)]
+enum CachedId {
+    Role(RoleRep),
+    Client(String),
+    Group(String),
 }
 
 impl std::fmt::Debug for AdminClient {
@@ -155,6 +295,9 @@ impl AdminClient {
             http,
             token: Mutex::new(None),
             observer: None,
+            token_fetch: Mutex::new(()),
+            ids: std::sync::Mutex::new(std::collections::HashMap::new()),
+            service_account: Mutex::new(None),
         }
     }
 
@@ -174,16 +317,45 @@ impl AdminClient {
         }
     }
 
+    fn cached(&self, key: &str) -> Option<CachedId> {
+        let ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        ids.get(key)
+            .filter(|(at, _)| at.elapsed() < ID_TTL)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn remember(&self, key: String, v: CachedId) {
+        self.ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (Instant::now(), v));
+    }
+
+    /// Forgets every cached id: the next calls look them up again.
+    pub fn forget_ids(&self) {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}/admin/realms/{}{}", self.base, self.realm, path)
     }
 
+    async fn cached_token(&self) -> Option<String> {
+        let guard = self.token.lock().await;
+        guard
+            .as_ref()
+            .filter(|t| Instant::now() < t.valid_until)
+            .map(|t| t.token.clone())
+    }
+
     async fn bearer(&self) -> Result<String, KeycloakError> {
-        let mut guard = self.token.lock().await;
-        if let Some(t) = guard.as_ref() {
-            if Instant::now() < t.valid_until {
-                return Ok(t.token.clone());
-            }
+        if let Some(t) = self.cached_token().await {
+            return Ok(t);
+        }
+        // One fetch at a time; those who waited use its result.
+        let _fetching = self.token_fetch.lock().await;
+        if let Some(t) = self.cached_token().await {
+            return Ok(t);
         }
         let url = format!(
             "{}/realms/{}/protocol/openid-connect/token",
@@ -194,13 +366,15 @@ impl AdminClient {
         self.observed("token".into(), started, result.as_ref().err());
         let r = result?;
         let valid = Duration::from_secs(r.expires_in.saturating_sub(30).max(5));
-        *guard = Some(CachedToken {
+        *self.token.lock().await = Some(CachedToken {
             token: r.access_token.clone(),
             valid_until: Instant::now() + valid,
         });
         Ok(r.access_token)
     }
 
+    /// The client-credentials grant. Any refusal is a [`KeycloakError::Login`]
+    /// (transient: it says nothing about the user or target at hand).
     async fn token_request(&self, url: &str) -> Result<TokenResp, KeycloakError> {
         let resp = self
             .http
@@ -216,11 +390,8 @@ impl AdminClient {
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
-            return Err(KeycloakError::Status {
-                status: status.as_u16(),
-                what: "the service-account token request".into(),
-                body: body.chars().take(300).collect(),
-            });
+            let body: String = body.chars().take(300).collect();
+            return Err(KeycloakError::Login(format!("HTTP {status}: {body}")));
         }
         resp.json().await.map_err(unavailable)
     }
@@ -230,17 +401,28 @@ impl AdminClient {
         req: reqwest::RequestBuilder,
         what: &str,
     ) -> Result<reqwest::Response, KeycloakError> {
-        let token = self.bearer().await?;
-        let req = req.bearer_auth(token).build().map_err(unavailable)?;
-        let operation = format!(
-            "{} {}",
-            req.method().as_str().to_ascii_lowercase(),
-            crate::observe::admin_resource(req.url().path())
-        );
-        let started = Instant::now();
-        let result = self.send_built(req, what).await;
-        self.observed(operation, started, result.as_ref().err());
-        result
+        let mut retry = req.try_clone();
+        let mut req = req;
+        loop {
+            let token = self.bearer().await?;
+            let built = req.bearer_auth(token).build().map_err(unavailable)?;
+            let operation = format!(
+                "{} {}",
+                built.method().as_str().to_ascii_lowercase(),
+                crate::observe::admin_resource(built.url().path())
+            );
+            let started = Instant::now();
+            let result = self.send_built(built, what).await;
+            self.observed(operation, started, result.as_ref().err());
+            match result {
+                // Token revoked or realm keys rotated (e.g. Keycloak restarted
+                // with a new database): a new token, and one more try.
+                Err(KeycloakError::Status { status: 401, .. }) if retry.is_some() => {
+                    req = retry.take().expect("checked");
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn send_built(
@@ -254,7 +436,7 @@ impl AdminClient {
             return Ok(resp);
         }
         if status == reqwest::StatusCode::UNAUTHORIZED {
-            // Token revoked or realm keys rotated: drop it so the next call fetches a new one.
+            // Drop the token so the next call fetches a new one.
             *self.token.lock().await = None;
         }
         let body = resp.text().await.unwrap_or_default();
@@ -548,8 +730,18 @@ impl AdminClient {
         } else {
             map.insert(name.to_string(), serde_json::json!(values));
         }
+        // Send back the user-profile fields only (Keycloak's user API drops
+        // profile attributes missing from the body), never `enabled`,
+        // `emailVerified`, `requiredActions` and the like: an admin who
+        // disables the user between our read and this write must not be
+        // undone by it.
+        let body: serde_json::Map<String, serde_json::Value> =
+            ["username", "email", "firstName", "lastName", "attributes"]
+                .iter()
+                .filter_map(|k| obj.get(*k).map(|v| (k.to_string(), v.clone())))
+                .collect();
         self.send(
-            self.http.put(self.url(&path)).json(&user),
+            self.http.put(self.url(&path)).json(&body),
             &format!("update attribute {name} of user {user_id}"),
         )
         .await?;
@@ -573,6 +765,67 @@ impl AdminClient {
         Ok(())
     }
 
+    /// A realm role by name, from the id cache unless `fresh`.
+    async fn realm_role_id(&self, name: &str, fresh: bool) -> Result<RoleRep, KeycloakError> {
+        let key = format!("realm-role\0{name}");
+        if !fresh {
+            if let Some(CachedId::Role(r)) = self.cached(&key) {
+                return Ok(r);
+            }
+        }
+        let r = self.realm_role(name).await?;
+        self.remember(key, CachedId::Role(r.clone()));
+        Ok(r)
+    }
+
+    /// The uuid of client `client_id`, from the id cache unless `fresh`.
+    async fn client_id_cached(
+        &self,
+        client_id: &str,
+        fresh: bool,
+    ) -> Result<String, KeycloakError> {
+        let key = format!("client\0{client_id}");
+        if !fresh {
+            if let Some(CachedId::Client(c)) = self.cached(&key) {
+                return Ok(c);
+            }
+        }
+        let c = self.client_uuid(client_id).await?;
+        self.remember(key, CachedId::Client(c.clone()));
+        Ok(c)
+    }
+
+    /// A client role, from the id cache unless `fresh`.
+    async fn client_role_id(
+        &self,
+        client_uuid: &str,
+        name: &str,
+        fresh: bool,
+    ) -> Result<RoleRep, KeycloakError> {
+        let key = format!("client-role\0{client_uuid}\0{name}");
+        if !fresh {
+            if let Some(CachedId::Role(r)) = self.cached(&key) {
+                return Ok(r);
+            }
+        }
+        let r = self.client_role(client_uuid, name).await?;
+        self.remember(key, CachedId::Role(r.clone()));
+        Ok(r)
+    }
+
+    /// A group's id by path, from the id cache unless `fresh`.
+    async fn group_id(&self, path: &str, fresh: bool) -> Result<String, KeycloakError> {
+        let key = format!("group\0{path}");
+        if !fresh {
+            if let Some(CachedId::Group(g)) = self.cached(&key) {
+                return Ok(g);
+            }
+        }
+        let g = self.group_by_path(path).await?.id;
+        self.remember(key, CachedId::Group(g.clone()));
+        Ok(g)
+    }
+
     /// Whether the user holds `target`. `effective = false` looks at direct
     /// assignments only (what a revoke would remove); `true` also counts
     /// composites and roles inherited from groups (for "already held").
@@ -582,6 +835,24 @@ impl AdminClient {
         target: &EntitlementKind,
         effective: bool,
     ) -> Result<bool, KeycloakError> {
+        match self.holds_once(user_id, target, effective, false).await {
+            // A cached client id may be stale (client re-created).
+            Err(KeycloakError::NotFound(_))
+                if matches!(target, EntitlementKind::ClientRole { .. }) =>
+            {
+                self.holds_once(user_id, target, effective, true).await
+            }
+            other => other,
+        }
+    }
+
+    async fn holds_once(
+        &self,
+        user_id: &str,
+        target: &EntitlementKind,
+        effective: bool,
+        fresh: bool,
+    ) -> Result<bool, KeycloakError> {
         Ok(match target {
             EntitlementKind::RealmRole { role } => self
                 .user_realm_roles(user_id, effective)
@@ -589,7 +860,7 @@ impl AdminClient {
                 .iter()
                 .any(|r| &r.name == role),
             EntitlementKind::ClientRole { client, role } => {
-                let c = self.client_uuid(client).await?;
+                let c = self.client_id_cached(client, fresh).await?;
                 self.user_client_roles(user_id, &c, effective)
                     .await?
                     .iter()
@@ -609,51 +880,78 @@ impl AdminClient {
     }
 
     /// Grants `target` to the user: exactly one role or one group membership.
-    /// Idempotent.
+    /// Idempotent. A 404 is retried once with freshly looked-up ids (the
+    /// role, client or group may have been re-created); a second 404 means
+    /// the user or the target does not exist.
     pub async fn assign(
         &self,
         user_id: &str,
         target: &EntitlementKind,
     ) -> Result<(), KeycloakError> {
+        match self.assign_once(user_id, target, false).await {
+            Err(KeycloakError::NotFound(_)) => self.assign_once(user_id, target, true).await,
+            other => other,
+        }
+    }
+
+    async fn assign_once(
+        &self,
+        user_id: &str,
+        target: &EntitlementKind,
+        fresh: bool,
+    ) -> Result<(), KeycloakError> {
         match target {
             EntitlementKind::RealmRole { role } => {
-                let r = self.realm_role(role).await?;
+                let r = self.realm_role_id(role, fresh).await?;
                 self.add_realm_role(user_id, &r).await
             }
             EntitlementKind::ClientRole { client, role } => {
-                let c = self.client_uuid(client).await?;
-                let r = self.client_role(&c, role).await?;
+                let c = self.client_id_cached(client, fresh).await?;
+                let r = self.client_role_id(&c, role, fresh).await?;
                 self.add_client_role(user_id, &c, &r).await
             }
             EntitlementKind::Group { path } => {
-                let g = self.group_by_path(path).await?;
-                self.join_group(user_id, &g.id).await
+                let g = self.group_id(path, fresh).await?;
+                self.join_group(user_id, &g).await
             }
         }
     }
 
     /// Takes `target` away from the user: exactly that one role or group
-    /// membership, nothing else. Idempotent.
+    /// membership, nothing else. Idempotent. `NotFound` (after one retry
+    /// with fresh ids) means the user or the target no longer exists.
     pub async fn unassign(
         &self,
         user_id: &str,
         target: &EntitlementKind,
     ) -> Result<(), KeycloakError> {
+        match self.unassign_once(user_id, target, false).await {
+            Err(KeycloakError::NotFound(_)) => self.unassign_once(user_id, target, true).await,
+            other => other,
+        }
+    }
+
+    async fn unassign_once(
+        &self,
+        user_id: &str,
+        target: &EntitlementKind,
+        fresh: bool,
+    ) -> Result<(), KeycloakError> {
         match target {
             EntitlementKind::RealmRole { role } => {
-                let r = self.realm_role(role).await?;
+                let r = self.realm_role_id(role, fresh).await?;
                 self.remove_realm_role(user_id, &r).await
             }
             EntitlementKind::ClientRole { client, role } => {
-                let c = self.client_uuid(client).await?;
-                let r = self.client_role(&c, role).await?;
+                let c = self.client_id_cached(client, fresh).await?;
+                let r = self.client_role_id(&c, role, fresh).await?;
                 self.remove_client_role(user_id, &c, &r).await
             }
             EntitlementKind::Group { path } => {
-                let g = self.group_by_path(path).await?;
-                match self.leave_group(user_id, &g.id).await {
-                    // Not a member any more: the goal is met.
-                    Err(KeycloakError::NotFound(_)) => Ok(()),
+                let g = self.group_id(path, fresh).await?;
+                match self.leave_group(user_id, &g).await {
+                    // Not a member any more (on a fresh id): the goal is met.
+                    Err(KeycloakError::NotFound(_)) if fresh => Ok(()),
                     other => other,
                 }
             }
@@ -722,6 +1020,230 @@ impl AdminClient {
             }
             EntitlementKind::Group { path } => self.group_by_path(path).await.map(|_| ()),
         }
+    }
+
+    /// The user id of the service account itself: the `sub` of its own
+    /// access token (no extra permission needed to learn it).
+    pub async fn service_account_id(&self) -> Result<String, KeycloakError> {
+        if let Some(id) = self.service_account.lock().await.clone() {
+            return Ok(id);
+        }
+        let token = self.bearer().await?;
+        let payload = token
+            .split('.')
+            .nth(1)
+            .ok_or_else(|| KeycloakError::Login("service-account token is not a JWT".into()))?;
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .map_err(|e| KeycloakError::Login(format!("service-account token: {e}")))?;
+        #[derive(Deserialize)]
+        struct Sub {
+            sub: String,
+        }
+        let sub: Sub = serde_json::from_slice(&bytes)
+            .map_err(|e| KeycloakError::Login(format!("service-account token: {e}")))?;
+        *self.service_account.lock().await = Some(sub.sub.clone());
+        Ok(sub.sub)
+    }
+
+    /// Whether Keycloak lets the service account map `role`: Keycloak
+    /// itself answers through the service account's own "available role
+    /// mappings" listing, which applies its mapping permission rules (an
+    /// admin role of `realm-management` only for admins who hold it, and
+    /// fine-grained permissions); roles it already holds directly are
+    /// mappable by it too.
+    async fn may_map(&self, client_uuid: Option<&str>, role: &str) -> Result<bool, KeycloakError> {
+        let sa = self.service_account_id().await?;
+        let base = match client_uuid {
+            None => format!("/users/{}/role-mappings/realm", enc(&sa)),
+            Some(c) => format!("/users/{}/role-mappings/clients/{}", enc(&sa), enc(c)),
+        };
+        let available: Vec<RoleRep> = self
+            .get_json(
+                &format!("{base}/available"),
+                "roles the service account may map",
+            )
+            .await?;
+        if available.iter().any(|r| r.name == role) {
+            return Ok(true);
+        }
+        let held: Vec<RoleRep> = self
+            .get_json(&base, "the service account's own role mappings")
+            .await?;
+        Ok(held.iter().any(|r| r.name == role))
+    }
+
+    /// Offline sessions of the user, by client: `(client id, session ids)`.
+    pub async fn offline_sessions(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<(String, Vec<String>)>, KeycloakError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Consent {
+            client_id: String,
+        }
+        #[derive(Deserialize)]
+        struct Session {
+            id: String,
+        }
+        // Every client the user holds an offline token of is listed among
+        // the user's consents (with the additional grant "Offline Token").
+        let consents: Vec<Consent> = self
+            .get_json(
+                &format!("/users/{}/consents", enc(user_id)),
+                &format!("consents of user {user_id}"),
+            )
+            .await?;
+        let mut out = Vec::new();
+        for c in consents {
+            let uuid = match self.client_id_cached(&c.client_id, false).await {
+                Ok(u) => u,
+                Err(KeycloakError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let sessions: Vec<Session> = self
+                .get_json(
+                    &format!("/users/{}/offline-sessions/{}", enc(user_id), enc(&uuid)),
+                    "offline sessions",
+                )
+                .await?;
+            if !sessions.is_empty() {
+                out.push((c.client_id, sessions.into_iter().map(|s| s.id).collect()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait::async_trait]
+impl KeycloakAdmin for AdminClient {
+    async fn holds(
+        &self,
+        user_id: &str,
+        target: &EntitlementKind,
+        effective: bool,
+    ) -> Result<bool, KeycloakError> {
+        AdminClient::holds(self, user_id, target, effective).await
+    }
+
+    async fn assign(&self, user_id: &str, target: &EntitlementKind) -> Result<(), KeycloakError> {
+        AdminClient::assign(self, user_id, target).await
+    }
+
+    async fn unassign(&self, user_id: &str, target: &EntitlementKind) -> Result<(), KeycloakError> {
+        AdminClient::unassign(self, user_id, target).await
+    }
+
+    /// `POST /users/{id}/logout` ends the online sessions; offline sessions
+    /// survive it, so each is ended with
+    /// `DELETE /sessions/{id}?isOffline=true` (Keycloak 22+).
+    async fn end_sessions(&self, user_id: &str) -> Result<SessionsEnded, KeycloakError> {
+        self.logout_user(user_id).await?;
+        let mut ended = SessionsEnded::default();
+        for (_, ids) in self.offline_sessions(user_id).await? {
+            for id in ids {
+                let url = self.url(&format!("/sessions/{}?isOffline=true", enc(&id)));
+                match self
+                    .send(self.http.delete(url), "end offline session")
+                    .await
+                {
+                    Ok(_) => ended.offline += 1,
+                    // Ended meanwhile (expired, or another path): fine.
+                    Err(KeycloakError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(ended)
+    }
+
+    async fn current_user(&self, user_id: &str) -> Result<CurrentUser, KeycloakError> {
+        AdminClient::current_user(self, user_id).await
+    }
+
+    async fn carries(
+        &self,
+        holder: &EntitlementKind,
+        target: &EntitlementKind,
+    ) -> Result<bool, KeycloakError> {
+        AdminClient::carries(self, holder, target).await
+    }
+
+    async fn set_user_attribute(
+        &self,
+        user_id: &str,
+        name: &str,
+        values: &[String],
+    ) -> Result<bool, KeycloakError> {
+        AdminClient::set_user_attribute(self, user_id, name, values).await
+    }
+
+    async fn target_status(&self, target: &EntitlementKind) -> Result<TargetStatus, KeycloakError> {
+        let missing = |what: String| {
+            Ok(TargetStatus::Missing(format!(
+                "{what} does not exist in realm '{}'",
+                self.realm
+            )))
+        };
+        let not_permitted = |what: String| {
+            Ok(TargetStatus::NotAssignable(format!(
+                "Keycloak does not let jitd's service account ({}) assign {what}",
+                self.client_id
+            )))
+        };
+        match target {
+            EntitlementKind::RealmRole { role } => {
+                match self.realm_role(role).await {
+                    Err(KeycloakError::NotFound(_)) => {
+                        return missing(format!("realm role '{role}'"))
+                    }
+                    Err(e) => return Err(e),
+                    Ok(_) => {}
+                }
+                if self.may_map(None, role).await? {
+                    Ok(TargetStatus::Available)
+                } else {
+                    not_permitted(format!("realm role '{role}'"))
+                }
+            }
+            EntitlementKind::ClientRole { client, role } => {
+                let c = match self.client_uuid(client).await {
+                    Err(KeycloakError::NotFound(_)) => {
+                        return missing(format!("client '{client}'"))
+                    }
+                    other => other?,
+                };
+                match self.client_role(&c, role).await {
+                    Err(KeycloakError::NotFound(_)) => {
+                        return missing(format!("client role '{client}/{role}'"))
+                    }
+                    Err(e) => return Err(e),
+                    Ok(_) => {}
+                }
+                if self.may_map(Some(&c), role).await? {
+                    Ok(TargetStatus::Available)
+                } else {
+                    not_permitted(format!("client role '{client}/{role}'"))
+                }
+            }
+            EntitlementKind::Group { path } => match self.group_by_path(path).await {
+                Err(KeycloakError::NotFound(_)) => missing(format!("group '{path}'")),
+                Err(e) => Err(e),
+                Ok(_) => Ok(TargetStatus::Available),
+            },
+        }
+    }
+
+    async fn holders(&self, target: &EntitlementKind) -> Result<Vec<String>, KeycloakError> {
+        AdminClient::holders(self, target).await
+    }
+
+    async fn ready(&self) -> Result<(), KeycloakError> {
+        self.send(self.http.get(self.url("/users/count")), "readiness probe")
+            .await
+            .map(|_| ())
     }
 }
 

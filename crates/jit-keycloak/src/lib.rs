@@ -16,7 +16,9 @@ pub mod observe;
 pub mod oidc;
 pub mod validate;
 
-pub use admin::{AdminClient, CurrentUser, KeycloakError};
+pub use admin::{
+    AdminClient, CurrentUser, KeycloakAdmin, KeycloakError, SessionsEnded, TargetStatus,
+};
 pub use observe::{CallObserver, KeycloakCall};
 pub use oidc::{Discovery, LoginSession, OidcClient, TokenSet};
 pub use validate::{AuthError, TokenValidator, ValidatedToken};

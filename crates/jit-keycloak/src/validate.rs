@@ -57,6 +57,28 @@ struct Claims {
     exp: i64,
     #[serde(default)]
     azp: Option<String>,
+    /// Keycloak's service-account marker (user-session note of
+    /// client-credentials sessions; `clientId` before Keycloak 25).
+    #[serde(default, alias = "clientId")]
+    client_id: Option<String>,
+}
+
+/// The client whose service account a token belongs to, or `None` for a
+/// person. Keycloak gives client-credentials tokens two marks: the
+/// `client_id` claim (a note Keycloak sets only on service-account
+/// sessions, mapped by its default `service_account` client scope) and the
+/// service account's username, `service-account-<client id>` (lowercase).
+/// Either counts, and only when `azp` names that same client — a user
+/// logging in through some client carries neither.
+pub fn service_account_client(
+    azp: Option<&str>,
+    client_id_claim: Option<&str>,
+    username: Option<&str>,
+) -> Option<String> {
+    let azp = azp.filter(|a| !a.is_empty())?;
+    let by_claim = client_id_claim == Some(azp);
+    let by_name = username == Some(format!("service-account-{}", azp.to_lowercase()).as_str());
+    (by_claim || by_name).then(|| azp.to_string())
 }
 
 #[derive(Debug, Deserialize)]
@@ -354,8 +376,14 @@ impl TokenValidator {
             .into_iter()
             .map(|g| g.trim_start_matches('/').to_string())
             .collect();
+        let client_id = service_account_client(
+            c.azp.as_deref(),
+            c.client_id.as_deref(),
+            c.preferred_username.as_deref(),
+        );
         Ok(ValidatedToken {
             principal: Principal {
+                client_id,
                 username: c.preferred_username.unwrap_or_else(|| c.sub.clone()),
                 id: c.sub,
                 roles,
@@ -364,5 +392,45 @@ impl TokenValidator {
             exp: c.exp,
             client: c.azp,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::service_account_client as sa;
+
+    #[test]
+    fn service_accounts_are_told_apart_from_people() {
+        // Keycloak 26 client-credentials token: both marks.
+        assert_eq!(
+            sa(
+                Some("ci-deploy"),
+                Some("ci-deploy"),
+                Some("service-account-ci-deploy")
+            ),
+            Some("ci-deploy".into())
+        );
+        // Either mark alone, with azp naming the client.
+        assert_eq!(
+            sa(Some("Build"), Some("Build"), Some("x")),
+            Some("Build".into())
+        );
+        assert_eq!(
+            sa(Some("Build"), None, Some("service-account-build")),
+            Some("Build".into())
+        );
+        // People: a login through a client carries neither.
+        assert_eq!(sa(Some("jit-cli"), None, Some("alice")), None);
+        // A user named like a service account of another client.
+        assert_eq!(
+            sa(Some("jit-cli"), None, Some("service-account-ci-deploy")),
+            None
+        );
+        // A client_id claim that does not match azp.
+        assert_eq!(sa(Some("jit-cli"), Some("ci-deploy"), Some("bob")), None);
+        assert_eq!(
+            sa(None, Some("ci-deploy"), Some("service-account-ci-deploy")),
+            None
+        );
     }
 }

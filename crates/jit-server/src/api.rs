@@ -16,7 +16,7 @@ use jit_core::{
     parse_duration, AccessRequest, Decision, DomainError, NewRequest, Principal, RequestKind,
     Status,
 };
-use jit_keycloak::AuthError;
+use jit_keycloak::{AuthError, TargetStatus};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -137,6 +137,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let metrics = state.metrics.clone();
     let router = router
         .fallback(|| async { ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::Extension(OpenApiJson(doc)))
         .layer(middleware::from_fn_with_state(
             metrics,
@@ -185,7 +186,8 @@ pub fn view(state: &AppState, s: &Stored) -> RequestView {
         remaining_secs: r.remaining_secs(now),
         total_secs: r.total_secs(),
         keycloak: s.grant.clone(),
-        revoke_late: jit_core::lateness::revoke_late(r, s.grant.removal_pending, now),
+        revoke_late: jit_core::lateness::revoke_late(r, s.grant.removal_pending, now)
+            || s.grant.removal_failed,
         request: r.clone(),
     }
 }
@@ -299,6 +301,11 @@ async fn me(State(state): St, caller: Caller) -> Json<MeView> {
 async fn entitlements(State(state): St, caller: Caller) -> Json<Vec<EntitlementView>> {
     let p = caller.principal;
     let policy = state.policy();
+    let reason = |e: &jit_core::Entitlement| {
+        state
+            .target_status(&e.id, &e.kind)
+            .and_then(|s| s.unavailable_reason().map(str::to_string))
+    };
     Json(
         policy
             .entitlements
@@ -317,6 +324,8 @@ async fn entitlements(State(state): St, caller: Caller) -> Json<Vec<EntitlementV
                 justification_max: e.justification_max,
                 break_glass: e.break_glass,
                 you_approve: e.is_approver(&p),
+                available: reason(e).is_none(),
+                unavailable_reason: reason(e),
             })
             .collect(),
     )
@@ -332,6 +341,30 @@ fn duration_of(human: Option<&str>, secs: Option<i64>) -> Result<Option<i64>, Ap
     }
 }
 
+/// Refuses a request for an entitlement whose Keycloak target does not
+/// exist or that the service account may not assign. The last known
+/// status decides; one that says "unavailable" or was never checked is
+/// asked of Keycloak again first, so a fixed realm is seen at once.
+async fn check_available(state: &AppState, r: &AccessRequest) -> Result<(), ApiError> {
+    let known = state.target_status(&r.entitlement_id, &r.target);
+    let status = match known {
+        Some(TargetStatus::Available) => return Ok(()),
+        _ => {
+            let s = crate::scheduler::call(state, state.admin.target_status(&r.target)).await?;
+            state.set_target_status(&r.entitlement_id, &r.target, s.clone());
+            s
+        }
+    };
+    match status.unavailable_reason() {
+        None => Ok(()),
+        Some(why) => Err(DomainError::EntitlementUnavailable {
+            entitlement: r.entitlement_id.clone(),
+            reason: why.to_string(),
+        }
+        .into()),
+    }
+}
+
 /// Refuses a request for something the user already holds in Keycloak
 /// without JIT (standing assignment, directly or through a group), or only
 /// through another active JIT grant (e.g. a granted group that carries the
@@ -342,7 +375,7 @@ async fn check_not_standing(
     p: &Principal,
     r: &AccessRequest,
 ) -> Result<(), ApiError> {
-    let held = state.admin.holds(&p.id, &r.target, true).await?;
+    let held = crate::scheduler::call(state, state.admin.holds(&p.id, &r.target, true)).await?;
     if !held
         || state
             .store
@@ -405,6 +438,7 @@ async fn create(
     };
     let id = uuid::Uuid::new_v4().to_string();
     let (r, transitions) = AccessRequest::create(id, &input, &p, &state.policy(), Utc::now())?;
+    check_available(&state, &r).await?;
     check_not_standing(&state, &p, &r).await?;
     // One pending request per requester and entitlement: enforced by the
     // store (a unique index), so parallel requests cannot both pass.
@@ -822,7 +856,7 @@ async fn audit(
             Ok(([(header::CONTENT_TYPE, "application/jsonl")], s).into_response())
         }
         "csv" => {
-            let mut s = String::from("seq,at,event,request_id,entitlement_id,requester_id,actor,reason,from_status,to_status,prev_hash,hash\n");
+            let mut s = String::from("seq,at,event,request_id,entitlement_id,requester_id,actor,reason,from_status,to_status,prev_hash,hash,actor_client\n");
             for r in &rows {
                 // Quote every cell; neutralise spreadsheet formulas (=, +, -, @).
                 let f = |v: &str| {
@@ -847,6 +881,7 @@ async fn audit(
                         f(r.to_status.as_deref().unwrap_or("")),
                         r.prev_hash.clone(),
                         r.hash.clone(),
+                        f(r.actor_client.as_deref().unwrap_or("")),
                     ]
                     .join(","),
                 );

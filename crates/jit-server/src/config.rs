@@ -22,6 +22,13 @@ pub struct Config {
     #[serde(default)]
     pub log_format: crate::tracing_setup::LogFormat,
     pub keycloak: KeycloakConfig,
+    /// Outgoing webhooks, `[[webhook]]` tables (see `docs/webhooks.md`);
+    /// none by default. Checked at load: a malformed URL is refused.
+    #[serde(default, rename = "webhook")]
+    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
+    /// Keycloak work: concurrency and per-call time limit.
+    #[serde(default)]
+    pub scheduler: crate::scheduler::SchedulerConfig,
 }
 
 /// Where Keycloak is and how jitd talks to it.
@@ -80,7 +87,8 @@ fn default_backend() -> String {
 impl Config {
     /// Reads and parses `path`, resolving relative paths against its folder.
     ///
-    /// Errors: unreadable file, TOML error (with line), unknown field.
+    /// Errors: unreadable file, TOML error (with line), unknown field, an
+    /// invalid `[[webhook]]` (malformed URL, bad filter, no secret source).
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
@@ -94,6 +102,11 @@ impl Config {
         if let Some(f) = &c.keycloak.backend_client_secret_file {
             c.keycloak.backend_client_secret_file = Some(base.join(f));
         }
+        for w in &mut c.webhooks {
+            w.resolve_paths(base);
+        }
+        crate::webhooks::validate_all(&c.webhooks)
+            .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
         Ok(c)
     }
 
@@ -117,6 +130,15 @@ impl Config {
             }
             Err(_) => "postgres://…".into(),
         }
+    }
+
+    /// The issuer tokens must carry: `keycloak.issuer`, else
+    /// `{keycloak.url}/realms/{realm}`.
+    pub fn issuer(&self) -> String {
+        self.keycloak
+            .issuer
+            .clone()
+            .unwrap_or_else(|| jit_keycloak::issuer_url(&self.keycloak.url, &self.keycloak.realm))
     }
 
     /// The backend client secret, from the file or `JIT_BACKEND_SECRET`.

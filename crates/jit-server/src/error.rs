@@ -21,6 +21,10 @@ pub enum ApiError {
     BadRequest(String),
     #[error("no such route")]
     NoRoute,
+    /// The path exists but does not take this method (405; axum keeps the
+    /// `Allow` header, RFC 9110 §15.5.6).
+    #[error("this path does not take that method; the Allow header lists the ones it takes")]
+    MethodNotAllowed,
     #[error("request body too large")]
     TooLarge,
     #[error("{0}")]
@@ -64,6 +68,11 @@ impl ApiError {
             ApiError::Auth(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", "Bad request"),
             ApiError::NoRoute => (StatusCode::NOT_FOUND, "no_route", "Not found"),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            ),
             ApiError::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",

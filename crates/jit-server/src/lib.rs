@@ -5,6 +5,8 @@
 //! - [`scheduler`]: derives due work from the store and does it in
 //!   Keycloak — grant, expire, remove — with retries and backoff.
 //! - [`api`]: the HTTP API under `/v1`, server-sent events, problem+json.
+//! - [`webhooks`]: delivers the store's outbox to chat and other receivers,
+//!   signed, at least once, in order.
 //!
 //! Not for: the rules themselves (that is `jit-core`) or Keycloak's wire
 //! format (that is `jit-keycloak`).
@@ -20,14 +22,15 @@ pub mod rights;
 pub mod scheduler;
 pub mod store;
 pub mod tracing_setup;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use jit_core::Policy;
-use jit_keycloak::{AdminClient, TokenValidator};
+use jit_core::{EntitlementKind, Policy};
+use jit_keycloak::{AdminClient, KeycloakAdmin, TargetStatus, TokenValidator};
 use tokio::sync::{watch, Notify};
 
 pub use config::Config;
@@ -46,7 +49,13 @@ pub struct AppState {
     /// requests against the new policy.
     pub policy_generation: std::sync::atomic::AtomicU64,
     pub validator: TokenValidator,
-    pub admin: AdminClient,
+    /// The Keycloak Admin API (the real client, or a fake in tests).
+    pub admin: Arc<dyn KeycloakAdmin>,
+    /// Bounded, per-assignment ordered Keycloak work; Keycloak up/down.
+    pub scheduler: scheduler::Scheduler,
+    /// Last known [`TargetStatus`] of each entitlement's Keycloak target
+    /// (by entitlement id, with the target it was checked for).
+    targets: RwLock<std::collections::HashMap<String, (EntitlementKind, TargetStatus)>>,
     /// Recent Admin API answers about callers' rights ([`rights`]).
     pub rights: rights::RightsCache,
     /// Wakes the scheduler when something became due.
@@ -66,9 +75,96 @@ pub struct AppState {
     pub grant_ends: grant_ends::GrantEnds,
     /// Prometheus metrics (`GET /metrics`); other parts record into it.
     pub metrics: Arc<metrics::Metrics>,
+    /// Configured webhook endpoints (empty when none).
+    pub webhooks: Arc<webhooks::Webhooks>,
 }
 
 impl AppState {
+    /// Builds the shared state: store opened, policy loaded, `admin` as the
+    /// Keycloak Admin API. Nothing is started.
+    ///
+    /// Errors: unreadable or invalid policy, database that cannot be opened.
+    pub fn new(config: &Config, admin: Arc<dyn KeycloakAdmin>) -> anyhow::Result<Arc<AppState>> {
+        AppState::with_observed_admin(config, |_| admin)
+    }
+
+    /// [`AppState::new`], the Admin API client made by `make_admin` with
+    /// the metrics as its call observer.
+    pub fn with_observed_admin(
+        config: &Config,
+        make_admin: impl FnOnce(Arc<dyn jit_keycloak::CallObserver>) -> Arc<dyn KeycloakAdmin>,
+    ) -> anyhow::Result<Arc<AppState>> {
+        let policy = load_policy(&config.policy)?;
+        let store = open_store_blocking(config)?;
+        let issuer = config.issuer();
+        let metrics = Arc::new(metrics::Metrics::new(store.clone()));
+        let validator = TokenValidator::new(
+            &issuer,
+            &config.keycloak.audience,
+            jit_keycloak::http_client(),
+        )
+        .with_observer(metrics.clone());
+        let admin = make_admin(metrics.clone());
+        let hooks = Arc::new(webhooks::Webhooks::new(
+            &config.webhooks,
+            &config.keycloak.realm,
+        )?);
+        // From here on every audit row is also queued for the endpoints that
+        // want it, in the same transaction.
+        store.set_outbox_router(hooks.router());
+        let last = off_runtime(|| store.sync().last_seq())?;
+        Ok(Arc::new(AppState {
+            store,
+            policy: RwLock::new(Arc::new(policy)),
+            policy_mtime: RwLock::new(
+                std::fs::metadata(&config.policy)
+                    .and_then(|m| m.modified())
+                    .ok(),
+            ),
+            policy_path: config.policy.clone(),
+            policy_change_seen: RwLock::new(None),
+            policy_generation: std::sync::atomic::AtomicU64::new(1),
+            validator,
+            admin,
+            scheduler: scheduler::Scheduler::new(config.scheduler.clone()),
+            targets: RwLock::new(std::collections::HashMap::new()),
+            rights: rights::RightsCache::default(),
+            grant_ends: grant_ends::GrantEnds::new(config.keycloak.grants_attribute.clone()),
+            metrics,
+            webhooks: hooks,
+            wake: Notify::new(),
+            last_seq: watch::channel(last).0,
+            events: events::Hub::new(last),
+            replica: format!("jitd-{}", uuid::Uuid::new_v4()),
+            stopping: watch::channel(false).0,
+            public: jit_core::api::ServerConfigView {
+                issuer,
+                audience: config.keycloak.audience.clone(),
+                cli_client_id: config.keycloak.cli_client_id.clone(),
+                desktop_client_id: config.keycloak.desktop_client_id.clone(),
+            },
+        }))
+    }
+
+    /// The last known status of entitlement `id`'s Keycloak target, if it
+    /// was checked for this `target`.
+    pub fn target_status(&self, id: &str, target: &EntitlementKind) -> Option<TargetStatus> {
+        self.targets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .filter(|(k, _)| k == target)
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Records what Keycloak said about entitlement `id`'s target.
+    pub fn set_target_status(&self, id: &str, target: &EntitlementKind, status: TargetStatus) {
+        self.targets
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), (target.clone(), status));
+    }
+
     /// The policy in force.
     pub fn policy(&self) -> Arc<Policy> {
         self.policy
@@ -79,6 +175,13 @@ impl AppState {
 
     /// Tells the scheduler and the event streams that rows were written.
     pub fn published(&self, recs: &[store::AuditRecord]) {
+        self.published_quietly(recs);
+        self.wake.notify_one();
+    }
+
+    /// Tells the event streams that rows were written, without waking the
+    /// scheduler (for its own writes, which make nothing due).
+    pub fn published_quietly(&self, recs: &[store::AuditRecord]) {
         self.metrics.audit_written(recs);
         if let Some(max) = recs.iter().map(|r| r.seq).max() {
             self.last_seq.send_if_modified(|v| {
@@ -91,7 +194,6 @@ impl AppState {
             });
         }
         self.grant_ends.mark_records(recs);
-        self.wake.notify_one();
     }
 
     /// Re-reads the policy file if it changed. An invalid file is refused
@@ -148,6 +250,25 @@ pub fn load_policy(path: &std::path::Path) -> anyhow::Result<Policy> {
     Policy::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
+/// Runs blocking database work `f` on a thread of its own and waits for it:
+/// callable from sync code and from inside a tokio runtime alike (the
+/// PostgreSQL driver must not block a runtime thread). For start-up only.
+fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| {
+        s.spawn(f)
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// [`open_store`] for sync callers (and sync code on a runtime thread).
+fn open_store_blocking(config: &Config) -> anyhow::Result<Store> {
+    let spec = config.database.to_string_lossy().to_string();
+    let shown = config.database_display();
+    off_runtime(|| Store::open_spec(&spec))
+        .map_err(|e| anyhow::anyhow!("cannot open database {shown}: {e}"))
+}
+
 /// Opens the store `config.database` names: a `postgres://` URL (several
 /// replicas may share it) or a SQLite file (created if missing). Opening
 /// and migrating run on the blocking pool.
@@ -188,57 +309,35 @@ impl Server {
 }
 
 /// Opens the store, loads the policy, binds `config.listen`, and starts the
-/// API and the scheduler on the current tokio runtime.
+/// API and the scheduler on the current tokio runtime, with the real
+/// Keycloak Admin API client.
 ///
 /// Errors: unreadable config parts, invalid policy, busy port, missing secret.
 pub async fn start(config: &Config) -> anyhow::Result<Server> {
-    let policy = load_policy(&config.policy)?;
-    let store = open_store(config).await?;
-    let http = jit_keycloak::http_client();
-    let issuer =
-        config.keycloak.issuer.clone().unwrap_or_else(|| {
-            jit_keycloak::issuer_url(&config.keycloak.url, &config.keycloak.realm)
-        });
-    let metrics = Arc::new(metrics::Metrics::new(store.clone()));
-    let validator = TokenValidator::new(&issuer, &config.keycloak.audience, http.clone())
-        .with_observer(metrics.clone());
-    let admin = AdminClient::new(
-        &config.keycloak.url,
-        &config.keycloak.realm,
-        &config.keycloak.backend_client_id,
-        &config.backend_secret()?,
-        http,
-    )
-    .with_observer(metrics.clone());
-    let last = store.last_seq().await?;
-    let state = Arc::new(AppState {
-        store,
-        policy: RwLock::new(Arc::new(policy)),
-        policy_mtime: RwLock::new(
-            std::fs::metadata(&config.policy)
-                .and_then(|m| m.modified())
-                .ok(),
-        ),
-        policy_path: config.policy.clone(),
-        policy_change_seen: RwLock::new(None),
-        policy_generation: std::sync::atomic::AtomicU64::new(1),
-        validator,
-        admin,
-        rights: rights::RightsCache::default(),
-        wake: Notify::new(),
-        last_seq: watch::channel(last).0,
-        events: events::Hub::new(last),
-        replica: format!("jitd-{}", uuid::Uuid::new_v4()),
-        stopping: watch::channel(false).0,
-        metrics,
-        public: jit_core::api::ServerConfigView {
-            issuer: issuer.clone(),
-            audience: config.keycloak.audience.clone(),
-            cli_client_id: config.keycloak.cli_client_id.clone(),
-            desktop_client_id: config.keycloak.desktop_client_id.clone(),
-        },
-        grant_ends: grant_ends::GrantEnds::new(config.keycloak.grants_attribute.clone()),
-    });
+    let secret = config.backend_secret()?;
+    let state = AppState::with_observed_admin(config, |observer| {
+        Arc::new(
+            AdminClient::new(
+                &config.keycloak.url,
+                &config.keycloak.realm,
+                &config.keycloak.backend_client_id,
+                &secret,
+                jit_keycloak::http_client(),
+            )
+            .with_observer(observer),
+        )
+    })?;
+    serve(config, state).await
+}
+
+/// Like [`start`], with `admin` as the Keycloak Admin API (tests pass a
+/// fault-injecting fake).
+pub async fn start_with(config: &Config, admin: Arc<dyn KeycloakAdmin>) -> anyhow::Result<Server> {
+    serve(config, AppState::new(config, admin)?).await
+}
+
+async fn serve(config: &Config, state: Arc<AppState>) -> anyhow::Result<Server> {
+    let issuer = state.public.issuer.clone();
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -269,6 +368,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         }
         true
     }));
+    let deliveries = webhooks::spawn(state.clone(), state.webhooks.clone());
     let app = api::router(state.clone());
     let st = state.clone();
     let task = tokio::spawn(async move {
@@ -283,6 +383,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         let _ = st.stopping.send(true);
         let _ = sched.await;
         let _ = hub.await;
+        for d in deliveries {
+            let _ = d.await;
+        }
     });
     tracing::info!(%addr, issuer = %issuer, "jitd listening");
     Ok(Server {

@@ -56,13 +56,27 @@ async fn check_against_keycloak(policy: &jit_core::Policy, config: &std::path::P
     let mut errors = 0;
     println!("policy OK: {} entitlements", policy.entitlements.len());
     for e in policy.entitlements.values() {
-        if let Err(err) = admin.target_exists(&e.kind).await {
-            println!(
-                "error: entitlement '{}': {} does not exist in Keycloak: {err}",
-                e.id, e.kind
-            );
-            errors += 1;
-            continue;
+        use jit_keycloak::{KeycloakAdmin, TargetStatus};
+        match admin.target_status(&e.kind).await {
+            Ok(TargetStatus::Available) => {}
+            Ok(st) => {
+                println!(
+                    "error: entitlement '{}' ({}) cannot be granted: {}",
+                    e.id,
+                    e.kind,
+                    st.unavailable_reason().unwrap_or("unavailable")
+                );
+                errors += 1;
+                continue;
+            }
+            Err(err) => {
+                println!(
+                    "error: entitlement '{}' ({}): cannot check it in Keycloak: {err}",
+                    e.id, e.kind
+                );
+                errors += 1;
+                continue;
+            }
         }
         match admin.holders(&e.kind).await {
             Ok(h) if h.is_empty() => {

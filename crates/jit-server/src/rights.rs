@@ -77,5 +77,8 @@ pub async fn current(state: &AppState, token: &Principal) -> Result<Principal, A
         username: user.username,
         roles: user.realm_roles,
         groups: user.groups,
+        // What kind of caller this is comes from the token (a service
+        // account's client-credentials token), not from the user record.
+        client_id: token.client_id.clone(),
     })
 }

@@ -1,31 +1,205 @@
 //! The scheduler: reads what is due from the store and does it.
 //!
-//! It holds no state of its own, so a restart, a crash or a Keycloak outage
-//! loses nothing: on every tick it asks the store what is due — pending
-//! requests past their TTL, approved requests whose start has come, active
-//! grants past `expires_at`, ended grants whose role is still in Keycloak —
-//! and works through it. Keycloak failures are retried with exponential
-//! backoff (1 s doubling to 10 s: a late revoke must not wait long once Keycloak is back) and shown on the grant (`last_error`,
-//! `revoke_late`).
+//! It holds no state that matters across a restart: on every tick it asks
+//! the store what is due — pending requests past their TTL, approved
+//! requests whose start has come, active grants past `expires_at`, ended
+//! grants whose role is still in Keycloak — and works through it.
 //!
-//! Order of a grant: decide and persist whether JIT owns the assignment,
-//! assign in Keycloak (idempotent), then mark the request active. Order of a
-//! revoke: mark the request ended with `removal_pending`, remove in Keycloak
-//! (exactly the one role or membership; idempotent), optionally end the
-//! user's sessions, then clear `removal_pending`. A crash between any two
-//! steps is finished on the next tick.
+//! Keycloak work runs in parallel, bounded by
+//! [`SchedulerConfig::keycloak_concurrency`] items in flight, and ordered per
+//! assignment (user + target): one worker per assignment at a time, doing
+//! its removals before its activations, so a grant and a removal of the
+//! same role never race. Every Keycloak call has a time limit
+//! ([`SchedulerConfig::keycloak_call_timeout_secs`]), so a hung call holds
+//! up only its own assignment; a failure in one item never stops the rest.
+//!
+//! Failures (see [`KeycloakError::is_transient`]):
+//! - transient (refused connection, timeout, 5xx, 429): retried with
+//!   backoff (1 s doubling to 10 s), shown on the grant (`last_error`,
+//!   `revoke_late`). A connection-level failure marks Keycloak down: no
+//!   more items are sent, a readiness probe runs every 250 ms, and when
+//!   Keycloak answers again every waiting item becomes due at once.
+//! - permanent (404, 403, 400): a grant ends `failed` with Keycloak's
+//!   reason; a removal whose user or target is gone is complete (nothing
+//!   is left to remove); a removal Keycloak forbids is marked
+//!   `removal_failed` and left to an administrator. Nothing is retried
+//!   forever on a permanent answer.
+//!
+//! Order of a grant: re-check the policy and the requester's eligibility
+//! (Keycloak's current roles and groups), decide and persist whether JIT
+//! owns the assignment, assign in Keycloak (idempotent), then mark the
+//! request active. Order of a removal: the request is ended with
+//! `removal_pending`, the role is removed in Keycloak (exactly the one role
+//! or membership; idempotent), the user's sessions are ended if the policy
+//! says so (offline sessions too), then `removal_pending` is cleared. A
+//! crash between any two steps is finished on the next tick.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use jit_core::{DomainError, Status, Transition};
+use jit_core::{DomainError, EntitlementKind, Principal, Status, Transition};
+use jit_keycloak::{KeycloakError, TargetStatus};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
 
 use crate::store::{Entry, Note, StoreError, Stored};
 use crate::AppState;
 
+/// `[scheduler]` in jitd's config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Grants and removals worked on at once (each makes its Keycloak calls
+    /// one after the other). Default 12.
+    pub keycloak_concurrency: usize,
+    /// Longest wait for one Keycloak call, seconds; a call that takes longer
+    /// counts as a transient failure. Default 10.
+    pub keycloak_call_timeout_secs: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            keycloak_concurrency: 12,
+            keycloak_call_timeout_secs: 10,
+        }
+    }
+}
+
+/// How often the readiness probe runs while Keycloak is down.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
+/// How often entitlement targets are re-checked in Keycloak.
+const TARGET_CHECK_EVERY: Duration = Duration::from_secs(60);
+
+/// The scheduler's in-memory coordination (nothing here needs to survive a
+/// restart: the store says what is due).
+pub struct Scheduler {
+    config: SchedulerConfig,
+    permits: Arc<Semaphore>,
+    /// Assignments (user + target) with a worker right now.
+    busy: Mutex<HashSet<String>>,
+    /// Requests handed to a worker and not finished.
+    in_flight: Mutex<HashSet<String>>,
+    /// A tick skipped due work because its assignment was busy: the next
+    /// worker to finish wakes the scheduler.
+    deferred: AtomicBool,
+    /// When the scheduler's current sleep ends (work due earlier must wake it).
+    sleep_until: Mutex<Option<DateTime<Utc>>>,
+    /// A connection-level failure was seen; only the probe talks to
+    /// Keycloak until it answers.
+    down: AtomicBool,
+    /// The probe failed at least once in this outage (so recovery makes all
+    /// waiting work due at once).
+    probe_failed: AtomicBool,
+    probing: AtomicBool,
+    last_probe: Mutex<Option<Instant>>,
+    last_target_check: Mutex<Option<Instant>>,
+}
+
+impl Scheduler {
+    /// A scheduler with `config` (concurrency at least 1).
+    pub fn new(mut config: SchedulerConfig) -> Scheduler {
+        config.keycloak_concurrency = config.keycloak_concurrency.max(1);
+        config.keycloak_call_timeout_secs = config.keycloak_call_timeout_secs.max(1);
+        Scheduler {
+            permits: Arc::new(Semaphore::new(config.keycloak_concurrency)),
+            config,
+            busy: Mutex::new(HashSet::new()),
+            in_flight: Mutex::new(HashSet::new()),
+            deferred: AtomicBool::new(false),
+            sleep_until: Mutex::new(None),
+            down: AtomicBool::new(false),
+            probe_failed: AtomicBool::new(false),
+            probing: AtomicBool::new(false),
+            last_probe: Mutex::new(None),
+            last_target_check: Mutex::new(None),
+        }
+    }
+
+    /// Whether jitd currently considers Keycloak unreachable.
+    pub fn keycloak_down(&self) -> bool {
+        self.down.load(Ordering::SeqCst)
+    }
+
+    /// Requests being worked on right now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Something becomes due at `t`: wakes the scheduler if it would
+    /// otherwise sleep past it.
+    fn due_at(&self, state: &AppState, t: DateTime<Utc>) {
+        let until = *self.sleep_until.lock().unwrap_or_else(|p| p.into_inner());
+        if until.is_none_or(|u| t < u) {
+            state.wake.notify_one();
+        }
+    }
+
+    fn call_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.keycloak_call_timeout_secs)
+    }
+}
+
+/// Whether an error says Keycloak as a whole is unreachable (not just this
+/// item): then the probe takes over.
+fn is_outage(e: &KeycloakError) -> bool {
+    matches!(
+        e,
+        KeycloakError::Unavailable(_) | KeycloakError::Timeout(_) | KeycloakError::Login(_)
+    ) || matches!(e, KeycloakError::Status { status, .. } if matches!(status, 502..=504))
+}
+
+/// Runs one Keycloak call with the per-call time limit, and keeps the
+/// up/down picture current.
+pub async fn call<T>(
+    state: &AppState,
+    fut: impl Future<Output = Result<T, KeycloakError>>,
+) -> Result<T, KeycloakError> {
+    let limit = state.scheduler.call_timeout();
+    let r = match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(KeycloakError::Timeout(limit.as_secs())),
+    };
+    match &r {
+        Err(e) if is_outage(e) => {
+            if !state.scheduler.down.swap(true, Ordering::SeqCst) {
+                tracing::warn!(error = %e, "Keycloak unreachable; pausing Keycloak work until it answers");
+            }
+        }
+        // Any answer from Keycloak (even a 404) means it is up.
+        _ => keycloak_answered(state).await,
+    }
+    r
+}
+
+/// Keycloak answered: if it was down and the probe had failed, every
+/// waiting item becomes due now instead of at its own backoff timer.
+async fn keycloak_answered(state: &AppState) {
+    let s = &state.scheduler;
+    if s.down.swap(false, Ordering::SeqCst) {
+        if s.probe_failed.swap(false, Ordering::SeqCst) {
+            match state.store.clear_backoff().await {
+                Ok(n) => tracing::info!(
+                    waiting = n,
+                    "Keycloak answers again; all waiting work is due now"
+                ),
+                Err(e) => tracing::error!(error = %e, "cannot clear retry timers"),
+            }
+        }
+        state.wake.notify_one();
+    }
+}
+
 /// Marks `s` ended with transition `t`; if JIT may have assigned something
-/// in Keycloak, the removal becomes due.
+/// in Keycloak, the removal becomes due. Nothing granted (no ownership
+/// decided) means nothing to remove.
 pub fn end_grant(s: &mut Stored, t: Transition) -> Vec<Entry> {
     if s.grant.owns_assignment.is_some() || s.grant.granted_at.is_some() {
         s.grant.removal_pending = true;
@@ -50,12 +224,24 @@ pub async fn run(state: Arc<AppState>) {
             .load(std::sync::atomic::Ordering::SeqCst);
         if generation != checked_generation {
             match withdraw_outside_policy(&state).await {
-                Ok(()) => checked_generation = generation,
+                Ok(()) => {
+                    checked_generation = generation;
+                    spawn_target_check(&state);
+                }
                 Err(e) => tracing::error!(error = %e, "policy re-check failed"),
             }
         }
         if let Err(e) = close_orphaned_extensions(&state).await {
             tracing::error!(error = %e, "closing extensions of ended grants failed");
+        }
+        let due_target_check = state
+            .scheduler
+            .last_target_check
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none_or(|t| t.elapsed() >= TARGET_CHECK_EVERY);
+        if due_target_check && !state.scheduler.keycloak_down() {
+            spawn_target_check(&state);
         }
         let next = match tick(&state, Utc::now()).await {
             Ok(n) => n,
@@ -64,18 +250,65 @@ pub async fn run(state: Arc<AppState>) {
                 None
             }
         };
-        // Sleep until the next due instant, at most 1 s (policy reload check).
-        let max = Duration::from_secs(1);
+        // Sleep until the next due instant, at most 1 s (policy reload
+        // check), 250 ms while Keycloak is down (probe).
+        let max = if state.scheduler.keycloak_down() {
+            PROBE_EVERY
+        } else {
+            Duration::from_secs(1)
+        };
         let sleep = next
             .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
             .unwrap_or(max)
             .min(max);
+        *state
+            .scheduler
+            .sleep_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) =
+            Some(Utc::now() + chrono::Duration::from_std(sleep).unwrap_or_default());
         tokio::select! {
             _ = state.wake.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
             _ = stop.changed() => {}
         }
     }
+}
+
+/// Checks every entitlement's Keycloak target (exists, assignable by the
+/// service account) in the background and keeps the answers in
+/// `state.targets`; logs a warning for each one that cannot be granted.
+pub fn spawn_target_check(state: &Arc<AppState>) {
+    *state
+        .scheduler
+        .last_target_check
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    let state = state.clone();
+    tokio::spawn(async move {
+        // Counts against the Keycloak concurrency like any other work.
+        let _permit = state.scheduler.permits.clone().acquire_owned().await;
+        let policy = state.policy();
+        for e in policy.entitlements.values() {
+            match call(&state, state.admin.target_status(&e.kind)).await {
+                Ok(st) => {
+                    let before = state.target_status(&e.id, &e.kind);
+                    if let Some(why) = st.unavailable_reason() {
+                        if before.as_ref() != Some(&st) {
+                            tracing::warn!(entitlement = %e.id, target = %e.kind, reason = why, "entitlement cannot be granted");
+                        }
+                    }
+                    state.set_target_status(&e.id, &e.kind, st);
+                }
+                Err(err) => {
+                    tracing::debug!(entitlement = %e.id, error = %err, "target check failed");
+                    if err.is_transient() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// Ends every open request whose entitlement is no longer in the policy in
@@ -98,16 +331,7 @@ pub async fn withdraw_outside_policy(state: &AppState) -> Result<(), StoreError>
             r.entitlement_id, r.target
         );
         tracing::warn!(request = %r.id, %reason, "withdrawing");
-        ignore_race(
-            state
-                .store
-                .update(&r.id, move |s| {
-                    let t = s.request.withdraw(&reason, Utc::now())?;
-                    Ok(end_grant(s, t))
-                })
-                .await
-                .map(|(_, recs)| state.published(&recs)),
-        )?;
+        withdraw(state, &r.id, &reason).await?;
     }
     Ok(())
 }
@@ -134,6 +358,22 @@ pub async fn close_orphaned_extensions(state: &AppState) -> Result<(), StoreErro
     Ok(())
 }
 
+/// Ends request `id` by jitd with `reason` (cancelled before activation,
+/// revoked when active).
+async fn withdraw(state: &AppState, id: &str, reason: &str) -> Result<(), StoreError> {
+    let reason = reason.to_string();
+    ignore_race(
+        state
+            .store
+            .update(id, move |s| {
+                let t = s.request.withdraw(&reason, Utc::now())?;
+                Ok(end_grant(s, t))
+            })
+            .await
+            .map(|(_, recs)| state.published(&recs)),
+    )
+}
+
 fn ignore_race(r: Result<(), StoreError>) -> Result<(), StoreError> {
     // Another path (an API call) changed the request first: fine.
     match r {
@@ -142,69 +382,223 @@ fn ignore_race(r: Result<(), StoreError>) -> Result<(), StoreError> {
     }
 }
 
-/// One pass over due work at `now`. Returns when the next thing is due.
+/// The key that orders Keycloak work: one assignment of one target to one user.
+fn assignment_key(r: &jit_core::AccessRequest) -> String {
+    format!(
+        "{}\u{0}{}",
+        r.requester_id,
+        serde_json::to_string(&r.target).unwrap_or_default()
+    )
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Work {
+    Remove,
+    Activate,
+}
+
+/// One pass over due work at `now`: lapses and expiries are written at
+/// once (one transaction each); Keycloak work is handed to workers (at
+/// most one per assignment, bounded in number) and not waited for.
+/// Returns when the next thing is due.
 pub async fn tick(
-    state: &AppState,
+    state: &Arc<AppState>,
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
     let due = state.store.due(now).await?;
-    for id in &due.lapse {
-        ignore_race(
+    if !due.lapse.is_empty() {
+        let (_, recs) = state
+            .store
+            .update_each(due.lapse.clone(), move |s| {
+                Ok(vec![s.request.lapse(now)?.into()])
+            })
+            .await?;
+        state.published(&recs);
+    }
+    if !due.expire.is_empty() {
+        let (_, recs) = state
+            .store
+            .update_each(due.expire.clone(), move |s| {
+                let t = s.request.expire(now)?;
+                Ok(end_grant(s, t))
+            })
+            .await?;
+        state.published(&recs);
+    }
+    if state.scheduler.keycloak_down() {
+        probe(state);
+        return Ok(due.next_due);
+    }
+    // Removals before activations within each assignment. The grants just
+    // expired are due for removal too (a worker skips those with nothing
+    // to remove).
+    let mut work: BTreeMap<String, Vec<(Work, String)>> = BTreeMap::new();
+    let mut seen = HashSet::new();
+    let items = due
+        .remove
+        .iter()
+        .chain(&due.expire)
+        .map(|id| (Work::Remove, id))
+        .chain(due.activate.iter().map(|id| (Work::Activate, id)));
+    let mut candidates = Vec::new();
+    for (kind, id) in items {
+        if !seen.insert((kind, id.clone())) {
+            continue;
+        }
+        if state
+            .scheduler
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+        {
+            continue;
+        }
+        candidates.push((kind, id.clone()));
+    }
+    // With several replicas on one database, due Keycloak work is claimed
+    // first (one transaction for the whole tick): each grant and removal is
+    // worked on by one replica at a time, and a dead replica's claims lapse
+    // after CLAIM_LEASE. One process alone on SQLite needs no claims.
+    let claimed: HashSet<String> = if state.store.shared() {
+        let mut ids: Vec<String> = candidates.iter().map(|(_, id)| id.clone()).collect();
+        ids.dedup();
+        state
+            .store
+            .claim(ids, &state.replica, Utc::now(), CLAIM_LEASE)
+            .await?
+            .into_iter()
+            .collect()
+    } else {
+        candidates.iter().map(|(_, id)| id.clone()).collect()
+    };
+    for (kind, id) in candidates {
+        if !claimed.contains(&id) {
+            continue;
+        }
+        let Some(s) = state.store.get(&id).await? else {
+            continue;
+        };
+        work.entry(assignment_key(&s.request))
+            .or_default()
+            .push((kind, id));
+    }
+    for (key, items) in work {
+        {
+            let mut busy = state
+                .scheduler
+                .busy
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            // Its worker wakes the scheduler when done; the item is still
+            // due then.
+            if !busy.insert(key.clone()) {
+                state.scheduler.deferred.store(true, Ordering::SeqCst);
+                continue;
+            }
+        }
+        state
+            .scheduler
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(items.iter().map(|(_, id)| id.clone()));
+        let state = state.clone();
+        tokio::spawn(async move {
+            let permit = state.scheduler.permits.clone().acquire_owned().await;
+            let shared = state.store.shared();
+            for (i, (kind, id)) in items.iter().enumerate() {
+                if state.scheduler.keycloak_down() {
+                    break;
+                }
+                // Items after the first waited for the ones before: renew
+                // the claim (or find another replica took it over).
+                if shared && i > 0 {
+                    match state
+                        .store
+                        .claim(vec![id.clone()], &state.replica, Utc::now(), CLAIM_LEASE)
+                        .await
+                    {
+                        Ok(got) if !got.is_empty() => {}
+                        _ => continue,
+                    }
+                }
+                let r = match kind {
+                    Work::Remove => remove(&state, id).await,
+                    Work::Activate => activate(&state, id).await,
+                };
+                if let Err(e) = r {
+                    tracing::error!(request = %id, error = %e, "scheduler step failed");
+                }
+            }
+            drop(permit);
+            if shared {
+                for (_, id) in &items {
+                    if let Err(e) = state.store.release(id, &state.replica).await {
+                        tracing::warn!(request = %id, error = %e, "releasing a claim failed; it lapses");
+                    }
+                }
+            }
+            {
+                let mut in_flight = state
+                    .scheduler
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                for (_, id) in &items {
+                    in_flight.remove(id);
+                }
+            }
             state
-                .store
-                .update(id, move |s| Ok(vec![s.request.lapse(now)?.into()]))
-                .await
-                .map(|(_, recs)| state.published(&recs)),
-        )?;
-    }
-    for id in &due.expire {
-        ignore_race(
-            state
-                .store
-                .update(id, move |s| {
-                    let t = s.request.expire(now)?;
-                    Ok(end_grant(s, t))
-                })
-                .await
-                .map(|(_, recs)| state.published(&recs)),
-        )?;
-    }
-    // Keycloak work is claimed first: with several replicas on one
-    // database each grant and removal is done by one of them; a dead
-    // replica's claims lapse after CLAIM_LEASE.
-    let mut remove_ids: Vec<String> = due.remove.clone();
-    remove_ids.extend(due.expire.iter().cloned());
-    let remove_ids = state
-        .store
-        .claim(remove_ids, &state.replica, Utc::now(), CLAIM_LEASE)
-        .await?;
-    let activate_ids = state
-        .store
-        .claim(
-            due.activate.clone(),
-            &state.replica,
-            Utc::now(),
-            CLAIM_LEASE,
-        )
-        .await?;
-    // Removals before activations, so an expiring grant and a new one for
-    // the same role see a consistent picture. The grants just expired are
-    // due for removal too (`remove` skips those with nothing to remove).
-    for id in &remove_ids {
-        let r = remove(state, id).await;
-        state.store.release(id, &state.replica).await?;
-        r?;
-    }
-    for id in &activate_ids {
-        let r = activate(state, id).await;
-        state.store.release(id, &state.replica).await?;
-        r?;
+                .scheduler
+                .busy
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+            if state.scheduler.deferred.swap(false, Ordering::SeqCst) {
+                state.wake.notify_one();
+            }
+        });
     }
     Ok(due.next_due)
 }
 
+/// Starts the readiness probe unless one runs or ran within [`PROBE_EVERY`].
+fn probe(state: &Arc<AppState>) {
+    let s = &state.scheduler;
+    {
+        let mut last = s.last_probe.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < PROBE_EVERY) {
+            return;
+        }
+        if s.probing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        *last = Some(Instant::now());
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        let limit = state.scheduler.call_timeout();
+        let r = match tokio::time::timeout(limit, state.admin.ready()).await {
+            Ok(r) => r,
+            Err(_) => Err(KeycloakError::Timeout(limit.as_secs())),
+        };
+        match r {
+            Ok(()) => keycloak_answered(&state).await,
+            Err(e) => {
+                state.scheduler.probe_failed.store(true, Ordering::SeqCst);
+                tracing::debug!(error = %e, "Keycloak readiness probe failed");
+            }
+        }
+        state.scheduler.probing.store(false, Ordering::SeqCst);
+    });
+}
+
 /// How long a replica's claim on due Keycloak work lasts: the longest
-/// another replica waits to take over the work of one that died.
+/// another replica waits to take over the work of one that died. Longer
+/// than one item's Keycloak calls take at their time limit
+/// ([`SchedulerConfig::keycloak_call_timeout_secs`], default 10 s) is not
+/// needed: a claim is renewed before each item of a worker.
 pub const CLAIM_LEASE: chrono::Duration = chrono::Duration::seconds(10);
 
 fn backoff(s: &mut Stored, err: String) {
@@ -216,14 +610,104 @@ fn backoff(s: &mut Stored, err: String) {
 
 async fn record_failure(state: &AppState, id: &str, err: String) -> Result<(), StoreError> {
     tracing::warn!(request = id, error = %err, "Keycloak step failed; will retry");
-    state
+    let r = state
         .store
         .update(id, move |s| {
             backoff(s, err);
             Ok(vec![])
         })
-        .await?;
-    Ok(())
+        .await;
+    if let Ok((s, _)) = &r {
+        if let Some(t) = s.grant.next_attempt_at {
+            state.scheduler.due_at(state, t);
+        }
+    }
+    ignore_race(r.map(|_| ()))
+}
+
+/// Ends an approved request as `failed` (Keycloak refused the grant for
+/// good), audited and published to the requester and approvers.
+async fn fail_grant(state: &AppState, id: &str, reason: String) -> Result<(), StoreError> {
+    tracing::warn!(request = id, %reason, "grant failed for good");
+    ignore_race(
+        state
+            .store
+            .update(id, move |s| {
+                let t = s.request.fail(&reason, Utc::now())?;
+                s.grant.last_error = Some(reason.clone());
+                s.grant.next_attempt_at = None;
+                // Keycloak refused this attempt, so it assigned nothing; only
+                // an earlier attempt that failed transiently (a timeout may
+                // hide a success) may have: then the removal path checks.
+                if s.grant.owns_assignment == Some(true) && s.grant.attempts > 0 {
+                    s.grant.removal_pending = true;
+                }
+                Ok(vec![t.into()])
+            })
+            .await
+            .map(|(_, recs)| state.published(&recs)),
+    )
+}
+
+/// A permanent refusal of `target` for `user_id`, in words: which of the
+/// user and the target is gone, or what Keycloak forbade.
+async fn explain_refusal(
+    state: &AppState,
+    entitlement_id: &str,
+    target: &EntitlementKind,
+    e: &KeycloakError,
+) -> String {
+    if e.is_not_found() {
+        if let Ok(st) = call(state, state.admin.target_status(target)).await {
+            if let Some(why) = st.unavailable_reason() {
+                let why = why.to_string();
+                state.set_target_status(entitlement_id, target, st);
+                return format!("Keycloak refused the grant: {why}");
+            }
+        }
+        return format!("Keycloak refused the grant: the user no longer exists in Keycloak ({e})");
+    }
+    if e.is_forbidden() {
+        let why = format!("Keycloak does not let jitd's service account assign {target} (403)");
+        state.set_target_status(
+            entitlement_id,
+            target,
+            TargetStatus::NotAssignable(why.clone()),
+        );
+        return format!("Keycloak refused the grant: {why}");
+    }
+    format!("Keycloak refused the grant: {e}")
+}
+
+/// Re-checks, at activation, that the requester may still request the
+/// entitlement, with Keycloak's current roles and groups (a token seen at
+/// creation may be hours old). `Ok(None)` = eligible.
+async fn eligibility(
+    state: &AppState,
+    e: &jit_core::Entitlement,
+    r: &jit_core::AccessRequest,
+) -> Result<Option<String>, KeycloakError> {
+    let access = call(state, state.admin.current_user(&r.requester_id)).await?;
+    if !access.enabled {
+        return Ok(Some(format!(
+            "no longer eligible: {} is disabled in Keycloak",
+            r.requester_username
+        )));
+    }
+    let p = Principal {
+        id: r.requester_id.clone(),
+        username: r.requester_username.clone(),
+        roles: access.realm_roles,
+        groups: access.groups,
+        client_id: None,
+    };
+    if !e.may_request(&p) {
+        return Ok(Some(format!(
+            "no longer eligible: {} no longer holds a role or group that may request '{}'",
+            r.requester_username, e.id
+        )));
+    }
+    Ok(None)
 }
 
 async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
@@ -231,7 +715,7 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
         return Ok(());
     };
     let now = Utc::now();
-    if !s.request.is_due_for_activation(now) {
+    if !s.request.is_due_for_activation(now) || s.grant.next_attempt_at.is_some_and(|t| t > now) {
         return Ok(());
     }
     let r = &s.request;
@@ -239,18 +723,41 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
     // Only entitlements in the policy in force are ever granted, and only
     // with the Keycloak target the policy names.
     let policy = state.policy();
-    match policy.entitlement(&r.entitlement_id) {
-        Some(e) if e.kind == r.target => {}
+    let e = match policy.entitlement(&r.entitlement_id) {
+        Some(e) if e.kind == r.target => e.clone(),
         _ => {
-            return record_failure(
-                state,
-                id,
-                format!(
-                    "'{}' is no longer in the policy with this target; not granted",
-                    r.entitlement_id
-                ),
-            )
-            .await
+            let reason = format!(
+                "'{}' is no longer in the policy (as {}); not granted",
+                r.entitlement_id, r.target
+            );
+            return withdraw(state, id, &reason).await;
+        }
+    };
+    // Eligibility may have been lost since the request was made (removed
+    // from the group that may request it). Entitlements anyone may
+    // request need no look-up.
+    let restricted = !(e.requester_roles.is_empty() && e.requester_groups.is_empty());
+    if restricted && s.grant.owns_assignment.is_none() {
+        match eligibility(state, &e, r).await {
+            Ok(None) => {}
+            Ok(Some(reason)) => {
+                tracing::warn!(request = id, %reason, "not granted");
+                return withdraw(state, id, &reason).await;
+            }
+            Err(err) if err.is_transient() => {
+                return record_failure(state, id, err.to_string()).await
+            }
+            Err(err) => {
+                let reason = if err.is_not_found() {
+                    format!(
+                        "no longer eligible: {} no longer exists in Keycloak",
+                        r.requester_username
+                    )
+                } else {
+                    explain_refusal(state, &e.id, &r.target, &err).await
+                };
+                return fail_grant(state, id, reason).await;
+            }
         }
     }
     let owns = match s.grant.owns_assignment {
@@ -262,26 +769,53 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
                 .await?
             {
                 Some(inherited) => inherited,
-                None => match state.admin.holds(&r.requester_id, &r.target, false).await {
-                    Ok(held) => !held,
-                    Err(e) => return record_failure(state, id, e.to_string()).await,
-                },
+                None => {
+                    match call(state, state.admin.holds(&r.requester_id, &r.target, false)).await {
+                        Ok(held) => !held,
+                        Err(err) if err.is_transient() => {
+                            return record_failure(state, id, err.to_string()).await
+                        }
+                        Err(err) => {
+                            let reason = explain_refusal(state, &e.id, &r.target, &err).await;
+                            return fail_grant(state, id, reason).await;
+                        }
+                    }
+                }
             };
-            state
+            let r = state
                 .store
                 .update(id, move |s| {
+                    if !s.request.is_due_for_activation(Utc::now()) {
+                        return Err(DomainError::IllegalTransition {
+                            from: s.request.status,
+                            action: jit_core::model::Action::Activate,
+                        });
+                    }
                     s.grant.owns_assignment = Some(decided);
                     Ok(vec![])
                 })
-                .await?;
+                .await;
+            match r {
+                Ok(_) => {}
+                // Cancelled meanwhile: nothing assigned, nothing to do.
+                Err(StoreError::Domain(DomainError::IllegalTransition { .. })) => return Ok(()),
+                Err(e) => return Err(e),
+            }
             decided
         }
     };
     if owns {
         // The extension must know the grant's end before any token carries the role.
         crate::grant_ends::before_assign(state, &r.requester_id).await;
-        if let Err(e) = state.admin.assign(&r.requester_id, &r.target).await {
-            return record_failure(state, id, e.to_string()).await;
+        match call(state, state.admin.assign(&r.requester_id, &r.target)).await {
+            Ok(()) => {}
+            Err(err) if err.is_transient() => {
+                return record_failure(state, id, err.to_string()).await
+            }
+            Err(err) => {
+                let reason = explain_refusal(state, &e.id, &r.target, &err).await;
+                return fail_grant(state, id, reason).await;
+            }
         }
     }
     let result = state.store.update(id, move |s| {
@@ -302,13 +836,16 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
         Ok(entries)
     }).await;
     match result {
-        Ok((_, recs)) => {
+        Ok((s, recs)) => {
             // Due at the later of the decision and the scheduled start.
             let due = r.decided_at.max(r.start_at).unwrap_or(r.created_at);
             let late = (Utc::now() - due).num_milliseconds() as f64 / 1000.0;
             state.metrics.granted(started.elapsed(), late);
             tracing::info!(request = id, target = %r.target, user = %r.requester_username, "granted");
-            state.published(&recs);
+            state.published_quietly(&recs);
+            if let Some(x) = s.request.expires_at {
+                state.scheduler.due_at(state, x);
+            }
             Ok(())
         }
         // Cancelled or revoked while we were granting: the removal path
@@ -330,87 +867,179 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
     }
 }
 
-async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
-    let Some(s) = state.store.get(id).await? else {
-        return Ok(());
-    };
-    if !s.grant.removal_pending {
-        return Ok(());
-    }
-    let r = &s.request;
-    let others = state
-        .store
-        .active_ownership(&r.requester_id, &r.target, id)
-        .await?;
-    let (note_event, reason) = if others.is_some() {
-        (
-            "grant.kept",
-            "another active grant of the same entitlement remains; role kept".to_string(),
-        )
-    } else if s.grant.owns_assignment == Some(true) {
-        let started = std::time::Instant::now();
-        if let Err(e) = state.admin.unassign(&r.requester_id, &r.target).await {
-            return record_failure(state, id, e.to_string()).await;
-        }
-        let end_sessions = state
-            .policy()
-            .entitlement(&r.entitlement_id)
-            .is_some_and(|e| e.end_sessions_on_revoke);
-        if end_sessions {
-            if let Err(e) = state.admin.logout_user(&r.requester_id).await {
-                return record_failure(
-                    state,
-                    id,
-                    format!("role removed, ending sessions failed: {e}"),
-                )
-                .await;
-            }
-        }
-        // Late relative to when access should have ended (one definition:
-        // jit_core::lateness).
-        let late = jit_core::lateness::access_end(r)
-            .map(|t| (Utc::now() - t).num_milliseconds() as f64 / 1000.0)
-            .unwrap_or(0.0);
-        state.metrics.removed(started.elapsed(), late);
-        let mut why = format!("{} removed from Keycloak", r.target);
-        if end_sessions {
-            why.push_str("; user sessions ended");
-        }
-        if late > jit_core::lateness::REVOKE_LATE_GRACE_SECS as f64 {
-            why.push_str(&format!("; {late:.0} s late"));
-        }
-        ("grant.removed", why)
-    } else {
-        (
-            "grant.kept",
-            "standing assignment held before the grant; JIT never removes it".to_string(),
-        )
-    };
+/// Clears `removal_pending` with one audit note.
+async fn finish_removal(
+    state: &AppState,
+    id: &str,
+    event: &'static str,
+    reason: String,
+    removed: bool,
+) -> Result<(), StoreError> {
+    let why = reason.clone();
     let (_, recs) = state
         .store
         .update(id, move |s| {
             if !s.grant.removal_pending {
-                // Done meanwhile (another replica took over a lapsed
-                // claim): record nothing twice.
+                // Done meanwhile (another replica took over a lapsed claim):
+                // record nothing twice.
                 return Ok(vec![]);
             }
             s.grant.removal_pending = false;
-            if note_event == "grant.removed" {
+            if removed {
                 s.grant.removed_at = Some(Utc::now());
             }
             s.grant.attempts = 0;
             s.grant.next_attempt_at = None;
             s.grant.last_error = None;
-            debug_assert!(s.request.status.is_terminal() || s.request.status == Status::Approved);
             Ok(vec![Entry::Note(Note {
-                event: note_event,
+                event,
+                actor: jit_core::model::SYSTEM_ACTOR.into(),
+                reason: Some(why),
+                at: Utc::now(),
+            })])
+        })
+        .await?;
+    if recs.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(request = id, event, %reason, "grant ended in Keycloak");
+    state.published_quietly(&recs);
+    Ok(())
+}
+
+/// Keycloak forbids the removal for good: no more retries; the grant shows
+/// `removal_failed` and the reason, and the audit says so.
+async fn removal_failed(state: &AppState, id: &str, err: &KeycloakError) -> Result<(), StoreError> {
+    let reason = format!("Keycloak refused the removal; an administrator must remove it: {err}");
+    tracing::error!(request = id, %reason, "removal failed for good");
+    let (_, recs) = state
+        .store
+        .update(id, move |s| {
+            s.grant.removal_pending = false;
+            s.grant.removal_failed = true;
+            s.grant.next_attempt_at = None;
+            s.grant.last_error = Some(reason.clone());
+            Ok(vec![Entry::Note(Note {
+                event: "grant.removal_failed",
                 actor: jit_core::model::SYSTEM_ACTOR.into(),
                 reason: Some(reason),
                 at: Utc::now(),
             })])
         })
         .await?;
-    tracing::info!(request = id, target = %r.target, user = %r.requester_username, event = note_event, "grant ended in Keycloak");
     state.published(&recs);
     Ok(())
+}
+
+async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
+    let Some(s) = state.store.get(id).await? else {
+        return Ok(());
+    };
+    if !s.grant.removal_pending || s.grant.next_attempt_at.is_some_and(|t| t > Utc::now()) {
+        return Ok(());
+    }
+    let r = &s.request;
+    let gone = || {
+        format!(
+            "nothing left to remove: the user or {} no longer exists in Keycloak",
+            r.target
+        )
+    };
+    if state
+        .store
+        .active_ownership(&r.requester_id, &r.target, id)
+        .await?
+        .is_some()
+    {
+        return finish_removal(
+            state,
+            id,
+            "grant.kept",
+            "another active grant of the same entitlement remains; role kept".into(),
+            false,
+        )
+        .await;
+    }
+    if s.grant.owns_assignment != Some(true) {
+        return finish_removal(
+            state,
+            id,
+            "grant.kept",
+            "standing assignment held before the grant; JIT never removes it".into(),
+            false,
+        )
+        .await;
+    }
+    if s.grant.granted_at.is_none() {
+        // Ended before the grant was confirmed: remove only what an
+        // interrupted attempt may have assigned.
+        match call(state, state.admin.holds(&r.requester_id, &r.target, false)).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return finish_removal(
+                    state,
+                    id,
+                    "grant.nothing_to_remove",
+                    "never granted in Keycloak; nothing to remove".into(),
+                    false,
+                )
+                .await
+            }
+            Err(e) if e.is_not_found() => {
+                return finish_removal(state, id, "grant.nothing_to_remove", gone(), false).await
+            }
+            Err(e) if e.is_transient() => return record_failure(state, id, e.to_string()).await,
+            Err(e) => return removal_failed(state, id, &e).await,
+        }
+    }
+    let started = std::time::Instant::now();
+    match call(state, state.admin.unassign(&r.requester_id, &r.target)).await {
+        Ok(()) => {}
+        Err(e) if e.is_not_found() => {
+            return finish_removal(state, id, "grant.removed", gone(), true).await
+        }
+        Err(e) if e.is_transient() => return record_failure(state, id, e.to_string()).await,
+        Err(e) => return removal_failed(state, id, &e).await,
+    }
+    let end_sessions = state
+        .policy()
+        .entitlement(&r.entitlement_id)
+        .is_some_and(|e| e.end_sessions_on_revoke);
+    let mut sessions_note = String::new();
+    if end_sessions {
+        match call(state, state.admin.end_sessions(&r.requester_id)).await {
+            Ok(ended) => {
+                sessions_note = format!(
+                    "; user sessions ended ({} offline session{})",
+                    ended.offline,
+                    if ended.offline == 1 { "" } else { "s" }
+                )
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) if e.is_transient() => {
+                return record_failure(
+                    state,
+                    id,
+                    format!("role removed, ending sessions failed: {e}"),
+                )
+                .await
+            }
+            Err(e) => sessions_note = format!("; ending the user's sessions was refused: {e}"),
+        }
+    }
+    // Late relative to when access should have ended: expires_at for an
+    // expiry (even if jitd was down then), else when it was ended.
+    let due = match r.status {
+        Status::Expired => r.expires_at.or(r.ended_at),
+        _ => r.ended_at,
+    };
+    let late = due
+        .map(|t| (Utc::now() - t).num_milliseconds() as f64 / 1000.0)
+        .unwrap_or(0.0);
+    state.metrics.removed(started.elapsed(), late);
+    let mut why = format!("{} removed from Keycloak{sessions_note}", r.target);
+    if late > 5.0 {
+        why.push_str(&format!("; {late:.0} s late"));
+    }
+    finish_removal(state, id, "grant.removed", why, true).await
 }

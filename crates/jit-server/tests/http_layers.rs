@@ -63,6 +63,37 @@ async fn request_ids_are_echoed_made_and_sanitised() {
 }
 
 #[tokio::test]
+async fn a_method_the_path_does_not_take_is_a_405_problem_with_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let http = reqwest::Client::new();
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/v1/requests"),
+        (reqwest::Method::PUT, "/healthz"),
+    ] {
+        let r = http
+            .request(method.clone(), format!("{}{path}", server.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method} {path}");
+        assert!(
+            r.headers().contains_key("allow"),
+            "{method} {path}: Allow header"
+        );
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{method} {path}"
+        );
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["status"], 405);
+        assert_eq!(body["code"], "method_not_allowed");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn openapi_document_is_served_and_describes_every_route() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;

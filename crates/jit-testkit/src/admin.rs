@@ -181,6 +181,22 @@ impl AdminProbe {
         .await
     }
 
+    /// Id of the service-account user of client `client_id`.
+    pub async fn service_account_id(&self, client_id: &str) -> Result<String> {
+        let client = self.client_uuid(client_id).await?;
+        let user: WithId = self
+            .get(&format!("/clients/{client}/service-account-user"))
+            .await?;
+        Ok(user.id)
+    }
+
+    /// Realm roles mapped directly to the service account of `client_id`.
+    pub async fn service_account_realm_roles(&self, client_id: &str) -> Result<Vec<String>> {
+        let id = self.service_account_id(client_id).await?;
+        self.names(&format!("/users/{id}/role-mappings/realm"))
+            .await
+    }
+
     /// Names of the groups the user is a direct member of.
     pub async fn groups(&self, username: &str) -> Result<Vec<String>> {
         let id = self.user_id(username).await?;

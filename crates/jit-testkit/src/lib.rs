@@ -25,7 +25,7 @@ pub mod postgres;
 
 pub use admin::AdminProbe;
 pub use browser::{browser_login, device_login, page_text};
-pub use pkce::{pkce_login, pkce_login_with_redirect, refresh, TokenSet};
+pub use pkce::{pkce_login, pkce_login_scoped, pkce_login_with_redirect, refresh, TokenSet};
 
 use std::path::PathBuf;
 
@@ -46,6 +46,42 @@ pub const API_AUDIENCE: &str = "jit-api";
 pub const BACKEND_CLIENT_ID: &str = "jit-backend";
 /// Client whose client role `billing-admin` is requestable.
 pub const BILLING_CLIENT_ID: &str = "billing-app";
+/// Confidential client of the example CI pipeline (client credentials,
+/// audience `jit-api`).
+pub const PIPELINE_CLIENT_ID: &str = "jit-pipeline";
+/// Demo secret of [`PIPELINE_CLIENT_ID`] (realm fixture).
+pub const DEMO_PIPELINE_SECRET: &str = "jit-pipeline-demo-secret";
+
+/// An access token for `client_id`'s own service account, by the
+/// client-credentials grant (RFC 6749 §4.4) — what a pipeline does.
+pub async fn client_credentials_token(
+    env: &KeycloakEnv,
+    client_id: &str,
+    secret: &str,
+) -> Result<String> {
+    let resp = reqwest::Client::new()
+        .post(env.token_endpoint())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", secret),
+        ])
+        .send()
+        .await
+        .context("token endpoint")?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.context("token response")?;
+    if !status.is_success() {
+        return Err(anyhow!(
+            "client credentials of {client_id}: HTTP {status}: {}",
+            body["error"]
+        ));
+    }
+    body["access_token"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("no access_token in the token response"))
+}
 
 /// Demo password of a fixture user: `<username>-pass`.
 pub fn demo_password(username: &str) -> String {

@@ -62,6 +62,19 @@ pub async fn pkce_login_with_redirect(
     username: &str,
     password: &str,
 ) -> Result<TokenSet> {
+    pkce_login_scoped(env, client_id, redirect_uri, username, password, "openid").await
+}
+
+/// [`pkce_login_with_redirect`] asking for `scope` (e.g.
+/// `openid offline_access` for an offline session).
+pub async fn pkce_login_scoped(
+    env: &KeycloakEnv,
+    client_id: &str,
+    redirect_uri: &str,
+    username: &str,
+    password: &str,
+    scope: &str,
+) -> Result<TokenSet> {
     let verifier = format!(
         "{}{}",
         uuid::Uuid::new_v4().simple(),
@@ -78,7 +91,7 @@ pub async fn pkce_login_with_redirect(
         .query_pairs_mut()
         .append_pair("client_id", client_id)
         .append_pair("response_type", "code")
-        .append_pair("scope", "openid")
+        .append_pair("scope", scope)
         .append_pair("redirect_uri", redirect_uri)
         .append_pair("state", &state)
         .append_pair("nonce", &nonce)

@@ -19,6 +19,20 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use crate::bus::Bus;
 use crate::procs::{self, MemoryReport};
 
+/// The most one WebDriver command may take. WebKitWebDriver can stop
+/// answering (seen once right after a window-close request); a test then
+/// fails with this message instead of hanging the whole run.
+const COMMAND_LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs one WebDriver command within [`COMMAND_LIMIT`]; panics (fails the
+/// test) naming `what` when it does not answer in time.
+async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(COMMAND_LIMIT, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("WebDriver did not answer within {COMMAND_LIMIT:?}: {what}"),
+    }
+}
+
 /// Where the binaries and tools are. Each can be overridden by env.
 #[derive(Debug, Clone)]
 pub struct Tools {
@@ -525,16 +539,21 @@ impl Desktop {
 
     /// Finds `[data-testid=ID]` now, if present.
     pub async fn find(&self, id: &str) -> Option<Element> {
-        self.client().find(Locator::Css(&testid(id))).await.ok()
+        bounded(
+            &format!("find {id}"),
+            self.client().find(Locator::Css(&testid(id))),
+        )
+        .await
+        .ok()
     }
 
     /// Waits until a displayed element matches `css`.
     pub async fn wait_css(&self, css: &str, timeout: Duration, what: &str) -> Element {
         let start = Instant::now();
         loop {
-            if let Ok(els) = self.client().find_all(Locator::Css(css)).await {
+            if let Ok(els) = bounded(what, self.client().find_all(Locator::Css(css))).await {
                 for e in els {
-                    if e.is_displayed().await.unwrap_or(false) {
+                    if bounded(what, e.is_displayed()).await.unwrap_or(false) {
                         return e;
                     }
                 }
@@ -565,10 +584,31 @@ impl Desktop {
             .unwrap_or_default()
     }
 
+    /// Clicks `[data-testid=ID]` from the page's own event loop, for a
+    /// button that hides or closes the window: WebKitWebDriver's element
+    /// click waits for the window to render again and never answers once it
+    /// is hidden (seen with "keep running in the background"). The command
+    /// returns at once; wait on the click's effect afterwards.
+    pub async fn click_detached(&self, id: &str) {
+        self.wait(id, Duration::from_secs(10)).await;
+        let script = format!(
+            "setTimeout(() => document.querySelector('{}').click(), 0); return true;",
+            testid(id)
+        );
+        if let Err(err) = bounded(
+            &format!("click on {id} (detached)"),
+            self.client().execute(&script, vec![]),
+        )
+        .await
+        {
+            self.fail(&format!("click on {id}: {err}")).await;
+        }
+    }
+
     /// Clicks `[data-testid=ID]` once it is displayed.
     pub async fn click(&self, id: &str) {
         let e = self.wait(id, Duration::from_secs(10)).await;
-        if let Err(err) = e.click().await {
+        if let Err(err) = bounded(&format!("click on {id}"), e.click()).await {
             self.fail(&format!("click on {id}: {err}")).await;
         }
     }
@@ -576,7 +616,11 @@ impl Desktop {
     /// Text of `[data-testid=ID]` once displayed.
     pub async fn text(&self, id: &str) -> String {
         let e = self.wait(id, Duration::from_secs(10)).await;
-        e.text().await.unwrap_or_default().trim().to_string()
+        bounded(&format!("text of {id}"), e.text())
+            .await
+            .unwrap_or_default()
+            .trim()
+            .to_string()
     }
 
     /// Waits until the text of `[data-testid=ID]` satisfies `pred`.
@@ -591,7 +635,7 @@ impl Desktop {
         let mut last = String::new();
         loop {
             if let Some(e) = self.find(id).await {
-                if let Ok(t) = e.text().await {
+                if let Ok(t) = bounded(what, e.text()).await {
                     last = t.trim().to_string();
                     if pred(&last) {
                         return last;
@@ -736,14 +780,18 @@ impl Desktop {
             .map(|d| d.as_millis())
             .unwrap_or(0);
         let shot = dir.join(format!("{}-{stamp}.png", self.user));
-        let shot_note = match self.client().screenshot().await {
-            Ok(png) if std::fs::write(&shot, &png).is_ok() => {
+        let shot_note = match tokio::time::timeout(COMMAND_LIMIT, self.client().screenshot()).await
+        {
+            Ok(Ok(png)) if std::fs::write(&shot, &png).is_ok() => {
                 format!("screenshot: {}", shot.display())
             }
-            Ok(_) => "screenshot not written".to_string(),
-            Err(e) => format!("no screenshot: {e}"),
+            Ok(Ok(_)) => "screenshot not written".to_string(),
+            Ok(Err(e)) => format!("no screenshot: {e}"),
+            Err(_) => format!("no screenshot: WebDriver silent for {COMMAND_LIMIT:?}"),
         };
-        let text = self.page_text().await;
+        let text = tokio::time::timeout(COMMAND_LIMIT, self.page_text())
+            .await
+            .unwrap_or_else(|_| "(page text: WebDriver did not answer)".to_string());
         let text: String = text.chars().take(3000).collect();
         panic!(
             "[{} desktop] {msg}\n  {shot_note}\n  page text:\n{}",

@@ -297,7 +297,7 @@ async fn embedded_quit_ends_the_grants_and_deep_links_reach_the_running_app() {
     );
 
     // Keep running in the background: hidden, still running, role kept.
-    alice.click("quit-background").await;
+    alice.click_detached("quit-background").await;
     alice
         .wait_window(&win, "hidden", Duration::from_secs(10))
         .await;
@@ -357,7 +357,7 @@ async fn embedded_quit_ends_the_grants_and_deep_links_reach_the_running_app() {
     // confirmed the removal.
     alice.close_window(&win);
     alice.wait("quit-dialog", Duration::from_secs(10)).await;
-    alice.click("quit-end-grants").await;
+    alice.click_detached("quit-end-grants").await;
     Desktop::wait_exit(pid, "End grants and quit", Duration::from_secs(60)).await;
     assert!(
         !ctx.has_realm_role("alice", ENTITLEMENT).await,

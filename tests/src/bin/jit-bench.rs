@@ -15,6 +15,14 @@ const SECTIONS: &[(&str, &str, SectionFn)] = &[(
     "token-bounds",
     "Keycloak extension: tokens after expires_at carrying the role for 50/200/500 grants ending at once (with and without the mapper), and the extra cost per token issuance",
     |url| Box::pin(jit_e2e::token_bounds::run(url)),
+), (
+    "burst",
+    "jitd's scheduler: revocation lateness of 200 grants expiring in the same second; removal and activation rates for 500 and 1,000 against raw Admin API calls by the same service account, 12 in flight",
+    |url| Box::pin(jit_e2e::burst_bench::run_burst(url)),
+), (
+    "recovery",
+    "jitd's scheduler: Keycloak stopped while 20 grants expire and 500 are due to start, then restarted with its database: time from ready to done",
+    |url| Box::pin(jit_e2e::burst_bench::run_recovery(url)),
 )];
 
 #[tokio::main]

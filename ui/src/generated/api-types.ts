@@ -1,7 +1,7 @@
 // Generated from the Rust types of crates/jit-core (ts-rs) — do not edit.
 // Regenerate: UPDATE_TS_TYPES=1 cargo test -p jit-core --test ts_types
 
-export type Status = "pending" | "approved" | "active" | "denied" | "cancelled" | "lapsed" | "expired" | "revoked" | "applied";
+export type Status = "pending" | "approved" | "active" | "denied" | "cancelled" | "lapsed" | "expired" | "revoked" | "applied" | "failed";
 
 export type Decision = "approve" | "deny";
 
@@ -72,13 +72,24 @@ next_attempt_at: string | null,
 /**
  * Last Keycloak error for the current step, for the API and the UI.
  */
-last_error: string | null, };
+last_error: string | null, 
+/**
+ * Keycloak refused the removal for good (e.g. 403: the service account
+ * may no longer remove it): not retried; the assignment may still be
+ * in Keycloak and needs an administrator (`last_error` says why).
+ */
+removal_failed: boolean, };
 
 export type AccessRequest = { id: string, kind: RequestKind, entitlement_id: string, 
 /**
  * What is granted in Keycloak, copied from the policy at creation.
  */
-target: EntitlementKind, requester_id: string, requester_username: string, justification: string, ticket: string | null, urgent: boolean, break_glass: boolean, 
+target: EntitlementKind, requester_id: string, requester_username: string, 
+/**
+ * Set when the requester is a client's service account (a pipeline):
+ * that client's id (see [`Principal::client_id`]). `None` for people.
+ */
+requester_client?: string, justification: string, ticket: string | null, urgent: boolean, break_glass: boolean, 
 /**
  * Duration asked for, seconds.
  */
@@ -136,7 +147,12 @@ revoke_late: boolean, id: string, kind: RequestKind, entitlement_id: string,
 /**
  * What is granted in Keycloak, copied from the policy at creation.
  */
-target: EntitlementKind, requester_id: string, requester_username: string, justification: string, ticket: string | null, urgent: boolean, break_glass: boolean, 
+target: EntitlementKind, requester_id: string, requester_username: string, 
+/**
+ * Set when the requester is a client's service account (a pipeline):
+ * that client's id (see [`Principal::client_id`]). `None` for people.
+ */
+requester_client?: string, justification: string, ticket: string | null, urgent: boolean, break_glass: boolean, 
 /**
  * Duration asked for, seconds.
  */
@@ -174,7 +190,13 @@ target: string, max_duration_secs: number, default_duration_secs: number, approv
 /**
  * Whether the caller is an approver of it.
  */
-you_approve: boolean, };
+you_approve: boolean, 
+/**
+ * `false` when jitd cannot grant it now: its Keycloak target does not
+ * exist or the service account may not assign it (`unavailable_reason`
+ * says which). Requests for it are refused (`entitlement_unavailable`).
+ */
+available: boolean, unavailable_reason?: string | null, };
 
 export type CreateRequestBody = { entitlement: string, 
 /**
@@ -198,7 +220,12 @@ seq: number, at: string,
 /**
  * Event type, e.g. `request.created`, `grant.granted`.
  */
-event: string, request_id: string, entitlement_id: string, requester_id: string, actor: string, reason: string | null, from_status: string | null, to_status: string | null, prev_hash: string, hash: string, };
+event: string, request_id: string, entitlement_id: string, requester_id: string, actor: string, 
+/**
+ * Set when the actor is a client's service account (a pipeline): the
+ * client's id. Hashed only when present, so older rows verify as before.
+ */
+actor_client?: string, reason: string | null, from_status: string | null, to_status: string | null, prev_hash: string, hash: string, };
 
 export type EventData = { 
 /**
@@ -212,7 +239,12 @@ seq: number, at: string,
 /**
  * Event type, e.g. `request.created`, `grant.granted`.
  */
-event: string, request_id: string, entitlement_id: string, requester_id: string, actor: string, reason: string | null, from_status: string | null, to_status: string | null, prev_hash: string, hash: string, };
+event: string, request_id: string, entitlement_id: string, requester_id: string, actor: string, 
+/**
+ * Set when the actor is a client's service account (a pipeline): the
+ * client's id. Hashed only when present, so older rows verify as before.
+ */
+actor_client?: string, reason: string | null, from_status: string | null, to_status: string | null, prev_hash: string, hash: string, };
 
 export type MeView = { id: string, username: string, roles: Array<string>, groups: Array<string>, auditor: boolean, 
 /**

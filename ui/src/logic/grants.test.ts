@@ -43,6 +43,7 @@ const row = (over: Partial<RequestView> = {}): RequestView => ({
     attempts: 0,
     next_attempt_at: null,
     last_error: null,
+    removal_failed: false,
   },
   revoke_late: false,
   ...over,

@@ -16,6 +16,7 @@ const ent = (over: Partial<EntitlementView> = {}): EntitlementView => ({
   justification_max: 50,
   break_glass: false,
   you_approve: false,
+  available: true,
   ...over,
 });
 

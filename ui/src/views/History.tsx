@@ -43,16 +43,6 @@ export function History({ tick }: { tick: number }) {
         <div class="table-wrap">
           <table class="audit">
             <caption class="sr-only">Audit log, newest first</caption>
-            <colgroup>
-              <col class="c-seq" />
-              <col class="c-time" />
-              <col class="c-event" />
-              <col class="c-ent" />
-              <col class="c-actor" />
-              <col class="c-change" />
-              <col class="c-reason" />
-              <col class="c-req" />
-            </colgroup>
             <thead>
               <tr>
                 <th scope="col">#</th>
@@ -85,7 +75,7 @@ export function History({ tick }: { tick: number }) {
                     </td>
                     <td class="nowrap">{statusChange(r.from_status, r.to_status)}</td>
                     <td class="reason" title={r.reason ?? ""} data-testid="audit-reason">
-                      {reason}
+                      <div class="clamp">{reason}</div>
                     </td>
                     <td class="mono nowrap" title={r.request_id}>
                       {r.request_id.slice(0, 8)}

@@ -110,6 +110,7 @@ export function RequestAccess({
               {ents.map((e) => (
                 <option key={e.id} value={e.id}>
                   {e.display_name} (max {formatDuration(e.max_duration_secs)})
+                  {e.available === false ? " — unavailable" : ""}
                 </option>
               ))}
             </select>
@@ -119,6 +120,11 @@ export function RequestAccess({
                 <br />
                 Up to {formatDuration(ent.max_duration_secs)} · {ent.approvals_required} approval
                 {ent.approvals_required === 1 ? "" : "s"} needed
+              </p>
+            )}
+            {ent && ent.available === false && (
+              <p class="error" role="alert">
+                Unavailable: {ent.unavailable_reason ?? "it cannot be granted now"}
               </p>
             )}
           </div>

@@ -739,3 +739,22 @@ fn revoke_late_counts_from_when_access_should_have_ended() {
         end + Duration::hours(1)
     ));
 }
+
+#[test]
+fn keycloak_refusal_ends_an_approved_request_as_failed() {
+    let mut r = approved_db();
+    let t = r.fail("realm role 'x' does not exist", t0()).unwrap();
+    assert_eq!((t.from, t.to), (Some(Status::Approved), Status::Failed));
+    assert_eq!(t.action.event(), "grant.failed");
+    assert!(r.status.is_terminal());
+    assert_eq!(
+        r.end_reason.as_deref(),
+        Some("realm role 'x' does not exist")
+    );
+    // Only an approved request can fail; a failed one cannot be activated.
+    assert!(r.fail("again", t0()).is_err());
+    assert!(r.activate(t0()).is_err());
+    let mut active = approved_db();
+    active.activate(t0()).unwrap();
+    assert!(active.fail("late", t0()).is_err());
+}

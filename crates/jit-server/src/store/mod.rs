@@ -28,10 +28,11 @@
 //! holds up a write or `/healthz`.
 
 pub mod db;
+mod outbox;
 pub mod postgres;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use jit_core::{AccessRequest, DomainError, EntitlementKind, Status, Transition};
@@ -40,6 +41,7 @@ use serde::Serialize;
 use db::{Conn, Database, Dialect, Row, P};
 
 pub use jit_core::api::{AuditRecord, GrantState, GENESIS};
+pub use outbox::{Claim, OutboxItem, OutboxRouter, OutboxRow, WebhookEvent};
 
 /// Result of checking the audit chain.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -258,7 +260,11 @@ CREATE INDEX audit_request ON audit(request_id);
 CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 "#,
-    // 2: columns and indexes for SQL-side lists; votes as rows; one pending
+    // 2: the webhook outbox.
+    outbox::MIGRATION,
+    // 3: service-account actors (pipelines), see `AuditRecord::actor_client`.
+    "ALTER TABLE audit ADD COLUMN actor_client TEXT;",
+    // 4: columns and indexes for SQL-side lists; votes as rows; one pending
     // request per requester and entitlement enforced by a unique index;
     // due-work claims (several replicas).
     r#"
@@ -313,12 +319,24 @@ const REQUEST_COLS: &str = "body, grant_state";
 /// blocking thread, or use [`Store`]).
 pub struct SqlStore {
     db: Box<dyn Database>,
+    /// Routes audit rows to webhook endpoints (the outbox); `None`: no
+    /// webhooks.
+    outbox: RwLock<Option<OutboxRouter>>,
 }
 
 impl SqlStore {
+    /// Opens (creating if needed) a SQLite database file and migrates it
+    /// (tests, tools, benchmark seeding; the server uses [`Store`]).
+    pub fn open_sqlite(path: &Path) -> Result<SqlStore, StoreError> {
+        SqlStore::new(Box::new(db::Sqlite::open(path, 4)?))
+    }
+
     /// Wraps an opened database and brings its schema up to date.
     pub fn new(db: Box<dyn Database>) -> Result<SqlStore, StoreError> {
-        let s = SqlStore { db };
+        let s = SqlStore {
+            db,
+            outbox: RwLock::new(None),
+        };
         match s.db.dialect() {
             Dialect::Sqlite => {
                 s.migrate_sqlite()?;
@@ -335,6 +353,12 @@ impl SqlStore {
     /// The engine.
     pub fn dialect(&self) -> Dialect {
         self.db.dialect()
+    }
+
+    /// Whether other processes may share this database (PostgreSQL): then
+    /// due work is claimed before it is done.
+    pub fn shared(&self) -> bool {
+        self.db.dialect() == Dialect::Postgres
     }
 
     fn migrate_sqlite(&self) -> Result<(), StoreError> {
@@ -439,7 +463,12 @@ impl SqlStore {
         Ok(())
     }
 
-    fn append(c: &mut dyn Conn, r: &AccessRequest, e: &Entry) -> Result<AuditRecord, StoreError> {
+    fn append(
+        &self,
+        c: &mut dyn Conn,
+        r: &AccessRequest,
+        e: &Entry,
+    ) -> Result<AuditRecord, StoreError> {
         let last = c.query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])?;
         let (prev_seq, prev_hash) = match last.first() {
             Some(row) => (row[0].int()?, row[1].text()?),
@@ -463,6 +492,12 @@ impl SqlStore {
                 n.at,
             ),
         };
+        // The requester acting on their own request: a service account
+        // (pipeline) is marked as such. Usernames are unique in a realm.
+        let actor_client = r
+            .requester_client
+            .clone()
+            .filter(|_| actor == r.requester_username);
         let mut rec = AuditRecord {
             seq: prev_seq + 1,
             at,
@@ -471,6 +506,7 @@ impl SqlStore {
             entitlement_id: r.entitlement_id.clone(),
             requester_id: r.requester_id.clone(),
             actor,
+            actor_client,
             reason,
             from_status: from,
             to_status: to,
@@ -479,8 +515,8 @@ impl SqlStore {
         };
         rec.hash = rec.compute_hash();
         c.exec(
-            "INSERT INTO audit (seq, at, event, request_id, entitlement_id, requester_id, actor, reason, from_status, to_status, prev_hash, hash)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit (seq, at, event, request_id, entitlement_id, requester_id, actor, reason, from_status, to_status, prev_hash, hash, actor_client)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             &[
                 P::from(rec.seq),
                 P::from(ts(rec.at)),
@@ -494,8 +530,11 @@ impl SqlStore {
                 P::from(rec.to_status.clone()),
                 P::from(&rec.prev_hash),
                 P::from(&rec.hash),
+                P::from(rec.actor_client.clone()),
             ],
         )?;
+        // The outbox rows are part of the same transaction as the audit row.
+        self.enqueue(c, &rec, r)?;
         Ok(rec)
     }
 
@@ -523,7 +562,7 @@ impl SqlStore {
         Self::save(c, &stored, true)?;
         let mut recs = Vec::new();
         for t in transitions {
-            recs.push(Self::append(c, r, &t.into())?);
+            recs.push(self.append(c, r, &t.into())?);
         }
         Ok(recs)
     }
@@ -590,10 +629,10 @@ impl SqlStore {
             Self::save(c, &n, false)?;
             Self::save(c, &o, false)?;
             for e in &en {
-                recs.push(Self::append(c, &n.request, e)?);
+                recs.push(self.append(c, &n.request, e)?);
             }
             for e in &eo {
-                recs.push(Self::append(c, &o.request, e)?);
+                recs.push(self.append(c, &o.request, e)?);
             }
             self.notify(c, &recs)?;
             Ok((n, o, recs))
@@ -626,7 +665,7 @@ impl SqlStore {
             Self::save(c, &s, false)?;
             let mut recs = Vec::new();
             for e in &entries {
-                recs.push(Self::append(c, &s.request, e)?);
+                recs.push(self.append(c, &s.request, e)?);
             }
             self.notify(c, &recs)?;
             Ok((s, recs))
@@ -652,13 +691,81 @@ impl SqlStore {
             Self::save(c, &sb, false)?;
             let mut recs = Vec::new();
             for e in &ea {
-                recs.push(Self::append(c, &sa.request, e)?);
+                recs.push(self.append(c, &sa.request, e)?);
             }
             for e in &eb {
-                recs.push(Self::append(c, &sb.request, e)?);
+                recs.push(self.append(c, &sb.request, e)?);
             }
             self.notify(c, &recs)?;
             Ok((sa, sb, recs))
+        })
+    }
+
+    /// Applies `f` to each request of `ids` in one transaction (one disk
+    /// sync for all): each request is saved with its audit rows, or — if
+    /// `f` refuses it (e.g. another path changed it first) — left as it was
+    /// while the others are still saved. Returns the ids that changed and
+    /// all audit rows written, in order.
+    pub fn update_each<F>(
+        &self,
+        ids: &[String],
+        mut f: F,
+    ) -> Result<(Vec<String>, Vec<AuditRecord>), StoreError>
+    where
+        F: FnMut(&mut Stored) -> Result<Vec<Entry>, DomainError>,
+    {
+        if ids.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        self.write(|c| {
+            let mut changed = Vec::new();
+            let mut recs = Vec::new();
+            for id in ids {
+                let mut s = match self.get_for_update(c, id) {
+                    Ok(s) => s,
+                    Err(StoreError::Domain(DomainError::NotFound)) => continue,
+                    Err(e) => return Err(e),
+                };
+                let Ok(entries) = f(&mut s) else {
+                    continue;
+                };
+                Self::save(c, &s, false)?;
+                for e in &entries {
+                    recs.push(self.append(c, &s.request, e)?);
+                }
+                changed.push(id.clone());
+            }
+            self.notify(c, &recs)?;
+            Ok((changed, recs))
+        })
+    }
+
+    /// Makes every request waiting out a retry backoff due now (Keycloak
+    /// answered again after an outage: nothing should wait for its own
+    /// timer). Returns how many were waiting.
+    pub fn clear_backoff(&self) -> Result<usize, StoreError> {
+        self.write(|c| {
+            let ids = c
+                .query(
+                    "SELECT id FROM requests WHERE next_attempt_at IS NOT NULL",
+                    &[],
+                )?
+                .iter()
+                .map(|r| r[0].text())
+                .collect::<Result<Vec<_>, _>>()?;
+            for id in &ids {
+                let mut s = self.get_for_update(c, id)?;
+                s.grant.next_attempt_at = None;
+                Self::save(c, &s, false)?;
+            }
+            // Wake the other replicas' schedulers too.
+            if !ids.is_empty() && self.shared() {
+                c.exec(
+                    &format!("SELECT pg_notify('{}', '0')", postgres::CHANNEL),
+                    &[],
+                )?;
+            }
+            Ok(ids.len())
         })
     }
 
@@ -964,6 +1071,7 @@ impl SqlStore {
                     to_status: r[9].opt_text()?,
                     prev_hash: r[10].text()?,
                     hash: r[11].text()?,
+                    actor_client: r[12].opt_text()?,
                 })
             })
             .collect()
@@ -972,7 +1080,7 @@ impl SqlStore {
     /// Audit rows with `seq > after`, in order, at most `limit`.
     pub fn audit_after(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
         Self::audit_rows(self.db.reader()?.query(
-            "SELECT seq, at, event, request_id, entitlement_id, requester_id, actor, reason, from_status, to_status, prev_hash, hash
+            "SELECT seq, at, event, request_id, entitlement_id, requester_id, actor, reason, from_status, to_status, prev_hash, hash, actor_client
              FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
             &[P::from(after), P::from(limit as i64)],
         )?)
@@ -996,7 +1104,7 @@ impl SqlStore {
             None => c.query("SELECT COALESCE(MAX(seq), 0) FROM audit", &[])?[0][0].int()?,
         };
         let mut sql = String::from(
-            "SELECT seq, at, event, request_id, entitlement_id, requester_id, actor, reason, from_status, to_status, prev_hash, hash
+            "SELECT seq, at, event, request_id, entitlement_id, requester_id, actor, reason, from_status, to_status, prev_hash, hash, actor_client
              FROM audit WHERE seq > ? AND seq <= ?",
         );
         let mut params = vec![P::from(after), P::from(upto)];
@@ -1201,6 +1309,28 @@ impl Store {
     {
         let (a, b) = (a.to_string(), b.to_string());
         blocking!(self, |s| s.update_pair(&a, &b, f))
+    }
+
+    /// See [`SqlStore::update_each`].
+    pub async fn update_each<F>(
+        &self,
+        ids: Vec<String>,
+        f: F,
+    ) -> Result<(Vec<String>, Vec<AuditRecord>), StoreError>
+    where
+        F: FnMut(&mut Stored) -> Result<Vec<Entry>, DomainError> + Send + 'static,
+    {
+        blocking!(self, |s| s.update_each(&ids, f))
+    }
+
+    /// See [`SqlStore::clear_backoff`].
+    pub async fn clear_backoff(&self) -> Result<usize, StoreError> {
+        blocking!(self, |s| s.clear_backoff())
+    }
+
+    /// See [`SqlStore::shared`] (no database work).
+    pub fn shared(&self) -> bool {
+        self.inner.shared()
     }
 
     /// See [`SqlStore::get`].

@@ -264,7 +264,8 @@ fn listen_loop(config: postgres::Config, f: Follower) {
 
 /// PostgreSQL schema versions; `jit_schema_version` holds how many are
 /// applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE requests (
     id TEXT COLLATE "C" PRIMARY KEY,
     entitlement_id TEXT COLLATE "C" NOT NULL,
@@ -303,7 +304,8 @@ CREATE TABLE audit (
     from_status TEXT,
     to_status TEXT,
     prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
+    hash TEXT NOT NULL,
+    actor_client TEXT
 );
 CREATE INDEX audit_request ON audit(request_id);
 CREATE FUNCTION jit_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -312,7 +314,10 @@ CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit
     FOR EACH ROW EXECUTE FUNCTION jit_audit_append_only();
 CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
     FOR EACH STATEMENT EXECUTE FUNCTION jit_audit_append_only();
-"#];
+"#,
+    // 2: the webhook outbox.
+    super::outbox::PG_MIGRATION,
+];
 
 /// Applies pending migrations and the shared `indexes`, under
 /// [`MIGRATE_LOCK`].

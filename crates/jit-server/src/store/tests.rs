@@ -465,18 +465,68 @@ fn audit_visible_filters_in_sql() {
     }
 }
 
-/// A database written by the first schema (before SQL-side lists) opens,
-/// migrates, and keeps its meaning: votes and open reviews become rows and
-/// columns, the oldest of duplicate pending requests keeps the pending slot.
+/// A database written by the schema before SQL-side lists (versions 1–3:
+/// base, outbox, `actor_client`, as released) opens, migrates, and keeps
+/// its meaning: votes and open reviews become rows and columns, the oldest
+/// of duplicate pending requests keeps the pending slot, the audit chain
+/// (with its `actor_client`) still verifies, outbox rows stay due.
 #[test]
-fn sqlite_schema_1_migrates() {
+fn sqlite_database_of_schema_3_upgrades() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.sqlite");
     let now = Utc::now();
     {
         let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch(SQLITE_MIGRATIONS[0]).unwrap();
-        c.pragma_update(None, "user_version", 1).unwrap();
+        for m in &SQLITE_MIGRATIONS[..3] {
+            c.execute_batch(m).unwrap();
+        }
+        c.pragma_update(None, "user_version", 3).unwrap();
+        // One audit row and its outbox row, as the old schema wrote them.
+        let mut rec = AuditRecord {
+            seq: 1,
+            at: now,
+            event: "request.created".into(),
+            request_id: "voted".into(),
+            entitlement_id: "db".into(),
+            requester_id: "u2".into(),
+            actor: "pipeline-bot".into(),
+            actor_client: Some("jit-pipeline".into()),
+            reason: None,
+            from_status: None,
+            to_status: Some("pending".into()),
+            prev_hash: GENESIS.into(),
+            hash: String::new(),
+        };
+        rec.hash = rec.compute_hash();
+        c.execute(
+            "INSERT INTO audit (seq, at, event, request_id, entitlement_id, requester_id, actor, reason, from_status, to_status, prev_hash, hash, actor_client)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, NULL, ?8, ?9, ?10, ?11)",
+            rusqlite::params![
+                rec.seq,
+                ts(rec.at),
+                rec.event,
+                rec.request_id,
+                rec.entitlement_id,
+                rec.requester_id,
+                rec.actor,
+                rec.to_status,
+                rec.prev_hash,
+                rec.hash,
+                rec.actor_client
+            ],
+        )
+        .unwrap();
+        let (r, _) = request("voted", "u2", "db", now);
+        let ev = WebhookEvent {
+            id: "ev-1".into(),
+            record: rec.clone(),
+            request: r,
+        };
+        c.execute(
+            "INSERT INTO outbox (endpoint, event_id, audit_seq, payload, created_at) VALUES ('chat', 'ev-1', 1, ?1, ?2)",
+            rusqlite::params![serde_json::to_string(&ev).unwrap(), ts(now)],
+        )
+        .unwrap();
         let put = |id: &str, user: &str, at: DateTime<Utc>, voted: bool, review: bool| {
             let (mut r, _) = request(id, user, "db", at);
             if voted {
@@ -522,6 +572,19 @@ fn sqlite_schema_1_migrates() {
     }
     let store = Store::open(&path).unwrap();
     let s = store.sync();
+    let v = s.verify_audit().unwrap();
+    assert!(v.ok && v.rows == 1, "{v:?}");
+    assert_eq!(
+        s.audit_after(0, 10).unwrap()[0].actor_client.as_deref(),
+        Some("jit-pipeline")
+    );
+    match s
+        .outbox_claim("chat", now, now + chrono::Duration::seconds(15))
+        .unwrap()
+    {
+        Claim::Item(i) => assert_eq!(i.event.id, "ev-1"),
+        other => panic!("{other:?}"),
+    }
     let bob = Viewer::of(&approver(), &policy());
     let ids = all_pages(
         s,
@@ -544,4 +607,116 @@ fn sqlite_schema_1_migrates() {
     approve(s, "dup-old", &approver(), now);
     let (r, t) = request("fourth", "u1", "db", now);
     s.insert(&r, t).unwrap();
+    // New rows chain onto the old one.
+    assert!(s.verify_audit().unwrap().ok);
+}
+
+/// The webhook outbox on both engines: rows written with their audit row
+/// (same transaction), handed out oldest first under a lease, one at a
+/// time per endpoint, backed off, delivered, given up, pruned; a refused
+/// write leaves no outbox row; `actor_client` is kept on audit rows.
+#[test]
+fn outbox_and_actor_client_on_both_engines() {
+    for (name, store, _keep) in stores() {
+        let now = Utc::now();
+        let router: OutboxRouter = Arc::new(|rec: &AuditRecord| {
+            let mut v = vec!["all".to_string()];
+            if rec.entitlement_id == "web" {
+                v.push("web-only".into());
+            }
+            v
+        });
+        store.set_outbox_router(Some(router));
+        let (mut r, t) = request("o1", "u-bot", "db", now);
+        r.requester_client = Some("jit-pipeline".into());
+        r.requester_username = "u-bot-name".into();
+        store.insert(&r, t).unwrap();
+        let (r2, t2) = request("o2", "u2", "web", now);
+        store.insert(&r2, t2).unwrap();
+        // Refused by the unique index: neither audit nor outbox row.
+        let (dup, td) = request("o3", "u2", "web", now);
+        assert!(store.insert(&dup, td).is_err(), "{name}");
+        let recs = store.audit_after(0, 10).unwrap();
+        assert_eq!(recs.len(), 2, "{name}");
+        assert_eq!(
+            recs[0].actor_client.as_deref(),
+            Some("jit-pipeline"),
+            "{name}"
+        );
+        assert_eq!(recs[1].actor_client, None, "{name}");
+        assert!(store.verify_audit().unwrap().ok, "{name}");
+        let all = store.outbox_rows("all").unwrap();
+        assert_eq!(
+            all.iter().map(|r| r.audit_seq).collect::<Vec<_>>(),
+            vec![1, 2],
+            "{name}"
+        );
+        assert_eq!(store.outbox_rows("web-only").unwrap().len(), 1, "{name}");
+        let lease = now + chrono::Duration::seconds(15);
+        let Claim::Item(first) = store.outbox_claim("all", now, lease).unwrap() else {
+            panic!("{name}: nothing handed out");
+        };
+        assert_eq!(first.event.record.seq, 1, "{name}");
+        assert_eq!(
+            first.event.record.actor_client.as_deref(),
+            Some("jit-pipeline")
+        );
+        // Leased: the next caller (another replica) waits, in order.
+        match store.outbox_claim("all", now, lease).unwrap() {
+            Claim::WaitUntil(t) => assert_eq!(t.timestamp(), lease.timestamp(), "{name}"),
+            other => panic!("{name}: {other:?}"),
+        }
+        let retry_at = now + chrono::Duration::seconds(2);
+        store.outbox_retry(first.id, 1, retry_at, "503").unwrap();
+        assert!(
+            matches!(
+                store.outbox_claim("all", now, lease).unwrap(),
+                Claim::WaitUntil(_)
+            ),
+            "{name}"
+        );
+        let Claim::Item(again) = store.outbox_claim("all", retry_at, lease).unwrap() else {
+            panic!("{name}: not handed out after backoff");
+        };
+        assert_eq!((again.id, again.attempts), (first.id, 1), "{name}");
+        store.outbox_delivered(again.id, 2, retry_at).unwrap();
+        let Claim::Item(second) = store.outbox_claim("all", retry_at, lease).unwrap() else {
+            panic!("{name}: second row");
+        };
+        assert_eq!(second.event.record.seq, 2, "{name}");
+        store
+            .outbox_failed(second.id, 1, retry_at, "410 gone")
+            .unwrap();
+        assert!(
+            matches!(
+                store.outbox_claim("all", retry_at, lease).unwrap(),
+                Claim::Idle
+            ),
+            "{name}"
+        );
+        let counts = store.outbox_counts().unwrap();
+        assert!(
+            counts.contains(&("all".into(), "delivered".into(), 1)),
+            "{name}: {counts:?}"
+        );
+        assert!(
+            counts.contains(&("all".into(), "failed".into(), 1)),
+            "{name}: {counts:?}"
+        );
+        assert_eq!(
+            store
+                .outbox_abandon_unknown(&["all".into()], retry_at)
+                .unwrap(),
+            1,
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .outbox_prune(retry_at + chrono::Duration::seconds(1))
+                .unwrap(),
+            3,
+            "{name}"
+        );
+        store.set_outbox_router(None);
+    }
 }

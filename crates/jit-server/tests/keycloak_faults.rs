@@ -1,0 +1,488 @@
+//! The scheduler against a fault-injecting Keycloak, in-process: every
+//! kind of Keycloak answer reaches a defined end. Waits are bounded and on
+//! conditions; time is judged by jitd's own timestamps only.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use jit_core::{EntitlementKind, Principal, Status};
+use jit_keycloak::TargetStatus;
+use jit_server::scheduler::end_grant;
+use support::*;
+
+const POLICY: &str = r#"
+auditor_roles = ["auditor"]
+
+[[entitlement]]
+id = "open"
+realm_role = "open-role"
+max_duration = "1h"
+approver_roles = ["approver"]
+[[entitlement.auto_approve]]
+requester_role = "auto"
+
+[[entitlement]]
+id = "db"
+realm_role = "db-admin"
+max_duration = "1h"
+approver_roles = ["approver"]
+requester_roles = ["requester"]
+end_sessions_on_revoke = true
+[[entitlement.auto_approve]]
+requester_role = "auto"
+"#;
+
+const SECS: Duration = Duration::from_secs(10);
+
+fn open_role() -> EntitlementKind {
+    EntitlementKind::RealmRole {
+        role: "open-role".into(),
+    }
+}
+
+fn db_role() -> EntitlementKind {
+    EntitlementKind::RealmRole {
+        role: "db-admin".into(),
+    }
+}
+
+fn kc_with_users(users: &[&str]) -> Arc<FakeKeycloak> {
+    let kc = Arc::new(FakeKeycloak::default());
+    for u in users {
+        kc.add_user(u, &["requester"], &[]);
+    }
+    kc
+}
+
+fn has_event(j: &TestJitd, id: &str, event: &str, reason_part: &str) -> bool {
+    j.events(id)
+        .iter()
+        .any(|(e, r)| e == event && r.as_deref().unwrap_or("").contains(reason_part))
+}
+
+/// Nothing will pick the request up again: not in any due list, however
+/// late it gets.
+fn never_due_again(j: &TestJitd, id: &str) -> bool {
+    let far = Utc::now() + chrono::Duration::days(365);
+    let due = j.state().store.sync().due(far).unwrap();
+    ![due.activate, due.remove, due.expire, due.lapse]
+        .iter()
+        .any(|v| v.iter().any(|x| x == id))
+}
+
+#[tokio::test]
+async fn grants_keycloak_refuses_for_good_end_failed_with_the_reason() {
+    let kc = kc_with_users(&["u-403", "u-400", "u-gone", "u-ok"]);
+    let j = start(POLICY, kc.clone(), "").await;
+    kc.fail(Some(Op::Assign), Some("u-403"), Fault::Forbidden, None);
+    kc.fail(Some(Op::Assign), Some("u-400"), Fault::BadRequest, None);
+    kc.delete_user("u-gone");
+    let cases = [
+        ("u-403", "does not let jitd's service account assign"),
+        ("u-400", "400"),
+        ("u-gone", "user no longer exists"),
+    ];
+    let ok = j.request("u-ok", "open", 600);
+    let mut ids = Vec::new();
+    for (user, _) in cases {
+        ids.push(j.request(user, "open", 600));
+    }
+    for (id, (user, why)) in ids.iter().zip(cases) {
+        let s = j
+            .wait(id, "the grant to fail", SECS, |s| {
+                s.request.status == Status::Failed
+            })
+            .await;
+        let reason = s.request.end_reason.clone().unwrap_or_default();
+        assert!(reason.contains(why), "{user}: {reason}");
+        assert!(has_event(&j, id, "grant.failed", why), "{user}: audited");
+        assert!(s.grant.granted_at.is_none() && !kc.has(user, &open_role()));
+        assert!(never_due_again(&j, id), "{user}: no retries");
+    }
+    // The 403 taught jitd that the target cannot be assigned... by this
+    // user's failure only; the healthy user was granted all the same.
+    j.wait(&ok, "the healthy grant", SECS, |s| {
+        s.request.status == Status::Active
+    })
+    .await;
+    j.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_target_fails_the_grant_and_marks_the_entitlement_unavailable() {
+    let kc = kc_with_users(&["alice"]);
+    let j = start(POLICY, kc.clone(), "").await;
+    kc.set_target(
+        open_role(),
+        TargetStatus::Missing("realm role 'open-role' does not exist in realm 'test'".into()),
+    );
+    let id = j.request("alice", "open", 600);
+    let s = j
+        .wait(&id, "the grant to fail", SECS, |s| {
+            s.request.status == Status::Failed
+        })
+        .await;
+    assert!(s
+        .request
+        .end_reason
+        .unwrap()
+        .contains("realm role 'open-role' does not exist"));
+    assert!(never_due_again(&j, &id));
+    let st = j.state().target_status("open", &open_role());
+    assert!(matches!(st, Some(TargetStatus::Missing(_))), "{st:?}");
+    j.stop().await;
+}
+
+#[tokio::test]
+async fn transient_errors_are_retried_until_keycloak_answers() {
+    let users = ["u-503", "u-500", "u-429", "u-refused"];
+    let kc = kc_with_users(&users);
+    let j = start(POLICY, kc.clone(), "").await;
+    kc.fail(Some(Op::Assign), Some("u-503"), Fault::Server(503), Some(2));
+    kc.fail(Some(Op::Assign), Some("u-500"), Fault::Server(500), Some(2));
+    kc.fail(Some(Op::Assign), Some("u-429"), Fault::TooMany, Some(2));
+    kc.fail(Some(Op::Assign), Some("u-refused"), Fault::Refused, Some(2));
+    let ids: Vec<String> = users.iter().map(|u| j.request(u, "open", 600)).collect();
+    for (id, user) in ids.iter().zip(users) {
+        let s = j
+            .wait(
+                id,
+                "the grant after retries",
+                Duration::from_secs(20),
+                |s| s.request.status == Status::Active,
+            )
+            .await;
+        assert!(kc.has(user, &open_role()), "{user}");
+        assert!(s.grant.last_error.is_none(), "cleared once granted");
+        let tries = kc
+            .calls()
+            .iter()
+            .filter(|c| c.op == Op::Assign && c.user == user)
+            .count();
+        assert_eq!(tries, 3, "{user}: two failures, then success");
+    }
+    j.stop().await;
+}
+
+#[tokio::test]
+async fn a_removal_whose_user_or_target_is_gone_is_complete_and_not_late() {
+    let kc = kc_with_users(&["u-deleted", "u-role-deleted"]);
+    let j = start(POLICY, kc.clone(), "").await;
+    let a = j.request("u-deleted", "open", 3600);
+    let b = j.request("u-role-deleted", "db", 3600);
+    for id in [&a, &b] {
+        j.wait(id, "active", SECS, |s| s.request.status == Status::Active)
+            .await;
+    }
+    kc.delete_user("u-deleted");
+    kc.delete_target(&db_role());
+    for id in [&a, &b] {
+        j.state()
+            .store
+            .sync()
+            .update(id, |s| {
+                let t = s.request.withdraw("test: end it now", Utc::now())?;
+                Ok(end_grant(s, t))
+            })
+            .unwrap();
+    }
+    j.state().wake.notify_one();
+    for id in [&a, &b] {
+        let s = j
+            .wait(id, "the removal to complete", SECS, |s| {
+                !s.grant.removal_pending
+            })
+            .await;
+        assert!(!s.grant.removal_failed && s.grant.last_error.is_none());
+        assert!(
+            has_event(&j, id, "grant.removed", "no longer exists in Keycloak"),
+            "{:?}",
+            j.events(id)
+        );
+        let view = jit_server::api::view(j.state(), &s);
+        assert!(!view.revoke_late, "not late: nothing is left to remove");
+        assert!(never_due_again(&j, id));
+    }
+    j.stop().await;
+}
+
+#[tokio::test]
+async fn nothing_granted_means_nothing_to_remove() {
+    let kc = kc_with_users(&["frank"]);
+    let j = start(POLICY, kc.clone(), "").await;
+    // Keycloak keeps failing the assignment: ownership is decided, nothing
+    // is granted.
+    kc.fail(Some(Op::Assign), Some("frank"), Fault::Server(500), None);
+    let id = j.request("frank", "open", 600);
+    j.wait(&id, "a failed attempt", SECS, |s| {
+        s.grant.owns_assignment == Some(true) && s.grant.last_error.is_some()
+    })
+    .await;
+    let frank = Principal::new("frank", "frank");
+    j.state()
+        .store
+        .sync()
+        .update(&id, |s| {
+            let t = s.request.cancel(&frank, Utc::now())?;
+            Ok(end_grant(s, t))
+        })
+        .unwrap();
+    j.state().wake.notify_one();
+    let s = j
+        .wait(&id, "the removal check", SECS, |s| !s.grant.removal_pending)
+        .await;
+    assert_eq!(s.request.status, Status::Cancelled);
+    assert!(has_event(
+        &j,
+        &id,
+        "grant.nothing_to_remove",
+        "never granted"
+    ));
+    assert_eq!(
+        kc.count(Op::Unassign),
+        0,
+        "no removal of something never granted"
+    );
+    assert!(never_due_again(&j, &id));
+    j.stop().await;
+}
+
+#[tokio::test]
+async fn a_removal_keycloak_forbids_is_not_retried_and_stays_visible() {
+    let kc = kc_with_users(&["erin"]);
+    let j = start(POLICY, kc.clone(), "").await;
+    let id = j.request("erin", "open", 3600);
+    j.wait(&id, "active", SECS, |s| s.request.status == Status::Active)
+        .await;
+    kc.fail(Some(Op::Unassign), None, Fault::Forbidden, None);
+    j.state()
+        .store
+        .sync()
+        .update(&id, |s| {
+            let t = s.request.withdraw("test: end it now", Utc::now())?;
+            Ok(end_grant(s, t))
+        })
+        .unwrap();
+    j.state().wake.notify_one();
+    let s = j
+        .wait(&id, "the removal to be refused", SECS, |s| {
+            s.grant.removal_failed
+        })
+        .await;
+    assert!(!s.grant.removal_pending && s.grant.last_error.is_some());
+    assert!(jit_server::api::view(j.state(), &s).revoke_late, "visible");
+    assert!(has_event(&j, &id, "grant.removal_failed", "administrator"));
+    assert!(never_due_again(&j, &id));
+    assert!(kc.has("erin", &open_role()), "the fake really refused");
+    j.stop().await;
+}
+
+#[tokio::test]
+async fn one_hung_call_delays_nothing_else() {
+    let users: Vec<String> = (0..10).map(|i| format!("u{i}")).collect();
+    let mut all: Vec<&str> = users.iter().map(String::as_str).collect();
+    all.push("stuck");
+    let kc = kc_with_users(&all);
+    let j = start(POLICY, kc.clone(), "keycloak_call_timeout_secs = 60").await;
+    kc.fail(Some(Op::Holds), Some("stuck"), Fault::Hang, None);
+    let stuck = j.request("stuck", "open", 600);
+    until("the hung call", SECS, || kc.hanging() == 1).await;
+    let ids: Vec<String> = users.iter().map(|u| j.request(u, "open", 600)).collect();
+    for id in &ids {
+        j.wait(id, "the others to be granted", SECS, |s| {
+            s.request.status == Status::Active
+        })
+        .await;
+    }
+    assert_eq!(kc.hanging(), 1, "granted while the hung call still hangs");
+    assert_eq!(j.get(&stuck).request.status, Status::Approved);
+    j.stop().await;
+}
+
+#[tokio::test]
+async fn a_hung_call_times_out_and_is_retried() {
+    let kc = kc_with_users(&["stuck"]);
+    let j = start(POLICY, kc.clone(), "keycloak_call_timeout_secs = 1").await;
+    kc.fail(Some(Op::Assign), Some("stuck"), Fault::Hang, Some(1));
+    let id = j.request("stuck", "open", 600);
+    let s = j
+        .wait(&id, "granted after the timeout", SECS, |s| {
+            s.request.status == Status::Active
+        })
+        .await;
+    assert!(s.grant.granted_at.is_some());
+    assert_eq!(
+        kc.count(Op::Assign),
+        2,
+        "the hung call, then one that answered"
+    );
+    j.stop().await;
+}
+
+#[tokio::test]
+async fn keycloak_work_is_bounded_and_ordered_per_assignment() {
+    let users: Vec<String> = (0..12).map(|i| format!("u{i}")).collect();
+    let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    let kc = kc_with_users(&refs);
+    kc.set_latency(Duration::from_millis(40));
+    let j = start(POLICY, kc.clone(), "keycloak_concurrency = 4").await;
+    // Three grants per user of the same role, each ending at once: grants
+    // and removals of one assignment interleave.
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        for u in &users {
+            ids.push(j.request(u, "open", 1));
+        }
+    }
+    for id in &ids {
+        j.wait(id, "granted and removed", Duration::from_secs(60), |s| {
+            s.request.status == Status::Expired && !s.grant.removal_pending
+        })
+        .await;
+    }
+    for u in &users {
+        assert!(!kc.has(u, &open_role()), "{u}: removed at the end");
+    }
+    let max = kc.max_in_flight();
+    assert!(max <= 4, "at most 4 Keycloak calls in flight, saw {max}");
+    assert!(max >= 2, "work ran in parallel (max {max})");
+    // Per user and target, calls never overlap.
+    let mut calls: Vec<_> = kc
+        .calls()
+        .into_iter()
+        .filter(|c| c.target.is_some())
+        .collect();
+    calls.sort_by_key(|c| (c.user.clone(), c.start));
+    for w in calls.windows(2) {
+        if w[0].user == w[1].user && w[0].target == w[1].target {
+            let end = w[0].end.expect("finished");
+            assert!(
+                end <= w[1].start,
+                "overlapping calls for {}: {:?} then {:?}",
+                w[0].user,
+                w[0].op,
+                w[1].op
+            );
+        }
+    }
+    j.stop().await;
+}
+
+#[tokio::test]
+async fn after_an_outage_all_waiting_work_is_due_at_once() {
+    let users: Vec<String> = (0..20).map(|i| format!("u{i}")).collect();
+    let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    let kc = kc_with_users(&refs);
+    let j = start(POLICY, kc.clone(), "").await;
+    let ids: Vec<String> = users.iter().map(|u| j.request(u, "open", 3600)).collect();
+    for id in &ids {
+        j.wait(id, "active", SECS, |s| s.request.status == Status::Active)
+            .await;
+    }
+    kc.fail(None, None, Fault::Refused, None);
+    for id in &ids {
+        j.state()
+            .store
+            .sync()
+            .update(id, |s| {
+                let t = s.request.withdraw("test: end it now", Utc::now())?;
+                Ok(end_grant(s, t))
+            })
+            .unwrap();
+    }
+    j.state().wake.notify_one();
+    until("Keycloak seen down and the probe failing", SECS, || {
+        j.state().scheduler.keycloak_down() && kc.count(Op::Ready) >= 2
+    })
+    .await;
+    // Each waiting removal holds a retry timer a minute out, as after a
+    // long outage.
+    let far = Utc::now() + chrono::Duration::seconds(60);
+    for id in &ids {
+        j.state()
+            .store
+            .sync()
+            .update(id, |s| {
+                s.grant.attempts = 6;
+                s.grant.next_attempt_at = Some(far);
+                Ok(vec![])
+            })
+            .unwrap();
+    }
+    kc.clear_faults();
+    for id in &ids {
+        let s = j
+            .wait(id, "removed once Keycloak answers", SECS, |s| {
+                !s.grant.removal_pending
+            })
+            .await;
+        assert!(s.grant.removed_at.unwrap() < far);
+    }
+    for u in &users {
+        assert!(!kc.has(u, &open_role()));
+    }
+    assert!(!j.state().scheduler.keycloak_down());
+    j.stop().await;
+}
+
+#[tokio::test]
+async fn lost_eligibility_before_the_start_ends_the_request() {
+    let kc = kc_with_users(&["alice", "bob"]);
+    let j = start(POLICY, kc.clone(), "").await;
+    // alice's token said "requester" when she asked; Keycloak no longer does.
+    kc.edit_user("alice", |u| {
+        u.roles.remove("requester");
+    });
+    let a = j.request("alice", "db", 600);
+    let b = j.request("bob", "db", 600);
+    let s = j
+        .wait(&a, "the request to end", SECS, |s| {
+            s.request.status.is_terminal()
+        })
+        .await;
+    assert_eq!(s.request.status, Status::Cancelled);
+    assert!(s.request.end_reason.unwrap().contains("no longer eligible"));
+    assert!(has_event(&j, &a, "request.cancelled", "no longer eligible"));
+    assert!(!kc.has("alice", &db_role()));
+    assert_eq!(
+        kc.calls()
+            .iter()
+            .filter(|c| c.op == Op::Assign && c.user == "alice")
+            .count(),
+        0
+    );
+    j.wait(&b, "bob, still eligible, is granted", SECS, |s| {
+        s.request.status == Status::Active
+    })
+    .await;
+    // A disabled user is not eligible either.
+    kc.edit_user("bob", |u| u.enabled = false);
+    let c = j.request("bob", "db", 600);
+    let s = j
+        .wait(&c, "the request to end", SECS, |s| {
+            s.request.status.is_terminal()
+        })
+        .await;
+    assert!(s.request.end_reason.unwrap().contains("disabled"));
+    j.stop().await;
+}
+
+#[tokio::test]
+async fn ending_sessions_ends_offline_sessions_too() {
+    let kc = kc_with_users(&["carol"]);
+    let j = start(POLICY, kc.clone(), "").await;
+    kc.edit_user("carol", |u| u.offline_sessions = 2);
+    let id = j.request("carol", "db", 1);
+    let s = j
+        .wait(&id, "expired and removed", SECS, |s| {
+            s.request.status == Status::Expired && !s.grant.removal_pending
+        })
+        .await;
+    assert!(s.grant.removed_at.is_some());
+    assert_eq!(kc.user("carol").unwrap().offline_sessions, 0);
+    assert!(has_event(&j, &id, "grant.removed", "2 offline sessions"));
+    j.stop().await;
+}

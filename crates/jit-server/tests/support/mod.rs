@@ -1,0 +1,218 @@
+//! Shared pieces of jitd's in-process tests: the fault-injecting Keycloak,
+//! a jitd with it, tokens signed by a key of our own (served as JWKS on
+//! loopback), and bounded waits on the store.
+
+#![allow(dead_code)]
+
+pub mod fake_keycloak;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use jit_core::{AccessRequest, NewRequest, Principal};
+use jit_server::store::Stored;
+use jit_server::{AppState, Config, Server};
+
+pub use fake_keycloak::{FakeKeycloak, Fault, Op};
+
+/// A jitd on loopback with a fake Keycloak, its folder kept alive.
+pub struct TestJitd {
+    pub server: Server,
+    pub kc: Arc<FakeKeycloak>,
+    pub dir: tempfile::TempDir,
+    pub issuer: Issuer,
+}
+
+impl TestJitd {
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.server.state
+    }
+
+    /// The stored request `id`.
+    pub fn get(&self, id: &str) -> Stored {
+        self.state()
+            .store
+            .sync()
+            .get(id)
+            .unwrap()
+            .expect("request stored")
+    }
+
+    /// Inserts a request by `user` for `entitlement` (the policy must
+    /// auto-approve requesters holding role `auto`), as the API would, and
+    /// wakes the scheduler. Returns its id.
+    pub fn request(&self, user: &str, entitlement: &str, secs: i64) -> String {
+        self.request_at(user, entitlement, secs, None)
+    }
+
+    /// Like [`request`](Self::request) with a scheduled start.
+    pub fn request_at(
+        &self,
+        user: &str,
+        entitlement: &str,
+        secs: i64,
+        start: Option<chrono::DateTime<Utc>>,
+    ) -> String {
+        let mut p = Principal::new(user, user);
+        p.roles.insert("auto".into());
+        p.roles.insert("requester".into());
+        let input = NewRequest {
+            entitlement: entitlement.into(),
+            duration_secs: Some(secs),
+            justification: "in-process scheduler test".into(),
+            start_at: start,
+            ..Default::default()
+        };
+        let id = uuid_like();
+        let (r, t) =
+            AccessRequest::create(id.clone(), &input, &p, &self.state().policy(), Utc::now())
+                .expect("request valid");
+        let recs = self.state().store.sync().insert(&r, t).unwrap();
+        self.state().published(&recs);
+        id
+    }
+
+    /// Waits (at most `limit`) until request `id` satisfies `f`.
+    pub async fn wait(
+        &self,
+        id: &str,
+        what: &str,
+        limit: Duration,
+        f: impl Fn(&Stored) -> bool,
+    ) -> Stored {
+        let start = Instant::now();
+        loop {
+            let s = self.get(id);
+            if f(&s) {
+                return s;
+            }
+            if start.elapsed() > limit {
+                panic!(
+                    "timed out after {limit:?} waiting for {what}: {:?} {:?}",
+                    s.request.status, s.grant
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Audit events of request `id`, in order.
+    pub fn events(&self, id: &str) -> Vec<(String, Option<String>)> {
+        self.state()
+            .store
+            .sync()
+            .audit_after(0, 100_000)
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.request_id == id)
+            .map(|r| (r.event, r.reason))
+            .collect()
+    }
+
+    pub async fn stop(self) {
+        self.server.shutdown().await;
+    }
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(1);
+    format!(
+        "{:08x}-0000-4000-8000-{:012x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Waits (at most `limit`) for `f` to hold.
+pub async fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        if start.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Starts jitd with `policy`, the fake `kc` and extra `[scheduler]` lines.
+pub async fn start(policy: &str, kc: Arc<FakeKeycloak>, scheduler: &str) -> TestJitd {
+    let issuer = Issuer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+    std::fs::write(
+        dir.path().join("jitd.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\ndatabase = \"jitd.sqlite\"\npolicy = \"policy.toml\"\n\n\
+             [keycloak]\nurl = \"http://127.0.0.1:9\"\nrealm = \"test\"\nissuer = \"{}\"\n\n\
+             [scheduler]\n{scheduler}\n",
+            issuer.issuer
+        ),
+    )
+    .unwrap();
+    let config = Config::load(&dir.path().join("jitd.toml")).unwrap();
+    let server = jit_server::start_with(&config, kc.clone()).await.unwrap();
+    TestJitd {
+        server,
+        kc,
+        dir,
+        issuer,
+    }
+}
+
+/// An OIDC issuer of our own on loopback: serves a JWKS with one P-256 key
+/// and signs access tokens with it, shaped like Keycloak's.
+pub struct Issuer {
+    pub issuer: String,
+    key: jsonwebtoken::EncodingKey,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Issuer {
+    pub async fn start() -> Issuer {
+        use base64::Engine;
+        use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let point = pair.public_key().as_ref().to_vec();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": "test-key", "alg": "ES256", "use": "sig",
+            "x": b64(&point[1..33]), "y": b64(&point[33..65]),
+        }]});
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/realms/test/protocol/openid-connect/certs",
+            axum::routing::get(move || {
+                let jwks = jwks.clone();
+                async move { axum::Json(jwks) }
+            }),
+        );
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Issuer {
+            issuer: format!("http://{addr}/realms/test"),
+            key: jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()),
+            _task: task,
+        }
+    }
+
+    /// An access token for user `sub` with realm `roles`, audience jit-api,
+    /// valid for 5 minutes.
+    pub fn token(&self, sub: &str, roles: &[&str]) -> String {
+        let now = Utc::now().timestamp();
+        let claims = serde_json::json!({
+            "iss": self.issuer, "aud": ["jit-api"], "sub": sub, "typ": "Bearer",
+            "preferred_username": sub, "exp": now + 300, "iat": now, "azp": "jit-cli",
+            "realm_access": {"roles": roles},
+        });
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        h.kid = Some("test-key".into());
+        jsonwebtoken::encode(&h, &claims, &self.key).unwrap()
+    }
+}

@@ -1,0 +1,640 @@
+//! Sections `burst` and `recovery` of `cargo xtask bench`: jitd's
+//! scheduler against the real Keycloak and the release `jitd` next to the
+//! running `jit-bench`. Figures come from jitd's own timestamps
+//! (`granted_at`, `removed_at` in its store) and Keycloak's state; a
+//! removal before `expires_at` fails the run.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use jit_core::{AccessRequest, NewRequest, Principal, Status};
+use jit_keycloak::admin::RoleRep;
+use jit_keycloak::AdminClient;
+use jit_server::store::SqlStore;
+
+/// `(metric, value, note)` rows, as `jit-bench` prints them.
+pub type Lines = Vec<(String, String, String)>;
+
+fn lines(rows: Vec<Row>) -> Lines {
+    rows.into_iter()
+        .map(|r| {
+            let note = match r.met {
+                Some(true) => format!("goal {}: met", r.goal),
+                Some(false) => format!("goal {}: **not met**", r.goal),
+                None => String::new(),
+            };
+            (r.metric, r.value, note)
+        })
+        .collect()
+}
+
+/// Section `burst`: lateness of 200 grants expiring at once; removal and
+/// activation rates for 500 and 1,000 against raw Admin API calls.
+pub async fn run_burst(_url: &str) -> Result<Lines> {
+    Ok(lines(burst(&Bench::new().await?).await?))
+}
+
+/// Section `recovery`: Keycloak stopped and restarted while work waits.
+pub async fn run_recovery(_url: &str) -> Result<Lines> {
+    Ok(lines(recovery(&Bench::new().await?).await?))
+}
+
+/// One measured figure.
+struct Row {
+    metric: String,
+    value: String,
+    goal: String,
+    met: Option<bool>,
+}
+
+fn row(metric: impl Into<String>, value: impl Into<String>) -> Row {
+    Row {
+        metric: metric.into(),
+        value: value.into(),
+        goal: String::new(),
+        met: None,
+    }
+}
+
+fn goal(metric: impl Into<String>, value: impl Into<String>, goal: &str, met: bool) -> Row {
+    Row {
+        metric: metric.into(),
+        value: value.into(),
+        goal: goal.into(),
+        met: Some(met),
+    }
+}
+
+/// Keycloak work in flight, for jitd and for the raw baseline alike.
+const CONCURRENCY: usize = 12;
+const ROLE: &str = "prod-db-admin";
+
+struct Bench {
+    url: String,
+    secret: String,
+    admin: Arc<AdminClient>,
+    probe: jit_testkit::AdminProbe,
+    http: reqwest::Client,
+    role: RoleRep,
+    jitd: PathBuf,
+    /// Keycloak ports, for the restart of the recovery section.
+    kc_ports: Option<xtask::keycloak::Ports>,
+    /// jitd's `keycloak.grants_attribute` (`JIT_BENCH_GRANTS_ATTRIBUTE`;
+    /// default empty: no writes for the Keycloak extension).
+    grants_attribute: String,
+}
+
+impl Bench {
+    async fn new() -> Result<Bench> {
+        let env = jit_testkit::keycloak_env();
+        let admin = Arc::new(AdminClient::new(
+            &env.url,
+            &env.realm,
+            "jit-backend",
+            &env.backend_secret,
+            jit_keycloak::http_client(),
+        ));
+        let probe = jit_testkit::AdminProbe::new(&env)
+            .await
+            .with_context(|| format!("cannot reach Keycloak at {}", env.url))?;
+        let role = admin.realm_role(ROLE).await?;
+        let exe = std::env::current_exe()?;
+        let jitd = exe.with_file_name("jitd");
+        if !jitd.exists() {
+            bail!(
+                "{} is missing: run through `cargo xtask bench`",
+                jitd.display()
+            );
+        }
+        let port = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u16>().ok());
+        let kc_ports = match (
+            port("JIT_BENCH_KC_PORT"),
+            port("JIT_BENCH_KC_MANAGEMENT_PORT"),
+        ) {
+            (Some(http), Some(management)) => Some(xtask::keycloak::Ports { http, management }),
+            _ => None,
+        };
+        Ok(Bench {
+            url: env.url.clone(),
+            secret: env.backend_secret.clone(),
+            admin,
+            probe,
+            http: reqwest::Client::new(),
+            role,
+            jitd,
+            kc_ports,
+            grants_attribute: std::env::var("JIT_BENCH_GRANTS_ATTRIBUTE").unwrap_or_default(),
+        })
+    }
+
+    /// Ids of users `bench-0000` … (`n` of them), created if missing.
+    async fn users(&self, n: usize) -> Result<Vec<String>> {
+        let token = self.probe.access_token().await?;
+        let base = format!("{}/admin/realms/jit/users", self.url);
+        #[derive(serde::Deserialize)]
+        struct U {
+            id: String,
+            username: String,
+        }
+        let list = |token: String| {
+            let http = self.http.clone();
+            let base = base.clone();
+            async move {
+                let v: Vec<U> = http
+                    .get(format!(
+                        "{base}?search=bench-&max=10000&briefRepresentation=true"
+                    ))
+                    .bearer_auth(token)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                Ok::<_, anyhow::Error>(v)
+            }
+        };
+        let have: std::collections::HashSet<String> = list(token.clone())
+            .await?
+            .into_iter()
+            .map(|u| u.username)
+            .collect();
+        let missing: Vec<String> = (0..n)
+            .map(|i| format!("bench-{i:04}"))
+            .filter(|u| !have.contains(u))
+            .collect();
+        if !missing.is_empty() {
+            eprintln!("jit-bench: creating {} users", missing.len());
+        }
+        let results: Vec<Result<()>> = futures::stream::iter(missing)
+            .map(|name| {
+                let http = self.http.clone();
+                let base = base.clone();
+                let token = token.clone();
+                async move {
+                    let r = http
+                        .post(&base)
+                        .bearer_auth(token)
+                        .json(&serde_json::json!({"username": name, "enabled": true}))
+                        .send()
+                        .await?;
+                    if !r.status().is_success() && r.status() != reqwest::StatusCode::CONFLICT {
+                        bail!("creating {name}: HTTP {}", r.status());
+                    }
+                    Ok(())
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<()>>>()?;
+        let token = self.probe.access_token().await?;
+        let mut all: Vec<U> = list(token).await?;
+        all.sort_by(|a, b| a.username.cmp(&b.username));
+        let ids: Vec<String> = all
+            .into_iter()
+            .filter(|u| u.username.starts_with("bench-"))
+            .take(n)
+            .map(|u| u.id)
+            .collect();
+        if ids.len() < n {
+            bail!("only {} bench users exist, {n} needed", ids.len());
+        }
+        Ok(ids)
+    }
+
+    /// Raw role-mapping POSTs (`add`) or DELETEs of [`ROLE`] for `users`,
+    /// [`CONCURRENCY`] in flight; returns calls per second.
+    async fn raw(&self, users: &[String], add: bool) -> Result<f64> {
+        let start = Instant::now();
+        let results: Vec<Result<(), jit_keycloak::KeycloakError>> =
+            futures::stream::iter(users.iter())
+                .map(|u| async move {
+                    if add {
+                        self.admin.add_realm_role(u, &self.role).await
+                    } else {
+                        self.admin.remove_realm_role(u, &self.role).await
+                    }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+        let secs = start.elapsed().as_secs_f64();
+        for r in results {
+            r?;
+        }
+        Ok(users.len() as f64 / secs)
+    }
+
+    /// How many of `users` hold [`ROLE`] directly, per Keycloak.
+    async fn holding(&self, users: &[String]) -> Result<usize> {
+        let token = self.probe.access_token().await?;
+        #[derive(serde::Deserialize)]
+        struct U {
+            id: String,
+        }
+        let v: Vec<U> = self
+            .http
+            .get(format!(
+                "{}/admin/realms/jit/roles/{ROLE}/users?first=0&max=100000&briefRepresentation=true",
+                self.url
+            ))
+            .bearer_auth(token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let set: std::collections::HashSet<&str> = users.iter().map(String::as_str).collect();
+        Ok(v.iter().filter(|u| set.contains(u.id.as_str())).count())
+    }
+}
+
+/// A jitd process on a fresh folder, stopped on drop.
+struct Jitd {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+const POLICY: &str = r#"
+[[entitlement]]
+id = "bench"
+realm_role = "prod-db-admin"
+max_duration = "24h"
+approver_roles = ["jit-approver-db"]
+[[entitlement.auto_approve]]
+requester_role = "bench"
+"#;
+
+impl Jitd {
+    fn new(b: &Bench) -> Result<Jitd> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("policy.toml"), POLICY)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        std::fs::write(
+            dir.path().join("jitd.toml"),
+            format!(
+                "listen = \"127.0.0.1:{port}\"\ndatabase = \"jitd.sqlite\"\npolicy = \"policy.toml\"\n\n\
+                 [keycloak]\nurl = \"{}\"\nrealm = \"jit\"\ngrants_attribute = \"{}\"\n\n\
+                 [scheduler]\nkeycloak_concurrency = {CONCURRENCY}\n",
+                b.url, b.grants_attribute
+            ),
+        )?;
+        Ok(Jitd { dir, child: None })
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("jitd.sqlite")
+    }
+
+    /// Starts the process; returns once it listens.
+    fn spawn(&mut self, b: &Bench) -> Result<()> {
+        use std::io::BufRead;
+        let log = std::fs::File::create(self.dir.path().join("jitd.log"))?;
+        let mut child = Command::new(&b.jitd)
+            .arg("--config")
+            .arg(self.dir.path().join("jitd.toml"))
+            .env("JIT_BACKEND_SECRET", &b.secret)
+            .env("JITD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .context("start jitd")?;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line)?;
+        if !line.contains("listening") {
+            let _ = child.kill();
+            bail!(
+                "jitd did not start; see {}",
+                self.dir.path().join("jitd.log").display()
+            );
+        }
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGTERM and wait.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: plain syscall on our own child.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Jitd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Inserts approved requests of `users` for `bench`, starting at `start`
+/// (or now), lasting `secs`. Returns their ids.
+fn seed_approved(
+    store: &SqlStore,
+    users: &[String],
+    start: Option<DateTime<Utc>>,
+    secs: i64,
+) -> Result<Vec<String>> {
+    let policy = jit_core::Policy::from_toml(POLICY)?;
+    let mut ids = Vec::new();
+    for u in users {
+        let mut p = Principal::new(u.clone(), u.clone());
+        p.roles.insert("bench".into());
+        let input = NewRequest {
+            entitlement: "bench".into(),
+            duration_secs: Some(secs),
+            justification: "benchmark of the scheduler".into(),
+            start_at: start,
+            ..Default::default()
+        };
+        let id = uuid::Uuid::new_v4().to_string();
+        let (r, t) = AccessRequest::create(id.clone(), &input, &p, &policy, Utc::now())?;
+        if r.status != Status::Approved {
+            bail!("the bench policy should auto-approve");
+        }
+        store.insert(&r, t)?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// Waits (at most `limit`) until `f` holds for every one of `ids`.
+async fn wait_all(
+    store: &SqlStore,
+    ids: &[String],
+    what: &str,
+    limit: Duration,
+    f: impl Fn(&jit_server::store::Stored) -> bool,
+) -> Result<Vec<jit_server::store::Stored>> {
+    let start = Instant::now();
+    loop {
+        let mut all = Vec::with_capacity(ids.len());
+        for id in ids {
+            all.push(
+                store
+                    .get(id)?
+                    .ok_or_else(|| anyhow!("request {id} vanished"))?,
+            );
+        }
+        let done = all.iter().filter(|s| f(s)).count();
+        if done == ids.len() {
+            return Ok(all);
+        }
+        if start.elapsed() > limit {
+            bail!("timed out after {limit:?}: {done}/{} {what}", ids.len());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn secs(d: chrono::Duration) -> f64 {
+    d.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+struct Cycle {
+    raw_post: f64,
+    raw_delete: f64,
+    activation: f64,
+    removal: f64,
+    lateness: Vec<f64>,
+}
+
+/// Raw POST/DELETE rates for `n` users, then jitd: `n` approved requests
+/// all due at one instant (activation rate), then the same `n` grants all
+/// expiring at one instant (lateness and removal rate).
+async fn cycle(b: &Bench, n: usize) -> Result<Cycle> {
+    let users = b.users(n).await?;
+    b.raw(&users, false).await?; // clean slate, warm caches
+    eprintln!("jit-bench: {n}: raw role-mapping POSTs and DELETEs");
+    let raw_post = b.raw(&users, true).await?;
+    let raw_delete = b.raw(&users, false).await?;
+
+    let mut jitd = Jitd::new(b)?;
+    let store = SqlStore::open_sqlite(&jitd.db())?;
+    let t0 = Utc::now() + chrono::Duration::seconds(4);
+    let ids = seed_approved(&store, &users, Some(t0), 24 * 3600)?;
+    jitd.spawn(b)?;
+    eprintln!("jit-bench: {n}: jitd activates {n} grants due at one instant");
+    let active = wait_all(&store, &ids, "active", Duration::from_secs(300), |s| {
+        s.request.status == Status::Active
+    })
+    .await?;
+    let last = active
+        .iter()
+        .filter_map(|s| s.grant.granted_at)
+        .max()
+        .ok_or_else(|| anyhow!("no grant"))?;
+    let activation = n as f64 / secs(last - t0);
+    if b.holding(&users).await? != n {
+        bail!("Keycloak does not show all {n} grants");
+    }
+
+    jitd.stop();
+    let t1 = Utc::now() + chrono::Duration::seconds(4);
+    for id in &ids {
+        store.update(id, |s| {
+            s.request.expires_at = Some(t1);
+            Ok(vec![])
+        })?;
+    }
+    jitd.spawn(b)?;
+    eprintln!("jit-bench: {n}: {n} grants expire at one instant");
+    let done = wait_all(&store, &ids, "removed", Duration::from_secs(300), |s| {
+        s.grant.removed_at.is_some()
+    })
+    .await?;
+    jitd.stop();
+    let mut lateness: Vec<f64> = done
+        .iter()
+        .map(|s| secs(s.grant.removed_at.expect("removed") - t1))
+        .collect();
+    if let Some(early) = lateness.iter().find(|l| **l < 0.0) {
+        bail!("a role was removed {early:.3} s before expires_at");
+    }
+    lateness.sort_by(|a, b| a.total_cmp(b));
+    let removal = n as f64 / lateness.last().copied().unwrap_or(f64::NAN);
+    let left = b.holding(&users).await?;
+    if left != 0 {
+        bail!("{left} of {n} users still hold {ROLE} in Keycloak");
+    }
+    Ok(Cycle {
+        raw_post,
+        raw_delete,
+        activation,
+        removal,
+        lateness,
+    })
+}
+
+async fn burst(b: &Bench) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let c = cycle(b, 200).await?;
+    let p50 = percentile(&c.lateness, 50.0);
+    let p99 = percentile(&c.lateness, 99.0);
+    rows.push(row(
+        "200 grants expiring in the same second: revocation lateness p50",
+        format!("{p50:.3} s"),
+    ));
+    rows.push(goal(
+        "200 grants expiring in the same second: revocation lateness p99",
+        format!(
+            "{p99:.3} s (max {:.3} s)",
+            c.lateness.last().unwrap_or(&f64::NAN)
+        ),
+        "< 1 s",
+        p99 < 1.0,
+    ));
+    for n in [500, 1000] {
+        let c = cycle(b, n).await?;
+        let rr = c.removal / c.raw_delete;
+        rows.push(goal(
+            format!("{n} removals: jitd vs raw DELETEs ({CONCURRENCY} in flight)"),
+            format!("{:.0}/s vs {:.0}/s = {rr:.2}×", c.removal, c.raw_delete),
+            "≥ 0.8×",
+            rr >= 0.8,
+        ));
+        rows.push(row(
+            format!("{n} removals: lateness p50 / p99"),
+            format!(
+                "{:.2} s / {:.2} s",
+                percentile(&c.lateness, 50.0),
+                percentile(&c.lateness, 99.0)
+            ),
+        ));
+        let ar = c.activation / c.raw_post;
+        rows.push(goal(
+            format!("{n} activations: jitd vs raw POSTs ({CONCURRENCY} in flight)"),
+            format!("{:.0}/s vs {:.0}/s = {ar:.2}×", c.activation, c.raw_post),
+            "≥ 0.8×",
+            ar >= 0.8,
+        ));
+    }
+    Ok(rows)
+}
+
+/// Polls Keycloak's readiness (management port) every 20 ms; returns the
+/// first instant it is UP.
+async fn ready_at(
+    b: &Bench,
+    ports: xtask::keycloak::Ports,
+    limit: Duration,
+) -> Result<DateTime<Utc>> {
+    let url = format!("http://127.0.0.1:{}/health/ready", ports.management);
+    let realm = format!("{}/realms/jit", b.url);
+    let start = Instant::now();
+    loop {
+        let up = matches!(b.http.get(&url).send().await, Ok(r) if r.status().is_success())
+            && matches!(b.http.get(&realm).send().await, Ok(r) if r.status().is_success());
+        if up {
+            return Ok(Utc::now());
+        }
+        if start.elapsed() > limit {
+            bail!("Keycloak not ready after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn recovery(b: &Bench) -> Result<Vec<Row>> {
+    let ports = b.kc_ports.ok_or_else(|| {
+        anyhow!(
+            "needs JIT_BENCH_KC_PORT and JIT_BENCH_KC_MANAGEMENT_PORT (set by cargo xtask bench)"
+        )
+    })?;
+    let users = b.users(520).await?;
+    let (expiring, starting) = users.split_at(20);
+    b.raw(&users, false).await?;
+    b.raw(expiring, true).await?;
+    let mut jitd = Jitd::new(b)?;
+    let store = SqlStore::open_sqlite(&jitd.db())?;
+    // 20 active grants and 500 approved requests, all due a little after
+    // Keycloak is stopped.
+    let due = Utc::now() + chrono::Duration::seconds(20);
+    let active = seed_approved(&store, expiring, None, 24 * 3600)?;
+    for id in &active {
+        store.update(id, |s| {
+            let t = s.request.activate(Utc::now())?;
+            s.request.expires_at = Some(due);
+            s.grant.owns_assignment = Some(true);
+            s.grant.granted_at = Some(Utc::now());
+            Ok(vec![t.into()])
+        })?;
+    }
+    let waiting = seed_approved(&store, starting, Some(due), 24 * 3600)?;
+    jitd.spawn(b)?;
+    eprintln!("jit-bench: recovery: stopping Keycloak");
+    xtask::keycloak::stop()?;
+    while Utc::now() < due + chrono::Duration::seconds(5) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("jit-bench: recovery: restarting Keycloak (same database)");
+    let restart = tokio::task::spawn_blocking(move || xtask::keycloak::start_keep_data(ports));
+    let ready = ready_at(b, ports, Duration::from_secs(600)).await?;
+    let started = restart.await??;
+    drop(started.child); // keeps running in its own process group
+    let removed = wait_all(&store, &active, "removed", Duration::from_secs(120), |s| {
+        s.grant.removed_at.is_some()
+    })
+    .await?;
+    let granted = wait_all(&store, &waiting, "active", Duration::from_secs(300), |s| {
+        s.request.status == Status::Active
+    })
+    .await?;
+    jitd.stop();
+    let last_removed = removed
+        .iter()
+        .filter_map(|s| s.grant.removed_at)
+        .max()
+        .expect("removed");
+    let grants: Vec<DateTime<Utc>> = granted.iter().filter_map(|s| s.grant.granted_at).collect();
+    let first = *grants.iter().min().expect("granted");
+    let last = *grants.iter().max().expect("granted");
+    if b.holding(expiring).await? != 0 || b.holding(starting).await? != starting.len() {
+        bail!("Keycloak's state does not match jitd's");
+    }
+    b.raw(starting, false).await?;
+    let after = secs(last_removed - ready);
+    Ok(vec![
+        goal(
+            "20 removals waiting through the outage: all done after Keycloak ready",
+            format!("{after:.3} s"),
+            "≤ 1 s",
+            after <= 1.0,
+        ),
+        goal(
+            "500 grants waiting through the outage: first granted after ready",
+            format!("{:.3} s", secs(first - ready)),
+            "≤ 1 s",
+            secs(first - ready) <= 1.0,
+        ),
+        row(
+            "500 grants waiting through the outage: all granted after ready",
+            format!(
+                "{:.2} s ({:.0}/s)",
+                secs(last - ready),
+                500.0 / secs(last - ready)
+            ),
+        ),
+    ])
+}

@@ -1,0 +1,447 @@
+//! Reliability at the edges, on the real Keycloak: targets that do not
+//! exist or that the service account may not assign, a role or a user
+//! deleted while a grant is active, eligibility lost before a scheduled
+//! start, offline sessions ended with the grant. Every wait is bounded and
+//! on a condition; lateness is read from jitd's own timestamps.
+
+use std::time::Duration;
+
+use jit_core::api::CreateRequestBody;
+use jit_core::{EntitlementKind, Status};
+use jit_e2e::*;
+
+const SECS: Duration = Duration::from_secs(60);
+
+/// Keycloak's master admin (realm changes the service account may not make).
+struct MasterAdmin {
+    url: String,
+    http: reqwest::Client,
+    token: String,
+}
+
+impl MasterAdmin {
+    async fn new(url: &str) -> MasterAdmin {
+        let http = reqwest::Client::new();
+        let v: serde_json::Value = http
+            .post(format!("{url}/realms/master/protocol/openid-connect/token"))
+            .form(&[
+                ("grant_type", "password"),
+                ("client_id", "admin-cli"),
+                ("username", "admin"),
+                ("password", "admin-pass"),
+            ])
+            .send()
+            .await
+            .expect("master admin token")
+            .error_for_status()
+            .expect("master admin login")
+            .json()
+            .await
+            .unwrap();
+        MasterAdmin {
+            url: format!("{url}/admin/realms/jit"),
+            http,
+            token: v["access_token"].as_str().unwrap().to_string(),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> reqwest::Response {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.expect("admin call");
+        assert!(resp.status().is_success(), "{path}: HTTP {}", resp.status());
+        resp
+    }
+
+    async fn create_role(&self, name: &str) {
+        self.send(
+            reqwest::Method::POST,
+            "/roles",
+            Some(serde_json::json!({"name": name})),
+        )
+        .await;
+    }
+
+    async fn delete_role(&self, name: &str) {
+        self.send(reqwest::Method::DELETE, &format!("/roles/{name}"), None)
+            .await;
+    }
+
+    /// A user who can log in with `password`; returns their id.
+    async fn create_user(&self, name: &str, password: &str) -> String {
+        let resp = self
+            .send(
+                reqwest::Method::POST,
+                "/users",
+                Some(serde_json::json!({
+                    "username": name, "enabled": true, "emailVerified": true,
+                    "email": format!("{name}@example.test"), "firstName": "Temp", "lastName": "User",
+                    "credentials": [{"type": "password", "value": password, "temporary": false}],
+                })),
+            )
+            .await;
+        let loc = resp.headers()["location"].to_str().unwrap().to_string();
+        loc.rsplit('/').next().unwrap().to_string()
+    }
+
+    async fn delete_user(&self, id: &str) {
+        self.send(reqwest::Method::DELETE, &format!("/users/{id}"), None)
+            .await;
+    }
+}
+
+fn policy_with(extra: &str) -> String {
+    format!("{POLICY}\n{extra}")
+}
+
+/// Only `extra`'s entitlements (a target may be in one entitlement only).
+fn policy_only(extra: &str) -> String {
+    format!("auditor_roles = [\"jit-auditor\"]\n{extra}")
+}
+
+/// An entitlement of `role` that anyone may request, auto-approved.
+fn auto_entitlement(id: &str, role: &str, more: &str) -> String {
+    format!(
+        "[[entitlement]]\nid = \"{id}\"\nrealm_role = \"{role}\"\nmax_duration = \"1h\"\napprover_roles = [\"jit-approver-db\"]\n{more}\n[[entitlement.auto_approve]]\nrequester_role = \"default-roles-jit\"\n"
+    )
+}
+
+async fn audit_has(jitd: &Jitd, id: &str, event: &str, part: &str) -> bool {
+    let dave = jitd.client(&token("dave").await);
+    dave.audit(0).await.unwrap().iter().any(|a| {
+        a.request_id == id && a.event == event && a.reason.as_deref().unwrap_or("").contains(part)
+    })
+}
+
+fn body(entitlement: &str, duration: &str) -> CreateRequestBody {
+    CreateRequestBody {
+        entitlement: entitlement.into(),
+        duration: Some(duration.into()),
+        justification: "reliability end-to-end test".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_that_cannot_be_granted_are_flagged_listed_and_refused() {
+    let _serial = serial().await;
+    let ctx = Ctx::new().await;
+    let policy = policy_with(
+        r#"
+[[entitlement]]
+id = "ghost"
+realm_role = "jit-e2e-no-such-role"
+max_duration = "1h"
+approver_roles = ["jit-approver-db"]
+
+[[entitlement]]
+id = "manage-realm"
+client_role = { client = "realm-management", role = "manage-realm" }
+max_duration = "1h"
+approver_roles = ["jit-approver-db"]
+"#,
+    );
+    let jitd = Jitd::start(&policy);
+    let alice = jitd.client(&token("alice").await);
+    for (id, why) in [
+        ("ghost", "does not exist"),
+        ("manage-realm", "does not let jitd's service account"),
+    ] {
+        let err = alice.create(&body(id, "10m")).await.unwrap_err();
+        assert_eq!(err.code(), Some("entitlement_unavailable"), "{id}: {err}");
+        assert!(err.to_string().contains(why), "{id}: {err}");
+        let list = alice.entitlements().await.unwrap();
+        let e = list.iter().find(|e| e.id == id).unwrap();
+        assert!(!e.available, "{id} listed as unavailable");
+        assert!(e.unavailable_reason.as_deref().unwrap().contains(why));
+    }
+    let ok = alice.entitlements().await.unwrap();
+    assert!(
+        ok.iter()
+            .find(|e| e.id == "prod-db-admin")
+            .unwrap()
+            .available
+    );
+
+    // check-policy flags both, and only these two.
+    let out = std::process::Command::new(bin("jitd"))
+        .arg("--config")
+        .arg(jitd.dir.path().join("jitd.toml"))
+        .arg("check-policy")
+        .arg(jitd.dir.path().join("policy.toml"))
+        .env("JIT_BACKEND_SECRET", &ctx.env.backend_secret)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 2, "{text}");
+    assert!(errors
+        .iter()
+        .any(|l| l.contains("'ghost'") && l.contains("does not exist")));
+    assert!(errors
+        .iter()
+        .any(|l| l.contains("'manage-realm'") && l.contains("does not let")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_deleted_before_activation_fails_the_grant_and_one_deleted_while_active_completes_the_removal(
+) {
+    let _serial = serial().await;
+    let ctx = Ctx::new().await;
+    let master = MasterAdmin::new(&ctx.env.url).await;
+    let suffix = &uuid_suffix();
+    let (before, during) = (format!("jit-e2e-a-{suffix}"), format!("jit-e2e-b-{suffix}"));
+    master.create_role(&before).await;
+    master.create_role(&during).await;
+    let policy = policy_with(&format!(
+        "{}\n[[entitlement]]\nid = \"needs-approval\"\nrealm_role = \"{before}\"\nmax_duration = \"1h\"\napprover_roles = [\"jit-approver-db\"]\n",
+        auto_entitlement("temp-during", &during, "")
+    ));
+    let jitd = Jitd::start(&policy);
+    let alice = jitd.client(&token("alice").await);
+    let bob = jitd.client(&token("bob").await);
+
+    // Deleted between the request and the approval: the grant fails for
+    // good, with the reason, visible to requester and approver.
+    let a = alice
+        .create(&body("needs-approval", "10m"))
+        .await
+        .unwrap()
+        .request
+        .id;
+    master.delete_role(&before).await;
+    bob.approve(&a, None, None).await.unwrap();
+    eventually(SECS, "the grant to fail", || async {
+        alice.get(&a).await.unwrap().request.status == Status::Failed
+    })
+    .await;
+    let seen_by_bob = bob.get(&a).await.unwrap();
+    assert!(seen_by_bob
+        .request
+        .end_reason
+        .unwrap()
+        .contains("does not exist"));
+    assert!(audit_has(&jitd, &a, "grant.failed", "does not exist").await);
+    assert!(
+        !seen_by_bob.keycloak.removal_pending,
+        "nothing was granted, so nothing is to remove"
+    );
+
+    // Deleted while active: the removal is complete (nothing is left).
+    let b = alice
+        .create(&body("temp-during", "30m"))
+        .await
+        .unwrap()
+        .request
+        .id;
+    eventually(SECS, "active", || async {
+        alice.get(&b).await.unwrap().request.status == Status::Active
+    })
+    .await;
+    assert!(ctx.has_realm_role("alice", &during).await);
+    master.delete_role(&during).await;
+    alice.drop_grant(&b).await.unwrap();
+    eventually(SECS, "the removal to complete", || async {
+        !alice.get(&b).await.unwrap().keycloak.removal_pending
+    })
+    .await;
+    let v = alice.get(&b).await.unwrap();
+    assert!(
+        !v.revoke_late && !v.keycloak.removal_failed,
+        "{:?}",
+        v.keycloak
+    );
+    assert!(audit_has(&jitd, &b, "grant.removed", "no longer exists in Keycloak").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_deleted_while_active_completes_the_removal() {
+    let _serial = serial().await;
+    let ctx = Ctx::new().await;
+    let master = MasterAdmin::new(&ctx.env.url).await;
+    let name = format!("jit-e2e-temp-{}", uuid_suffix());
+    let password = "temp-user-pass-1";
+    let uid = master.create_user(&name, password).await;
+    let policy = policy_only(&auto_entitlement("temp-db", "prod-db-admin", ""));
+    let jitd = Jitd::start(&policy);
+    let tok = jit_testkit::pkce_login(&ctx.env, jit_testkit::CLI_CLIENT_ID, &name, password)
+        .await
+        .expect("temp user login")
+        .access_token;
+    let temp = jitd.client(&tok);
+    let id = temp
+        .create(&body("temp-db", "30m"))
+        .await
+        .unwrap()
+        .request
+        .id;
+    eventually(SECS, "active", || async {
+        temp.get(&id).await.unwrap().request.status == Status::Active
+    })
+    .await;
+    master.delete_user(&uid).await;
+    // The token still works for jitd (it proves who they were).
+    temp.drop_grant(&id).await.unwrap();
+    eventually(SECS, "the removal to complete", || async {
+        !temp.get(&id).await.unwrap().keycloak.removal_pending
+    })
+    .await;
+    let v = temp.get(&id).await.unwrap();
+    assert!(!v.revoke_late && !v.keycloak.removal_failed);
+    assert!(audit_has(&jitd, &id, "grant.removed", "no longer exists in Keycloak").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eligibility_lost_before_a_scheduled_start_ends_the_request() {
+    let _serial = serial().await;
+    let ctx = Ctx::new().await;
+    let policy = policy_only(
+        r#"
+[[entitlement]]
+id = "support-db"
+realm_role = "prod-db-admin"
+max_duration = "1h"
+approver_roles = ["jit-approver-db"]
+requester_groups = ["support-team"]
+"#,
+    );
+    let jitd = Jitd::start(&policy);
+    let erin = jitd.client(&token("erin").await);
+    let bob = jitd.client(&token("bob").await);
+    let erin_id = ctx.probe.user_id("erin").await.unwrap();
+    let group = EntitlementKind::Group {
+        path: "/support-team".into(),
+    };
+    let start = chrono::Utc::now() + chrono::Duration::seconds(15);
+    let id = erin
+        .create(&CreateRequestBody {
+            start_at: Some(start),
+            ..body("support-db", "10m")
+        })
+        .await
+        .unwrap()
+        .request
+        .id;
+    // erin leaves the group that may request it, then bob approves; the
+    // start has not come (it cannot: the request was not approved yet).
+    ctx.admin.unassign(&erin_id, &group).await.unwrap();
+    let restore = async { ctx.admin.assign(&erin_id, &group).await.unwrap() };
+    let approved = bob.approve(&id, None, None).await.unwrap();
+    assert_eq!(approved.request.status, Status::Approved);
+    let ended = tokio::time::timeout(SECS, async {
+        loop {
+            let r = erin.get(&id).await.unwrap();
+            if r.request.status.is_terminal() {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    restore.await;
+    let r = ended.expect("the request ends at its start");
+    assert_eq!(r.request.status, Status::Cancelled);
+    assert!(r.request.end_reason.unwrap().contains("no longer eligible"));
+    assert!(
+        r.request.ended_at.unwrap() >= start,
+        "ended at the start, not before"
+    );
+    assert!(!ctx.has_realm_role("erin", "prod-db-admin").await);
+    assert!(audit_has(&jitd, &id, "request.cancelled", "no longer eligible").await);
+    let seen_by_bob = bob.get(&id).await.unwrap();
+    assert_eq!(seen_by_bob.request.status, Status::Cancelled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_sessions_on_revoke_ends_offline_sessions() {
+    let _serial = serial().await;
+    let ctx = Ctx::new().await;
+    let policy = policy_only(&auto_entitlement(
+        "db-sessions",
+        "prod-db-admin",
+        "end_sessions_on_revoke = true",
+    ));
+    let jitd = Jitd::start(&policy);
+    let frank_id = ctx.probe.user_id("frank").await.unwrap();
+    let offline = jit_testkit::pkce_login_scoped(
+        &ctx.env,
+        jit_testkit::CLI_CLIENT_ID,
+        "http://127.0.0.1:49999/callback",
+        "frank",
+        &jit_testkit::demo_password("frank"),
+        "openid offline_access",
+    )
+    .await
+    .expect("offline login");
+    let cli_uuid = ctx
+        .probe
+        .client_uuid(jit_testkit::CLI_CLIENT_ID)
+        .await
+        .unwrap();
+    let count = || async {
+        let token = ctx.probe.access_token().await.unwrap();
+        let v: Vec<serde_json::Value> = reqwest::Client::new()
+            .get(format!(
+                "{}/users/{frank_id}/offline-sessions/{cli_uuid}",
+                ctx.env.admin_base()
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v.len()
+    };
+    assert!(count().await >= 1, "an offline session exists");
+    let frank = jitd.client(&offline.access_token);
+    let id = frank
+        .create(&body("db-sessions", "30m"))
+        .await
+        .unwrap()
+        .request
+        .id;
+    eventually(SECS, "active", || async {
+        frank.get(&id).await.unwrap().request.status == Status::Active
+    })
+    .await;
+    frank.drop_grant(&id).await.unwrap();
+    eventually(SECS, "removed", || async {
+        frank.get(&id).await.unwrap().keycloak.removed_at.is_some()
+    })
+    .await;
+    assert_eq!(
+        count().await,
+        0,
+        "offline sessions listed by Keycloak after revoke"
+    );
+    assert!(audit_has(&jitd, &id, "grant.removed", "offline session").await);
+    let refresh =
+        jit_testkit::refresh(&ctx.env, jit_testkit::CLI_CLIENT_ID, &offline.refresh_token).await;
+    assert!(refresh.is_err(), "the offline token no longer refreshes");
+}
+
+fn uuid_suffix() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            & 0xffff_ffff
+    )
+}
