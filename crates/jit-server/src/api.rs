@@ -467,8 +467,8 @@ struct ListParams {
     review_open: bool,
     /// Only requests whose id starts with this (CLI short ids).
     id_prefix: Option<String>,
-    /// Page size: default 500, at most 5000.
-    #[param(minimum = 1)]
+    /// Page size: 1 to 5000, default 500.
+    #[param(minimum = 1, maximum = 5000)]
     limit: Option<usize>,
     /// Continue after this cursor (from the previous page's `Link: rel="next"`).
     after: Option<String>,
@@ -507,7 +507,12 @@ async fn list(
             })
         })
         .transpose()?;
-    let limit = q.limit.unwrap_or(500).clamp(1, MAX_PAGE);
+    let limit = q.limit.unwrap_or(500);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
     let page = state
         .store
         .list(ListQuery {
