@@ -698,12 +698,7 @@ impl AccessRequest {
                 )))
             }
             Decision::Approve => {
-                let approvals = self
-                    .votes
-                    .iter()
-                    .filter(|v| v.decision == Decision::Approve)
-                    .count();
-                if approvals as u32 >= self.approvals_required {
+                if self.approvals() >= self.approvals_required {
                     self.decided_at = Some(now);
                     Ok(Some(self.transition(
                         Action::Approve,
@@ -959,6 +954,16 @@ impl AccessRequest {
             now,
         );
         Ok((grant_t, ext_t))
+    }
+
+    /// How many approve votes the request has: the count that
+    /// `approvals_required` is compared with (one rule for jitd, the CLI
+    /// and, through `RequestView::approvals`, the app).
+    pub fn approvals(&self) -> u32 {
+        self.votes
+            .iter()
+            .filter(|v| v.decision == Decision::Approve)
+            .count() as u32
     }
 
     /// The grant's whole length in seconds: the granted duration plus every
