@@ -18,12 +18,11 @@
 //! Every method that changes a request returns the [`Transition`]s it made;
 //! callers persist them as audit rows. Nothing else may change `status`.
 
-use std::collections::BTreeSet;
-
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{Entitlement, EntitlementKind, Policy};
+pub use crate::principal::Principal;
 use crate::{format_duration, DomainError};
 
 /// Where a request is in its life.
@@ -164,32 +163,6 @@ impl std::fmt::Display for Action {
             Action::Fail => "fail",
         };
         f.write_str(s)
-    }
-}
-
-/// An authenticated caller: Keycloak subject id, username, and the realm
-/// roles and groups (names, no leading `/`) from the validated access token.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Principal {
-    pub id: String,
-    pub username: String,
-    pub roles: BTreeSet<String>,
-    pub groups: BTreeSet<String>,
-    /// Set when the caller is an OAuth client acting for itself — its
-    /// Keycloak service account, through the client-credentials grant (RFC
-    /// 6749 §4.4), e.g. a CI pipeline: the client's id. `None` for people.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<String>,
-}
-
-impl Principal {
-    /// A principal with no roles or groups.
-    pub fn new(id: impl Into<String>, username: impl Into<String>) -> Principal {
-        Principal {
-            id: id.into(),
-            username: username.into(),
-            ..Principal::default()
-        }
     }
 }
 
