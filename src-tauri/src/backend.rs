@@ -29,6 +29,7 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// A jitd at `url` (`JIT_SERVER`), called with `tokens`.
     pub fn remote(url: &str, tokens: Arc<dyn TokenSource>) -> Backend {
         Backend {
             kind: BackendKind::Remote,
@@ -57,6 +58,7 @@ pub struct EmbeddedSettings {
 }
 
 impl EmbeddedSettings {
+    /// Reads the embedded jitd's settings from `JIT_KEYCLOAK_URL`, `JIT_REALM` and `JIT_POLICY` (empty counts as unset).
     pub fn from_env() -> EmbeddedSettings {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         EmbeddedSettings {

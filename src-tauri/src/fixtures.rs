@@ -64,6 +64,7 @@ pub fn event(seq: i64, event: &str, r: &RequestView, actor: &str) -> EventData {
     .expect("fixture event deserialises")
 }
 
+/// An RFC 3339 time of a fixture.
 pub fn at(s: &str) -> DateTime<Utc> {
     s.parse().expect("fixture time")
 }

@@ -26,6 +26,7 @@ pub struct Viewer {
     pub approves: Vec<String>,
 }
 
+/// How loudly a notification asks for attention (urgent requests: critical).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Urgency {
     Normal,
@@ -35,8 +36,11 @@ pub enum Urgency {
 /// An action button: id as sent back by the notification server, and label.
 pub type Action = (&'static str, &'static str);
 
+/// The notification's default action: open the app at the request.
 pub const OPEN: Action = ("default", "Open");
+/// Approve from the notification: a vote through jitd, whose rules apply (no self-approval, one vote).
 pub const APPROVE: Action = ("approve", "Approve");
+/// Deny from the notification (opens the app for the required comment).
 pub const DENY: Action = ("deny", "Deny");
 
 /// One notification to show.
@@ -261,6 +265,7 @@ impl Default for Notifier {
 }
 
 impl Notifier {
+    /// A notifier that has shown nothing yet.
     pub fn new() -> Notifier {
         Notifier {
             seen: Mutex::new(Seen::default()),

@@ -48,6 +48,7 @@ pub struct Holding {
 }
 
 impl Holding {
+    /// Nothing held: no active grant and no removal in progress.
     pub fn is_empty(&self) -> bool {
         self.active.is_empty() && self.removing == 0
     }

@@ -1,9 +1,11 @@
 //! Login, tokens and logout.
 //!
 //! Login is Authorization Code + PKCE through the system browser with a
-//! loopback redirect (jit-keycloak's `OidcClient`), with the client id jitd
-//! names in `/v1/config` (`desktop_client_id`). The browser is `$BROWSER`
-//! if set (same convention as the CLI), else the desktop's default.
+//! loopback redirect (`jit_login::browser_login`, the CLI's sequence), with
+//! the client id jitd names in `/v1/config` (`desktop_client_id`). The
+//! browser is `$BROWSER` if set (same convention as the CLI), else the
+//! desktop's default. Refresh near expiry is jit-login's
+//! `RefreshingTokens` (the CLI's too) over the keyring ([`Keyring`]).
 //!
 //! Tokens live in the OS keyring (Secret Service on Linux): service
 //! `jit-access`, one entry per server and user, `{server}#{username}`
@@ -23,22 +25,28 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::future::BoxFuture;
 use jit_client::{Client, ClientError, TokenSource};
-use jit_keycloak::oidc::OidcError;
-use jit_keycloak::{OidcClient, TokenSet};
+use jit_login::refresh::REFRESH_MARGIN_SECS;
+use jit_login::{Login, OidcError, RefreshError, RefreshingTokens, TokenStore};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex};
 
 use crate::commands::CommandError;
-use crate::state::TokenStorage;
+
+/// Where the tokens are kept (`SessionInfo.token_storage` of the contract).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenStorage {
+    /// The OS keyring (Secret Service).
+    Keyring,
+    /// Memory only: lost when the app ends.
+    Memory,
+}
 
 /// The keyring service name of every entry.
 pub const KEYRING_SERVICE: &str = "jit-access";
 
 /// How long the browser login may take.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Refresh when less than this is left on the access token.
-const REFRESH_MARGIN_SECS: i64 = 30;
 
 /// Notice shown when tokens cannot be kept in the OS keyring.
 pub fn memory_notice(why: &str) -> String {
@@ -47,14 +55,9 @@ pub fn memory_notice(why: &str) -> String {
     )
 }
 
-/// What is kept in the keyring entry.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct StoredSession {
-    pub issuer: String,
-    pub client_id: String,
-    pub username: String,
-    pub tokens: TokenSet,
-}
+/// What is kept in the keyring entry: jit-login's [`Login`] (issuer,
+/// client id, username, tokens), the same shape as before it was shared.
+pub type StoredSession = Login;
 
 /// Codes of the login errors (see [`token_error`]).
 const NOT_LOGGED_IN: &str = "log in first";
@@ -107,16 +110,60 @@ pub fn keyring_user(server: &str, username: &str) -> String {
     format!("{server}#{username}")
 }
 
-/// The logged-in user's session.
-pub struct Session {
-    held: Mutex<Option<StoredSession>>,
-    oidc: Mutex<Option<OidcClient>>,
-    login_lock: Mutex<()>,
-    refresh_lock: Mutex<()>,
+/// The keyring side of a session: the storage in use, its notice, and
+/// the entry's server part. jit-login's [`TokenStore`] of the app.
+pub struct Keyring {
     storage: RwLock<TokenStorage>,
     notice: RwLock<Option<String>>,
-    /// Keyring entry (user) name; set when the backend is known.
+    /// Keyring entry (user) name's server part; set when the backend is known.
     key: RwLock<Option<String>>,
+}
+
+impl Keyring {
+    fn storage(&self) -> TokenStorage {
+        *self.storage.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn key(&self) -> Option<String> {
+        self.key.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// From now on tokens stay in memory; the UI shows why.
+    fn use_memory(&self, why: &str) {
+        *self.storage.write().unwrap_or_else(|p| p.into_inner()) = TokenStorage::Memory;
+        *self.notice.write().unwrap_or_else(|p| p.into_inner()) = Some(memory_notice(why));
+    }
+
+    /// Saves `s` in its keyring entry; a keyring that fails switches the
+    /// app to memory-only storage (with the notice), never to a file.
+    async fn persist(&self, s: &StoredSession) {
+        if self.storage() != TokenStorage::Keyring {
+            return;
+        }
+        let Some(server) = self.key() else { return };
+        let key = keyring_user(&server, &s.username);
+        let text = serde_json::to_string(s).expect("session serialises");
+        if let Err(e) = keyring_set(&key, &text).await {
+            tracing::warn!(error = %e, "cannot save tokens in the keyring");
+            self.use_memory(&e);
+        }
+    }
+}
+
+impl TokenStore for Keyring {
+    fn save<'a>(&'a self, login: &'a Login) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.persist(login).await;
+            Ok(())
+        })
+    }
+}
+
+/// The logged-in user's session.
+pub struct Session {
+    tokens: RefreshingTokens,
+    keyring: Arc<Keyring>,
+    login_lock: Mutex<()>,
     /// Bumped on login, logout and session end.
     changed: watch::Sender<u64>,
     /// `session.json` (which user to restore); `None`: remember nothing.
@@ -128,6 +175,7 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session without a data dir (remembers no user to restore).
     pub fn new(keyring: bool) -> Arc<Session> {
         Session::with_data_dir(keyring, None)
     }
@@ -135,14 +183,7 @@ impl Session {
     /// A session that remembers the last user per server in
     /// `data_dir/session.json`.
     pub fn with_data_dir(keyring: bool, data_dir: Option<&std::path::Path>) -> Arc<Session> {
-        Arc::new(Session {
-            last_users: data_dir.map(|d| d.join("session.json")),
-            lost: RwLock::new(None),
-            keycloak_down: RwLock::new(None),
-            held: Mutex::new(None),
-            oidc: Mutex::new(None),
-            login_lock: Mutex::new(()),
-            refresh_lock: Mutex::new(()),
+        let store = Arc::new(Keyring {
             storage: RwLock::new(if keyring {
                 TokenStorage::Keyring
             } else {
@@ -150,28 +191,40 @@ impl Session {
             }),
             notice: RwLock::new(None),
             key: RwLock::new(None),
+        });
+        Arc::new(Session {
+            tokens: RefreshingTokens::new(store.clone(), None),
+            keyring: store,
+            last_users: data_dir.map(|d| d.join("session.json")),
+            lost: RwLock::new(None),
+            keycloak_down: RwLock::new(None),
+            login_lock: Mutex::new(()),
             changed: watch::channel(0).0,
         })
     }
 
     /// Logged in, and as whom.
     pub async fn who(&self) -> (bool, Option<String>) {
-        match &*self.held.lock().await {
-            Some(s) => (true, Some(s.username.clone())),
+        match self.tokens.login().await {
+            Some(s) => (true, Some(s.username)),
             None => (false, None),
         }
     }
 
+    /// Whether someone is logged in.
     pub async fn logged_in(&self) -> bool {
-        self.held.lock().await.is_some()
+        self.tokens.login().await.is_some()
     }
 
+    /// Where tokens are kept now (keyring, or memory after the keyring failed).
     pub fn storage(&self) -> TokenStorage {
-        *self.storage.read().unwrap_or_else(|p| p.into_inner())
+        self.keyring.storage()
     }
 
+    /// Why tokens are kept in memory only, when they are.
     pub fn notice(&self) -> Option<String> {
-        self.notice
+        self.keyring
+            .notice
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -187,18 +240,17 @@ impl Session {
     }
 
     fn use_memory(&self, why: &str) {
-        *self.storage.write().unwrap_or_else(|p| p.into_inner()) = TokenStorage::Memory;
-        *self.notice.write().unwrap_or_else(|p| p.into_inner()) = Some(memory_notice(why));
+        self.keyring.use_memory(why);
     }
 
     /// The server part of keyring entry names (jitd URL or
     /// `embedded+{issuer}`).
     pub fn set_key(&self, entry: String) {
-        *self.key.write().unwrap_or_else(|p| p.into_inner()) = Some(entry);
+        *self.keyring.key.write().unwrap_or_else(|p| p.into_inner()) = Some(entry);
     }
 
     fn key(&self) -> Option<String> {
-        self.key.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.keyring.key()
     }
 
     /// Why the last login was lost, if it was (cleared by the next login).
@@ -283,7 +335,7 @@ impl Session {
             Ok(None) => {}
             Ok(Some(text)) => match serde_json::from_str::<StoredSession>(&text) {
                 Ok(stored) => {
-                    *self.held.lock().await = Some(stored);
+                    self.tokens.set(Some(stored)).await;
                     match self.current_token().await {
                         Ok(_) => tracing::info!("session restored from the keyring"),
                         Err(e) => {
@@ -302,33 +354,6 @@ impl Session {
                 self.use_memory(&e);
             }
         }
-    }
-
-    async fn persist(&self, s: &StoredSession) {
-        if self.storage() != TokenStorage::Keyring {
-            return;
-        }
-        let Some(server) = self.key() else { return };
-        let key = keyring_user(&server, &s.username);
-        let text = serde_json::to_string(s).expect("session serialises");
-        if let Err(e) = keyring_set(&key, &text).await {
-            tracing::warn!(error = %e, "cannot save tokens in the keyring");
-            self.use_memory(&e);
-        }
-    }
-
-    async fn oidc_for(&self, issuer: &str, client_id: &str) -> Result<OidcClient, OidcError> {
-        let mut o = self.oidc.lock().await;
-        if let Some(c) = o.as_ref() {
-            if c.discovery.issuer.trim_end_matches('/') == issuer.trim_end_matches('/')
-                && c.client_id == client_id
-            {
-                return Ok(c.clone());
-            }
-        }
-        let c = OidcClient::discover(jit_keycloak::http_client(), issuer, client_id).await?;
-        *o = Some(c.clone());
-        Ok(c)
     }
 
     /// Logs in through the system browser. `on_url` gets Keycloak's login
@@ -352,20 +377,18 @@ impl Session {
             .await
             .map_err(CommandError::from_client)?;
         let oidc = self
-            .oidc_for(&cfg.issuer, &cfg.desktop_client_id)
+            .tokens
+            .oidc(&cfg.issuer, &cfg.desktop_client_id)
             .await
             .map_err(login_error)?;
-        let pending = oidc.start_login().await.map_err(login_error)?;
-        let url = pending.authorize_url.to_string();
-        let browser = jit_keycloak::oidc::open_in_browser(&url).err();
-        if let Some(e) = &browser {
-            tracing::warn!(error = %e, "no browser opened; waiting for the login URL to be opened by hand");
-        }
-        on_url(&url, browser);
-        let tokens = oidc
-            .finish_login(pending, LOGIN_TIMEOUT)
-            .await
-            .map_err(login_error)?;
+        let tokens = jit_login::browser_login(&oidc, LOGIN_TIMEOUT, |url, no_browser| {
+            if let Some(e) = &no_browser {
+                tracing::warn!(error = %e, "no browser opened; waiting for the login URL to be opened by hand");
+            }
+            on_url(url, no_browser);
+        })
+        .await
+        .map_err(login_error)?;
         let username = preferred_username(&tokens.access_token).unwrap_or_default();
         let stored = StoredSession {
             issuer: cfg.issuer,
@@ -373,16 +396,13 @@ impl Session {
             username,
             tokens,
         };
-        *self.held.lock().await = Some(stored.clone());
+        self.tokens.set(Some(stored)).await;
         // The server's view of who we are wins over the token's claim.
         if let Ok(me) = client.me().await {
-            if let Some(s) = self.held.lock().await.as_mut() {
-                s.username = me.username;
-            }
+            self.tokens.update(|s| s.username = me.username).await;
         }
-        let stored = self.held.lock().await.clone();
-        if let Some(s) = stored {
-            self.persist(&s).await;
+        if let Some(s) = self.tokens.login().await {
+            self.keyring.persist(&s).await;
             if let Some(server) = self.key() {
                 self.write_last_user(&server, Some(&s.username));
             }
@@ -397,11 +417,11 @@ impl Session {
     /// keyring entry. Local state is cleared even when Keycloak cannot be
     /// reached (the error is returned then).
     pub async fn logout(&self) -> Result<(), String> {
-        let held = self.held.lock().await.clone();
+        let held = self.tokens.login().await;
         let mut result = Ok(());
         if let Some(s) = &held {
             if let Some(rt) = &s.tokens.refresh_token {
-                match self.oidc_for(&s.issuer, &s.client_id).await {
+                match self.tokens.oidc(&s.issuer, &s.client_id).await {
                     Ok(o) => {
                         if let Err(e) = o.logout(rt).await {
                             result = Err(format!("logged out here, but Keycloak said: {e}"));
@@ -417,7 +437,12 @@ impl Session {
 
     /// Drops tokens and the user's keyring entry without calling Keycloak.
     async fn forget(&self) {
-        let held = self.held.lock().await.take();
+        let held = self.tokens.set(None).await;
+        self.forget_entry(held).await;
+    }
+
+    /// Forgets `held`'s keyring entry and which user to restore.
+    async fn forget_entry(&self, held: Option<StoredSession>) {
         if let (Some(server), Some(s)) = (self.key(), held) {
             self.write_last_user(&server, None);
             if self.storage() == TokenStorage::Keyring {
@@ -435,62 +460,30 @@ impl Session {
         self.token_with_margin(REFRESH_MARGIN_SECS).await
     }
 
-    /// A valid access token, refreshed when less than `margin_secs` are left.
-    /// The session lock is never held across the network: a slow Keycloak
-    /// does not block `get_session` or logout. Refreshes are serialised
-    /// (Keycloak rotates refresh tokens).
+    /// A valid access token, refreshed when less than `margin_secs` are
+    /// left (jit-login's rules: refreshes serialised, no lock held across
+    /// the network, a refused refresh ends the login). A login lost here
+    /// gets its reason on the login screen; an unreachable Keycloak is
+    /// recorded for the outage banner.
     async fn token_with_margin(&self, margin_secs: i64) -> Result<String, ClientError> {
-        let fresh_enough = |s: &StoredSession| !s.tokens.needs_refresh(Utc::now(), margin_secs);
-        match &*self.held.lock().await {
-            None => return Err(ClientError::Token(NOT_LOGGED_IN.into())),
-            Some(s) if fresh_enough(s) => return Ok(s.tokens.access_token.clone()),
-            Some(_) => {}
-        }
-        let _one = self.refresh_lock.lock().await;
-        // Someone else may have refreshed (or logged out) meanwhile.
-        let s = match self.held.lock().await.clone() {
-            None => return Err(ClientError::Token(NOT_LOGGED_IN.into())),
-            Some(s) if fresh_enough(&s) => return Ok(s.tokens.access_token),
-            Some(s) => s,
-        };
-        let Some(rt) = s.tokens.refresh_token.clone() else {
-            let why = "Your login expired (Keycloak gave no refresh token): log in again.";
-            self.forget_if(&s, why).await;
-            return Err(ClientError::Token(why.into()));
-        };
-        let oidc = match self.oidc_for(&s.issuer, &s.client_id).await {
-            Ok(o) => o,
-            Err(e) => return Err(self.keycloak_failed(&e)),
-        };
-        match oidc.refresh(&rt).await {
-            Ok(fresh) => {
+        match self.tokens.access_token(margin_secs).await {
+            Ok(t) => {
                 self.set_keycloak_down(None);
-                let updated = {
-                    let mut held = self.held.lock().await;
-                    match held.as_mut() {
-                        // Still the same login: keep the new tokens.
-                        Some(cur) if cur.tokens.refresh_token == s.tokens.refresh_token => {
-                            cur.tokens = fresh;
-                            Some(cur.clone())
-                        }
-                        _ => None,
-                    }
-                };
-                match updated {
-                    Some(u) => {
-                        self.persist(&u).await;
-                        Ok(u.tokens.access_token)
-                    }
-                    None => Err(ClientError::Token(NOT_LOGGED_IN.into())),
-                }
+                Ok(t)
             }
-            Err(OidcError::SessionEnded) => {
+            Err(RefreshError::NotLoggedIn) => Err(ClientError::Token(NOT_LOGGED_IN.into())),
+            Err(RefreshError::NoRefreshToken { dropped }) => Err(self
+                .lost_login(
+                    dropped,
+                    "Your login expired (Keycloak gave no refresh token): log in again.",
+                )
+                .await),
+            Err(RefreshError::SessionEnded { dropped }) => {
                 self.set_keycloak_down(None);
-                let why = "Your Keycloak session ended (logged out elsewhere, timed out, or Keycloak was reset): log in again.";
-                self.forget_if(&s, why).await;
-                Err(ClientError::Token(why.into()))
+                Err(self.lost_login(dropped, "Your Keycloak session ended (logged out elsewhere, timed out, or Keycloak was reset): log in again.").await)
             }
-            Err(e) => Err(self.keycloak_failed(&e)),
+            Err(RefreshError::Keycloak(e)) => Err(self.keycloak_failed(&e)),
+            Err(RefreshError::Store(e)) => Err(ClientError::Token(e)),
         }
     }
 
@@ -507,19 +500,15 @@ impl Session {
         ClientError::Token(text)
     }
 
-    /// Forgets the session if it is still `s` (not a newer login), with the
-    /// reason the login screen shows.
-    async fn forget_if(&self, s: &StoredSession, why: &str) {
-        let same = self
-            .held
-            .lock()
-            .await
-            .as_ref()
-            .is_some_and(|cur| cur.tokens.refresh_token == s.tokens.refresh_token);
-        if same {
+    /// A login ended by Keycloak (`dropped`, `None` when a newer login had
+    /// replaced it): its entry is forgotten and `why` shown on the login
+    /// screen. The error to return.
+    async fn lost_login(&self, dropped: Option<StoredSession>, why: &str) -> ClientError {
+        if dropped.is_some() {
             self.set_lost(Some(why.to_string()));
-            self.forget().await;
+            self.forget_entry(dropped).await;
         }
+        ClientError::Token(why.into())
     }
 
     /// Refreshes tokens in the background shortly before they expire, so
@@ -527,7 +516,7 @@ impl Session {
     pub async fn refresh_loop(self: Arc<Self>) {
         let mut changed = self.subscribe();
         loop {
-            let expires = self.held.lock().await.as_ref().map(|s| s.tokens.expires_at);
+            let expires = self.tokens.login().await.map(|s| s.tokens.expires_at);
             let Some(expires) = expires else {
                 if changed.changed().await.is_err() {
                     return;

@@ -35,6 +35,7 @@ impl SettingsStore {
         }
     }
 
+    /// The current settings.
     pub fn get(&self) -> Settings {
         *self.current.read().unwrap_or_else(|p| p.into_inner())
     }

@@ -26,6 +26,7 @@ pub enum Connection {
     Offline,
 }
 
+/// Which jitd the app talks to: one it runs itself, or a remote one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
@@ -33,12 +34,7 @@ pub enum BackendKind {
     Remote,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TokenStorage {
-    Keyring,
-    Memory,
-}
+pub use crate::session::TokenStorage;
 
 /// `SessionInfo` of the contract.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -90,6 +86,7 @@ pub struct Options {
 }
 
 impl Options {
+    /// The options from `JIT_SERVER`, `JIT_DESKTOP_DATA_DIR` and `JIT_PROFILE`.
     pub fn from_env() -> Options {
         let nonempty = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         Options {
@@ -147,6 +144,7 @@ pub struct Desktop {
 }
 
 impl Desktop {
+    /// The app's state for `opts` (settings and session read from its data dir).
     pub fn new(opts: Options) -> Arc<Desktop> {
         let settings = SettingsStore::open(opts.data_dir.as_deref());
         let session = Session::with_data_dir(opts.keyring, opts.data_dir.as_deref());
@@ -171,6 +169,7 @@ impl Desktop {
         *self.deep_link.lock().unwrap_or_else(|p| p.into_inner()) = Some(link);
     }
 
+    /// The `jit://` link the app was started with, once.
     pub fn take_deep_link(&self) -> Option<crate::instance::DeepLink> {
         self.deep_link
             .lock()
@@ -178,14 +177,17 @@ impl Desktop {
             .take()
     }
 
+    /// Where events for the UI go (set once, when the window exists).
     pub fn set_sink(&self, sink: Arc<dyn UiSink>) {
         let _ = self.sink.set(sink);
     }
 
+    /// The UI's event sink, once set.
     pub fn sink(&self) -> Option<&Arc<dyn UiSink>> {
         self.sink.get()
     }
 
+    /// Remote when `JIT_SERVER` is set, else embedded.
     pub fn backend_kind(&self) -> BackendKind {
         if self.opts.server.is_some() {
             BackendKind::Remote
@@ -253,6 +255,7 @@ impl Desktop {
         Ok(b.client.clone())
     }
 
+    /// The connection to jitd as last seen (connecting, live, polling, offline).
     pub fn connection(&self) -> Connection {
         *self.connection.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -271,6 +274,7 @@ impl Desktop {
         }
     }
 
+    /// The session as the UI shows it; each answer has a higher `version`.
     pub async fn session_info(&self) -> SessionInfo {
         let version = self
             .info_version

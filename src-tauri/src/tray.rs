@@ -14,6 +14,7 @@ use tauri::{AppHandle, Manager, Runtime};
 
 use crate::state::Desktop;
 
+/// The tray icon's state: nothing pending, requests to review, an urgent one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrayState {
     Idle,
@@ -100,6 +101,7 @@ pub struct Tray<R: Runtime> {
 }
 
 impl<R: Runtime> Tray<R> {
+    /// Shows `v`: icon, tooltip and menu labels.
     pub fn show(&self, v: &TrayView) {
         let _ = self.icon.set_icon(Some(icon(v.state)));
         let _ = self.icon.set_tooltip(Some(tooltip(v)));

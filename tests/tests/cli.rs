@@ -657,9 +657,27 @@ async fn watch_reconnects_and_shows_each_event_once() {
     alice.cancel(&r2).await.unwrap();
 }
 
-/// `jit login --device` (RFC 8628) through Keycloak's real device pages.
+/// `jit login --device` (RFC 8628) through Keycloak's real device pages:
+/// the link with the code in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_login_through_keycloaks_pages() {
+    device_login_as_carol(DevicePage::LinkWithCode).await;
+}
+
+/// The same with the code typed on Keycloak's plain device page (the
+/// verification URI without `?user_code`), as from a phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_login_typing_the_code_on_the_plain_device_page() {
+    device_login_as_carol(DevicePage::TypeTheCode).await;
+}
+
+/// Which page of [`device_login_as_carol`] the person opens.
+enum DevicePage {
+    LinkWithCode,
+    TypeTheCode,
+}
+
+async fn device_login_as_carol(page: DevicePage) {
     let _serial = serial().await;
     let jitd = Jitd::start(POLICY);
     let cfg_dir = tempfile::tempdir().unwrap();
@@ -679,6 +697,12 @@ async fn device_login_through_keycloaks_pages() {
     let mut seen = Vec::new();
     let line = until_line(&err, "enter the code", &mut seen);
     let code = line.rsplit(' ').next().unwrap().to_string();
+    let plain = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http"))
+        .unwrap()
+        .to_string();
+    assert!(!plain.contains('?'), "{plain}");
     let complete = until_line(&err, "or open", &mut seen);
     let uri = complete
         .split_whitespace()
@@ -688,10 +712,14 @@ async fn device_login_through_keycloaks_pages() {
         .to_string();
     assert!(uri.contains(&code), "{uri}");
     until_line(&err, "Ctrl-C", &mut seen);
-    // The person opens the link on another device, signs in and confirms.
-    jit_testkit::device_login(&uri, &code, "carol", &jit_testkit::demo_password("carol"))
+    // The person opens a link on another device, signs in and confirms.
+    let open = match page {
+        DevicePage::LinkWithCode => &uri,
+        DevicePage::TypeTheCode => &plain,
+    };
+    jit_testkit::device_login(open, &code, "carol", &jit_testkit::demo_password("carol"))
         .await
-        .unwrap_or_else(|e| panic!("device pages: {e:#}; jit said {seen:#?}"));
+        .unwrap_or_else(|e| panic!("device pages from {open}: {e:#}; jit said {seen:#?}"));
     let out = finish(child);
     assert!(out.status.success(), "{seen:#?} {}", text(&out));
     assert!(text(&out).contains("Logged in as carol"), "{}", text(&out));

@@ -374,10 +374,18 @@ fn ensure_tauri_driver() -> Result<PathBuf> {
     find().context("tauri-driver installed but not found on PATH nor in ~/.cargo/bin")
 }
 
+/// Started by `xvfb-run`: keeps the console's stderr as fd 3 and sends
+/// stderr (that of the session's dbus-daemon and of the services it
+/// activates: fd limits, a11y bus) to `$JIT_SESSION_LOG`, then runs
+/// `dbus-run-session -- bash SCRIPT ARGS`.
+const OUTER: &str = r#"exec 3>&2 2>>"$JIT_SESSION_LOG"; exec dbus-run-session -- bash "$@""#;
+
 /// The script run inside `xvfb-run … dbus-run-session -- bash SCRIPT ARGS`:
-/// keyring and notification server on the new session bus, then the tests.
+/// keyring and notification server on the new session bus, then the tests
+/// (their stderr is the console again: fd 3, see [`OUTER`]).
 const SESSION_SCRIPT: &str = r#"#!/usr/bin/env bash
-# Written by `cargo xtask desktop-test`; runs inside xvfb-run + dbus-run-session.
+# Written by `cargo xtask desktop-test`; runs inside xvfb-run + dbus-run-session,
+# stderr to the session log, the console's stderr as fd 3.
 set -uo pipefail
 export NO_AT_BRIDGE=1 TAURI_WEBVIEW_AUTOMATION=true
 # Makes WebDriver calls hang with WebKitGTK 2.50.
@@ -399,7 +407,7 @@ has_owner() {
 }
 wait_name() {
     for _ in $(seq 150); do has_owner "$1" && return 0; sleep 0.1; done
-    echo "desktop-test: $1 did not appear on the session bus ($2)" >&2
+    echo "desktop-test: $1 did not appear on the session bus ($2)" >&3
     exit 1
 }
 
@@ -414,10 +422,10 @@ rm -f "$JIT_NOTIFY_LOG"
 pids+=($!)
 wait_name org.freedesktop.secrets "gnome-keyring: $(cat "$work/keyring.log" 2>/dev/null)"
 wait_name org.freedesktop.Notifications "dbusmock: $(cat "$work/dbusmock.log" 2>/dev/null)"
-echo "desktop-test: DISPLAY=$DISPLAY, session bus with gnome-keyring and dbusmock ready" >&2
+echo "desktop-test: DISPLAY=$DISPLAY, session bus with gnome-keyring and dbusmock ready" >&3
 
-# The test command, from xtask.
-"$@"
+# The test command, from xtask, with the console's stderr.
+"$@" 2>&3 3>&-
 "#;
 
 /// Runs `desktop-test`; the exit code is that of the tests.
@@ -428,6 +436,7 @@ pub fn run_tests(ports: Ports, opts: Options) -> Result<ExitCode> {
     let dir = artifacts_dir();
     std::fs::create_dir_all(&dir)?;
     let _ = std::fs::remove_file(dir.join("report.txt"));
+    let _ = std::fs::remove_dir_all(dir.join("logs"));
     let app = if opts.harness_only {
         None
     } else if opts.no_build {
@@ -451,6 +460,8 @@ pub fn run_tests(ports: Ports, opts: Options) -> Result<ExitCode> {
     let script = dir.join("session.sh");
     std::fs::write(&script, SESSION_SCRIPT)?;
     let notify_log = dir.join("notifications.log");
+    let session_log = dir.join("session.log");
+    std::fs::write(&session_log, "")?;
 
     eprintln!(
         "xtask: desktop tests under Xvfb + dbus-run-session (app {}, tauri-driver {})",
@@ -460,7 +471,7 @@ pub fn run_tests(ports: Ports, opts: Options) -> Result<ExitCode> {
     );
     let mut cmd = Command::new("xvfb-run");
     cmd.args(["-a", "-s", "-screen 0 1280x800x24"])
-        .args(["dbus-run-session", "--", "bash"])
+        .args(["bash", "-c", OUTER, "bash"])
         .arg(&script)
         .arg(cargo())
         .args(["test", "-p", "jit-desktop-e2e"]);
@@ -471,6 +482,7 @@ pub fn run_tests(ports: Ports, opts: Options) -> Result<ExitCode> {
         .args(&opts.test_args)
         .current_dir(workspace_root())
         .env("JIT_NOTIFY_LOG", &notify_log)
+        .env("JIT_SESSION_LOG", &session_log)
         .env("TAURI_DRIVER", &tauri_driver)
         .env("JIT_BACKEND_SECRET", keycloak::BACKEND_DEMO_SECRET)
         .env_remove("DBUS_SESSION_BUS_ADDRESS")
@@ -507,6 +519,14 @@ pub fn run_tests(ports: Ports, opts: Options) -> Result<ExitCode> {
         }
     }
     let code = code?;
+    if code != 0 {
+        eprintln!(
+            "xtask: the D-Bus session's own log (dbus-daemon, activated services): {}\n\
+             xtask: the log of each app run: {}",
+            session_log.display(),
+            dir.join("logs").display()
+        );
+    }
     if let Ok(report) = std::fs::read_to_string(dir.join("report.txt")) {
         eprintln!("\n== desktop-test report (target/desktop-e2e/report.txt)\n{report}");
     }

@@ -81,9 +81,18 @@ pub fn build() -> Result<PathBuf> {
         .current_dir(source_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        // Maven's console library writes bare ANSI resets there even in
+        // batch mode without colour: kept, shown only when the build fails.
+        .stderr(Stdio::piped())
         .spawn()
         .context("cannot run `mvn` (install Maven and a JDK 17+: ./dev bootstrap)")?;
+    let stderr = child.stderr.take().map(|mut e| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut e, &mut text);
+            text
+        })
+    });
     let mut tail: Vec<String> = Vec::new();
     if let Some(out) = child.stdout.take() {
         for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
@@ -100,10 +109,12 @@ pub fn build() -> Result<PathBuf> {
         }
     }
     let status = child.wait()?;
+    let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
     if !status.success() {
         bail!(
-            "building the Keycloak extension failed ({status}); last Maven lines:\n{}",
-            tail.join("\n")
+            "building the Keycloak extension failed ({status}); last Maven lines:\n{}\n{}",
+            tail.join("\n"),
+            stderr.trim()
         );
     }
     if !jar.is_file() {

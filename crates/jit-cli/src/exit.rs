@@ -5,7 +5,7 @@
 use jit_client::ClientError;
 use jit_core::error::ErrorKind;
 use jit_core::DomainError;
-use jit_keycloak::oidc::OidcError;
+use jit_login::OidcError;
 
 /// Success.
 pub const OK: u8 = 0;

@@ -1,5 +1,5 @@
 //! `jit`: the JIT Access command line. A thin shell over `jit-client`
-//! (API) and `jit-keycloak` (login). `main` parses, then hands each
+//! (API) and `jit-login` (login and refresh). `main` parses, then hands each
 //! subcommand to one function; output is a table or JSON (`--output`).
 //!
 //! Exit codes: see [`exit::TABLE`] (also in `jit --help` and README).
@@ -342,129 +342,161 @@ async fn resolve(c: &Client, id: &str) -> anyhow::Result<String> {
     }
 }
 
+/// Hands the subcommand to its function.
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Cmd::Login { device, timeout } => login(&cli, *device, duration(timeout)?).await,
         Cmd::Logout => logout(&cli).await,
         Cmd::Whoami => whoami(&cli).await,
-        Cmd::Entitlements => {
-            let es = client(&cli)?.entitlements().await?;
-            cli.print(&es, || render::entitlements(&es))
-        }
+        Cmd::Entitlements => entitlements(&cli).await,
         Cmd::Request(a) => request(&cli, a).await,
-        Cmd::Wait { id, timeout } => {
-            let timeout = duration(timeout)?;
-            let c = client(&cli)?;
-            let r = wait::wait_for(&c, id, timeout).await?;
-            cli.print(&r, || render::granted(&r))
-        }
+        Cmd::Wait { id, timeout } => wait(&cli, id, timeout).await,
         Cmd::List {
             mine,
             to_review,
             status,
-        } => {
-            if let Some(s) = status {
-                s.parse::<Status>().map_err(|e| Exit(exit::USAGE, e))?;
-            }
-            let c = client(&cli)?;
-            let rows = c
-                .list(&ListQuery {
-                    status: status.clone(),
-                    mine: *mine,
-                    to_review: *to_review,
-                    review_open: false,
-                })
-                .await?;
-            cli.print(&rows, || render::list(&rows, c.server_now()))
-        }
-        Cmd::Show { id } => {
-            let c = client(&cli)?;
-            let r = c.get(&resolve(&c, id).await?).await?;
-            cli.print(&r, || render::show(&r, c.server_now()))
-        }
+        } => list(&cli, *mine, *to_review, status.as_deref()).await,
+        Cmd::Show { id } => show(&cli, id).await,
         Cmd::Approve {
             id,
             comment,
             duration: d,
-        } => {
-            if let Some(d) = d {
-                duration(d)?;
-            }
-            let c = client(&cli)?;
-            let r = c
-                .approve(&resolve(&c, id).await?, comment.clone(), d.clone())
-                .await?;
-            let approvals = r
-                .request
-                .votes
-                .iter()
-                .filter(|v| v.decision == jit_core::Decision::Approve)
-                .count();
-            cli.print(&r, || {
-                render::outcome(
-                    &r,
-                    &format!(
-                        "{} ({approvals}/{} approvals)",
-                        r.request.status, r.request.approvals_required
-                    ),
-                )
-            })
-        }
-        Cmd::Deny { id, comment } => {
-            let c = client(&cli)?;
-            let r = c.deny(&resolve(&c, id).await?, comment).await?;
-            cli.print(&r, || render::outcome(&r, r.request.status.as_str()))
-        }
-        Cmd::Cancel { id } => {
-            let c = client(&cli)?;
-            let r = c.cancel(&resolve(&c, id).await?).await?;
-            cli.print(&r, || render::outcome(&r, r.request.status.as_str()))
-        }
-        Cmd::Drop { id } => {
-            let c = client(&cli)?;
-            let r = c.drop_grant(&resolve(&c, id).await?).await?;
-            let what = ended_grant_effect(&c, &r, "dropped").await;
-            cli.print(&r, || render::outcome(&r, &what))
-        }
-        Cmd::Revoke { id, comment } => {
-            let c = client(&cli)?;
-            let r = c.revoke(&resolve(&c, id).await?, comment).await?;
-            let what = ended_grant_effect(&c, &r, "revoked").await;
-            cli.print(&r, || render::outcome(&r, &what))
-        }
+        } => approve(&cli, id, comment.clone(), d.clone()).await,
+        Cmd::Deny { id, comment } => deny(&cli, id, comment).await,
+        Cmd::Cancel { id } => cancel(&cli, id).await,
+        Cmd::Drop { id } => drop_grant(&cli, id).await,
+        Cmd::Revoke { id, comment } => revoke(&cli, id, comment).await,
         Cmd::Extend {
             id,
             duration: d,
             reason,
-        } => {
-            duration(d)?;
-            let c = client(&cli)?;
-            let r = c.extend(&resolve(&c, id).await?, d, reason).await?;
-            cli.print(&r, || {
-                println!(
-                    "extension {} for {}: {}",
-                    render::short(&r.request.id),
-                    format_duration(r.request.duration_secs),
-                    r.request.status
-                )
-            })
-        }
-        Cmd::Review { id, comment } => {
-            let c = client(&cli)?;
-            let r = c.review(&resolve(&c, id).await?, comment).await?;
-            cli.print(&r, || println!("{} reviewed", render::short(&r.request.id)))
-        }
+        } => extend(&cli, id, d, reason).await,
+        Cmd::Review { id, comment } => review(&cli, id, comment).await,
         Cmd::Audit { since, csv, verify } => audit(&cli, *since, *csv, *verify).await,
         Cmd::Watch { since } => wait::watch(&client(&cli)?, *since, cli.json()).await,
         Cmd::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "jit", &mut std::io::stdout());
             Ok(())
         }
-        Cmd::Man => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
-            Ok(())
-        }
+        Cmd::Man => Ok(clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?),
     }
+}
+
+/// `jit entitlements`.
+async fn entitlements(cli: &Cli) -> anyhow::Result<()> {
+    let es = client(cli)?.entitlements().await?;
+    cli.print(&es, || render::entitlements(&es))
+}
+
+/// `jit wait ID`: until active (0), denied (3), ended (4) or timed out (5).
+async fn wait(cli: &Cli, id: &str, timeout: &str) -> anyhow::Result<()> {
+    let timeout = duration(timeout)?;
+    let c = client(cli)?;
+    let r = wait::wait_for(&c, id, timeout).await?;
+    cli.print(&r, || render::granted(&r))
+}
+
+/// `jit list`: a bad `--status` is a usage error (2) before any call.
+async fn list(cli: &Cli, mine: bool, to_review: bool, status: Option<&str>) -> anyhow::Result<()> {
+    if let Some(s) = status {
+        s.parse::<Status>().map_err(|e| Exit(exit::USAGE, e))?;
+    }
+    let c = client(cli)?;
+    let rows = c
+        .list(&ListQuery {
+            status: status.map(str::to_string),
+            mine,
+            to_review,
+            review_open: false,
+        })
+        .await?;
+    cli.print(&rows, || render::list(&rows, c.server_now()))
+}
+
+/// `jit show ID`.
+async fn show(cli: &Cli, id: &str) -> anyhow::Result<()> {
+    let c = client(cli)?;
+    let r = c.get(&resolve(&c, id).await?).await?;
+    cli.print(&r, || render::show(&r, c.server_now()))
+}
+
+/// `jit approve ID [--for D]`: prints the status and the approval count.
+async fn approve(
+    cli: &Cli,
+    id: &str,
+    comment: Option<String>,
+    shorten_to: Option<String>,
+) -> anyhow::Result<()> {
+    if let Some(d) = &shorten_to {
+        duration(d)?;
+    }
+    let c = client(cli)?;
+    let r = c
+        .approve(&resolve(&c, id).await?, comment, shorten_to)
+        .await?;
+    cli.print(&r, || {
+        render::outcome(
+            &r,
+            &format!(
+                "{} ({}/{} approvals)",
+                r.request.status,
+                r.request.approvals(),
+                r.request.approvals_required
+            ),
+        )
+    })
+}
+
+/// `jit deny ID --comment C`.
+async fn deny(cli: &Cli, id: &str, comment: &str) -> anyhow::Result<()> {
+    let c = client(cli)?;
+    let r = c.deny(&resolve(&c, id).await?, comment).await?;
+    cli.print(&r, || render::outcome(&r, r.request.status.as_str()))
+}
+
+/// `jit cancel ID`.
+async fn cancel(cli: &Cli, id: &str) -> anyhow::Result<()> {
+    let c = client(cli)?;
+    let r = c.cancel(&resolve(&c, id).await?).await?;
+    cli.print(&r, || render::outcome(&r, r.request.status.as_str()))
+}
+
+/// `jit drop ID`: says whether the role goes or another grant keeps it.
+async fn drop_grant(cli: &Cli, id: &str) -> anyhow::Result<()> {
+    let c = client(cli)?;
+    let r = c.drop_grant(&resolve(&c, id).await?).await?;
+    let what = ended_grant_effect(&c, &r, "dropped").await;
+    cli.print(&r, || render::outcome(&r, &what))
+}
+
+/// `jit revoke ID --comment C`: as `drop`, for an approver.
+async fn revoke(cli: &Cli, id: &str, comment: &str) -> anyhow::Result<()> {
+    let c = client(cli)?;
+    let r = c.revoke(&resolve(&c, id).await?, comment).await?;
+    let what = ended_grant_effect(&c, &r, "revoked").await;
+    cli.print(&r, || render::outcome(&r, &what))
+}
+
+/// `jit extend ID --for D --reason R`.
+async fn extend(cli: &Cli, id: &str, more: &str, reason: &str) -> anyhow::Result<()> {
+    duration(more)?;
+    let c = client(cli)?;
+    let r = c.extend(&resolve(&c, id).await?, more, reason).await?;
+    cli.print(&r, || {
+        println!(
+            "extension {} for {}: {}",
+            render::short(&r.request.id),
+            format_duration(r.request.duration_secs),
+            r.request.status
+        )
+    })
+}
+
+/// `jit review ID --comment C`.
+async fn review(cli: &Cli, id: &str, comment: &str) -> anyhow::Result<()> {
+    let c = client(cli)?;
+    let r = c.review(&resolve(&c, id).await?, comment).await?;
+    cli.print(&r, || println!("{} reviewed", render::short(&r.request.id)))
 }
 
 async fn whoami(cli: &Cli) -> anyhow::Result<()> {
@@ -568,12 +600,9 @@ async fn login(cli: &Cli, device: bool, timeout_secs: i64) -> anyhow::Result<()>
         .server_config()
         .await
         .context("cannot read jitd's login settings")?;
-    let oidc = jit_keycloak::OidcClient::discover(
-        jit_keycloak::http_client(),
-        &cfg.issuer,
-        &cfg.cli_client_id,
-    )
-    .await?;
+    let oidc =
+        jit_login::OidcClient::discover(jit_login::http_client(), &cfg.issuer, &cfg.cli_client_id)
+            .await?;
     let timeout = Duration::from_secs(timeout_secs as u64);
     let waiting = format!(
         "waiting up to {}; Ctrl-C to stop",
@@ -591,16 +620,18 @@ async fn login(cli: &Cli, device: bool, timeout_secs: i64) -> anyhow::Result<()>
         eprintln!("({waiting})");
         oidc.finish_device_login(d, timeout).await?
     } else {
-        let session = oidc.start_login().await?;
-        let url = session.authorize_url.to_string();
-        eprintln!("To log in, open this URL in a browser on this machine ({waiting}):\n  {url}");
-        if let Err(e) = jit_keycloak::oidc::open_in_browser(&url) {
+        jit_login::browser_login(&oidc, timeout, |url, no_browser| {
             eprintln!(
-                "(no browser was started: {e}. Open the URL yourself, or use \
-                 `jit login --device` to log in from another device.)"
+                "To log in, open this URL in a browser on this machine ({waiting}):\n  {url}"
             );
-        }
-        oidc.finish_login(session, timeout).await?
+            if let Some(e) = no_browser {
+                eprintln!(
+                    "(no browser was started: {e}. Open the URL yourself, or use \
+                     `jit login --device` to log in from another device.)"
+                );
+            }
+        })
+        .await?
     };
     let probe = Client::new(
         &server,
@@ -611,10 +642,12 @@ async fn login(cli: &Cli, device: bool, timeout_secs: i64) -> anyhow::Result<()>
         &cli.profile,
         &profile::Profile {
             server: server.clone(),
-            issuer: cfg.issuer,
-            client_id: cfg.cli_client_id,
-            username: me.username.clone(),
-            tokens,
+            login: jit_login::Login {
+                issuer: cfg.issuer,
+                client_id: cfg.cli_client_id,
+                username: me.username.clone(),
+                tokens,
+            },
         },
     )?;
     let out = LoggedIn {
@@ -637,11 +670,12 @@ async fn logout(cli: &Cli) -> anyhow::Result<()> {
             println!("Not logged in (profile '{}')", cli.profile)
         });
     };
-    if let Some(rt) = &p.tokens.refresh_token {
-        match jit_keycloak::OidcClient::discover(
-            jit_keycloak::http_client(),
-            &p.issuer,
-            &p.client_id,
+    let login = &p.login;
+    if let Some(rt) = &login.tokens.refresh_token {
+        match jit_login::OidcClient::discover(
+            jit_login::http_client(),
+            &login.issuer,
+            &login.client_id,
         )
         .await
         {
@@ -655,9 +689,9 @@ async fn logout(cli: &Cli) -> anyhow::Result<()> {
     }
     profile::remove(&cli.profile)?;
     let out =
-        serde_json::json!({"profile": cli.profile, "username": p.username, "logged_out": true});
+        serde_json::json!({"profile": cli.profile, "username": login.username, "logged_out": true});
     cli.print(&out, || {
-        println!("Logged out {} (profile '{}')", p.username, cli.profile)
+        println!("Logged out {} (profile '{}')", login.username, cli.profile)
     })
 }
 

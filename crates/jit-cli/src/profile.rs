@@ -9,19 +9,17 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context};
 use futures::future::BoxFuture;
 use jit_client::{ClientError, TokenSource};
-use jit_keycloak::oidc::OidcError;
-use jit_keycloak::{OidcClient, TokenSet};
+use jit_login::refresh::REFRESH_MARGIN_SECS;
+use jit_login::{Login, OidcError, RefreshError, RefreshingTokens, TokenStore};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
 
-/// What `jit login` stores.
+/// What `jit login` stores: the server and the login (issuer, client id,
+/// username, tokens; flattened, so the file keeps its shape).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Profile {
     pub server: String,
-    pub issuer: String,
-    pub client_id: String,
-    pub username: String,
-    pub tokens: TokenSet,
+    #[serde(flatten)]
+    pub login: Login,
 }
 
 /// The profiles folder.
@@ -102,65 +100,63 @@ pub fn remove(name: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Tokens of a profile, refreshed (and saved) when less than 30 s are left.
+/// Tokens of a profile, refreshed (and saved to the profile file) when
+/// less than 30 s are left: jit-login's [`RefreshingTokens`] over the file.
 pub struct ProfileTokens {
     name: String,
-    profile: Mutex<Profile>,
-    oidc: Mutex<Option<OidcClient>>,
+    tokens: RefreshingTokens,
+}
+
+/// The profile file as jit-login's [`TokenStore`].
+struct ProfileFile {
+    name: String,
+    server: String,
+}
+
+impl TokenStore for ProfileFile {
+    fn save<'a>(&'a self, login: &'a Login) -> BoxFuture<'a, Result<(), String>> {
+        let profile = Profile {
+            server: self.server.clone(),
+            login: login.clone(),
+        };
+        Box::pin(async move { save(&self.name, &profile).map_err(|e| format!("{e:#}")) })
+    }
 }
 
 impl ProfileTokens {
+    /// The token source of profile `name` (its file is where refreshes are saved).
     pub fn new(name: &str, profile: Profile) -> Arc<ProfileTokens> {
+        let file = ProfileFile {
+            name: name.to_string(),
+            server: profile.server,
+        };
         Arc::new(ProfileTokens {
             name: name.to_string(),
-            profile: Mutex::new(profile),
-            oidc: Mutex::new(None),
+            tokens: RefreshingTokens::new(Arc::new(file), Some(profile.login)),
         })
     }
 
     async fn current(&self) -> Result<String, ClientError> {
-        let mut p = self.profile.lock().await;
-        if !p.tokens.needs_refresh(chrono::Utc::now(), 30) {
-            return Ok(p.tokens.access_token.clone());
-        }
         let relogin = |why: &str| {
             ClientError::Token(format!("{why}; run `jit --profile {} login`", self.name))
         };
-        let refresh = p
-            .tokens
-            .refresh_token
-            .clone()
-            .ok_or_else(|| relogin("the session expired"))?;
-        let mut oidc = self.oidc.lock().await;
-        if oidc.is_none() {
-            *oidc = Some(
-                OidcClient::discover(jit_keycloak::http_client(), &p.issuer, &p.client_id)
-                    .await
-                    .map_err(keycloak_down)?,
-            );
-        }
-        let fresh = oidc
-            .as_ref()
-            .expect("set above")
-            .refresh(&refresh)
+        self.tokens
+            .access_token(REFRESH_MARGIN_SECS)
             .await
             .map_err(|e| match e {
-                OidcError::SessionEnded => relogin("the Keycloak session has ended"),
-                e @ OidcError::Unreachable { .. } => keycloak_down(e),
-                other => relogin(&other.to_string()),
-            })?;
-        p.tokens = fresh;
-        save(&self.name, &p).map_err(|e| ClientError::Token(e.to_string()))?;
-        Ok(p.tokens.access_token.clone())
-    }
-}
-
-/// Keycloak could not be reached to refresh the token: an outage (retried
-/// by waiting commands), not a reason to log in again.
-fn keycloak_down(e: OidcError) -> ClientError {
-    match e {
-        e @ OidcError::Unreachable { .. } => ClientError::KeycloakUnreachable(e.to_string()),
-        other => ClientError::Token(other.to_string()),
+                RefreshError::NotLoggedIn | RefreshError::NoRefreshToken { .. } => {
+                    relogin("the session expired")
+                }
+                RefreshError::SessionEnded { .. } => relogin("the Keycloak session has ended"),
+                // Keycloak could not be reached to refresh the token: an
+                // outage (retried by waiting commands), not a reason to log
+                // in again.
+                RefreshError::Keycloak(e @ OidcError::Unreachable { .. }) => {
+                    ClientError::KeycloakUnreachable(e.to_string())
+                }
+                RefreshError::Keycloak(other) => relogin(&other.to_string()),
+                RefreshError::Store(e) => ClientError::Token(e),
+            })
     }
 }
 

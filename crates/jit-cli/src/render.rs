@@ -140,11 +140,7 @@ pub fn list(rows: &[RequestView], now: DateTime<Utc>) {
     );
     for r in rows {
         let q = &r.request;
-        let approvals = q
-            .votes
-            .iter()
-            .filter(|v| v.decision == Decision::Approve)
-            .count();
+        let approvals = q.approvals();
         let mut reason = cut(&q.justification, 40);
         if q.urgent {
             reason = format!("[urgent] {reason}");

@@ -22,6 +22,7 @@ impl Backoff {
     const FIRST: Duration = Duration::from_millis(500);
     const MAX: Duration = Duration::from_secs(5);
 
+    /// Starts at the first (shortest) delay.
     pub fn new() -> Backoff {
         Backoff { next: Self::FIRST }
     }
@@ -33,6 +34,7 @@ impl Backoff {
         d
     }
 
+    /// Back to the first delay (after a call that worked).
     pub fn reset(&mut self) {
         self.next = Self::FIRST;
     }
@@ -160,12 +162,7 @@ fn decided(r: &RequestView) -> anyhow::Result<Option<RequestView>> {
 }
 
 fn progress(c: &Client, r: &RequestView) -> String {
-    let approvals = r
-        .request
-        .votes
-        .iter()
-        .filter(|v| v.decision == Decision::Approve)
-        .count();
+    let approvals = r.request.approvals();
     match (
         &r.request.status,
         &r.request.start_at,

@@ -16,6 +16,7 @@ pub mod error;
 pub mod lateness;
 pub mod model;
 pub mod policy;
+pub mod principal;
 
 pub use duration::{format_duration, parse_duration};
 pub use error::DomainError;

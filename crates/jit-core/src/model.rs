@@ -18,12 +18,11 @@
 //! Every method that changes a request returns the [`Transition`]s it made;
 //! callers persist them as audit rows. Nothing else may change `status`.
 
-use std::collections::BTreeSet;
-
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{Entitlement, EntitlementKind, Policy};
+pub use crate::principal::Principal;
 use crate::{format_duration, DomainError};
 
 /// Where a request is in its life.
@@ -164,32 +163,6 @@ impl std::fmt::Display for Action {
             Action::Fail => "fail",
         };
         f.write_str(s)
-    }
-}
-
-/// An authenticated caller: Keycloak subject id, username, and the realm
-/// roles and groups (names, no leading `/`) from the validated access token.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Principal {
-    pub id: String,
-    pub username: String,
-    pub roles: BTreeSet<String>,
-    pub groups: BTreeSet<String>,
-    /// Set when the caller is an OAuth client acting for itself — its
-    /// Keycloak service account, through the client-credentials grant (RFC
-    /// 6749 §4.4), e.g. a CI pipeline: the client's id. `None` for people.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<String>,
-}
-
-impl Principal {
-    /// A principal with no roles or groups.
-    pub fn new(id: impl Into<String>, username: impl Into<String>) -> Principal {
-        Principal {
-            id: id.into(),
-            username: username.into(),
-            ..Principal::default()
-        }
     }
 }
 
@@ -698,12 +671,7 @@ impl AccessRequest {
                 )))
             }
             Decision::Approve => {
-                let approvals = self
-                    .votes
-                    .iter()
-                    .filter(|v| v.decision == Decision::Approve)
-                    .count();
-                if approvals as u32 >= self.approvals_required {
+                if self.approvals() >= self.approvals_required {
                     self.decided_at = Some(now);
                     Ok(Some(self.transition(
                         Action::Approve,
@@ -959,6 +927,16 @@ impl AccessRequest {
             now,
         );
         Ok((grant_t, ext_t))
+    }
+
+    /// How many approve votes the request has: the count that
+    /// `approvals_required` is compared with (one rule for jitd, the CLI
+    /// and, through `RequestView::approvals`, the app).
+    pub fn approvals(&self) -> u32 {
+        self.votes
+            .iter()
+            .filter(|v| v.decision == Decision::Approve)
+            .count() as u32
     }
 
     /// The grant's whole length in seconds: the granted duration plus every

@@ -10,7 +10,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc, Weekday};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::model::Principal;
+use crate::principal::Principal;
 use crate::{format_duration, parse_duration};
 
 /// What an entitlement is in Keycloak. Stored with each request as a snapshot,
@@ -194,34 +194,13 @@ impl Policy {
         self.auditor_roles.iter().any(|r| p.roles.contains(r))
     }
 
-    /// Whether `p` approves at least one entitlement.
-    pub fn is_any_approver(&self, p: &Principal) -> bool {
-        self.entitlements.values().any(|e| e.is_approver(p))
-    }
-
     /// Parses and validates a policy file's text.
     ///
     /// Errors: a [`PolicyError`] naming the 1-based line and the field at
     /// fault (TOML syntax, unknown field, bad duration, regex, inconsistent
-    /// bounds, duplicate id or Keycloak target).
+    /// bounds, duplicate id or Keycloak target, no entitlement at all).
     pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
-        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
-            // The key on the offending line, when there is one (`key = value`).
-            let field = text
-                .lines()
-                .nth(line.saturating_sub(1))
-                .and_then(|l| l.split_once('='))
-                .map(|(k, _)| k.trim().to_string())
-                .filter(|k| !k.is_empty() && !k.starts_with('['))
-                .unwrap_or_default();
-            PolicyError {
-                line,
-                field,
-                // Some messages (regex) span lines; keep the error on one.
-                message: e.message().split_whitespace().collect::<Vec<_>>().join(" "),
-            }
-        })?;
+        let raw = RawPolicy::parse(text)?;
         let auditor_roles = raw
             .auditor_roles
             .unwrap_or_else(|| vec!["jit-auditor".into()]);
@@ -237,163 +216,27 @@ impl Policy {
         let mut targets = BTreeSet::new();
         for spanned in raw.entitlement {
             let line = line_of(text, spanned.span().start);
-            let r = spanned.into_inner();
-            let err = |field: &str, message: String| PolicyError {
-                line: field_line(text, line, field),
-                field: format!("entitlement '{}'.{field}", r.id),
-                // Some messages (regex) span lines; keep the error on one.
-                message: message.split_whitespace().collect::<Vec<_>>().join(" "),
+            let raw = spanned.into_inner();
+            let e = raw.build(&FieldErrors {
+                text,
+                line,
+                id: &raw.id,
+            })?;
+            let err = FieldErrors {
+                text,
+                line,
+                id: &e.id,
             };
-            if r.id.is_empty()
-                || !r
-                    .id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-            {
-                return Err(err(
-                    "id",
-                    "must be non-empty: letters, digits, - _ .".into(),
-                ));
-            }
-            let kinds = [
-                r.realm_role.is_some(),
-                r.client_role.is_some(),
-                r.group.is_some(),
-            ];
-            if kinds.iter().filter(|k| **k).count() != 1 {
-                return Err(err(
+            if !targets.insert(e.kind.clone()) {
+                return Err(err.at(
                     "kind",
-                    "exactly one of realm_role, client_role or group is required".into(),
+                    format!("{} is already the target of another entitlement", e.kind),
                 ));
             }
-            let kind = if let Some(role) = r.realm_role.clone() {
-                EntitlementKind::RealmRole { role }
-            } else if let Some(c) = r.client_role.clone() {
-                EntitlementKind::ClientRole {
-                    client: c.client,
-                    role: c.role,
-                }
-            } else {
-                let g = r.group.clone().unwrap_or_default();
-                EntitlementKind::Group {
-                    path: format!("/{}", g.trim_start_matches('/')),
-                }
-            };
-            let dur =
-                |field: &str, v: &str| parse_duration(v).map_err(|e| err(field, e.to_string()));
-            let max_duration = dur("max_duration", &r.max_duration)?;
-            let default_duration = match &r.default_duration {
-                Some(d) => dur("default_duration", d)?,
-                None => max_duration,
-            };
-            if default_duration > max_duration {
-                return Err(err(
-                    "default_duration",
-                    format!(
-                        "{} is longer than max_duration {}",
-                        format_duration(default_duration),
-                        format_duration(max_duration)
-                    ),
-                ));
+            if entitlements.contains_key(&e.id) {
+                return Err(err.at("id", "duplicate id".into()));
             }
-            let pending_ttl = match &r.pending_ttl {
-                Some(d) => dur("pending_ttl", d)?,
-                None => 86_400,
-            };
-            let approvals_required = r.approvals_required.unwrap_or(1);
-            if !(1..=10).contains(&approvals_required) {
-                return Err(err("approvals_required", "must be between 1 and 10".into()));
-            }
-            if r.approver_roles.is_empty() && r.approver_groups.is_empty() {
-                return Err(err(
-                    "approver_roles",
-                    "at least one approver role or group is required".into(),
-                ));
-            }
-            let justification_min = r.justification_min.unwrap_or(10);
-            let justification_max = r.justification_max.unwrap_or(1000);
-            if justification_min > justification_max {
-                return Err(err(
-                    "justification_min",
-                    "must not exceed justification_max".into(),
-                ));
-            }
-            if r.break_glass && justification_min == 0 {
-                return Err(err(
-                    "justification_min",
-                    "break-glass entitlements require a justification (min ≥ 1)".into(),
-                ));
-            }
-            let ticket_pattern = match &r.ticket_pattern {
-                Some(p) => Some(
-                    Regex::new(&format!("^(?:{p})$"))
-                        .map_err(|e| err("ticket_pattern", e.to_string()))?,
-                ),
-                None => None,
-            };
-            let mut auto_approve = Vec::new();
-            for (i, a) in r.auto_approve.iter().enumerate() {
-                let field = format!("auto_approve[{i}]");
-                let mut weekdays = Vec::new();
-                for d in &a.weekdays {
-                    weekdays.push(
-                        d.parse::<Weekday>()
-                            .map_err(|_| err(&field, format!("unknown weekday '{d}'")))?,
-                    );
-                }
-                let hours_utc = match a.hours_utc {
-                    Some([s, e]) if s < e && e <= 24 => Some((s, e)),
-                    Some(_) => {
-                        return Err(err(
-                            &field,
-                            "hours_utc must be [start, end) with 0 ≤ start < end ≤ 24".into(),
-                        ))
-                    }
-                    None => None,
-                };
-                if a.requester_role.is_none()
-                    && a.requester_group.is_none()
-                    && weekdays.is_empty()
-                    && hours_utc.is_none()
-                {
-                    return Err(err(&field, "an empty rule would approve everything".into()));
-                }
-                auto_approve.push(AutoApproveRule {
-                    requester_role: a.requester_role.clone(),
-                    requester_group: a.requester_group.clone(),
-                    weekdays,
-                    hours_utc,
-                });
-            }
-            if !targets.insert(kind.clone()) {
-                return Err(err(
-                    "kind",
-                    format!("{kind} is already the target of another entitlement"),
-                ));
-            }
-            let e = Entitlement {
-                display_name: r.display_name.clone().unwrap_or_else(|| r.id.clone()),
-                description: r.description.clone().unwrap_or_default(),
-                id: r.id.clone(),
-                kind,
-                max_duration,
-                default_duration,
-                approvals_required,
-                approver_roles: r.approver_roles.clone(),
-                approver_groups: r.approver_groups.clone(),
-                requester_roles: r.requester_roles.clone(),
-                requester_groups: r.requester_groups.clone(),
-                justification_min,
-                justification_max,
-                ticket_pattern,
-                pending_ttl,
-                end_sessions_on_revoke: r.end_sessions_on_revoke,
-                break_glass: r.break_glass,
-                auto_approve,
-            };
-            if entitlements.insert(e.id.clone(), e).is_some() {
-                return Err(err("id", "duplicate id".into()));
-            }
+            entitlements.insert(e.id.clone(), e);
         }
         if entitlements.is_empty() {
             // An empty (e.g. truncated) file would end every JIT grant.
@@ -409,6 +252,217 @@ impl Policy {
             entitlements,
             auditor_roles,
             max_start_ahead,
+        })
+    }
+}
+
+/// Builds the [`PolicyError`]s of one `[[entitlement]]` table: the field's
+/// line (or the table's) and `entitlement 'id'.field`.
+struct FieldErrors<'a> {
+    text: &'a str,
+    /// The table's 1-based line.
+    line: usize,
+    id: &'a str,
+}
+
+impl FieldErrors<'_> {
+    fn at(&self, field: &str, message: String) -> PolicyError {
+        PolicyError {
+            line: field_line(self.text, self.line, field),
+            field: format!("entitlement '{}'.{field}", self.id),
+            // Some messages (regex) span lines; keep the error on one.
+            message: one_line(&message),
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+impl RawPolicy {
+    /// The file's TOML, with a syntax or shape error at its line and key.
+    fn parse(text: &str) -> Result<RawPolicy, PolicyError> {
+        toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            // The key on the offending line, when there is one (`key = value`).
+            let field = text
+                .lines()
+                .nth(line.saturating_sub(1))
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim().to_string())
+                .filter(|k| !k.is_empty() && !k.starts_with('['))
+                .unwrap_or_default();
+            PolicyError {
+                line,
+                field,
+                message: one_line(e.message()),
+            }
+        })
+    }
+}
+
+impl RawEntitlement {
+    /// The entitlement this table defines, every field checked.
+    fn build(&self, err: &FieldErrors) -> Result<Entitlement, PolicyError> {
+        self.check_id(err)?;
+        let kind = self.kind(err)?;
+        let dur =
+            |field: &str, v: &str| parse_duration(v).map_err(|e| err.at(field, e.to_string()));
+        let max_duration = dur("max_duration", &self.max_duration)?;
+        let default_duration = match &self.default_duration {
+            Some(d) => dur("default_duration", d)?,
+            None => max_duration,
+        };
+        if default_duration > max_duration {
+            return Err(err.at(
+                "default_duration",
+                format!(
+                    "{} is longer than max_duration {}",
+                    format_duration(default_duration),
+                    format_duration(max_duration)
+                ),
+            ));
+        }
+        let pending_ttl = match &self.pending_ttl {
+            Some(d) => dur("pending_ttl", d)?,
+            None => 86_400,
+        };
+        let approvals_required = self.approvals_required.unwrap_or(1);
+        if !(1..=10).contains(&approvals_required) {
+            return Err(err.at("approvals_required", "must be between 1 and 10".into()));
+        }
+        if self.approver_roles.is_empty() && self.approver_groups.is_empty() {
+            return Err(err.at(
+                "approver_roles",
+                "at least one approver role or group is required".into(),
+            ));
+        }
+        let (justification_min, justification_max) = self.justification_bounds(err)?;
+        let ticket_pattern = match &self.ticket_pattern {
+            Some(p) => Some(
+                Regex::new(&format!("^(?:{p})$"))
+                    .map_err(|e| err.at("ticket_pattern", e.to_string()))?,
+            ),
+            None => None,
+        };
+        let auto_approve = self
+            .auto_approve
+            .iter()
+            .enumerate()
+            .map(|(i, a)| a.build(&format!("auto_approve[{i}]"), err))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Entitlement {
+            display_name: self.display_name.clone().unwrap_or_else(|| self.id.clone()),
+            description: self.description.clone().unwrap_or_default(),
+            id: self.id.clone(),
+            kind,
+            max_duration,
+            default_duration,
+            approvals_required,
+            approver_roles: self.approver_roles.clone(),
+            approver_groups: self.approver_groups.clone(),
+            requester_roles: self.requester_roles.clone(),
+            requester_groups: self.requester_groups.clone(),
+            justification_min,
+            justification_max,
+            ticket_pattern,
+            pending_ttl,
+            end_sessions_on_revoke: self.end_sessions_on_revoke,
+            break_glass: self.break_glass,
+            auto_approve,
+        })
+    }
+
+    /// Ids are non-empty: letters, digits, `-`, `_`, `.`.
+    fn check_id(&self, err: &FieldErrors) -> Result<(), PolicyError> {
+        let ok = !self.id.is_empty()
+            && self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+        if ok {
+            Ok(())
+        } else {
+            Err(err.at("id", "must be non-empty: letters, digits, - _ .".into()))
+        }
+    }
+
+    /// The Keycloak target: exactly one of `realm_role`, `client_role`,
+    /// `group` (a group path gets its leading `/`).
+    fn kind(&self, err: &FieldErrors) -> Result<EntitlementKind, PolicyError> {
+        match (&self.realm_role, &self.client_role, &self.group) {
+            (Some(role), None, None) => Ok(EntitlementKind::RealmRole { role: role.clone() }),
+            (None, Some(c), None) => Ok(EntitlementKind::ClientRole {
+                client: c.client.clone(),
+                role: c.role.clone(),
+            }),
+            (None, None, Some(g)) => Ok(EntitlementKind::Group {
+                path: format!("/{}", g.trim_start_matches('/')),
+            }),
+            _ => Err(err.at(
+                "kind",
+                "exactly one of realm_role, client_role or group is required".into(),
+            )),
+        }
+    }
+
+    /// `(justification_min, justification_max)`, defaults 10 and 1000;
+    /// break-glass needs a justification.
+    fn justification_bounds(&self, err: &FieldErrors) -> Result<(usize, usize), PolicyError> {
+        let min = self.justification_min.unwrap_or(10);
+        let max = self.justification_max.unwrap_or(1000);
+        if min > max {
+            return Err(err.at(
+                "justification_min",
+                "must not exceed justification_max".into(),
+            ));
+        }
+        if self.break_glass && min == 0 {
+            return Err(err.at(
+                "justification_min",
+                "break-glass entitlements require a justification (min ≥ 1)".into(),
+            ));
+        }
+        Ok((min, max))
+    }
+}
+
+impl RawAutoApprove {
+    /// The rule, named `field` (`auto_approve[i]`) in errors: known
+    /// weekdays, `hours_utc` as `[start, end)` within the day, and never
+    /// empty (an empty rule would approve everything).
+    fn build(&self, field: &str, err: &FieldErrors) -> Result<AutoApproveRule, PolicyError> {
+        let weekdays = self
+            .weekdays
+            .iter()
+            .map(|d| {
+                d.parse::<Weekday>()
+                    .map_err(|_| err.at(field, format!("unknown weekday '{d}'")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let hours_utc = match self.hours_utc {
+            Some([s, e]) if s < e && e <= 24 => Some((s, e)),
+            Some(_) => {
+                return Err(err.at(
+                    field,
+                    "hours_utc must be [start, end) with 0 ≤ start < end ≤ 24".into(),
+                ))
+            }
+            None => None,
+        };
+        if self.requester_role.is_none()
+            && self.requester_group.is_none()
+            && weekdays.is_empty()
+            && hours_utc.is_none()
+        {
+            return Err(err.at(field, "an empty rule would approve everything".into()));
+        }
+        Ok(AutoApproveRule {
+            requester_role: self.requester_role.clone(),
+            requester_group: self.requester_group.clone(),
+            weekdays,
+            hours_utc,
         })
     }
 }

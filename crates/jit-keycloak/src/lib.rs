@@ -1,30 +1,29 @@
-//! Everything JIT Access says to Keycloak.
+//! What jitd says to Keycloak: token validation and the Admin REST API.
 //!
-//! - [`oidc`]: discovery, Authorization Code + PKCE login with a loopback
-//!   redirect (RFC 7636, RFC 8252), refresh and logout — for the CLI and app.
 //! - [`validate`]: access-token validation for jitd — signature against the
 //!   realm's JWKS, `iss`, `aud`, `exp`/`nbf`, `typ`.
 //! - [`admin`]: the Admin REST API, as the `jit-backend` service account —
 //!   user lookup, grant and revoke of realm roles, client roles and group
 //!   membership, and ending a user's sessions.
 //!
-//! Not for: deciding *whether* something may be granted (that is `jit-core`)
-//! or remembering what was granted (that is `jit-server`'s store).
+//! Not for: deciding *whether* something may be granted (that is `jit-core`),
+//! remembering what was granted (that is `jit-server`'s store), or logging
+//! a person in (that is `jit-login`, for the CLI and the app: jitd pulls in
+//! no `oauth2` or browser opener).
 
 pub mod admin;
 pub mod observe;
-pub mod oidc;
 pub mod validate;
 
 pub use admin::{
     AdminClient, CurrentUser, KeycloakAdmin, KeycloakError, SessionsEnded, TargetStatus,
 };
 pub use observe::{CallObserver, KeycloakCall};
-pub use oidc::{Discovery, LoginSession, OidcClient, TokenSet};
 pub use validate::{AuthError, TokenValidator, ValidatedToken};
 
-/// A reqwest client with sane timeouts, rustls, and no redirects followed
-/// (OIDC endpoints never need them; following one could leak a token).
+/// A reqwest client for jitd's calls to Keycloak, with sane timeouts, rustls, and no redirects followed
+/// (Keycloak's endpoints never need them; following one could leak a
+/// token).
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

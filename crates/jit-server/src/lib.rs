@@ -12,6 +12,7 @@
 //! format (that is `jit-keycloak`).
 
 pub mod api;
+pub mod check_policy;
 pub mod config;
 pub mod error;
 pub mod events;

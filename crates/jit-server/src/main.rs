@@ -30,77 +30,6 @@ enum Command {
     Openapi,
 }
 
-/// `check-policy --config`: targets exist, and who holds them standing.
-async fn check_against_keycloak(policy: &jit_core::Policy, config: &std::path::Path) -> ExitCode {
-    let cfg = match jit_server::Config::load(config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("jitd: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let secret = match cfg.backend_secret() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("jitd: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let admin = jit_keycloak::AdminClient::new(
-        &cfg.keycloak.url,
-        &cfg.keycloak.realm,
-        &cfg.keycloak.backend_client_id,
-        &secret,
-        jit_keycloak::http_client(),
-    );
-    let mut errors = 0;
-    println!("policy OK: {} entitlements", policy.entitlements.len());
-    for e in policy.entitlements.values() {
-        use jit_keycloak::{KeycloakAdmin, TargetStatus};
-        match admin.target_status(&e.kind).await {
-            Ok(TargetStatus::Available) => {}
-            Ok(st) => {
-                println!(
-                    "error: entitlement '{}' ({}) cannot be granted: {}",
-                    e.id,
-                    e.kind,
-                    st.unavailable_reason().unwrap_or("unavailable")
-                );
-                errors += 1;
-                continue;
-            }
-            Err(err) => {
-                println!(
-                    "error: entitlement '{}' ({}): cannot check it in Keycloak: {err}",
-                    e.id, e.kind
-                );
-                errors += 1;
-                continue;
-            }
-        }
-        match admin.holders(&e.kind).await {
-            Ok(h) if h.is_empty() => {
-                println!("ok: '{}' ({}) — nobody holds it standing", e.id, e.kind)
-            }
-            Ok(h) => println!(
-                "warning: '{}' ({}) is held as a standing assignment by: {}",
-                e.id,
-                e.kind,
-                h.join(", ")
-            ),
-            Err(err) => {
-                println!("error: entitlement '{}': cannot list holders: {err}", e.id);
-                errors += 1;
-            }
-        }
-    }
-    if errors > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     // The log format is in the config file; read it first (errors are
@@ -112,52 +41,31 @@ fn main() -> ExitCode {
         .map(|c| c.log_format)
         .unwrap_or_default();
     jit_server::tracing_setup::init(format);
-    if let Some(Command::Openapi) = &args.command {
-        println!(
-            "{}",
-            jit_server::api::openapi()
-                .to_pretty_json()
-                .expect("the OpenAPI document serialises")
-        );
-        return ExitCode::SUCCESS;
-    }
-    if let Some(Command::CheckPolicy { file }) = &args.command {
-        return match jit_server::load_policy(file) {
-            Ok(p) if args.config.is_some() => {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("tokio runtime");
-                let config = args.config.clone().expect("checked");
-                rt.block_on(check_against_keycloak(&p, &config))
-            }
-            Ok(p) => {
-                println!(
-                    "{}: OK, {} entitlements",
-                    file.display(),
-                    p.entitlements.len()
-                );
-                for e in p.entitlements.values() {
-                    println!(
-                        "  {:<20} {:<40} max {:>6}  approvals {}",
-                        e.id,
-                        e.kind.to_string(),
-                        jit_core::format_duration(e.max_duration),
-                        e.approvals_required
-                    );
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("jitd: {e}");
-                ExitCode::from(2)
-            }
-        };
+    match &args.command {
+        Some(Command::Openapi) => {
+            println!(
+                "{}",
+                jit_server::api::openapi()
+                    .to_pretty_json()
+                    .expect("the OpenAPI document serialises")
+            );
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::CheckPolicy { file }) => {
+            return jit_server::check_policy::run(file, args.config.as_deref())
+        }
+        None => {}
     }
     let Some(config) = args.config else {
         eprintln!("jitd: --config FILE is required (see config/jitd.toml)");
         return ExitCode::from(2);
     };
+    serve(config)
+}
+
+/// Runs jitd with `config` until Ctrl-C or SIGTERM (SIGHUP reloads the
+/// policy): exit 2 for a bad config, 1 when it cannot start.
+fn serve(config: PathBuf) -> ExitCode {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -141,7 +141,20 @@ pub async fn device_login(
     password: &str,
 ) -> Result<()> {
     let start = Url::parse(verification_uri).context("invalid verification URI")?;
+    // What a browser sends. Keycloak serves two POST handlers at
+    // `/realms/R/device` and picks by `Accept`: with `text/html` the typed
+    // user code is verified; with `*/*` (curl's, reqwest's default) the
+    // POST is taken as a device authorization request and answered
+    // `401 invalid_client`.
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::ACCEPT,
+        reqwest::header::HeaderValue::from_static(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        ),
+    );
     let client = reqwest::Client::builder()
+        .default_headers(headers)
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
         .timeout(std::time::Duration::from_secs(30))

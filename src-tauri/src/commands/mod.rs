@@ -36,6 +36,7 @@ pub struct CommandError {
 }
 
 impl CommandError {
+    /// An error with a stable `code` (e.g. `login_required`) and words for the user.
     pub fn new(code: &str, message: impl Into<String>) -> CommandError {
         CommandError {
             code: code.to_string(),

@@ -27,6 +27,7 @@ impl From<RequestQuery> for ListQuery {
     }
 }
 
+/// `list_entitlements`: what the user may request.
 #[tauri::command]
 pub async fn list_entitlements(state: AppState<'_>) -> CmdResult<Vec<EntitlementView>> {
     state
@@ -37,6 +38,7 @@ pub async fn list_entitlements(state: AppState<'_>) -> CmdResult<Vec<Entitlement
         .map_err(CommandError::from)
 }
 
+/// `list_requests`: requests the user may see, filtered by `query`.
 #[tauri::command]
 pub async fn list_requests(
     state: AppState<'_>,
@@ -51,6 +53,7 @@ pub async fn list_requests(
         .map_err(CommandError::from)
 }
 
+/// `create_request`: asks for an entitlement.
 #[tauri::command]
 pub async fn create_request(
     state: AppState<'_>,
@@ -64,6 +67,7 @@ pub async fn create_request(
         .map_err(CommandError::from)
 }
 
+/// `approve_request`: an approve vote, optionally shortening the grant.
 #[tauri::command]
 pub async fn approve_request(
     state: AppState<'_>,
@@ -81,6 +85,7 @@ pub async fn approve_request(
         .map_err(CommandError::from)
 }
 
+/// `deny_request`: a deny vote (a comment is required).
 #[tauri::command]
 pub async fn deny_request(
     state: AppState<'_>,
@@ -98,6 +103,7 @@ pub async fn deny_request(
         .map_err(CommandError::from)
 }
 
+/// `cancel_request`: the requester withdraws a request not yet active.
 #[tauri::command]
 pub async fn cancel_request(state: AppState<'_>, id: String) -> CmdResult<RequestView> {
     state
@@ -108,6 +114,7 @@ pub async fn cancel_request(state: AppState<'_>, id: String) -> CmdResult<Reques
         .map_err(CommandError::from)
 }
 
+/// `drop_grant`: the requester gives up an active grant now.
 #[tauri::command]
 pub async fn drop_grant(state: AppState<'_>, id: String) -> CmdResult<RequestView> {
     state
@@ -118,6 +125,7 @@ pub async fn drop_grant(state: AppState<'_>, id: String) -> CmdResult<RequestVie
         .map_err(CommandError::from)
 }
 
+/// `revoke_grant`: an approver ends someone's grant (a comment is required).
 #[tauri::command]
 pub async fn revoke_grant(
     state: AppState<'_>,
@@ -132,6 +140,7 @@ pub async fn revoke_grant(
         .map_err(CommandError::from)
 }
 
+/// `extend_grant`: asks for more time (`duration` in the duration grammar) on an active grant.
 #[tauri::command]
 pub async fn extend_grant(
     state: AppState<'_>,
@@ -147,6 +156,7 @@ pub async fn extend_grant(
         .map_err(CommandError::from)
 }
 
+/// `review_request`: closes the after-the-fact review of a break-glass activation.
 #[tauri::command]
 pub async fn review_request(
     state: AppState<'_>,

@@ -5,6 +5,7 @@ use serde::Serialize;
 use super::{AppState, CmdResult, CommandError};
 use crate::state::SessionInfo;
 
+/// `get_session`: the `SessionInfo` of the contract (login, backend, connection, notices).
 #[tauri::command]
 pub async fn get_session(state: AppState<'_>) -> CmdResult<SessionInfo> {
     Ok(state.session_info().await)
@@ -53,11 +54,13 @@ pub async fn logout(state: AppState<'_>) -> CmdResult<SessionInfo> {
         .map_err(|e| CommandError::new("keycloak_unreachable", e))
 }
 
+/// `get_me`: who the user is and what they approve, as jitd sees it.
 #[tauri::command]
 pub async fn get_me(state: AppState<'_>) -> CmdResult<jit_core::api::MeView> {
     state.client().await?.me().await.map_err(CommandError::from)
 }
 
+/// The server's clock relative to this machine's (for countdowns).
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct ServerClock {
     /// Server time minus local time, milliseconds.

@@ -3,11 +3,13 @@
 use super::{AppState, CmdResult, CommandError};
 use crate::settings::Settings;
 
+/// `get_settings`: the app's settings.
 #[tauri::command]
 pub async fn get_settings(state: AppState<'_>) -> CmdResult<Settings> {
     Ok(state.settings.get())
 }
 
+/// `set_settings`: saves the settings and returns them as kept.
 #[tauri::command]
 pub async fn set_settings(state: AppState<'_>, settings: Settings) -> CmdResult<Settings> {
     let s = state

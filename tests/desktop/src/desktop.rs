@@ -163,6 +163,57 @@ pub struct TauriDriver {
     child: Child,
     pub port: u16,
     pub native_port: u16,
+    /// Where the stderr of tauri-driver and everything below it (the app's
+    /// log, WebKit's warnings) goes: printed when the test fails (a panic
+    /// on the thread that started it).
+    pub log: PathBuf,
+}
+
+thread_local! {
+    /// The driver logs of the test running on this thread.
+    static LOGS: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Installs (once per process) a panic hook that prints, before the usual
+/// panic message, every driver log of the panicking test's thread: a
+/// failing test shows what the app said, also after the app was closed.
+fn print_logs_on_panic() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let logs = LOGS
+                .try_with(|l| std::mem::take(&mut *l.borrow_mut()))
+                .unwrap_or_default();
+            for log in logs {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                eprintln!(
+                    "---- log of the app and its drivers ({}) ----\n{text}---- end of that log ----",
+                    log.display()
+                );
+            }
+            default(info);
+        }));
+    });
+}
+
+/// A fresh file for the stderr of one tauri-driver (and the app below it):
+/// `target/desktop-e2e/logs/<test thread>-<n>.log`. A green run keeps the
+/// app's debug lines and WebKit's a11y warnings out of the console; a
+/// failing test prints the file (see [`TauriDriver::stop`]).
+fn driver_log_path() -> PathBuf {
+    print_logs_on_panic();
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("test")
+        .replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_");
+    let path = artifacts_dir()
+        .join("logs")
+        .join(format!("{test}-{}-{n}.log", std::process::id()));
+    LOGS.with(|l| l.borrow_mut().push(path.clone()));
+    path
 }
 
 impl TauriDriver {
@@ -178,6 +229,13 @@ impl TauriDriver {
         while native_port == port {
             native_port = free_port();
         }
+        let log = driver_log_path();
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let log_file = std::fs::File::create(&log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
         let mut cmd = Command::new(tauri_driver);
         cmd.arg("--port")
             .arg(port.to_string())
@@ -195,7 +253,7 @@ impl TauriDriver {
             .stdout(Stdio::null())
             // Same process group as the test: a Ctrl-C that ends the test
             // run ends tauri-driver, WebKitWebDriver and the app too.
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::from(log_file));
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -206,11 +264,15 @@ impl TauriDriver {
             child,
             port,
             native_port,
+            log,
         };
         let start = Instant::now();
         while !(port_open(port) && port_open(native_port)) {
             if let Some(status) = d.child.try_wait()? {
-                bail!("tauri-driver exited at start ({status})");
+                bail!(
+                    "tauri-driver exited at start ({status}); log: {}",
+                    d.log.display()
+                );
             }
             if start.elapsed() > Duration::from_secs(20) {
                 bail!("tauri-driver (port {port}) / WebKitWebDriver (port {native_port}) did not listen within 20 s");
@@ -385,8 +447,9 @@ impl Desktop {
             ("XDG_DATA_HOME".into(), h("data")),
             ("XDG_RUNTIME_DIR".into(), h("run")),
         ];
-        // The app's log (on the test's stderr): warnings, and its own
-        // debug lines, unless RUST_LOG says otherwise.
+        // The app's log (in the driver's log file, printed when the test
+        // fails): warnings, and its own debug lines, unless RUST_LOG says
+        // otherwise.
         if std::env::var_os("RUST_LOG").is_none() {
             env.push(("RUST_LOG".into(), "warn,jit_desktop=debug".into()));
         }

@@ -1,6 +1,8 @@
 //! OIDC for the clients (CLI and desktop app): discovery, Authorization Code
 //! with PKCE S256 (RFC 7636) and a loopback redirect on 127.0.0.1 with a
-//! random port (RFC 8252 §7.3), refresh, and logout.
+//! random port (RFC 8252 §7.3), device login (RFC 8628), refresh, and
+//! logout. `finish_login` waits; `parse_callback` decides what one request
+//! to the loopback listener is (a table, unit-tested).
 
 use std::time::Duration;
 
@@ -443,36 +445,6 @@ fn describe_token_error<E: std::error::Error>(
     }
 }
 
-/// Opens `url` for an interactive login (RFC 8252 "external user-agent"):
-/// with `$BROWSER` when set — a command line in which `%s` is replaced by
-/// the URL, else the URL is appended — otherwise the desktop's default
-/// browser. A `$BROWSER` child is reaped when it exits.
-///
-/// Errors: a one-line message (empty `$BROWSER`, command not startable,
-/// no default browser).
-pub fn open_in_browser(url: &str) -> Result<(), String> {
-    if let Ok(cmd) = std::env::var("BROWSER") {
-        let mut parts = cmd.split_whitespace();
-        let prog = parts.next().ok_or("BROWSER is empty")?;
-        let mut args: Vec<String> = parts.map(str::to_string).collect();
-        if args.iter().any(|a| a.contains("%s")) {
-            args = args.into_iter().map(|a| a.replace("%s", url)).collect();
-        } else {
-            args.push(url.to_string());
-        }
-        let mut child = std::process::Command::new(prog)
-            .args(&args)
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start BROWSER ({prog}): {e}"))?;
-        std::thread::spawn(move || {
-            let _ = child.wait();
-        });
-        return Ok(());
-    }
-    webbrowser::open(url).map_err(|e| format!("cannot open a browser: {e}"))
-}
-
 /// How long one connection to the loopback login listener may take to send
 /// its request head; a silent client or a TLS handshake is then dropped.
 pub const CALLBACK_READ_LIMIT: Duration = Duration::from_secs(5);
@@ -521,57 +493,8 @@ async fn serve_callback(
     let head = tokio::time::timeout(CALLBACK_READ_LIMIT, read_head(&mut sock))
         .await
         .ok()??;
-    let mut words = head.split_whitespace();
-    let (method, target) = (words.next()?, words.next()?);
-    if !target.starts_with('/') || !words.next()?.starts_with("HTTP/") {
-        return None; // not HTTP (e.g. a TLS ClientHello): just close
-    }
-    let url = url::Url::parse(&format!("http://127.0.0.1{target}")).ok();
-    let (status, body, outcome) = match url.filter(|u| u.path() == "/callback") {
-        None => ("404 Not Found", "Not found.".to_string(), None),
-        Some(_) if method != "GET" => (
-            "405 Method Not Allowed",
-            "Only GET is served here.".to_string(),
-            None,
-        ),
-        Some(url) => {
-            let q: std::collections::HashMap<String, String> =
-                url.query_pairs().into_owned().collect();
-            if q.get("state").map(String::as_str) != Some(state) {
-                (
-                    "400 Bad Request",
-                    "This is not the login in progress (state mismatch); it is ignored."
-                        .to_string(),
-                    None,
-                )
-            } else if let Some(err) = q.get("error") {
-                let why = q
-                    .get("error_description")
-                    .cloned()
-                    .unwrap_or_else(|| err.clone());
-                (
-                    "400 Bad Request",
-                    format!(
-                        "Login failed: {}. You can close this tab.",
-                        html_escape(&why)
-                    ),
-                    Some(Err(OidcError::Refused(why))),
-                )
-            } else if let Some(code) = q.get("code") {
-                (
-                    "200 OK",
-                    "Logged in to JIT Access. You can close this tab.".to_string(),
-                    Some(Ok(code.clone())),
-                )
-            } else {
-                (
-                    "400 Bad Request",
-                    "Login failed: no code. You can close this tab.".to_string(),
-                    Some(Err(OidcError::Refused("no authorization code".into()))),
-                )
-            }
-        }
-    };
+    let callback = parse_callback(&head, state);
+    let (status, body) = callback.answer()?;
     let page = format!("<!doctype html><meta charset=utf-8><title>JIT Access</title><p>{body}</p>");
     let resp = format!(
         "HTTP/1.1 {status}\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\ncache-control: no-store\r\n\r\n{page}",
@@ -582,7 +505,103 @@ async fn serve_callback(
         let _ = sock.shutdown().await;
     })
     .await;
-    outcome
+    callback.outcome()
+}
+
+/// What one request to the loopback listener is, for the login in progress.
+#[derive(Debug, PartialEq, Eq)]
+enum Callback {
+    /// Not an HTTP request (e.g. a TLS ClientHello): closed unanswered.
+    NotHttp,
+    /// Another path (`/favicon.ico`): 404, the wait goes on.
+    NotFound,
+    /// `/callback` with another method: 405, the wait goes on.
+    WrongMethod,
+    /// `/callback` of another login (wrong or missing `state`): 400, the
+    /// wait goes on (RFC 6749 §10.12).
+    OtherLogin,
+    /// Keycloak's `error=` (with `error_description` when given) for this
+    /// login: it ends.
+    Refused(String),
+    /// This login's callback without a code: it ends.
+    NoCode,
+    /// This login's authorization code.
+    Code(String),
+}
+
+/// Reads the request head `head` (request line and headers) as a callback
+/// of the login whose `state` is given.
+fn parse_callback(head: &str, state: &str) -> Callback {
+    let mut words = head.split_whitespace();
+    let (Some(method), Some(target), Some(version)) = (words.next(), words.next(), words.next())
+    else {
+        return Callback::NotHttp;
+    };
+    if !target.starts_with('/') || !version.starts_with("HTTP/") {
+        return Callback::NotHttp;
+    }
+    let Some(url) = url::Url::parse(&format!("http://127.0.0.1{target}"))
+        .ok()
+        .filter(|u| u.path() == "/callback")
+    else {
+        return Callback::NotFound;
+    };
+    if method != "GET" {
+        return Callback::WrongMethod;
+    }
+    let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+    if q.get("state").map(String::as_str) != Some(state) {
+        Callback::OtherLogin
+    } else if let Some(err) = q.get("error") {
+        Callback::Refused(q.get("error_description").unwrap_or(err).clone())
+    } else if let Some(code) = q.get("code") {
+        Callback::Code(code.clone())
+    } else {
+        Callback::NoCode
+    }
+}
+
+impl Callback {
+    /// The HTTP status line and the page's text; `None`: close unanswered.
+    fn answer(&self) -> Option<(&'static str, String)> {
+        Some(match self {
+            Callback::NotHttp => return None,
+            Callback::NotFound => ("404 Not Found", "Not found.".into()),
+            Callback::WrongMethod => ("405 Method Not Allowed", "Only GET is served here.".into()),
+            Callback::OtherLogin => (
+                "400 Bad Request",
+                "This is not the login in progress (state mismatch); it is ignored.".into(),
+            ),
+            Callback::Refused(why) => (
+                "400 Bad Request",
+                format!(
+                    "Login failed: {}. You can close this tab.",
+                    html_escape(why)
+                ),
+            ),
+            Callback::NoCode => (
+                "400 Bad Request",
+                "Login failed: no code. You can close this tab.".into(),
+            ),
+            Callback::Code(_) => (
+                "200 OK",
+                "Logged in to JIT Access. You can close this tab.".into(),
+            ),
+        })
+    }
+
+    /// How the login ends with this request: `None` when it goes on.
+    fn outcome(self) -> Option<Result<String, OidcError>> {
+        match self {
+            Callback::Code(code) => Some(Ok(code)),
+            Callback::Refused(why) => Some(Err(OidcError::Refused(why))),
+            Callback::NoCode => Some(Err(OidcError::Refused("no authorization code".into()))),
+            Callback::NotHttp
+            | Callback::NotFound
+            | Callback::WrongMethod
+            | Callback::OtherLogin => None,
+        }
+    }
 }
 
 /// The request line and headers (up to 8 KiB), or `None` if the peer
@@ -615,6 +634,61 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
+
+    #[test]
+    fn callback_parsing_is_a_table() {
+        use Callback::*;
+        let cases: &[(&str, Callback)] = &[
+            ("GET /callback?code=c&state=s HTTP/1.1\r\nhost: x\r\n\r\n", Code("c".into())),
+            ("GET /callback?state=s&code=a%2Fb HTTP/1.1\r\n\r\n", Code("a/b".into())),
+            ("GET /callback?code=c&state=other HTTP/1.1\r\n\r\n", OtherLogin),
+            ("GET /callback?code=c HTTP/1.1\r\n\r\n", OtherLogin),
+            ("GET /callback?code=c&state=S HTTP/1.1\r\n\r\n", OtherLogin),
+            (
+                "GET /callback?error=access_denied&error_description=no%20way&state=s HTTP/1.1\r\n\r\n",
+                Refused("no way".into()),
+            ),
+            ("GET /callback?error=access_denied&state=s HTTP/1.1\r\n\r\n", Refused("access_denied".into())),
+            // An error for another login does not end this one.
+            ("GET /callback?error=access_denied&state=x HTTP/1.1\r\n\r\n", OtherLogin),
+            ("GET /callback?state=s HTTP/1.1\r\n\r\n", NoCode),
+            ("POST /callback?code=c&state=s HTTP/1.1\r\n\r\n", WrongMethod),
+            ("GET /favicon.ico HTTP/1.1\r\n\r\n", NotFound),
+            ("GET /callbackx?code=c&state=s HTTP/1.1\r\n\r\n", NotFound),
+            ("GET http://evil/callback?code=c&state=s HTTP/1.1\r\n\r\n", NotHttp),
+            ("GET /callback?code=c&state=s SPDY/3\r\n\r\n", NotHttp),
+            ("GET /callback\r\n\r\n", NotHttp),
+            ("\u{16}\u{3}\u{1}", NotHttp),
+            ("", NotHttp),
+        ];
+        for (head, want) in cases {
+            assert_eq!(&parse_callback(head, "s"), want, "{head:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_code_or_a_refusal_ends_the_login() {
+        assert_eq!(Callback::Code("c".into()).outcome().unwrap().unwrap(), "c");
+        assert!(matches!(
+            Callback::NoCode.outcome(),
+            Some(Err(OidcError::Refused(_)))
+        ));
+        for goes_on in [
+            Callback::NotHttp,
+            Callback::NotFound,
+            Callback::WrongMethod,
+            Callback::OtherLogin,
+        ] {
+            assert!(goes_on.outcome().is_none());
+        }
+        assert!(Callback::NotHttp.answer().is_none());
+        let (status, page) = Callback::Refused("<script>".into()).answer().unwrap();
+        assert!(status.starts_with("400"));
+        assert!(
+            page.contains("&lt;script&gt;") && !page.contains("<script>"),
+            "{page}"
+        );
+    }
 
     /// Sends `request` to the listener and returns the status line answered.
     async fn ask(port: u16, request: &str) -> String {
