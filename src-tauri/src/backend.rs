@@ -12,11 +12,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jit_client::{Client, TokenSource};
-
-use crate::state::BackendKind;
+use serde::Serialize;
 
 /// The demo policy shipped with the app (`config/policy.toml`).
 pub const BUNDLED_POLICY: &str = include_str!("../../config/policy.toml");
+
+/// Which jitd the app talks to: one it runs itself, or a remote one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Embedded,
+    Remote,
+}
 
 /// A jitd the app is connected to.
 pub struct Backend {

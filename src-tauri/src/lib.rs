@@ -18,6 +18,7 @@
 pub mod backend;
 pub mod bus;
 pub mod commands;
+pub mod error;
 pub mod instance;
 pub mod live;
 pub mod notifications;
@@ -26,6 +27,7 @@ pub mod session;
 pub mod settings;
 pub mod state;
 pub mod tray;
+pub mod tray_view;
 
 #[cfg(test)]
 pub(crate) mod fixtures;

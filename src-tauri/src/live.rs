@@ -12,11 +12,11 @@ use futures::StreamExt;
 use jit_client::{Client, ClientError, ListQuery};
 use jit_core::api::{EventData, RequestView};
 
-use crate::commands::CommandError;
+use crate::error::CommandError;
 use crate::notifications::{self, expiring_notes, note_for_event, Note, Notifier, Viewer};
 use crate::settings::Settings;
 use crate::state::{Connection, Desktop};
-use crate::tray::{tray_view, TrayView};
+use crate::tray_view::{tray_view, TrayView};
 
 /// How often the list is polled while the event stream is down.
 pub const POLL_EVERY: Duration = Duration::from_secs(5);

@@ -30,7 +30,7 @@ use jit_login::{Login, OidcError, RefreshError, RefreshingTokens, TokenStore};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex};
 
-use crate::commands::CommandError;
+use crate::error::{CommandError, KEYCLOAK_DOWN, NOT_LOGGED_IN};
 
 /// Where the tokens are kept (`SessionInfo.token_storage` of the contract).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -58,25 +58,6 @@ pub fn memory_notice(why: &str) -> String {
 /// What is kept in the keyring entry: jit-login's [`Login`] (issuer,
 /// client id, username, tokens), the same shape as before it was shared.
 pub type StoredSession = Login;
-
-/// Codes of the login errors (see [`token_error`]).
-const NOT_LOGGED_IN: &str = "log in first";
-const KEYCLOAK_DOWN: &str = "Keycloak cannot be reached";
-
-/// A [`ClientError::Token`] text as the UI's `{code, message}`.
-pub fn token_error(text: &str) -> crate::commands::CommandError {
-    use crate::commands::CommandError;
-    if text.starts_with(KEYCLOAK_DOWN) {
-        CommandError::new(
-            "keycloak_unreachable",
-            format!("{text}. Your login cannot be renewed until it is back; jitd still ends grants on time, and what you see may be out of date."),
-        )
-    } else if text == NOT_LOGGED_IN {
-        CommandError::new("login_required", "You are not logged in: log in first.")
-    } else {
-        CommandError::new("login_required", text)
-    }
-}
 
 /// A failed login in words, with its code.
 fn login_error(e: OidcError) -> CommandError {
@@ -626,7 +607,7 @@ mod tests {
         let s = Session::new(false);
         let e = s.current_token().await.unwrap_err();
         assert_eq!(e.to_string(), "not logged in: log in first");
-        let c = crate::commands::CommandError::from_client(e);
+        let c = crate::error::CommandError::from_client(e);
         assert_eq!(c.code, "login_required");
     }
 

@@ -10,11 +10,11 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::backend::Backend;
-use crate::commands::CommandError;
+use crate::error::CommandError;
 use crate::notifications::Notifier;
 use crate::session::Session;
 use crate::settings::SettingsStore;
-use crate::tray::TrayView;
+use crate::tray_view::TrayView;
 
 /// State of the connection to jitd's event stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -26,13 +26,7 @@ pub enum Connection {
     Offline,
 }
 
-/// Which jitd the app talks to: one it runs itself, or a remote one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    Embedded,
-    Remote,
-}
+pub use crate::backend::BackendKind;
 
 pub use crate::session::TokenStorage;
 

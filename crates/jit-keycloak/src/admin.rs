@@ -331,11 +331,6 @@ impl AdminClient {
             .insert(key, (Instant::now(), v));
     }
 
-    /// Forgets every cached id: the next calls look them up again.
-    pub fn forget_ids(&self) {
-        self.ids.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    }
-
     fn url(&self, path: &str) -> String {
         format!("{}/admin/realms/{}{}", self.base, self.realm, path)
     }
@@ -466,20 +461,6 @@ impl AdminClient {
             &format!("user {user_id}"),
         )
         .await
-    }
-
-    /// Looks a user up by exact username.
-    pub async fn user_by_username(&self, username: &str) -> Result<Option<UserRep>, KeycloakError> {
-        let users: Vec<UserRep> = self
-            .get_json(
-                &format!(
-                    "/users?exact=true&briefRepresentation=true&username={}",
-                    enc(username)
-                ),
-                &format!("user {username}"),
-            )
-            .await?;
-        Ok(users.into_iter().find(|u| u.username == username))
     }
 
     /// A realm role by name.
@@ -1008,18 +989,6 @@ impl AdminClient {
             }
         }
         Ok(names.into_iter().collect())
-    }
-
-    /// Checks that `target` exists in Keycloak (for policy checks).
-    pub async fn target_exists(&self, target: &EntitlementKind) -> Result<(), KeycloakError> {
-        match target {
-            EntitlementKind::RealmRole { role } => self.realm_role(role).await.map(|_| ()),
-            EntitlementKind::ClientRole { client, role } => {
-                let c = self.client_uuid(client).await?;
-                self.client_role(&c, role).await.map(|_| ())
-            }
-            EntitlementKind::Group { path } => self.group_by_path(path).await.map(|_| ()),
-        }
     }
 
     /// The user id of the service account itself: the `sub` of its own

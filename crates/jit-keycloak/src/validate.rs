@@ -94,8 +94,6 @@ pub struct ValidatedToken {
     pub principal: Principal,
     /// Expiry, seconds since the Unix epoch (UTC).
     pub exp: i64,
-    /// The client the token was issued to (`azp`).
-    pub client: Option<String>,
 }
 
 struct Keys {
@@ -390,7 +388,6 @@ impl TokenValidator {
                 groups,
             },
             exp: c.exp,
-            client: c.azp,
         })
     }
 }

@@ -6,10 +6,10 @@
 //!   logout against Keycloak.
 //! - [`browser`]: opening the login URL (`$BROWSER`, else the desktop's
 //!   default browser).
-//! - [`refresh`]: [`RefreshingTokens`], a `jit_client::TokenSource` that
-//!   refreshes the access token near its expiry and saves the new tokens
-//!   through a [`TokenStore`] (a file for the CLI, the OS keyring for the
-//!   app).
+//! - [`refresh`]: [`RefreshingTokens`], which hands out the access token,
+//!   refreshes it near its expiry and saves the new tokens through a
+//!   [`TokenStore`] (a file for the CLI, the OS keyring for the app); each
+//!   wraps it in its `jit_client::TokenSource`.
 //! - [`browser_login`]: the one browser login sequence (start, open, wait).
 //!
 //! Not for: validating tokens or Admin REST calls (that is `jit-keycloak`,

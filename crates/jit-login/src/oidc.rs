@@ -48,11 +48,8 @@ pub struct Discovery {
     pub issuer: String,
     pub authorization_endpoint: String,
     pub token_endpoint: String,
-    pub jwks_uri: String,
     #[serde(default)]
     pub end_session_endpoint: Option<String>,
-    #[serde(default)]
-    pub revocation_endpoint: Option<String>,
     /// RFC 8628 §4 (Keycloak serves it at
     /// `{issuer}/protocol/openid-connect/auth/device`).
     #[serde(default)]
