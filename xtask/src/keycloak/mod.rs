@@ -25,6 +25,11 @@ use sha2::{Digest, Sha256};
 
 use crate::{probe, signals, target_dir, workspace_root};
 
+mod process;
+
+use process::{live_members, stop_group};
+pub use process::{read_pid, PidInfo};
+
 /// Pinned Keycloak version (`org.keycloak:keycloak-quarkus-dist`).
 pub const KC_VERSION: &str = "26.7.3";
 /// SHA-256 of `keycloak-quarkus-dist-<KC_VERSION>.tar.gz`.
@@ -342,46 +347,99 @@ pub fn start_keep_data(ports: Ports) -> Result<Started> {
 }
 
 fn start_with(ports: Ports, fresh: bool) -> Result<Started> {
+    if let Some(running) = reuse_running(ports)? {
+        return Ok(running);
+    }
+    ensure_ports_free(ports)?;
+    let dist = fetch()?;
+    let java_home = find_java_home()?;
+    if fresh {
+        crate::extension::install(&dist)?;
+        reset_state(&dist)?;
+    }
+    let mut cmd = kc_command(&dist, &java_home, ports, fresh)?;
+    eprintln!(
+        "xtask: starting Keycloak {KC_VERSION} on {} (JDK {}, log {})",
+        ports.url(),
+        java_home.display(),
+        log_file().display()
+    );
+    let spawned_at = Instant::now();
+    let mut child = cmd.spawn().context("cannot spawn bin/kc.sh")?;
+    let pid = child.id() as i32;
+    fs::write(pid_file(), PidInfo::line(pid, ports))?;
+    match wait_ready(ports, Some(&mut child), pid, spawned_at) {
+        Ok(()) => {
+            let startup = spawned_at.elapsed();
+            eprintln!(
+                "xtask: Keycloak ready in {:.1} s (pid {pid})",
+                startup.as_secs_f64()
+            );
+            Ok(Started {
+                url: ports.url(),
+                reused: false,
+                child: Some(child),
+                startup,
+            })
+        }
+        Err(e) => {
+            let _ = stop_group(pid, Some(&mut child));
+            let _ = fs::remove_file(pid_file());
+            Err(e)
+        }
+    }
+}
+
+/// A Keycloak already serving the realm on `ports`, or one this checkout
+/// is starting there (another xtask run: waited for). Errors when this
+/// checkout's Keycloak runs on other ports (one database). A stale pid
+/// file is removed.
+fn reuse_running(ports: Ports) -> Result<Option<Started>> {
     let url = ports.url();
     if realm_ready(&url) {
         eprintln!("xtask: Keycloak with realm `{REALM}` is already running at {url}; reusing it");
-        return Ok(Started {
+        return Ok(Some(Started {
             url,
             reused: true,
             child: None,
             startup: Duration::ZERO,
-        });
+        }));
     }
-    if let Some(info) = read_pid() {
-        if !live_members(info.pid).is_empty() {
-            if info.ports == Some(ports) {
-                // Started by another xtask run that has not finished waiting.
-                eprintln!(
-                    "xtask: Keycloak (pid {}) is starting on {url}; waiting for it",
-                    info.pid
-                );
-                let since = Instant::now();
-                wait_ready(ports, None, info.pid, since)?;
-                return Ok(Started {
-                    url,
-                    reused: true,
-                    child: None,
-                    startup: since.elapsed(),
-                });
-            }
-            let running = info
-                .ports
-                .map(|p| format!(" on {}", p.url()))
-                .unwrap_or_default();
-            bail!(
-                "this checkout's Keycloak is already running{running} (pid {}); it has a single database, \
-                 so stop it first with `cargo xtask keycloak stop`",
-                info.pid
-            );
-        }
-        // Stale pid file.
+    let Some(info) = read_pid() else {
+        return Ok(None);
+    };
+    if live_members(info.pid).is_empty() {
         let _ = fs::remove_file(pid_file());
+        return Ok(None);
     }
+    if info.ports != Some(ports) {
+        let running = info
+            .ports
+            .map(|p| format!(" on {}", p.url()))
+            .unwrap_or_default();
+        bail!(
+            "this checkout's Keycloak is already running{running} (pid {}); it has a single database, \
+             so stop it first with `cargo xtask keycloak stop`",
+            info.pid
+        );
+    }
+    // Started by another xtask run that has not finished waiting.
+    eprintln!(
+        "xtask: Keycloak (pid {}) is starting on {url}; waiting for it",
+        info.pid
+    );
+    let since = Instant::now();
+    wait_ready(ports, None, info.pid, since)?;
+    Ok(Some(Started {
+        url,
+        reused: true,
+        child: None,
+        startup: since.elapsed(),
+    }))
+}
+
+/// Errors when something that is not our Keycloak holds either port.
+fn ensure_ports_free(ports: Ports) -> Result<()> {
     for (what, port) in [("HTTP", ports.http), ("management", ports.management)] {
         if probe::port_open("127.0.0.1", port) {
             bail!(
@@ -390,14 +448,12 @@ fn start_with(ports: Ports, fresh: bool) -> Result<Started> {
             );
         }
     }
+    Ok(())
+}
 
-    let dist = fetch()?;
-    let java_home = find_java_home()?;
-    if fresh {
-        crate::extension::install(&dist)?;
-        reset_state(&dist)?;
-    }
-
+/// `bin/kc.sh start-dev` on `ports` in its own process group, output to
+/// the log (truncated when `fresh`), with only our `KC_*` settings.
+fn kc_command(dist: &Path, java_home: &Path, ports: Ports, fresh: bool) -> Result<Command> {
     let log_path = log_file();
     let log = fs::OpenOptions::new()
         .create(true)
@@ -410,11 +466,11 @@ fn start_with(ports: Ports, fresh: bool) -> Result<Started> {
     cmd.arg("start-dev")
         .arg("--http-host=127.0.0.1")
         .arg(format!("--http-port={}", ports.http))
-        .arg(format!("--hostname={url}"))
+        .arg(format!("--hostname={}", ports.url()))
         .arg("--health-enabled=true")
         .arg(format!("--http-management-port={}", ports.management))
         .arg("--import-realm")
-        .current_dir(&dist)
+        .current_dir(dist)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -426,46 +482,14 @@ fn start_with(ports: Ports, fresh: bool) -> Result<Started> {
             }
         }
     }
-    cmd.env("JAVA_HOME", &java_home)
+    cmd.env("JAVA_HOME", java_home)
         .env("KC_BOOTSTRAP_ADMIN_USERNAME", ADMIN_USERNAME)
         .env("KC_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD);
     {
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
     }
-    eprintln!(
-        "xtask: starting Keycloak {KC_VERSION} on {url} (JDK {}, log {})",
-        java_home.display(),
-        log_path.display()
-    );
-    let spawned_at = Instant::now();
-    let mut child = cmd.spawn().context("cannot spawn bin/kc.sh")?;
-    let pid = child.id() as i32;
-    fs::write(
-        pid_file(),
-        format!("{pid} {} {}\n", ports.http, ports.management),
-    )?;
-
-    match wait_ready(ports, Some(&mut child), pid, spawned_at) {
-        Ok(()) => {
-            let startup = spawned_at.elapsed();
-            eprintln!(
-                "xtask: Keycloak ready in {:.1} s (pid {pid})",
-                startup.as_secs_f64()
-            );
-            Ok(Started {
-                url,
-                reused: false,
-                child: Some(child),
-                startup,
-            })
-        }
-        Err(e) => {
-            let _ = stop_group(pid, Some(&mut child));
-            let _ = fs::remove_file(pid_file());
-            Err(e)
-        }
-    }
+    Ok(cmd)
 }
 
 /// Wait until ready; `child` when we spawned it, else watch process group `pgid`.
@@ -544,109 +568,6 @@ pub fn log_tail(n: usize) -> String {
     let lines: Vec<String> = BufReader::new(file).lines().map_while(|l| l.ok()).collect();
     let start = lines.len().saturating_sub(n);
     lines[start..].join("\n")
-}
-
-/// Contents of the pid file: `PID HTTP_PORT MANAGEMENT_PORT`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PidInfo {
-    /// Pid of `kc.sh`, also the process group id.
-    pub pid: i32,
-    /// Ports it was started with (absent in an old-format file).
-    pub ports: Option<Ports>,
-}
-
-/// Read the pid file, if there is a valid one.
-pub fn read_pid() -> Option<PidInfo> {
-    let text = fs::read_to_string(pid_file()).ok()?;
-    let mut fields = text.split_whitespace();
-    let pid = fields.next()?.parse::<i32>().ok().filter(|p| *p > 1)?;
-    let mut port = || fields.next().and_then(|f| f.parse::<u16>().ok());
-    let ports = match (port(), port()) {
-        (Some(http), Some(management)) => Some(Ports { http, management }),
-        _ => None,
-    };
-    Some(PidInfo { pid, ports })
-}
-
-/// Live (non-zombie) processes of process group `pgid` that look like
-/// Keycloak (the script or its JVM). Reads `/proc`.
-fn live_members(pgid: i32) -> Vec<i32> {
-    let Ok(rd) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for entry in rd.filter_map(|e| e.ok()) {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid pgrp ...; comm may contain spaces and ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next().unwrap_or("");
-        let _ppid = fields.next();
-        let pgrp = fields.next().and_then(|s| s.parse::<i32>().ok());
-        if pgrp != Some(pgid) || state == "Z" || state == "X" {
-            continue;
-        }
-        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.contains("keycloak") || cmdline.contains("kc.sh") {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-/// SIGTERM the process group, wait up to [`STOP_TIMEOUT`], then SIGKILL.
-/// Reaps `child` when it is ours. Returns whether anything was running.
-fn stop_group(pgid: i32, mut child: Option<&mut Child>) -> Result<bool> {
-    let reap = |child: &mut Option<&mut Child>| {
-        if let Some(c) = child.as_deref_mut() {
-            let _ = c.try_wait();
-        }
-    };
-    reap(&mut child);
-    if live_members(pgid).is_empty() {
-        return Ok(false);
-    }
-    // SAFETY: plain syscall; a negative pid addresses the process group.
-    unsafe {
-        libc::kill(-pgid, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    while Instant::now() < deadline {
-        reap(&mut child);
-        if live_members(pgid).is_empty() {
-            return Ok(true);
-        }
-        sleep(Duration::from_millis(250));
-    }
-    eprintln!(
-        "xtask: Keycloak did not stop within {} s; sending SIGKILL",
-        STOP_TIMEOUT.as_secs()
-    );
-    // SAFETY: as above.
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        reap(&mut child);
-        if live_members(pgid).is_empty() {
-            return Ok(true);
-        }
-        sleep(Duration::from_millis(100));
-    }
-    bail!("process group {pgid} is still alive after SIGKILL")
 }
 
 /// Stop the Keycloak recorded in the pid file (SIGTERM to its process group,
