@@ -444,6 +444,60 @@ impl Outage {
     }
 }
 
+/// A TCP proxy on loopback in front of Keycloak that holds every chunk a
+/// client sends for `delay` before passing it on: each Admin API call of a
+/// jitd behind it takes at least `delay` (a slow Keycloak, so due work stays
+/// claimed long enough to be seen).
+pub struct SlowProxy {
+    pub url: String,
+}
+
+impl SlowProxy {
+    /// Starts the proxy to `target` (`http://127.0.0.1:PORT`).
+    pub async fn start(target: &str, delay: Duration) -> SlowProxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let target = target
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (mut ri, mut wi) = inbound.into_split();
+                    let (mut ro, mut wo) = outbound.into_split();
+                    let up = async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            match ri.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    tokio::time::sleep(delay).await;
+                                    if wo.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = wo.shutdown().await;
+                    };
+                    let down = async move {
+                        let _ = tokio::io::copy(&mut ro, &mut wi).await;
+                        let _ = wi.shutdown().await;
+                    };
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        SlowProxy { url }
+    }
+}
+
 impl Jitd {
     /// Like [`Jitd::start`], but jitd reaches Keycloak's APIs through
     /// `keycloak_url` (tokens still carry the real issuer).
@@ -491,6 +545,25 @@ impl Jitd {
             log: None,
             log_filter: "info".into(),
         }
+    }
+
+    /// Like [`Jitd::start_via`], with `database` (e.g. a `postgres://` URL
+    /// that several jitd share) instead of a SQLite file of its own.
+    pub fn start_on(policy: &str, keycloak_url: &str, database: &str) -> Jitd {
+        let mut j = Jitd::prepare(policy, keycloak_url, "", &[]);
+        let cfg = j.dir.path().join("jitd.toml");
+        let text = std::fs::read_to_string(&cfg).unwrap().replace(
+            "database = \"jitd.sqlite\"",
+            &format!("database = \"{database}\""),
+        );
+        std::fs::write(&cfg, text).unwrap();
+        j.spawn();
+        j
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// Like [`Jitd::start`], with jitd's log appended to `log` (chaos runs

@@ -66,7 +66,8 @@ pub struct AppState {
     pub last_seq: watch::Sender<i64>,
     /// Fan-out of events to `/v1/events` streams.
     pub events: events::Hub,
-    /// This process's name in due-work claims (unique per start).
+    /// This process's name in due-work claims (unique per start):
+    /// `jitd-<pid>-<random>`.
     pub replica: String,
     /// What clients need to log in (served at `/v1/config`).
     pub public: jit_core::api::ServerConfigView,
@@ -136,7 +137,12 @@ impl AppState {
             wake: Notify::new(),
             last_seq: watch::channel(last).0,
             events: events::Hub::new(last),
-            replica: format!("jitd-{}", uuid::Uuid::new_v4()),
+            // Operators (and tests) can tell which process holds a claim.
+            replica: format!(
+                "jitd-{}-{}",
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            ),
             stopping: watch::channel(false).0,
             public: jit_core::api::ServerConfigView {
                 issuer,
