@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
-use jit_core::api::{EventData, RequestView};
+use jit_core::api::{EventData, EventKind, RequestView};
 use jit_core::model::Status;
 
 use crate::settings::Settings;
@@ -94,13 +94,13 @@ pub fn note_for_event(data: &EventData, viewer: &Viewer, actions: bool) -> Optio
     let id = q.id.clone();
     let e = entitlement_name(data);
     let own = q.requester_id == viewer.user_id;
-    let event = data.record.event.as_str();
+    let event = data.record.kind();
 
     if !own {
         // Approver: a new request they may decide (or a break-glass
         // activation they must review). Never for their own request.
         let approves = viewer.approves.contains(&q.entitlement_id);
-        let new_request = event == "request.created";
+        let new_request = event == Some(EventKind::RequestCreated);
         if !(approves && new_request) {
             return None;
         }
@@ -138,11 +138,11 @@ pub fn note_for_event(data: &EventData, viewer: &Viewer, actions: bool) -> Optio
 
     // Requester: what happened to my request.
     let (kind, summary) = match event {
-        "request.approved" => ("approved", format!("Request approved: {e}")),
-        "request.denied" => ("denied", format!("Request denied: {e}")),
-        "grant.granted" => ("granted", format!("Access granted: {e}")),
-        "grant.expired" => ("expired", format!("Access expired: {e}")),
-        "grant.revoked" => ("revoked", format!("Access revoked: {e}")),
+        Some(EventKind::RequestApproved) => ("approved", format!("Request approved: {e}")),
+        Some(EventKind::RequestDenied) => ("denied", format!("Request denied: {e}")),
+        Some(EventKind::GrantGranted) => ("granted", format!("Access granted: {e}")),
+        Some(EventKind::GrantExpired) => ("expired", format!("Access expired: {e}")),
+        Some(EventKind::GrantRevoked) => ("revoked", format!("Access revoked: {e}")),
         _ => return None,
     };
     let mut b = body(r, false);

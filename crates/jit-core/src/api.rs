@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use crate::event::EventKind;
 use crate::model::AccessRequest;
 
 /// Keycloak-side bookkeeping of a grant, kept next to the request.
@@ -46,7 +47,7 @@ pub struct AuditRecord {
     /// Sequence number, also the event id of `/v1/events`.
     pub seq: i64,
     pub at: DateTime<Utc>,
-    /// Event type, e.g. `request.created`, `grant.granted`.
+    /// Event type: an [`EventKind`]'s name, e.g. `request.created`.
     pub event: String,
     pub request_id: String,
     pub entitlement_id: String,
@@ -71,6 +72,12 @@ pub struct AuditRecord {
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 impl AuditRecord {
+    /// The row's [`EventKind`]; `None` for a name this version does not
+    /// know (a newer jitd's row).
+    pub fn kind(&self) -> Option<EventKind> {
+        self.event.parse().ok()
+    }
+
     /// The row's hash: SHA-256 over `prev_hash`, a newline and the JSON
     /// array of the row's content fields (seq, at with microseconds, event,
     /// request_id, entitlement_id, requester_id, actor, reason, from, to,

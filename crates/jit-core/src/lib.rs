@@ -13,6 +13,7 @@
 pub mod api;
 pub mod duration;
 pub mod error;
+pub mod event;
 pub mod lateness;
 pub mod model;
 pub mod policy;

@@ -21,6 +21,7 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::event::EventKind;
 use crate::policy::{Entitlement, EntitlementKind, Policy};
 pub use crate::principal::Principal;
 use crate::{format_duration, DomainError};
@@ -125,22 +126,22 @@ pub enum Action {
 }
 
 impl Action {
-    /// The event type written to the audit log and the event stream.
-    pub fn event(self) -> &'static str {
+    /// The event written to the audit log and the event stream.
+    pub fn event(self) -> EventKind {
         match self {
-            Action::Create => "request.created",
-            Action::Approve => "request.approved",
-            Action::Deny => "request.denied",
-            Action::Cancel => "request.cancelled",
-            Action::Lapse => "request.lapsed",
-            Action::Activate => "grant.granted",
-            Action::Expire => "grant.expired",
-            Action::Drop => "grant.dropped",
-            Action::Revoke => "grant.revoked",
-            Action::Extend => "grant.extended",
-            Action::Review => "request.reviewed",
-            Action::Apply => "extension.applied",
-            Action::Fail => "grant.failed",
+            Action::Create => EventKind::RequestCreated,
+            Action::Approve => EventKind::RequestApproved,
+            Action::Deny => EventKind::RequestDenied,
+            Action::Cancel => EventKind::RequestCancelled,
+            Action::Lapse => EventKind::RequestLapsed,
+            Action::Activate => EventKind::GrantGranted,
+            Action::Expire => EventKind::GrantExpired,
+            Action::Drop => EventKind::GrantDropped,
+            Action::Revoke => EventKind::GrantRevoked,
+            Action::Extend => EventKind::GrantExtended,
+            Action::Review => EventKind::RequestReviewed,
+            Action::Apply => EventKind::ExtensionApplied,
+            Action::Fail => EventKind::GrantFailed,
         }
     }
 }

@@ -34,6 +34,7 @@ use std::time::Duration;
 use base64::Engine;
 use chrono::Utc;
 use hmac::{Hmac, Mac};
+use jit_core::api::EventKind;
 use serde::Deserialize;
 use sha2::Sha256;
 
@@ -108,28 +109,20 @@ fn default_backoff_max() -> u64 {
     300
 }
 
-/// Event families a filter may name (`request.*`, `grant.*`).
-const FAMILIES: [&str; 2] = ["request", "grant"];
+/// Whether `family` is one a filter may name (`request.*`, `grant.*`,
+/// `extension.*`): a family of some [`EventKind`].
+fn known_family(family: &str) -> bool {
+    EventKind::ALL.iter().any(|k| k.family() == family)
+}
 
-/// Event kinds jitd writes today (a filter naming another kind of a known
-/// family is accepted with a warning: newer versions may add kinds).
-pub const KNOWN_EVENTS: [&str; 15] = [
-    "request.created",
-    "request.voted",
-    "request.approved",
-    "request.denied",
-    "request.cancelled",
-    "request.lapsed",
-    "request.reviewed",
-    "grant.granted",
-    "grant.standing",
-    "grant.extended",
-    "grant.expired",
-    "grant.dropped",
-    "grant.revoked",
-    "grant.removed",
-    "grant.kept",
-];
+/// The names of every event kind jitd writes, for messages.
+fn known_events() -> String {
+    EventKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 fn check_url(what: &str, u: &str) -> anyhow::Result<url::Url> {
     let parsed =
@@ -186,17 +179,17 @@ impl WebhookConfig {
         for ev in &self.events {
             let ok = ev == "*"
                 || ev.split_once('.').is_some_and(|(fam, kind)| {
-                    FAMILIES.contains(&fam)
+                    known_family(fam)
                         && !kind.is_empty()
                         && (kind == "*" || kind.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
                 });
             if !ok {
                 anyhow::bail!(
-                    "webhook '{n}': events: {ev:?} is not '*', 'request.*', 'grant.*' or an event kind such as 'request.created' (known: {})",
-                    KNOWN_EVENTS.join(", ")
+                    "webhook '{n}': events: {ev:?} is not '*', a family ('request.*', 'grant.*', 'extension.*') or an event kind such as 'request.created' (known: {})",
+                    known_events()
                 );
             }
-            if !ev.ends_with('*') && !KNOWN_EVENTS.contains(&ev.as_str()) {
+            if !ev.ends_with('*') && ev.parse::<EventKind>().is_err() {
                 tracing::warn!(webhook = %n, event = %ev, "webhook filter names an event kind jitd does not write (yet)");
             }
         }

@@ -218,7 +218,7 @@ export type AuditRecord = {
  */
 seq: number, at: string, 
 /**
- * Event type, e.g. `request.created`, `grant.granted`.
+ * Event type: an [`EventKind`]'s name, e.g. `request.created`.
  */
 event: string, request_id: string, entitlement_id: string, requester_id: string, actor: string, 
 /**
@@ -237,7 +237,7 @@ request: RequestView | null,
  */
 seq: number, at: string, 
 /**
- * Event type, e.g. `request.created`, `grant.granted`.
+ * Event type: an [`EventKind`]'s name, e.g. `request.created`.
  */
 event: string, request_id: string, entitlement_id: string, requester_id: string, actor: string, 
 /**

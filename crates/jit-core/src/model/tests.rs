@@ -745,7 +745,7 @@ fn keycloak_refusal_ends_an_approved_request_as_failed() {
     let mut r = approved_db();
     let t = r.fail("realm role 'x' does not exist", t0()).unwrap();
     assert_eq!((t.from, t.to), (Some(Status::Approved), Status::Failed));
-    assert_eq!(t.action.event(), "grant.failed");
+    assert_eq!(t.action.event(), crate::api::EventKind::GrantFailed);
     assert!(r.status.is_terminal());
     assert_eq!(
         r.end_reason.as_deref(),

@@ -79,28 +79,31 @@ pub fn headline(ev: &WebhookEvent, what: &str) -> String {
     let r = &ev.request;
     let who = requester(ev);
     let actor = &ev.record.actor;
-    match ev.record.event.as_str() {
-        "request.created" if r.break_glass => format!("Break-glass: {who} activated {what}"),
-        "request.created" if matches!(r.kind, jit_core::RequestKind::Extension { .. }) => {
+    use jit_core::api::EventKind as K;
+    match ev.record.kind() {
+        Some(K::RequestCreated) if r.break_glass => format!("Break-glass: {who} activated {what}"),
+        Some(K::RequestCreated) if matches!(r.kind, jit_core::RequestKind::Extension { .. }) => {
             format!("{who} asks to extend {what}")
         }
-        "request.created" if r.urgent => format!("Urgent: {who} asks for {what}"),
-        "request.created" => format!("{who} asks for {what}"),
-        "request.voted" => format!("{actor} voted on {who}'s request for {what}"),
-        "request.approved" => format!("{actor} approved {who}'s request for {what}"),
-        "request.denied" => format!("{actor} denied {who}'s request for {what}"),
-        "request.cancelled" => format!("{who}'s request for {what} was cancelled"),
-        "request.lapsed" => format!("{who}'s request for {what} lapsed: nobody decided in time"),
-        "request.reviewed" => format!("{actor} reviewed {who}'s break-glass use of {what}"),
-        "grant.granted" => format!("{who} now holds {what}"),
-        "grant.extended" => format!("{who}'s access to {what} was extended"),
-        "grant.expired" => format!("{who}'s access to {what} expired"),
-        "grant.dropped" => format!("{who} gave up {what}"),
-        "grant.revoked" => format!("{actor} revoked {who}'s access to {what}"),
-        "grant.removed" => format!("{what} removed from {who} in Keycloak"),
-        "grant.kept" => format!("{who} keeps {what} (held before the grant)"),
-        "grant.standing" => format!("{who} already held {what}"),
-        other => format!("{other}: {who}, {what}"),
+        Some(K::RequestCreated) if r.urgent => format!("Urgent: {who} asks for {what}"),
+        Some(K::RequestCreated) => format!("{who} asks for {what}"),
+        Some(K::RequestVoted) => format!("{actor} voted on {who}'s request for {what}"),
+        Some(K::RequestApproved) => format!("{actor} approved {who}'s request for {what}"),
+        Some(K::RequestDenied) => format!("{actor} denied {who}'s request for {what}"),
+        Some(K::RequestCancelled) => format!("{who}'s request for {what} was cancelled"),
+        Some(K::RequestLapsed) => {
+            format!("{who}'s request for {what} lapsed: nobody decided in time")
+        }
+        Some(K::RequestReviewed) => format!("{actor} reviewed {who}'s break-glass use of {what}"),
+        Some(K::GrantGranted) => format!("{who} now holds {what}"),
+        Some(K::GrantExtended) => format!("{who}'s access to {what} was extended"),
+        Some(K::GrantExpired) => format!("{who}'s access to {what} expired"),
+        Some(K::GrantDropped) => format!("{who} gave up {what}"),
+        Some(K::GrantRevoked) => format!("{actor} revoked {who}'s access to {what}"),
+        Some(K::GrantRemoved) => format!("{what} removed from {who} in Keycloak"),
+        Some(K::GrantKept) => format!("{who} keeps {what} (held before the grant)"),
+        Some(K::GrantStanding) => format!("{who} already held {what}"),
+        _ => format!("{}: {who}, {what}", ev.record.event),
     }
 }
 
