@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use jit_core::api::{
-    AuditRecord, CreateRequestBody, DecisionBody, EntitlementView, EventData, ExtendBody, MeView,
-    Problem, RequestView, ServerConfigView, SERVER_TIME_HEADER,
+    AuditRecord, AuditVerification, CreateRequestBody, DecisionBody, EntitlementView, EventData,
+    ExtendBody, MeView, Problem, RequestView, ServerConfigView, SERVER_TIME_HEADER,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -414,7 +414,7 @@ impl Client {
     }
 
     /// `GET /v1/audit/verify` (auditors).
-    pub async fn audit_verify(&self) -> Result<serde_json::Value, ClientError> {
+    pub async fn audit_verify(&self) -> Result<AuditVerification, ClientError> {
         self.json(self.http.get(self.url("/v1/audit/verify")), true)
             .await
     }
