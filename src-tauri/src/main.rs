@@ -18,6 +18,13 @@ fn main() {
     if std::env::var_os("JSC_useJIT").is_none() {
         std::env::set_var("JSC_useJIT", "false");
     }
+    // Skia paints this small UI on the CPU: without a GPU (Xvfb, VMs,
+    // remote desktops) the GL path runs on Mesa's llvmpipe and costs the web
+    // process ~25 MiB of private memory (docs/measurements.md). Same
+    // precedence as above.
+    if std::env::var_os("WEBKIT_SKIA_ENABLE_CPU_RENDERING").is_none() {
+        std::env::set_var("WEBKIT_SKIA_ENABLE_CPU_RENDERING", "1");
+    }
     // One app per profile: a second launch hands its arguments (a deep
     // link) to the running one and ends.
     let args: Vec<String> = std::env::args().skip(1).collect();

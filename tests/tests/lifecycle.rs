@@ -845,7 +845,7 @@ async fn expiry_racing_a_drop_ends_once() {
             1,
             "{ev:?}"
         );
-        assert!(dave.audit_verify().await.unwrap()["ok"].as_bool().unwrap());
+        assert!(dave.audit_verify().await.unwrap().ok);
     }
 }
 

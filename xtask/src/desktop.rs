@@ -374,18 +374,20 @@ fn ensure_tauri_driver() -> Result<PathBuf> {
     find().context("tauri-driver installed but not found on PATH nor in ~/.cargo/bin")
 }
 
-/// Started by `xvfb-run`: keeps the console's stderr as fd 3 and sends
-/// stderr (that of the session's dbus-daemon and of the services it
-/// activates: fd limits, a11y bus) to `$JIT_SESSION_LOG`, then runs
-/// `dbus-run-session -- bash SCRIPT ARGS`.
-const OUTER: &str = r#"exec 3>&2 2>>"$JIT_SESSION_LOG"; exec dbus-run-session -- bash "$@""#;
+/// Started by `xvfb-run`: keeps the console's stderr as fd 3 and stdout as
+/// fd 4 and sends both (those of the session's dbus-daemon and of the
+/// services it activates: fd limits, a11y bus, AT-SPI registry) to
+/// `$JIT_SESSION_LOG`, then runs `dbus-run-session -- bash SCRIPT ARGS`.
+const OUTER: &str =
+    r#"exec 3>&2 4>&1 2>>"$JIT_SESSION_LOG" 1>&2; exec dbus-run-session -- bash "$@""#;
 
 /// The script run inside `xvfb-run … dbus-run-session -- bash SCRIPT ARGS`:
 /// keyring and notification server on the new session bus, then the tests
-/// (their stderr is the console again: fd 3, see [`OUTER`]).
+/// (their stdout and stderr are the console again: fds 4 and 3, see
+/// [`OUTER`]).
 const SESSION_SCRIPT: &str = r#"#!/usr/bin/env bash
 # Written by `cargo xtask desktop-test`; runs inside xvfb-run + dbus-run-session,
-# stderr to the session log, the console's stderr as fd 3.
+# stdout and stderr to the session log, the console's as fds 4 and 3.
 set -uo pipefail
 export NO_AT_BRIDGE=1 TAURI_WEBVIEW_AUTOMATION=true
 # Makes WebDriver calls hang with WebKitGTK 2.50.
@@ -424,8 +426,8 @@ wait_name org.freedesktop.secrets "gnome-keyring: $(cat "$work/keyring.log" 2>/d
 wait_name org.freedesktop.Notifications "dbusmock: $(cat "$work/dbusmock.log" 2>/dev/null)"
 echo "desktop-test: DISPLAY=$DISPLAY, session bus with gnome-keyring and dbusmock ready" >&3
 
-# The test command, from xtask, with the console's stderr.
-"$@" 2>&3 3>&-
+# The test command, from xtask, on the console.
+"$@" 1>&4 2>&3 3>&- 4>&-
 "#;
 
 /// Runs `desktop-test`; the exit code is that of the tests.

@@ -699,3 +699,74 @@ fn cycle_search_finds_circles_and_only_them() {
     );
     assert!(find_cycle(&edges(&[("a", "b"), ("b", "c"), ("c", "a")])).is_some());
 }
+
+// ---------------------------------------------------------------------------
+// Event kinds are named once
+
+/// Where the event kinds' names are written: `jit_core::api::EventKind`.
+const EVENT_KINDS_HOME: &str = "crates/jit-core/src/event.rs";
+
+/// Shipped code that must name event kinds through `EventKind`.
+const EVENT_KIND_USERS: &[&str] = &[
+    "crates/jit-core/src",
+    "crates/jit-keycloak/src",
+    "crates/jit-server/src",
+    "crates/jit-client/src",
+    "crates/jit-login/src",
+    "crates/jit-cli/src",
+    "src-tauri/src",
+];
+
+/// String literals in `code` that look like an event kind:
+/// `"request.…"`, `"grant.…"` or `"extension.…"` (lower case and `_`).
+fn event_kind_literals(code: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for family in ["request", "grant", "extension"] {
+        let start = format!("\"{family}.");
+        let mut rest = code;
+        while let Some(i) = rest.find(&start) {
+            let after = &rest[i + start.len()..];
+            let name: String = after
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            if !name.is_empty() && after[name.len()..].starts_with('"') {
+                out.push(format!("{family}.{name}"));
+            }
+            rest = after;
+        }
+    }
+    out
+}
+
+#[test]
+fn event_kinds_are_named_only_in_jit_core() {
+    let mut problems = Vec::new();
+    for dir in EVENT_KIND_USERS {
+        for f in rust_files(&root().join(dir)) {
+            if rel(&f) == EVENT_KINDS_HOME || f.file_name().is_some_and(|n| n == "tests.rs") {
+                continue;
+            }
+            for line in without_test_items(&read(&f)).lines() {
+                let code = line.split("//").next().unwrap_or("");
+                for k in event_kind_literals(code) {
+                    problems.push(format!("{}: \"{k}\" in: {}", rel(&f), line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "event kinds are jit_core::api::EventKind variants, not strings (its as_str gives the name):\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn event_kind_scan_sees_literals_only() {
+    assert_eq!(
+        event_kind_literals(r#"x == "grant.kept" || y == "request.voted" "#),
+        ["request.voted", "grant.kept"]
+    );
+    assert!(event_kind_literals(r#"format!("jit.{}", e); "grant.{x}"; "policy.toml""#).is_empty());
+}

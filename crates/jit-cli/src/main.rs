@@ -545,12 +545,12 @@ async fn audit(cli: &Cli, since: i64, csv: bool, verify: bool) -> anyhow::Result
     let c = client(cli)?;
     if verify {
         let v = c.audit_verify().await?;
-        if v["ok"].as_bool() == Some(true) {
+        if v.ok {
             return cli.print(&v, || {
                 println!(
                     "audit chain OK: {} rows, last hash {}",
-                    v["rows"],
-                    v["last_hash"].as_str().unwrap_or("-")
+                    v.rows,
+                    v.last_hash.as_deref().unwrap_or("-")
                 )
             });
         }
@@ -559,7 +559,12 @@ async fn audit(cli: &Cli, since: i64, csv: bool, verify: bool) -> anyhow::Result
         }
         bail!(Exit(
             exit::ERROR,
-            format!("audit chain BROKEN at seq {}", v["first_bad_seq"])
+            format!(
+                "audit chain BROKEN at seq {}",
+                v.first_bad_seq
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "?".into())
+            )
         ));
     }
     if csv && cli.json() {

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use jit_core::api::{
-    AuditRecord, CreateRequestBody, DecisionBody, EntitlementView, EventData, ExtendBody, MeView,
-    Problem, RequestView, ServerConfigView, SERVER_TIME_HEADER,
+    AuditRecord, AuditVerification, CreateRequestBody, DecisionBody, EntitlementView, EventData,
+    ExtendBody, MeView, Problem, RequestView, ServerConfigView, SERVER_TIME_HEADER,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -155,7 +155,7 @@ impl Client {
         };
         let resp = req.send().await.map_err(|e| ClientError::Unreachable {
             url: self.base.clone(),
-            reason: error_chain(&e.without_url()),
+            reason: transport_reason(&e.without_url()),
         })?;
         self.note_time(&resp);
         if resp.status().is_success() {
@@ -414,7 +414,7 @@ impl Client {
     }
 
     /// `GET /v1/audit/verify` (auditors).
-    pub async fn audit_verify(&self) -> Result<serde_json::Value, ClientError> {
+    pub async fn audit_verify(&self) -> Result<AuditVerification, ClientError> {
         self.json(self.http.get(self.url("/v1/audit/verify")), true)
             .await
     }
@@ -457,6 +457,35 @@ impl Client {
     }
 }
 
+/// Why a request got no answer, in words a person can act on
+/// ("connection refused: is jitd running there?"); the error chain when it
+/// is none of the usual cases.
+fn transport_reason(e: &reqwest::Error) -> String {
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            match io.kind() {
+                ConnectionRefused => return "connection refused: is jitd running there?".into(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => {
+                    return "the connection was cut (jitd restarting?)".into()
+                }
+                TimedOut => return "no answer in time".into(),
+                _ => {}
+            }
+        }
+        cur = c.source();
+    }
+    if e.is_timeout() {
+        return "no answer in time".into();
+    }
+    let chain = error_chain(e);
+    if chain.contains("dns error") || chain.contains("failed to lookup address") {
+        return format!("unknown host ({chain})");
+    }
+    chain
+}
+
 /// An error and its causes on one line ("error sending request: … :
 /// Connection refused (os error 111)").
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -474,4 +503,26 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 fn seg(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A jitd that is not running is said in words, not as a socket error.
+    #[tokio::test]
+    async fn a_closed_port_is_connection_refused_in_words() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let c = Client::new(&format!("http://127.0.0.1:{port}"), None);
+        let e = c.server_config().await.unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("connection refused: is jitd running there?"),
+            "{text}"
+        );
+        assert!(!text.contains("os error"), "{text}");
+    }
 }

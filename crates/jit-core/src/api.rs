@@ -68,6 +68,23 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+/// Result of checking the audit chain (`GET /v1/audit/verify`): each
+/// row's hash recomputed with [`AuditRecord::compute_hash`] and its link
+/// to the previous row checked.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct AuditVerification {
+    /// Whether every row's hash and link match.
+    pub ok: bool,
+    /// Rows checked.
+    pub rows: i64,
+    /// First sequence number whose hash or link does not match.
+    #[schema(required = true)]
+    pub first_bad_seq: Option<i64>,
+    /// Hash of the last row (`null` when the log is empty).
+    #[schema(required = true)]
+    pub last_hash: Option<String>,
+}
+
 /// `prev_hash` of the first audit row (64 hex zeros).
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 

@@ -64,7 +64,9 @@ pub enum DomainError {
         grant_entitlement: String,
         until: String,
     },
-    #[error("request {0} is not an active grant")]
+    #[error(
+        "request {0} is not an active grant (a request just approved becomes active once Keycloak has the role: try again in a moment)"
+    )]
     NotAnActiveGrant(String),
     #[error("{field} contains control or invisible formatting characters; use plain text")]
     InvalidText { field: &'static str },

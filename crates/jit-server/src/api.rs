@@ -597,7 +597,7 @@ async fn vote(
                 Some(t) => vec![Entry::from(t)],
                 // A vote that does not decide yet is still on the record.
                 None => vec![Entry::Note(crate::store::Note {
-                    event: "request.voted",
+                    event: jit_core::api::EventKind::RequestVoted,
                     actor: p.username.clone(),
                     reason: comment.clone(),
                     at: now,

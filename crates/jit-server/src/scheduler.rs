@@ -46,7 +46,7 @@ use jit_keycloak::{KeycloakError, TargetStatus};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-use crate::store::{Entry, Note, StoreError, Stored};
+use crate::store::{Entry, EventKind, Note, StoreError, Stored};
 use crate::AppState;
 
 /// `[scheduler]` in jitd's config file.
@@ -827,7 +827,7 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
         let mut entries = vec![Entry::from(t)];
         if !owns {
             entries.push(Entry::Note(Note {
-                event: "grant.standing",
+                event: EventKind::GrantStanding,
                 actor: jit_core::model::SYSTEM_ACTOR.into(),
                 reason: Some("already held before this grant (standing or overlapping); JIT will not remove it".into()),
                 at: Utc::now(),
@@ -871,7 +871,7 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
 async fn finish_removal(
     state: &AppState,
     id: &str,
-    event: &'static str,
+    event: EventKind,
     reason: String,
     removed: bool,
 ) -> Result<(), StoreError> {
@@ -902,7 +902,7 @@ async fn finish_removal(
     if recs.is_empty() {
         return Ok(());
     }
-    tracing::info!(request = id, event, %reason, "grant ended in Keycloak");
+    tracing::info!(request = id, event = event.as_str(), %reason, "grant ended in Keycloak");
     state.published_quietly(&recs);
     Ok(())
 }
@@ -920,7 +920,7 @@ async fn removal_failed(state: &AppState, id: &str, err: &KeycloakError) -> Resu
             s.grant.next_attempt_at = None;
             s.grant.last_error = Some(reason.clone());
             Ok(vec![Entry::Note(Note {
-                event: "grant.removal_failed",
+                event: EventKind::GrantRemovalFailed,
                 actor: jit_core::model::SYSTEM_ACTOR.into(),
                 reason: Some(reason),
                 at: Utc::now(),
@@ -954,7 +954,7 @@ async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
         return finish_removal(
             state,
             id,
-            "grant.kept",
+            EventKind::GrantKept,
             "another active grant of the same entitlement remains; role kept".into(),
             false,
         )
@@ -964,7 +964,7 @@ async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
         return finish_removal(
             state,
             id,
-            "grant.kept",
+            EventKind::GrantKept,
             "standing assignment held before the grant; JIT never removes it".into(),
             false,
         )
@@ -979,14 +979,15 @@ async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
                 return finish_removal(
                     state,
                     id,
-                    "grant.nothing_to_remove",
+                    EventKind::GrantNothingToRemove,
                     "never granted in Keycloak; nothing to remove".into(),
                     false,
                 )
                 .await
             }
             Err(e) if e.is_not_found() => {
-                return finish_removal(state, id, "grant.nothing_to_remove", gone(), false).await
+                return finish_removal(state, id, EventKind::GrantNothingToRemove, gone(), false)
+                    .await
             }
             Err(e) if e.is_transient() => return record_failure(state, id, e.to_string()).await,
             Err(e) => return removal_failed(state, id, &e).await,
@@ -996,7 +997,7 @@ async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
     match call(state, state.admin.unassign(&r.requester_id, &r.target)).await {
         Ok(()) => {}
         Err(e) if e.is_not_found() => {
-            return finish_removal(state, id, "grant.removed", gone(), true).await
+            return finish_removal(state, id, EventKind::GrantRemoved, gone(), true).await
         }
         Err(e) if e.is_transient() => return record_failure(state, id, e.to_string()).await,
         Err(e) => return removal_failed(state, id, &e).await,
@@ -1041,5 +1042,5 @@ async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
     if late > 5.0 {
         why.push_str(&format!("; {late:.0} s late"));
     }
-    finish_removal(state, id, "grant.removed", why, true).await
+    finish_removal(state, id, EventKind::GrantRemoved, why, true).await
 }

@@ -550,8 +550,8 @@ async fn run() -> Result<bool> {
         }
     }
     let verify = dave.audit_verify().await?;
-    if verify["ok"] != serde_json::Value::Bool(true) {
-        failures.push(format!("audit chain does not verify: {verify}"));
+    if !verify.ok {
+        failures.push(format!("audit chain does not verify: {verify:?}"));
     }
 
     // Figures.

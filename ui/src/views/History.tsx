@@ -64,7 +64,7 @@ export function History({ tick }: { tick: number }) {
                     <td class="nowrap" title={r.at}>
                       {formatTimestamp(r.at)}
                     </td>
-                    <td class="nowrap" title={r.event} data-testid="audit-event">
+                    <td class="event" title={r.event} data-testid="audit-event">
                       {eventLabel(r.event)}
                     </td>
                     <td class="nowrap clip" title={r.entitlement_id}>
@@ -73,7 +73,7 @@ export function History({ tick }: { tick: number }) {
                     <td class="nowrap clip" title={r.actor}>
                       {r.actor}
                     </td>
-                    <td class="nowrap">{statusChange(r.from_status, r.to_status)}</td>
+                    <td class="change">{statusChange(r.from_status, r.to_status)}</td>
                     <td class="reason" title={r.reason ?? ""} data-testid="audit-reason">
                       <div class="clamp">{reason}</div>
                     </td>

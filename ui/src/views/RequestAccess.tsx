@@ -116,7 +116,13 @@ export function RequestAccess({
             </select>
             {ent && (
               <p class="hint">
-                {ent.description} <span class="muted">· {ent.target}</span>
+                {ent.description ? (
+                  <>
+                    {ent.description} <span class="muted">· {ent.target}</span>
+                  </>
+                ) : (
+                  <span class="muted">{ent.target}</span>
+                )}
                 <br />
                 Up to {formatDuration(ent.max_duration_secs)} · {ent.approvals_required} approval
                 {ent.approvals_required === 1 ? "" : "s"} needed

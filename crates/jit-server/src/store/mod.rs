@@ -36,33 +36,17 @@ use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use jit_core::{AccessRequest, DomainError, EntitlementKind, Status, Transition};
-use serde::Serialize;
 
 use db::{Conn, Database, Dialect, Row, P};
 
-pub use jit_core::api::{AuditRecord, GrantState, GENESIS};
+pub use jit_core::api::{AuditRecord, AuditVerification, EventKind, GrantState, GENESIS};
 pub use outbox::{Claim, OutboxItem, OutboxRouter, OutboxRow, WebhookEvent};
-
-/// Result of checking the audit chain.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
-pub struct AuditVerification {
-    /// Whether every row's hash and link match.
-    pub ok: bool,
-    /// Rows checked.
-    pub rows: i64,
-    /// First sequence number whose hash or link does not match.
-    #[schema(required = true)]
-    pub first_bad_seq: Option<i64>,
-    /// Hash of the last row (`null` when the log is empty).
-    #[schema(required = true)]
-    pub last_hash: Option<String>,
-}
 
 /// An event not caused by a request transition (e.g. the role really left
 /// Keycloak), for the audit log.
 #[derive(Debug, Clone)]
 pub struct Note {
-    pub event: &'static str,
+    pub event: EventKind,
     pub actor: String,
     pub reason: Option<String>,
     pub at: DateTime<Utc>,
