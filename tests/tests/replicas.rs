@@ -346,6 +346,6 @@ async fn three_replicas_share_one_postgres_and_survive_a_sigkill() {
     .await;
 
     let v = dave.audit_verify().await.unwrap();
-    assert_eq!(v["ok"], true, "audit chain: {v}");
-    assert_eq!(v["rows"].as_i64(), Some(audit.len() as i64));
+    assert!(v.ok, "audit chain: {v:?}");
+    assert_eq!(v.rows, audit.len() as i64);
 }
