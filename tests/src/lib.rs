@@ -7,6 +7,7 @@
 //! ([`serial`]); each starts its own jitd with a fresh database.
 
 pub mod burst_bench;
+pub mod list_bench;
 pub mod token_bounds;
 
 use std::io::{BufRead, BufReader};

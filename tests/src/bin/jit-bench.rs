@@ -23,6 +23,10 @@ const SECTIONS: &[(&str, &str, SectionFn)] = &[(
     "recovery",
     "jitd's scheduler: Keycloak stopped while 20 grants expire and 500 are due to start, then restarted with its database: time from ready to done",
     |url| Box::pin(jit_e2e::burst_bench::run_recovery(url)),
+), (
+    "lists",
+    "jitd's API: an approver's to_review and a requester's mine list over 100,000 and 1,000,000 stored requests (seeded in bulk by SQL), SQLite and PostgreSQL: first-page latency and exactness",
+    |url| Box::pin(jit_e2e::list_bench::run(url)),
 )];
 
 #[tokio::main]
