@@ -52,8 +52,7 @@ pub async fn run(_url: &str) -> Result<Vec<Line>> {
             let dir = tempfile::tempdir()?;
             let database = match engine {
                 "sqlite" => dir.path().join("bench.sqlite").display().to_string(),
-                _ => tokio::task::spawn_blocking(jit_testkit::postgres::test_database)
-                    .await??,
+                _ => tokio::task::spawn_blocking(jit_testkit::postgres::test_database).await??,
             };
             let (db, a) = (database.clone(), alice.clone());
             let started = Instant::now();
@@ -64,7 +63,12 @@ pub async fn run(_url: &str) -> Result<Vec<Line>> {
             let bob_token = token("bob").await;
             let alice_token = token("alice").await;
             for (who, tok, q, want) in [
-                ("to_review (bob)", &bob_token, "to_review=true", expect.to_review),
+                (
+                    "to_review (bob)",
+                    &bob_token,
+                    "to_review=true",
+                    expect.to_review,
+                ),
                 ("mine (alice)", &alice_token, "mine=true", expect.mine),
             ] {
                 let http = reqwest::Client::new();
@@ -140,7 +144,8 @@ fn seed(database: &str, n: u64, alice: &str) -> Result<Expect> {
     let pg = store.shared();
     let policy = jit_core::Policy::from_toml(POLICY)?;
     let base = chrono::Utc::now() - chrono::Duration::days(1);
-    let ts = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let ts =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let (template, _) = AccessRequest::create(
         "@@ID@@".into(),
         &NewRequest {
