@@ -186,8 +186,7 @@ pub fn view(state: &AppState, s: &Stored) -> RequestView {
         remaining_secs: r.remaining_secs(now),
         total_secs: r.total_secs(),
         keycloak: s.grant.clone(),
-        revoke_late: jit_core::lateness::revoke_late(r, s.grant.removal_pending, now)
-            || s.grant.removal_failed,
+        revoke_late: jit_core::lateness::revoke_late(r, &s.grant, now),
         request: r.clone(),
     }
 }

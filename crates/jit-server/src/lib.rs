@@ -13,12 +13,14 @@
 
 pub mod api;
 pub mod check_policy;
+pub mod commit_batch;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod grant_ends;
 pub mod metrics;
 mod openapi;
+pub mod permits;
 pub mod rights;
 pub mod scheduler;
 pub mod store;

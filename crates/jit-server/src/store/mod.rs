@@ -200,6 +200,19 @@ fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("timestamp {s}: {e}")))
 }
 
+/// The indexed `removal_pending` column: 1 = the removal is due (work for
+/// the scheduler), 2 = it failed for good (`removal_failed`: no work, but
+/// counted as a late revoke by [`SqlStore::stats`]), 0 = neither.
+fn removal_column(g: &GrantState) -> i64 {
+    if g.removal_pending {
+        1
+    } else if g.removal_failed {
+        2
+    } else {
+        0
+    }
+}
+
 fn target_key(t: &EntitlementKind) -> String {
     serde_json::to_string(t).expect("target serialises")
 }
@@ -432,7 +445,7 @@ impl SqlStore {
                 P::from(r.expires_at.map(ts)),
                 P::from(serde_json::to_string(r).expect("request serialises")),
                 P::from(serde_json::to_string(&s.grant).expect("grant state serialises")),
-                P::from(s.grant.removal_pending as i64),
+                P::from(removal_column(&s.grant)),
                 P::from(s.grant.next_attempt_at.map(ts)),
                 P::from(review_open),
                 P::from(pending_slot),
@@ -1172,13 +1185,13 @@ impl SqlStore {
         // Candidates (their role may still be in Keycloak, past expiry or
         // ended); jit-core decides which are late.
         let rows = c.query(
-            "SELECT body, grant_state FROM requests WHERE removal_pending=1 OR (status='active' AND expires_at <= ?)",
+            "SELECT body, grant_state FROM requests WHERE removal_pending>=1 OR (status='active' AND expires_at <= ?)",
             &[P::from(ts(now))],
         )?;
         let mut late = 0;
         for row in &rows {
             let s = Self::row_to_stored(row)?;
-            if jit_core::lateness::revoke_late(&s.request, s.grant.removal_pending, now) {
+            if jit_core::lateness::revoke_late(&s.request, &s.grant, now) {
                 late += 1;
             }
         }

@@ -156,6 +156,17 @@ fn late_revocations_use_the_core_rule() {
             1,
             "{name}"
         );
+        // The removal failed for good: no longer pending, and the latest
+        // revoke of all, counted at once and for good.
+        store
+            .update("r1", |s| {
+                s.grant.removal_pending = false;
+                s.grant.removal_failed = true;
+                Ok(vec![])
+            })
+            .unwrap();
+        assert_eq!(late(dropped + chrono::Duration::seconds(2)), 1, "{name}");
+        assert_eq!(late(dropped + chrono::Duration::days(30)), 1, "{name}");
     }
 }
 
