@@ -17,6 +17,7 @@ pub mod commit_batch;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod extract;
 pub mod grant_ends;
 pub mod metrics;
 mod openapi;
@@ -25,6 +26,7 @@ pub mod rights;
 pub mod scheduler;
 pub mod store;
 pub mod tracing_setup;
+pub mod views;
 pub mod webhooks;
 
 use std::net::SocketAddr;
