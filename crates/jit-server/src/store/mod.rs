@@ -168,9 +168,9 @@ pub struct ListQuery {
     pub status: Option<Status>,
     /// Only the viewer's own requests.
     pub mine: bool,
-    /// Waiting for the viewer: pending without their vote, or a
-    /// break-glass activation whose review is open, for entitlements they
-    /// approve, not their own.
+    /// Waiting for the viewer: `AccessRequest::awaits_review_by` (pending
+    /// without their vote, or a break-glass activation whose review is
+    /// open, for entitlements they approve, not their own), in SQL.
     pub to_review: bool,
     /// Break-glass activations whose after-the-fact review is open.
     pub review_open: bool,
@@ -422,9 +422,10 @@ impl SqlStore {
             jit_core::RequestKind::Access => None,
         };
         let review_open = (r.review_required && r.reviewed_at.is_none()) as i64;
-        // The slot of "one pending request per requester and entitlement":
-        // taken at creation, given up when the request leaves `pending`.
-        let pending_slot = (new && r.status == Status::Pending && extends.is_none()) as i64;
+        // The slot of "one pending request per requester and entitlement"
+        // (`AccessRequest::takes_pending_slot`): taken at creation, given up
+        // when the request leaves `pending`.
+        let pending_slot = (new && r.takes_pending_slot()) as i64;
         c.exec(
             "INSERT INTO requests (id, entitlement_id, requester_id, status, target, extends, created_at, pending_until, start_at, expires_at, body, grant_state, removal_pending, next_attempt_at, review_open, pending_slot)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
