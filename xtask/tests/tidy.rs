@@ -591,6 +591,7 @@ const ACYCLIC: &[&str] = &[
     "crates/jit-client/src",
     "crates/jit-cli/src",
     "src-tauri/src",
+    "crates/jit-server/src",
 ];
 
 /// The top-level module a file of `src` belongs to (`foo.rs`, `foo/…`),

@@ -984,6 +984,36 @@ impl AccessRequest {
         }
     }
 
+    /// Whether the request awaits `approver`'s decision — "awaits my
+    /// review": `approver` approves its entitlement under `policy`, is not
+    /// its requester, and either it is `pending` without their vote, or it
+    /// is a break-glass activation whose after-the-fact review is still
+    /// open. jitd's `to_review` list computes the same in SQL (for speed);
+    /// a store test holds the two equal.
+    pub fn awaits_review_by(&self, approver: &Principal, policy: &Policy) -> bool {
+        let Some(e) = policy.entitlement(&self.entitlement_id) else {
+            return false;
+        };
+        if self.requester_id == approver.id || !e.is_approver(approver) {
+            return false;
+        }
+        if self.status == Status::Pending {
+            !self.votes.iter().any(|v| v.approver_id == approver.id)
+        } else {
+            self.review_required && self.reviewed_at.is_none()
+        }
+    }
+
+    /// Whether the request takes the slot of "one pending request per
+    /// requester and entitlement": a `pending` access request (an extension
+    /// asks for more time on a grant and is not counted). A second request
+    /// for the same slot (same requester, same entitlement) is refused with
+    /// `duplicate_pending` (409); jitd's store holds the rule with a unique
+    /// index on the slot, so parallel requests cannot both take it.
+    pub fn takes_pending_slot(&self) -> bool {
+        self.status == Status::Pending && self.kind == RequestKind::Access
+    }
+
     /// Who may see this request: the requester, approvers of its entitlement
     /// (per the current policy), and auditors.
     pub fn visible_to(&self, p: &Principal, policy: &Policy) -> bool {

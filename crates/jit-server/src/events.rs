@@ -31,9 +31,10 @@ use jit_core::api::EventData;
 use serde::Deserialize;
 use tokio::sync::{broadcast, watch};
 
-use crate::api::{view, Caller, Q};
 use crate::error::ApiError;
+use crate::extract::{Caller, Q};
 use crate::store::{AuditRecord, StoreError, Viewer};
+use crate::views::view;
 use crate::AppState;
 
 /// Events buffered for slow subscribers before they re-read from the store.

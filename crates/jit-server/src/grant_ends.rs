@@ -28,7 +28,7 @@
 //! A failure here never blocks a grant or a revoke; it is logged.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -54,9 +54,12 @@ pub struct GrantEnds {
     /// User id → (retry not before, failed attempts).
     dirty: Mutex<BTreeMap<String, (Instant, u32)>>,
     wake: tokio::sync::Notify,
-    /// One sync at a time: each reads the store then writes Keycloak, so the
-    /// last write is always of the latest store state.
-    writing: tokio::sync::Mutex<()>,
+    /// One sync at a time per user: each reads the user's grants from the
+    /// store then writes Keycloak, so the last write for a user is always
+    /// of their latest store state. Different users never wait for each
+    /// other (a burst of grants stays parallel). Entries are dropped when
+    /// no sync holds them.
+    writing: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl GrantEnds {
@@ -67,7 +70,7 @@ impl GrantEnds {
             attribute: attribute.filter(|a| !a.is_empty()),
             dirty: Mutex::new(BTreeMap::new()),
             wake: tokio::sync::Notify::new(),
-            writing: tokio::sync::Mutex::new(()),
+            writing: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -98,6 +101,25 @@ impl GrantEnds {
         // A newer mark (attempts 0) wins over the retry.
         d.entry(user_id.to_string())
             .or_insert((Instant::now() + wait, attempts + 1));
+    }
+
+    /// The sync lock of `user_id` (created on first use).
+    fn user_lock(&self, user_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.writing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(user_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Drops `user_id`'s sync lock once nobody holds or waits for it.
+    fn release_user_lock(&self, user_id: &str, lock: Arc<tokio::sync::Mutex<()>>) {
+        drop(lock);
+        let mut w = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        if w.get(user_id).is_some_and(|l| Arc::strong_count(l) == 1) {
+            w.remove(user_id);
+        }
     }
 
     /// Takes the users due now; returns them and when the next one is due.
@@ -165,7 +187,16 @@ pub async fn sync_user(state: &AppState, user_id: &str) -> Result<(), KeycloakEr
     let Some(attribute) = state.grant_ends.attribute() else {
         return Ok(());
     };
-    let _one_at_a_time = state.grant_ends.writing.lock().await;
+    let lock = state.grant_ends.user_lock(user_id);
+    let r = {
+        let _this_user = lock.lock().await;
+        write_user(state, user_id, attribute).await
+    };
+    state.grant_ends.release_user_lock(user_id, lock);
+    r
+}
+
+async fn write_user(state: &AppState, user_id: &str, attribute: &str) -> Result<(), KeycloakError> {
     let grants = state
         .store
         .user_grants_in_keycloak(user_id)

@@ -13,16 +13,20 @@
 
 pub mod api;
 pub mod check_policy;
+pub mod commit_batch;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod extract;
 pub mod grant_ends;
 pub mod metrics;
 mod openapi;
+pub mod permits;
 pub mod rights;
 pub mod scheduler;
 pub mod store;
 pub mod tracing_setup;
+pub mod views;
 pub mod webhooks;
 
 use std::net::SocketAddr;

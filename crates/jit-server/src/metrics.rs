@@ -6,13 +6,14 @@
 //! | metric | type | labels | what |
 //! |---|---|---|---|
 //! | `jit_requests` | gauge | `status` | requests in the store by status (extensions as `extension_<status>`) |
-//! | `jit_revocations_late` | gauge | | grants whose revoke is late: more than 5 s past their end with the role not yet confirmed removed (`jit_core::lateness`, the same rule as the API's `revoke_late`) |
+//! | `jit_revocations_late` | gauge | | grants whose revoke is late: more than 5 s past their end with the role not yet confirmed removed, or whose removal failed for good (`removal_failed`) (`jit_core::lateness`, the same rule as the API's `revoke_late`) |
 //! | `jit_audit_last_seq` | gauge | | highest audit sequence number |
 //! | `jit_request_transitions_total` | counter | `entitlement`, `status` | requests entering a status (since start) |
 //! | `jit_grant_duration_seconds` | histogram | | wall time of the Keycloak step that grants |
 //! | `jit_grant_lateness_seconds` | histogram | | role confirmed in Keycloak − when it was due (approval or start time) |
 //! | `jit_removal_duration_seconds` | histogram | | wall time of the Keycloak step that removes |
 //! | `jit_removal_lateness_seconds` | histogram | | role confirmed removed − when access should have ended |
+//! | `jit_removals_failed_total` | counter | | removals given up for an administrator (`removal_failed`: Keycloak refused, or kept failing past `removal_retry_limit_secs`) |
 //! | `jit_keycloak_request_duration_seconds` | histogram | `operation` | every HTTP call to Keycloak |
 //! | `jit_keycloak_errors_total` | counter | `operation`, `kind` | failed Keycloak calls by kind |
 //! | `jit_sse_subscribers` | gauge | | open `/v1/events` streams |
@@ -107,6 +108,7 @@ pub struct Metrics {
     grant_lateness: Histogram,
     removal_duration: Histogram,
     removal_lateness: Histogram,
+    removals_failed: Counter,
     keycloak_duration: HistogramFamily<KeycloakLabels>,
     keycloak_errors: Family<KeycloakErrorLabels, Counter>,
     sse_subscribers: Gauge,
@@ -200,6 +202,7 @@ impl Metrics {
             grant_lateness: lateness(),
             removal_duration: latency(),
             removal_lateness: lateness(),
+            removals_failed: Counter::default(),
             keycloak_duration: Family::new_with_constructor(latency),
             keycloak_errors: Family::default(),
             sse_subscribers: Gauge::default(),
@@ -235,6 +238,11 @@ impl Metrics {
             "jit_removal_lateness_seconds",
             "Role confirmed removed from Keycloak minus when access should have ended, seconds",
             m.removal_lateness.clone(),
+        );
+        registry.register(
+            "jit_removals_failed",
+            "Removals given up for an administrator (removal_failed): Keycloak refused, or kept failing past removal_retry_limit_secs",
+            m.removals_failed.clone(),
         );
         registry.register(
             "jit_keycloak_request_duration_seconds",
@@ -277,6 +285,7 @@ impl Metrics {
             ("jit_grant_lateness_seconds", "histogram"),
             ("jit_removal_duration_seconds", "histogram"),
             ("jit_removal_lateness_seconds", "histogram"),
+            ("jit_removals_failed", "counter"),
             ("jit_keycloak_request_duration_seconds", "histogram"),
             ("jit_keycloak_errors", "counter"),
             ("jit_sse_subscribers", "gauge"),
@@ -343,6 +352,11 @@ impl Metrics {
     pub fn removed(&self, took: Duration, late_secs: f64) {
         self.removal_duration.observe(took.as_secs_f64());
         self.removal_lateness.observe(late_secs.max(0.0));
+    }
+
+    /// A removal was given up (`removal_failed`): an administrator must act.
+    pub fn removal_failed(&self) {
+        self.removals_failed.inc();
     }
 
     /// One webhook delivery attempt to `endpoint` (a configured name, never

@@ -7,7 +7,7 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi as Doc, RefOr};
-use utoipa::OpenApi;
+use utoipa::{OpenApi, ToSchema};
 
 use jit_core::api::{EventData, Problem};
 use jit_core::Status;
@@ -22,7 +22,7 @@ with a stable `code`. Every response carries `x-server-time` (RFC 3339, UTC) for
 `x-request-id` (the caller's, or a new one).",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
-    components(schemas(Problem, EventData, Status, crate::api::AuditFormat)),
+    components(schemas(Problem, EventData, Status, AuditFormat)),
     tags(
         (name = "requests", description = "Requests, votes and grants"),
         (name = "audit", description = "The audit log and its event stream"),
@@ -97,4 +97,14 @@ pub(crate) fn finish(doc: &mut Doc) {
             );
         }
     }
+}
+
+/// Export format of `GET /v1/audit`.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // only describes the `format` values
+pub(crate) enum AuditFormat {
+    Json,
+    Jsonl,
+    Csv,
 }

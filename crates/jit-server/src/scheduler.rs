@@ -6,10 +6,14 @@
 //! grants whose role is still in Keycloak — and works through it.
 //!
 //! Keycloak work runs in parallel, bounded by
-//! [`SchedulerConfig::keycloak_concurrency`] items in flight, and ordered per
-//! assignment (user + target): one worker per assignment at a time, doing
-//! its removals before its activations, so a grant and a removal of the
-//! same role never race. Every Keycloak call has a time limit
+//! [`SchedulerConfig::keycloak_concurrency`] workers talking to Keycloak at
+//! once ([`crate::permits`]: due removals get a slot first, then grants
+//! already under way, then new grants; a worker gives its slot back while
+//! it waits for the store, whose changes are group-committed,
+//! [`crate::commit_batch`]), and ordered per assignment (user + target): one
+//! worker per assignment at a time, doing its removals before its
+//! activations, so a grant and a removal of the same role never race.
+//! Every Keycloak call has a time limit
 //! ([`SchedulerConfig::keycloak_call_timeout_secs`]), so a hung call holds
 //! up only its own assignment; a failure in one item never stops the rest.
 //!
@@ -19,6 +23,13 @@
 //!   `revoke_late`). A connection-level failure marks Keycloak down: no
 //!   more items are sent, a readiness probe runs every 250 ms, and when
 //!   Keycloak answers again every waiting item becomes due at once.
+//!   Not forever: a grant not applied within its window ([`window_end`])
+//!   or after [`SchedulerConfig::grant_retry_limit_secs`] of retrying ends
+//!   `failed` ("gave up …"); a removal becomes `removal_failed` after
+//!   [`SchedulerConfig::removal_retry_limit_secs`] of retrying. Retrying
+//!   time is [`retried_secs`]: the sum of the backoff waits, so time while
+//!   Keycloak is down as a whole (only the probe runs) or jitd is stopped
+//!   does not count.
 //! - permanent (404, 403, 400): a grant ends `failed` with Keycloak's
 //!   reason; a removal whose user or target is gone is complete (nothing
 //!   is left to remove); a removal Keycloak forbids is marked
@@ -44,9 +55,10 @@ use chrono::{DateTime, Utc};
 use jit_core::{DomainError, EntitlementKind, Principal, Status, Transition};
 use jit_keycloak::{KeycloakError, TargetStatus};
 use serde::Deserialize;
-use tokio::sync::Semaphore;
 
-use crate::store::{Entry, EventKind, Note, StoreError, Stored};
+use crate::commit_batch::CommitBatcher;
+use crate::permits::{Permits, Priority};
+use crate::store::{AuditRecord, Entry, EventKind, Note, StoreError, Stored};
 use crate::AppState;
 
 /// `[scheduler]` in jitd's config file.
@@ -59,6 +71,14 @@ pub struct SchedulerConfig {
     /// Longest wait for one Keycloak call, seconds; a call that takes longer
     /// counts as a transient failure. Default 10.
     pub keycloak_call_timeout_secs: u64,
+    /// A grant that keeps failing transiently is given up (`failed`) after
+    /// this many seconds of retrying ([`retried_secs`]). Default 900. A
+    /// grant is also given up when its window ([`window_end`]) ends first.
+    pub grant_retry_limit_secs: u64,
+    /// A removal that keeps failing transiently becomes `removal_failed`
+    /// (for an administrator) after this many seconds of retrying
+    /// ([`retried_secs`]). Default 3600.
+    pub removal_retry_limit_secs: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -66,6 +86,8 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             keycloak_concurrency: 12,
             keycloak_call_timeout_secs: 10,
+            grant_retry_limit_secs: 900,
+            removal_retry_limit_secs: 3600,
         }
     }
 }
@@ -79,7 +101,10 @@ const TARGET_CHECK_EVERY: Duration = Duration::from_secs(60);
 /// restart: the store says what is due).
 pub struct Scheduler {
     config: SchedulerConfig,
-    permits: Arc<Semaphore>,
+    /// Slots for Keycloak work, removals served first.
+    permits: Arc<Permits>,
+    /// Group commit of the workers' store changes.
+    commits: CommitBatcher,
     /// Assignments (user + target) with a worker right now.
     busy: Mutex<HashSet<String>>,
     /// Requests handed to a worker and not finished.
@@ -106,7 +131,8 @@ impl Scheduler {
         config.keycloak_concurrency = config.keycloak_concurrency.max(1);
         config.keycloak_call_timeout_secs = config.keycloak_call_timeout_secs.max(1);
         Scheduler {
-            permits: Arc::new(Semaphore::new(config.keycloak_concurrency)),
+            permits: Permits::new(config.keycloak_concurrency),
+            commits: CommitBatcher::default(),
             config,
             busy: Mutex::new(HashSet::new()),
             in_flight: Mutex::new(HashSet::new()),
@@ -156,12 +182,72 @@ fn is_outage(e: &KeycloakError) -> bool {
     ) || matches!(e, KeycloakError::Status { status, .. } if matches!(status, 502..=504))
 }
 
+/// A worker's hold on a Keycloak slot ([`Permits`]): taken at its first
+/// Keycloak call, given back while it waits for the store (group commit),
+/// taken again — ahead of new work — for its next call.
+struct Slot {
+    permit: Option<crate::permits::Permit>,
+    /// The job takes access away.
+    removal: bool,
+    /// The job already held a slot once.
+    resumed: bool,
+}
+
+tokio::task_local! {
+    static SLOT: std::cell::RefCell<Slot>;
+}
+
+/// Inside a scheduler worker: waits for a Keycloak slot unless it holds
+/// one. Elsewhere (API handlers, target checks): nothing.
+async fn ensure_slot(state: &AppState) {
+    let wanted = SLOT
+        .try_with(|s| {
+            let s = s.borrow();
+            s.permit.is_none().then_some(if s.removal {
+                Priority::Removal
+            } else if s.resumed {
+                Priority::Resume
+            } else {
+                Priority::Other
+            })
+        })
+        .ok()
+        .flatten();
+    if let Some(p) = wanted {
+        let permit = state.scheduler.permits.acquire(p).await;
+        let _ = SLOT.try_with(|s| {
+            let mut s = s.borrow_mut();
+            s.permit = Some(permit);
+            s.resumed = true;
+        });
+    }
+}
+
+/// Inside a scheduler worker: gives its Keycloak slot back (while it waits
+/// for something else).
+fn release_slot() {
+    let _ = SLOT.try_with(|s| s.borrow_mut().permit = None);
+}
+
+/// Whether this task is a scheduler worker.
+fn in_worker() -> bool {
+    SLOT.try_with(|_| ()).is_ok()
+}
+
 /// Runs one Keycloak call with the per-call time limit, and keeps the
-/// up/down picture current.
+/// up/down picture current. In a scheduler worker the call first waits for
+/// a Keycloak slot, and is not sent at all while Keycloak is down (only the
+/// readiness probe talks to it then; the item stays due).
 pub async fn call<T>(
     state: &AppState,
     fut: impl Future<Output = Result<T, KeycloakError>>,
 ) -> Result<T, KeycloakError> {
+    ensure_slot(state).await;
+    if in_worker() && state.scheduler.keycloak_down() {
+        return Err(KeycloakError::Unavailable(
+            "not sent: Keycloak is unreachable (waiting for it to answer again)".into(),
+        ));
+    }
     let limit = state.scheduler.call_timeout();
     let r = match tokio::time::timeout(limit, fut).await {
         Ok(r) => r,
@@ -287,7 +373,7 @@ pub fn spawn_target_check(state: &Arc<AppState>) {
     let state = state.clone();
     tokio::spawn(async move {
         // Counts against the Keycloak concurrency like any other work.
-        let _permit = state.scheduler.permits.clone().acquire_owned().await;
+        let _permit = state.scheduler.permits.acquire(Priority::Other).await;
         let policy = state.policy();
         for e in policy.entitlements.values() {
             match call(&state, state.admin.target_status(&e.kind)).await {
@@ -504,34 +590,46 @@ pub async fn tick(
             .unwrap_or_else(|p| p.into_inner())
             .extend(items.iter().map(|(_, id)| id.clone()));
         let state = state.clone();
+        // Taking access away first: a removal waits for no grant.
+        let priority = if items.iter().any(|(k, _)| *k == Work::Remove) {
+            Priority::Removal
+        } else {
+            Priority::Other
+        };
         tokio::spawn(async move {
-            let permit = state.scheduler.permits.clone().acquire_owned().await;
+            let slot = std::cell::RefCell::new(Slot {
+                permit: None,
+                removal: priority == Priority::Removal,
+                resumed: false,
+            });
             let shared = state.store.shared();
-            for (i, (kind, id)) in items.iter().enumerate() {
-                if state.scheduler.keycloak_down() {
-                    break;
-                }
-                // Items after the first waited for the ones before: renew
-                // the claim (or find another replica took it over).
-                if shared && i > 0 {
-                    match state
-                        .store
-                        .claim(vec![id.clone()], &state.replica, Utc::now(), CLAIM_LEASE)
-                        .await
-                    {
-                        Ok(got) if !got.is_empty() => {}
-                        _ => continue,
+            SLOT.scope(slot, async {
+                for (i, (kind, id)) in items.iter().enumerate() {
+                    if state.scheduler.keycloak_down() {
+                        break;
+                    }
+                    // Items after the first waited for the ones before:
+                    // renew the claim (or find another replica took it over).
+                    if shared && i > 0 {
+                        match state
+                            .store
+                            .claim(vec![id.clone()], &state.replica, Utc::now(), CLAIM_LEASE)
+                            .await
+                        {
+                            Ok(got) if !got.is_empty() => {}
+                            _ => continue,
+                        }
+                    }
+                    let r = match kind {
+                        Work::Remove => remove(&state, id).await,
+                        Work::Activate => activate(&state, id).await,
+                    };
+                    if let Err(e) = r {
+                        tracing::error!(request = %id, error = %e, "scheduler step failed");
                     }
                 }
-                let r = match kind {
-                    Work::Remove => remove(&state, id).await,
-                    Work::Activate => activate(&state, id).await,
-                };
-                if let Err(e) = r {
-                    tracing::error!(request = %id, error = %e, "scheduler step failed");
-                }
-            }
-            drop(permit);
+            })
+            .await;
             if shared {
                 for (_, id) in &items {
                     if let Err(e) = state.store.release(id, &state.replica).await {
@@ -601,52 +699,146 @@ fn probe(state: &Arc<AppState>) {
 /// needed: a claim is renewed before each item of a worker.
 pub const CLAIM_LEASE: chrono::Duration = chrono::Duration::seconds(10);
 
+/// Wait before retry number `attempt` (1, 2, …), seconds: 1 doubling to 10.
+fn backoff_secs(attempt: u32) -> i64 {
+    (1i64 << (attempt.clamp(1, 6) - 1)).min(10)
+}
+
+/// Seconds of retrying behind `attempts` transient failures of one step:
+/// the sum of their backoff waits (1 + 2 + 4 + 8 + 10 + 10 …). Time while
+/// Keycloak is down as a whole or jitd is stopped adds no attempts, so it
+/// does not count.
+pub fn retried_secs(attempts: u32) -> i64 {
+    match attempts {
+        0..=4 => (1..=attempts).map(backoff_secs).sum(),
+        n => 15 + 10 * i64::from(n - 4),
+    }
+}
+
+/// When the window of approved access request `r` ends (UTC): when it
+/// became due (the later of the decision and the scheduled start) plus its
+/// duration. A grant not applied by then is given up, never granted late.
+pub fn window_end(r: &jit_core::AccessRequest) -> DateTime<Utc> {
+    let due = r.decided_at.max(r.start_at).unwrap_or(r.created_at);
+    due + chrono::Duration::seconds(r.duration_secs)
+}
+
 fn backoff(s: &mut Stored, err: String) {
     s.grant.attempts = s.grant.attempts.saturating_add(1);
-    let secs = 1i64 << s.grant.attempts.min(6).saturating_sub(1);
-    s.grant.next_attempt_at = Some(Utc::now() + chrono::Duration::seconds(secs.min(10)));
+    let secs = backoff_secs(s.grant.attempts);
+    s.grant.next_attempt_at = Some(Utc::now() + chrono::Duration::seconds(secs));
     s.grant.last_error = Some(err);
 }
 
+/// A transient failure of `id`'s current step: retried after a backoff,
+/// unless its limit is reached — then the grant ends `failed`, or the
+/// removal becomes `removal_failed` (audited, published, counted).
 async fn record_failure(state: &AppState, id: &str, err: String) -> Result<(), StoreError> {
-    tracing::warn!(request = id, error = %err, "Keycloak step failed; will retry");
+    if state.scheduler.keycloak_down() {
+        // Keycloak is unreachable as a whole: not this item's failure. It
+        // stays due (shown with the error) and is retried as soon as the
+        // probe sees Keycloak answer; no attempt is counted.
+        tracing::debug!(request = id, error = %err, "Keycloak unreachable; waiting for it");
+        return ignore_race(
+            state
+                .store
+                .update(id, move |s| {
+                    s.grant.last_error = Some(err);
+                    Ok(vec![])
+                })
+                .await
+                .map(|_| ()),
+        );
+    }
+    let grant_limit = state.scheduler.config.grant_retry_limit_secs;
+    let removal_limit = state.scheduler.config.removal_retry_limit_secs;
+    let e = err.clone();
     let r = state
         .store
         .update(id, move |s| {
-            backoff(s, err);
+            backoff(s, e.clone());
+            let retried = retried_secs(s.grant.attempts);
+            if s.grant.removal_pending {
+                if retried >= removal_limit as i64 {
+                    let reason = format!(
+                        "Keycloak kept failing for {retried} s of retries (removal_retry_limit_secs = {removal_limit}); \
+                         an administrator must remove it: {e}"
+                    );
+                    return Ok(removal_failed_in(s, reason));
+                }
+            } else if s.request.status == Status::Approved
+                && matches!(s.request.kind, jit_core::RequestKind::Access)
+            {
+                let end = window_end(&s.request);
+                let why = if retried >= grant_limit as i64 {
+                    Some(format!(
+                        "Keycloak kept failing for {retried} s of retries (grant_retry_limit_secs = {grant_limit})"
+                    ))
+                } else if s.grant.next_attempt_at.is_some_and(|t| t >= end) {
+                    Some(format!(
+                        "its window ends at {} before Keycloak could be asked again",
+                        end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ))
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    let reason = format!("gave up granting: {why}; last error: {e}");
+                    return fail_in(s, &reason, Utc::now());
+                }
+            }
             Ok(vec![])
         })
         .await;
-    if let Ok((s, _)) = &r {
-        if let Some(t) = s.grant.next_attempt_at {
-            state.scheduler.due_at(state, t);
+    match &r {
+        // Given up: the removal for an administrator, or the grant.
+        Ok((s, recs)) if !recs.is_empty() && s.grant.removal_failed => {
+            tracing::error!(request = id, reason = ?s.grant.last_error, "removal given up");
+            state.metrics.removal_failed();
+            state.published(recs);
         }
+        Ok((s, recs)) if !recs.is_empty() => {
+            tracing::warn!(request = id, reason = ?s.request.end_reason, "grant given up");
+            state.published(recs);
+        }
+        Ok((s, _)) => {
+            tracing::warn!(request = id, error = %err, "Keycloak step failed; will retry");
+            if let Some(t) = s.grant.next_attempt_at {
+                state.scheduler.due_at(state, t);
+            }
+        }
+        Err(_) => {}
     }
     ignore_race(r.map(|_| ()))
 }
 
 /// Ends an approved request as `failed` (Keycloak refused the grant for
-/// good), audited and published to the requester and approvers.
+/// good, or it was given up), audited and published to the requester and
+/// approvers.
 async fn fail_grant(state: &AppState, id: &str, reason: String) -> Result<(), StoreError> {
     tracing::warn!(request = id, %reason, "grant failed for good");
     ignore_race(
         state
             .store
-            .update(id, move |s| {
-                let t = s.request.fail(&reason, Utc::now())?;
-                s.grant.last_error = Some(reason.clone());
-                s.grant.next_attempt_at = None;
-                // Keycloak refused this attempt, so it assigned nothing; only
-                // an earlier attempt that failed transiently (a timeout may
-                // hide a success) may have: then the removal path checks.
-                if s.grant.owns_assignment == Some(true) && s.grant.attempts > 0 {
-                    s.grant.removal_pending = true;
-                }
-                Ok(vec![t.into()])
-            })
+            .update(id, move |s| fail_in(s, &reason, Utc::now()))
             .await
             .map(|(_, recs)| state.published(&recs)),
     )
+}
+
+/// The store side of [`fail_grant`], inside its transaction.
+fn fail_in(s: &mut Stored, reason: &str, now: DateTime<Utc>) -> Result<Vec<Entry>, DomainError> {
+    let t = s.request.fail(reason, now)?;
+    s.grant.last_error = Some(reason.to_string());
+    s.grant.next_attempt_at = None;
+    // A permanent refusal of this attempt assigned nothing; only an
+    // attempt that failed transiently (a timeout may hide a success) may
+    // have: then the removal path checks Keycloak.
+    if s.grant.owns_assignment == Some(true) && s.grant.attempts > 0 {
+        s.grant.removal_pending = true;
+        s.grant.attempts = 0;
+    }
+    Ok(vec![t.into()])
 }
 
 /// A permanent refusal of `target` for `user_id`, in words: which of the
@@ -720,6 +912,18 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
     }
     let r = &s.request;
     let started = std::time::Instant::now();
+    // Never granted late: past its window the grant is given up.
+    let end = window_end(r);
+    if now >= end {
+        let mut reason = format!(
+            "gave up granting: its window ended at {} before it could be granted",
+            end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        if let Some(e) = &s.grant.last_error {
+            reason.push_str(&format!("; last error: {e}"));
+        }
+        return fail_grant(state, id, reason).await;
+    }
     // Only entitlements in the policy in force are ever granted, and only
     // with the Keycloak target the policy names.
     let policy = state.policy();
@@ -782,19 +986,17 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
                     }
                 }
             };
-            let r = state
-                .store
-                .update(id, move |s| {
-                    if !s.request.is_due_for_activation(Utc::now()) {
-                        return Err(DomainError::IllegalTransition {
-                            from: s.request.status,
-                            action: jit_core::model::Action::Activate,
-                        });
-                    }
-                    s.grant.owns_assignment = Some(decided);
-                    Ok(vec![])
-                })
-                .await;
+            let r = commit(state, id, move |s| {
+                if !s.request.is_due_for_activation(Utc::now()) {
+                    return Err(DomainError::IllegalTransition {
+                        from: s.request.status,
+                        action: jit_core::model::Action::Activate,
+                    });
+                }
+                s.grant.owns_assignment = Some(decided);
+                Ok(vec![])
+            })
+            .await;
             match r {
                 Ok(_) => {}
                 // Cancelled meanwhile: nothing assigned, nothing to do.
@@ -806,6 +1008,7 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
     };
     if owns {
         // The extension must know the grant's end before any token carries the role.
+        ensure_slot(state).await;
         crate::grant_ends::before_assign(state, &r.requester_id).await;
         match call(state, state.admin.assign(&r.requester_id, &r.target)).await {
             Ok(()) => {}
@@ -818,7 +1021,7 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
             }
         }
     }
-    let result = state.store.update(id, move |s| {
+    let result = commit(state, id, move |s| {
         let t = s.request.activate(Utc::now())?;
         s.grant.granted_at = Some(Utc::now());
         s.grant.attempts = 0;
@@ -834,7 +1037,8 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
             }));
         }
         Ok(entries)
-    }).await;
+    })
+    .await;
     match result {
         Ok((s, recs)) => {
             // Due at the later of the decision and the scheduled start.
@@ -867,6 +1071,22 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
     }
 }
 
+/// A worker's store change to request `id`, group-committed with the
+/// other workers' ([`CommitBatcher`]); same answer as `Store::update`.
+async fn commit(
+    state: &AppState,
+    id: &str,
+    change: impl FnOnce(&mut Stored) -> Result<Vec<Entry>, DomainError> + Send + 'static,
+) -> Result<(Stored, Vec<AuditRecord>), StoreError> {
+    // Keycloak is not used while waiting for the disk: another item may.
+    release_slot();
+    state
+        .scheduler
+        .commits
+        .update(&state.store, id, change)
+        .await
+}
+
 /// Clears `removal_pending` with one audit note.
 async fn finish_removal(
     state: &AppState,
@@ -875,30 +1095,28 @@ async fn finish_removal(
     reason: String,
     removed: bool,
 ) -> Result<(), StoreError> {
-    let why = reason.clone();
-    let (_, recs) = state
-        .store
-        .update(id, move |s| {
-            if !s.grant.removal_pending {
-                // Done meanwhile (another replica took over a lapsed claim):
-                // record nothing twice.
-                return Ok(vec![]);
-            }
-            s.grant.removal_pending = false;
-            if removed {
-                s.grant.removed_at = Some(Utc::now());
-            }
-            s.grant.attempts = 0;
-            s.grant.next_attempt_at = None;
-            s.grant.last_error = None;
-            Ok(vec![Entry::Note(Note {
-                event,
-                actor: jit_core::model::SYSTEM_ACTOR.into(),
-                reason: Some(why),
-                at: Utc::now(),
-            })])
-        })
-        .await?;
+    let note = reason.clone();
+    let (_, recs) = commit(state, id, move |s| {
+        if !s.grant.removal_pending {
+            // Done meanwhile (another replica took over a lapsed claim):
+            // record nothing twice.
+            return Ok(vec![]);
+        }
+        s.grant.removal_pending = false;
+        if removed {
+            s.grant.removed_at = Some(Utc::now());
+        }
+        s.grant.attempts = 0;
+        s.grant.next_attempt_at = None;
+        s.grant.last_error = None;
+        Ok(vec![Entry::Note(Note {
+            event,
+            actor: jit_core::model::SYSTEM_ACTOR.into(),
+            reason: Some(note),
+            at: Utc::now(),
+        })])
+    })
+    .await?;
     if recs.is_empty() {
         return Ok(());
     }
@@ -914,21 +1132,26 @@ async fn removal_failed(state: &AppState, id: &str, err: &KeycloakError) -> Resu
     tracing::error!(request = id, %reason, "removal failed for good");
     let (_, recs) = state
         .store
-        .update(id, move |s| {
-            s.grant.removal_pending = false;
-            s.grant.removal_failed = true;
-            s.grant.next_attempt_at = None;
-            s.grant.last_error = Some(reason.clone());
-            Ok(vec![Entry::Note(Note {
-                event: EventKind::GrantRemovalFailed,
-                actor: jit_core::model::SYSTEM_ACTOR.into(),
-                reason: Some(reason),
-                at: Utc::now(),
-            })])
-        })
+        .update(id, move |s| Ok(removal_failed_in(s, reason)))
         .await?;
+    state.metrics.removal_failed();
     state.published(&recs);
     Ok(())
+}
+
+/// The store side of a removal given up: not pending any more,
+/// `removal_failed` with `reason`, one audit note `grant.removal_failed`.
+fn removal_failed_in(s: &mut Stored, reason: String) -> Vec<Entry> {
+    s.grant.removal_pending = false;
+    s.grant.removal_failed = true;
+    s.grant.next_attempt_at = None;
+    s.grant.last_error = Some(reason.clone());
+    vec![Entry::Note(Note {
+        event: EventKind::GrantRemovalFailed,
+        actor: jit_core::model::SYSTEM_ACTOR.into(),
+        reason: Some(reason),
+        at: Utc::now(),
+    })]
 }
 
 async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {

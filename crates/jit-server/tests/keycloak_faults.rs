@@ -274,6 +274,17 @@ async fn a_removal_keycloak_forbids_is_not_retried_and_stays_visible() {
         .await;
     assert!(!s.grant.removal_pending && s.grant.last_error.is_some());
     assert!(jit_server::api::view(j.state(), &s).revoke_late, "visible");
+    // The gauge counts it too, at once (one rule: jit_core::lateness); the
+    // counter right after the store says so.
+    until("the removal counted as failed", SECS, || {
+        j.state()
+            .metrics
+            .encode()
+            .contains("jit_removals_failed_total 1")
+    })
+    .await;
+    let metrics = j.state().metrics.encode();
+    assert!(metrics.contains("jit_revocations_late 1"), "{metrics}");
     assert!(has_event(&j, &id, "grant.removal_failed", "administrator"));
     assert!(never_due_again(&j, &id));
     assert!(kc.has("erin", &open_role()), "the fake really refused");
@@ -484,5 +495,170 @@ async fn ending_sessions_ends_offline_sessions_too() {
     assert!(s.grant.removed_at.is_some());
     assert_eq!(kc.user("carol").unwrap().offline_sessions, 0);
     assert!(has_event(&j, &id, "grant.removed", "2 offline sessions"));
+    j.stop().await;
+}
+
+/// Ends active grant `id` now (as a revoke would) and wakes the scheduler.
+fn end_now(j: &TestJitd, id: &str) {
+    j.state()
+        .store
+        .sync()
+        .update(id, |s| {
+            let t = s.request.withdraw("test: end it now", Utc::now())?;
+            Ok(end_grant(s, t))
+        })
+        .unwrap();
+    j.state().wake.notify_one();
+}
+
+#[tokio::test]
+async fn a_grant_keycloak_keeps_failing_ends_failed_at_the_retry_limit() {
+    let kc = kc_with_users(&["u-500"]);
+    let j = start(POLICY, kc.clone(), "grant_retry_limit_secs = 3").await;
+    kc.fail(Some(Op::Assign), Some("u-500"), Fault::Server(500), None);
+    let id = j.request("u-500", "open", 3600);
+    let s = j
+        .wait(
+            &id,
+            "the grant to be given up",
+            Duration::from_secs(30),
+            |s| s.request.status == Status::Failed && !s.grant.removal_pending,
+        )
+        .await;
+    let reason = s.request.end_reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("gave up") && reason.contains("500"),
+        "{reason}"
+    );
+    assert!(
+        kc.count(Op::Assign) >= 2,
+        "retried before giving up ({} attempts)",
+        kc.count(Op::Assign)
+    );
+    assert!(has_event(&j, &id, "grant.failed", "gave up"), "audited");
+    assert!(!kc.has("u-500", &open_role()));
+    assert!(never_due_again(&j, &id), "no more retries");
+    j.stop().await;
+}
+
+#[tokio::test]
+async fn a_grant_that_cannot_be_applied_within_its_window_ends_failed() {
+    let kc = kc_with_users(&["u-500"]);
+    // A retry limit far away: the window (2 s from approval) decides.
+    let j = start(POLICY, kc.clone(), "grant_retry_limit_secs = 3600").await;
+    kc.fail(Some(Op::Assign), Some("u-500"), Fault::Server(500), None);
+    let id = j.request("u-500", "open", 2);
+    let s = j
+        .wait(
+            &id,
+            "the grant to be given up",
+            Duration::from_secs(30),
+            |s| s.request.status == Status::Failed && !s.grant.removal_pending,
+        )
+        .await;
+    let reason = s.request.end_reason.clone().unwrap_or_default();
+    assert!(reason.contains("window"), "{reason}");
+    // Given up no later than the window's end plus one retry wait: jitd's
+    // own timestamps.
+    let window_end = s.request.decided_at.unwrap() + chrono::Duration::seconds(2);
+    assert!(s.request.ended_at.unwrap() <= window_end + chrono::Duration::seconds(2));
+    assert!(s.grant.granted_at.is_none() && !kc.has("u-500", &open_role()));
+    assert!(has_event(&j, &id, "grant.failed", "window"));
+    assert!(never_due_again(&j, &id));
+    j.stop().await;
+}
+
+#[tokio::test]
+async fn a_removal_that_keeps_failing_is_retried_then_removal_failed_at_the_limit() {
+    let kc = kc_with_users(&["erin"]);
+    let j = start(POLICY, kc.clone(), "removal_retry_limit_secs = 3").await;
+    let id = j.request("erin", "open", 3600);
+    j.wait(&id, "active", SECS, |s| s.request.status == Status::Active)
+        .await;
+    kc.fail(Some(Op::Unassign), None, Fault::Server(500), None);
+    end_now(&j, &id);
+    // Retried meanwhile, the error shown on the grant.
+    j.wait(&id, "a failed removal attempt", SECS, |s| {
+        s.grant.removal_pending && s.grant.last_error.is_some()
+    })
+    .await;
+    let s = j
+        .wait(
+            &id,
+            "the removal to be given up",
+            Duration::from_secs(30),
+            |s| s.grant.removal_failed,
+        )
+        .await;
+    assert!(!s.grant.removal_pending);
+    let why = s.grant.last_error.clone().unwrap_or_default();
+    assert!(
+        why.contains("500") && why.contains("administrator"),
+        "{why}"
+    );
+    assert!(kc.count(Op::Unassign) >= 2, "retried before giving up");
+    assert!(has_event(&j, &id, "grant.removal_failed", "administrator"));
+    assert!(jit_server::api::view(j.state(), &s).revoke_late, "visible");
+    until("the removal counted as failed", SECS, || {
+        j.state()
+            .metrics
+            .encode()
+            .contains("jit_removals_failed_total 1")
+    })
+    .await;
+    let metrics = j.state().metrics.encode();
+    assert!(metrics.contains("jit_revocations_late 1"), "{metrics}");
+    assert!(never_due_again(&j, &id));
+    assert!(kc.has("erin", &open_role()), "the fake really refused");
+    j.stop().await;
+}
+
+#[tokio::test]
+async fn a_due_removal_goes_before_grants_already_waiting() {
+    let users: Vec<String> = (0..30).map(|i| format!("u{i}")).collect();
+    let mut all: Vec<&str> = users.iter().map(String::as_str).collect();
+    all.push("erin");
+    let kc = kc_with_users(&all);
+    let j = start(POLICY, kc.clone(), "keycloak_concurrency = 1").await;
+    let erin = j.request("erin", "open", 3600);
+    j.wait(&erin, "active", SECS, |s| {
+        s.request.status == Status::Active
+    })
+    .await;
+    // Each grant takes two calls of 50 ms: 30 of them queue for the one
+    // slot for about 3 s.
+    kc.set_latency(Duration::from_millis(50));
+    let ids: Vec<String> = users.iter().map(|u| j.request(u, "open", 3600)).collect();
+    until("the grants to be queued", SECS, || {
+        j.state().scheduler.in_flight() >= 20
+    })
+    .await;
+    end_now(&j, &erin);
+    let removed = j
+        .wait(&erin, "removed", Duration::from_secs(30), |s| {
+            s.grant.removed_at.is_some()
+        })
+        .await
+        .grant
+        .removed_at
+        .unwrap();
+    let mut after = 0;
+    for id in &ids {
+        let s = j
+            .wait(id, "granted", Duration::from_secs(60), |s| {
+                s.request.status == Status::Active
+            })
+            .await;
+        if s.grant.granted_at.unwrap() > removed {
+            after += 1;
+        }
+    }
+    // jitd's own timestamps: the removal took the next free slot, ahead of
+    // the grants that were already waiting.
+    assert!(
+        after >= ids.len() - 5,
+        "only {after} of {} grants came after the removal",
+        ids.len()
+    );
     j.stop().await;
 }

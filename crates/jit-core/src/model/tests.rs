@@ -703,7 +703,15 @@ fn late_expiry_is_noted() {
 
 #[test]
 fn revoke_late_counts_from_when_access_should_have_ended() {
-    use crate::lateness::{access_end, revoke_late, REVOKE_LATE_GRACE_SECS};
+    use crate::api::GrantState;
+    use crate::lateness::{access_end, REVOKE_LATE_GRACE_SECS};
+    let revoke_late = |r: &AccessRequest, pending: bool, now: DateTime<Utc>| {
+        let g = GrantState {
+            removal_pending: pending,
+            ..GrantState::default()
+        };
+        crate::lateness::revoke_late(r, &g, now)
+    };
     let grace = Duration::seconds(REVOKE_LATE_GRACE_SECS);
     let mut r = approved_db();
     r.activate(t0()).unwrap();
@@ -732,6 +740,14 @@ fn revoke_late_counts_from_when_access_should_have_ended() {
         true,
         dropped + grace + Duration::seconds(1)
     ));
+    // A removal that failed for good is late at once, whatever the grace:
+    // nothing will remove the role without an administrator.
+    let failed = GrantState {
+        removal_failed: true,
+        ..GrantState::default()
+    };
+    assert!(crate::lateness::revoke_late(&d, &failed, dropped));
+    assert!(crate::lateness::revoke_late(&r, &failed, processed));
     // Never granted: nothing to be late about.
     assert!(!revoke_late(
         &approved_db(),

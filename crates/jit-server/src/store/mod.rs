@@ -168,9 +168,9 @@ pub struct ListQuery {
     pub status: Option<Status>,
     /// Only the viewer's own requests.
     pub mine: bool,
-    /// Waiting for the viewer: pending without their vote, or a
-    /// break-glass activation whose review is open, for entitlements they
-    /// approve, not their own.
+    /// Waiting for the viewer: `AccessRequest::awaits_review_by` (pending
+    /// without their vote, or a break-glass activation whose review is
+    /// open, for entitlements they approve, not their own), in SQL.
     pub to_review: bool,
     /// Break-glass activations whose after-the-fact review is open.
     pub review_open: bool,
@@ -198,6 +198,19 @@ fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| StoreError::Corrupt(format!("timestamp {s}: {e}")))
+}
+
+/// The indexed `removal_pending` column: 1 = the removal is due (work for
+/// the scheduler), 2 = it failed for good (`removal_failed`: no work, but
+/// counted as a late revoke by [`SqlStore::stats`]), 0 = neither.
+fn removal_column(g: &GrantState) -> i64 {
+    if g.removal_pending {
+        1
+    } else if g.removal_failed {
+        2
+    } else {
+        0
+    }
 }
 
 fn target_key(t: &EntitlementKind) -> String {
@@ -409,9 +422,10 @@ impl SqlStore {
             jit_core::RequestKind::Access => None,
         };
         let review_open = (r.review_required && r.reviewed_at.is_none()) as i64;
-        // The slot of "one pending request per requester and entitlement":
-        // taken at creation, given up when the request leaves `pending`.
-        let pending_slot = (new && r.status == Status::Pending && extends.is_none()) as i64;
+        // The slot of "one pending request per requester and entitlement"
+        // (`AccessRequest::takes_pending_slot`): taken at creation, given up
+        // when the request leaves `pending`.
+        let pending_slot = (new && r.takes_pending_slot()) as i64;
         c.exec(
             "INSERT INTO requests (id, entitlement_id, requester_id, status, target, extends, created_at, pending_until, start_at, expires_at, body, grant_state, removal_pending, next_attempt_at, review_open, pending_slot)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -432,7 +446,7 @@ impl SqlStore {
                 P::from(r.expires_at.map(ts)),
                 P::from(serde_json::to_string(r).expect("request serialises")),
                 P::from(serde_json::to_string(&s.grant).expect("grant state serialises")),
-                P::from(s.grant.removal_pending as i64),
+                P::from(removal_column(&s.grant)),
                 P::from(s.grant.next_attempt_at.map(ts)),
                 P::from(review_open),
                 P::from(pending_slot),
@@ -1172,13 +1186,13 @@ impl SqlStore {
         // Candidates (their role may still be in Keycloak, past expiry or
         // ended); jit-core decides which are late.
         let rows = c.query(
-            "SELECT body, grant_state FROM requests WHERE removal_pending=1 OR (status='active' AND expires_at <= ?)",
+            "SELECT body, grant_state FROM requests WHERE removal_pending>=1 OR (status='active' AND expires_at <= ?)",
             &[P::from(ts(now))],
         )?;
         let mut late = 0;
         for row in &rows {
             let s = Self::row_to_stored(row)?;
-            if jit_core::lateness::revoke_late(&s.request, s.grant.removal_pending, now) {
+            if jit_core::lateness::revoke_late(&s.request, &s.grant, now) {
                 late += 1;
             }
         }

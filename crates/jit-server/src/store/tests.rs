@@ -9,6 +9,7 @@ fn policy() -> Policy {
     Policy::from_toml(
         "[[entitlement]]\nid=\"db\"\nrealm_role=\"prod-db-admin\"\nmax_duration=\"1h\"\napprover_roles=[\"ap\"]\n\
          [[entitlement]]\nid=\"web\"\nrealm_role=\"web-admin\"\nmax_duration=\"1h\"\napprover_roles=[\"ap\"]\n\
+         [[entitlement]]\nid=\"two\"\nrealm_role=\"two-admin\"\nmax_duration=\"1h\"\napprovals_required=2\napprover_roles=[\"ap\"]\n\
          [[entitlement]]\nid=\"other\"\nrealm_role=\"other-admin\"\nmax_duration=\"1h\"\napprover_roles=[\"nobody\"]\n",
     )
     .unwrap()
@@ -156,6 +157,17 @@ fn late_revocations_use_the_core_rule() {
             1,
             "{name}"
         );
+        // The removal failed for good: no longer pending, and the latest
+        // revoke of all, counted at once and for good.
+        store
+            .update("r1", |s| {
+                s.grant.removal_pending = false;
+                s.grant.removal_failed = true;
+                Ok(vec![])
+            })
+            .unwrap();
+        assert_eq!(late(dropped + chrono::Duration::seconds(2)), 1, "{name}");
+        assert_eq!(late(dropped + chrono::Duration::days(30)), 1, "{name}");
     }
 }
 
@@ -718,5 +730,68 @@ fn outbox_and_actor_client_on_both_engines() {
             "{name}"
         );
         store.set_outbox_router(None);
+    }
+}
+
+#[test]
+fn to_review_in_sql_is_the_core_rule() {
+    let t0 = Utc::now() - chrono::Duration::hours(1);
+    let policy = policy();
+    let mut carol = Principal::new("u-carol", "carol");
+    carol.roles.insert("ap".into());
+    let viewers = [approver(), carol, Principal::new("u-alice", "alice")];
+    for (name, store, _keep) in stores() {
+        // Every shape the rule distinguishes: pending (voted by bob or
+        // not), decided, break-glass reviews open and closed, an
+        // entitlement bob does not approve, bob's own request.
+        let mut all = Vec::new();
+        let shapes: [(&str, &str, Status, bool, bool); 9] = [
+            ("u-alice", "db", Status::Pending, false, false),
+            ("u-alice", "web", Status::Pending, false, false),
+            ("u-alice", "other", Status::Pending, false, false),
+            ("u-dave", "db", Status::Denied, false, false),
+            ("u-dave", "web", Status::Active, true, false),
+            ("u-erin", "web", Status::Active, true, true),
+            ("u-bob", "db", Status::Pending, false, false),
+            ("u-frank", "db", Status::Pending, false, false),
+            ("u-gina", "two", Status::Pending, false, false),
+        ];
+        for (i, (user, ent, status, review, reviewed)) in shapes.into_iter().enumerate() {
+            let (mut r, tr) = request(
+                &format!("{name}-r{i}"),
+                user,
+                ent,
+                t0 + chrono::Duration::seconds(i as i64),
+            );
+            r.status = status;
+            r.review_required = review;
+            r.reviewed_at = reviewed.then_some(t0);
+            store.insert(&r, tr).unwrap();
+            all.push(r.id.clone());
+        }
+        // bob's vote approves frank's request (one approval needed): it
+        // leaves every list.
+        approve(&store, &format!("{name}-r7"), &approver(), t0);
+        // bob's vote on gina's leaves it pending (two approvals needed):
+        // out of bob's list, still in carol's.
+        approve(&store, &format!("{name}-r8"), &approver(), t0);
+        for p in &viewers {
+            let q = ListQuery {
+                viewer: Viewer::of(p, &policy),
+                to_review: true,
+                limit: 100,
+                ..Default::default()
+            };
+            let mut sql = all_pages(&store, q);
+            sql.sort();
+            let mut core: Vec<String> = all
+                .iter()
+                .map(|id| store.get(id).unwrap().unwrap().request)
+                .filter(|r| r.awaits_review_by(p, &policy))
+                .map(|r| r.id)
+                .collect();
+            core.sort();
+            assert_eq!(sql, core, "{name}: {}", p.username);
+        }
     }
 }

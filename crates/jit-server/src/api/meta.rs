@@ -1,0 +1,68 @@
+//! Unauthenticated meta routes: `/healthz`, `/metrics`, `/v1/config`.
+
+use super::*;
+
+/// `GET /healthz` body.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `degraded` when the database cannot be read.
+    #[schema(example = "ok")]
+    pub status: &'static str,
+    /// Whether the database answered.
+    pub database: bool,
+    /// Entitlements in the policy in force.
+    pub entitlements: usize,
+    /// The server's clock (UTC).
+    pub time: chrono::DateTime<Utc>,
+}
+
+/// Liveness and database health (no authentication).
+#[utoipa::path(get, path = "/healthz", tag = "meta", responses(
+    (status = 200, description = "Healthy", body = Health),
+    (status = 503, description = "The database cannot be read", body = Health),
+))]
+pub(super) async fn healthz(State(state): St) -> Response {
+    // On the blocking pool with its own connection: a long list or a write
+    // in progress does not hold it up.
+    let db_ok = state.store.ping().await.is_ok();
+    let body = Health {
+        status: if db_ok { "ok" } else { "degraded" },
+        database: db_ok,
+        entitlements: state.policy().entitlements.len(),
+        time: Utc::now(),
+    };
+    let code = if db_ok {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+/// Prometheus metrics, text exposition format (no authentication).
+#[utoipa::path(get, path = "/metrics", tag = "meta", responses(
+    (status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String),
+))]
+pub(super) async fn metrics(State(state): St) -> Response {
+    // The store gauges read the database: off the async threads.
+    let st = state.clone();
+    let text = tokio::task::spawn_blocking(move || st.metrics.encode())
+        .await
+        .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// Where clients log in: issuer, audience, client ids (no authentication).
+#[utoipa::path(get, path = "/v1/config", tag = "meta", responses(
+    (status = 200, description = "Login parameters", body = ServerConfigView),
+))]
+pub(super) async fn public_config(State(state): St) -> Json<ServerConfigView> {
+    Json(state.public.clone())
+}

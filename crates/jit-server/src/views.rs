@@ -1,0 +1,45 @@
+//! What a caller sees of a stored request: its API view ([`view`], with
+//! the server's `now`) and the visibility check of single reads
+//! ([`load_visible`]: a request the caller may not see is the same 404 as
+//! one that does not exist). Used by `api` and `events`, so neither
+//! depends on the other for it.
+
+use chrono::Utc;
+use jit_core::api::RequestView;
+use jit_core::{DomainError, Principal};
+
+use crate::error::ApiError;
+use crate::store::Stored;
+use crate::AppState;
+
+/// Builds the API view of a stored request at the server's `now`.
+pub fn view(state: &AppState, s: &Stored) -> RequestView {
+    let now = Utc::now();
+    let policy = state.policy();
+    let r = &s.request;
+    RequestView {
+        entitlement_name: policy
+            .entitlement(&r.entitlement_id)
+            .map(|e| e.display_name.clone())
+            .unwrap_or_else(|| r.entitlement_id.clone()),
+        remaining_secs: r.remaining_secs(now),
+        total_secs: r.total_secs(),
+        keycloak: s.grant.clone(),
+        revoke_late: jit_core::lateness::revoke_late(r, &s.grant, now),
+        request: r.clone(),
+    }
+}
+
+pub(crate) fn not_visible() -> ApiError {
+    ApiError::Domain(DomainError::NotFound)
+}
+
+/// Loads a request the caller may see; otherwise 404, the same answer as for
+/// a request that does not exist (nobody learns of others' requests).
+pub async fn load_visible(state: &AppState, id: &str, p: &Principal) -> Result<Stored, ApiError> {
+    let s = state.store.get(id).await?.ok_or_else(not_visible)?;
+    if !s.request.visible_to(p, &state.policy()) {
+        return Err(not_visible());
+    }
+    Ok(s)
+}
