@@ -138,6 +138,12 @@ pub struct RequestView {
     #[serde(default)]
     #[schema(required = true)]
     pub total_secs: i64,
+    /// Approve votes so far (`AccessRequest::approvals`, the count the
+    /// state machine compares with `approvals_required`): clients show
+    /// this number instead of counting votes themselves.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub approvals: u32,
     /// Keycloak-side state of the grant.
     pub keycloak: GrantState,
     /// The grant is over but the role is still (or may still be) in

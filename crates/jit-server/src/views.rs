@@ -24,6 +24,7 @@ pub fn view(state: &AppState, s: &Stored) -> RequestView {
             .unwrap_or_else(|| r.entitlement_id.clone()),
         remaining_secs: r.remaining_secs(now),
         total_secs: r.total_secs(),
+        approvals: r.approvals(),
         keycloak: s.grant.clone(),
         revoke_late: jit_core::lateness::revoke_late(r, &s.grant, now),
         request: r.clone(),

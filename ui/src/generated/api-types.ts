@@ -134,6 +134,12 @@ remaining_secs: number | null,
  */
 total_secs: number, 
 /**
+ * Approve votes so far (`AccessRequest::approvals`, the count the
+ * state machine compares with `approvals_required`): clients show
+ * this number instead of counting votes themselves.
+ */
+approvals: number, 
+/**
  * Keycloak-side state of the grant.
  */
 keycloak: GrantState, 

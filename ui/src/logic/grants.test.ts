@@ -35,6 +35,7 @@ const row = (over: Partial<RequestView> = {}): RequestView => ({
   entitlement_name: "Production database admin",
   remaining_secs: 900,
   total_secs: 600,
+  approvals: 0,
   keycloak: {
     owns_assignment: true,
     granted_at: null,

@@ -119,8 +119,7 @@ function ApprovalRow({
       const who = `${r.requester_username} → ${r.entitlement_name}`;
       if (kind === "deny") onDone(`Denied: ${who}`);
       else if (res.status === "pending") {
-        const n = res.votes.filter((v) => v.decision === "approve").length;
-        onDone(`Your approval is recorded: ${who} (${n} of ${res.approvals_required} approvals)`);
+        onDone(`Your approval is recorded: ${who} (${res.approvals} of ${res.approvals_required} approvals)`);
       } else onDone(`Approved: ${who}${res.status === "active" ? " — access granted" : ""}`);
     } catch (e) {
       setError(errorText(e));
@@ -160,7 +159,7 @@ function ApprovalRow({
         <dd>{r.ticket ?? <span class="muted">none</span>}</dd>
         <dt>Votes</dt>
         <dd>
-          {approvals.length} of {r.approvals_required} approvals
+          {r.approvals} of {r.approvals_required} approvals
           {approvals.length > 0 && <span class="muted"> ({approvals.map((v) => v.approver_username).join(", ")})</span>}
         </dd>
       </dl>

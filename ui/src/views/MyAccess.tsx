@@ -171,7 +171,7 @@ function GrantRow({
           <>
             <dt>Approvals</dt>
             <dd>
-              {r.votes.filter((v) => v.decision === "approve").length} of {r.approvals_required}
+              {r.approvals} of {r.approvals_required}
             </dd>
           </>
         )}
