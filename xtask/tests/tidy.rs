@@ -548,8 +548,11 @@ fn code_map_paths(arch: &str) -> Vec<String> {
         }
         out.extend(backticked(&plain));
         for cell in &cells[1..] {
+            // Paths under `target/` are build output (logs, bundles) that a
+            // clean checkout does not have: not part of the code map's claim.
             out.extend(backticked(cell).into_iter().filter(|t| {
                 t.contains('/')
+                    && !t.starts_with("target/")
                     && Path::new(t).extension().is_some()
                     && !t.contains(' ')
                     && !t.contains('|')
