@@ -6,7 +6,9 @@
 //! Tests share one Keycloak and its users, so they run one at a time
 //! ([`serial`]); each starts its own jitd with a fresh database.
 
+pub mod bench_opts;
 pub mod burst_bench;
+pub mod fanout_bench;
 pub mod list_bench;
 pub mod token_bounds;
 

@@ -85,6 +85,14 @@ enum Cmd {
         /// List the sections and exit.
         #[arg(long)]
         list: bool,
+        /// Store engine of the sections that run jitd (`sqlite` or
+        /// `postgres`); default: each section's own set.
+        #[arg(long, value_parser = ["sqlite", "postgres"])]
+        database: Option<String>,
+        /// jitd replicas on one store (more than 1 needs `--database
+        /// postgres`); default: each section's own set.
+        #[arg(long)]
+        replicas: Option<usize>,
         /// Sections to run (e.g. `token-bounds`).
         sections: Vec<String>,
     },
@@ -258,10 +266,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Test { ports, args } => return test(ports.into(), args),
         Cmd::Bench {
+            database,
+            replicas,
             ports,
             list,
             sections,
-        } => return bench(ports.into(), list, sections),
+        } => return bench(ports.into(), list, sections, database, replicas),
         Cmd::Deb { dev } => {
             let profile = if dev {
                 xtask::deb::Profile::Dev
@@ -461,7 +471,13 @@ fn test(ports: Ports, args: Vec<String>) -> Result<ExitCode> {
 
 /// `cargo xtask bench`: release build of jitd and jit-bench, Keycloak up,
 /// the sections run, Keycloak down (if started here).
-fn bench(ports: Ports, list: bool, sections: Vec<String>) -> Result<ExitCode> {
+fn bench(
+    ports: Ports,
+    list: bool,
+    sections: Vec<String>,
+    database: Option<String>,
+    replicas: Option<usize>,
+) -> Result<ExitCode> {
     signals::install();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     eprintln!("xtask: building jitd and jit-bench (release)");
@@ -494,9 +510,22 @@ fn bench(ports: Ports, list: bool, sections: Vec<String>) -> Result<ExitCode> {
             ExitCode::FAILURE
         });
     }
+    if replicas == Some(0) {
+        eprintln!("xtask: --replicas must be at least 1");
+        return Ok(ExitCode::from(2));
+    }
+    if replicas.is_some_and(|n| n > 1) && database.as_deref() == Some("sqlite") {
+        eprintln!("xtask: several replicas need one PostgreSQL (--database postgres)");
+        return Ok(ExitCode::from(2));
+    }
     let guard = keycloak::ensure_running(ports)?;
     let status = Command::new(&exe)
         .args(&sections)
+        .env("JIT_BENCH_DATABASE", database.unwrap_or_default())
+        .env(
+            "JIT_BENCH_REPLICAS",
+            replicas.map(|n| n.to_string()).unwrap_or_default(),
+        )
         .env("KEYCLOAK_URL", guard.url())
         .env("JIT_BACKEND_SECRET", keycloak::BACKEND_DEMO_SECRET)
         .env("JIT_BENCH_KC_PORT", ports.http.to_string())

@@ -96,6 +96,20 @@ fn as_postgres(cmd: &mut Command, ids: Option<(u32, u32)>) {
 /// thread that started it ends (use from a thread that lives as long as the
 /// process). `fsync` off is for tests only.
 pub fn start(parent: &Path, port: u16, fsync: bool, die_with_parent: bool) -> Result<Cluster> {
+    start_with(parent, port, fsync, die_with_parent, None)
+}
+
+/// Like [`start`] with `ssl = on`: `tls` is the server's certificate
+/// chain and private key (PEM), copied into the cluster's folder (the key
+/// readable by the server's user only). Plain connections are still
+/// accepted (a client chooses TLS with its `sslmode`).
+pub fn start_with(
+    parent: &Path,
+    port: u16,
+    fsync: bool,
+    die_with_parent: bool,
+    tls: Option<(&[u8], &[u8])>,
+) -> Result<Cluster> {
     let bin = bin_dir()?;
     let ids = postgres_ids()?;
     std::fs::create_dir_all(parent)?;
@@ -125,7 +139,27 @@ pub fn start(parent: &Path, port: u16, fsync: bool, die_with_parent: bool) -> Re
         bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let port = if port == 0 { free_port()? } else { port };
+    let mut ssl = Vec::new();
+    if let Some((cert, key)) = tls {
+        use std::os::unix::fs::PermissionsExt;
+        let (c, k) = (dir.join("server.crt"), dir.join("server.key"));
+        std::fs::write(&c, cert)?;
+        std::fs::write(&k, key)?;
+        std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600))?;
+        if let Some((uid, gid)) = ids {
+            std::os::unix::fs::chown(&c, Some(uid), Some(gid))?;
+            std::os::unix::fs::chown(&k, Some(uid), Some(gid))?;
+        }
+        ssl = vec![
+            "ssl=on".to_string(),
+            format!("ssl_cert_file={}", c.display()),
+            format!("ssl_key_file={}", k.display()),
+        ];
+    }
     let mut cmd = Command::new(bin.join("postgres"));
+    for setting in &ssl {
+        cmd.arg("-c").arg(setting);
+    }
     cmd.arg("-D")
         .arg(&data)
         .args(["-p", &port.to_string()])

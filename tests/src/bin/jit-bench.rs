@@ -27,6 +27,14 @@ const SECTIONS: &[(&str, &str, SectionFn)] = &[(
     "lists",
     "jitd's API: an approver's to_review and a requester's mine list over 100,000 and 1,000,000 stored requests (seeded in bulk by SQL), SQLite and PostgreSQL: first-page latency and exactness",
     |url| Box::pin(jit_e2e::list_bench::run(url)),
+), (
+    "fanout",
+    "jitd's event streams: request → event at each of 1,000 SSE subscribers (tokens of three users who may see it, visibility checked per stream), SQLite and PostgreSQL with 1 replica, PostgreSQL with 3 (streams spread over them, the request made on one)",
+    |url| Box::pin(jit_e2e::fanout_bench::run_fanout(url)),
+), (
+    "footprint",
+    "jitd's resident memory (VmRSS, VmHWM) and CPU time (utime + stime) from /proc over 1,000 requests created, approved, granted, dropped and removed through the API and Keycloak, SQLite and PostgreSQL",
+    |url| Box::pin(jit_e2e::fanout_bench::run_footprint(url)),
 )];
 
 #[tokio::main]

@@ -29,6 +29,7 @@
 
 pub mod db;
 mod outbox;
+pub mod pg_tls;
 pub mod postgres;
 
 use std::path::Path;
@@ -380,16 +381,39 @@ impl SqlStore {
         &self,
         f: impl FnOnce(&mut dyn Conn) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
+        self.write_in(true, f)
+    }
+
+    /// Like [`SqlStore::write`], but on PostgreSQL without the audit
+    /// chain's advisory lock: for transactions that neither append to the
+    /// audit log nor touch `requests` (the webhook outbox's leases and
+    /// outcomes), so they do not queue behind every replica's writers. They
+    /// lock only `outbox` rows, which no transaction holding the audit lock
+    /// locks (enqueueing only inserts): no lock-order deadlock. On SQLite
+    /// the same as `write` (one writer at a time anyway).
+    pub(crate) fn write_unchained<R>(
+        &self,
+        f: impl FnOnce(&mut dyn Conn) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        self.write_in(false, f)
+    }
+
+    fn write_in<R>(
+        &self,
+        audit_lock: bool,
+        f: impl FnOnce(&mut dyn Conn) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         let mut c = self.db.writer()?;
         match self.db.dialect() {
             Dialect::Sqlite => c.batch("BEGIN IMMEDIATE")?,
             // Writers on every replica take the same transaction-scoped lock
             // first: the audit chain gets one head, and row locks are always
             // taken after it (no lock-order deadlocks).
-            Dialect::Postgres => c.batch(&format!(
+            Dialect::Postgres if audit_lock => c.batch(&format!(
                 "BEGIN; SELECT pg_advisory_xact_lock({})",
                 postgres::AUDIT_LOCK
             ))?,
+            Dialect::Postgres => c.batch("BEGIN")?,
         }
         match f(&mut *c) {
             Ok(r) => {

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use jit_core::AccessRequest;
 use serde::{Deserialize, Serialize};
 
-use super::db::{Conn, P};
+use super::db::{Conn, Dialect, P};
 use super::{parse_ts, ts, AuditRecord, SqlStore, Store, StoreError};
 
 /// Schema of the outbox (migration 2 of the SQLite store).
@@ -166,14 +166,32 @@ impl SqlStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<Claim, StoreError> {
-        let claimed = self.write(|c| {
+        // Row locks, not the audit chain's lock: replicas delivering
+        // webhooks do not queue behind every request write.
+        let lock = match self.db.dialect() {
+            Dialect::Postgres => " FOR UPDATE",
+            // BEGIN IMMEDIATE: one writer at a time already.
+            Dialect::Sqlite => "",
+        };
+        let claimed = self.write_unchained(|c| {
             let head = c.query(
-                "SELECT id, payload, attempts, next_attempt_at, lease_until FROM outbox
-                 WHERE endpoint = ? AND state = 'pending' ORDER BY id LIMIT 1",
+                "SELECT id FROM outbox WHERE endpoint = ? AND state = 'pending' ORDER BY id LIMIT 1",
                 &[P::from(endpoint)],
             )?;
-            let Some(row) = head.first() else {
+            let Some(id) = head.first().map(|r| r[0].int()).transpose()? else {
                 return Ok(Err(Claim::Idle));
+            };
+            // Locked, then read again: another replica may have leased or
+            // finished it in between (then ask again at once).
+            let locked = c.query(
+                &format!(
+                    "SELECT id, payload, attempts, next_attempt_at, lease_until FROM outbox
+                     WHERE id = ? AND state = 'pending'{lock}"
+                ),
+                &[P::from(id)],
+            )?;
+            let Some(row) = locked.first() else {
+                return Ok(Err(Claim::WaitUntil(now)));
             };
             let (id, payload, attempts) = (row[0].int()?, row[1].text()?, row[2].int()?);
             let blocked = [row[3].opt_text()?, row[4].opt_text()?]
@@ -208,7 +226,7 @@ impl SqlStore {
     }
 
     fn outbox_exec(&self, sql: &str, params: &[P]) -> Result<u64, StoreError> {
-        self.write(|c| c.exec(sql, params))
+        self.write_unchained(|c| c.exec(sql, params))
     }
 
     /// The receiver took row `id` (2xx) at `at`.
@@ -270,7 +288,7 @@ impl SqlStore {
         known: &[String],
         at: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
-        self.write(|c| {
+        self.write_unchained(|c| {
             let endpoints = c
                 .query("SELECT DISTINCT endpoint FROM outbox WHERE state = 'pending'", &[])?
                 .iter()

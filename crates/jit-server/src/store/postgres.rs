@@ -17,7 +17,8 @@ use std::time::Duration;
 use std::collections::HashMap;
 
 use postgres::types::Type;
-use postgres::NoTls;
+
+use super::pg_tls::{Connector, SslMode};
 
 use super::db::{numbered_placeholders, Conn, Database, Dialect, Follower, Row, P, V};
 use super::StoreError;
@@ -39,6 +40,7 @@ pub fn is_url(spec: &str) -> bool {
 pub struct Postgres {
     pool: r2d2::Pool<PgManager>,
     config: postgres::Config,
+    tls: Connector,
 }
 
 /// One pooled connection with its prepared statements (prepared once per
@@ -51,6 +53,7 @@ pub struct PgClient {
 /// Opens pooled connections.
 pub struct PgManager {
     config: postgres::Config,
+    tls: Connector,
 }
 
 impl r2d2::ManageConnection for PgManager {
@@ -59,7 +62,7 @@ impl r2d2::ManageConnection for PgManager {
 
     fn connect(&self) -> Result<PgClient, postgres::Error> {
         Ok(PgClient {
-            client: self.config.connect(NoTls)?,
+            client: self.tls.connect(&self.config)?,
             statements: HashMap::new(),
         })
     }
@@ -83,10 +86,23 @@ impl Postgres {
     /// Connects a pool of at most `size` connections.
     ///
     /// Errors: a malformed URL, or the database unreachable within 30 s.
+    /// TLS as the URL's `sslmode` and `sslrootcert` say
+    /// ([`super::pg_tls`]).
     pub fn open(url: &str, size: u32) -> Result<Postgres, StoreError> {
+        let (url, mode, tls) = super::pg_tls::parse(url)?;
         let mut config: postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Pg(format!("database URL: {e}")))?;
+        config.ssl_mode(match mode {
+            SslMode::Disable => postgres::config::SslMode::Disable,
+            SslMode::Prefer => postgres::config::SslMode::Prefer,
+            _ => postgres::config::SslMode::Require,
+        });
+        if matches!(mode, SslMode::Prefer | SslMode::Require) {
+            tracing::warn!(
+                "database sslmode does not check the server's certificate: use sslmode=verify-full over a network"
+            );
+        }
         config.connect_timeout(Duration::from_secs(10));
         config.application_name("jitd");
         let pool = r2d2::Pool::builder()
@@ -95,14 +111,15 @@ impl Postgres {
             .connection_timeout(Duration::from_secs(30))
             .build(PgManager {
                 config: config.clone(),
+                tls: tls.clone(),
             })
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        Ok(Postgres { pool, config })
+        Ok(Postgres { pool, config, tls })
     }
 
     /// A separate connection for `LISTEN` (not from the pool).
     pub fn listener(&self) -> Result<postgres::Client, StoreError> {
-        self.config.connect(NoTls).map_err(pg_err)
+        self.tls.connect(&self.config).map_err(pg_err)
     }
 }
 
@@ -205,20 +222,20 @@ impl Database for Postgres {
     }
 
     fn follow(&self, f: Follower) -> bool {
-        let config = self.config.clone();
+        let (config, tls) = (self.config.clone(), self.tls.clone());
         std::thread::Builder::new()
             .name("jit-pg-listen".into())
-            .spawn(move || listen_loop(config, f))
+            .spawn(move || listen_loop(config, tls, f))
             .is_ok()
     }
 }
 
 /// `LISTEN`s on [`CHANNEL`] on a connection of its own, reconnecting
 /// (at most every 2 s) after errors, until `f` says stop.
-fn listen_loop(config: postgres::Config, f: Follower) {
+fn listen_loop(config: postgres::Config, tls: Connector, f: Follower) {
     use fallible_iterator::FallibleIterator;
     loop {
-        let mut client = match config.connect(NoTls) {
+        let mut client = match tls.connect(&config) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for other replicas' events; retrying");

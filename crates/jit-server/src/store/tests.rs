@@ -795,3 +795,224 @@ fn to_review_in_sql_is_the_core_rule() {
         }
     }
 }
+
+/// PostgreSQL: the webhook outbox's leases and outcomes do not take the
+/// audit chain's advisory lock, so a replica delivering webhooks does not
+/// queue behind another replica's request writes. A transaction of
+/// "another replica" holds the audit lock while this store claims,
+/// records the attempt and claims again; all of it must finish while the
+/// lock is held (bounded wait; with the audit lock it would block until
+/// the holder gives up after the bound).
+#[test]
+fn postgres_outbox_does_not_wait_for_the_audit_lock() {
+    let url = jit_testkit::postgres::test_database().expect("a real PostgreSQL for store tests");
+    let store =
+        Arc::new(SqlStore::new(Box::new(postgres::Postgres::open(&url, 4).unwrap())).unwrap());
+    let router: OutboxRouter = Arc::new(|_: &AuditRecord| vec!["chat".to_string()]);
+    store.set_outbox_router(Some(router));
+    let now = Utc::now();
+    let (r, t) = request("w1", "u1", "db", now);
+    store.insert(&r, t).unwrap();
+
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        let mut tx = c.transaction().unwrap();
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&postgres::AUDIT_LOCK])
+            .unwrap();
+        held_tx.send(()).unwrap();
+        // Held until the claims are done, or 20 s at most.
+        let finished = done_rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .is_ok();
+        tx.rollback().unwrap();
+        finished
+    });
+    held_rx.recv().unwrap();
+    let (s, done) = (store.clone(), done_tx);
+    let worker = std::thread::spawn(move || {
+        let lease = now + chrono::Duration::seconds(15);
+        let Claim::Item(item) = s.outbox_claim("chat", now, lease).unwrap() else {
+            panic!("nothing handed out");
+        };
+        assert!(matches!(
+            s.outbox_claim("chat", now, lease).unwrap(),
+            Claim::WaitUntil(_)
+        ));
+        s.outbox_delivered(item.id, 1, now).unwrap();
+        assert!(matches!(
+            s.outbox_claim("chat", now, lease).unwrap(),
+            Claim::Idle
+        ));
+        let _ = done.send(());
+    });
+    assert!(
+        holder.join().unwrap(),
+        "the outbox waited for the audit chain's lock"
+    );
+    worker.join().unwrap();
+    drop(store);
+}
+
+/// Runs `openssl` with `args` in `dir`; panics with its output on failure.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the openssl command (Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// PostgreSQL over TLS: a throwaway cluster with `ssl = on` and a server
+/// certificate (for IP 127.0.0.1) from a CA made here with the openssl
+/// command. `verify-full` with that CA connects, migrates and is
+/// encrypted (the server's `pg_stat_ssl`); another CA, or a host name the
+/// certificate does not name, is refused; `verify-ca` accepts the other
+/// name; `require` encrypts without checking; no `sslmode` stays plain.
+#[test]
+fn postgres_over_tls_checks_the_server_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let days = ["-days", "2"];
+    for (key, crt, cn) in [
+        ("ca.key", "ca.crt", "/CN=jit test CA"),
+        ("other.key", "other.crt", "/CN=another CA"),
+    ] {
+        openssl(
+            d,
+            &[
+                &[
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt,
+                    "-subj", cn,
+                ][..],
+                &days[..],
+            ]
+            .concat(),
+        );
+    }
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=jit test database",
+        ],
+    );
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-extfile",
+                "ext.cnf",
+            ][..],
+            &days[..],
+        ]
+        .concat(),
+    );
+    let read = |f: &str| std::fs::read(d.join(f)).unwrap();
+    let cluster = jit_testkit::postgres::start_with(
+        &std::env::temp_dir().join("jit-test-postgres"),
+        0,
+        false,
+        false,
+        Some((&read("server.crt"), &read("server.key"))),
+    )
+    .expect("a PostgreSQL cluster with ssl=on");
+    let ca = d.join("ca.crt").display().to_string();
+    let other = d.join("other.crt").display().to_string();
+    let at = |host: &str, query: &str| {
+        format!(
+            "postgres://postgres@{host}:{}/postgres{query}",
+            cluster.port
+        )
+    };
+    // How a connection of `url` is carried, per the server.
+    let transport = |url: &str| -> Result<String, String> {
+        let (u, _, tls) = pg_tls::parse(url).map_err(|e| e.to_string())?;
+        let mut config: ::postgres::Config = u.parse().unwrap();
+        config.connect_timeout(std::time::Duration::from_secs(10));
+        let mut c = tls.connect(&config).map_err(|e| format!("{e:?}"))?;
+        let row = c
+            .query_one("SELECT CASE WHEN ssl THEN 'tls' ELSE 'plain' END FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+            .map_err(|e| e.to_string())?;
+        Ok(row.get(0))
+    };
+    let full = at(
+        "127.0.0.1",
+        &format!("?sslmode=verify-full&sslrootcert={ca}"),
+    );
+    assert_eq!(transport(&full).as_deref(), Ok("tls"));
+    // The whole store over it: pool, migrations, LISTEN connection.
+    let store = SqlStore::new(Box::new(postgres::Postgres::open(&full, 2).unwrap())).unwrap();
+    let (r, t) = request("tls-1", "u1", "db", Utc::now());
+    store.insert(&r, t).unwrap();
+    assert!(store.verify_audit().unwrap().ok);
+    let rows = store
+        .raw_writer()
+        .unwrap()
+        .query("SELECT CASE WHEN ssl THEN 'tls' ELSE 'plain' END FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .unwrap();
+    assert_eq!(rows[0][0].text().unwrap(), "tls");
+    drop(store);
+
+    let refused = transport(&at(
+        "127.0.0.1",
+        &format!("?sslmode=verify-full&sslrootcert={other}"),
+    ));
+    assert!(refused.is_err(), "a certificate of another CA was accepted");
+    let wrong_name = at(
+        "localhost",
+        &format!("?sslmode=verify-full&sslrootcert={ca}"),
+    );
+    assert!(
+        transport(&wrong_name).is_err(),
+        "a certificate not naming the host was accepted"
+    );
+    assert_eq!(
+        transport(&at(
+            "localhost",
+            &format!("?sslmode=verify-ca&sslrootcert={ca}")
+        ))
+        .as_deref(),
+        Ok("tls")
+    );
+    assert!(transport(&at(
+        "localhost",
+        &format!("?sslmode=verify-ca&sslrootcert={other}")
+    ))
+    .is_err());
+    assert_eq!(
+        transport(&at("127.0.0.1", "?sslmode=require")).as_deref(),
+        Ok("tls")
+    );
+    assert_eq!(transport(&at("127.0.0.1", "")).as_deref(), Ok("plain"));
+}
