@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use jit_core::api::{EventData, RequestView};
+use jit_core::{AccessRequest, StoredRequest};
 use serde_json::json;
 
 /// A request view: `id` by `requester` (id `u-{requester}`) for
@@ -50,13 +51,13 @@ pub fn event(seq: i64, event: &str, r: &RequestView, actor: &str) -> EventData {
         "seq": seq,
         "at": "2030-01-01T12:00:00Z",
         "event": event,
-        "request_id": r.request.id,
-        "entitlement_id": r.request.entitlement_id,
-        "requester_id": r.request.requester_id,
+        "request_id": r.request.id(),
+        "entitlement_id": r.request.entitlement_id(),
+        "requester_id": r.request.requester_id(),
         "actor": actor,
         "reason": null,
         "from_status": null,
-        "to_status": r.request.status.as_str(),
+        "to_status": r.request.status().as_str(),
         "prev_hash": "",
         "hash": "",
         "request": r,
@@ -67,4 +68,13 @@ pub fn event(seq: i64, event: &str, r: &RequestView, actor: &str) -> EventData {
 /// An RFC 3339 time of a fixture.
 pub fn at(s: &str) -> DateTime<Utc> {
     s.parse().expect("fixture time")
+}
+
+/// `r` with its request changed as a server could have sent it (through
+/// the stored form: the request's own fields are read-only).
+pub fn changed(mut r: RequestView, change: impl FnOnce(&mut StoredRequest)) -> RequestView {
+    let mut s = r.request.to_stored();
+    change(&mut s);
+    r.request = AccessRequest::restore(s);
+    r
 }

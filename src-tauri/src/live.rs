@@ -211,7 +211,7 @@ pub fn show_note(d: &Arc<Desktop>, note: Note) {
 pub fn close_stale(d: &Desktop, r: &RequestView) {
     let ids = d.notifier.stale(r);
     if !ids.is_empty() {
-        tracing::debug!(request = %r.request.id, ?ids, "closing notifications");
+        tracing::debug!(request = %r.request.id(), ?ids, "closing notifications");
         tauri::async_runtime::spawn(async move { crate::bus::close_notifications(&ids).await });
     }
 }

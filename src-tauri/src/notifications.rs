@@ -77,13 +77,13 @@ fn entitlement_name(data: &EventData) -> String {
 /// Body: the justification, the duration and (for approvers) the ticket.
 fn body(r: &RequestView, approver: bool) -> String {
     let q = &r.request;
-    let mut line = format!("Duration: {}", human(q.duration_secs));
+    let mut line = format!("Duration: {}", human(q.duration_secs()));
     if approver {
-        if let Some(t) = &q.ticket {
+        if let Some(t) = &q.ticket() {
             line.push_str(&format!(" · Ticket: {t}"));
         }
     }
-    format!("{}\n{line}", q.justification)
+    format!("{}\n{line}", q.justification())
 }
 
 /// The notification (if any) that server event `data` means for `viewer`.
@@ -91,28 +91,28 @@ fn body(r: &RequestView, approver: bool) -> String {
 pub fn note_for_event(data: &EventData, viewer: &Viewer, actions: bool) -> Option<Note> {
     let r = data.request.as_ref()?;
     let q = &r.request;
-    let id = q.id.clone();
+    let id = q.id().to_string();
     let e = entitlement_name(data);
-    let own = q.requester_id == viewer.user_id;
+    let own = q.requester_id() == viewer.user_id;
     let event = data.record.kind();
 
     if !own {
         // Approver: a new request they may decide (or a break-glass
         // activation they must review). Never for their own request.
-        let approves = viewer.approves.contains(&q.entitlement_id);
+        let approves = viewer.approves.iter().any(|a| a == q.entitlement_id());
         let new_request = event == Some(EventKind::RequestCreated);
         if !(approves && new_request) {
             return None;
         }
-        let urgent = q.urgent || q.break_glass;
-        let decidable = q.status == Status::Pending;
-        if !decidable && !q.break_glass {
+        let urgent = q.urgent() || q.break_glass();
+        let decidable = q.status() == Status::Pending;
+        if !decidable && !q.break_glass() {
             return None; // already decided by someone else
         }
         let summary = format!(
             "{} request: {} → {e}",
             if urgent { "URGENT access" } else { "Access" },
-            q.requester_username
+            q.requester_username()
         );
         let mut acts = Vec::new();
         if actions {
@@ -171,17 +171,19 @@ pub fn expiring_notes(
     actions: bool,
 ) -> Vec<Note> {
     mine.iter()
-        .filter(|r| r.request.status == Status::Active && r.request.requester_id == viewer.user_id)
+        .filter(|r| {
+            r.request.status() == Status::Active && r.request.requester_id() == viewer.user_id
+        })
         .filter_map(|r| {
-            let exp = r.request.expires_at?;
+            let exp = r.request.expires_at()?;
             let left = (exp - server_now).num_seconds();
             (left > 0 && left <= 300).then(|| Note {
-                key: format!("expiring:{}:{}", r.request.id, exp.timestamp()),
-                request_id: r.request.id.clone(),
+                key: format!("expiring:{}:{}", r.request.id(), exp.timestamp()),
+                request_id: r.request.id().to_string(),
                 summary: format!("Access expires in 5 minutes: {}", r.entitlement_name),
                 body: format!(
                     "{}\nEnds at {} UTC",
-                    r.request.justification,
+                    r.request.justification(),
                     exp.format("%H:%M:%S")
                 ),
                 urgency: Urgency::Normal,
@@ -233,18 +235,18 @@ pub fn is_stale(key: &str, r: &RequestView) -> bool {
     let kind = key.split(':').next().unwrap_or("");
     match kind {
         "review" => {
-            let break_glass_review = q.break_glass
-                && q.review_required
-                && q.reviewed_at.is_none()
-                && !q.status.is_terminal();
-            q.status != Status::Pending && !break_glass_review
+            let break_glass_review = q.break_glass()
+                && q.review_required()
+                && q.reviewed_at().is_none()
+                && !q.status().is_terminal();
+            q.status() != Status::Pending && !break_glass_review
         }
         "expiring" => {
             let exp = key.rsplit(':').next().and_then(|t| t.parse::<i64>().ok());
-            q.status != Status::Active || q.expires_at.map(|x| x.timestamp()) != exp
+            q.status() != Status::Active || q.expires_at().map(|x| x.timestamp()) != exp
         }
-        "approved" => q.status != Status::Approved,
-        "granted" => q.status != Status::Active,
+        "approved" => q.status() != Status::Approved,
+        "granted" => q.status() != Status::Active,
         _ => false,
     }
 }
@@ -297,7 +299,7 @@ impl Notifier {
     /// ([`is_stale`]); they are forgotten here and must be closed.
     pub fn stale(&self, r: &RequestView) -> Vec<u32> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(v) = open.get_mut(&r.request.id) else {
+        let Some(v) = open.get_mut(r.request.id()) else {
             return Vec::new();
         };
         let mut ids = Vec::new();
@@ -309,7 +311,7 @@ impl Notifier {
             !stale
         });
         if v.is_empty() {
-            open.remove(&r.request.id);
+            open.remove(r.request.id());
         }
         ids
     }
@@ -409,7 +411,7 @@ pub fn show(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{at, event, request};
+    use crate::fixtures::{at, changed, event, request};
 
     fn bob() -> Viewer {
         Viewer {
@@ -444,10 +446,10 @@ mod tests {
 
         // Expiry warning: stale once the grant ended or moved.
         let mut g = request("g1", "alice", "active");
-        g.request.expires_at = Some(at("2030-01-01T12:10:00Z"));
+        g = changed(g, |s| s.expires_at = Some(at("2030-01-01T12:10:00Z")));
         let key = format!("expiring:g1:{}", at("2030-01-01T12:10:00Z").timestamp());
         assert!(!is_stale(&key, &g));
-        g.request.expires_at = Some(at("2030-01-01T12:25:00Z"));
+        g = changed(g, |s| s.expires_at = Some(at("2030-01-01T12:25:00Z")));
         assert!(is_stale(&key, &g), "extended");
         let ended = request("g1", "alice", "revoked");
         assert!(is_stale(&key, &ended));
@@ -500,7 +502,7 @@ mod tests {
     #[test]
     fn urgent_and_break_glass_are_critical_and_sticky() {
         let mut r = request("r1", "alice", "pending");
-        r.request.urgent = true;
+        r = changed(r, |s| s.urgent = true);
         let n = note_for_event(&event(1, "request.created", &r, "alice"), &bob(), true).unwrap();
         assert_eq!(
             n.summary,
@@ -512,7 +514,7 @@ mod tests {
 
         // Break-glass is active already: nothing to approve, only open.
         let mut g = request("r2", "alice", "active");
-        g.request.break_glass = true;
+        g = changed(g, |s| s.break_glass = true);
         let n = note_for_event(&event(2, "request.created", &g, "alice"), &bob(), true).unwrap();
         assert!(n.summary.starts_with("URGENT access request: alice"));
         assert_eq!(n.actions, vec![OPEN]);
@@ -606,7 +608,7 @@ mod tests {
     #[test]
     fn five_minutes_left_once_per_expiry() {
         let mut r = request("r1", "alice", "active");
-        r.request.expires_at = Some(at("2030-01-01T12:10:00Z"));
+        r = changed(r, |s| s.expires_at = Some(at("2030-01-01T12:10:00Z")));
         let mine = vec![r.clone()];
         let early = expiring_notes(&mine, &alice(), at("2030-01-01T12:04:00Z"), true);
         assert!(early.is_empty(), "6 minutes left: not yet");
@@ -626,7 +628,7 @@ mod tests {
         assert!(notifier.admit(due[0].clone(), &s).is_none(), "once");
         // Extended: a new expiry warns again.
         let mut ext = r;
-        ext.request.expires_at = Some(at("2030-01-01T12:40:00Z"));
+        ext = changed(ext, |s| s.expires_at = Some(at("2030-01-01T12:40:00Z")));
         let again = expiring_notes(&[ext], &alice(), at("2030-01-01T12:36:00Z"), true);
         assert!(notifier.admit(again[0].clone(), &s).is_some());
     }
@@ -637,7 +639,7 @@ mod tests {
         let normal =
             note_for_event(&event(1, "request.created", &r, "alice"), &bob(), true).unwrap();
         let mut u = r.clone();
-        u.request.urgent = true;
+        u = changed(u, |s| s.urgent = true);
         let urgent =
             note_for_event(&event(2, "request.created", &u, "alice"), &bob(), true).unwrap();
         let mute = Settings {

@@ -69,18 +69,18 @@ pub fn holding(state: &AppState) -> Result<Holding, String> {
         .open_requests()
         .map_err(words)?
         .into_iter()
-        .filter(|s| s.request.status == Status::Active)
-        .filter(|s| matches!(s.request.kind, RequestKind::Access))
+        .filter(|s| s.request.status() == Status::Active)
+        .filter(|s| matches!(s.request.kind(), RequestKind::Access))
         .map(|s| {
             let r = s.request;
             HeldGrant {
                 entitlement: policy
-                    .entitlement(&r.entitlement_id)
+                    .entitlement(r.entitlement_id())
                     .map(|e| e.display_name.clone())
-                    .unwrap_or_else(|| r.entitlement_id.clone()),
-                id: r.id,
-                requester: r.requester_username,
-                expires_at: r.expires_at.map(|t| t.to_rfc3339()),
+                    .unwrap_or_else(|| r.entitlement_id().to_string()),
+                id: r.id().to_string(),
+                requester: r.requester_username().to_string(),
+                expires_at: r.expires_at().map(|t| t.to_rfc3339()),
             }
         })
         .collect::<Vec<_>>();
@@ -118,9 +118,9 @@ pub async fn end_all(
         .map_err(|e| e.to_string())?;
     for s in open
         .into_iter()
-        .filter(|s| s.request.status == Status::Active)
+        .filter(|s| s.request.status() == Status::Active)
     {
-        let r = state.store.sync().update(&s.request.id, |s| {
+        let r = state.store.sync().update(s.request.id(), |s| {
             let t = s.request.withdraw(END_REASON, now)?;
             Ok(jit_server::scheduler::end_grant(s, t))
         });
@@ -128,7 +128,7 @@ pub async fn end_all(
             Ok((_, recs)) => state.published(&recs),
             // Ended meanwhile by another path: fine.
             Err(StoreError::Domain(DomainError::IllegalTransition { .. })) => {}
-            Err(e) => return Err(format!("cannot end grant {}: {e}", s.request.id)),
+            Err(e) => return Err(format!("cannot end grant {}: {e}", s.request.id())),
         }
     }
     let started = Instant::now();

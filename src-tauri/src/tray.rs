@@ -121,7 +121,7 @@ pub fn create<R: Runtime>(app: &AppHandle<R>, desktop: Arc<Desktop>) -> tauri::R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::request;
+    use crate::fixtures::{changed, request};
 
     #[test]
     fn idle_pending_urgent() {
@@ -136,7 +136,7 @@ mod tests {
         assert_eq!(v.state, TrayState::Pending);
         assert_eq!(pending_label(&v), "2 pending");
 
-        b.request.urgent = true;
+        b = changed(b, |s| s.urgent = true);
         let v = tray_view(&[a.clone(), b], true);
         assert_eq!(v.state, TrayState::Urgent);
         assert_eq!(v.urgent, 1);

@@ -38,11 +38,11 @@ impl Default for TrayView {
 pub fn tray_view(to_review: &[RequestView], paused: bool) -> TrayView {
     let open: Vec<_> = to_review
         .iter()
-        .filter(|r| r.request.status == Status::Pending)
+        .filter(|r| r.request.status() == Status::Pending)
         .collect();
     let urgent = open
         .iter()
-        .filter(|r| r.request.urgent || r.request.break_glass)
+        .filter(|r| r.request.urgent() || r.request.break_glass())
         .count();
     TrayView {
         state: if urgent > 0 {

@@ -362,7 +362,7 @@ fn seed_approved(
         };
         let id = uuid::Uuid::new_v4().to_string();
         let (r, t) = AccessRequest::create(id.clone(), &input, &p, &policy, Utc::now())?;
-        if r.status != Status::Approved {
+        if r.status() != Status::Approved {
             bail!("the bench policy should auto-approve");
         }
         store.insert(&r, t)?;
@@ -437,7 +437,7 @@ async fn cycle(b: &Bench, n: usize) -> Result<Cycle> {
     jitd.spawn(b)?;
     eprintln!("jit-bench: {n}: jitd activates {n} grants due at one instant");
     let active = wait_all(&store, &ids, "active", Duration::from_secs(300), |s| {
-        s.request.status == Status::Active
+        s.request.status() == Status::Active
     })
     .await?;
     let last = active
@@ -454,7 +454,10 @@ async fn cycle(b: &Bench, n: usize) -> Result<Cycle> {
     let t1 = Utc::now() + chrono::Duration::seconds(4);
     for id in &ids {
         store.update(id, |s| {
-            s.request.expires_at = Some(t1);
+            // A bench sets the stored end directly, as a store would hold it.
+            let mut st = s.request.to_stored();
+            st.expires_at = Some(t1);
+            s.request = AccessRequest::restore(st);
             Ok(vec![])
         })?;
     }
@@ -575,7 +578,10 @@ async fn recovery(b: &Bench) -> Result<Vec<Row>> {
     for id in &active {
         store.update(id, |s| {
             let t = s.request.activate(Utc::now())?;
-            s.request.expires_at = Some(due);
+            // A bench sets the stored end directly, as a store would hold it.
+            let mut st = s.request.to_stored();
+            st.expires_at = Some(due);
+            s.request = AccessRequest::restore(st);
             s.grant.owns_assignment = Some(true);
             s.grant.granted_at = Some(Utc::now());
             Ok(vec![t.into()])
@@ -598,7 +604,7 @@ async fn recovery(b: &Bench) -> Result<Vec<Row>> {
     })
     .await?;
     let granted = wait_all(&store, &waiting, "active", Duration::from_secs(300), |s| {
-        s.request.status == Status::Active
+        s.request.status() == Status::Active
     })
     .await?;
     jitd.stop();

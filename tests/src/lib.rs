@@ -372,7 +372,8 @@ pub async fn request(c: &Client, entitlement: &str, duration: &str) -> String {
     .await
     .unwrap_or_else(|e| panic!("create {entitlement}: {e}"))
     .request
-    .id
+    .id()
+    .to_string()
 }
 
 /// A TCP proxy on loopback in front of Keycloak that can be switched off,

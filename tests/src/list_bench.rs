@@ -95,7 +95,7 @@ pub async fn run(_url: &str) -> Result<Vec<Line>> {
                     .await?;
                 let oldest = all
                     .iter()
-                    .filter(|v| v.request.id.starts_with("old-"))
+                    .filter(|v| v.request.id().starts_with("old-"))
                     .count();
                 let exact = all.len() as u64 == want && oldest == 30;
                 let p99 = percentile(&ms, 0.99);
@@ -169,7 +169,7 @@ fn seed(database: &str, n: u64, alice: &str) -> Result<Expect> {
         .replace("@@ENT@@", "' || ent || '")
         .replace(status_marker, "\"status\":\"' || st || '\"");
     let grant = serde_json::to_string(&GrantState::default())?;
-    let target = serde_json::to_string(&template.target)?;
+    let target = serde_json::to_string(&template.target())?;
     let created = ts(base);
     let pending_until = ts(base + chrono::Duration::days(30));
     let cols = "id, entitlement_id, requester_id, status, target, extends, created_at, pending_until, body, grant_state, removal_pending, review_open, pending_slot";

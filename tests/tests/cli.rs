@@ -264,7 +264,7 @@ async fn login_request_wait_approve_drop() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(!cfg.join("profiles/alice.json").exists());
     let c = jitd.client(&token("bob").await);
-    assert_eq!(c.get(&id).await.unwrap().request.status, Status::Revoked);
+    assert_eq!(c.get(&id).await.unwrap().request.status(), Status::Revoked);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,7 +277,7 @@ async fn list_and_show_fold_applied_extensions_into_their_grant() {
     let id = request(&alice, "prod-db-admin", "10m").await;
     bob.approve(&id, None, None).await.unwrap();
     eventually(Duration::from_secs(10), "grant active", || async {
-        alice.get(&id).await.unwrap().request.status == Status::Active
+        alice.get(&id).await.unwrap().request.status() == Status::Active
     })
     .await;
     let x = alice
@@ -285,7 +285,8 @@ async fn list_and_show_fold_applied_extensions_into_their_grant() {
         .await
         .unwrap()
         .request
-        .id;
+        .id()
+        .to_string();
     bob.approve(&x, None, None).await.unwrap();
     let cfg = tempfile::tempdir().unwrap();
     let cli = |args: &[&str]| {
@@ -433,7 +434,7 @@ async fn exit_codes_and_closed_stdout() {
         })
         .await
         .unwrap();
-    let id = mine[0].request.id.clone();
+    let id = mine[0].request.id().to_string();
     assert_eq!(code("alice", &["approve", &id]).0, Some(3));
     let (c, err) = code(
         "alice",
@@ -554,8 +555,8 @@ async fn wait_survives_a_jitd_restart() {
         .await
         .unwrap()[0]
         .request
-        .id
-        .clone();
+        .id()
+        .to_string();
     bob.approve(&id, Some("after the restart".into()), None)
         .await
         .unwrap();

@@ -25,7 +25,7 @@ async fn create(
         ..Default::default()
     })
     .await
-    .map(|r| r.request.id)
+    .map(|r| r.request.id().to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +85,7 @@ approver_roles = ["support-agent"]
     let e = carol.deny(&billing, "no").await.unwrap_err();
     assert_eq!(e.code(), Some("not_found"), "{e}");
     assert_eq!(
-        alice.get(&billing).await.unwrap().request.status,
+        alice.get(&billing).await.unwrap().request.status(),
         Status::Pending
     );
 
@@ -95,7 +95,7 @@ approver_roles = ["support-agent"]
     let e = bob.approve(&db, None, None).await.unwrap_err();
     assert_eq!(e.code(), Some("not_found"), "{e}");
     assert_eq!(
-        alice.get(&db).await.unwrap().request.status,
+        alice.get(&db).await.unwrap().request.status(),
         Status::Pending
     );
 
@@ -141,7 +141,7 @@ approver_roles = ["support-agent"]
 
 async fn wait_active_then_drop(c: &jit_client::Client, id: &str) {
     eventually(secs(10), "grant active", || async {
-        c.get(id).await.unwrap().request.status == Status::Active
+        c.get(id).await.unwrap().request.status() == Status::Active
     })
     .await;
     c.drop_grant(id).await.unwrap();
@@ -365,10 +365,10 @@ approver_roles = ["jit-approver-ops"]
     let g = create(&alice, "support-team", "10m").await.unwrap();
     carol.approve(&g, None, None).await.unwrap();
     eventually(secs(10), "group grant active", || async {
-        alice.get(&g).await.unwrap().request.status == Status::Active
+        alice.get(&g).await.unwrap().request.status() == Status::Active
     })
     .await;
-    let until = alice.get(&g).await.unwrap().request.expires_at.unwrap();
+    let until = alice.get(&g).await.unwrap().request.expires_at().unwrap();
     let e = create(&alice, "support-agent", "10m").await.unwrap_err();
     let text = e.to_string();
     alice.drop_grant(&g).await.unwrap();
@@ -402,7 +402,7 @@ async fn an_extension_of_an_ended_grant_is_closed() {
     let g = create(&alice, "prod-db-admin", "1h").await.unwrap();
     bob.approve(&g, None, None).await.unwrap();
     eventually(secs(10), "grant active", || async {
-        alice.get(&g).await.unwrap().request.status == Status::Active
+        alice.get(&g).await.unwrap().request.status() == Status::Active
     })
     .await;
     let x = alice
@@ -410,19 +410,20 @@ async fn an_extension_of_an_ended_grant_is_closed() {
         .await
         .unwrap()
         .request
-        .id;
+        .id()
+        .to_string();
     alice.drop_grant(&g).await.unwrap();
     // The pending extension is closed by jitd, not left for an approver.
     eventually(secs(10), "extension closed", || async {
-        alice.get(&x).await.unwrap().request.status == Status::Cancelled
+        alice.get(&x).await.unwrap().request.status() == Status::Cancelled
     })
     .await;
     let r = alice.get(&x).await.unwrap().request;
-    assert_eq!(r.ended_by.as_deref(), Some("jitd"));
+    assert_eq!(r.ended_by(), Some("jitd"));
     assert!(
-        r.end_reason.as_deref().unwrap_or("").contains(&g),
+        r.end_reason().unwrap_or("").contains(&g),
         "{:?}",
-        r.end_reason
+        r.end_reason()
     );
     let review = bob
         .list(&jit_client::ListQuery {
@@ -432,7 +433,7 @@ async fn an_extension_of_an_ended_grant_is_closed() {
         .await
         .unwrap();
     assert!(
-        !review.iter().any(|v| v.request.id == x),
+        !review.iter().any(|v| v.request.id() == x),
         "not offered to approvers"
     );
 }

@@ -34,7 +34,8 @@ async fn keycloak_outage_delays_but_never_loses_a_grant_or_a_revoke() {
         .await
         .unwrap()
         .request
-        .id;
+        .id()
+        .to_string();
     bob.approve(&id, None, None).await.unwrap();
     proxy.down().await;
     eventually(
@@ -45,7 +46,7 @@ async fn keycloak_outage_delays_but_never_loses_a_grant_or_a_revoke() {
     .await;
     let r = alice.get(&id).await.unwrap();
     assert_eq!(
-        r.request.status,
+        r.request.status(),
         Status::Approved,
         "not active while Keycloak is down"
     );
@@ -55,13 +56,13 @@ async fn keycloak_outage_delays_but_never_loses_a_grant_or_a_revoke() {
     eventually(
         Duration::from_secs(20),
         "granted once Keycloak is back",
-        || async { alice.get(&id).await.unwrap().request.status == Status::Active },
+        || async { alice.get(&id).await.unwrap().request.status() == Status::Active },
     )
     .await;
     assert!(ctx.has_realm_role("alice", "prod-db-admin").await);
     let r = alice.get(&id).await.unwrap().request;
     assert_eq!(
-        (r.expires_at.unwrap() - r.activated_at.unwrap()).num_seconds(),
+        (r.expires_at().unwrap() - r.activated_at().unwrap()).num_seconds(),
         12,
         "counts from the real grant"
     );
@@ -76,7 +77,7 @@ async fn keycloak_outage_delays_but_never_loses_a_grant_or_a_revoke() {
     )
     .await;
     let late = alice.get(&id).await.unwrap();
-    assert_eq!(late.request.status, Status::Expired);
+    assert_eq!(late.request.status(), Status::Expired);
     assert!(late.revoke_late, "the API shows the revoke is late");
     assert!(late.keycloak.removal_pending && late.keycloak.last_error.is_some());
     assert!(

@@ -23,7 +23,7 @@ async fn request_approve_grant_and_expire_in_keycloak() {
 
     let id = request(&alice, "prod-db-admin", "6s").await;
     assert_eq!(
-        alice.get(&id).await.unwrap().request.status,
+        alice.get(&id).await.unwrap().request.status(),
         Status::Pending
     );
     assert!(!ctx.has_realm_role("alice", "prod-db-admin").await);
@@ -32,7 +32,7 @@ async fn request_approve_grant_and_expire_in_keycloak() {
         .await
         .unwrap();
     eventually(secs(5), "the grant to become active", || async {
-        alice.get(&id).await.unwrap().request.status == Status::Active
+        alice.get(&id).await.unwrap().request.status() == Status::Active
     })
     .await;
     assert!(
@@ -46,8 +46,8 @@ async fn request_approve_grant_and_expire_in_keycloak() {
         "a token alice gets after the approval carries the role"
     );
     let r = alice.get(&id).await.unwrap();
-    let activated = r.request.activated_at.unwrap();
-    let expires = r.request.expires_at.unwrap();
+    let activated = r.request.activated_at().unwrap();
+    let expires = r.request.expires_at().unwrap();
     assert_eq!(
         (expires - activated).num_seconds(),
         6,
@@ -65,7 +65,7 @@ async fn request_approve_grant_and_expire_in_keycloak() {
         "role removed {late} ms after expiry (limit 2000)"
     );
     assert_eq!(
-        alice.get(&id).await.unwrap().request.status,
+        alice.get(&id).await.unwrap().request.status(),
         Status::Expired
     );
     assert!(
@@ -157,7 +157,7 @@ async fn refusals_are_clear() {
     assert_eq!(e.code(), Some("not_found"), "{e}");
     assert!(e.to_string().contains("approver of its entitlement"), "{e}");
     assert_eq!(
-        alice.get(&id).await.unwrap().request.status,
+        alice.get(&id).await.unwrap().request.status(),
         Status::Pending
     );
 
@@ -237,7 +237,7 @@ async fn refusals_are_clear() {
     let nothing_granted = alice.list(&Default::default()).await.unwrap();
     assert!(nothing_granted
         .iter()
-        .all(|r| r.request.status == Status::Pending));
+        .all(|r| r.request.status() == Status::Pending));
 }
 
 fn b64(v: &serde_json::Value) -> String {
@@ -345,10 +345,10 @@ async fn a_killed_jitd_still_revokes_on_time() {
     let id = request(&alice, "prod-db-admin", "8s").await;
     bob.approve(&id, None, None).await.unwrap();
     eventually(secs(5), "active", || async {
-        alice.get(&id).await.unwrap().request.status == Status::Active
+        alice.get(&id).await.unwrap().request.status() == Status::Active
     })
     .await;
-    let expires = alice.get(&id).await.unwrap().request.expires_at.unwrap();
+    let expires = alice.get(&id).await.unwrap().request.expires_at().unwrap();
     jitd.kill9();
     tokio::time::sleep(secs(1)).await;
     assert!(ctx.has_realm_role("alice", "prod-db-admin").await);
@@ -364,10 +364,10 @@ async fn a_killed_jitd_still_revokes_on_time() {
     let id = request(&alice, "prod-db-admin", "3s").await;
     bob.approve(&id, None, None).await.unwrap();
     eventually(secs(5), "active", || async {
-        alice.get(&id).await.unwrap().request.status == Status::Active
+        alice.get(&id).await.unwrap().request.status() == Status::Active
     })
     .await;
-    let expires = alice.get(&id).await.unwrap().request.expires_at.unwrap();
+    let expires = alice.get(&id).await.unwrap().request.expires_at().unwrap();
     jitd.kill9();
     while Utc::now() < expires + chrono::Duration::seconds(2) {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -383,7 +383,7 @@ async fn a_killed_jitd_still_revokes_on_time() {
     .await;
     assert!(took <= secs(2), "took {took:?} after restart");
     let r = alice.get(&id).await.unwrap();
-    assert_eq!(r.request.status, Status::Expired);
+    assert_eq!(r.request.status(), Status::Expired);
     assert!(r.keycloak.removed_at.is_some());
 }
 
@@ -448,7 +448,7 @@ async fn event_stream_delivers_and_resumes() {
             .as_ref()
             .unwrap()
             .request
-            .requester_username,
+            .requester_username(),
         "alice"
     );
     drop(live);

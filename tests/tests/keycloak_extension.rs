@@ -137,10 +137,10 @@ async fn tokens_end_with_the_grant_follow_extensions_and_lose_the_role_at_drop()
     let id = request(&alice, "prod-db-admin", "40s").await;
     bob.approve(&id, None, None).await.unwrap();
     eventually(secs(10), "the grant to become active", || async {
-        alice.get(&id).await.unwrap().request.status == Status::Active
+        alice.get(&id).await.unwrap().request.status() == Status::Active
     })
     .await;
-    let end = alice.get(&id).await.unwrap().request.expires_at.unwrap();
+    let end = alice.get(&id).await.unwrap().request.expires_at().unwrap();
 
     let l = token_showing("alice", &id, end).await;
     assert!(l.carries("prod-db-admin"), "the token carries the JIT role");
@@ -162,8 +162,8 @@ async fn tokens_end_with_the_grant_follow_extensions_and_lose_the_role_at_drop()
         .extend(&id, "30s", "need more time for the fix")
         .await
         .unwrap();
-    bob.approve(&ext.request.id, None, None).await.unwrap();
-    let new_end = alice.get(&id).await.unwrap().request.expires_at.unwrap();
+    bob.approve(ext.request.id(), None, None).await.unwrap();
+    let new_end = alice.get(&id).await.unwrap().request.expires_at().unwrap();
     assert_eq!(new_end, end + chrono::Duration::seconds(30));
     let l = token_showing("alice", &id, new_end).await;
     assert_ends_at(&l, new_end, "after the extension");
@@ -198,10 +198,10 @@ async fn an_ended_role_is_left_out_of_tokens_while_jitd_is_down() {
     let id = request(&alice, "prod-db-admin", "8s").await;
     bob.approve(&id, None, None).await.unwrap();
     eventually(secs(10), "the grant to become active", || async {
-        alice.get(&id).await.unwrap().request.status == Status::Active
+        alice.get(&id).await.unwrap().request.status() == Status::Active
     })
     .await;
-    let end = alice.get(&id).await.unwrap().request.expires_at.unwrap();
+    let end = alice.get(&id).await.unwrap().request.expires_at().unwrap();
     token_showing("alice", &id, end).await;
 
     // jitd dies: nobody removes the role from Keycloak at the end.
@@ -284,10 +284,10 @@ async fn the_gate_refuses_a_login_without_a_grant_and_lets_one_in_with_it() {
     let id = request(&alice, "prod-db-admin", "60s").await;
     bob.approve(&id, None, None).await.unwrap();
     eventually(secs(10), "the grant to become active", || async {
-        alice.get(&id).await.unwrap().request.status == Status::Active
+        alice.get(&id).await.unwrap().request.status() == Status::Active
     })
     .await;
-    let end = alice.get(&id).await.unwrap().request.expires_at.unwrap();
+    let end = alice.get(&id).await.unwrap().request.expires_at().unwrap();
     token_showing("alice", &id, end).await;
     let l = login(GATED_CLIENT, "alice")
         .await

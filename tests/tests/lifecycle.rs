@@ -60,12 +60,12 @@ async fn create(
         ..Default::default()
     })
     .await
-    .map(|r| r.request.id)
+    .map(|r| r.request.id().to_string())
 }
 
 async fn wait_status(c: &Client, id: &str, want: Status, within: Duration) {
     eventually(within, &format!("request {id} to be {want}"), || async {
-        c.get(id).await.unwrap().request.status == want
+        c.get(id).await.unwrap().request.status() == want
     })
     .await;
 }
@@ -100,10 +100,10 @@ async fn n_approvals_client_role_and_one_deny() {
 
     let id = create(&alice, "billing-admin", "10m").await.unwrap();
     let r = bob.approve(&id, Some("one".into()), None).await.unwrap();
-    assert_eq!(r.request.status, Status::Pending, "1 of 2 approvals");
-    assert_eq!(r.request.votes.len(), 1);
+    assert_eq!(r.request.status(), Status::Pending, "1 of 2 approvals");
+    assert_eq!(r.request.votes().len(), 1);
     assert_eq!(
-        alice.get(&id).await.unwrap().request.votes[0].approver_username,
+        alice.get(&id).await.unwrap().request.votes()[0].approver_username,
         "bob",
         "votes are visible"
     );
@@ -125,7 +125,7 @@ async fn n_approvals_client_role_and_one_deny() {
     let e = carol.deny(&id, "  ").await.unwrap_err();
     assert_eq!(e.code(), Some("comment_required"));
     let r = carol.deny(&id, "not during the freeze").await.unwrap();
-    assert_eq!(r.request.status, Status::Denied);
+    assert_eq!(r.request.status(), Status::Denied);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!has_billing().await, "nothing granted after a deny");
     let dave = jitd.client(&token("dave").await);
@@ -226,36 +226,33 @@ async fn scheduled_start_and_shortening() {
         })
         .await
         .unwrap();
-    let id = r.request.id;
+    let id = r.request.id();
     // An approver may shorten, never lengthen.
-    let e = bob
-        .approve(&id, None, Some("11m".into()))
-        .await
-        .unwrap_err();
+    let e = bob.approve(id, None, Some("11m".into())).await.unwrap_err();
     assert_eq!(e.code(), Some("cannot_lengthen"));
-    let r = bob.approve(&id, None, Some("5s".into())).await.unwrap();
-    assert_eq!(r.request.status, Status::Approved);
-    assert_eq!(r.request.duration_secs, 5);
+    let r = bob.approve(id, None, Some("5s".into())).await.unwrap();
+    assert_eq!(r.request.status(), Status::Approved);
+    assert_eq!(r.request.duration_secs(), 5);
     tokio::time::sleep(secs(2)).await;
     assert!(
         !ctx.has_realm_role("alice", "prod-db-admin").await,
         "not before the start time"
     );
     assert_eq!(
-        alice.get(&id).await.unwrap().request.status,
+        alice.get(id).await.unwrap().request.status(),
         Status::Approved
     );
-    wait_status(&alice, &id, Status::Active, secs(5)).await;
+    wait_status(&alice, id, Status::Active, secs(5)).await;
     assert!(ctx.has_realm_role("alice", "prod-db-admin").await);
-    let r = alice.get(&id).await.unwrap().request;
-    let activated = r.activated_at.unwrap();
+    let r = alice.get(id).await.unwrap().request;
+    let activated = r.activated_at().unwrap();
     assert!(activated >= start, "granted at the start time, not before");
     assert_eq!(
-        (r.expires_at.unwrap() - activated).num_seconds(),
+        (r.expires_at().unwrap() - activated).num_seconds(),
         5,
         "counts from activation"
     );
-    wait_status(&alice, &id, Status::Expired, secs(8)).await;
+    wait_status(&alice, id, Status::Expired, secs(8)).await;
     eventually(secs(3), "removed", || async {
         !ctx.has_realm_role("alice", "prod-db-admin").await
     })
@@ -274,14 +271,14 @@ async fn extension_moves_the_end_without_a_gap() {
     let id = create(&alice, "prod-db-admin", "5s").await.unwrap();
     bob.approve(&id, None, None).await.unwrap();
     wait_status(&alice, &id, Status::Active, secs(5)).await;
-    let old_end = alice.get(&id).await.unwrap().request.expires_at.unwrap();
+    let old_end = alice.get(&id).await.unwrap().request.expires_at().unwrap();
     let ext = alice
         .extend(&id, "8s", "need a few more seconds")
         .await
         .unwrap();
-    assert_eq!(ext.request.status, Status::Pending);
+    assert_eq!(ext.request.status(), Status::Pending);
     let e = alice
-        .approve(&ext.request.id, None, None)
+        .approve(ext.request.id(), None, None)
         .await
         .unwrap_err();
     assert_eq!(
@@ -289,14 +286,14 @@ async fn extension_moves_the_end_without_a_gap() {
         Some("self_approval"),
         "extensions follow the same rules"
     );
-    let applied = bob.approve(&ext.request.id, None, None).await.unwrap();
+    let applied = bob.approve(ext.request.id(), None, None).await.unwrap();
     // An applied extension is over, as part of its grant: never an open
     // request, and the grant shows it with its whole length.
-    assert_eq!(applied.request.status, Status::Applied);
+    assert_eq!(applied.request.status(), Status::Applied);
     let g = alice.get(&id).await.unwrap();
     assert_eq!(g.total_secs, 5 + 8);
-    assert_eq!(g.request.duration_secs, 5);
-    let x = &g.request.extensions;
+    assert_eq!(g.request.duration_secs(), 5);
+    let x = &g.request.extensions();
     assert_eq!(x.len(), 1, "{x:?}");
     assert_eq!(
         (
@@ -304,7 +301,7 @@ async fn extension_moves_the_end_without_a_gap() {
             x[0].requested_by.as_str(),
             x[0].added_secs
         ),
-        (ext.request.id.as_str(), "alice", 8)
+        (ext.request.id(), "alice", 8)
     );
     assert_eq!(x[0].approved_by, vec!["bob".to_string()]);
     assert!(
@@ -316,21 +313,21 @@ async fn extension_moves_the_end_without_a_gap() {
             .await
             .unwrap()
             .iter()
-            .any(|r| !r.request.status.is_terminal() && r.request.id == ext.request.id),
+            .any(|r| !r.request.status().is_terminal() && r.request.id() == ext.request.id()),
         "the applied extension is not an open request"
     );
     // An applied extension is done: it cannot be revoked or cancelled on its own.
     let e = bob
-        .revoke(&ext.request.id, "take it back")
+        .revoke(ext.request.id(), "take it back")
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some("illegal_transition"), "{e}");
-    let e = alice.cancel(&ext.request.id).await.unwrap_err();
+    let e = alice.cancel(ext.request.id()).await.unwrap_err();
     assert_eq!(e.code(), Some("illegal_transition"), "{e}");
     let g = alice.get(&id).await.unwrap().request;
-    assert_eq!(g.status, Status::Active);
+    assert_eq!(g.status(), Status::Active);
     assert_eq!(
-        g.expires_at.unwrap(),
+        g.expires_at().unwrap(),
         old_end + chrono::Duration::seconds(8)
     );
     // The role never leaves Keycloak around the old end.
@@ -350,7 +347,7 @@ async fn extension_moves_the_end_without_a_gap() {
     let ev = events_of(&dave, &id).await;
     assert!(ev.contains(&"grant.extended".to_string()), "{ev:?}");
     assert!(
-        events_of(&dave, &ext.request.id)
+        events_of(&dave, ext.request.id())
             .await
             .contains(&"extension.applied".to_string()),
         "the extension's end is audited"
@@ -629,7 +626,7 @@ async fn ticket_justification_and_auto_approval() {
             .await
             .unwrap()
             .request
-            .status,
+            .status(),
         Status::Pending
     );
 }
@@ -670,9 +667,9 @@ async fn break_glass_self_activates_and_leaves_a_review_open() {
         })
         .await
         .unwrap();
-    assert!(r.request.urgent && r.request.review_required);
-    let id = r.request.id;
-    wait_status(&alice, &id, Status::Active, secs(5)).await;
+    assert!(r.request.urgent() && r.request.review_required());
+    let id = r.request.id();
+    wait_status(&alice, id, Status::Active, secs(5)).await;
     assert!(ctx
         .probe
         .groups("alice")
@@ -686,7 +683,7 @@ async fn break_glass_self_activates_and_leaves_a_review_open() {
         .unwrap()
         .unwrap();
     assert_eq!(ev.event, "request.created");
-    assert!(ev.data.request.as_ref().unwrap().request.urgent);
+    assert!(ev.data.request.as_ref().unwrap().request.urgent());
     assert!(
         tokio::time::timeout(secs(1), bobs.next()).await.is_err(),
         "bob approves something else"
@@ -701,10 +698,10 @@ async fn break_glass_self_activates_and_leaves_a_review_open() {
         .unwrap();
     assert_eq!(open.len(), 1);
     assert_eq!(
-        alice.review(&id, "fine").await.unwrap_err().code(),
+        alice.review(id, "fine").await.unwrap_err().code(),
         Some("self_approval")
     );
-    carol.review(&id, "justified: outage INC-9").await.unwrap();
+    carol.review(id, "justified: outage INC-9").await.unwrap();
     let open = carol
         .list(&jit_client::ListQuery {
             review_open: true,
@@ -713,7 +710,7 @@ async fn break_glass_self_activates_and_leaves_a_review_open() {
         .await
         .unwrap();
     assert!(open.is_empty());
-    alice.drop_grant(&id).await.unwrap();
+    alice.drop_grant(id).await.unwrap();
     eventually(secs(5), "membership removed", || async {
         !ctx.probe
             .groups("alice")
@@ -754,8 +751,8 @@ async fn policy_reload_keeps_the_old_policy_on_error() {
     // What left the policy may no longer be held through JIT.
     wait_status(&alice, &active, Status::Revoked, secs(5)).await;
     let r = alice.get(&active).await.unwrap().request;
-    assert_eq!(r.ended_by.as_deref(), Some("jitd"));
-    assert!(r.end_reason.unwrap().contains("no longer in the policy"));
+    assert_eq!(r.ended_by(), Some("jitd"));
+    assert!(r.end_reason().unwrap().contains("no longer in the policy"));
     eventually(secs(5), "role removed", || async {
         !ctx.has_realm_role("alice", "prod-db-admin").await
     })
@@ -819,7 +816,7 @@ async fn expiry_racing_a_drop_ends_once() {
         let id = create(&alice, "prod-db-admin", "2s").await.unwrap();
         bob.approve(&id, None, None).await.unwrap();
         wait_status(&alice, &id, Status::Active, secs(5)).await;
-        let end = alice.get(&id).await.unwrap().request.expires_at.unwrap();
+        let end = alice.get(&id).await.unwrap().request.expires_at().unwrap();
         while Utc::now() < end - chrono::Duration::milliseconds(30) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -68,7 +68,7 @@ async fn debug_logs_never_carry_tokens_or_secrets() {
     let id = request(&alice, "prod-db-admin", "4s").await;
     bob.approve(&id, Some("ok".into()), None).await.unwrap();
     eventually(secs(10), "the grant to become active", || async {
-        alice.get(&id).await.unwrap().request.status == Status::Active
+        alice.get(&id).await.unwrap().request.status() == Status::Active
     })
     .await;
     assert!(ctx.has_realm_role("alice", "prod-db-admin").await);

@@ -94,15 +94,18 @@ async fn pipeline_service_account_requests_waits_and_loses_the_role_on_time() {
         || async { !carol.list(&to_review).await.unwrap().is_empty() },
     )
     .await;
-    let id = carol.list(&to_review).await.unwrap()[0].request.id.clone();
+    let id = carol.list(&to_review).await.unwrap()[0]
+        .request
+        .id()
+        .to_string();
     let view = carol.get(&id).await.unwrap();
     assert_eq!(
-        view.request.requester_client.as_deref(),
+        view.request.requester_client(),
         Some(PIPELINE_CLIENT_ID),
         "the requester is shown as the pipeline client's service account"
     );
-    assert_eq!(view.request.requester_id, sa_id);
-    assert_eq!(view.request.status, Status::Pending);
+    assert_eq!(view.request.requester_id(), sa_id);
+    assert_eq!(view.request.status(), Status::Pending);
     carol
         .approve(&id, Some("go".into()), None)
         .await
@@ -141,8 +144,8 @@ async fn pipeline_service_account_requests_waits_and_loses_the_role_on_time() {
     })
     .await;
     let r = pipeline.get(&id).await.unwrap();
-    assert_eq!(r.request.status, Status::Expired);
-    let late = r.keycloak.removed_at.unwrap() - r.request.expires_at.unwrap();
+    assert_eq!(r.request.status(), Status::Expired);
+    let late = r.keycloak.removed_at.unwrap() - r.request.expires_at().unwrap();
     assert!(
         late <= chrono::Duration::seconds(5),
         "removed {late} after expires_at"

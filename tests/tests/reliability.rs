@@ -219,17 +219,18 @@ async fn a_role_deleted_before_activation_fails_the_grant_and_one_deleted_while_
         .await
         .unwrap()
         .request
-        .id;
+        .id()
+        .to_string();
     master.delete_role(&before).await;
     bob.approve(&a, None, None).await.unwrap();
     eventually(SECS, "the grant to fail", || async {
-        alice.get(&a).await.unwrap().request.status == Status::Failed
+        alice.get(&a).await.unwrap().request.status() == Status::Failed
     })
     .await;
     let seen_by_bob = bob.get(&a).await.unwrap();
     assert!(seen_by_bob
         .request
-        .end_reason
+        .end_reason()
         .unwrap()
         .contains("does not exist"));
     assert!(audit_has(&jitd, &a, "grant.failed", "does not exist").await);
@@ -244,9 +245,10 @@ async fn a_role_deleted_before_activation_fails_the_grant_and_one_deleted_while_
         .await
         .unwrap()
         .request
-        .id;
+        .id()
+        .to_string();
     eventually(SECS, "active", || async {
-        alice.get(&b).await.unwrap().request.status == Status::Active
+        alice.get(&b).await.unwrap().request.status() == Status::Active
     })
     .await;
     assert!(ctx.has_realm_role("alice", &during).await);
@@ -285,9 +287,10 @@ async fn a_user_deleted_while_active_completes_the_removal() {
         .await
         .unwrap()
         .request
-        .id;
+        .id()
+        .to_string();
     eventually(SECS, "active", || async {
-        temp.get(&id).await.unwrap().request.status == Status::Active
+        temp.get(&id).await.unwrap().request.status() == Status::Active
     })
     .await;
     master.delete_user(&uid).await;
@@ -332,17 +335,18 @@ requester_groups = ["support-team"]
         .await
         .unwrap()
         .request
-        .id;
+        .id()
+        .to_string();
     // erin leaves the group that may request it, then bob approves; the
     // start has not come (it cannot: the request was not approved yet).
     ctx.admin.unassign(&erin_id, &group).await.unwrap();
     let restore = async { ctx.admin.assign(&erin_id, &group).await.unwrap() };
     let approved = bob.approve(&id, None, None).await.unwrap();
-    assert_eq!(approved.request.status, Status::Approved);
+    assert_eq!(approved.request.status(), Status::Approved);
     let ended = tokio::time::timeout(SECS, async {
         loop {
             let r = erin.get(&id).await.unwrap();
-            if r.request.status.is_terminal() {
+            if r.request.status().is_terminal() {
                 return r;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -351,16 +355,20 @@ requester_groups = ["support-team"]
     .await;
     restore.await;
     let r = ended.expect("the request ends at its start");
-    assert_eq!(r.request.status, Status::Cancelled);
-    assert!(r.request.end_reason.unwrap().contains("no longer eligible"));
+    assert_eq!(r.request.status(), Status::Cancelled);
+    assert!(r
+        .request
+        .end_reason()
+        .unwrap()
+        .contains("no longer eligible"));
     assert!(
-        r.request.ended_at.unwrap() >= start,
+        r.request.ended_at().unwrap() >= start,
         "ended at the start, not before"
     );
     assert!(!ctx.has_realm_role("erin", "prod-db-admin").await);
     assert!(audit_has(&jitd, &id, "request.cancelled", "no longer eligible").await);
     let seen_by_bob = bob.get(&id).await.unwrap();
-    assert_eq!(seen_by_bob.request.status, Status::Cancelled);
+    assert_eq!(seen_by_bob.request.status(), Status::Cancelled);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,9 +422,10 @@ async fn ending_sessions_on_revoke_ends_offline_sessions() {
         .await
         .unwrap()
         .request
-        .id;
+        .id()
+        .to_string();
     eventually(SECS, "active", || async {
-        frank.get(&id).await.unwrap().request.status == Status::Active
+        frank.get(&id).await.unwrap().request.status() == Status::Active
     })
     .await;
     frank.drop_grant(&id).await.unwrap();

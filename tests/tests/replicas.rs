@@ -130,7 +130,8 @@ async fn create(c: &Client, entitlement: &str, duration: &str) -> String {
     .await
     .unwrap_or_else(|e| panic!("create {entitlement}: {e}"))
     .request
-    .id
+    .id()
+    .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,7 +198,7 @@ async fn three_replicas_share_one_postgres_and_survive_a_sigkill() {
     eventually(Duration::from_secs(120), "every grant active", || async {
         let mut all = true;
         for id in &ids {
-            all &= dave.get(id).await.unwrap().request.status == Status::Active;
+            all &= dave.get(id).await.unwrap().request.status() == Status::Active;
         }
         all
     })
@@ -268,7 +269,7 @@ async fn three_replicas_share_one_postgres_and_survive_a_sigkill() {
             let mut all = true;
             for id in &ids {
                 let v = dave.get(id).await.unwrap();
-                all &= v.request.status == Status::Expired
+                all &= v.request.status() == Status::Expired
                     && v.keycloak.removed_at.is_some()
                     && !v.keycloak.removal_pending;
             }
@@ -308,7 +309,7 @@ async fn three_replicas_share_one_postgres_and_survive_a_sigkill() {
             );
         }
         let v = dave.get(id).await.unwrap();
-        let expires = v.request.expires_at.unwrap();
+        let expires = v.request.expires_at().unwrap();
         let removed = v.keycloak.removed_at.unwrap();
         let late = (removed - expires).num_milliseconds() as f64 / 1000.0;
         // Removal needs a few Admin API calls of ≥ 1 s each (the proxy);

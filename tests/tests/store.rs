@@ -25,7 +25,7 @@ async fn parallel_identical_requests_make_one_pending_request() {
     let mut refused = 0;
     for r in results {
         match r.unwrap() {
-            Ok(v) => created.push(v.request.id),
+            Ok(v) => created.push(v.request.id().to_string()),
             Err(jit_client::ClientError::Api { status, code, .. }) => {
                 assert_eq!((status, code.as_str()), (409, "duplicate_pending"));
                 refused += 1;
@@ -43,7 +43,7 @@ async fn parallel_identical_requests_make_one_pending_request() {
         .await
         .unwrap();
     assert_eq!(mine.len(), 1);
-    assert_eq!(mine[0].request.id, created[0]);
+    assert_eq!(mine[0].request.id(), created[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +71,7 @@ async fn lists_page_with_a_cursor_and_the_client_follows_it() {
             .await
             .unwrap();
         assert_eq!(rows.len(), 1);
-        paged.push(rows[0].request.id.clone());
+        paged.push(rows[0].request.id().to_string());
         assert_eq!(next.is_some(), i < 2, "page {i}: next = {next:?}");
         after = next;
     }
@@ -93,8 +93,8 @@ async fn lists_page_with_a_cursor_and_the_client_follows_it() {
         .unwrap();
     let mine_to_review: Vec<&str> = review
         .iter()
-        .filter(|r| ids.contains(&r.request.id))
-        .map(|r| r.request.entitlement_id.as_str())
+        .filter(|r| ids.iter().any(|i| i == r.request.id()))
+        .map(|r| r.request.entitlement_id())
         .collect();
     assert_eq!(mine_to_review, ["prod-db-admin"]);
 }

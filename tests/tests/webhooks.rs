@@ -191,7 +191,7 @@ async fn webhooks_are_signed_in_order_filtered_and_retried_after_500() {
     let other = request(&alice, "billing-admin", "10m").await;
     bob.approve(&id, Some("ok".into()), None).await.unwrap();
     eventually(secs(10), "the grant to become active", || async {
-        alice.get(&id).await.unwrap().request.status == Status::Active
+        alice.get(&id).await.unwrap().request.status() == Status::Active
     })
     .await;
     alice.drop_grant(&id).await.unwrap();

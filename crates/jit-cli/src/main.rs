@@ -330,7 +330,7 @@ async fn resolve(c: &Client, id: &str) -> anyhow::Result<String> {
     }
     let hits = c.find_by_prefix(id).await?;
     match hits.len() {
-        1 => Ok(hits[0].request.id.clone()),
+        1 => Ok(hits[0].request.id().to_string()),
         0 => bail!(Exit(
             exit::NOT_FOUND,
             format!("no request you may see has an id starting with '{id}'")
@@ -439,9 +439,9 @@ async fn approve(
             &r,
             &format!(
                 "{} ({}/{} approvals)",
-                r.request.status,
+                r.request.status(),
                 r.request.approvals(),
-                r.request.approvals_required
+                r.request.approvals_required()
             ),
         )
     })
@@ -451,14 +451,14 @@ async fn approve(
 async fn deny(cli: &Cli, id: &str, comment: &str) -> anyhow::Result<()> {
     let c = client(cli)?;
     let r = c.deny(&resolve(&c, id).await?, comment).await?;
-    cli.print(&r, || render::outcome(&r, r.request.status.as_str()))
+    cli.print(&r, || render::outcome(&r, r.request.status().as_str()))
 }
 
 /// `jit cancel ID`.
 async fn cancel(cli: &Cli, id: &str) -> anyhow::Result<()> {
     let c = client(cli)?;
     let r = c.cancel(&resolve(&c, id).await?).await?;
-    cli.print(&r, || render::outcome(&r, r.request.status.as_str()))
+    cli.print(&r, || render::outcome(&r, r.request.status().as_str()))
 }
 
 /// `jit drop ID`: says whether the role goes or another grant keeps it.
@@ -485,9 +485,9 @@ async fn extend(cli: &Cli, id: &str, more: &str, reason: &str) -> anyhow::Result
     cli.print(&r, || {
         println!(
             "extension {} for {}: {}",
-            render::short(&r.request.id),
-            format_duration(r.request.duration_secs),
-            r.request.status
+            render::short(r.request.id()),
+            format_duration(r.request.duration_secs()),
+            r.request.status()
         )
     })
 }
@@ -496,7 +496,9 @@ async fn extend(cli: &Cli, id: &str, more: &str, reason: &str) -> anyhow::Result
 async fn review(cli: &Cli, id: &str, comment: &str) -> anyhow::Result<()> {
     let c = client(cli)?;
     let r = c.review(&resolve(&c, id).await?, comment).await?;
-    cli.print(&r, || println!("{} reviewed", render::short(&r.request.id)))
+    cli.print(&r, || {
+        println!("{} reviewed", render::short(r.request.id()))
+    })
 }
 
 async fn whoami(cli: &Cli) -> anyhow::Result<()> {
@@ -524,16 +526,16 @@ async fn ended_grant_effect(c: &Client, r: &RequestView, verb: &str) -> String {
         .await
         .unwrap_or_default();
     let keeper = others.iter().find(|o| {
-        o.request.id != r.request.id
-            && o.request.entitlement_id == r.request.entitlement_id
-            && o.request.requester_id == r.request.requester_id
+        o.request.id() != r.request.id()
+            && o.request.entitlement_id() == r.request.entitlement_id()
+            && o.request.requester_id() == r.request.requester_id()
     });
     match keeper {
         Some(k) => format!(
             "{verb}; the role stays while grant {} is active (until {})",
-            render::short(&k.request.id),
+            render::short(k.request.id()),
             k.request
-                .expires_at
+                .expires_at()
                 .map(render::time)
                 .unwrap_or_else(|| "-".into())
         ),
@@ -724,7 +726,7 @@ async fn request(cli: &Cli, a: &RequestArgs) -> anyhow::Result<()> {
     if !cli.json() {
         render::requested(&r);
     }
-    let r = wait::wait_for(&c, &r.request.id, timeout).await?;
+    let r = wait::wait_for(&c, r.request.id(), timeout).await?;
     cli.print(&r, || render::granted(&r))
 }
 

@@ -33,28 +33,28 @@ pub fn cut(text: &str, max: usize) -> String {
 pub fn requested(r: &RequestView) {
     println!(
         "Requested {} for {}: {} (id {})",
-        r.request.entitlement_id,
-        format_duration(r.request.duration_secs),
-        r.request.status,
-        r.request.id
+        r.request.entitlement_id(),
+        format_duration(r.request.duration_secs()),
+        r.request.status(),
+        r.request.id()
     );
 }
 
 /// `Granted: prod-db-admin is active until … (… left)`, or for an applied
 /// extension `Extended: prod-db-admin (added 15m to its grant)`.
 pub fn granted(r: &RequestView) {
-    if r.request.status == jit_core::Status::Applied {
+    if r.request.status() == jit_core::Status::Applied {
         println!(
             "Extended: {} (added {} to its grant)",
-            r.request.entitlement_id,
-            format_duration(r.request.duration_secs)
+            r.request.entitlement_id(),
+            format_duration(r.request.duration_secs())
         );
         return;
     }
     println!(
         "Granted: {} is active until {} ({} left)",
-        r.request.entitlement_id,
-        r.request.expires_at.map(time).unwrap_or_default(),
+        r.request.entitlement_id(),
+        r.request.expires_at().map(time).unwrap_or_default(),
         format_duration(r.remaining_secs.unwrap_or(0))
     );
 }
@@ -68,8 +68,8 @@ pub fn short(id: &str) -> &str {
 pub fn outcome(r: &RequestView, what: &str) {
     println!(
         "{} {}: {what}",
-        short(&r.request.id),
-        r.request.entitlement_id
+        short(r.request.id()),
+        r.request.entitlement_id()
     );
 }
 
@@ -107,8 +107,8 @@ pub fn entitlements(es: &[EntitlementView]) {
 }
 
 fn left(r: &RequestView, now: DateTime<Utc>) -> String {
-    match r.request.expires_at {
-        Some(x) if r.request.status == jit_core::Status::Active => {
+    match r.request.expires_at() {
+        Some(x) if r.request.status() == jit_core::Status::Active => {
             format_duration((x - now).num_seconds().max(0))
         }
         _ => "-".into(),
@@ -124,10 +124,10 @@ pub fn list(rows: &[RequestView], now: DateTime<Utc>) {
         .filter(|r| {
             // `approved` is how jitd before `applied` left them.
             let applied = matches!(
-                r.request.status,
+                r.request.status(),
                 jit_core::Status::Applied | jit_core::Status::Approved
             );
-            !(applied && matches!(r.request.kind, jit_core::RequestKind::Extension { .. }))
+            !(applied && matches!(r.request.kind(), jit_core::RequestKind::Extension { .. }))
         })
         .collect();
     if rows.is_empty() {
@@ -141,22 +141,22 @@ pub fn list(rows: &[RequestView], now: DateTime<Utc>) {
     for r in rows {
         let q = &r.request;
         let approvals = q.approvals();
-        let mut reason = cut(&q.justification, 40);
-        if q.urgent {
+        let mut reason = cut(q.justification(), 40);
+        if q.urgent() {
             reason = format!("[urgent] {reason}");
         }
-        if let jit_core::RequestKind::Extension { grant_id } = &q.kind {
+        if let jit_core::RequestKind::Extension { grant_id } = &q.kind() {
             reason = format!("[more time for {}] {reason}", short(grant_id));
         }
         println!(
             "{:<8}  {:<9} {:<18} {:<10} {:>8} {:>8}  {:<6} {}",
-            short(&q.id),
-            q.status.as_str(),
-            q.entitlement_id,
-            q.requester_username,
-            format_duration(r.total_secs.max(q.duration_secs)),
+            short(q.id()),
+            q.status().as_str(),
+            q.entitlement_id(),
+            q.requester_username(),
+            format_duration(r.total_secs.max(q.duration_secs())),
             left(r, now),
-            format!("{approvals}/{}", q.approvals_required),
+            format!("{approvals}/{}", q.approvals_required()),
             reason
         );
     }
@@ -165,32 +165,34 @@ pub fn list(rows: &[RequestView], now: DateTime<Utc>) {
 /// Every detail of one request, times in UTC.
 pub fn show(r: &RequestView, now: DateTime<Utc>) {
     let q = &r.request;
-    println!("Request      {}", q.id);
+    println!("Request      {}", q.id());
     println!(
         "Entitlement  {} ({}) — {}",
-        r.entitlement_name, q.entitlement_id, q.target
+        r.entitlement_name,
+        q.entitlement_id(),
+        q.target()
     );
-    println!("Requester    {}", q.requester_username);
-    println!("Status       {}", q.status);
-    if let jit_core::RequestKind::Extension { grant_id } = &q.kind {
+    println!("Requester    {}", q.requester_username());
+    println!("Status       {}", q.status());
+    if let jit_core::RequestKind::Extension { grant_id } = &q.kind() {
         println!("Extends      grant {grant_id}");
     }
-    if q.extensions.is_empty() {
+    if q.extensions().is_empty() {
         println!(
             "Duration     {} (asked {})",
-            format_duration(q.duration_secs),
-            format_duration(q.requested_secs)
+            format_duration(q.duration_secs()),
+            format_duration(q.requested_secs())
         );
     } else {
         println!(
             "Duration     {} in all: {} granted + {} in {} extension{}",
-            format_duration(r.total_secs.max(q.duration_secs)),
-            format_duration(q.duration_secs),
-            format_duration(r.total_secs - q.duration_secs),
-            q.extensions.len(),
-            if q.extensions.len() == 1 { "" } else { "s" }
+            format_duration(r.total_secs.max(q.duration_secs())),
+            format_duration(q.duration_secs()),
+            format_duration(r.total_secs - q.duration_secs()),
+            q.extensions().len(),
+            if q.extensions().len() == 1 { "" } else { "s" }
         );
-        for x in &q.extensions {
+        for x in q.extensions() {
             println!(
                 "Extension    +{} ({}) asked by {}, approved by {} at {}; until {}",
                 format_duration(x.added_secs),
@@ -202,21 +204,25 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
             );
         }
     }
-    println!("Reason       {}", safe(&q.justification));
-    if let Some(t) = &q.ticket {
+    println!("Reason       {}", safe(q.justification()));
+    if let Some(t) = &q.ticket() {
         println!("Ticket       {t}");
     }
-    if q.urgent {
+    if q.urgent() {
         println!(
             "Urgent       yes{}",
-            if q.break_glass { " (break-glass)" } else { "" }
+            if q.break_glass() {
+                " (break-glass)"
+            } else {
+                ""
+            }
         );
     }
-    println!("Created      {}", time(q.created_at));
-    if let Some(t) = q.start_at {
+    println!("Created      {}", time(q.created_at()));
+    if let Some(t) = q.start_at() {
         println!("Starts       {}", time(t));
     }
-    for v in &q.votes {
+    for v in q.votes() {
         println!(
             "Vote         {} {}{} at {}",
             v.approver_username,
@@ -231,22 +237,22 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
             time(v.at)
         );
     }
-    if let Some(t) = q.activated_at {
+    if let Some(t) = q.activated_at() {
         println!("Granted      {}", time(t));
     }
-    if let Some(t) = q.expires_at {
-        if q.status == jit_core::Status::Active {
+    if let Some(t) = q.expires_at() {
+        if q.status() == jit_core::Status::Active {
             println!("Expires      {} ({} left)", time(t), left(r, now));
         } else {
             println!("Was due      {}", time(t));
         }
     }
-    if let Some(t) = q.ended_at {
+    if let Some(t) = q.ended_at() {
         println!(
             "Ended        {} by {} {}",
             time(t),
-            q.ended_by.as_deref().unwrap_or("-"),
-            safe(q.end_reason.as_deref().unwrap_or(""))
+            q.ended_by().unwrap_or("-"),
+            safe(q.end_reason().unwrap_or(""))
         );
     }
     if let Some(e) = &r.keycloak.last_error {
@@ -255,8 +261,8 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
     if r.revoke_late {
         println!("WARNING      the grant is over but the role is not yet confirmed removed from Keycloak");
     }
-    if q.review_required {
-        match &q.reviewed_by {
+    if q.review_required() {
+        match &q.reviewed_by() {
             Some(who) => println!("Review       done by {who}"),
             None => println!("Review       OPEN (break-glass: an approver must review it)"),
         }

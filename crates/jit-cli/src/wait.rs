@@ -125,13 +125,13 @@ pub async fn wait_for(c: &Client, target: &str, timeout_secs: i64) -> anyhow::Re
 
 /// `Some` when the wait is over: active, or an error with the exit code.
 fn decided(r: &RequestView) -> anyhow::Result<Option<RequestView>> {
-    match r.request.status {
+    match r.request.status() {
         // Active: the grant runs; applied: an extension added its time.
         Status::Active | Status::Applied => Ok(Some(r.clone())),
         Status::Denied => {
             let why = r
                 .request
-                .votes
+                .votes()
                 .iter()
                 .find(|v| v.decision == Decision::Deny)
                 .map(|v| {
@@ -151,8 +151,7 @@ fn decided(r: &RequestView) -> anyhow::Result<Option<RequestView>> {
         | Status::Failed) => {
             let why = r
                 .request
-                .end_reason
-                .as_deref()
+                .end_reason()
                 .map(|w| format!(": {}", render::safe(w)))
                 .unwrap_or_default();
             Err(Exit(exit::ENDED, format!("request {s}{why}")).into())
@@ -164,8 +163,8 @@ fn decided(r: &RequestView) -> anyhow::Result<Option<RequestView>> {
 fn progress(c: &Client, r: &RequestView) -> String {
     let approvals = r.request.approvals();
     match (
-        &r.request.status,
-        &r.request.start_at,
+        &r.request.status(),
+        &r.request.start_at(),
         &r.keycloak.last_error,
     ) {
         (Status::Approved, _, Some(err)) => {
@@ -177,7 +176,7 @@ fn progress(c: &Client, r: &RequestView) -> String {
         (Status::Approved, _, None) => "approved; granting in Keycloak…".to_string(),
         _ => format!(
             "waiting for approval ({approvals}/{} approvals)",
-            r.request.approvals_required
+            r.request.approvals_required()
         ),
     }
 }

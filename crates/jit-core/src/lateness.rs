@@ -21,9 +21,9 @@ pub const REVOKE_LATE_GRACE_SECS: i64 = 5;
 /// after being down), otherwise when it was ended (`ended_at`: drop, revoke,
 /// a failed or cancelled grant). `None` when neither is known.
 pub fn access_end(r: &AccessRequest) -> Option<DateTime<Utc>> {
-    match r.status {
-        Status::Active | Status::Expired => r.expires_at.or(r.ended_at),
-        _ => r.ended_at,
+    match r.status() {
+        Status::Active | Status::Expired => r.expires_at().or(r.ended_at()),
+        _ => r.ended_at(),
     }
 }
 
@@ -38,7 +38,7 @@ pub fn revoke_late(r: &AccessRequest, g: &GrantState, now: DateTime<Utc>) -> boo
     if g.removal_failed {
         return true;
     }
-    let maybe_in_keycloak = g.removal_pending || r.status == Status::Active;
+    let maybe_in_keycloak = g.removal_pending || r.status() == Status::Active;
     maybe_in_keycloak
         && access_end(r).is_some_and(|end| end + Duration::seconds(REVOKE_LATE_GRACE_SECS) < now)
 }

@@ -23,6 +23,6 @@ pub use duration::{format_duration, parse_duration};
 pub use error::DomainError;
 pub use model::{
     AccessRequest, Action, AppliedExtension, Decision, NewRequest, Principal, RequestKind, Status,
-    Transition, Vote,
+    StoredRequest, Transition, Vote,
 };
 pub use policy::{Entitlement, EntitlementKind, Policy, PolicyError};

@@ -250,64 +250,390 @@ pub struct AppliedExtension {
     pub expires_at: DateTime<Utc>,
 }
 
-/// An access request and, once active, the grant it became.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, ts_rs::TS)]
-pub struct AccessRequest {
+/// An [`AccessRequest`] as a store keeps it: every field, public, in the
+/// same order and with the same JSON names as the request's wire form.
+///
+/// For stores only (and tests that set up a stored state): a store writes
+/// [`AccessRequest::to_stored`] (or the request's JSON) and reads it back
+/// with [`AccessRequest::restore`]. Everything else builds requests with
+/// [`AccessRequest::create`] / [`AccessRequest::create_extension`] and
+/// changes them only through the transition methods.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRequest {
+    /// The request's id (a UUID); a grant's id is its request's id.
     pub id: String,
+    /// New access, or more time on an existing grant.
     pub kind: RequestKind,
+    /// The policy entitlement asked for.
     pub entitlement_id: String,
     /// What is granted in Keycloak, copied from the policy at creation.
     pub target: EntitlementKind,
+    /// Keycloak user id (`sub`) of the requester.
     pub requester_id: String,
+    /// Keycloak username of the requester.
     pub requester_username: String,
     /// Set when the requester is a client's service account (a pipeline):
     /// that client's id (see [`Principal::client_id`]). `None` for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[ts(optional)]
     pub requester_client: Option<String>,
+    /// Why the requester needs it (checked against the entitlement's length limits).
     pub justification: String,
-    #[schema(required = true)]
+    /// Ticket reference, when given or required by the entitlement's pattern.
     pub ticket: Option<String>,
+    /// Asked as urgent (a break-glass request always is).
     pub urgent: bool,
+    /// Self-activated in an emergency; an approver reviews it afterwards.
     pub break_glass: bool,
     /// Duration asked for, seconds.
     pub requested_secs: i64,
     /// Duration that will be granted (the shortest any approver allowed), seconds.
     pub duration_secs: i64,
+    /// Approve votes needed, from the entitlement at creation.
     pub approvals_required: u32,
+    /// Votes so far, in the order they were cast.
     pub votes: Vec<Vote>,
+    /// Where the request is in its life; only the transition methods change it.
     pub status: Status,
+    /// When it was created (UTC).
     pub created_at: DateTime<Utc>,
     /// After this instant (UTC) a pending request lapses.
     pub pending_until: DateTime<Utc>,
-    #[schema(required = true)]
+    /// Scheduled start (UTC); `None` for "as soon as approved".
     pub start_at: Option<DateTime<Utc>>,
-    #[schema(required = true)]
+    /// When it was approved or denied (UTC).
     pub decided_at: Option<DateTime<Utc>>,
-    #[schema(required = true)]
+    /// When the grant became active (UTC); durations count from here.
     pub activated_at: Option<DateTime<Utc>>,
     /// `activated_at + duration` plus any extensions (UTC).
-    #[schema(required = true)]
     pub expires_at: Option<DateTime<Utc>>,
-    #[schema(required = true)]
+    /// When it ended (UTC): cancelled, lapsed, expired, revoked, failed or applied.
     pub ended_at: Option<DateTime<Utc>>,
-    #[schema(required = true)]
+    /// Username of who ended it (`jitd` for the backend).
     pub ended_by: Option<String>,
-    #[schema(required = true)]
+    /// Why it ended (e.g. `expired`, the revoker's comment, Keycloak's refusal).
     pub end_reason: Option<String>,
     /// Set when a policy rule approved the request (its description).
-    #[schema(required = true)]
     pub auto_approved: Option<String>,
     /// Break-glass activations stay "review open" until an approver reviews.
     pub review_required: bool,
-    #[schema(required = true)]
+    /// Username of the approver who reviewed a break-glass activation.
     pub reviewed_by: Option<String>,
-    #[schema(required = true)]
+    /// When the break-glass review was done (UTC).
     pub reviewed_at: Option<DateTime<Utc>>,
     /// Extensions applied to this grant, oldest first.
     #[serde(default)]
-    #[schema(required = true)]
     pub extensions: Vec<AppliedExtension>,
+}
+
+/// An access request and, once active, the grant it became.
+// (This doc line is also the type's description in the OpenAPI document and
+// the UI's TypeScript types; what its private fields mean for callers is
+// said on the `impl` below.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, ts_rs::TS)]
+pub struct AccessRequest {
+    id: String,
+    kind: RequestKind,
+    entitlement_id: String,
+    /// What is granted in Keycloak, copied from the policy at creation.
+    target: EntitlementKind,
+    requester_id: String,
+    requester_username: String,
+    /// Set when the requester is a client's service account (a pipeline):
+    /// that client's id (see [`Principal::client_id`]). `None` for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    requester_client: Option<String>,
+    justification: String,
+    #[schema(required = true)]
+    ticket: Option<String>,
+    urgent: bool,
+    break_glass: bool,
+    /// Duration asked for, seconds.
+    requested_secs: i64,
+    /// Duration that will be granted (the shortest any approver allowed), seconds.
+    duration_secs: i64,
+    approvals_required: u32,
+    votes: Vec<Vote>,
+    status: Status,
+    created_at: DateTime<Utc>,
+    /// After this instant (UTC) a pending request lapses.
+    pending_until: DateTime<Utc>,
+    #[schema(required = true)]
+    start_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
+    decided_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
+    activated_at: Option<DateTime<Utc>>,
+    /// `activated_at + duration` plus any extensions (UTC).
+    #[schema(required = true)]
+    expires_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
+    ended_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
+    ended_by: Option<String>,
+    #[schema(required = true)]
+    end_reason: Option<String>,
+    /// Set when a policy rule approved the request (its description).
+    #[schema(required = true)]
+    auto_approved: Option<String>,
+    /// Break-glass activations stay "review open" until an approver reviews.
+    review_required: bool,
+    #[schema(required = true)]
+    reviewed_by: Option<String>,
+    #[schema(required = true)]
+    reviewed_at: Option<DateTime<Utc>>,
+    /// Extensions applied to this grant, oldest first.
+    #[serde(default)]
+    #[schema(required = true)]
+    extensions: Vec<AppliedExtension>,
+}
+
+/// JSON (the API's, a store's) is read as a [`StoredRequest`] and rebuilt
+/// with [`AccessRequest::restore`]: the one way in besides `create`.
+impl<'de> Deserialize<'de> for AccessRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<AccessRequest, D::Error> {
+        StoredRequest::deserialize(d).map(AccessRequest::restore)
+    }
+}
+
+/// Read access to every field, and the one way back from a store.
+///
+/// The fields of [`AccessRequest`] are private: read them with the getters
+/// of the same name (strings as `&str`, lists as slices, times and numbers
+/// by value). Only the state machine's methods (`create`, `vote`,
+/// `activate`, `expire`, `apply_extension`, …) change a request, so "only
+/// the state machine changes `status`" is held by the compiler. A store
+/// rebuilds a request it wrote with [`AccessRequest::restore`]; reading
+/// the JSON (API or store) goes through the same constructor.
+impl AccessRequest {
+    /// Rebuilds a request exactly as a store wrote it. For stores (and
+    /// JSON deserialisation) only: it takes the stored state as it is and
+    /// checks no rule, so code that decides anything must not build
+    /// requests with it: new requests come from [`create`](Self::create),
+    /// changes from the transition methods.
+    pub fn restore(s: StoredRequest) -> AccessRequest {
+        AccessRequest {
+            id: s.id,
+            kind: s.kind,
+            entitlement_id: s.entitlement_id,
+            target: s.target,
+            requester_id: s.requester_id,
+            requester_username: s.requester_username,
+            requester_client: s.requester_client,
+            justification: s.justification,
+            ticket: s.ticket,
+            urgent: s.urgent,
+            break_glass: s.break_glass,
+            requested_secs: s.requested_secs,
+            duration_secs: s.duration_secs,
+            approvals_required: s.approvals_required,
+            votes: s.votes,
+            status: s.status,
+            created_at: s.created_at,
+            pending_until: s.pending_until,
+            start_at: s.start_at,
+            decided_at: s.decided_at,
+            activated_at: s.activated_at,
+            expires_at: s.expires_at,
+            ended_at: s.ended_at,
+            ended_by: s.ended_by,
+            end_reason: s.end_reason,
+            auto_approved: s.auto_approved,
+            review_required: s.review_required,
+            reviewed_by: s.reviewed_by,
+            reviewed_at: s.reviewed_at,
+            extensions: s.extensions,
+        }
+    }
+
+    /// The stored form of this request, for a store to write (and for
+    /// tests that set up a stored state before [`restore`](Self::restore)).
+    pub fn to_stored(&self) -> StoredRequest {
+        let r = self.clone();
+        StoredRequest {
+            id: r.id,
+            kind: r.kind,
+            entitlement_id: r.entitlement_id,
+            target: r.target,
+            requester_id: r.requester_id,
+            requester_username: r.requester_username,
+            requester_client: r.requester_client,
+            justification: r.justification,
+            ticket: r.ticket,
+            urgent: r.urgent,
+            break_glass: r.break_glass,
+            requested_secs: r.requested_secs,
+            duration_secs: r.duration_secs,
+            approvals_required: r.approvals_required,
+            votes: r.votes,
+            status: r.status,
+            created_at: r.created_at,
+            pending_until: r.pending_until,
+            start_at: r.start_at,
+            decided_at: r.decided_at,
+            activated_at: r.activated_at,
+            expires_at: r.expires_at,
+            ended_at: r.ended_at,
+            ended_by: r.ended_by,
+            end_reason: r.end_reason,
+            auto_approved: r.auto_approved,
+            review_required: r.review_required,
+            reviewed_by: r.reviewed_by,
+            reviewed_at: r.reviewed_at,
+            extensions: r.extensions,
+        }
+    }
+
+    /// The request's id (a UUID); a grant's id is its request's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// New access, or more time on an existing grant.
+    pub fn kind(&self) -> &RequestKind {
+        &self.kind
+    }
+
+    /// The policy entitlement asked for.
+    pub fn entitlement_id(&self) -> &str {
+        &self.entitlement_id
+    }
+
+    /// What is granted in Keycloak, copied from the policy at creation.
+    pub fn target(&self) -> &EntitlementKind {
+        &self.target
+    }
+
+    /// Keycloak user id (`sub`) of the requester.
+    pub fn requester_id(&self) -> &str {
+        &self.requester_id
+    }
+
+    /// Keycloak username of the requester.
+    pub fn requester_username(&self) -> &str {
+        &self.requester_username
+    }
+
+    /// Set when the requester is a client's service account (a pipeline):
+    /// that client's id (see [`Principal::client_id`]). `None` for people.
+    pub fn requester_client(&self) -> Option<&str> {
+        self.requester_client.as_deref()
+    }
+
+    /// Why the requester needs it (checked against the entitlement's length limits).
+    pub fn justification(&self) -> &str {
+        &self.justification
+    }
+
+    /// Ticket reference, when given or required by the entitlement's pattern.
+    pub fn ticket(&self) -> Option<&str> {
+        self.ticket.as_deref()
+    }
+
+    /// Asked as urgent (a break-glass request always is).
+    pub fn urgent(&self) -> bool {
+        self.urgent
+    }
+
+    /// Self-activated in an emergency; an approver reviews it afterwards.
+    pub fn break_glass(&self) -> bool {
+        self.break_glass
+    }
+
+    /// Duration asked for, seconds.
+    pub fn requested_secs(&self) -> i64 {
+        self.requested_secs
+    }
+
+    /// Duration that will be granted (the shortest any approver allowed), seconds.
+    pub fn duration_secs(&self) -> i64 {
+        self.duration_secs
+    }
+
+    /// Approve votes needed, from the entitlement at creation.
+    pub fn approvals_required(&self) -> u32 {
+        self.approvals_required
+    }
+
+    /// Votes so far, in the order they were cast.
+    pub fn votes(&self) -> &[Vote] {
+        &self.votes
+    }
+
+    /// Where the request is in its life; only the transition methods change it.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// When it was created (UTC).
+    pub fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
+
+    /// After this instant (UTC) a pending request lapses.
+    pub fn pending_until(&self) -> DateTime<Utc> {
+        self.pending_until
+    }
+
+    /// Scheduled start (UTC); `None` for "as soon as approved".
+    pub fn start_at(&self) -> Option<DateTime<Utc>> {
+        self.start_at
+    }
+
+    /// When it was approved or denied (UTC).
+    pub fn decided_at(&self) -> Option<DateTime<Utc>> {
+        self.decided_at
+    }
+
+    /// When the grant became active (UTC); durations count from here.
+    pub fn activated_at(&self) -> Option<DateTime<Utc>> {
+        self.activated_at
+    }
+
+    /// `activated_at + duration` plus any extensions (UTC).
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.expires_at
+    }
+
+    /// When it ended (UTC): cancelled, lapsed, expired, revoked, failed or applied.
+    pub fn ended_at(&self) -> Option<DateTime<Utc>> {
+        self.ended_at
+    }
+
+    /// Username of who ended it (`jitd` for the backend).
+    pub fn ended_by(&self) -> Option<&str> {
+        self.ended_by.as_deref()
+    }
+
+    /// Why it ended (e.g. `expired`, the revoker's comment, Keycloak's refusal).
+    pub fn end_reason(&self) -> Option<&str> {
+        self.end_reason.as_deref()
+    }
+
+    /// Set when a policy rule approved the request (its description).
+    pub fn auto_approved(&self) -> Option<&str> {
+        self.auto_approved.as_deref()
+    }
+
+    /// Break-glass activations stay "review open" until an approver reviews.
+    pub fn review_required(&self) -> bool {
+        self.review_required
+    }
+
+    /// Username of the approver who reviewed a break-glass activation.
+    pub fn reviewed_by(&self) -> Option<&str> {
+        self.reviewed_by.as_deref()
+    }
+
+    /// When the break-glass review was done (UTC).
+    pub fn reviewed_at(&self) -> Option<DateTime<Utc>> {
+        self.reviewed_at
+    }
+
+    /// Extensions applied to this grant, oldest first.
+    pub fn extensions(&self) -> &[AppliedExtension] {
+        &self.extensions
+    }
 }
 
 /// Refuses control characters (they would reach approvers' terminals and

@@ -132,7 +132,7 @@ async fn write(store: &Store, jobs: Vec<Job>) {
     let r = store
         .update_each(ids, move |s| {
             let mut slots = inside.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(slot) = slots.get_mut(&s.request.id) else {
+            let Some(slot) = slots.get_mut(s.request.id()) else {
                 return Err(DomainError::NotFound);
             };
             let Some(change) = slot.change.take() else {

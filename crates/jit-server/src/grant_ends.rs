@@ -147,30 +147,32 @@ pub fn values(grants: &[Stored], now: DateTime<Utc>) -> Vec<String> {
     let mut out: Vec<(String, String)> = Vec::new();
     for s in grants {
         let r = &s.request;
-        if !matches!(r.kind, RequestKind::Access) || s.grant.owns_assignment != Some(true) {
+        if !matches!(r.kind(), RequestKind::Access) || s.grant.owns_assignment != Some(true) {
             continue;
         }
-        let end = match r.status {
-            Status::Active => r.expires_at,
+        let end = match r.status() {
+            Status::Active => r.expires_at(),
             Status::Approved
-                if s.grant.granted_at.is_none() && r.start_at.is_none_or(|t| t <= now) =>
+                if s.grant.granted_at.is_none() && r.start_at().is_none_or(|t| t <= now) =>
             {
-                Some(now + chrono::Duration::seconds(r.duration_secs.max(0)))
+                Some(now + chrono::Duration::seconds(r.duration_secs().max(0)))
             }
-            st if st.is_terminal() && s.grant.removal_pending => match (r.expires_at, r.ended_at) {
-                (Some(e), Some(x)) => Some(e.min(x)),
-                (e, x) => e.or(x).or(Some(now)),
-            },
+            st if st.is_terminal() && s.grant.removal_pending => {
+                match (r.expires_at(), r.ended_at()) {
+                    (Some(e), Some(x)) => Some(e.min(x)),
+                    (e, x) => e.or(x).or(Some(now)),
+                }
+            }
             _ => None,
         };
         let Some(end) = end else { continue };
         let v = serde_json::json!({
-            "grant": r.id,
-            "entitlement": r.entitlement_id,
-            "target": r.target,
+            "grant": r.id(),
+            "entitlement": r.entitlement_id(),
+            "target": r.target(),
             "expires_at": end.to_rfc3339_opts(SecondsFormat::Millis, true),
         });
-        out.push((r.id.clone(), v.to_string()));
+        out.push((r.id().to_string(), v.to_string()));
     }
     out.sort();
     out.into_iter().map(|(_, v)| v).collect()
@@ -253,7 +255,7 @@ pub async fn run(state: std::sync::Arc<AppState>) {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             for s in open {
-                d.insert(s.request.requester_id, (now, 0));
+                d.insert(s.request.requester_id().to_string(), (now, 0));
             }
         }
         Err(e) => tracing::error!(error = %e, "cannot list open requests for the grant ends"),

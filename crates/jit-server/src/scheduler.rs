@@ -405,19 +405,21 @@ pub async fn withdraw_outside_policy(state: &AppState) -> Result<(), StoreError>
     for s in state.store.open_requests().await? {
         let r = &s.request;
         let in_policy = policy
-            .entitlement(&r.entitlement_id)
-            .is_some_and(|e| e.kind == r.target);
+            .entitlement(r.entitlement_id())
+            .is_some_and(|e| e.kind == *r.target());
         if in_policy
-            || (r.status == Status::Approved && !matches!(r.kind, jit_core::RequestKind::Access))
+            || (r.status() == Status::Approved
+                && !matches!(r.kind(), jit_core::RequestKind::Access))
         {
             continue;
         }
         let reason = format!(
             "'{}' is no longer in the policy (as {})",
-            r.entitlement_id, r.target
+            r.entitlement_id(),
+            r.target()
         );
-        tracing::warn!(request = %r.id, %reason, "withdrawing");
-        withdraw(state, &r.id, &reason).await?;
+        tracing::warn!(request = %r.id(), %reason, "withdrawing");
+        withdraw(state, r.id(), &reason).await?;
     }
     Ok(())
 }
@@ -430,7 +432,7 @@ pub async fn close_orphaned_extensions(state: &AppState) -> Result<(), StoreErro
             state
                 .store
                 .update(&id, |s| {
-                    let grant = match &s.request.kind {
+                    let grant = match &s.request.kind() {
                         jit_core::RequestKind::Extension { grant_id } => grant_id.clone(),
                         jit_core::RequestKind::Access => String::new(),
                     };
@@ -472,8 +474,8 @@ fn ignore_race(r: Result<(), StoreError>) -> Result<(), StoreError> {
 fn assignment_key(r: &jit_core::AccessRequest) -> String {
     format!(
         "{}\u{0}{}",
-        r.requester_id,
-        serde_json::to_string(&r.target).unwrap_or_default()
+        r.requester_id(),
+        serde_json::to_string(&r.target()).unwrap_or_default()
     )
 }
 
@@ -719,8 +721,8 @@ pub fn retried_secs(attempts: u32) -> i64 {
 /// became due (the later of the decision and the scheduled start) plus its
 /// duration. A grant not applied by then is given up, never granted late.
 pub fn window_end(r: &jit_core::AccessRequest) -> DateTime<Utc> {
-    let due = r.decided_at.max(r.start_at).unwrap_or(r.created_at);
-    due + chrono::Duration::seconds(r.duration_secs)
+    let due = r.decided_at().max(r.start_at()).unwrap_or(r.created_at());
+    due + chrono::Duration::seconds(r.duration_secs())
 }
 
 fn backoff(s: &mut Stored, err: String) {
@@ -766,8 +768,8 @@ async fn record_failure(state: &AppState, id: &str, err: String) -> Result<(), S
                     );
                     return Ok(removal_failed_in(s, reason));
                 }
-            } else if s.request.status == Status::Approved
-                && matches!(s.request.kind, jit_core::RequestKind::Access)
+            } else if s.request.status() == Status::Approved
+                && matches!(s.request.kind(), jit_core::RequestKind::Access)
             {
                 let end = window_end(&s.request);
                 let why = if retried >= grant_limit as i64 {
@@ -798,7 +800,7 @@ async fn record_failure(state: &AppState, id: &str, err: String) -> Result<(), S
             state.published(recs);
         }
         Ok((s, recs)) if !recs.is_empty() => {
-            tracing::warn!(request = id, reason = ?s.request.end_reason, "grant given up");
+            tracing::warn!(request = id, reason = ?s.request.end_reason(), "grant given up");
             state.published(recs);
         }
         Ok((s, _)) => {
@@ -879,16 +881,16 @@ async fn eligibility(
     e: &jit_core::Entitlement,
     r: &jit_core::AccessRequest,
 ) -> Result<Option<String>, KeycloakError> {
-    let access = call(state, state.admin.current_user(&r.requester_id)).await?;
+    let access = call(state, state.admin.current_user(r.requester_id())).await?;
     if !access.enabled {
         return Ok(Some(format!(
             "no longer eligible: {} is disabled in Keycloak",
-            r.requester_username
+            r.requester_username()
         )));
     }
     let p = Principal {
-        id: r.requester_id.clone(),
-        username: r.requester_username.clone(),
+        id: r.requester_id().to_string(),
+        username: r.requester_username().to_string(),
         roles: access.realm_roles,
         groups: access.groups,
         client_id: None,
@@ -896,7 +898,8 @@ async fn eligibility(
     if !e.may_request(&p) {
         return Ok(Some(format!(
             "no longer eligible: {} no longer holds a role or group that may request '{}'",
-            r.requester_username, e.id
+            r.requester_username(),
+            e.id
         )));
     }
     Ok(None)
@@ -927,12 +930,13 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
     // Only entitlements in the policy in force are ever granted, and only
     // with the Keycloak target the policy names.
     let policy = state.policy();
-    let e = match policy.entitlement(&r.entitlement_id) {
-        Some(e) if e.kind == r.target => e.clone(),
+    let e = match policy.entitlement(r.entitlement_id()) {
+        Some(e) if e.kind == *r.target() => e.clone(),
         _ => {
             let reason = format!(
                 "'{}' is no longer in the policy (as {}); not granted",
-                r.entitlement_id, r.target
+                r.entitlement_id(),
+                r.target()
             );
             return withdraw(state, id, &reason).await;
         }
@@ -955,10 +959,10 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
                 let reason = if err.is_not_found() {
                     format!(
                         "no longer eligible: {} no longer exists in Keycloak",
-                        r.requester_username
+                        r.requester_username()
                     )
                 } else {
-                    explain_refusal(state, &e.id, &r.target, &err).await
+                    explain_refusal(state, &e.id, r.target(), &err).await
                 };
                 return fail_grant(state, id, reason).await;
             }
@@ -969,18 +973,23 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
         None => {
             let decided = match state
                 .store
-                .active_ownership(&r.requester_id, &r.target, id)
+                .active_ownership(r.requester_id(), r.target(), id)
                 .await?
             {
                 Some(inherited) => inherited,
                 None => {
-                    match call(state, state.admin.holds(&r.requester_id, &r.target, false)).await {
+                    match call(
+                        state,
+                        state.admin.holds(r.requester_id(), r.target(), false),
+                    )
+                    .await
+                    {
                         Ok(held) => !held,
                         Err(err) if err.is_transient() => {
                             return record_failure(state, id, err.to_string()).await
                         }
                         Err(err) => {
-                            let reason = explain_refusal(state, &e.id, &r.target, &err).await;
+                            let reason = explain_refusal(state, &e.id, r.target(), &err).await;
                             return fail_grant(state, id, reason).await;
                         }
                     }
@@ -989,7 +998,7 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
             let r = commit(state, id, move |s| {
                 if !s.request.is_due_for_activation(Utc::now()) {
                     return Err(DomainError::IllegalTransition {
-                        from: s.request.status,
+                        from: s.request.status(),
                         action: jit_core::model::Action::Activate,
                     });
                 }
@@ -1009,14 +1018,14 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
     if owns {
         // The extension must know the grant's end before any token carries the role.
         ensure_slot(state).await;
-        crate::grant_ends::before_assign(state, &r.requester_id).await;
-        match call(state, state.admin.assign(&r.requester_id, &r.target)).await {
+        crate::grant_ends::before_assign(state, r.requester_id()).await;
+        match call(state, state.admin.assign(r.requester_id(), r.target())).await {
             Ok(()) => {}
             Err(err) if err.is_transient() => {
                 return record_failure(state, id, err.to_string()).await
             }
             Err(err) => {
-                let reason = explain_refusal(state, &e.id, &r.target, &err).await;
+                let reason = explain_refusal(state, &e.id, r.target(), &err).await;
                 return fail_grant(state, id, reason).await;
             }
         }
@@ -1042,12 +1051,12 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
     match result {
         Ok((s, recs)) => {
             // Due at the later of the decision and the scheduled start.
-            let due = r.decided_at.max(r.start_at).unwrap_or(r.created_at);
+            let due = r.decided_at().max(r.start_at()).unwrap_or(r.created_at());
             let late = (Utc::now() - due).num_milliseconds() as f64 / 1000.0;
             state.metrics.granted(started.elapsed(), late);
-            tracing::info!(request = id, target = %r.target, user = %r.requester_username, "granted");
+            tracing::info!(request = id, target = %r.target(), user = %r.requester_username(), "granted");
             state.published_quietly(&recs);
-            if let Some(x) = s.request.expires_at {
+            if let Some(x) = s.request.expires_at() {
                 state.scheduler.due_at(state, x);
             }
             Ok(())
@@ -1058,7 +1067,7 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
             state
                 .store
                 .update(id, |s| {
-                    if s.request.status.is_terminal() && s.grant.removed_at.is_none() {
+                    if s.request.status().is_terminal() && s.grant.removed_at.is_none() {
                         s.grant.removal_pending = true;
                     }
                     Ok(vec![])
@@ -1165,12 +1174,12 @@ async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
     let gone = || {
         format!(
             "nothing left to remove: the user or {} no longer exists in Keycloak",
-            r.target
+            r.target()
         )
     };
     if state
         .store
-        .active_ownership(&r.requester_id, &r.target, id)
+        .active_ownership(r.requester_id(), r.target(), id)
         .await?
         .is_some()
     {
@@ -1196,7 +1205,12 @@ async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
     if s.grant.granted_at.is_none() {
         // Ended before the grant was confirmed: remove only what an
         // interrupted attempt may have assigned.
-        match call(state, state.admin.holds(&r.requester_id, &r.target, false)).await {
+        match call(
+            state,
+            state.admin.holds(r.requester_id(), r.target(), false),
+        )
+        .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 return finish_removal(
@@ -1217,7 +1231,7 @@ async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
         }
     }
     let started = std::time::Instant::now();
-    match call(state, state.admin.unassign(&r.requester_id, &r.target)).await {
+    match call(state, state.admin.unassign(r.requester_id(), r.target())).await {
         Ok(()) => {}
         Err(e) if e.is_not_found() => {
             return finish_removal(state, id, EventKind::GrantRemoved, gone(), true).await
@@ -1227,11 +1241,11 @@ async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
     }
     let end_sessions = state
         .policy()
-        .entitlement(&r.entitlement_id)
+        .entitlement(r.entitlement_id())
         .is_some_and(|e| e.end_sessions_on_revoke);
     let mut sessions_note = String::new();
     if end_sessions {
-        match call(state, state.admin.end_sessions(&r.requester_id)).await {
+        match call(state, state.admin.end_sessions(r.requester_id())).await {
             Ok(ended) => {
                 sessions_note = format!(
                     "; user sessions ended ({} offline session{})",
@@ -1253,15 +1267,15 @@ async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
     }
     // Late relative to when access should have ended: expires_at for an
     // expiry (even if jitd was down then), else when it was ended.
-    let due = match r.status {
-        Status::Expired => r.expires_at.or(r.ended_at),
-        _ => r.ended_at,
+    let due = match r.status() {
+        Status::Expired => r.expires_at().or(r.ended_at()),
+        _ => r.ended_at(),
     };
     let late = due
         .map(|t| (Utc::now() - t).num_milliseconds() as f64 / 1000.0)
         .unwrap_or(0.0);
     state.metrics.removed(started.elapsed(), late);
-    let mut why = format!("{} removed from Keycloak{sessions_note}", r.target);
+    let mut why = format!("{} removed from Keycloak{sessions_note}", r.target());
     if late > 5.0 {
         why.push_str(&format!("; {late:.0} s late"));
     }

@@ -19,9 +19,9 @@ pub fn view(state: &AppState, s: &Stored) -> RequestView {
     let r = &s.request;
     RequestView {
         entitlement_name: policy
-            .entitlement(&r.entitlement_id)
+            .entitlement(r.entitlement_id())
             .map(|e| e.display_name.clone())
-            .unwrap_or_else(|| r.entitlement_id.clone()),
+            .unwrap_or_else(|| r.entitlement_id().to_string()),
         remaining_secs: r.remaining_secs(now),
         total_secs: r.total_secs(),
         approvals: r.approvals(),

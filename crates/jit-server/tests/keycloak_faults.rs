@@ -93,10 +93,14 @@ async fn grants_keycloak_refuses_for_good_end_failed_with_the_reason() {
     for (id, (user, why)) in ids.iter().zip(cases) {
         let s = j
             .wait(id, "the grant to fail", SECS, |s| {
-                s.request.status == Status::Failed
+                s.request.status() == Status::Failed
             })
             .await;
-        let reason = s.request.end_reason.clone().unwrap_or_default();
+        let reason = s
+            .request
+            .end_reason()
+            .map(str::to_string)
+            .unwrap_or_default();
         assert!(reason.contains(why), "{user}: {reason}");
         assert!(has_event(&j, id, "grant.failed", why), "{user}: audited");
         assert!(s.grant.granted_at.is_none() && !kc.has(user, &open_role()));
@@ -105,7 +109,7 @@ async fn grants_keycloak_refuses_for_good_end_failed_with_the_reason() {
     // The 403 taught jitd that the target cannot be assigned... by this
     // user's failure only; the healthy user was granted all the same.
     j.wait(&ok, "the healthy grant", SECS, |s| {
-        s.request.status == Status::Active
+        s.request.status() == Status::Active
     })
     .await;
     j.stop().await;
@@ -122,12 +126,12 @@ async fn a_missing_target_fails_the_grant_and_marks_the_entitlement_unavailable(
     let id = j.request("alice", "open", 600);
     let s = j
         .wait(&id, "the grant to fail", SECS, |s| {
-            s.request.status == Status::Failed
+            s.request.status() == Status::Failed
         })
         .await;
     assert!(s
         .request
-        .end_reason
+        .end_reason()
         .unwrap()
         .contains("realm role 'open-role' does not exist"));
     assert!(never_due_again(&j, &id));
@@ -152,7 +156,7 @@ async fn transient_errors_are_retried_until_keycloak_answers() {
                 id,
                 "the grant after retries",
                 Duration::from_secs(20),
-                |s| s.request.status == Status::Active,
+                |s| s.request.status() == Status::Active,
             )
             .await;
         assert!(kc.has(user, &open_role()), "{user}");
@@ -174,7 +178,7 @@ async fn a_removal_whose_user_or_target_is_gone_is_complete_and_not_late() {
     let a = j.request("u-deleted", "open", 3600);
     let b = j.request("u-role-deleted", "db", 3600);
     for id in [&a, &b] {
-        j.wait(id, "active", SECS, |s| s.request.status == Status::Active)
+        j.wait(id, "active", SECS, |s| s.request.status() == Status::Active)
             .await;
     }
     kc.delete_user("u-deleted");
@@ -234,7 +238,7 @@ async fn nothing_granted_means_nothing_to_remove() {
     let s = j
         .wait(&id, "the removal check", SECS, |s| !s.grant.removal_pending)
         .await;
-    assert_eq!(s.request.status, Status::Cancelled);
+    assert_eq!(s.request.status(), Status::Cancelled);
     assert!(has_event(
         &j,
         &id,
@@ -255,8 +259,10 @@ async fn a_removal_keycloak_forbids_is_not_retried_and_stays_visible() {
     let kc = kc_with_users(&["erin"]);
     let j = start(POLICY, kc.clone(), "").await;
     let id = j.request("erin", "open", 3600);
-    j.wait(&id, "active", SECS, |s| s.request.status == Status::Active)
-        .await;
+    j.wait(&id, "active", SECS, |s| {
+        s.request.status() == Status::Active
+    })
+    .await;
     kc.fail(Some(Op::Unassign), None, Fault::Forbidden, None);
     j.state()
         .store
@@ -304,12 +310,12 @@ async fn one_hung_call_delays_nothing_else() {
     let ids: Vec<String> = users.iter().map(|u| j.request(u, "open", 600)).collect();
     for id in &ids {
         j.wait(id, "the others to be granted", SECS, |s| {
-            s.request.status == Status::Active
+            s.request.status() == Status::Active
         })
         .await;
     }
     assert_eq!(kc.hanging(), 1, "granted while the hung call still hangs");
-    assert_eq!(j.get(&stuck).request.status, Status::Approved);
+    assert_eq!(j.get(&stuck).request.status(), Status::Approved);
     j.stop().await;
 }
 
@@ -321,7 +327,7 @@ async fn a_hung_call_times_out_and_is_retried() {
     let id = j.request("stuck", "open", 600);
     let s = j
         .wait(&id, "granted after the timeout", SECS, |s| {
-            s.request.status == Status::Active
+            s.request.status() == Status::Active
         })
         .await;
     assert!(s.grant.granted_at.is_some());
@@ -350,7 +356,7 @@ async fn keycloak_work_is_bounded_and_ordered_per_assignment() {
     }
     for id in &ids {
         j.wait(id, "granted and removed", Duration::from_secs(60), |s| {
-            s.request.status == Status::Expired && !s.grant.removal_pending
+            s.request.status() == Status::Expired && !s.grant.removal_pending
         })
         .await;
     }
@@ -390,7 +396,7 @@ async fn after_an_outage_all_waiting_work_is_due_at_once() {
     let j = start(POLICY, kc.clone(), "").await;
     let ids: Vec<String> = users.iter().map(|u| j.request(u, "open", 3600)).collect();
     for id in &ids {
-        j.wait(id, "active", SECS, |s| s.request.status == Status::Active)
+        j.wait(id, "active", SECS, |s| s.request.status() == Status::Active)
             .await;
     }
     kc.fail(None, None, Fault::Refused, None);
@@ -451,11 +457,15 @@ async fn lost_eligibility_before_the_start_ends_the_request() {
     let b = j.request("bob", "db", 600);
     let s = j
         .wait(&a, "the request to end", SECS, |s| {
-            s.request.status.is_terminal()
+            s.request.status().is_terminal()
         })
         .await;
-    assert_eq!(s.request.status, Status::Cancelled);
-    assert!(s.request.end_reason.unwrap().contains("no longer eligible"));
+    assert_eq!(s.request.status(), Status::Cancelled);
+    assert!(s
+        .request
+        .end_reason()
+        .unwrap()
+        .contains("no longer eligible"));
     assert!(has_event(&j, &a, "request.cancelled", "no longer eligible"));
     assert!(!kc.has("alice", &db_role()));
     assert_eq!(
@@ -466,7 +476,7 @@ async fn lost_eligibility_before_the_start_ends_the_request() {
         0
     );
     j.wait(&b, "bob, still eligible, is granted", SECS, |s| {
-        s.request.status == Status::Active
+        s.request.status() == Status::Active
     })
     .await;
     // A disabled user is not eligible either.
@@ -474,10 +484,10 @@ async fn lost_eligibility_before_the_start_ends_the_request() {
     let c = j.request("bob", "db", 600);
     let s = j
         .wait(&c, "the request to end", SECS, |s| {
-            s.request.status.is_terminal()
+            s.request.status().is_terminal()
         })
         .await;
-    assert!(s.request.end_reason.unwrap().contains("disabled"));
+    assert!(s.request.end_reason().unwrap().contains("disabled"));
     j.stop().await;
 }
 
@@ -489,7 +499,7 @@ async fn ending_sessions_ends_offline_sessions_too() {
     let id = j.request("carol", "db", 1);
     let s = j
         .wait(&id, "expired and removed", SECS, |s| {
-            s.request.status == Status::Expired && !s.grant.removal_pending
+            s.request.status() == Status::Expired && !s.grant.removal_pending
         })
         .await;
     assert!(s.grant.removed_at.is_some());
@@ -522,10 +532,14 @@ async fn a_grant_keycloak_keeps_failing_ends_failed_at_the_retry_limit() {
             &id,
             "the grant to be given up",
             Duration::from_secs(30),
-            |s| s.request.status == Status::Failed && !s.grant.removal_pending,
+            |s| s.request.status() == Status::Failed && !s.grant.removal_pending,
         )
         .await;
-    let reason = s.request.end_reason.clone().unwrap_or_default();
+    let reason = s
+        .request
+        .end_reason()
+        .map(str::to_string)
+        .unwrap_or_default();
     assert!(
         reason.contains("gave up") && reason.contains("500"),
         "{reason}"
@@ -553,15 +567,19 @@ async fn a_grant_that_cannot_be_applied_within_its_window_ends_failed() {
             &id,
             "the grant to be given up",
             Duration::from_secs(30),
-            |s| s.request.status == Status::Failed && !s.grant.removal_pending,
+            |s| s.request.status() == Status::Failed && !s.grant.removal_pending,
         )
         .await;
-    let reason = s.request.end_reason.clone().unwrap_or_default();
+    let reason = s
+        .request
+        .end_reason()
+        .map(str::to_string)
+        .unwrap_or_default();
     assert!(reason.contains("window"), "{reason}");
     // Given up no later than the window's end plus one retry wait: jitd's
     // own timestamps.
-    let window_end = s.request.decided_at.unwrap() + chrono::Duration::seconds(2);
-    assert!(s.request.ended_at.unwrap() <= window_end + chrono::Duration::seconds(2));
+    let window_end = s.request.decided_at().unwrap() + chrono::Duration::seconds(2);
+    assert!(s.request.ended_at().unwrap() <= window_end + chrono::Duration::seconds(2));
     assert!(s.grant.granted_at.is_none() && !kc.has("u-500", &open_role()));
     assert!(has_event(&j, &id, "grant.failed", "window"));
     assert!(never_due_again(&j, &id));
@@ -573,8 +591,10 @@ async fn a_removal_that_keeps_failing_is_retried_then_removal_failed_at_the_limi
     let kc = kc_with_users(&["erin"]);
     let j = start(POLICY, kc.clone(), "removal_retry_limit_secs = 3").await;
     let id = j.request("erin", "open", 3600);
-    j.wait(&id, "active", SECS, |s| s.request.status == Status::Active)
-        .await;
+    j.wait(&id, "active", SECS, |s| {
+        s.request.status() == Status::Active
+    })
+    .await;
     kc.fail(Some(Op::Unassign), None, Fault::Server(500), None);
     end_now(&j, &id);
     // Retried meanwhile, the error shown on the grant.
@@ -622,7 +642,7 @@ async fn a_due_removal_goes_before_grants_already_waiting() {
     let j = start(POLICY, kc.clone(), "keycloak_concurrency = 1").await;
     let erin = j.request("erin", "open", 3600);
     j.wait(&erin, "active", SECS, |s| {
-        s.request.status == Status::Active
+        s.request.status() == Status::Active
     })
     .await;
     // Each grant takes two calls of 50 ms: 30 of them queue for the one
@@ -646,7 +666,7 @@ async fn a_due_removal_goes_before_grants_already_waiting() {
     for id in &ids {
         let s = j
             .wait(id, "granted", Duration::from_secs(60), |s| {
-                s.request.status == Status::Active
+                s.request.status() == Status::Active
             })
             .await;
         if s.grant.granted_at.unwrap() > removed {

@@ -237,15 +237,15 @@ async fn approve_in_the_app_countdown_and_drop() {
         took.as_millis()
     ));
     let v = bob_api.get(&id).await.unwrap();
-    assert_eq!(v.request.status, Status::Active);
+    assert_eq!(v.request.status(), Status::Active);
     assert!(
         v.request
-            .votes
+            .votes()
             .iter()
             .any(|vote| vote.approver_username == "bob"
                 && vote.comment.as_deref() == Some("ok for the rotation")),
         "bob's vote with the comment typed in the app: {:?}",
-        v.request.votes
+        v.request.votes()
     );
     row_gone(
         &bob,
@@ -331,7 +331,7 @@ async fn approve_in_the_app_countdown_and_drop() {
         )
         .await;
     assert_eq!(
-        bob_api.get(&id).await.unwrap().request.status,
+        bob_api.get(&id).await.unwrap().request.status(),
         Status::Active,
         "still active before the confirmation"
     );
@@ -343,7 +343,7 @@ async fn approve_in_the_app_countdown_and_drop() {
     )
     .await;
     assert_eq!(
-        bob_api.get(&id).await.unwrap().request.status,
+        bob_api.get(&id).await.unwrap().request.status(),
         Status::Revoked
     );
     // The row either leaves the list or says it is over.
@@ -446,13 +446,13 @@ async fn approve_in_the_app_countdown_and_drop() {
             .await
             .unwrap_or_default();
         if let Some(r) = list.iter().find(|r| {
-            r.request.status == Status::Pending
-                && r.request.requester_username == "alice"
-                && r.request.justification == "check the failover runbook on prod"
+            r.request.status() == Status::Pending
+                && r.request.requester_username() == "alice"
+                && r.request.justification() == "check the failover runbook on prod"
         }) {
-            assert!(r.request.urgent, "the urgent box was ticked");
-            assert_eq!(r.request.requested_secs, 300, "5m asked");
-            break r.request.id.clone();
+            assert!(r.request.urgent(), "the urgent box was ticked");
+            assert_eq!(r.request.requested_secs(), 300, "5m asked");
+            break r.request.id().to_string();
         }
         assert!(
             asked.elapsed() < Duration::from_secs(10),
@@ -479,7 +479,7 @@ async fn approve_in_the_app_countdown_and_drop() {
         .await
         .unwrap();
     eventually(Duration::from_secs(10), "the request denied", || async {
-        bob_api.get(&second).await.unwrap().request.status == Status::Denied
+        bob_api.get(&second).await.unwrap().request.status() == Status::Denied
     })
     .await;
     let denied = format!("Request denied: {name}");
@@ -533,7 +533,7 @@ async fn approve_from_the_notification() {
         })
         .await
         .expect("alice's request");
-    let id = view.request.id.clone();
+    let id = view.request.id().to_string();
     let summary = format!("Access request: alice → {}", view.entitlement_name);
     let n = bob
         .bus()
@@ -561,14 +561,14 @@ async fn approve_from_the_notification() {
         took.as_millis()
     ));
     let v = bob_api.get(&id).await.unwrap();
-    assert_eq!(v.request.status, Status::Active);
+    assert_eq!(v.request.status(), Status::Active);
     assert!(
         v.request
-            .votes
+            .votes()
             .iter()
             .any(|vote| vote.approver_username == "bob"),
         "the vote is bob's: {:?}",
-        v.request.votes
+        v.request.votes()
     );
     row_gone(
         &bob,

@@ -154,7 +154,7 @@ async fn tray_menu_close_to_tray_and_quit() {
         .tray_click(&item, entry(&m, "Quit").id)
         .expect("click Quit");
     Desktop::wait_exit(pid, "Quit in the tray menu", Duration::from_secs(15)).await;
-    alice_api.cancel(&r.request.id).await.expect("cancel");
+    alice_api.cancel(r.request.id()).await.expect("cancel");
     bob.close().await;
 }
 
@@ -238,7 +238,7 @@ async fn embedded_quit_ends_the_grants_and_deep_links_reach_the_running_app() {
         .await
         .expect("short request");
     bob_api
-        .approve(&short.request.id, None, None)
+        .approve(short.request.id(), None, None)
         .await
         .expect("approve");
     let summary = format!("Access expires in 5 minutes: {}", short.entitlement_name);
@@ -250,7 +250,10 @@ async fn embedded_quit_ends_the_grants_and_deep_links_reach_the_running_app() {
             |n| n.summary == summary,
         )
         .await;
-    alice_api.drop_grant(&short.request.id).await.expect("drop");
+    alice_api
+        .drop_grant(short.request.id())
+        .await
+        .expect("drop");
     alice
         .bus()
         .wait_closed(
@@ -274,7 +277,7 @@ async fn embedded_quit_ends_the_grants_and_deep_links_reach_the_running_app() {
         })
         .await
         .expect("request");
-    let id = held.request.id.clone();
+    let id = held.request.id().to_string();
     bob_api.approve(&id, None, None).await.expect("approve");
     eventually(Duration::from_secs(15), "alice holds the role", || {
         ctx.has_realm_role("alice", ENTITLEMENT)

@@ -165,7 +165,7 @@ impl Worker {
         let Ok(r) = retry(&ledger, PATIENCE, || me.create(&body)).await else {
             return;
         };
-        let id = r.request.id;
+        let id = r.request.id().to_string();
         ledger
             .lock()
             .unwrap()
@@ -200,8 +200,8 @@ impl Worker {
         let start = Instant::now();
         loop {
             match retry(&ledger, PATIENCE, || me.get(&id)).await {
-                Ok(v) if v.request.status == Status::Active => break,
-                Ok(v) if v.request.status.is_terminal() => return,
+                Ok(v) if v.request.status() == Status::Active => break,
+                Ok(v) if v.request.status().is_terminal() => return,
                 _ if start.elapsed() > PATIENCE => return,
                 _ => tokio::time::sleep(Duration::from_millis(200)).await,
             }
@@ -225,7 +225,7 @@ impl Worker {
             else {
                 return;
             };
-            let xid = x.request.id;
+            let xid = x.request.id().to_string();
             ledger
                 .lock()
                 .unwrap()
@@ -422,7 +422,7 @@ async fn run() -> Result<bool> {
             })
             .await?
         {
-            match me.cancel(&r.request.id).await {
+            match me.cancel(r.request.id()).await {
                 // jitd closed it meanwhile (an extension of an ended grant).
                 Err(e) if e.code() == Some("illegal_transition") => {}
                 other => {
@@ -436,7 +436,7 @@ async fn run() -> Result<bool> {
         let all = all_requests(&dave).await?;
         let open = all
             .iter()
-            .filter(|r| !r.request.status.is_terminal() || r.keycloak.removal_pending)
+            .filter(|r| !r.request.status().is_terminal() || r.keycloak.removal_pending)
             .count();
         if open == 0 {
             break;
@@ -462,8 +462,7 @@ async fn run() -> Result<bool> {
 
     // 4. Every accepted step is in jitd's record.
     let all = all_requests(&dave).await?;
-    let by_id: HashMap<&str, &RequestView> =
-        all.iter().map(|r| (r.request.id.as_str(), r)).collect();
+    let by_id: HashMap<&str, &RequestView> = all.iter().map(|r| (r.request.id(), r)).collect();
     let l = std::mem::take(&mut *ledger.lock().unwrap());
     for id in l.created.keys() {
         if !by_id.contains_key(id.as_str()) {
@@ -472,13 +471,17 @@ async fn run() -> Result<bool> {
     }
     for (id, who) in &l.approved {
         match by_id.get(id.as_str()) {
-            Some(r) if r.request.votes.iter().any(|v| v.approver_username == *who) => {}
+            Some(r)
+                if r.request
+                    .votes()
+                    .iter()
+                    .any(|v| v.approver_username == *who) => {}
             _ => failures.push(format!("accepted approval of {id} by {who} is missing")),
         }
     }
     let want = |ids: &[String], status: Status, what: &str, failures: &mut Vec<String>| {
         for id in ids {
-            if by_id.get(id.as_str()).map(|r| r.request.status) != Some(status) {
+            if by_id.get(id.as_str()).map(|r| r.request.status()) != Some(status) {
                 failures.push(format!("accepted {what} of {id} is not {status}"));
             }
         }
@@ -487,10 +490,10 @@ async fn run() -> Result<bool> {
     want(&l.cancelled, Status::Cancelled, "cancel", &mut failures);
     want(&l.dropped, Status::Revoked, "drop", &mut failures);
     for (x, g) in &l.extended {
-        let applied = by_id.get(x.as_str()).map(|r| r.request.status) == Some(Status::Applied);
+        let applied = by_id.get(x.as_str()).map(|r| r.request.status()) == Some(Status::Applied);
         let on_grant = by_id
             .get(g.as_str())
-            .is_some_and(|r| r.request.extensions.iter().any(|e| &e.id == x));
+            .is_some_and(|r| r.request.extensions().iter().any(|e| &e.id == x));
         if !applied || !on_grant {
             failures.push(format!(
                 "accepted extension {x} of {g} is not applied to it"
@@ -509,12 +512,12 @@ async fn run() -> Result<bool> {
     }
     for r in &all {
         let q = &r.request;
-        if q.activated_at.is_some() && matches!(q.kind, RequestKind::Access) {
-            match ended.get(q.id.as_str()) {
+        if q.activated_at().is_some() && matches!(q.kind(), RequestKind::Access) {
+            match ended.get(q.id()) {
                 Some(1) => {}
                 n => failures.push(format!(
                     "{} was granted; its end in Keycloak is audited {} times, not once",
-                    q.id,
+                    q.id(),
                     n.unwrap_or(&0)
                 )),
             }
@@ -532,7 +535,7 @@ async fn run() -> Result<bool> {
         }
         if by_id
             .get(id)
-            .is_some_and(|r| r.request.activated_at.is_none())
+            .is_some_and(|r| r.request.activated_at().is_none())
         {
             failures.push(format!(
                 "{id} has a grant in the audit but was never activated"
@@ -555,19 +558,20 @@ async fn run() -> Result<bool> {
     }
 
     // Figures.
-    let count = |s: Status| all.iter().filter(|r| r.request.status == s).count();
+    let count = |s: Status| all.iter().filter(|r| r.request.status() == s).count();
     let activated = all
         .iter()
         .filter(|r| {
-            r.request.activated_at.is_some() && matches!(r.request.kind, RequestKind::Access)
+            r.request.activated_at().is_some() && matches!(r.request.kind(), RequestKind::Access)
         })
         .count();
     let mut late: Vec<f64> = all
         .iter()
-        .filter(|r| r.request.status == Status::Expired)
+        .filter(|r| r.request.status() == Status::Expired)
         .filter_map(|r| {
             Some(
-                (r.keycloak.removed_at? - r.request.expires_at?).num_milliseconds() as f64 / 1000.0,
+                (r.keycloak.removed_at? - r.request.expires_at()?).num_milliseconds() as f64
+                    / 1000.0,
             )
         })
         .collect();
@@ -666,7 +670,8 @@ async fn check_live(ctx: &Ctx, dave: &Client, failures: &mut Vec<String>) -> Res
     loop {
         let all = all_requests(dave).await?;
         let busy = all.iter().any(|r| {
-            (r.request.status == Status::Approved && matches!(r.request.kind, RequestKind::Access))
+            (r.request.status() == Status::Approved
+                && matches!(r.request.kind(), RequestKind::Access))
                 || r.keycloak.removal_pending
         });
         if !busy {
@@ -677,15 +682,15 @@ async fn check_live(ctx: &Ctx, dave: &Client, failures: &mut Vec<String>) -> Res
                     let active: Vec<&RequestView> = all
                         .iter()
                         .filter(|r| {
-                            &r.request.requester_id == uid
-                                && r.request.target == t
-                                && r.request.status == Status::Active
-                                && matches!(r.request.kind, RequestKind::Access)
+                            r.request.requester_id() == uid
+                                && *r.request.target() == t
+                                && r.request.status() == Status::Active
+                                && matches!(r.request.kind(), RequestKind::Access)
                         })
                         .collect();
                     let safe = active.iter().any(|r| {
                         r.request
-                            .expires_at
+                            .expires_at()
                             .is_some_and(|x| x > now + chrono::Duration::seconds(3))
                     });
                     let expect = if active.is_empty() {
@@ -718,7 +723,7 @@ async fn check_live(ctx: &Ctx, dave: &Client, failures: &mut Vec<String>) -> Res
                 || again
                     .iter()
                     .zip(&all)
-                    .any(|(a, b)| a.request.status != b.request.status);
+                    .any(|(a, b)| a.request.status() != b.request.status());
             if !moved {
                 failures.extend(wrong);
                 println!(

@@ -774,3 +774,36 @@ fn keycloak_refusal_ends_an_approved_request_as_failed() {
     active.activate(t0()).unwrap();
     assert!(active.fail("late", t0()).is_err());
 }
+
+/// The wire form (the API's JSON, the store's body) of a grant with a vote,
+/// a ticket and an applied extension, and of a pending request of a
+/// service account, pinned byte for byte; and read back through
+/// `restore` unchanged.
+#[test]
+fn wire_form_is_pinned_and_reads_back() {
+    let p = policy();
+    let mut g = approved_db();
+    g.activate(t0()).unwrap();
+    let alice = user("alice", &[]);
+    let (mut x, _) =
+        AccessRequest::create_extension("x".into(), &g, Some(300), "need more", &alice, &p, t0())
+            .unwrap();
+    let bob = user("bob", &["db-approver"]);
+    let e = p.entitlement("db").unwrap();
+    x.vote(e, &bob, Decision::Approve, Some("ok".into()), None, t0())
+        .unwrap();
+    g.apply_extension(&mut x, t0()).unwrap();
+    let mut bot = user("u-bot", &[]);
+    bot.client_id = Some("pipeline".into());
+    let mut input = req("two", None);
+    input.ticket = Some("INC-1".into());
+    let pending = create(&input, &bot).unwrap();
+    let grant_json = r#"{"id":"r1","kind":{"type":"access"},"entitlement_id":"db","target":{"kind":"realm_role","role":"prod-db-admin"},"requester_id":"alice","requester_username":"alice","justification":"fix the replica lag","ticket":null,"urgent":false,"break_glass":false,"requested_secs":600,"duration_secs":600,"approvals_required":1,"votes":[{"approver_id":"bob","approver_username":"bob","decision":"approve","comment":null,"duration_secs":null,"at":"2026-11-30T10:00:00Z"}],"status":"active","created_at":"2026-11-30T10:00:00Z","pending_until":"2026-11-30T10:30:00Z","start_at":null,"decided_at":"2026-11-30T10:00:00Z","activated_at":"2026-11-30T10:00:00Z","expires_at":"2026-11-30T10:15:00Z","ended_at":null,"ended_by":null,"end_reason":null,"auto_approved":null,"review_required":false,"reviewed_by":null,"reviewed_at":null,"extensions":[{"id":"x","requested_by":"alice","approved_by":["bob"],"added_secs":300,"justification":"need more","applied_at":"2026-11-30T10:00:00Z","expires_at":"2026-11-30T10:15:00Z"}]}"#;
+    let ext_json = r#"{"id":"x","kind":{"type":"extension","grant_id":"r1"},"entitlement_id":"db","target":{"kind":"realm_role","role":"prod-db-admin"},"requester_id":"alice","requester_username":"alice","justification":"need more","ticket":null,"urgent":false,"break_glass":false,"requested_secs":300,"duration_secs":300,"approvals_required":1,"votes":[{"approver_id":"bob","approver_username":"bob","decision":"approve","comment":"ok","duration_secs":null,"at":"2026-11-30T10:00:00Z"}],"status":"applied","created_at":"2026-11-30T10:00:00Z","pending_until":"2026-11-30T10:30:00Z","start_at":null,"decided_at":"2026-11-30T10:00:00Z","activated_at":null,"expires_at":null,"ended_at":"2026-11-30T10:00:00Z","ended_by":null,"end_reason":null,"auto_approved":null,"review_required":false,"reviewed_by":null,"reviewed_at":null,"extensions":[]}"#;
+    let pending_json = r#"{"id":"r1","kind":{"type":"access"},"entitlement_id":"two","target":{"kind":"group","path":"/incident"},"requester_id":"u-bot","requester_username":"u-bot","requester_client":"pipeline","justification":"fix the replica lag","ticket":"INC-1","urgent":false,"break_glass":false,"requested_secs":7200,"duration_secs":7200,"approvals_required":2,"votes":[],"status":"pending","created_at":"2026-11-30T10:00:00Z","pending_until":"2026-12-01T10:00:00Z","start_at":null,"decided_at":null,"activated_at":null,"expires_at":null,"ended_at":null,"ended_by":null,"end_reason":null,"auto_approved":null,"review_required":false,"reviewed_by":null,"reviewed_at":null,"extensions":[]}"#;
+    for (r, want) in [(&g, grant_json), (&x, ext_json), (&pending, pending_json)] {
+        assert_eq!(serde_json::to_string(r).unwrap(), want);
+        let back: AccessRequest = serde_json::from_str(want).unwrap();
+        assert_eq!(&back, r);
+    }
+}

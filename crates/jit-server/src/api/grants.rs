@@ -38,8 +38,8 @@ pub(super) async fn revoke(
     let current = load_visible(&state, &id, &p).await?;
     let policy = state.policy();
     let e = policy
-        .entitlement(&current.request.entitlement_id)
-        .ok_or_else(|| DomainError::NotAnApprover(current.request.entitlement_id.clone()))?
+        .entitlement(current.request.entitlement_id())
+        .ok_or_else(|| DomainError::NotAnApprover(current.request.entitlement_id().to_string()))?
         .clone();
     let (s, recs) = state
         .store

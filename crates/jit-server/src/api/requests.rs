@@ -17,19 +17,19 @@ pub(super) fn duration_of(human: Option<&str>, secs: Option<i64>) -> Result<Opti
 /// status decides; one that says "unavailable" or was never checked is
 /// asked of Keycloak again first, so a fixed realm is seen at once.
 pub(super) async fn check_available(state: &AppState, r: &AccessRequest) -> Result<(), ApiError> {
-    let known = state.target_status(&r.entitlement_id, &r.target);
+    let known = state.target_status(r.entitlement_id(), r.target());
     let status = match known {
         Some(TargetStatus::Available) => return Ok(()),
         _ => {
-            let s = crate::scheduler::call(state, state.admin.target_status(&r.target)).await?;
-            state.set_target_status(&r.entitlement_id, &r.target, s.clone());
+            let s = crate::scheduler::call(state, state.admin.target_status(r.target())).await?;
+            state.set_target_status(r.entitlement_id(), r.target(), s.clone());
             s
         }
     };
     match status.unavailable_reason() {
         None => Ok(()),
         Some(why) => Err(DomainError::EntitlementUnavailable {
-            entitlement: r.entitlement_id.clone(),
+            entitlement: r.entitlement_id().to_string(),
             reason: why.to_string(),
         }
         .into()),
@@ -46,29 +46,29 @@ pub(super) async fn check_not_standing(
     p: &Principal,
     r: &AccessRequest,
 ) -> Result<(), ApiError> {
-    let held = crate::scheduler::call(state, state.admin.holds(&p.id, &r.target, true)).await?;
+    let held = crate::scheduler::call(state, state.admin.holds(&p.id, r.target(), true)).await?;
     if !held
         || state
             .store
-            .active_ownership(&p.id, &r.target, "")
+            .active_ownership(&p.id, r.target(), "")
             .await?
             .is_some()
     {
         return Ok(());
     }
     for g in state.store.active_grants_of(&p.id).await? {
-        if g.grant.owns_assignment == Some(false) || g.request.target == r.target {
+        if g.grant.owns_assignment == Some(false) || g.request.target() == r.target() {
             continue;
         }
-        if state.admin.carries(&g.request.target, &r.target).await? {
+        if state.admin.carries(g.request.target(), r.target()).await? {
             return Err(DomainError::AlreadyHeldThroughGrant {
-                entitlement: r.entitlement_id.clone(),
+                entitlement: r.entitlement_id().to_string(),
                 user: p.username.clone(),
-                grant_id: g.request.id.clone(),
-                grant_entitlement: g.request.entitlement_id.clone(),
+                grant_id: g.request.id().to_string(),
+                grant_entitlement: g.request.entitlement_id().to_string(),
                 until: g
                     .request
-                    .expires_at
+                    .expires_at()
                     .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                     .unwrap_or_else(|| "its end".into()),
             }
@@ -76,7 +76,7 @@ pub(super) async fn check_not_standing(
         }
     }
     Err(DomainError::AlreadyHeld {
-        entitlement: r.entitlement_id.clone(),
+        entitlement: r.entitlement_id().to_string(),
         user: p.username.clone(),
     }
     .into())
@@ -115,7 +115,7 @@ pub(super) async fn create(
     // store (a unique index), so parallel requests cannot both pass.
     let recs = state.store.insert(&r, transitions).await?;
     state.published(&recs);
-    let s = state.store.get(&r.id).await?.ok_or_else(not_visible)?;
+    let s = state.store.get(r.id()).await?.ok_or_else(not_visible)?;
     Ok((axum::http::StatusCode::CREATED, Json(view(&state, &s))).into_response())
 }
 
@@ -245,8 +245,10 @@ pub(super) async fn vote(
     let current = load_visible(&state, &id, &p).await?;
     let policy = state.policy();
     let e = policy
-        .entitlement(&current.request.entitlement_id)
-        .ok_or_else(|| DomainError::UnknownEntitlement(current.request.entitlement_id.clone()))?
+        .entitlement(current.request.entitlement_id())
+        .ok_or_else(|| {
+            DomainError::UnknownEntitlement(current.request.entitlement_id().to_string())
+        })?
         .clone();
     let shorten = match (decision, b.duration.as_deref()) {
         (Decision::Approve, Some(d)) => Some(parse_duration(d)?),
@@ -276,19 +278,21 @@ pub(super) async fn vote(
             },
         )
     };
-    let (stored, recs) = match current.request.kind.clone() {
+    let (stored, recs) = match current.request.kind().clone() {
         RequestKind::Extension { grant_id } => {
             // The vote and, if it completes the approval, the move of the
             // grant's end happen in one transaction.
             let (ext, _grant, recs) = state
                 .store
                 .update_pair(&id, &grant_id, move |ext, grant| {
-                    if grant.request.status != Status::Active {
-                        return Err(DomainError::NotAnActiveGrant(grant.request.id.clone()));
+                    if grant.request.status() != Status::Active {
+                        return Err(DomainError::NotAnActiveGrant(
+                            grant.request.id().to_string(),
+                        ));
                     }
                     let mut ext_entries = apply_vote(ext)?;
                     let mut grant_entries = Vec::new();
-                    if ext.request.status == Status::Approved {
+                    if ext.request.status() == Status::Approved {
                         let (g, x) = grant.request.apply_extension(&mut ext.request, now)?;
                         grant_entries.push(g.into());
                         ext_entries.push(x.into());
@@ -374,7 +378,7 @@ pub(super) async fn extend(
         &state.policy(),
         Utc::now(),
     )?;
-    let recs = if r.status == Status::Approved {
+    let recs = if r.status() == Status::Approved {
         // Auto-approved: the extension and the move of the grant's end in
         // one transaction, so a crash cannot leave an approved extension
         // that nothing applies.
@@ -391,7 +395,7 @@ pub(super) async fn extend(
         state.store.insert(&r, t).await?
     };
     state.published(&recs);
-    let stored = state.store.get(&r.id).await?.ok_or_else(not_visible)?;
+    let stored = state.store.get(r.id()).await?.ok_or_else(not_visible)?;
     Ok((axum::http::StatusCode::CREATED, Json(view(&state, &stored))).into_response())
 }
 
@@ -409,8 +413,8 @@ pub(super) async fn review(
     let current = load_visible(&state, &id, &p).await?;
     let policy = state.policy();
     let e = policy
-        .entitlement(&current.request.entitlement_id)
-        .ok_or_else(|| DomainError::NotAnApprover(current.request.entitlement_id.clone()))?
+        .entitlement(current.request.entitlement_id())
+        .ok_or_else(|| DomainError::NotAnApprover(current.request.entitlement_id().to_string()))?
         .clone();
     let (s, recs) = state
         .store

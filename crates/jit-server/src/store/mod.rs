@@ -441,11 +441,11 @@ impl SqlStore {
 
     fn save(c: &mut dyn Conn, s: &Stored, new: bool) -> Result<(), StoreError> {
         let r = &s.request;
-        let extends = match &r.kind {
+        let extends = match &r.kind() {
             jit_core::RequestKind::Extension { grant_id } => Some(grant_id.clone()),
             jit_core::RequestKind::Access => None,
         };
-        let review_open = (r.review_required && r.reviewed_at.is_none()) as i64;
+        let review_open = (r.review_required() && r.reviewed_at().is_none()) as i64;
         // The slot of "one pending request per requester and entitlement"
         // (`AccessRequest::takes_pending_slot`): taken at creation, given up
         // when the request leaves `pending`.
@@ -458,16 +458,16 @@ impl SqlStore {
                next_attempt_at=excluded.next_attempt_at, review_open=excluded.review_open,
                pending_slot = CASE WHEN excluded.status = 'pending' THEN requests.pending_slot ELSE 0 END",
             &[
-                P::from(&r.id),
-                P::from(&r.entitlement_id),
-                P::from(&r.requester_id),
-                P::from(r.status.as_str()),
-                P::from(target_key(&r.target)),
+                P::from(r.id()),
+                P::from(r.entitlement_id()),
+                P::from(r.requester_id()),
+                P::from(r.status().as_str()),
+                P::from(target_key(r.target())),
                 P::from(extends),
-                P::from(ts(r.created_at)),
-                P::from(ts(r.pending_until)),
-                P::from(r.start_at.map(ts)),
-                P::from(r.expires_at.map(ts)),
+                P::from(ts(r.created_at())),
+                P::from(ts(r.pending_until())),
+                P::from(r.start_at().map(ts)),
+                P::from(r.expires_at().map(ts)),
                 P::from(serde_json::to_string(r).expect("request serialises")),
                 P::from(serde_json::to_string(&s.grant).expect("grant state serialises")),
                 P::from(removal_column(&s.grant)),
@@ -476,10 +476,10 @@ impl SqlStore {
                 P::from(pending_slot),
             ],
         )?;
-        for v in &r.votes {
+        for v in r.votes() {
             c.exec(
                 "INSERT INTO request_votes (request_id, approver_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                &[P::from(&r.id), P::from(&v.approver_id)],
+                &[P::from(r.id()), P::from(&v.approver_id)],
             )?;
         }
         Ok(())
@@ -517,16 +517,16 @@ impl SqlStore {
         // The requester acting on their own request: a service account
         // (pipeline) is marked as such. Usernames are unique in a realm.
         let actor_client = r
-            .requester_client
-            .clone()
-            .filter(|_| actor == r.requester_username);
+            .requester_client()
+            .filter(|_| actor == r.requester_username())
+            .map(str::to_string);
         let mut rec = AuditRecord {
             seq: prev_seq + 1,
             at,
             event,
-            request_id: r.id.clone(),
-            entitlement_id: r.entitlement_id.clone(),
-            requester_id: r.requester_id.clone(),
+            request_id: r.id().to_string(),
+            entitlement_id: r.entitlement_id().to_string(),
+            requester_id: r.requester_id().to_string(),
             actor,
             actor_client,
             reason,
@@ -600,13 +600,13 @@ impl SqlStore {
             .and_then(|mut c| {
                 c.query(
                     "SELECT id FROM requests WHERE requester_id = ? AND entitlement_id = ? AND pending_slot = 1",
-                    &[P::from(&r.requester_id), P::from(&r.entitlement_id)],
+                    &[P::from(r.requester_id()), P::from(r.entitlement_id())],
                 )
             })
             .ok()
             .and_then(|rows| rows.first().and_then(|row| row[0].text().ok()))
             .unwrap_or_default();
-        DomainError::DuplicatePending(r.entitlement_id.clone(), existing).into()
+        DomainError::DuplicatePending(r.entitlement_id().to_string(), existing).into()
     }
 
     /// Inserts a new request with its creation transitions, atomically.

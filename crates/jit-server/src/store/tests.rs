@@ -3,7 +3,7 @@
 //! started): one interface, the same expectations.
 
 use super::*;
-use jit_core::{NewRequest, Policy, Principal};
+use jit_core::{NewRequest, Policy, Principal, StoredRequest};
 
 fn policy() -> Policy {
     Policy::from_toml(
@@ -70,7 +70,7 @@ fn approve(store: &SqlStore, id: &str, who: &Principal, now: DateTime<Utc>) {
     let who = who.clone();
     store
         .update(id, move |s| {
-            let e = p.entitlement(&s.request.entitlement_id).unwrap();
+            let e = p.entitlement(s.request.entitlement_id()).unwrap();
             Ok(s.request
                 .vote(e, &who, jit_core::Decision::Approve, None, None, now)?
                 .into_iter()
@@ -88,7 +88,7 @@ fn insert_update_and_audit_chain() {
         store.insert(&r, t).unwrap();
         approve(&store, "r1", &approver(), now);
         let s = store.get("r1").unwrap().unwrap();
-        assert_eq!(s.request.status, Status::Approved, "{name}");
+        assert_eq!(s.request.status(), Status::Approved, "{name}");
         // A failing closure writes nothing.
         let err = store
             .update("r1", |s| Ok(vec![s.request.lapse(now)?.into()]))
@@ -208,7 +208,7 @@ fn reopen_keeps_everything() {
     let store = Store::open(&path).unwrap();
     let s = store.sync();
     assert_eq!(
-        s.get("r1").unwrap().unwrap().request.status,
+        s.get("r1").unwrap().unwrap().request.status(),
         Status::Pending
     );
     assert_eq!(s.last_seq().unwrap(), 1);
@@ -235,7 +235,7 @@ fn seed(
                     start + chrono::Duration::seconds(i as i64),
                 );
                 // Long-decided history: not pending any more.
-                r.status = Status::Denied;
+                r = stored_as(r, |s| s.status = Status::Denied);
                 store.insert_in(c, &r, t)?;
             }
             Ok(())
@@ -243,12 +243,20 @@ fn seed(
         .unwrap();
 }
 
+/// `r` as a store would hold it after `change`: sets up states the tests
+/// need without going through the state machine (`AccessRequest::restore`).
+fn stored_as(r: AccessRequest, change: impl FnOnce(&mut StoredRequest)) -> AccessRequest {
+    let mut s = r.to_stored();
+    change(&mut s);
+    AccessRequest::restore(s)
+}
+
 fn all_pages(store: &SqlStore, mut q: ListQuery) -> Vec<String> {
     let mut out = Vec::new();
     loop {
         let page = store.list(&q).unwrap();
         assert!(page.items.len() <= q.limit);
-        out.extend(page.items.into_iter().map(|s| s.request.id));
+        out.extend(page.items.into_iter().map(|s| s.request.id().to_string()));
         match page.next {
             Some(c) => q.after = Some(c),
             None => return out,
@@ -387,7 +395,7 @@ fn one_pending_request_per_requester_and_entitlement_under_parallel_inserts() {
                 std::thread::spawn(move || {
                     let (r, t) = request(&format!("dup-{i}"), "u1", "db", now);
                     barrier.wait();
-                    store.insert(&r, t).map(|_| r.id)
+                    store.insert(&r, t).map(|_| r.id().to_string())
                 })
             })
             .collect();
@@ -422,9 +430,11 @@ fn insert_then_update_is_one_transaction() {
         let (g, t) = request("grant", "u1", "db", now);
         store.insert(&g, t).unwrap();
         let (mut ext, t) = request("ext", "u1", "web", now);
-        ext.kind = jit_core::RequestKind::Extension {
-            grant_id: "grant".into(),
-        };
+        ext = stored_as(ext, |s| {
+            s.kind = jit_core::RequestKind::Extension {
+                grant_id: "grant".into(),
+            }
+        });
         let before = store.last_seq().unwrap();
         // The second half fails: the inserted request is gone too.
         let err = store
@@ -438,9 +448,11 @@ fn insert_then_update_is_one_transaction() {
         assert!(err.is_ok(), "{name}: lapse of a pending request is legal");
         assert!(store.get("ext").unwrap().is_some(), "{name}");
         let (mut ext2, t2) = request("ext2", "u1", "web", now);
-        ext2.kind = jit_core::RequestKind::Extension {
-            grant_id: "grant".into(),
-        };
+        ext2 = stored_as(ext2, |s| {
+            s.kind = jit_core::RequestKind::Extension {
+                grant_id: "grant".into(),
+            }
+        });
         let after_first = store.last_seq().unwrap();
         assert!(after_first > before);
         let err = store
@@ -542,18 +554,22 @@ fn sqlite_database_of_schema_3_upgrades() {
         let put = |id: &str, user: &str, at: DateTime<Utc>, voted: bool, review: bool| {
             let (mut r, _) = request(id, user, "db", at);
             if voted {
-                r.votes.push(jit_core::model::Vote {
-                    approver_id: "u-bob".into(),
-                    approver_username: "bob".into(),
-                    decision: jit_core::Decision::Approve,
-                    comment: None,
-                    duration_secs: None,
-                    at,
+                r = stored_as(r, |s| {
+                    s.votes.push(jit_core::model::Vote {
+                        approver_id: "u-bob".into(),
+                        approver_username: "bob".into(),
+                        decision: jit_core::Decision::Approve,
+                        comment: None,
+                        duration_secs: None,
+                        at,
+                    })
                 });
             }
             if review {
-                r.status = Status::Active;
-                r.review_required = true;
+                r = stored_as(r, |s| {
+                    s.status = Status::Active;
+                    s.review_required = true;
+                });
             }
             c.execute(
                 "INSERT INTO requests (id, entitlement_id, requester_id, status, target, extends, created_at, pending_until, body, grant_state)
@@ -561,10 +577,10 @@ fn sqlite_database_of_schema_3_upgrades() {
                 rusqlite::params![
                     id,
                     user,
-                    r.status.as_str(),
-                    target_key(&r.target),
-                    ts(r.created_at),
-                    ts(r.pending_until),
+                    r.status().as_str(),
+                    target_key(r.target()),
+                    ts(r.created_at()),
+                    ts(r.pending_until()),
                     serde_json::to_string(&r).unwrap(),
                     serde_json::to_string(&GrantState::default()).unwrap()
                 ],
@@ -640,8 +656,10 @@ fn outbox_and_actor_client_on_both_engines() {
         });
         store.set_outbox_router(Some(router));
         let (mut r, t) = request("o1", "u-bot", "db", now);
-        r.requester_client = Some("jit-pipeline".into());
-        r.requester_username = "u-bot-name".into();
+        r = stored_as(r, |s| {
+            s.requester_client = Some("jit-pipeline".into());
+            s.requester_username = "u-bot-name".into();
+        });
         store.insert(&r, t).unwrap();
         let (r2, t2) = request("o2", "u2", "web", now);
         store.insert(&r2, t2).unwrap();
@@ -763,11 +781,13 @@ fn to_review_in_sql_is_the_core_rule() {
                 ent,
                 t0 + chrono::Duration::seconds(i as i64),
             );
-            r.status = status;
-            r.review_required = review;
-            r.reviewed_at = reviewed.then_some(t0);
+            r = stored_as(r, |s| {
+                s.status = status;
+                s.review_required = review;
+                s.reviewed_at = reviewed.then_some(t0);
+            });
             store.insert(&r, tr).unwrap();
-            all.push(r.id.clone());
+            all.push(r.id().to_string());
         }
         // bob's vote approves frank's request (one approval needed): it
         // leaves every list.
@@ -788,7 +808,7 @@ fn to_review_in_sql_is_the_core_rule() {
                 .iter()
                 .map(|id| store.get(id).unwrap().unwrap().request)
                 .filter(|r| r.awaits_review_by(p, &policy))
-                .map(|r| r.id)
+                .map(|r| r.id().to_string())
                 .collect();
             core.sort();
             assert_eq!(sql, core, "{name}: {}", p.username);

@@ -65,12 +65,12 @@ pub fn cloudevent(ev: &WebhookEvent, ctx: &Context) -> Value {
 /// Who asked (with "service account" when the requester is a client's
 /// service account).
 fn requester(ev: &WebhookEvent) -> String {
-    match &ev.request.requester_client {
+    match &ev.request.requester_client() {
         Some(c) => format!(
             "{} (service account of client {c})",
-            ev.request.requester_username
+            ev.request.requester_username()
         ),
-        None => ev.request.requester_username.clone(),
+        None => ev.request.requester_username().to_string(),
     }
 }
 
@@ -81,11 +81,13 @@ pub fn headline(ev: &WebhookEvent, what: &str) -> String {
     let actor = &ev.record.actor;
     use jit_core::api::EventKind as K;
     match ev.record.kind() {
-        Some(K::RequestCreated) if r.break_glass => format!("Break-glass: {who} activated {what}"),
-        Some(K::RequestCreated) if matches!(r.kind, jit_core::RequestKind::Extension { .. }) => {
+        Some(K::RequestCreated) if r.break_glass() => {
+            format!("Break-glass: {who} activated {what}")
+        }
+        Some(K::RequestCreated) if matches!(r.kind(), jit_core::RequestKind::Extension { .. }) => {
             format!("{who} asks to extend {what}")
         }
-        Some(K::RequestCreated) if r.urgent => format!("Urgent: {who} asks for {what}"),
+        Some(K::RequestCreated) if r.urgent() => format!("Urgent: {who} asks for {what}"),
         Some(K::RequestCreated) => format!("{who} asks for {what}"),
         Some(K::RequestVoted) => format!("{actor} voted on {who}'s request for {what}"),
         Some(K::RequestApproved) => format!("{actor} approved {who}'s request for {what}"),
@@ -112,24 +114,24 @@ fn facts(ev: &WebhookEvent, what: &str) -> Vec<(&'static str, String)> {
     let r = &ev.request;
     let mut f = vec![
         ("Who", requester(ev)),
-        ("What", format!("{what} ({})", r.target)),
-        ("For", format_duration(r.duration_secs)),
+        ("What", format!("{what} ({})", r.target())),
+        ("For", format_duration(r.duration_secs())),
         (
             "Urgency",
-            if r.break_glass {
+            if r.break_glass() {
                 "break-glass".into()
-            } else if r.urgent {
+            } else if r.urgent() {
                 "urgent".into()
             } else {
                 "normal".into()
             },
         ),
-        ("Status", r.status.as_str().to_string()),
+        ("Status", r.status().as_str().to_string()),
     ];
-    if let Some(t) = &r.ticket {
-        f.push(("Ticket", t.clone()));
+    if let Some(t) = &r.ticket() {
+        f.push(("Ticket", t.to_string()));
     }
-    if let Some(x) = r.expires_at {
+    if let Some(x) = r.expires_at() {
         f.push((
             "Until",
             x.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -162,9 +164,14 @@ pub fn slack(ev: &WebhookEvent, ctx: &Context) -> Value {
     let mut blocks = vec![
         json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&head, 150), "emoji": true}}),
         json!({"type": "section", "fields": fields}),
-        json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Why*\n{}", slack_escape(&truncate(&r.justification, 2900)))}}),
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Why*\n{}", slack_escape(&truncate(r.justification(), 2900)))}}),
     ];
-    if let Some(reason) = ev.record.reason.as_ref().filter(|x| *x != &r.justification) {
+    if let Some(reason) = ev
+        .record
+        .reason
+        .as_ref()
+        .filter(|x| *x != r.justification())
+    {
         blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": slack_escape(&truncate(&format!("{}: {reason}", ev.record.actor), 2900))}]}));
     }
     if let Some(u) = ctx.web_url {
@@ -172,7 +179,7 @@ pub fn slack(ev: &WebhookEvent, ctx: &Context) -> Value {
     }
     blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!(
         "Open in the JIT app: `{}` · decide there or with `jit approve {}` / `jit deny {}` — not in chat",
-        deep_link(&r.id), short(&r.id), short(&r.id)
+        deep_link(r.id()), short(r.id()), short(r.id())
     )}]}));
     json!({ "text": slack_escape(&head), "blocks": blocks })
 }
@@ -203,16 +210,21 @@ pub fn teams(ev: &WebhookEvent, ctx: &Context) -> Value {
         .collect();
     let mut body = vec![
         json!({"type": "TextBlock", "text": teams_escape(&head), "weight": "Bolder", "size": "Medium", "wrap": true,
-               "color": if r.urgent || r.break_glass { "Attention" } else { "Default" }}),
+               "color": if r.urgent() || r.break_glass() { "Attention" } else { "Default" }}),
         json!({"type": "FactSet", "facts": facts}),
-        json!({"type": "TextBlock", "text": format!("Why: {}", teams_escape(&r.justification)), "wrap": true}),
+        json!({"type": "TextBlock", "text": format!("Why: {}", teams_escape(r.justification())), "wrap": true}),
     ];
-    if let Some(reason) = ev.record.reason.as_ref().filter(|x| *x != &r.justification) {
+    if let Some(reason) = ev
+        .record
+        .reason
+        .as_ref()
+        .filter(|x| *x != r.justification())
+    {
         body.push(json!({"type": "TextBlock", "text": teams_escape(&format!("{}: {reason}", ev.record.actor)), "wrap": true, "isSubtle": true}));
     }
     body.push(json!({"type": "TextBlock", "wrap": true, "isSubtle": true, "text": format!(
         "Open in the JIT app: {} — decide there or with jit approve {} / jit deny {}, not in chat",
-        deep_link(&r.id), short(&r.id), short(&r.id)
+        deep_link(r.id()), short(r.id()), short(r.id())
     )}));
     let mut card = json!({
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",

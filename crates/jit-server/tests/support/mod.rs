@@ -90,7 +90,8 @@ impl TestJitd {
             if start.elapsed() > limit {
                 panic!(
                     "timed out after {limit:?} waiting for {what}: {:?} {:?}",
-                    s.request.status, s.grant
+                    s.request.status(),
+                    s.grant
                 );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
