@@ -205,7 +205,8 @@ pub async fn run_fanout(_url: &str) -> Result<Vec<Line>> {
                 .await
                 .map_err(|e| anyhow!("create: {e}"))?
                 .request
-                .id;
+                .id()
+                .to_string();
             let mut d = deliveries(&mut rx, n, "request.created", &id, t0, limit).await?;
             d.sort_by(|a, b| a.total_cmp(b));
             last.push(*d.last().unwrap_or(&f64::NAN));
@@ -385,7 +386,8 @@ pub async fn run_footprint(_url: &str) -> Result<Vec<Line>> {
                         .await
                         .map_err(|e| anyhow!("create: {e}"))?
                         .request
-                        .id;
+                        .id()
+                        .to_string();
                     approver
                         .approve(&id, None, None)
                         .await
