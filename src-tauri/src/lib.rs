@@ -197,7 +197,8 @@ impl<R: Runtime> UiSink for AppSink<R> {
 
 /// A small UI needs no web caches: WebKit's "document viewer" cache model
 /// (no page cache, small memory caches) keeps the web process's private
-/// memory down (docs/measurements.md).
+/// memory down; web features the UI never uses are off (docs/measurements.md
+/// has what each of these saved).
 #[cfg(target_os = "linux")]
 fn lean_webview<R: Runtime>(app: &AppHandle<R>) {
     let Some(w) = app.get_webview_window("main") else {
@@ -208,9 +209,28 @@ fn lean_webview<R: Runtime>(app: &AppHandle<R>) {
         let v = pv.inner();
         if let Some(ctx) = v.context() {
             ctx.set_cache_model(webkit2gtk::CacheModel::DocumentViewer);
+            // No field needs a dictionary: no spell checker loaded.
+            ctx.set_spell_checking_enabled(false);
         }
         if let Some(s) = WebViewExt::settings(&v) {
             s.set_enable_page_cache(false);
+            // Web features this UI never uses (no canvas, media, storage or
+            // WebRTC): off, so the web process never sets them up; also
+            // less to attack. The web inspector only in debug builds.
+            s.set_enable_webgl(false);
+            s.set_enable_webaudio(false);
+            s.set_enable_media(false);
+            s.set_enable_media_stream(false);
+            s.set_enable_mediasource(false);
+            s.set_enable_encrypted_media(false);
+            s.set_enable_media_capabilities(false);
+            s.set_enable_webrtc(false);
+            s.set_enable_html5_database(false);
+            s.set_enable_html5_local_storage(false);
+            s.set_enable_offline_web_application_cache(false);
+            s.set_enable_dns_prefetching(false);
+            s.set_enable_hyperlink_auditing(false);
+            s.set_enable_developer_extras(cfg!(debug_assertions));
         }
     });
     if let Err(e) = r {

@@ -101,49 +101,103 @@ pub fn run(ports: Ports, opts: Options) -> Result<ExitCode> {
         "xtask: jitd on {server} (log: {})",
         demo_dir.join("jitd.log").display()
     );
+    // The CLI profiles of the demo users (alice, bob, …) are kept here, so
+    // that `--keep-running` can hand them over to a plain `jit --profile alice`.
+    let cli_dir = demo_dir.join("cli");
     let status = Command::new(bin.join("jit-demo"))
         .args(["--server", &server, "--for", &opts.duration])
+        .arg("--config-dir")
+        .arg(&cli_dir)
         .env("KEYCLOAK_URL", guard.url())
         .env("JIT_BACKEND_SECRET", keycloak::BACKEND_DEMO_SECRET)
         .status()
         .context("cannot run jit-demo")?;
     let display =
         std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
-    if status.success() && display && !opts.headless {
+    let stop_jitd = |jitd: &mut std::process::Child| {
         // SAFETY: plain syscall on our own child.
         unsafe {
             libc::kill(jitd.id() as i32, libc::SIGTERM);
         }
         let _ = jitd.wait();
-        open_app(guard.url())?;
+    };
+    if !status.success() {
+        stop_jitd(&mut jitd);
         guard.stop()?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(ExitCode::FAILURE);
     }
-    if opts.keep_running && status.success() {
+    if !opts.headless && !display {
         println!(
-            "\nKeycloak {} and jitd {server} keep running. Try:",
+            "\nThe desktop app is not opened: there is no display here (neither DISPLAY nor \
+             WAYLAND_DISPLAY is set, e.g. over SSH).\nTo see it, run `./dev demo` (or `./dev app`) \
+             in a desktop session; its screenshots are in docs/screenshots/."
+        );
+    }
+    if opts.keep_running {
+        let app = if !opts.headless && display {
+            // The app joins this jitd, so the CLI and the app see the same
+            // requests; it runs while the terminal keeps Keycloak and jitd up.
+            let app = crate::desktop::build()?;
+            println!("\nOpening the desktop app against jitd {server}. Log in as bob / bob-pass to approve,");
+            println!("or alice / alice-pass to request (demo passwords).");
+            Some(
+                app_command(&app, guard.url())
+                    .env("JIT_SERVER", &server)
+                    .spawn()
+                    .context("cannot start the desktop app")?,
+            )
+        } else {
+            None
+        };
+        let root_s = root.display();
+        println!(
+            "\nKeycloak {} and jitd {server} keep running in this terminal until Ctrl-C.",
             guard.url()
         );
-        println!("  export JIT_SERVER={server}");
-        println!("  {} login", bin.join("jit").display());
         println!(
-            "(log in as alice / alice-pass, bob / bob-pass …; demo passwords). Ctrl-C stops both."
+            "In another terminal, as the demo's users (their logins are kept in {}):",
+            cli_dir.display()
         );
+        println!("  cd {root_s}");
+        println!(
+            "  export PATH=\"{}:$PATH\" JIT_CONFIG_DIR=\"{}\" JIT_SERVER={server}",
+            bin.display(),
+            cli_dir.display()
+        );
+        println!("  jit --profile alice list");
+        println!("  jit --profile bob list --to-review");
+        println!("  jit --profile erin login      # any other demo user: <name> / <name>-pass");
         while signals::received().is_none() {
             std::thread::sleep(Duration::from_millis(200));
         }
+        if let Some(mut app) = app {
+            // The app ends on SIGTERM (it holds no grants of its own here).
+            // SAFETY: plain syscall on our own child.
+            unsafe {
+                libc::kill(app.id() as i32, libc::SIGTERM);
+            }
+            let _ = app.wait();
+        }
+        stop_jitd(&mut jitd);
+        guard.stop()?;
+        return Ok(ExitCode::SUCCESS);
     }
-    // SAFETY: plain syscall on our own child.
-    unsafe {
-        libc::kill(jitd.id() as i32, libc::SIGTERM);
+    stop_jitd(&mut jitd);
+    if !opts.headless && display {
+        open_app(guard.url())?;
     }
-    let _ = jitd.wait();
     guard.stop()?;
-    Ok(if status.success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The desktop app with the demo's Keycloak, realm, secret and policy.
+fn app_command(app: &std::path::Path, keycloak_url: &str) -> Command {
+    let mut c = Command::new(app);
+    c.env("JIT_KEYCLOAK_URL", keycloak_url)
+        .env("JIT_REALM", keycloak::REALM)
+        .env("JIT_BACKEND_SECRET", keycloak::BACKEND_DEMO_SECRET)
+        .env("JIT_POLICY", workspace_root().join("config/policy.toml"));
+    c
 }
 
 /// Opens the desktop app with its embedded jitd (demo policy) against this
@@ -152,11 +206,7 @@ fn open_app(keycloak_url: &str) -> Result<()> {
     let app = crate::desktop::build()?;
     println!("\nOpening the desktop app (embedded jitd). Log in as bob / bob-pass to approve,");
     println!("or alice / alice-pass to request (demo passwords). Close the window (or Quit in the tray) to end it.");
-    let status = Command::new(app)
-        .env("JIT_KEYCLOAK_URL", keycloak_url)
-        .env("JIT_REALM", keycloak::REALM)
-        .env("JIT_BACKEND_SECRET", keycloak::BACKEND_DEMO_SECRET)
-        .env("JIT_POLICY", workspace_root().join("config/policy.toml"))
+    let status = app_command(&app, keycloak_url)
         .env_remove("JIT_SERVER")
         .status()
         .context("cannot start the desktop app")?;

@@ -136,7 +136,9 @@ enum Cmd {
         /// How long alice's grant lasts.
         #[arg(long = "for", default_value = "20s")]
         duration: String,
-        /// Keep Keycloak and jitd running after the demo (Ctrl-C stops them).
+        /// Keep Keycloak and jitd running after the demo, in the foreground
+        /// until Ctrl-C (with a display, the app joins that jitd); prints how
+        /// to use the demo users' CLI logins (kept in target/demo/cli).
         #[arg(long)]
         keep_running: bool,
         /// Only the terminal timeline, even when a display is available

@@ -197,11 +197,69 @@ fn print_logs_on_panic() {
     });
 }
 
+/// How long one test may run from its first app (or driver) start:
+/// `JIT_E2E_TEST_LIMIT_SECS`, else 15 minutes (the slowest test takes
+/// about 3 on a loaded 2-core machine).
+fn test_limit() -> Duration {
+    std::env::var("JIT_E2E_TEST_LIMIT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(15 * 60), Duration::from_secs)
+}
+
+thread_local! {
+    /// Ends this test's watchdog when the test's thread ends (dropped with
+    /// the thread's other locals).
+    static WATCHDOG: std::cell::RefCell<Option<std::sync::mpsc::Sender<()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Starts (once per test thread) a watchdog: if the test still runs after
+/// [`test_limit`] — hung anywhere, also in a blocking call no async timeout
+/// can interrupt — it prints the logs of the test's apps and drivers and
+/// ends the test process with exit code 101, so that a hung run shows why
+/// instead of being killed from outside without a word.
+fn arm_watchdog() {
+    if WATCHDOG.with(|w| w.borrow().is_some()) {
+        return;
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::<PathBuf>::new()));
+    WATCHDOG_LOGS.with(|l| *l.borrow_mut() = Some(logs.clone()));
+    WATCHDOG.with(|w| *w.borrow_mut() = Some(tx));
+    let test = std::thread::current().name().unwrap_or("test").to_string();
+    let limit = test_limit();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+            let logs = logs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            for log in logs {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                eprintln!(
+                    "---- log of the app and its drivers ({}) ----\n{text}---- end of that log ----",
+                    log.display()
+                );
+            }
+            eprintln!(
+                "desktop-e2e: test {test} still runs after {limit:?} (JIT_E2E_TEST_LIMIT_SECS): \
+                 hung; its logs are above; ending the test run"
+            );
+            std::process::exit(101);
+        }
+    });
+}
+
+thread_local! {
+    /// The logs the watchdog of this thread prints.
+    static WATCHDOG_LOGS: std::cell::RefCell<Option<std::sync::Arc<std::sync::Mutex<Vec<PathBuf>>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// A fresh file for the stderr of one tauri-driver (and the app below it):
 /// `target/desktop-e2e/logs/<test thread>-<n>.log`. A green run keeps the
 /// app's debug lines and WebKit's a11y warnings out of the console; a
-/// failing test prints the file (see [`TauriDriver::stop`]).
-fn driver_log_path() -> PathBuf {
+/// failing test prints the file (see [`TauriDriver::stop`]), and so does a
+/// test that hangs (see [`arm_watchdog`]).
+pub fn driver_log_path() -> PathBuf {
     print_logs_on_panic();
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -213,6 +271,14 @@ fn driver_log_path() -> PathBuf {
         .join("logs")
         .join(format!("{test}-{}-{n}.log", std::process::id()));
     LOGS.with(|l| l.borrow_mut().push(path.clone()));
+    arm_watchdog();
+    WATCHDOG_LOGS.with(|l| {
+        if let Some(l) = l.borrow().as_ref() {
+            l.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(path.clone());
+        }
+    });
     path
 }
 

@@ -137,3 +137,64 @@ fn tauri_driver_starts_and_stops_cleanly() {
         assert!(!procs::alive(p.pid), "{} ({}) left running", p.comm, p.pid);
     }
 }
+
+/// Set only in the child run of [`a_hung_test_prints_its_log_and_ends`].
+const HANG_PROBE: &str = "JIT_E2E_HANG_PROBE";
+
+/// Passes at once in a normal run; in the child run of the test below it
+/// writes a line to its app log and hangs (a blocking sleep, which no async
+/// timeout could interrupt).
+#[test]
+fn hang_probe() {
+    if std::env::var_os(HANG_PROBE).is_none() {
+        return;
+    }
+    let log = jit_desktop_e2e::desktop::driver_log_path();
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    std::fs::write(&log, "the app said: hang-probe-marker\n").unwrap();
+    std::thread::sleep(Duration::from_secs(3600));
+}
+
+/// A test that hangs is ended by the harness's watchdog after
+/// `JIT_E2E_TEST_LIMIT_SECS`, and prints its per-test log first.
+#[test]
+fn a_hung_test_prints_its_log_and_ends() {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["hang_probe", "--exact", "--nocapture", "--test-threads=1"])
+        .env(HANG_PROBE, "1")
+        .env("JIT_E2E_TEST_LIMIT_SECS", "2")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err);
+        err
+    });
+    // The watchdog ends the child after 2 s; bounded here in case it does not.
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the hung test still runs after 120 s: no watchdog");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let err = reader.join().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(101),
+        "the hung test's run: {status}, stderr:\n{err}"
+    );
+    assert!(
+        err.contains("hang-probe-marker"),
+        "its log not printed:\n{err}"
+    );
+    assert!(err.contains("still runs after"), "no word why:\n{err}");
+}

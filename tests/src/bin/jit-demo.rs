@@ -104,12 +104,14 @@ async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let mut server = "http://127.0.0.1:8787".to_string();
     let mut duration = "20s".to_string();
+    let mut keep_dir: Option<PathBuf> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--server" => server = args.next().context("--server URL")?,
             "--for" => duration = args.next().context("--for DURATION")?,
+            "--config-dir" => keep_dir = Some(args.next().context("--config-dir DIR")?.into()),
             other => {
-                bail!("unknown argument {other}; usage: jit-demo [--server URL] [--for DURATION]")
+                bail!("unknown argument {other}; usage: jit-demo [--server URL] [--for DURATION] [--config-dir DIR]")
             }
         }
     }
@@ -117,13 +119,23 @@ async fn main() -> Result<()> {
     let probe = AdminProbe::new(&env)
         .await
         .context("cannot reach Keycloak's admin API")?;
-    let config_dir = tempfile::tempdir()?;
+    // The users' CLI profiles: in `--config-dir` when given (kept, for
+    // `jit --profile alice` afterwards with JIT_CONFIG_DIR), else a
+    // temporary folder removed at the end.
+    let temp = tempfile::tempdir()?;
+    let config_dir = match &keep_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+            d.clone()
+        }
+        None => temp.path().to_path_buf(),
+    };
     let t = Timeline {
         start: Instant::now(),
         jit: sibling("jit")?,
         browser: sibling("kc-form-login")?,
         server: server.clone(),
-        config_dir: config_dir.path().to_path_buf(),
+        config_dir,
     };
     let role = "prod-db-admin";
     println!(
