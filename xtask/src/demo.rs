@@ -101,13 +101,15 @@ pub fn run(ports: Ports, opts: Options) -> Result<ExitCode> {
         "xtask: jitd on {server} (log: {})",
         demo_dir.join("jitd.log").display()
     );
-    // The CLI profiles of the demo users (alice, bob, …) are kept here, so
-    // that `--keep-running` can hand them over to a plain `jit --profile alice`.
+    // With `--keep-running`, the demo users' CLI logins (alice, bob, dave)
+    // are kept here, for a plain `jit --profile alice` afterwards.
     let cli_dir = demo_dir.join("cli");
-    let status = Command::new(bin.join("jit-demo"))
-        .args(["--server", &server, "--for", &opts.duration])
-        .arg("--config-dir")
-        .arg(&cli_dir)
+    let mut demo = Command::new(bin.join("jit-demo"));
+    demo.args(["--server", &server, "--for", &opts.duration]);
+    if opts.keep_running {
+        demo.arg("--config-dir").arg(&cli_dir);
+    }
+    let status = demo
         .env("KEYCLOAK_URL", guard.url())
         .env("JIT_BACKEND_SECRET", keycloak::BACKEND_DEMO_SECRET)
         .status()

@@ -347,8 +347,11 @@ async fn main() -> Result<()> {
     t.jit("dave", &["login"])?;
     t.jit("dave", &["audit"])?;
     t.jit("dave", &["audit", "--verify"])?;
-    for u in ["alice", "bob", "dave"] {
-        let _ = t.jit_cmd(u, &["logout"]).output();
+    // Logins kept for `--keep-running` (`--config-dir`); else ended.
+    if keep_dir.is_none() {
+        for u in ["alice", "bob", "dave"] {
+            let _ = t.jit_cmd(u, &["logout"]).output();
+        }
     }
     t.say("done: requested → approved → granted → counted down → revoked");
     Ok(())
