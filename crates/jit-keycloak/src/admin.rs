@@ -359,6 +359,11 @@ impl AdminClient {
         let started = Instant::now();
         let result = self.token_request(&url).await;
         self.observed("token".into(), started, result.as_ref().err());
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            ok = result.is_ok(),
+            "service-account token fetched"
+        );
         let r = result?;
         let valid = Duration::from_secs(r.expires_in.saturating_sub(30).max(5));
         *self.token.lock().await = Some(CachedToken {
@@ -432,6 +437,7 @@ impl AdminClient {
         }
         if status == reqwest::StatusCode::UNAUTHORIZED {
             // Drop the token so the next call fetches a new one.
+            tracing::debug!(what, "Keycloak refused the service-account token (401)");
             *self.token.lock().await = None;
         }
         let body = resp.text().await.unwrap_or_default();

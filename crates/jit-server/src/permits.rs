@@ -51,7 +51,7 @@ impl Drop for Permit {
 
 /// Waits for a slot; if dropped after the slot was handed over but before
 /// it was taken, gives it back.
-struct Waiting {
+pub struct Waiting {
     rx: Option<oneshot::Receiver<()>>,
     owner: Arc<Permits>,
 }
@@ -62,6 +62,33 @@ impl Drop for Waiting {
             rx.close();
             if rx.try_recv().is_ok() {
                 self.owner.release();
+            }
+        }
+    }
+}
+
+/// A place taken by [`Permits::ticket`]: a slot already, or a place in a
+/// queue (given back if dropped).
+pub enum Ticket {
+    Ready(Permit),
+    Queued(Waiting, Priority),
+}
+
+impl Ticket {
+    /// The slot, once it is this ticket's turn.
+    pub async fn wait(self) -> Permit {
+        match self {
+            Ticket::Ready(p) => p,
+            Ticket::Queued(mut w, p) => {
+                let owner = w.owner.clone();
+                let got = w.rx.as_mut().expect("set at creation").await;
+                w.rx = None;
+                match got {
+                    Ok(()) => Permit { owner },
+                    // Never happens: senders are only dropped after a send or
+                    // on a closed receiver. Take a slot the ordinary way.
+                    Err(_) => Box::pin(owner.acquire(p)).await,
+                }
             }
         }
     }
@@ -85,6 +112,14 @@ impl Permits {
     /// A slot for work of kind `p`: at once if one is free and nobody who
     /// comes first is waiting, else when one is handed over.
     pub async fn acquire(self: &Arc<Self>, p: Priority) -> Permit {
+        self.ticket(p).wait().await
+    }
+
+    /// Takes a place for work of kind `p` now (a free slot, or a place in
+    /// its queue), without waiting: the order of places is the order of
+    /// these calls, whatever order the tasks holding them run in.
+    /// [`Ticket::wait`] then waits for the slot.
+    pub fn ticket(self: &Arc<Self>, p: Priority) -> Ticket {
         let rx = {
             let mut s = self.lock();
             let ahead = match p {
@@ -96,9 +131,9 @@ impl Permits {
             };
             if s.free > 0 && !ahead {
                 s.free -= 1;
-                return Permit {
+                return Ticket::Ready(Permit {
                     owner: self.clone(),
-                };
+                });
             }
             let (tx, rx) = oneshot::channel();
             match p {
@@ -108,20 +143,13 @@ impl Permits {
             }
             rx
         };
-        let mut w = Waiting {
-            rx: Some(rx),
-            owner: self.clone(),
-        };
-        let got = w.rx.as_mut().expect("set above").await;
-        w.rx = None;
-        match got {
-            Ok(()) => Permit {
+        Ticket::Queued(
+            Waiting {
+                rx: Some(rx),
                 owner: self.clone(),
             },
-            // Never happens: senders are only dropped after a send or on a
-            // closed receiver. Take a slot the ordinary way.
-            Err(_) => Box::pin(self.acquire(p)).await,
-        }
+            p,
+        )
     }
 
     /// Gives a slot back: to the oldest waiting removal, else the oldest
@@ -202,6 +230,41 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(*order.lock().unwrap(), [3, 4, 2, 0, 1]);
+        assert_eq!(p.available(), 1);
+    }
+
+    #[tokio::test]
+    async fn tickets_are_served_in_the_order_they_were_taken_not_the_order_tasks_run() {
+        let p = Permits::new(1);
+        let first = p.ticket(Priority::Other);
+        let second = p.ticket(Priority::Removal);
+        let third = p.ticket(Priority::Other);
+        // The second ticket's task runs first: it still waits for the
+        // first (which took the free slot), and the third for the second.
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (o2, o3) = (order.clone(), order.clone());
+        let t2 = tokio::spawn(async move {
+            let _s = second.wait().await;
+            o2.lock().unwrap().push(2);
+        });
+        let t3 = tokio::spawn(async move {
+            let _s = third.wait().await;
+            o3.lock().unwrap().push(3);
+        });
+        tokio::task::yield_now().await;
+        assert!(order.lock().unwrap().is_empty(), "no slot was free");
+        let s1 = first.wait().await;
+        order.lock().unwrap().push(1);
+        drop(s1);
+        t2.await.unwrap();
+        t3.await.unwrap();
+        assert_eq!(*order.lock().unwrap(), [1, 2, 3]);
+        assert_eq!(p.available(), 1);
+        // A dropped ticket gives its place (and a slot handed to it) back.
+        let held = p.acquire(Priority::Other).await;
+        let dropped = p.ticket(Priority::Removal);
+        drop(held);
+        drop(dropped);
         assert_eq!(p.available(), 1);
     }
 

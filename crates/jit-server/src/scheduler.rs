@@ -58,7 +58,7 @@ use serde::Deserialize;
 
 use crate::commit_batch::CommitBatcher;
 use crate::permits::{Permits, Priority};
-use crate::store::{AuditRecord, Entry, EventKind, Note, StoreError, Stored};
+use crate::store::{AuditRecord, Entry, EventKind, Note, StoreError, Stored, WorkView};
 use crate::AppState;
 
 /// `[scheduler]` in jitd's config file.
@@ -187,10 +187,39 @@ fn is_outage(e: &KeycloakError) -> bool {
 /// taken again — ahead of new work — for its next call.
 struct Slot {
     permit: Option<crate::permits::Permit>,
+    /// The place in the slot queues taken when the tick handed out the
+    /// work (so removals handed out first are served first), until used.
+    ticket: Option<crate::permits::Ticket>,
     /// The job takes access away.
     removal: bool,
     /// The job already held a slot once.
     resumed: bool,
+    /// Where the current item's time went (logged at debug level).
+    spent: Spent,
+}
+
+/// Time one scheduler item spent in each phase, for the debug line
+/// `scheduler step timings` (profiling bursts).
+#[derive(Default, Clone, Copy)]
+struct Spent {
+    slot_wait: Duration,
+    keycloak: Duration,
+    keycloak_calls: u32,
+    store_read: Duration,
+    commit: Duration,
+}
+
+/// Adds to the current worker's [`Spent`] (nothing outside a worker).
+fn spend(f: impl FnOnce(&mut Spent)) {
+    let _ = SLOT.try_with(|s| f(&mut s.borrow_mut().spent));
+}
+
+/// A store read inside a worker, timed.
+async fn read<T>(fut: impl Future<Output = T>) -> T {
+    let t = Instant::now();
+    let r = fut.await;
+    spend(|s| s.store_read += t.elapsed());
+    r
 }
 
 tokio::task_local! {
@@ -200,6 +229,28 @@ tokio::task_local! {
 /// Inside a scheduler worker: waits for a Keycloak slot unless it holds
 /// one. Elsewhere (API handlers, target checks): nothing.
 async fn ensure_slot(state: &AppState) {
+    let ticket = SLOT
+        .try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.permit.is_none() {
+                s.ticket.take()
+            } else {
+                None
+            }
+        })
+        .ok()
+        .flatten();
+    if let Some(ticket) = ticket {
+        let t = Instant::now();
+        let permit = ticket.wait().await;
+        spend(|s| s.slot_wait += t.elapsed());
+        let _ = SLOT.try_with(|s| {
+            let mut s = s.borrow_mut();
+            s.permit = Some(permit);
+            s.resumed = true;
+        });
+        return;
+    }
     let wanted = SLOT
         .try_with(|s| {
             let s = s.borrow();
@@ -214,7 +265,9 @@ async fn ensure_slot(state: &AppState) {
         .ok()
         .flatten();
     if let Some(p) = wanted {
+        let t = Instant::now();
         let permit = state.scheduler.permits.acquire(p).await;
+        spend(|s| s.slot_wait += t.elapsed());
         let _ = SLOT.try_with(|s| {
             let mut s = s.borrow_mut();
             s.permit = Some(permit);
@@ -226,7 +279,13 @@ async fn ensure_slot(state: &AppState) {
 /// Inside a scheduler worker: gives its Keycloak slot back (while it waits
 /// for something else).
 fn release_slot() {
-    let _ = SLOT.try_with(|s| s.borrow_mut().permit = None);
+    let _ = SLOT.try_with(|s| {
+        let mut s = s.borrow_mut();
+        s.permit = None;
+        // A place not used yet is given up too (the next call queues anew,
+        // ahead of new work).
+        s.ticket = None;
+    });
 }
 
 /// Whether this task is a scheduler worker.
@@ -249,10 +308,15 @@ pub async fn call<T>(
         ));
     }
     let limit = state.scheduler.call_timeout();
+    let t = Instant::now();
     let r = match tokio::time::timeout(limit, fut).await {
         Ok(r) => r,
         Err(_) => Err(KeycloakError::Timeout(limit.as_secs())),
     };
+    spend(|s| {
+        s.keycloak += t.elapsed();
+        s.keycloak_calls += 1;
+    });
     match &r {
         Err(e) if is_outage(e) => {
             if !state.scheduler.down.swap(true, Ordering::SeqCst) {
@@ -493,7 +557,9 @@ pub async fn tick(
     state: &Arc<AppState>,
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let tick_started = Instant::now();
     let due = state.store.due(now).await?;
+    let due_read = tick_started.elapsed();
     if !due.lapse.is_empty() {
         let (_, recs) = state
             .store
@@ -513,6 +579,7 @@ pub async fn tick(
             .await?;
         state.published(&recs);
     }
+    let ended = tick_started.elapsed();
     if state.scheduler.keycloak_down() {
         probe(state);
         return Ok(due.next_due);
@@ -560,30 +627,43 @@ pub async fn tick(
     } else {
         candidates.iter().map(|(_, id)| id.clone()).collect()
     };
+    // The assignment of each item, from one read for the whole tick (a
+    // request's user and target never change).
+    let mut unique = HashSet::new();
+    let ids: Vec<String> = candidates
+        .iter()
+        .filter(|(_, id)| claimed.contains(id) && unique.insert(id.clone()))
+        .map(|(_, id)| id.clone())
+        .collect();
+    let keys: std::collections::HashMap<String, String> = if ids.is_empty() {
+        Default::default()
+    } else {
+        state
+            .store
+            .get_many(ids)
+            .await?
+            .into_iter()
+            .map(|s| (s.request.id().to_string(), assignment_key(&s.request)))
+            .collect()
+    };
     for (kind, id) in candidates {
-        if !claimed.contains(&id) {
-            continue;
+        if let Some(key) = keys.get(&id) {
+            work.entry(key.clone()).or_default().push((kind, id));
         }
-        let Some(s) = state.store.get(&id).await? else {
-            continue;
-        };
-        work.entry(assignment_key(&s.request))
-            .or_default()
-            .push((kind, id));
     }
+    // Each assignment gets one worker: those with a worker still running
+    // wait for the next tick (that worker wakes the scheduler when done).
+    let mut mine = Vec::new();
     for (key, items) in work {
+        if !state
+            .scheduler
+            .busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone())
         {
-            let mut busy = state
-                .scheduler
-                .busy
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            // Its worker wakes the scheduler when done; the item is still
-            // due then.
-            if !busy.insert(key.clone()) {
-                state.scheduler.deferred.store(true, Ordering::SeqCst);
-                continue;
-            }
+            state.scheduler.deferred.store(true, Ordering::SeqCst);
+            continue;
         }
         state
             .scheduler
@@ -591,6 +671,36 @@ pub async fn tick(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend(items.iter().map(|(_, id)| id.clone()));
+        mine.push((key, items));
+    }
+    // Workers that take access away start first, so they ask for their
+    // Keycloak slot before any grant does (after an outage, hundreds of
+    // grants may be due with a few removals).
+    mine.sort_by_key(|(_, items)| !items.iter().any(|(k, _)| *k == Work::Remove));
+    // What each worker starts from, read for all of them at once — after
+    // their assignments were marked busy, so no other worker changes what
+    // was read (API handlers may; every store change re-checks in its
+    // transaction). If this read fails, each worker reads for itself.
+    let firsts: Vec<String> = mine.iter().map(|(_, items)| items[0].1.clone()).collect();
+    let mut views: std::collections::HashMap<String, WorkView> = if firsts.is_empty() {
+        Default::default()
+    } else {
+        match state.store.work_views(firsts).await {
+            Ok(v) => v
+                .into_iter()
+                .map(|v| (v.stored.request.id().to_string(), v))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading due work failed; each worker reads for itself");
+                Default::default()
+            }
+        }
+    };
+    let grouped = tick_started.elapsed();
+    let mut spawned_workers = 0usize;
+    for (key, items) in mine {
+        spawned_workers += 1;
+        let mut first_view = views.remove(&items[0].1);
         let state = state.clone();
         // Taking access away first: a removal waits for no grant.
         let priority = if items.iter().any(|(k, _)| *k == Work::Remove) {
@@ -598,11 +708,17 @@ pub async fn tick(
         } else {
             Priority::Other
         };
+        let spawned = Instant::now();
+        // Its place in the queue for a Keycloak slot, taken now, in the
+        // order of `mine` (removals first).
+        let ticket = state.scheduler.permits.ticket(priority);
         tokio::spawn(async move {
             let slot = std::cell::RefCell::new(Slot {
                 permit: None,
+                ticket: Some(ticket),
                 removal: priority == Priority::Removal,
                 resumed: false,
+                spent: Spent::default(),
             });
             let shared = state.store.shared();
             SLOT.scope(slot, async {
@@ -622,10 +738,27 @@ pub async fn tick(
                             _ => continue,
                         }
                     }
+                    let t = Instant::now();
+                    // Items after the first read afresh (the first changed
+                    // what they depend on).
+                    let view = first_view.take().filter(|_| i == 0);
                     let r = match kind {
-                        Work::Remove => remove(&state, id).await,
-                        Work::Activate => activate(&state, id).await,
+                        Work::Remove => remove(&state, id, view).await,
+                        Work::Activate => activate(&state, id, view).await,
                     };
+                    let spent = SLOT.with(|s| std::mem::take(&mut s.borrow_mut().spent));
+                    tracing::debug!(
+                        request = %id,
+                        kind = ?kind,
+                        since_tick_ms = spawned.elapsed().as_secs_f64() * 1e3,
+                        total_ms = t.elapsed().as_secs_f64() * 1e3,
+                        store_read_ms = spent.store_read.as_secs_f64() * 1e3,
+                        slot_wait_ms = spent.slot_wait.as_secs_f64() * 1e3,
+                        keycloak_ms = spent.keycloak.as_secs_f64() * 1e3,
+                        keycloak_calls = spent.keycloak_calls,
+                        commit_ms = spent.commit.as_secs_f64() * 1e3,
+                        "scheduler step timings"
+                    );
                     if let Err(e) = r {
                         tracing::error!(request = %id, error = %e, "scheduler step failed");
                     }
@@ -660,6 +793,16 @@ pub async fn tick(
             }
         });
     }
+    if spawned_workers > 0 {
+        tracing::debug!(
+            due_read_ms = due_read.as_secs_f64() * 1e3,
+            lapse_expire_done_ms = ended.as_secs_f64() * 1e3,
+            claimed_and_grouped_ms = grouped.as_secs_f64() * 1e3,
+            total_ms = tick_started.elapsed().as_secs_f64() * 1e3,
+            workers = spawned_workers,
+            "scheduler tick timings"
+        );
+    }
     Ok(due.next_due)
 }
 
@@ -679,15 +822,20 @@ fn probe(state: &Arc<AppState>) {
     let state = state.clone();
     tokio::spawn(async move {
         let limit = state.scheduler.call_timeout();
+        let sent = Instant::now();
         let r = match tokio::time::timeout(limit, state.admin.ready()).await {
             Ok(r) => r,
             Err(_) => Err(KeycloakError::Timeout(limit.as_secs())),
         };
+        let elapsed_ms = sent.elapsed().as_secs_f64() * 1e3;
         match r {
-            Ok(()) => keycloak_answered(&state).await,
+            Ok(()) => {
+                tracing::debug!(elapsed_ms, "Keycloak readiness probe answered");
+                keycloak_answered(&state).await
+            }
             Err(e) => {
                 state.scheduler.probe_failed.store(true, Ordering::SeqCst);
-                tracing::debug!(error = %e, "Keycloak readiness probe failed");
+                tracing::debug!(elapsed_ms, error = %e, "Keycloak readiness probe failed");
             }
         }
         state.scheduler.probing.store(false, Ordering::SeqCst);
@@ -905,8 +1053,28 @@ async fn eligibility(
     Ok(None)
 }
 
-async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
-    let Some(s) = state.store.get(id).await? else {
+/// `view`: the request as read for this worker, or `None` to read it.
+async fn view_of(
+    state: &AppState,
+    id: &str,
+    view: Option<WorkView>,
+) -> Result<Option<WorkView>, StoreError> {
+    match view {
+        Some(v) => Ok(Some(v)),
+        None => Ok(read(state.store.work_views(vec![id.to_string()]))
+            .await?
+            .pop()),
+    }
+}
+
+/// Grants request `id` (see the module's "Order of a grant"), from `view`
+/// when the tick read it already.
+async fn activate(state: &AppState, id: &str, view: Option<WorkView>) -> Result<(), StoreError> {
+    let Some(WorkView {
+        stored: s,
+        others_own,
+    }) = view_of(state, id, view).await?
+    else {
         return Ok(());
     };
     let now = Utc::now();
@@ -971,11 +1139,7 @@ async fn activate(state: &AppState, id: &str) -> Result<(), StoreError> {
     let owns = match s.grant.owns_assignment {
         Some(o) => o,
         None => {
-            let decided = match state
-                .store
-                .active_ownership(r.requester_id(), r.target(), id)
-                .await?
-            {
+            let decided = match others_own {
                 Some(inherited) => inherited,
                 None => {
                     match call(
@@ -1089,11 +1253,14 @@ async fn commit(
 ) -> Result<(Stored, Vec<AuditRecord>), StoreError> {
     // Keycloak is not used while waiting for the disk: another item may.
     release_slot();
-    state
+    let t = Instant::now();
+    let r = state
         .scheduler
         .commits
         .update(&state.store, id, change)
-        .await
+        .await;
+    spend(|s| s.commit += t.elapsed());
+    r
 }
 
 /// Clears `removal_pending` with one audit note.
@@ -1163,8 +1330,14 @@ fn removal_failed_in(s: &mut Stored, reason: String) -> Vec<Entry> {
     })]
 }
 
-async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
-    let Some(s) = state.store.get(id).await? else {
+/// Removes what request `id` assigned (see the module's "Order of a
+/// removal"), from `view` when the tick read it already.
+async fn remove(state: &AppState, id: &str, view: Option<WorkView>) -> Result<(), StoreError> {
+    let Some(WorkView {
+        stored: s,
+        others_own,
+    }) = view_of(state, id, view).await?
+    else {
         return Ok(());
     };
     if !s.grant.removal_pending || s.grant.next_attempt_at.is_some_and(|t| t > Utc::now()) {
@@ -1177,12 +1350,7 @@ async fn remove(state: &AppState, id: &str) -> Result<(), StoreError> {
             r.target()
         )
     };
-    if state
-        .store
-        .active_ownership(r.requester_id(), r.target(), id)
-        .await?
-        .is_some()
-    {
+    if others_own.is_some() {
         return finish_removal(
             state,
             id,

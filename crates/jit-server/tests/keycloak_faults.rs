@@ -682,3 +682,72 @@ async fn a_due_removal_goes_before_grants_already_waiting() {
     );
     j.stop().await;
 }
+
+#[tokio::test]
+async fn removals_due_in_the_same_tick_as_grants_get_the_first_keycloak_slots() {
+    // Users whose removals are due sort after those whose grants are due,
+    // so the tick hands out the grants' assignments first.
+    let grantees: Vec<String> = (0..30).map(|i| format!("a{i:02}")).collect();
+    let leavers: Vec<String> = (0..4).map(|i| format!("z{i}")).collect();
+    let all: Vec<&str> = grantees
+        .iter()
+        .chain(&leavers)
+        .map(String::as_str)
+        .collect();
+    let kc = kc_with_users(&all);
+    let j = start(POLICY, kc.clone(), "keycloak_concurrency = 2").await;
+    let active: Vec<String> = leavers.iter().map(|u| j.request(u, "open", 3600)).collect();
+    for id in &active {
+        j.wait(id, "active", SECS, |s| s.request.status() == Status::Active)
+            .await;
+    }
+    kc.set_latency(Duration::from_millis(50));
+    let before = kc.calls().len();
+    // One instant at which the 4 grants end and the 30 start.
+    let at = Utc::now() + chrono::Duration::seconds(2);
+    let starting: Vec<String> = grantees
+        .iter()
+        .map(|u| j.request_at(u, "open", 3600, Some(at)))
+        .collect();
+    for id in &active {
+        j.state()
+            .store
+            .sync()
+            .update(id, move |s| {
+                let mut st = s.request.to_stored();
+                st.expires_at = Some(at);
+                s.request = jit_core::AccessRequest::restore(st);
+                Ok(vec![])
+            })
+            .unwrap();
+    }
+    j.state().wake.notify_one();
+    for id in &active {
+        j.wait(id, "removed", Duration::from_secs(30), |s| {
+            s.grant.removed_at.is_some()
+        })
+        .await;
+    }
+    for id in &starting {
+        j.wait(id, "active", Duration::from_secs(60), |s| {
+            s.request.status() == Status::Active
+        })
+        .await;
+    }
+    let mut calls: Vec<_> = kc.calls()[before..]
+        .iter()
+        .filter(|c| matches!(c.op, Op::Holds | Op::Assign | Op::Unassign))
+        .cloned()
+        .collect();
+    calls.sort_by_key(|c| c.start);
+    let first: Vec<(Op, String)> = calls
+        .iter()
+        .take(leavers.len())
+        .map(|c| (c.op, c.user.clone()))
+        .collect();
+    assert!(
+        first.iter().all(|(op, _)| *op == Op::Unassign),
+        "the first Keycloak calls of the tick were {first:?}, not the 4 removals"
+    );
+    j.stop().await;
+}

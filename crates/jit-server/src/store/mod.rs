@@ -101,6 +101,16 @@ pub struct Stored {
     pub grant: GrantState,
 }
 
+/// A request as the scheduler reads it before its Keycloak work
+/// ([`SqlStore::work_views`]).
+#[derive(Debug, Clone)]
+pub struct WorkView {
+    pub stored: Stored,
+    /// [`SqlStore::active_ownership`] of the request's assignment by the
+    /// user's other active grants: `None` when there is none.
+    pub others_own: Option<bool>,
+}
+
 /// Who is asking, for visibility in SQL: the same rule as
 /// [`AccessRequest::visible_to`] — the requester, auditors, and approvers of
 /// the request's entitlement (in the policy in force).
@@ -791,6 +801,50 @@ impl SqlStore {
         })
     }
 
+    /// The requests of `ids` that exist, in the order given, read on one
+    /// connection (one round trip for the scheduler's whole tick).
+    pub fn get_many(&self, ids: &[String]) -> Result<Vec<Stored>, StoreError> {
+        let mut c = self.db.reader()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let rows = c.query(
+                "SELECT body, grant_state FROM requests WHERE id = ?",
+                &[P::from(id)],
+            )?;
+            if let Some(row) = rows.first() {
+                out.push(Self::row_to_stored(row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// What the scheduler needs to work on each request of `ids` (those
+    /// that exist, in the order given): the request, and
+    /// [`active_ownership`](Self::active_ownership) of its assignment by
+    /// the user's other active grants. Read on one connection.
+    pub fn work_views(&self, ids: &[String]) -> Result<Vec<WorkView>, StoreError> {
+        let mut c = self.db.reader()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let rows = c.query(
+                "SELECT body, grant_state FROM requests WHERE id = ?",
+                &[P::from(id)],
+            )?;
+            let Some(row) = rows.first() else {
+                continue;
+            };
+            let stored = Self::row_to_stored(row)?;
+            let others_own = Self::active_ownership_in(
+                &mut *c,
+                stored.request.requester_id(),
+                stored.request.target(),
+                id,
+            )?;
+            out.push(WorkView { stored, others_own });
+        }
+        Ok(out)
+    }
+
     /// One request by id.
     pub fn get(&self, id: &str) -> Result<Option<Stored>, StoreError> {
         let rows = self.db.reader()?.query(
@@ -973,7 +1027,17 @@ impl SqlStore {
         target: &EntitlementKind,
         except: &str,
     ) -> Result<Option<bool>, StoreError> {
-        let rows = self.db.reader()?.query(
+        Self::active_ownership_in(&mut *self.db.reader()?, user_id, target, except)
+    }
+
+    /// [`active_ownership`](Self::active_ownership) on connection `c`.
+    fn active_ownership_in(
+        c: &mut dyn Conn,
+        user_id: &str,
+        target: &EntitlementKind,
+        except: &str,
+    ) -> Result<Option<bool>, StoreError> {
+        let rows = c.query(
             "SELECT body, grant_state FROM requests WHERE requester_id = ? AND target = ? AND status = 'active' AND extends IS NULL AND id <> ?",
             &[P::from(user_id), P::from(target_key(target)), P::from(except)],
         )?;
@@ -1359,6 +1423,16 @@ impl Store {
     pub async fn get(&self, id: &str) -> Result<Option<Stored>, StoreError> {
         let id = id.to_string();
         blocking!(self, |s| s.get(&id))
+    }
+
+    /// See [`SqlStore::get_many`].
+    pub async fn get_many(&self, ids: Vec<String>) -> Result<Vec<Stored>, StoreError> {
+        blocking!(self, |s| s.get_many(&ids))
+    }
+
+    /// See [`SqlStore::work_views`].
+    pub async fn work_views(&self, ids: Vec<String>) -> Result<Vec<WorkView>, StoreError> {
+        blocking!(self, |s| s.work_views(&ids))
     }
 
     /// See [`SqlStore::list`].
