@@ -511,6 +511,75 @@ async fn approve_in_the_app_countdown_and_drop() {
     bob.close().await;
 }
 
+/// jitd goes down under a logged-in app: the app says in words which part
+/// is down and what still works (no raw `tcp connect error … os error
+/// 111`), marks what it shows as possibly stale, and once jitd is back the
+/// banner goes, the pill is live again and what happened since shows up
+/// without a click.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jitd_outage_in_words_stale_marked_and_healed() {
+    let _serial = serial().await;
+    let _ctx = Ctx::new().await;
+    let mut jitd = Jitd::start(POLICY);
+
+    let bob = Desktop::launch(Launch::new("bob", &jitd.url)).await;
+    bob.login().await;
+    show(&bob, "nav-approvals", "approvals-view").await;
+    bob.wait_any(
+        &["approvals-empty", "approval-row"],
+        Duration::from_secs(15),
+        "the approvals list loaded",
+    )
+    .await;
+    wait_live(&bob).await;
+
+    jitd.kill9();
+    bob.wait("outage", Duration::from_secs(30)).await;
+    let text = bob.text("outage").await;
+    assert!(
+        text.contains("jitd is unreachable") && text.contains("end on time"),
+        "the outage banner names the part and what still works: {text:?}"
+    );
+    for raw in ["os error", "tcp connect", "client error", "(Connect)"] {
+        assert!(!text.contains(raw), "raw error text {raw:?} in {text:?}");
+    }
+    bob.wait("stale-marker", Duration::from_secs(5)).await;
+    let pill = bob.text("connection-state").await;
+    assert!(
+        !pill.to_ascii_lowercase().contains("live"),
+        "the pill says live while jitd is down: {pill:?}"
+    );
+    bob.screenshot("outage").await;
+
+    // Back on the same port and database.
+    jitd.spawn();
+    row_gone(
+        &bob,
+        &testid("outage"),
+        Duration::from_secs(60),
+        "the outage banner after jitd is back",
+    )
+    .await;
+    wait_live(&bob).await;
+    let view = jitd
+        .client(&token("alice").await)
+        .create(&CreateRequestBody {
+            entitlement: ENTITLEMENT.into(),
+            duration: Some("5m".into()),
+            justification: "after the outage: check the replica".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("alice's request after jitd is back");
+    let id = view.request.id().to_string();
+    bob.wait_css(
+        &row_css("approval-row", &id),
+        Duration::from_secs(15),
+        "alice's new request in bob's approvals after the outage, without a click",
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_from_the_notification() {
     let _serial = serial().await;
