@@ -3,6 +3,11 @@
 //! running `jit-bench`. Figures come from jitd's own timestamps
 //! (`granted_at`, `removed_at` in its store) and Keycloak's state; a
 //! removal before `expires_at` fails the run.
+//!
+//! `--database postgres` / `--replicas N` of `cargo xtask bench` (see
+//! [`crate::bench_opts`]) run the same against a fresh database on the
+//! benchmark's PostgreSQL and N jitd processes on it (default: one jitd on
+//! SQLite).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -16,6 +21,8 @@ use jit_core::{AccessRequest, NewRequest, Principal, Status};
 use jit_keycloak::admin::RoleRep;
 use jit_keycloak::AdminClient;
 use jit_server::store::SqlStore;
+
+use crate::bench_opts::{Engine, Setup};
 
 /// `(metric, value, note)` rows, as `jit-bench` prints them.
 pub type Lines = Vec<(String, String, String)>;
@@ -36,12 +43,25 @@ fn lines(rows: Vec<Row>) -> Lines {
 /// Section `burst`: lateness of 200 grants expiring at once; removal and
 /// activation rates for 500 and 1,000 against raw Admin API calls.
 pub async fn run_burst(_url: &str) -> Result<Lines> {
-    Ok(lines(burst(&Bench::new().await?).await?))
+    let b = Bench::new().await?;
+    Ok(lines(labelled(&b, burst(&b).await?)))
+}
+
+/// Names the setup in each metric unless it is the default (one jitd on
+/// SQLite).
+fn labelled(b: &Bench, mut rows: Vec<Row>) -> Vec<Row> {
+    if b.setup.engine != Engine::Sqlite || b.setup.replicas != 1 {
+        for r in &mut rows {
+            r.metric = format!("{}: {}", b.setup, r.metric);
+        }
+    }
+    rows
 }
 
 /// Section `recovery`: Keycloak stopped and restarted while work waits.
 pub async fn run_recovery(_url: &str) -> Result<Lines> {
-    Ok(lines(recovery(&Bench::new().await?).await?))
+    let b = Bench::new().await?;
+    Ok(lines(labelled(&b, recovery(&b).await?)))
 }
 
 /// One measured figure.
@@ -87,6 +107,8 @@ struct Bench {
     /// jitd's `keycloak.grants_attribute` (`JIT_BENCH_GRANTS_ATTRIBUTE`;
     /// default empty: no writes for the Keycloak extension).
     grants_attribute: String,
+    /// Store engine and jitd replicas.
+    setup: Setup,
 }
 
 impl Bench {
@@ -129,6 +151,10 @@ impl Bench {
             jitd,
             kc_ports,
             grants_attribute: std::env::var("JIT_BENCH_GRANTS_ATTRIBUTE").unwrap_or_default(),
+            setup: crate::bench_opts::setups(&[Setup {
+                engine: Engine::Sqlite,
+                replicas: 1,
+            }])?[0],
         })
     }
 
@@ -254,10 +280,58 @@ impl Bench {
     }
 }
 
-/// A jitd process on a fresh folder, stopped on drop.
+/// jitd processes (one per replica) on a fresh folder and store,
+/// stopped on drop.
 struct Jitd {
     dir: tempfile::TempDir,
-    child: Option<Child>,
+    database: String,
+    children: Vec<Child>,
+}
+
+/// The bench's own handle on jitd's store. Its calls run outside the async
+/// runtime's context (the PostgreSQL driver blocks on a runtime of its
+/// own), and so does dropping it.
+struct BenchStore(Option<SqlStore>);
+
+impl BenchStore {
+    fn open(database: &str) -> Result<BenchStore> {
+        let s = tokio::task::block_in_place(|| -> Result<SqlStore> {
+            Ok(if jit_server::store::postgres::is_url(database) {
+                SqlStore::new(Box::new(jit_server::store::postgres::Postgres::open(
+                    database, 4,
+                )?))?
+            } else {
+                SqlStore::open_sqlite(std::path::Path::new(database))?
+            })
+        })?;
+        Ok(BenchStore(Some(s)))
+    }
+
+    fn run<R>(&self, f: impl FnOnce(&SqlStore) -> R) -> R {
+        tokio::task::block_in_place(|| f(self.0.as_ref().expect("open")))
+    }
+
+    fn get(&self, id: &str) -> Result<Option<jit_server::store::Stored>> {
+        Ok(self.run(|s| s.get(id))?)
+    }
+
+    fn update(
+        &self,
+        id: &str,
+        f: impl FnOnce(
+            &mut jit_server::store::Stored,
+        ) -> Result<Vec<jit_server::store::Entry>, jit_core::DomainError>,
+    ) -> Result<()> {
+        self.run(|s| s.update(id, f))?;
+        Ok(())
+    }
+}
+
+impl Drop for BenchStore {
+    fn drop(&mut self) {
+        let s = self.0.take();
+        tokio::task::block_in_place(move || drop(s));
+    }
 }
 
 const POLICY: &str = r#"
@@ -274,32 +348,48 @@ impl Jitd {
     fn new(b: &Bench) -> Result<Jitd> {
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("policy.toml"), POLICY)?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        std::fs::write(
-            dir.path().join("jitd.toml"),
-            format!(
-                "listen = \"127.0.0.1:{port}\"\ndatabase = \"jitd.sqlite\"\npolicy = \"policy.toml\"\n\n\
-                 [keycloak]\nurl = \"{}\"\nrealm = \"jit\"\ngrants_attribute = \"{}\"\n\n\
-                 [scheduler]\nkeycloak_concurrency = {CONCURRENCY}\n",
-                b.url, b.grants_attribute
-            ),
-        )?;
-        Ok(Jitd { dir, child: None })
+        let database = tokio::task::block_in_place(|| {
+            crate::bench_opts::fresh_database(b.setup.engine, dir.path())
+        })?;
+        for i in 0..b.setup.replicas {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            std::fs::write(
+                dir.path().join(format!("jitd-{i}.toml")),
+                format!(
+                    "listen = \"127.0.0.1:{port}\"\ndatabase = \"{database}\"\npolicy = \"policy.toml\"\n\n\
+                     [keycloak]\nurl = \"{}\"\nrealm = \"jit\"\ngrants_attribute = \"{}\"\n\n\
+                     [scheduler]\nkeycloak_concurrency = {CONCURRENCY}\n",
+                    b.url, b.grants_attribute
+                ),
+            )?;
+        }
+        Ok(Jitd {
+            dir,
+            database,
+            children: Vec::new(),
+        })
     }
 
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("jitd.sqlite")
+    fn store(&self) -> Result<BenchStore> {
+        BenchStore::open(&self.database)
     }
 
-    /// Starts the process; returns once it listens.
+    /// Starts the processes; returns once each listens.
     fn spawn(&mut self, b: &Bench) -> Result<()> {
+        for i in 0..b.setup.replicas {
+            self.spawn_one(b, i)?;
+        }
+        Ok(())
+    }
+
+    fn spawn_one(&mut self, b: &Bench, i: usize) -> Result<()> {
         use std::io::BufRead;
-        let log = std::fs::File::create(self.dir.path().join("jitd.log"))?;
+        let log = std::fs::File::create(self.dir.path().join(format!("jitd-{i}.log")))?;
         let mut child = Command::new(&b.jitd)
             .arg("--config")
-            .arg(self.dir.path().join("jitd.toml"))
+            .arg(self.dir.path().join(format!("jitd-{i}.toml")))
             .env("JIT_BACKEND_SECRET", &b.secret)
             .env(
                 "JITD_LOG",
@@ -315,31 +405,44 @@ impl Jitd {
             let _ = child.kill();
             bail!(
                 "jitd did not start; see {}",
-                self.dir.path().join("jitd.log").display()
+                self.dir.path().join(format!("jitd-{i}.log")).display()
             );
         }
-        self.child = Some(child);
+        self.children.push(child);
         Ok(())
     }
 
     /// SIGTERM and wait.
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        for c in &self.children {
             // SAFETY: plain syscall on our own child.
             unsafe {
                 libc::kill(c.id() as i32, libc::SIGTERM);
             }
+        }
+        let n = self.children.len();
+        for mut c in std::mem::take(&mut self.children) {
             let _ = c.wait();
-            self.keep_log();
+        }
+        for i in 0..n {
+            self.keep_log(i);
         }
     }
 
-    /// With `JIT_BENCH_LOG_DIR` set, copies jitd's log there
-    /// (`jitd-<unix ms>.log`), for profiling with `JIT_BENCH_JITD_LOG`.
-    fn keep_log(&self) {
+    /// With `JIT_BENCH_LOG_DIR` set, copies replica `i`'s log there
+    /// (`jitd-<unix ms>[-i].log`), for profiling with `JIT_BENCH_JITD_LOG`.
+    fn keep_log(&self, i: usize) {
         if let Ok(dir) = std::env::var("JIT_BENCH_LOG_DIR") {
-            let to = PathBuf::from(dir).join(format!("jitd-{}.log", Utc::now().timestamp_millis()));
-            if let Err(e) = std::fs::copy(self.dir.path().join("jitd.log"), &to) {
+            let suffix = if i == 0 {
+                String::new()
+            } else {
+                format!("-{i}")
+            };
+            let to = PathBuf::from(dir).join(format!(
+                "jitd-{}{suffix}.log",
+                Utc::now().timestamp_millis()
+            ));
+            if let Err(e) = std::fs::copy(self.dir.path().join(format!("jitd-{i}.log")), &to) {
                 eprintln!("jit-bench: cannot keep jitd's log in {}: {e}", to.display());
             }
         }
@@ -348,7 +451,7 @@ impl Jitd {
 
 impl Drop for Jitd {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        for mut c in self.children.drain(..) {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -358,7 +461,7 @@ impl Drop for Jitd {
 /// Inserts approved requests of `users` for `bench`, starting at `start`
 /// (or now), lasting `secs`. Returns their ids.
 fn seed_approved(
-    store: &SqlStore,
+    store: &BenchStore,
     users: &[String],
     start: Option<DateTime<Utc>>,
     secs: i64,
@@ -380,7 +483,7 @@ fn seed_approved(
         if r.status() != Status::Approved {
             bail!("the bench policy should auto-approve");
         }
-        store.insert(&r, t)?;
+        store.run(|s| s.insert(&r, t))?;
         ids.push(id);
     }
     Ok(ids)
@@ -388,7 +491,7 @@ fn seed_approved(
 
 /// Waits (at most `limit`) until `f` holds for every one of `ids`.
 async fn wait_all(
-    store: &SqlStore,
+    store: &BenchStore,
     ids: &[String],
     what: &str,
     limit: Duration,
@@ -446,7 +549,7 @@ async fn cycle(b: &Bench, n: usize) -> Result<Cycle> {
     let raw_delete = b.raw(&users, false).await?;
 
     let mut jitd = Jitd::new(b)?;
-    let store = SqlStore::open_sqlite(&jitd.db())?;
+    let store = jitd.store()?;
     let t0 = Utc::now() + chrono::Duration::seconds(4);
     let ids = seed_approved(&store, &users, Some(t0), 24 * 3600)?;
     jitd.spawn(b)?;
@@ -606,7 +709,7 @@ async fn recovery(b: &Bench) -> Result<Vec<Row>> {
     b.raw(&users, false).await?;
     b.raw(expiring, true).await?;
     let mut jitd = Jitd::new(b)?;
-    let store = SqlStore::open_sqlite(&jitd.db())?;
+    let store = jitd.store()?;
     // 20 active grants and 500 approved requests, all due a little after
     // Keycloak is stopped.
     let due = Utc::now() + chrono::Duration::seconds(20);

@@ -11,7 +11,9 @@
 //! checked by following every page and finding all of them, and the total
 //! equal to what the seeding makes visible.
 //!
-//! Sizes: `JIT_BENCH_LIST_SIZES` (default `100000,1000000`).
+//! Sizes: `JIT_BENCH_LIST_SIZES` (default `100000,1000000`). With
+//! `--replicas N` (PostgreSQL) N jitd serve the store and the timed reads
+//! go round-robin over them.
 
 use std::time::Instant;
 
@@ -19,6 +21,7 @@ use anyhow::{bail, Context, Result};
 use jit_core::{AccessRequest, NewRequest, Principal};
 use jit_server::store::{GrantState, SqlStore};
 
+use crate::bench_opts::{Engine, Setup};
 use crate::token_bounds::Line;
 use crate::{token, Jitd, POLICY};
 
@@ -46,7 +49,24 @@ pub async fn run(_url: &str) -> Result<Vec<Line>> {
     let probe = jit_testkit::AdminProbe::new(&env).await?;
     let alice = probe.user_id("alice").await?;
     let mut out = Vec::new();
-    for engine in ["sqlite", "postgres"] {
+    let setups = crate::bench_opts::setups(&[
+        Setup {
+            engine: Engine::Sqlite,
+            replicas: 1,
+        },
+        Setup {
+            engine: Engine::Postgres,
+            replicas: 1,
+        },
+    ])?;
+    for setup in setups {
+        let engine = setup.engine.name();
+        // "sqlite", or "postgres, 3 replicas" (reads spread over them).
+        let label = if setup.replicas == 1 {
+            engine.to_string()
+        } else {
+            setup.to_string()
+        };
         for &n in &sizes {
             eprintln!("jit-bench: lists: seeding {n} requests ({engine})");
             let dir = tempfile::tempdir()?;
@@ -58,7 +78,10 @@ pub async fn run(_url: &str) -> Result<Vec<Line>> {
             let started = Instant::now();
             let expect = tokio::task::spawn_blocking(move || seed(&db, n, &a)).await??;
             let seeded = started.elapsed();
-            let jitd = Jitd::start_on(POLICY, &env.url, &database);
+            let replicas: Vec<Jitd> = (0..setup.replicas)
+                .map(|_| Jitd::start_on(POLICY, &env.url, &database))
+                .collect();
+            let jitd = &replicas[0];
             // Fresh tokens: seeding a million rows outlasts a token.
             let bob_token = token("bob").await;
             let alice_token = token("alice").await;
@@ -72,11 +95,18 @@ pub async fn run(_url: &str) -> Result<Vec<Line>> {
                 ("mine (alice)", &alice_token, "mine=true", expect.mine),
             ] {
                 let http = reqwest::Client::new();
-                let url = format!("{}/v1/requests?{q}&limit={PAGE}", jitd.url);
+                let urls: Vec<String> = replicas
+                    .iter()
+                    .map(|j| format!("{}/v1/requests?{q}&limit={PAGE}", j.url))
+                    .collect();
                 let mut ms = Vec::with_capacity(READS);
-                for _ in 0..READS {
+                for i in 0..READS {
                     let t = Instant::now();
-                    let r = http.get(&url).bearer_auth(tok).send().await?;
+                    let r = http
+                        .get(&urls[i % urls.len()])
+                        .bearer_auth(tok)
+                        .send()
+                        .await?;
                     if !r.status().is_success() {
                         bail!("{who}: {}", r.status());
                     }
@@ -100,7 +130,7 @@ pub async fn run(_url: &str) -> Result<Vec<Line>> {
                 let exact = all.len() as u64 == want && oldest == 30;
                 let p99 = percentile(&ms, 0.99);
                 out.push((
-                    format!("{engine}, {n} requests: {who}, first page of {PAGE}"),
+                    format!("{label}, {n} requests: {who}, first page of {PAGE}"),
                     format!(
                         "p50 {:.1} ms, p99 {p99:.1} ms; {} listed of {want} (30/30 oldest: {})",
                         percentile(&ms, 0.5),
@@ -118,7 +148,7 @@ pub async fn run(_url: &str) -> Result<Vec<Line>> {
                     ),
                 ));
             }
-            drop(jitd);
+            drop(replicas);
         }
     }
     Ok(out)

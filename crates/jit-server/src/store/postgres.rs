@@ -256,10 +256,15 @@ fn listen_loop(config: postgres::Config, tls: Connector, f: Follower) {
         if !f(Some(0)) {
             return;
         }
-        let mut n = client.notifications();
-        let mut it = n.timeout_iter(Duration::from_secs(1));
         loop {
-            match it.next() {
+            // A fresh iterator per wait: `TimeoutIter` does not restart its
+            // timer after it fires, so one kept across waits would return
+            // at once ever after (a busy loop burning a core).
+            let next = client
+                .notifications()
+                .timeout_iter(Duration::from_secs(1))
+                .next();
+            match next {
                 Ok(Some(note)) => {
                     if !f(note.payload().parse().ok()) {
                         return;

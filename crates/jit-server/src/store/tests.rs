@@ -1036,3 +1036,34 @@ fn postgres_over_tls_checks_the_server_certificate() {
     );
     assert_eq!(transport(&at("127.0.0.1", "")).as_deref(), Ok("plain"));
 }
+
+/// PostgreSQL: the `LISTEN` thread waits (up to 1 s) between idle ticks
+/// instead of spinning. Five idle ticks (`f(None)`) are collected; ticks
+/// 2 to 5 span at least three 1-s waits (a lower bound only: load can make
+/// it longer, never shorter). A listener whose timer stopped restarting
+/// delivered them microseconds apart.
+#[test]
+fn postgres_listener_waits_between_idle_ticks() {
+    let url = jit_testkit::postgres::test_database().expect("a real PostgreSQL for store tests");
+    let store = SqlStore::new(Box::new(postgres::Postgres::open(&url, 2).unwrap())).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ticks = std::sync::atomic::AtomicUsize::new(0);
+    assert!(store.follow(Box::new(move |seq| {
+        if seq.is_none() {
+            let _ = tx.send(std::time::Instant::now());
+            return ticks.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 4;
+        }
+        true
+    })));
+    let at: Vec<std::time::Instant> = (0..5)
+        .map(|i| {
+            rx.recv_timeout(std::time::Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("idle tick {i} of the listener"))
+        })
+        .collect();
+    let span = at[4] - at[1];
+    assert!(
+        span >= std::time::Duration::from_millis(2900),
+        "three idle waits took {span:?}: the listener spins"
+    );
+}
