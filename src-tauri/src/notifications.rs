@@ -94,13 +94,13 @@ pub fn note_for_event(data: &EventData, viewer: &Viewer, actions: bool) -> Optio
     let id = q.id().to_string();
     let e = entitlement_name(data);
     let own = q.requester_id() == viewer.user_id;
-    let event = data.record.kind();
+    let event = &data.record.event;
 
     if !own {
         // Approver: a new request they may decide (or a break-glass
         // activation they must review). Never for their own request.
         let approves = viewer.approves.iter().any(|a| a == q.entitlement_id());
-        let new_request = event == Some(EventKind::RequestCreated);
+        let new_request = *event == EventKind::RequestCreated;
         if !(approves && new_request) {
             return None;
         }
@@ -138,11 +138,11 @@ pub fn note_for_event(data: &EventData, viewer: &Viewer, actions: bool) -> Optio
 
     // Requester: what happened to my request.
     let (kind, summary) = match event {
-        Some(EventKind::RequestApproved) => ("approved", format!("Request approved: {e}")),
-        Some(EventKind::RequestDenied) => ("denied", format!("Request denied: {e}")),
-        Some(EventKind::GrantGranted) => ("granted", format!("Access granted: {e}")),
-        Some(EventKind::GrantExpired) => ("expired", format!("Access expired: {e}")),
-        Some(EventKind::GrantRevoked) => ("revoked", format!("Access revoked: {e}")),
+        EventKind::RequestApproved => ("approved", format!("Request approved: {e}")),
+        EventKind::RequestDenied => ("denied", format!("Request denied: {e}")),
+        EventKind::GrantGranted => ("granted", format!("Access granted: {e}")),
+        EventKind::GrantExpired => ("expired", format!("Access expired: {e}")),
+        EventKind::GrantRevoked => ("revoked", format!("Access revoked: {e}")),
         _ => return None,
     };
     let mut b = body(r, false);

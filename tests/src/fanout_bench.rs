@@ -299,7 +299,7 @@ fn follow(url: String, who: Arc<Relogin>, tx: tokio::sync::broadcast::Sender<(St
                 let mut s = Box::pin(s);
                 while let Some(Ok(ev)) = s.next().await {
                     last = Some(ev.id);
-                    let _ = tx.send((ev.data.record.request_id.clone(), ev.event));
+                    let _ = tx.send((ev.data.record.request_id.clone(), ev.event.to_string()));
                 }
             }
             if tx.receiver_count() == 0 {

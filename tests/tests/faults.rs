@@ -106,7 +106,7 @@ async fn keycloak_outage_delays_but_never_loses_a_grant_or_a_revoke() {
         .await
         .unwrap()
         .into_iter()
-        .find(|a| a.request_id == id && a.event == "grant.removed")
+        .find(|a| a.request_id == id && a.event == jit_core::api::EventKind::GrantRemoved)
         .expect("removal audited");
     assert!(
         removed.reason.unwrap().contains("late"),

@@ -408,7 +408,7 @@ async fn collect_until(
             })
             .expect("stream ended")
             .expect("event");
-        let done = ev.data.record.request_id == request_id && ev.event == last_event;
+        let done = ev.data.record.request_id == request_id && ev.event.as_str() == last_event;
         seen.push(ev);
         if done {
             return seen;

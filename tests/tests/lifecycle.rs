@@ -76,7 +76,7 @@ async fn events_of(dave: &Client, id: &str) -> Vec<String> {
         .unwrap()
         .into_iter()
         .filter(|a| a.request_id == id)
-        .map(|a| a.event)
+        .map(|a| a.event.to_string())
         .collect()
 }
 
@@ -201,7 +201,7 @@ async fn pending_ttl_lapses_and_the_requester_is_told() {
     assert_eq!(e.code(), Some("illegal_transition"), "{e}");
     let mut names = Vec::new();
     while let Ok(Some(Ok(ev))) = tokio::time::timeout(secs(2), alice_events.next()).await {
-        names.push(ev.event);
+        names.push(ev.event.to_string());
     }
     assert_eq!(names, ["request.created", "request.lapsed"]);
 }
@@ -413,7 +413,7 @@ async fn revoke_of_a_group_ends_the_sessions() {
             .await
             .unwrap()
             .into_iter()
-            .find(|a| a.request_id == id && a.event == "grant.removed")
+            .find(|a| a.request_id == id && a.event == jit_core::api::EventKind::GrantRemoved)
             .and_then(|a| a.reason)
     };
     eventually(secs(5), "the removal audited", || async {
@@ -603,7 +603,7 @@ async fn ticket_justification_and_auto_approval() {
     let audit = dave.audit(0).await.unwrap();
     let approved = audit
         .iter()
-        .find(|a| a.request_id == r && a.event == "request.approved")
+        .find(|a| a.request_id == r && a.event == jit_core::api::EventKind::RequestApproved)
         .unwrap();
     assert_eq!(approved.actor, "jitd");
     assert!(
@@ -682,7 +682,7 @@ async fn break_glass_self_activates_and_leaves_a_review_open() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(ev.event, "request.created");
+    assert_eq!(ev.event, jit_core::api::EventKind::RequestCreated);
     assert!(ev.data.request.as_ref().unwrap().request.urgent());
     assert!(
         tokio::time::timeout(secs(1), bobs.next()).await.is_err(),

@@ -82,7 +82,7 @@ async fn debug_logs_never_carry_tokens_or_secrets() {
     // The stream saw the grant (it was open while it happened).
     let seen = tokio::time::timeout(secs(10), async {
         while let Some(Ok(ev)) = events.next().await {
-            if ev.event == "grant.granted" {
+            if ev.event == jit_core::api::EventKind::GrantGranted {
                 return true;
             }
         }

@@ -162,9 +162,15 @@ async fn pipeline_service_account_requests_waits_and_loses_the_role_on_time() {
     // The audit marks the service account's own actions, not carol's.
     let dave = jitd.client(&token("dave").await);
     let rows = dave.audit(0).await.unwrap();
-    let created = rows.iter().find(|r| r.event == "request.created").unwrap();
+    let created = rows
+        .iter()
+        .find(|r| r.event == jit_core::api::EventKind::RequestCreated)
+        .unwrap();
     assert_eq!(created.actor_client.as_deref(), Some(PIPELINE_CLIENT_ID));
-    let approved = rows.iter().find(|r| r.event == "request.approved").unwrap();
+    let approved = rows
+        .iter()
+        .find(|r| r.event == jit_core::api::EventKind::RequestApproved)
+        .unwrap();
     assert_eq!(
         (approved.actor.as_str(), approved.actor_client.as_deref()),
         ("carol", None)

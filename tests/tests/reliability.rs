@@ -119,7 +119,9 @@ fn auto_entitlement(id: &str, role: &str, more: &str) -> String {
 async fn audit_has(jitd: &Jitd, id: &str, event: &str, part: &str) -> bool {
     let dave = jitd.client(&token("dave").await);
     dave.audit(0).await.unwrap().iter().any(|a| {
-        a.request_id == id && a.event == event && a.reason.as_deref().unwrap_or("").contains(part)
+        a.request_id == id
+            && a.event.as_str() == event
+            && a.reason.as_deref().unwrap_or("").contains(part)
     })
 }
 

@@ -86,8 +86,10 @@ pub struct ListQuery {
 pub struct ServerEvent {
     /// Audit sequence number; pass it back as `Last-Event-ID` to resume.
     pub id: i64,
-    /// e.g. `request.created`, `grant.granted`, `grant.expired`.
-    pub event: String,
+    /// The SSE event's name as its kind (`request.created` is
+    /// `EventKind::RequestCreated`; a newer jitd's unknown name is
+    /// `EventKind::Other`).
+    pub event: jit_core::api::EventKind,
     pub data: EventData,
 }
 
@@ -448,7 +450,7 @@ impl Client {
                             .map_err(|e| ClientError::Protocol(e.to_string()))
                             .map(|data| ServerEvent {
                                 id: ev.id.parse().unwrap_or(data.record.seq),
-                                event: ev.event,
+                                event: jit_core::api::EventKind::from_name(&ev.event),
                                 data,
                             }),
                     ),

@@ -47,8 +47,12 @@ pub struct AuditRecord {
     /// Sequence number, also the event id of `/v1/events`.
     pub seq: i64,
     pub at: DateTime<Utc>,
-    /// Event type: an [`EventKind`]'s name, e.g. `request.created`.
-    pub event: String,
+    /// Event type: an [`EventKind`], as its name (e.g. `request.created`).
+    /// A name this version does not know reads as `EventKind::Other`. In
+    /// the OpenAPI document a string (a newer jitd may write new names).
+    #[schema(value_type = String)]
+    #[ts(type = "EventKind")]
+    pub event: EventKind,
     pub request_id: String,
     pub entitlement_id: String,
     pub requester_id: String,
@@ -89,12 +93,6 @@ pub struct AuditVerification {
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 impl AuditRecord {
-    /// The row's [`EventKind`]; `None` for a name this version does not
-    /// know (a newer jitd's row).
-    pub fn kind(&self) -> Option<EventKind> {
-        self.event.parse().ok()
-    }
-
     /// The row's hash: SHA-256 over `prev_hash`, a newline and the JSON
     /// array of the row's content fields (seq, at with microseconds, event,
     /// request_id, entitlement_id, requester_id, actor, reason, from, to,

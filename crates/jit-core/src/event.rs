@@ -4,7 +4,7 @@
 //! rows carry it; re-exported there as `jit_core::api::EventKind`) both use
 //! it without depending on each other.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Declares [`EventKind`]: each variant with its wire name, written once.
 macro_rules! event_kinds {
@@ -15,32 +15,30 @@ macro_rules! event_kinds {
         /// these; webhooks filter on them; the CLI, the app and the UI
         /// match this enum (the UI through its generated type), never a
         /// string of their own.
-        #[derive(
-            Debug,
-            Clone,
-            Copy,
-            PartialEq,
-            Eq,
-            Hash,
-            PartialOrd,
-            Ord,
-            Serialize,
-            Deserialize,
-            utoipa::ToSchema,
-            ts_rs::TS,
-        )]
+        ///
+        /// A name this version does not know (a newer jitd's) is read as
+        /// [`EventKind::Other`] with the name kept verbatim, so an older
+        /// client still reads, shows and re-serializes the row unchanged
+        /// (its hash stays valid) instead of failing on it.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum EventKind {
-            $($(#[doc = $doc])* #[serde(rename = $name)] $variant,)+
+            $($(#[doc = $doc])* $variant,)+
+            /// A kind this version does not know, as the server named it
+            /// (written by a newer jitd). jitd itself never writes one.
+            Other(String),
         }
 
         impl EventKind {
-            /// Every kind, in declaration order.
+            /// Every kind this version knows, in declaration order
+            /// ([`EventKind::Other`] is not among them).
             pub const ALL: &'static [EventKind] = &[$(EventKind::$variant,)+];
 
-            /// The wire name, e.g. `grant.granted`.
-            pub fn as_str(self) -> &'static str {
+            /// The wire name, e.g. `grant.granted` (an `Other`'s name as
+            /// written).
+            pub fn as_str(&self) -> &str {
                 match self {
                     $(EventKind::$variant => $name,)+
+                    EventKind::Other(name) => name,
                 }
             }
         }
@@ -92,11 +90,41 @@ event_kinds! {
 impl EventKind {
     /// The family: the name's part before the dot (`request`, `grant`,
     /// `extension`), as webhook filters (`grant.*`) name it.
-    pub fn family(self) -> &'static str {
+    pub fn family(&self) -> &str {
         self.as_str()
             .split_once('.')
             .map(|(f, _)| f)
             .unwrap_or_default()
+    }
+
+    /// The kind named `name`: a known one, else [`EventKind::Other`] with
+    /// the name kept (how rows are read; never fails). Use `parse` to
+    /// refuse unknown names (e.g. in configuration).
+    pub fn from_name(name: &str) -> EventKind {
+        name.parse()
+            .unwrap_or_else(|_| EventKind::Other(name.to_string()))
+    }
+
+    /// Whether this version knows the kind (it is not `Other`).
+    pub fn is_known(&self) -> bool {
+        !matches!(self, EventKind::Other(_))
+    }
+}
+
+/// Serialized as its name (a JSON string), exactly as jitd has always
+/// written the audit's `event`.
+impl Serialize for EventKind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Any string: a known name gives its variant, any other name
+/// [`EventKind::Other`] (see [`EventKind::from_name`]).
+impl<'de> Deserialize<'de> for EventKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<EventKind, D::Error> {
+        let name = std::borrow::Cow::<str>::deserialize(d)?;
+        Ok(EventKind::from_name(&name))
     }
 }
 
@@ -109,12 +137,14 @@ impl std::fmt::Display for EventKind {
 impl std::str::FromStr for EventKind {
     type Err = String;
 
-    /// The kind named `s`. Errors: `unknown event kind '…'`.
+    /// The known kind named `s`. Errors: `unknown event kind '…'` (for a
+    /// name this version does not know; [`EventKind::from_name`] keeps it
+    /// as `Other` instead).
     fn from_str(s: &str) -> Result<EventKind, String> {
         EventKind::ALL
             .iter()
-            .copied()
             .find(|k| k.as_str() == s)
+            .cloned()
             .ok_or_else(|| format!("unknown event kind '{s}'"))
     }
 }
@@ -132,7 +162,8 @@ mod tests {
                 serde_json::to_value(k).unwrap(),
                 serde_json::Value::String(k.as_str().into())
             );
-            assert_eq!(k.as_str().parse::<EventKind>(), Ok(*k));
+            assert_eq!(k.as_str().parse::<EventKind>().as_ref(), Ok(k));
+            assert!(k.is_known());
             assert_eq!(format!("{k}"), k.as_str());
             assert!(
                 ["request", "grant", "extension"].contains(&k.family()),
@@ -140,6 +171,17 @@ mod tests {
             );
         }
         assert!("grant.bogus".parse::<EventKind>().is_err());
+    }
+
+    #[test]
+    fn an_unknown_name_reads_as_other_and_writes_back_unchanged() {
+        let k: EventKind = serde_json::from_str(r#""grant.teleported""#).unwrap();
+        assert_eq!(k, EventKind::Other("grant.teleported".into()));
+        assert!(!k.is_known());
+        assert_eq!(k.family(), "grant");
+        assert_eq!(serde_json::to_string(&k).unwrap(), r#""grant.teleported""#);
+        let known: EventKind = serde_json::from_str(r#""grant.kept""#).unwrap();
+        assert_eq!(known, EventKind::GrantKept);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! `UPDATE_TS_TYPES=1 cargo test -p jit-core --test ts_types` rewrites it.
 
 use jit_core::api::{
-    AuditRecord, CreateRequestBody, DecisionBody, EntitlementView, EventData, ExtendBody,
-    GrantState, MeView, Problem, RequestView, ServerConfigView,
+    AuditRecord, CreateRequestBody, DecisionBody, EntitlementView, EventData, EventKind,
+    ExtendBody, GrantState, MeView, Problem, RequestView, ServerConfigView,
 };
 use jit_core::{
     AccessRequest, AppliedExtension, Decision, EntitlementKind, RequestKind, Status, Vote,
@@ -27,6 +27,7 @@ fn generated() -> String {
         EntitlementKind::decl(&cfg),
         AppliedExtension::decl(&cfg),
         GrantState::decl(&cfg),
+        event_kind_decl(),
         AccessRequest::decl(&cfg),
         RequestView::decl(&cfg),
         EntitlementView::decl(&cfg),
@@ -46,6 +47,22 @@ fn generated() -> String {
         out.push('\n');
     }
     out
+}
+
+/// `EventKind` as TypeScript: `KnownEventKind` (its known names, for
+/// tables keyed by kind) and `EventKind`, those or any other string (a
+/// newer jitd's kind, `EventKind::Other` in Rust; `(string & {})` keeps
+/// the names for completion while any string is allowed).
+/// Written here because the Rust enum serializes by hand (as its name).
+fn event_kind_decl() -> String {
+    let names: Vec<String> = EventKind::ALL
+        .iter()
+        .map(|k| format!("\"{}\"", k.as_str()))
+        .collect();
+    format!(
+        "type KnownEventKind = {};\n\n// jit_core::api::EventKind: a known name, or a newer server's.\nexport type EventKind = KnownEventKind | (string & {{}});",
+        names.join(" | ")
+    )
 }
 
 #[test]

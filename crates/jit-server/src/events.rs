@@ -100,7 +100,7 @@ async fn render(state: &AppState, rows: Vec<AuditRecord>) -> Result<Vec<Rendered
         .into_iter()
         .map(|rec| {
             let request = views.get(&rec.request_id).cloned().flatten();
-            let (seq, event) = (rec.seq, rec.event.clone());
+            let (seq, event) = (rec.seq, rec.event.to_string());
             let (requester_id, entitlement_id) =
                 (rec.requester_id.clone(), rec.entitlement_id.clone());
             let data = serde_json::to_string(&EventData {

@@ -1272,6 +1272,7 @@ async fn finish_removal(
     removed: bool,
 ) -> Result<(), StoreError> {
     let note = reason.clone();
+    let kind = event.clone();
     let (_, recs) = commit(state, id, move |s| {
         if !s.grant.removal_pending {
             // Done meanwhile (another replica took over a lapsed claim):
@@ -1286,7 +1287,7 @@ async fn finish_removal(
         s.grant.next_attempt_at = None;
         s.grant.last_error = None;
         Ok(vec![Entry::Note(Note {
-            event,
+            event: kind.clone(),
             actor: jit_core::model::SYSTEM_ACTOR.into(),
             reason: Some(note),
             at: Utc::now(),

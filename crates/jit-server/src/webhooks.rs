@@ -406,7 +406,7 @@ impl Webhooks {
         Some(Arc::new(move |rec: &AuditRecord| {
             me.endpoints
                 .iter()
-                .filter(|e| e.config.wants(&rec.event, &rec.entitlement_id))
+                .filter(|e| e.config.wants(rec.event.as_str(), &rec.entitlement_id))
                 .map(|e| e.config.name.clone())
                 .collect()
         }))

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use jit_core::api::EventKind;
 use jit_core::{EntitlementKind, Principal, Status};
 use jit_keycloak::TargetStatus;
 use jit_server::scheduler::end_grant;
@@ -57,10 +58,10 @@ fn kc_with_users(users: &[&str]) -> Arc<FakeKeycloak> {
     kc
 }
 
-fn has_event(j: &TestJitd, id: &str, event: &str, reason_part: &str) -> bool {
+fn has_event(j: &TestJitd, id: &str, event: EventKind, reason_part: &str) -> bool {
     j.events(id)
         .iter()
-        .any(|(e, r)| e == event && r.as_deref().unwrap_or("").contains(reason_part))
+        .any(|(e, r)| *e == event && r.as_deref().unwrap_or("").contains(reason_part))
 }
 
 /// Nothing will pick the request up again: not in any due list, however
@@ -102,7 +103,10 @@ async fn grants_keycloak_refuses_for_good_end_failed_with_the_reason() {
             .map(str::to_string)
             .unwrap_or_default();
         assert!(reason.contains(why), "{user}: {reason}");
-        assert!(has_event(&j, id, "grant.failed", why), "{user}: audited");
+        assert!(
+            has_event(&j, id, EventKind::GrantFailed, why),
+            "{user}: audited"
+        );
         assert!(s.grant.granted_at.is_none() && !kc.has(user, &open_role()));
         assert!(never_due_again(&j, id), "{user}: no retries");
     }
@@ -202,7 +206,12 @@ async fn a_removal_whose_user_or_target_is_gone_is_complete_and_not_late() {
             .await;
         assert!(!s.grant.removal_failed && s.grant.last_error.is_none());
         assert!(
-            has_event(&j, id, "grant.removed", "no longer exists in Keycloak"),
+            has_event(
+                &j,
+                id,
+                EventKind::GrantRemoved,
+                "no longer exists in Keycloak"
+            ),
             "{:?}",
             j.events(id)
         );
@@ -242,7 +251,7 @@ async fn nothing_granted_means_nothing_to_remove() {
     assert!(has_event(
         &j,
         &id,
-        "grant.nothing_to_remove",
+        EventKind::GrantNothingToRemove,
         "never granted"
     ));
     assert_eq!(
@@ -291,7 +300,12 @@ async fn a_removal_keycloak_forbids_is_not_retried_and_stays_visible() {
     .await;
     let metrics = j.state().metrics.encode();
     assert!(metrics.contains("jit_revocations_late 1"), "{metrics}");
-    assert!(has_event(&j, &id, "grant.removal_failed", "administrator"));
+    assert!(has_event(
+        &j,
+        &id,
+        EventKind::GrantRemovalFailed,
+        "administrator"
+    ));
     assert!(never_due_again(&j, &id));
     assert!(kc.has("erin", &open_role()), "the fake really refused");
     j.stop().await;
@@ -466,7 +480,12 @@ async fn lost_eligibility_before_the_start_ends_the_request() {
         .end_reason()
         .unwrap()
         .contains("no longer eligible"));
-    assert!(has_event(&j, &a, "request.cancelled", "no longer eligible"));
+    assert!(has_event(
+        &j,
+        &a,
+        EventKind::RequestCancelled,
+        "no longer eligible"
+    ));
     assert!(!kc.has("alice", &db_role()));
     assert_eq!(
         kc.calls()
@@ -504,7 +523,12 @@ async fn ending_sessions_ends_offline_sessions_too() {
         .await;
     assert!(s.grant.removed_at.is_some());
     assert_eq!(kc.user("carol").unwrap().offline_sessions, 0);
-    assert!(has_event(&j, &id, "grant.removed", "2 offline sessions"));
+    assert!(has_event(
+        &j,
+        &id,
+        EventKind::GrantRemoved,
+        "2 offline sessions"
+    ));
     j.stop().await;
 }
 
@@ -549,7 +573,10 @@ async fn a_grant_keycloak_keeps_failing_ends_failed_at_the_retry_limit() {
         "retried before giving up ({} attempts)",
         kc.count(Op::Assign)
     );
-    assert!(has_event(&j, &id, "grant.failed", "gave up"), "audited");
+    assert!(
+        has_event(&j, &id, EventKind::GrantFailed, "gave up"),
+        "audited"
+    );
     assert!(!kc.has("u-500", &open_role()));
     assert!(never_due_again(&j, &id), "no more retries");
     j.stop().await;
@@ -581,7 +608,7 @@ async fn a_grant_that_cannot_be_applied_within_its_window_ends_failed() {
     let window_end = s.request.decided_at().unwrap() + chrono::Duration::seconds(2);
     assert!(s.request.ended_at().unwrap() <= window_end + chrono::Duration::seconds(2));
     assert!(s.grant.granted_at.is_none() && !kc.has("u-500", &open_role()));
-    assert!(has_event(&j, &id, "grant.failed", "window"));
+    assert!(has_event(&j, &id, EventKind::GrantFailed, "window"));
     assert!(never_due_again(&j, &id));
     j.stop().await;
 }
@@ -617,7 +644,12 @@ async fn a_removal_that_keeps_failing_is_retried_then_removal_failed_at_the_limi
         "{why}"
     );
     assert!(kc.count(Op::Unassign) >= 2, "retried before giving up");
-    assert!(has_event(&j, &id, "grant.removal_failed", "administrator"));
+    assert!(has_event(
+        &j,
+        &id,
+        EventKind::GrantRemovalFailed,
+        "administrator"
+    ));
     assert!(jit_server::api::view(j.state(), &s).revoke_late, "visible");
     until("the removal counted as failed", SECS, || {
         j.state()

@@ -506,7 +506,9 @@ async fn run() -> Result<bool> {
     let audit = dave.audit(0).await?;
     let mut ended: HashMap<&str, usize> = HashMap::new();
     for a in &audit {
-        if a.event == "grant.removed" || a.event == "grant.kept" {
+        if a.event == jit_core::api::EventKind::GrantRemoved
+            || a.event == jit_core::api::EventKind::GrantKept
+        {
             *ended.entry(a.request_id.as_str()).or_default() += 1;
         }
     }
@@ -525,7 +527,7 @@ async fn run() -> Result<bool> {
     }
     let mut granted: HashMap<&str, usize> = HashMap::new();
     for a in &audit {
-        if a.event == "grant.granted" {
+        if a.event == jit_core::api::EventKind::GrantGranted {
             *granted.entry(a.request_id.as_str()).or_default() += 1;
         }
     }
@@ -544,7 +546,7 @@ async fn run() -> Result<bool> {
     }
     let created_audit: BTreeSet<&str> = audit
         .iter()
-        .filter(|a| a.event == "request.created")
+        .filter(|a| a.event == jit_core::api::EventKind::RequestCreated)
         .map(|a| a.request_id.as_str())
         .collect();
     for id in l.created.keys() {

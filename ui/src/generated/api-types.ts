@@ -80,6 +80,11 @@ last_error: string | null,
  */
 removal_failed: boolean, };
 
+export type KnownEventKind = "request.created" | "request.voted" | "request.approved" | "request.denied" | "request.cancelled" | "request.lapsed" | "request.reviewed" | "grant.granted" | "grant.standing" | "grant.extended" | "grant.expired" | "grant.dropped" | "grant.revoked" | "grant.failed" | "grant.removed" | "grant.kept" | "grant.removal_failed" | "grant.nothing_to_remove" | "extension.applied";
+
+// jit_core::api::EventKind: a known name, or a newer server's.
+export type EventKind = KnownEventKind | (string & {});
+
 export type AccessRequest = { id: string, kind: RequestKind, entitlement_id: string, 
 /**
  * What is granted in Keycloak, copied from the policy at creation.
@@ -224,9 +229,11 @@ export type AuditRecord = {
  */
 seq: number, at: string, 
 /**
- * Event type: an [`EventKind`]'s name, e.g. `request.created`.
+ * Event type: an [`EventKind`], as its name (e.g. `request.created`).
+ * A name this version does not know reads as `EventKind::Other`. In
+ * the OpenAPI document a string (a newer jitd may write new names).
  */
-event: string, request_id: string, entitlement_id: string, requester_id: string, actor: string, 
+event: EventKind, request_id: string, entitlement_id: string, requester_id: string, actor: string, 
 /**
  * Set when the actor is a client's service account (a pipeline): the
  * client's id. Hashed only when present, so older rows verify as before.
@@ -243,9 +250,11 @@ request: RequestView | null,
  */
 seq: number, at: string, 
 /**
- * Event type: an [`EventKind`]'s name, e.g. `request.created`.
+ * Event type: an [`EventKind`], as its name (e.g. `request.created`).
+ * A name this version does not know reads as `EventKind::Other`. In
+ * the OpenAPI document a string (a newer jitd may write new names).
  */
-event: string, request_id: string, entitlement_id: string, requester_id: string, actor: string, 
+event: EventKind, request_id: string, entitlement_id: string, requester_id: string, actor: string, 
 /**
  * Set when the actor is a client's service account (a pipeline): the
  * client's id. Hashed only when present, so older rows verify as before.

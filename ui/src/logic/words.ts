@@ -1,6 +1,9 @@
 // Words people read for the machine names of the audit log.
 
-const EVENTS: Record<string, string> = {
+import type { EventKind, KnownEventKind } from "../generated/api-types";
+
+/** Known event kinds (the server's `EventKind` names) and their words. */
+const EVENTS: Partial<Record<KnownEventKind, string>> = {
   "request.created": "Requested",
   "request.approved": "Approved",
   "request.voted": "Approval vote",
@@ -15,9 +18,10 @@ const EVENTS: Record<string, string> = {
   "grant.extended": "Extended",
 };
 
-/** `grant.extended` → "Extended"; unknown names become plain words. */
-export function eventLabel(event: string): string {
-  const known = EVENTS[event];
+/** `grant.extended` → "Extended"; kinds without words here (and a newer
+ *  server's kinds) become plain words. */
+export function eventLabel(event: EventKind): string {
+  const known = EVENTS[event as KnownEventKind];
   if (known) return known;
   const words = event.replace(/[._]+/g, " ").trim();
   return words.charAt(0).toUpperCase() + words.slice(1);

@@ -65,7 +65,7 @@ pub(super) async fn audit(
                     &[
                         r.seq.to_string(),
                         r.at.to_rfc3339(),
-                        f(&r.event),
+                        f(r.event.as_str()),
                         f(&r.request_id),
                         f(&r.entitlement_id),
                         f(&r.requester_id),

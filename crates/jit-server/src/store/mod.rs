@@ -508,7 +508,7 @@ impl SqlStore {
         };
         let (event, actor, reason, from, to, at) = match e {
             Entry::Transition(t) => (
-                t.action.event().to_string(),
+                t.action.event(),
                 t.actor.clone(),
                 t.reason.clone(),
                 t.from.map(|s| s.as_str().to_string()),
@@ -516,7 +516,7 @@ impl SqlStore {
                 t.at,
             ),
             Entry::Note(n) => (
-                n.event.to_string(),
+                n.event.clone(),
                 n.actor.clone(),
                 n.reason.clone(),
                 None,
@@ -552,7 +552,7 @@ impl SqlStore {
             &[
                 P::from(rec.seq),
                 P::from(ts(rec.at)),
-                P::from(&rec.event),
+                P::from(rec.event.as_str()),
                 P::from(&rec.request_id),
                 P::from(&rec.entitlement_id),
                 P::from(&rec.requester_id),
@@ -1147,7 +1147,7 @@ impl SqlStore {
                 Ok(AuditRecord {
                     seq: r[0].int()?,
                     at: parse_ts(&r[1].text()?)?,
-                    event: r[2].text()?,
+                    event: EventKind::from_name(&r[2].text()?),
                     request_id: r[3].text()?,
                     entitlement_id: r[4].text()?,
                     requester_id: r[5].text()?,

@@ -509,7 +509,7 @@ fn sqlite_database_of_schema_3_upgrades() {
         let mut rec = AuditRecord {
             seq: 1,
             at: now,
-            event: "request.created".into(),
+            event: EventKind::RequestCreated,
             request_id: "voted".into(),
             entitlement_id: "db".into(),
             requester_id: "u2".into(),
@@ -528,7 +528,7 @@ fn sqlite_database_of_schema_3_upgrades() {
             rusqlite::params![
                 rec.seq,
                 ts(rec.at),
-                rec.event,
+                rec.event.as_str(),
                 rec.request_id,
                 rec.entitlement_id,
                 rec.requester_id,

@@ -80,31 +80,31 @@ pub fn headline(ev: &WebhookEvent, what: &str) -> String {
     let who = requester(ev);
     let actor = &ev.record.actor;
     use jit_core::api::EventKind as K;
-    match ev.record.kind() {
-        Some(K::RequestCreated) if r.break_glass() => {
+    match &ev.record.event {
+        K::RequestCreated if r.break_glass() => {
             format!("Break-glass: {who} activated {what}")
         }
-        Some(K::RequestCreated) if matches!(r.kind(), jit_core::RequestKind::Extension { .. }) => {
+        K::RequestCreated if matches!(r.kind(), jit_core::RequestKind::Extension { .. }) => {
             format!("{who} asks to extend {what}")
         }
-        Some(K::RequestCreated) if r.urgent() => format!("Urgent: {who} asks for {what}"),
-        Some(K::RequestCreated) => format!("{who} asks for {what}"),
-        Some(K::RequestVoted) => format!("{actor} voted on {who}'s request for {what}"),
-        Some(K::RequestApproved) => format!("{actor} approved {who}'s request for {what}"),
-        Some(K::RequestDenied) => format!("{actor} denied {who}'s request for {what}"),
-        Some(K::RequestCancelled) => format!("{who}'s request for {what} was cancelled"),
-        Some(K::RequestLapsed) => {
+        K::RequestCreated if r.urgent() => format!("Urgent: {who} asks for {what}"),
+        K::RequestCreated => format!("{who} asks for {what}"),
+        K::RequestVoted => format!("{actor} voted on {who}'s request for {what}"),
+        K::RequestApproved => format!("{actor} approved {who}'s request for {what}"),
+        K::RequestDenied => format!("{actor} denied {who}'s request for {what}"),
+        K::RequestCancelled => format!("{who}'s request for {what} was cancelled"),
+        K::RequestLapsed => {
             format!("{who}'s request for {what} lapsed: nobody decided in time")
         }
-        Some(K::RequestReviewed) => format!("{actor} reviewed {who}'s break-glass use of {what}"),
-        Some(K::GrantGranted) => format!("{who} now holds {what}"),
-        Some(K::GrantExtended) => format!("{who}'s access to {what} was extended"),
-        Some(K::GrantExpired) => format!("{who}'s access to {what} expired"),
-        Some(K::GrantDropped) => format!("{who} gave up {what}"),
-        Some(K::GrantRevoked) => format!("{actor} revoked {who}'s access to {what}"),
-        Some(K::GrantRemoved) => format!("{what} removed from {who} in Keycloak"),
-        Some(K::GrantKept) => format!("{who} keeps {what} (held before the grant)"),
-        Some(K::GrantStanding) => format!("{who} already held {what}"),
+        K::RequestReviewed => format!("{actor} reviewed {who}'s break-glass use of {what}"),
+        K::GrantGranted => format!("{who} now holds {what}"),
+        K::GrantExtended => format!("{who}'s access to {what} was extended"),
+        K::GrantExpired => format!("{who}'s access to {what} expired"),
+        K::GrantDropped => format!("{who} gave up {what}"),
+        K::GrantRevoked => format!("{actor} revoked {who}'s access to {what}"),
+        K::GrantRemoved => format!("{what} removed from {who} in Keycloak"),
+        K::GrantKept => format!("{who} keeps {what} (held before the grant)"),
+        K::GrantStanding => format!("{who} already held {what}"),
         _ => format!("{}: {who}, {what}", ev.record.event),
     }
 }

@@ -99,7 +99,7 @@ impl TestJitd {
     }
 
     /// Audit events of request `id`, in order.
-    pub fn events(&self, id: &str) -> Vec<(String, Option<String>)> {
+    pub fn events(&self, id: &str) -> Vec<(jit_core::api::EventKind, Option<String>)> {
         self.state()
             .store
             .sync()
