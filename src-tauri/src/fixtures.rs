@@ -78,3 +78,13 @@ pub fn changed(mut r: RequestView, change: impl FnOnce(&mut StoredRequest)) -> R
     r.request = AccessRequest::restore(s);
     r
 }
+
+/// [`request`] as an approver it awaits sees it: the server's
+/// `awaits_your_review` is `true` (what `GET /v1/requests/{id}` says to
+/// that approver).
+pub fn to_review(id: &str, requester: &str, status: &str) -> RequestView {
+    RequestView {
+        awaits_your_review: Some(true),
+        ..request(id, requester, status)
+    }
+}

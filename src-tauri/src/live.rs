@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jit_client::{Client, ClientError, ListQuery};
-use jit_core::api::{EventData, RequestView};
+use jit_core::api::{EventData, EventKind, RequestView};
 
 use crate::error::CommandError;
 use crate::notifications::{self, expiring_notes, note_for_event, Note, Notifier, Viewer};
@@ -232,7 +232,8 @@ struct Loop {
 }
 
 impl Loop {
-    async fn handle(&mut self, id: i64, data: EventData) {
+    async fn handle(&mut self, id: i64, mut data: EventData) {
+        self.ask_awaits_review(&mut data).await;
         let settings = self.d.settings.get();
         let Some(note) = self.core.on_event(&self.d.notifier, &settings, id, &data) else {
             return;
@@ -248,6 +249,26 @@ impl Loop {
         }
         if let Some(n) = note {
             show_note(&self.d, n);
+        }
+    }
+
+    /// A new request of someone else's arrives in the event stream without
+    /// the server's per-caller answer (`awaits_your_review` is `None`:
+    /// stream rows are rendered once for every subscriber). Whether it
+    /// awaits this user's review is the server's rule, so ask it for the
+    /// request as this user sees it; if that fails, the answer stays
+    /// unknown and no review notification is shown (the tray's list, from
+    /// the server too, still counts it).
+    async fn ask_awaits_review(&self, data: &mut EventData) {
+        let ask = data.record.event == EventKind::RequestCreated
+            && data.request.as_ref().is_some_and(|r| {
+                r.awaits_your_review.is_none()
+                    && r.request.requester_id() != self.core.viewer.user_id
+            });
+        if ask {
+            if let Ok(v) = self.client.get(&data.record.request_id).await {
+                data.request = Some(v);
+            }
         }
     }
 
@@ -303,10 +324,7 @@ impl Loop {
             return;
         }
         if let Ok(me) = self.client.me().await {
-            self.core.viewer = Viewer {
-                user_id: me.id,
-                approves: me.approves,
-            };
+            self.core.viewer = Viewer { user_id: me.id };
         }
     }
 
@@ -424,14 +442,13 @@ pub async fn run(d: Arc<Desktop>, client: Client) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{event, request};
+    use crate::fixtures::{event, request, to_review};
 
     fn bob_core() -> LiveCore {
         LiveCore {
             cursor: Cursor::default(),
             viewer: Viewer {
                 user_id: "u-bob".into(),
-                approves: vec!["prod-db-admin".into()],
             },
             actions: true,
         }
@@ -443,8 +460,8 @@ mod tests {
         let s = Settings::default();
         let mut core = bob_core();
         core.cursor.last_id = Some(10); // baseline at start
-        let r1 = request("r1", "alice", "pending");
-        let r2 = request("r2", "carol", "pending");
+        let r1 = to_review("r1", "alice", "pending");
+        let r2 = to_review("r2", "carol", "pending");
 
         // Live: two new requests.
         let n1 = core.on_event(
@@ -484,7 +501,7 @@ mod tests {
             .is_none());
 
         // While polling, event 13 arrives through the audit rows...
-        let r3 = request("r3", "dave", "pending");
+        let r3 = to_review("r3", "dave", "pending");
         let polled = core.on_event(
             &notifier,
             &s,
@@ -538,7 +555,7 @@ mod tests {
             ..Settings::default()
         };
         let mut core = bob_core();
-        let r = request("r1", "alice", "pending");
+        let r = to_review("r1", "alice", "pending");
         let e = event(1, "request.created", &r, "alice");
         assert!(matches!(
             core.on_event(&notifier, &paused, 1, &e),

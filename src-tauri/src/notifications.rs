@@ -18,12 +18,12 @@ use crate::settings::Settings;
 pub const APP_NAME: &str = "JIT Access";
 
 /// Who the user is, for deciding which notifications concern them.
+/// Whether a request awaits their review is the server's answer
+/// (`RequestView::awaits_your_review`), never a rule of the app's.
 #[derive(Debug, Clone, Default)]
 pub struct Viewer {
     /// Keycloak subject id.
     pub user_id: String,
-    /// Entitlement ids the user may approve.
-    pub approves: Vec<String>,
 }
 
 /// How loudly a notification asks for attention (urgent requests: critical).
@@ -97,11 +97,14 @@ pub fn note_for_event(data: &EventData, viewer: &Viewer, actions: bool) -> Optio
     let event = &data.record.event;
 
     if !own {
-        // Approver: a new request they may decide (or a break-glass
-        // activation they must review). Never for their own request.
-        let approves = viewer.approves.iter().any(|a| a == q.entitlement_id());
+        // Approver: a new request that awaits their decision (or a
+        // break-glass activation they must review), as the server says
+        // (`awaits_your_review`: the core rule, which also excludes their
+        // own requests). Unknown (`None`, an event not made for this
+        // caller) is not notified; the live loop asks the server first.
+        let awaits = r.awaits_your_review == Some(true);
         let new_request = *event == EventKind::RequestCreated;
-        if !(approves && new_request) {
+        if !(awaits && new_request) {
             return None;
         }
         let urgent = q.urgent() || q.break_glass();
@@ -411,26 +414,24 @@ pub fn show(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{at, changed, event, request};
+    use crate::fixtures::{at, changed, event, request, to_review};
 
     fn bob() -> Viewer {
         Viewer {
             user_id: "u-bob".into(),
-            approves: vec!["prod-db-admin".into()],
         }
     }
 
     fn alice() -> Viewer {
         Viewer {
             user_id: "u-alice".into(),
-            approves: vec![],
         }
     }
 
     #[test]
     fn notes_are_closed_once_their_request_moved_on() {
         let notifier = Notifier::new();
-        let mut r = request("r1", "alice", "pending");
+        let mut r = to_review("r1", "alice", "pending");
         let review =
             note_for_event(&event(1, "request.created", &r, "alice"), &bob(), true).unwrap();
         notifier.shown(&review, 7);
@@ -461,7 +462,7 @@ mod tests {
             &event(
                 2,
                 "request.created",
-                &request("r2", "carol", "pending"),
+                &to_review("r2", "carol", "pending"),
                 "carol",
             ),
             &bob(),
@@ -477,7 +478,7 @@ mod tests {
 
     #[test]
     fn approver_gets_a_new_request_with_actions() {
-        let r = request("r1", "alice", "pending");
+        let r = to_review("r1", "alice", "pending");
         let n = note_for_event(&event(1, "request.created", &r, "alice"), &bob(), true).unwrap();
         assert_eq!(
             n.summary,
@@ -501,7 +502,7 @@ mod tests {
 
     #[test]
     fn urgent_and_break_glass_are_critical_and_sticky() {
-        let mut r = request("r1", "alice", "pending");
+        let mut r = to_review("r1", "alice", "pending");
         r = changed(r, |s| s.urgent = true);
         let n = note_for_event(&event(1, "request.created", &r, "alice"), &bob(), true).unwrap();
         assert_eq!(
@@ -513,7 +514,7 @@ mod tests {
         assert_eq!(n.actions, vec![OPEN, APPROVE, DENY]);
 
         // Break-glass is active already: nothing to approve, only open.
-        let mut g = request("r2", "alice", "active");
+        let mut g = to_review("r2", "alice", "active");
         g = changed(g, |s| s.break_glass = true);
         let n = note_for_event(&event(2, "request.created", &g, "alice"), &bob(), true).unwrap();
         assert!(n.summary.starts_with("URGENT access request: alice"));
@@ -522,7 +523,7 @@ mod tests {
 
     #[test]
     fn no_actions_without_the_servers_capability() {
-        let r = request("r1", "alice", "pending");
+        let r = to_review("r1", "alice", "pending");
         let n = note_for_event(&event(1, "request.created", &r, "alice"), &bob(), false).unwrap();
         assert!(n.actions.is_empty());
     }
@@ -543,13 +544,31 @@ mod tests {
     }
 
     #[test]
-    fn not_an_approver_of_it_or_already_decided_means_no_note() {
-        let r = request("r1", "alice", "pending");
+    fn not_awaiting_me_or_unknown_means_no_note() {
+        // The server says it does not await carol (not an approver of it,
+        // or already decided), or nothing was said (an event rendered for
+        // every subscriber): no review note.
         let carol = Viewer {
             user_id: "u-carol".into(),
-            approves: vec!["billing-admin".into()],
         };
-        assert!(note_for_event(&event(1, "request.created", &r, "alice"), &carol, true).is_none());
+        let not_mine = RequestView {
+            awaits_your_review: Some(false),
+            ..request("r1", "alice", "pending")
+        };
+        assert!(note_for_event(
+            &event(1, "request.created", &not_mine, "alice"),
+            &carol,
+            true
+        )
+        .is_none());
+        let unknown = request("r1", "alice", "pending");
+        assert!(note_for_event(
+            &event(1, "request.created", &unknown, "alice"),
+            &carol,
+            true
+        )
+        .is_none());
+        let r = to_review("r1", "alice", "pending");
         let done = request("r1", "alice", "approved");
         assert!(
             note_for_event(&event(1, "request.created", &done, "alice"), &bob(), true).is_none()
@@ -635,7 +654,7 @@ mod tests {
 
     #[test]
     fn settings_mute_and_pause() {
-        let r = request("r1", "alice", "pending");
+        let r = to_review("r1", "alice", "pending");
         let normal =
             note_for_event(&event(1, "request.created", &r, "alice"), &bob(), true).unwrap();
         let mut u = r.clone();

@@ -149,6 +149,16 @@ pub struct RequestView {
     /// (Keycloak unreachable, retrying). Rule: `jit_core::lateness`, the
     /// same as the metric `jit_revocations_late`.
     pub revoke_late: bool,
+    /// Whether the request awaits the caller's decision or break-glass
+    /// review — "awaits my review", the rule of
+    /// `AccessRequest::awaits_review_by` (the `to_review` list holds
+    /// exactly these). Clients use this instead of a rule of their own.
+    /// `null` where the view is not made for one caller: in the event
+    /// stream's `request` (rendered once for every subscriber) — ask
+    /// `GET /v1/requests/{id}` for the caller's answer.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub awaits_your_review: Option<bool>,
 }
 
 /// An entitlement the caller may request.

@@ -92,7 +92,7 @@ async fn render(state: &AppState, rows: Vec<AuditRecord>) -> Result<Vec<Rendered
                 .store
                 .get(&rec.request_id)
                 .await?
-                .map(|s| view(state, &s));
+                .map(|s| view(state, &s, None));
             views.insert(rec.request_id.clone(), v);
         }
     }

@@ -12,8 +12,10 @@ use crate::error::ApiError;
 use crate::store::Stored;
 use crate::AppState;
 
-/// Builds the API view of a stored request at the server's `now`.
-pub fn view(state: &AppState, s: &Stored) -> RequestView {
+/// Builds the API view of a stored request at the server's `now`, for
+/// `caller` (`awaits_your_review`), or for no one in particular (`None`:
+/// the event stream, whose rows are rendered once for every subscriber).
+pub fn view(state: &AppState, s: &Stored, caller: Option<&Principal>) -> RequestView {
     let now = Utc::now();
     let policy = state.policy();
     let r = &s.request;
@@ -27,6 +29,7 @@ pub fn view(state: &AppState, s: &Stored) -> RequestView {
         approvals: r.approvals(),
         keycloak: s.grant.clone(),
         revoke_late: jit_core::lateness::revoke_late(r, &s.grant, now),
+        awaits_your_review: caller.map(|p| r.awaits_review_by(p, &policy)),
         request: r.clone(),
     }
 }

@@ -215,7 +215,7 @@ async fn a_removal_whose_user_or_target_is_gone_is_complete_and_not_late() {
             "{:?}",
             j.events(id)
         );
-        let view = jit_server::api::view(j.state(), &s);
+        let view = jit_server::api::view(j.state(), &s, None);
         assert!(!view.revoke_late, "not late: nothing is left to remove");
         assert!(never_due_again(&j, id));
     }
@@ -288,7 +288,10 @@ async fn a_removal_keycloak_forbids_is_not_retried_and_stays_visible() {
         })
         .await;
     assert!(!s.grant.removal_pending && s.grant.last_error.is_some());
-    assert!(jit_server::api::view(j.state(), &s).revoke_late, "visible");
+    assert!(
+        jit_server::api::view(j.state(), &s, None).revoke_late,
+        "visible"
+    );
     // The gauge counts it too, at once (one rule: jit_core::lateness); the
     // counter right after the store says so.
     until("the removal counted as failed", SECS, || {
@@ -650,7 +653,10 @@ async fn a_removal_that_keeps_failing_is_retried_then_removal_failed_at_the_limi
         EventKind::GrantRemovalFailed,
         "administrator"
     ));
-    assert!(jit_server::api::view(j.state(), &s).revoke_late, "visible");
+    assert!(
+        jit_server::api::view(j.state(), &s, None).revoke_late,
+        "visible"
+    );
     until("the removal counted as failed", SECS, || {
         j.state()
             .metrics

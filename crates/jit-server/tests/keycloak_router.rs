@@ -163,3 +163,29 @@ async fn keycloak_unreachable_at_creation_is_a_503_problem() {
     assert_eq!(body["code"], "keycloak_unavailable");
     j.stop().await;
 }
+
+/// `awaits_your_review` is the server's answer for the caller
+/// (`AccessRequest::awaits_review_by`): true for an approver of a pending
+/// request, false for its requester; every row of bob's `to_review` list
+/// says true. Clients (the app's notifications) rely on it instead of a
+/// rule of their own.
+#[tokio::test]
+async fn awaits_your_review_is_the_servers_answer_for_the_caller() {
+    let j = start(POLICY, kc(), "").await;
+    let alice = j.issuer.token("alice", &[]);
+    let bob = j.issuer.token("bob", &["approver"]);
+    let (status, created) = send(&j, "POST", "/v1/requests", &alice, Some(create("open"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["awaits_your_review"], false, "the requester's own");
+    let id = created["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/requests/{id}");
+    let (_, as_bob) = send(&j, "GET", &path, &bob, None).await;
+    assert_eq!(as_bob["awaits_your_review"], true, "{as_bob}");
+    let (_, as_alice) = send(&j, "GET", &path, &alice, None).await;
+    assert_eq!(as_alice["awaits_your_review"], false);
+    let (_, list) = send(&j, "GET", "/v1/requests?to_review=true", &bob, None).await;
+    let rows = list.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{list}");
+    assert!(rows.iter().all(|r| r["awaits_your_review"] == true));
+    j.stop().await;
+}

@@ -154,7 +154,17 @@ keycloak: GrantState,
  * (Keycloak unreachable, retrying). Rule: `jit_core::lateness`, the
  * same as the metric `jit_revocations_late`.
  */
-revoke_late: boolean, id: string, kind: RequestKind, entitlement_id: string, 
+revoke_late: boolean, 
+/**
+ * Whether the request awaits the caller's decision or break-glass
+ * review — "awaits my review", the rule of
+ * `AccessRequest::awaits_review_by` (the `to_review` list holds
+ * exactly these). Clients use this instead of a rule of their own.
+ * `null` where the view is not made for one caller: in the event
+ * stream's `request` (rendered once for every subscriber) — ask
+ * `GET /v1/requests/{id}` for the caller's answer.
+ */
+awaits_your_review: boolean | null, id: string, kind: RequestKind, entitlement_id: string, 
 /**
  * What is granted in Keycloak, copied from the policy at creation.
  */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { AuditRecord, RequestView } from "../api";
-import { filterAudit, openForReview, sortApprovals, sortMine } from "./lists";
+import { filterAudit, sortApprovals, sortMine } from "./lists";
 
 const req = (id: string, over: Partial<RequestView> = {}): RequestView =>
   ({
@@ -46,22 +46,6 @@ describe("sortApprovals", () => {
     const rows = [req("b", { urgent: false }), req("a", { urgent: true })];
     sortApprovals(rows);
     expect(rows.map((r) => r.id)).toEqual(["b", "a"]);
-  });
-});
-
-describe("openForReview", () => {
-  it("drops my own requests, decided ones and ones I voted on", () => {
-    const rows = [
-      req("mine", { requester_id: "me" }),
-      req("voted", {
-        votes: [
-          { approver_id: "me", approver_username: "me", decision: "approve", comment: null, duration_secs: null, at: "" },
-        ],
-      }),
-      req("done", { status: "approved" }),
-      req("open"),
-    ];
-    expect(openForReview(rows, "me").map((r) => r.id)).toEqual(["open"]);
   });
 });
 

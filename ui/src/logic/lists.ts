@@ -14,16 +14,6 @@ export function sortApprovals(rows: readonly RequestView[]): RequestView[] {
   });
 }
 
-/** Requests still waiting for a decision that the caller may vote on. */
-export function openForReview(rows: readonly RequestView[], myId: string | null): RequestView[] {
-  return rows.filter(
-    (r) =>
-      r.status === "pending" &&
-      r.requester_id !== myId &&
-      !r.votes.some((v) => v.approver_id === myId),
-  );
-}
-
 /** History search: every whitespace-separated term (case-insensitive) must
  *  appear in one of the row's fields. Newest first. */
 export function filterAudit(rows: readonly AuditRecord[], query: string): AuditRecord[] {

@@ -12,6 +12,7 @@ pub(super) async fn drop_grant(
     Path(id): Path<String>,
 ) -> Result<Json<RequestView>, ApiError> {
     let p = caller.principal;
+    let viewer = p.clone(); // the view is made for the caller
     load_visible(&state, &id, &p).await?;
     let (s, recs) = state
         .store
@@ -21,7 +22,7 @@ pub(super) async fn drop_grant(
         })
         .await?;
     state.published(&recs);
-    Ok(Json(view(&state, &s)))
+    Ok(Json(view(&state, &s, Some(&viewer))))
 }
 
 /// An approver ends a grant early (comment required).
@@ -35,6 +36,7 @@ pub(super) async fn revoke(
     Body(b): Body<DecisionBody>,
 ) -> Result<Json<RequestView>, ApiError> {
     let p = crate::rights::current(&state, &caller.principal).await?;
+    let viewer = p.clone(); // the view is made for the caller
     let current = load_visible(&state, &id, &p).await?;
     let policy = state.policy();
     let e = policy
@@ -49,5 +51,5 @@ pub(super) async fn revoke(
         })
         .await?;
     state.published(&recs);
-    Ok(Json(view(&state, &s)))
+    Ok(Json(view(&state, &s, Some(&viewer))))
 }

@@ -116,7 +116,11 @@ pub(super) async fn create(
     let recs = state.store.insert(&r, transitions).await?;
     state.published(&recs);
     let s = state.store.get(r.id()).await?.ok_or_else(not_visible)?;
-    Ok((axum::http::StatusCode::CREATED, Json(view(&state, &s))).into_response())
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(view(&state, &s, Some(&p))),
+    )
+        .into_response())
 }
 
 /// Query of `GET /v1/requests`.
@@ -197,7 +201,11 @@ pub(super) async fn list(
             limit,
         })
         .await?;
-    let out: Vec<RequestView> = page.items.iter().map(|s| view(&state, s)).collect();
+    let out: Vec<RequestView> = page
+        .items
+        .iter()
+        .map(|s| view(&state, s, Some(&p)))
+        .collect();
     let mut resp = Json(out).into_response();
     if let Some(next) = page.next {
         let cursor = next.encode();
@@ -230,7 +238,7 @@ pub(super) async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<RequestView>, ApiError> {
     let s = load_visible(&state, &id, &caller.principal).await?;
-    Ok(Json(view(&state, &s)))
+    Ok(Json(view(&state, &s, Some(&caller.principal))))
 }
 
 pub(super) async fn vote(
@@ -242,6 +250,7 @@ pub(super) async fn vote(
 ) -> Result<Json<RequestView>, ApiError> {
     // Rights as Keycloak says they are now, not as the token said.
     let p = crate::rights::current(&state, &p).await?;
+    let viewer = p.clone(); // the view is made for the caller
     let current = load_visible(&state, &id, &p).await?;
     let policy = state.policy();
     let e = policy
@@ -305,7 +314,7 @@ pub(super) async fn vote(
         RequestKind::Access => state.store.update(&id, apply_vote).await?,
     };
     state.published(&recs);
-    Ok(Json(view(&state, &stored)))
+    Ok(Json(view(&state, &stored, Some(&viewer))))
 }
 
 /// Approves (one vote); `duration` may shorten the grant, never lengthen it.
@@ -344,6 +353,7 @@ pub(super) async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<RequestView>, ApiError> {
     let p = caller.principal;
+    let viewer = p.clone(); // the view is made for the caller
     load_visible(&state, &id, &p).await?;
     let (s, recs) = state
         .store
@@ -353,7 +363,7 @@ pub(super) async fn cancel(
         })
         .await?;
     state.published(&recs);
-    Ok(Json(view(&state, &s)))
+    Ok(Json(view(&state, &s, Some(&viewer))))
 }
 
 /// Asks for more time on an active grant: a new extension request (`201`).
@@ -396,7 +406,11 @@ pub(super) async fn extend(
     };
     state.published(&recs);
     let stored = state.store.get(r.id()).await?.ok_or_else(not_visible)?;
-    Ok((axum::http::StatusCode::CREATED, Json(view(&state, &stored))).into_response())
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(view(&state, &stored, Some(&p))),
+    )
+        .into_response())
 }
 
 /// An approver reviews a break-glass activation after the fact.
@@ -410,6 +424,7 @@ pub(super) async fn review(
     Body(b): Body<DecisionBody>,
 ) -> Result<Json<RequestView>, ApiError> {
     let p = crate::rights::current(&state, &caller.principal).await?;
+    let viewer = p.clone(); // the view is made for the caller
     let current = load_visible(&state, &id, &p).await?;
     let policy = state.policy();
     let e = policy
@@ -426,5 +441,5 @@ pub(super) async fn review(
         })
         .await?;
     state.published(&recs);
-    Ok(Json(view(&state, &s)))
+    Ok(Json(view(&state, &s, Some(&viewer))))
 }
