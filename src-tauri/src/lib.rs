@@ -229,7 +229,6 @@ fn lean_webview<R: Runtime>(app: &AppHandle<R>) {
             s.set_enable_html5_local_storage(false);
             s.set_enable_offline_web_application_cache(false);
             s.set_enable_dns_prefetching(false);
-            s.set_enable_hyperlink_auditing(false);
             s.set_enable_developer_extras(cfg!(debug_assertions));
         }
     });
