@@ -35,6 +35,19 @@ fn run(cfg: &Path, server: &str, user: &str, args: &[&str]) -> Output {
     jit(cfg, server, user, args).output().expect("run jit")
 }
 
+/// Runs `jit` as `user` where it must fail: asserts the documented exit
+/// `code` and one line on stderr, `jit: …`, that says `says`.
+fn fails_with(cfg: &Path, server: &str, user: &str, args: &[&str], code: i32, says: &str) {
+    let o = run(cfg, server, user, args);
+    assert_eq!(o.status.code(), Some(code), "jit {args:?}: {}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "jit {args:?}: {err}");
+    assert!(
+        err.starts_with("jit: ") && err.contains(says),
+        "jit {args:?}: {err}"
+    );
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -120,14 +133,7 @@ async fn login_request_wait_approve_drop() {
     .await;
 
     // alice cannot approve her own request: one line, exit 3 (forbidden).
-    let o = run(cfg, url, "alice", &["approve", &id]);
-    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.starts_with("jit: ") && err.contains("own request"),
-        "{err}"
-    );
+    fails_with(cfg, url, "alice", &["approve", &id], 3, "own request");
 
     // bob approves by id prefix.
     let o = run(
@@ -202,51 +208,18 @@ async fn login_request_wait_approve_drop() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
 
     // Bad input: one line and exit 2.
-    let o = run(
-        cfg,
-        url,
-        "alice",
-        &[
+    for (duration, says) in [("2h", "maximum of 1h"), ("soon", "invalid duration")] {
+        let args = [
             "request",
             "prod-db-admin",
             "--for",
-            "2h",
+            duration,
             "--reason",
-            "longer than allowed",
-        ],
-    );
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("maximum of 1h"),
-        "{}",
-        text(&o)
-    );
-    let o = run(
-        cfg,
-        url,
-        "alice",
-        &[
-            "request",
-            "prod-db-admin",
-            "--for",
-            "soon",
-            "--reason",
-            "bad duration here",
-        ],
-    );
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("invalid duration"),
-        "{}",
-        text(&o)
-    );
-    let o = run(cfg, url, "frank", &["list"]);
-    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("not logged in"),
-        "{}",
-        text(&o)
-    );
+            "longer than allowed or bad",
+        ];
+        fails_with(cfg, url, "alice", &args, 2, says);
+    }
+    fails_with(cfg, url, "frank", &["list"], 6, "not logged in");
 
     // Pipelines: a token from the environment, no profile.
     let o = Command::new(bin("jit"))

@@ -774,3 +774,37 @@ fn event_kind_scan_sees_literals_only() {
     );
     assert!(event_kind_literals(r#"format!("jit.{}", e); "grant.{x}"; "policy.toml""#).is_empty());
 }
+
+/// The `pub` fields of `pub struct NAME { … }` in `src`.
+fn pub_fields(src: &str, name: &str) -> Vec<String> {
+    let Some(start) = src.find(&format!("pub struct {name} {{")) else {
+        return vec![format!("no `pub struct {name}`")];
+    };
+    let body = &src[start..];
+    let end = body.find("\n}").unwrap_or(body.len());
+    body[..end]
+        .lines()
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| l.starts_with("pub ") || l.starts_with("pub("))
+        .map(str::to_string)
+        .collect()
+}
+
+/// "Only the state machine changes a request" is held by the compiler:
+/// `AccessRequest` has no public field (getters; stores use
+/// `AccessRequest::restore`).
+#[test]
+fn access_request_fields_stay_private() {
+    let model = read(&root().join("crates/jit-core/src/model.rs"));
+    let public = pub_fields(&model, "AccessRequest");
+    assert!(
+        public.is_empty(),
+        "AccessRequest's fields are private (read them with getters; change them only in the state machine's methods):\n  {}",
+        public.join("\n  ")
+    );
+    assert_eq!(
+        pub_fields("pub struct X {\n    a: u8,\n    pub b: u8,\n}\n", "X"),
+        ["pub b: u8,"]
+    );
+}

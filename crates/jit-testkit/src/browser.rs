@@ -39,12 +39,7 @@ pub async fn browser_login(authorize_url: &str, username: &str, password: &str) 
         }
     };
 
-    let client = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .context("building the HTTP client")?;
+    let client = page_client(reqwest::header::HeaderMap::new())?;
 
     let mut resp = client
         .get(start.clone())
@@ -56,19 +51,7 @@ pub async fn browser_login(authorize_url: &str, username: &str, password: &str) 
         let status = resp.status();
         let here = resp.url().clone();
         if status.is_redirection() {
-            let location = resp
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| {
-                    anyhow!(
-                        "HTTP {status} without Location from {}",
-                        redact_query(&here)
-                    )
-                })?;
-            let next = here
-                .join(location)
-                .with_context(|| format!("invalid Location {location:?}"))?;
+            let next = redirect_target(&resp)?;
             if is_final(&next) {
                 return check_callback(next);
             }
@@ -153,13 +136,7 @@ pub async fn device_login(
             "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
         ),
     );
-    let client = reqwest::Client::builder()
-        .default_headers(headers)
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .context("building the HTTP client")?;
+    let client = page_client(headers)?;
     let mut resp = client
         .get(start.clone())
         .send()
@@ -170,12 +147,7 @@ pub async fn device_login(
         let status = resp.status();
         let here = resp.url().clone();
         if status.is_redirection() {
-            let location = resp
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| anyhow!("HTTP {status} without Location"))?;
-            let next = here.join(location).context("invalid Location")?;
+            let next = redirect_target(&resp)?;
             resp = client
                 .get(next)
                 .send()
@@ -302,6 +274,38 @@ fn form_with_field(html: &str, field: &str) -> Option<Form> {
         }
     }
     None
+}
+
+/// An HTTP client that walks Keycloak's pages as a browser does: cookies
+/// kept, no redirect followed on its own (each step is looked at), 30 s per
+/// call, `headers` on every request.
+fn page_client(headers: reqwest::header::HeaderMap) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .context("building the HTTP client")
+}
+
+/// Where the redirect `resp` points, made absolute against its URL.
+/// Errors: no (or unreadable) `Location`, or one that is no URL.
+fn redirect_target(resp: &reqwest::Response) -> Result<Url> {
+    let here = resp.url();
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            anyhow!(
+                "HTTP {} without Location from {}",
+                resp.status(),
+                redact_query(here)
+            )
+        })?;
+    here.join(location)
+        .with_context(|| format!("invalid Location {location:?}"))
 }
 
 fn check_callback(url: Url) -> Result<Url> {
