@@ -6,6 +6,10 @@
 #
 #   tests/desktop/memory-alone.sh APP_BINARY [RUNS]
 #   VAR=value tests/desktop/memory-alone.sh APP_BINARY   # try a setting
+#   JIT_MEMORY_CACHE_HOME=DIR tests/desktop/memory-alone.sh APP_BINARY
+#       # XDG_CACHE_HOME kept in DIR across runs: the first run fills Mesa's
+#       # shader cache, later runs are warm starts (as every start of a real
+#       # user but the first); without it every run is a first start.
 #
 # Prints per run: private MiB (Private_Clean + Private_Dirty of
 # /proc/PID/smaps_rollup) of the app, WebKitNetworkProcess,
@@ -14,7 +18,8 @@ set -euo pipefail
 if [ "${1:-}" = "--inner" ]; then
     app=$2
     work=$(mktemp -d)
-    export XDG_DATA_HOME=$work/data XDG_CONFIG_HOME=$work/config XDG_CACHE_HOME=$work/cache
+    export XDG_DATA_HOME=$work/data XDG_CONFIG_HOME=$work/config
+    export XDG_CACHE_HOME=${JIT_MEMORY_CACHE_HOME:-$work/cache}
     export NO_AT_BRIDGE=1 JIT_SERVER=http://127.0.0.1:9
     "$app" >"$work/app.log" 2>&1 &
     pid=$!

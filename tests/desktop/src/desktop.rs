@@ -404,6 +404,26 @@ pub struct Launch {
     pub env: Vec<(String, String)>,
     /// Command-line arguments of the app (e.g. a deep link).
     pub args: Vec<String>,
+    /// The app's home for `XDG_CONFIG_HOME`, `XDG_CACHE_HOME`,
+    /// `XDG_DATA_HOME` and `XDG_RUNTIME_DIR`; a fresh temporary one when
+    /// `None`. A restart passes the closed app's ([`Kept::home`]), so that
+    /// WebKit's and Mesa's caches stay, as on a real user's restart.
+    pub home: Option<PathBuf>,
+}
+
+/// What a closed app leaves for its restart: its data folder and its home
+/// (each deleted when this is dropped, if it was made here).
+pub struct Kept {
+    _data: Option<tempfile::TempDir>,
+    _home: Option<tempfile::TempDir>,
+    home: PathBuf,
+}
+
+impl Kept {
+    /// The closed app's home (for [`Launch::home`]).
+    pub fn home(&self) -> PathBuf {
+        self.home.clone()
+    }
 }
 
 impl Launch {
@@ -414,6 +434,7 @@ impl Launch {
             data_dir: None,
             env: Vec::new(),
             args: Vec::new(),
+            home: None,
         }
     }
 }
@@ -442,7 +463,8 @@ pub struct Desktop {
     driver: TauriDriver,
     /// The app's environment (to start it again by hand, e.g. a second launch).
     pub env: Vec<(String, String)>,
-    _home: tempfile::TempDir,
+    home: PathBuf,
+    _home: Option<tempfile::TempDir>,
     _data: Option<tempfile::TempDir>,
 }
 
@@ -471,15 +493,21 @@ impl Desktop {
     /// find its keyring again: see [`Desktop::close`]).
     pub async fn launch_on(launch: Launch, bus: Bus) -> Desktop {
         let tools = Tools::find().unwrap_or_else(|e| panic!("{e:#}"));
-        let home = tempfile::Builder::new()
-            .prefix(&format!("jit-desktop-{}-", launch.user))
-            .tempdir()
-            .unwrap();
+        let (home, home_tmp) = match &launch.home {
+            Some(h) => (h.clone(), None),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix(&format!("jit-desktop-{}-", launch.user))
+                    .tempdir()
+                    .unwrap();
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
         for d in ["config", "cache", "data", "run"] {
-            std::fs::create_dir_all(home.path().join(d)).unwrap();
+            std::fs::create_dir_all(home.join(d)).unwrap();
         }
         std::fs::set_permissions(
-            home.path().join("run"),
+            home.join("run"),
             std::os::unix::fs::PermissionsExt::from_mode(0o700),
         )
         .unwrap();
@@ -493,7 +521,7 @@ impl Desktop {
                 (t.path().to_path_buf(), Some(t))
             }
         };
-        let h = |d: &str| home.path().join(d).display().to_string();
+        let h = |d: &str| home.join(d).display().to_string();
         let mut env: Vec<(String, String)> = vec![
             ("DBUS_SESSION_BUS_ADDRESS".into(), bus.address.clone()),
             ("BROWSER".into(), tools.kc_form_login.display().to_string()),
@@ -554,7 +582,8 @@ impl Desktop {
             client: Some(client),
             driver,
             env,
-            _home: home,
+            home,
+            _home: home_tmp,
             _data: data_tmp,
         };
         d.wait_any(
@@ -940,16 +969,21 @@ impl Desktop {
     }
 
     /// Closes the app but keeps what a restart of the same user needs: the
-    /// bus (with the keyring) and the data folder (the `TempDir` that
-    /// deletes it, when the folder was made here). Restart with
-    /// `Desktop::launch_on(Launch { data_dir: Some(dir), .. }, bus)`.
-    pub async fn close_for_restart(mut self) -> (Bus, PathBuf, Option<tempfile::TempDir>) {
+    /// bus (with the keyring), the data folder and the home ([`Kept`]).
+    /// Restart with `Desktop::launch_on(Launch { data_dir: Some(dir),
+    /// home: Some(kept.home()), .. }, bus)`.
+    pub async fn close_for_restart(mut self) -> (Bus, PathBuf, Kept) {
         if let Some(c) = self.client.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), c.close()).await;
         }
         self.driver.stop();
         let bus = self.bus.take().expect("bus");
-        (bus, self.data_dir.clone(), self._data.take())
+        let kept = Kept {
+            _data: self._data.take(),
+            _home: self._home.take(),
+            home: self.home.clone(),
+        };
+        (bus, self.data_dir.clone(), kept)
     }
 }
 
