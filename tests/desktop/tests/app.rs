@@ -737,13 +737,6 @@ async fn session_kept_in_the_keyring_across_a_restart_until_logout() {
         bob.timings.session.as_millis(),
         bob.timings.shell.as_millis()
     ));
-    // Memory on a second start (every start but the first): Mesa's shader
-    // cache and WebKit's caches in the home are warm, as for a real user.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    report(&format!(
-        "RSS of bob's app after a restart (second start, caches warm), logged in, idle:\n{}",
-        bob.memory()
-    ));
 
     // Logout: the Keycloak session ends and the keyring entry is gone.
     bob.click("logout-button").await;
