@@ -236,8 +236,13 @@ async fn approve_in_the_app_countdown_and_drop() {
         "approve click → role in Keycloak: {} ms",
         took.as_millis()
     ));
+    // Keycloak holds the role before jitd commits `active` (the POST comes
+    // first, then the status): wait for the server's own state.
+    eventually(Duration::from_secs(10), "the request active", || async {
+        bob_api.get(&id).await.unwrap().request.status() == Status::Active
+    })
+    .await;
     let v = bob_api.get(&id).await.unwrap();
-    assert_eq!(v.request.status(), Status::Active);
     assert!(
         v.request
             .votes()
@@ -342,10 +347,10 @@ async fn approve_in_the_app_countdown_and_drop() {
         || async { !ctx.has_realm_role("alice", ENTITLEMENT).await },
     )
     .await;
-    assert_eq!(
-        bob_api.get(&id).await.unwrap().request.status(),
-        Status::Revoked
-    );
+    eventually(Duration::from_secs(10), "the request revoked", || async {
+        bob_api.get(&id).await.unwrap().request.status() == Status::Revoked
+    })
+    .await;
     // The row either leaves the list or says it is over.
     let css = row_css("grant-row", &id);
     let start = Instant::now();
@@ -629,8 +634,11 @@ async fn approve_from_the_notification() {
         "notification Approve → role in Keycloak: {} ms",
         took.as_millis()
     ));
+    eventually(Duration::from_secs(10), "the request active", || async {
+        bob_api.get(&id).await.unwrap().request.status() == Status::Active
+    })
+    .await;
     let v = bob_api.get(&id).await.unwrap();
-    assert_eq!(v.request.status(), Status::Active);
     assert!(
         v.request
             .votes()
