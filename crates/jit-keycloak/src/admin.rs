@@ -182,6 +182,22 @@ pub trait KeycloakAdmin: Send + Sync + 'static {
     /// A cheap call that succeeds when Keycloak serves the realm's Admin API
     /// to the service account again (readiness probe after an outage).
     async fn ready(&self) -> Result<(), KeycloakError>;
+
+    /// Ids of the users holding `target` directly — what [`holds`] with
+    /// `effective = false` answers for each of them — in one read, or
+    /// `None` when more than `max` users do (or the implementation cannot
+    /// list them): then ask [`holds`] per user. For a burst of grants of
+    /// one target. Errors: `NotFound` if the target is gone.
+    ///
+    /// [`holds`]: KeycloakAdmin::holds
+    async fn direct_holders(
+        &self,
+        target: &EntitlementKind,
+        max: usize,
+    ) -> Result<Option<std::collections::HashSet<String>>, KeycloakError> {
+        let _ = (target, max);
+        Ok(None)
+    }
 }
 
 /// A role as Keycloak represents it (the subset JIT sends back).
@@ -945,6 +961,39 @@ impl AdminClient {
         }
     }
 
+    /// Ids of the users holding `target` directly (the realm or client role
+    /// assigned to them, or direct members of the group: Keycloak's
+    /// `…/roles/{role}/users` and `/groups/{id}/members`, which list direct
+    /// assignments only), or `None` if more than `max` do. One request.
+    /// Errors: `NotFound` if the target is gone.
+    pub async fn direct_holders(
+        &self,
+        target: &EntitlementKind,
+        max: usize,
+    ) -> Result<Option<std::collections::HashSet<String>>, KeycloakError> {
+        #[derive(Deserialize)]
+        struct U {
+            id: String,
+        }
+        let page = format!("first=0&max={}&briefRepresentation=true", max + 1);
+        let path = match target {
+            EntitlementKind::RealmRole { role } => format!("/roles/{}/users?{page}", enc(role)),
+            EntitlementKind::ClientRole { client, role } => {
+                let c = self.client_id_cached(client, false).await?;
+                format!("/clients/{}/roles/{}/users?{page}", enc(&c), enc(role))
+            }
+            EntitlementKind::Group { path } => {
+                let g = self.group_id(path, false).await?;
+                format!("/groups/{}/members?{page}", enc(&g))
+            }
+        };
+        let users: Vec<U> = self.get_json(&path, "direct holders").await?;
+        if users.len() > max {
+            return Ok(None);
+        }
+        Ok(Some(users.into_iter().map(|u| u.id).collect()))
+    }
+
     /// Usernames that hold `target` outside JIT's knowledge, for policy
     /// checks: direct holders of a realm or client role plus members of
     /// groups that carry it (one level), or the members of a group.
@@ -1213,6 +1262,14 @@ impl KeycloakAdmin for AdminClient {
 
     async fn holders(&self, target: &EntitlementKind) -> Result<Vec<String>, KeycloakError> {
         AdminClient::holders(self, target).await
+    }
+
+    async fn direct_holders(
+        &self,
+        target: &EntitlementKind,
+        max: usize,
+    ) -> Result<Option<std::collections::HashSet<String>>, KeycloakError> {
+        AdminClient::direct_holders(self, target, max).await
     }
 
     async fn ready(&self) -> Result<(), KeycloakError> {

@@ -696,11 +696,37 @@ pub async fn tick(
             }
         }
     };
+    // A burst of grants of one target (workers with one grant each) decides
+    // ownership from one read of the target's holders.
+    let mut per_target: std::collections::HashMap<String, usize> = Default::default();
+    for (_, items) in &mine {
+        if let [(Work::Activate, id)] = items.as_slice() {
+            if let Some(v) = views.get(id) {
+                *per_target
+                    .entry(serde_json::to_string(v.stored.request.target()).unwrap_or_default())
+                    .or_default() += 1;
+            }
+        }
+    }
+    let tick_holders = per_target
+        .values()
+        .any(|n| *n >= HOLDERS_BATCH_MIN)
+        .then(|| Arc::new(TickHolders::default()));
     let grouped = tick_started.elapsed();
     let mut spawned_workers = 0usize;
     for (key, items) in mine {
         spawned_workers += 1;
         let mut first_view = views.remove(&items[0].1);
+        let batch = match (items.as_slice(), &first_view, &tick_holders) {
+            ([(Work::Activate, _)], Some(v), Some(h))
+                if per_target
+                    .get(&serde_json::to_string(v.stored.request.target()).unwrap_or_default())
+                    .is_some_and(|n| *n >= HOLDERS_BATCH_MIN) =>
+            {
+                Some(h.clone())
+            }
+            _ => None,
+        };
         let state = state.clone();
         // Taking access away first: a removal waits for no grant.
         let priority = if items.iter().any(|(k, _)| *k == Work::Remove) {
@@ -744,7 +770,7 @@ pub async fn tick(
                     let view = first_view.take().filter(|_| i == 0);
                     let r = match kind {
                         Work::Remove => remove(&state, id, view).await,
-                        Work::Activate => activate(&state, id, view).await,
+                        Work::Activate => activate(&state, id, view, batch.as_deref()).await,
                     };
                     let spent = SLOT.with(|s| std::mem::take(&mut s.borrow_mut().spent));
                     tracing::debug!(
@@ -1067,9 +1093,87 @@ async fn view_of(
     }
 }
 
+/// Direct holders of each target, read once for the grants of that
+/// target handed out in one tick ([`batched_held`]).
+#[derive(Default)]
+struct TickHolders {
+    /// Target key → the read (when it was sent, the holders' ids), or
+    /// `None` if it failed or there are too many holders.
+    reads: Mutex<std::collections::HashMap<String, Arc<HolderRead>>>,
+}
+
+type HolderRead = tokio::sync::OnceCell<Option<(Instant, HashSet<String>)>>;
+
+/// A tick hands out at least this many grants of one target before their
+/// ownership is decided from one read of the target's holders.
+const HOLDERS_BATCH_MIN: usize = 4;
+/// Longest time a batched read of a target's holders decides ownership
+/// after it was sent; later grants ask per user.
+const HOLDERS_FRESH: Duration = Duration::from_secs(5);
+/// Most holders read at once; a target held by more is asked per user.
+const HOLDERS_MAX: usize = 10_000;
+
+/// Whether `user_id` holds `target` directly, from the tick's one read of
+/// all the target's direct holders (the first grant of the tick to ask
+/// makes it); `None` — ask Keycloak for this user —
+/// if that read failed, found more than [`HOLDERS_MAX`] holders, or was
+/// sent more than [`HOLDERS_FRESH`] ago. The answer is the same as
+/// `holds(user, target, direct)` at the moment of the read: a standing
+/// assignment made before it is seen; one made after it — like one made
+/// after a per-user read, or while the grant is active — is taken for
+/// JIT's.
+async fn batched_held(
+    state: &AppState,
+    holders: &TickHolders,
+    user_id: &str,
+    target: &EntitlementKind,
+) -> Option<bool> {
+    let cell = holders
+        .reads
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(serde_json::to_string(target).unwrap_or_default())
+        .or_default()
+        .clone();
+    // The read takes no Keycloak slot of its own (one per target and tick,
+    // beyond `keycloak_concurrency`): grants waiting for it may hold slots
+    // already, and must not wait for one another's.
+    let read = cell
+        .get_or_init(|| async {
+            if state.scheduler.keycloak_down() {
+                return None;
+            }
+            let sent = Instant::now();
+            let limit = state.scheduler.call_timeout();
+            match tokio::time::timeout(limit, state.admin.direct_holders(target, HOLDERS_MAX))
+                .await
+            {
+                Ok(Ok(Some(ids))) => Some((sent, ids)),
+                Ok(Ok(None)) => None,
+                Ok(Err(e)) => {
+                    tracing::debug!(%target, error = %e, "reading a target's holders failed; asking per user");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!(%target, "reading a target's holders timed out; asking per user");
+                    None
+                }
+            }
+        })
+        .await;
+    let (sent, ids) = read.as_ref()?;
+    (sent.elapsed() < HOLDERS_FRESH).then(|| ids.contains(user_id))
+}
+
 /// Grants request `id` (see the module's "Order of a grant"), from `view`
-/// when the tick read it already.
-async fn activate(state: &AppState, id: &str, view: Option<WorkView>) -> Result<(), StoreError> {
+/// when the tick read it already; `batch`: the tick's shared reads of
+/// targets' holders, for a burst of grants of one target.
+async fn activate(
+    state: &AppState,
+    id: &str,
+    view: Option<WorkView>,
+    batch: Option<&TickHolders>,
+) -> Result<(), StoreError> {
     let Some(WorkView {
         stored: s,
         others_own,
@@ -1139,9 +1243,16 @@ async fn activate(state: &AppState, id: &str, view: Option<WorkView>) -> Result<
     let owns = match s.grant.owns_assignment {
         Some(o) => o,
         None => {
-            let decided = match others_own {
-                Some(inherited) => inherited,
-                None => {
+            let batched = match batch {
+                Some(b) if others_own.is_none() => {
+                    batched_held(state, b, r.requester_id(), r.target()).await
+                }
+                _ => None,
+            };
+            let decided = match (others_own, batched) {
+                (Some(inherited), _) => inherited,
+                (None, Some(held)) => !held,
+                (None, None) => {
                     match call(
                         state,
                         state.admin.holds(r.requester_id(), r.target(), false),

@@ -789,3 +789,62 @@ async fn removals_due_in_the_same_tick_as_grants_get_the_first_keycloak_slots() 
     );
     j.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_grants_of_one_target_decides_ownership_from_one_read_and_keeps_standing_holders(
+) {
+    let users: Vec<String> = (0..40).map(|i| format!("b{i:02}")).collect();
+    let all: Vec<&str> = users.iter().map(String::as_str).collect();
+    let kc = kc_with_users(&all);
+    // b05 holds the role outside JIT (standing).
+    kc.edit_user("b05", |u| {
+        u.assigned.insert(open_role());
+    });
+    // One slot: the grants waiting for the shared read must not hold it.
+    let j = start(POLICY, kc.clone(), "keycloak_concurrency = 1").await;
+    let before = kc.calls().len();
+    let at = Utc::now() + chrono::Duration::seconds(2);
+    let ids: Vec<String> = users
+        .iter()
+        .map(|u| j.request_at(u, "open", 3600, Some(at)))
+        .collect();
+    let mut owns = Vec::new();
+    for id in &ids {
+        let s = j
+            .wait(id, "active", Duration::from_secs(30), |s| {
+                s.request.status() == Status::Active
+            })
+            .await;
+        owns.push((
+            s.request.requester_id().to_string(),
+            s.grant.owns_assignment,
+        ));
+    }
+    let calls = kc.calls()[before..].to_vec();
+    let reads = calls.iter().filter(|c| c.op == Op::Holders).count();
+    let per_user = calls.iter().filter(|c| c.op == Op::Holds).count();
+    assert_eq!(
+        (reads, per_user),
+        (1, 0),
+        "one read of the role's holders for the whole burst, none per user"
+    );
+    for (user, owned) in &owns {
+        let want = user != "b05";
+        assert_eq!(*owned, Some(want), "ownership of {user}'s grant");
+    }
+    // The standing holder keeps the role when the grants end; the others
+    // lose it.
+    for id in &ids {
+        end_now(&j, id);
+    }
+    for id in &ids {
+        j.wait(id, "removal finished", Duration::from_secs(30), |s| {
+            !s.grant.removal_pending
+        })
+        .await;
+    }
+    for u in &users {
+        assert_eq!(kc.has(u, &open_role()), u == "b05", "{u} in Keycloak");
+    }
+    j.stop().await;
+}

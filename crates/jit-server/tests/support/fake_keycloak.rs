@@ -16,6 +16,8 @@ use jit_keycloak::{CurrentUser, KeycloakAdmin, KeycloakError, SessionsEnded, Tar
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
     Holds,
+    /// One read of all direct holders of a target (`user` is empty).
+    Holders,
     Assign,
     Unassign,
     EndSessions,
@@ -308,6 +310,26 @@ impl KeycloakAdmin for FakeKeycloak {
             let users = k.users.lock().unwrap();
             let u = users.get(user_id).ok_or_else(|| user_missing(user_id))?;
             Ok(u.assigned.contains(target))
+        })
+        .await
+    }
+
+    async fn direct_holders(
+        &self,
+        target: &EntitlementKind,
+        max: usize,
+    ) -> Result<Option<std::collections::HashSet<String>>, KeycloakError> {
+        self.enter(Op::Holders, "", Some(target), |k| {
+            if let TargetStatus::Missing(m) = k.target_state(target) {
+                return Err(KeycloakError::NotFound(m));
+            }
+            let users = k.users.lock().unwrap();
+            let held: std::collections::HashSet<String> = users
+                .iter()
+                .filter(|(_, u)| u.assigned.contains(target))
+                .map(|(id, _)| id.clone())
+                .collect();
+            Ok((held.len() <= max).then_some(held))
         })
         .await
     }
