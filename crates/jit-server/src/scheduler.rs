@@ -8,9 +8,15 @@
 //! Keycloak work runs in parallel, bounded by
 //! [`SchedulerConfig::keycloak_concurrency`] workers talking to Keycloak at
 //! once ([`crate::permits`]: due removals get a slot first, then grants
-//! already under way, then new grants; a worker gives its slot back while
-//! it waits for the store, whose changes are group-committed,
-//! [`crate::commit_batch`]), and ordered per assignment (user + target): one
+//! already under way, then new grants — places taken when the tick hands
+//! the work out, so a removal never waits for grants of the same tick; a
+//! worker gives its slot back while it waits for the store, whose changes
+//! are group-committed, [`crate::commit_batch`]). The tick reads what its
+//! workers start from in one store round trip for all of them
+//! ([`crate::store::SqlStore::work_views`]), after it marked their
+//! assignments busy; a burst of grants of one target decides ownership from
+//! one read of the target's direct holders ([`batched_held`]). Work is
+//! ordered per assignment (user + target): one
 //! worker per assignment at a time, doing its removals before its
 //! activations, so a grant and a removal of the same role never race.
 //! Every Keycloak call has a time limit
