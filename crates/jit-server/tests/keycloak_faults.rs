@@ -741,24 +741,29 @@ async fn removals_due_in_the_same_tick_as_grants_get_the_first_keycloak_slots() 
     }
     kc.set_latency(Duration::from_millis(50));
     let before = kc.calls().len();
-    // One instant at which the 4 grants end and the 30 start.
-    let at = Utc::now() + chrono::Duration::seconds(2);
+    let later = Utc::now() + chrono::Duration::hours(1);
     let starting: Vec<String> = grantees
         .iter()
-        .map(|u| j.request_at(u, "open", 3600, Some(at)))
+        .map(|u| j.request_at(u, "open", 3600, Some(later)))
         .collect();
-    for id in &active {
-        j.state()
-            .store
-            .sync()
-            .update(id, move |s| {
-                let mut st = s.request.to_stored();
-                st.expires_at = Some(at);
-                s.request = jit_core::AccessRequest::restore(st);
-                Ok(vec![])
-            })
-            .unwrap();
-    }
+    // One transaction: the 4 grants end and the 30 start at one instant,
+    // so one tick sees them all.
+    let now = Utc::now();
+    let all_ids: Vec<String> = active.iter().chain(&starting).cloned().collect();
+    j.state()
+        .store
+        .sync()
+        .update_each(&all_ids, move |s| {
+            let mut st = s.request.to_stored();
+            if s.request.status() == Status::Active {
+                st.expires_at = Some(now);
+            } else {
+                st.start_at = Some(now);
+            }
+            s.request = jit_core::AccessRequest::restore(st);
+            Ok(vec![])
+        })
+        .unwrap();
     j.state().wake.notify_one();
     for id in &active {
         j.wait(id, "removed", Duration::from_secs(30), |s| {
@@ -803,11 +808,24 @@ async fn a_burst_of_grants_of_one_target_decides_ownership_from_one_read_and_kee
     // One slot: the grants waiting for the shared read must not hold it.
     let j = start(POLICY, kc.clone(), "keycloak_concurrency = 1").await;
     let before = kc.calls().len();
-    let at = Utc::now() + chrono::Duration::seconds(2);
+    let later = Utc::now() + chrono::Duration::hours(1);
     let ids: Vec<String> = users
         .iter()
-        .map(|u| j.request_at(u, "open", 3600, Some(at)))
+        .map(|u| j.request_at(u, "open", 3600, Some(later)))
         .collect();
+    // All due at once, in one transaction: one tick hands them all out.
+    let now = Utc::now();
+    j.state()
+        .store
+        .sync()
+        .update_each(&ids, move |s| {
+            let mut st = s.request.to_stored();
+            st.start_at = Some(now);
+            s.request = jit_core::AccessRequest::restore(st);
+            Ok(vec![])
+        })
+        .unwrap();
+    j.state().wake.notify_one();
     let mut owns = Vec::new();
     for id in &ids {
         let s = j
