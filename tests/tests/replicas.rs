@@ -261,9 +261,15 @@ async fn three_replicas_share_one_postgres_and_survive_a_sigkill() {
     );
 
     // Every removal is done (by the survivors, after the lease for the
-    // victim's claims).
+    // victim's claims). A fresh token: the wait must fail on the removals,
+    // not on a token that expired meanwhile (jit-cli tokens last 120 s).
+    let dave_token = token("dave").await;
+    let dave = Client::new(
+        &urls[survivor],
+        Some(Arc::new(StaticToken(dave_token.clone()))),
+    );
     eventually(
-        Duration::from_secs(120),
+        Duration::from_secs(90),
         "every grant expired and removed",
         || async {
             let mut all = true;
