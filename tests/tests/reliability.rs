@@ -446,6 +446,117 @@ async fn ending_sessions_on_revoke_ends_offline_sessions() {
     assert!(refresh.is_err(), "the offline token no longer refreshes");
 }
 
+/// Four grants of one realm role due at the same start are decided from
+/// one read of the role's direct holders (jitd logs that read at debug); a
+/// user given the role directly after their request was accepted keeps it
+/// as standing access after their grant ends, and jitd's record says it
+/// did not own the assignment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_grants_of_one_role_keeps_a_standing_assignment_made_before_activation() {
+    let _serial = serial().await;
+    let ctx = Ctx::new().await;
+    let master = MasterAdmin::new(&ctx.env.url).await;
+    let role = format!("jit-e2e-burst-{}", uuid_suffix());
+    master.create_role(&role).await;
+    let password = "burst-user-pass-1";
+    let mut users = Vec::new();
+    for i in 0..4 {
+        let name = format!("{role}-user{i}");
+        let id = master.create_user(&name, password).await;
+        users.push((name, id));
+    }
+    let policy = policy_only(&auto_entitlement("burst-role", &role, ""));
+    let jitd = Jitd::start_observed(&policy, "", "info,jit_server::scheduler=debug");
+    let mut clients = Vec::new();
+    for (name, _) in &users {
+        let tok = jit_testkit::pkce_login(&ctx.env, jit_testkit::CLI_CLIENT_ID, name, password)
+            .await
+            .expect("temp user login")
+            .access_token;
+        clients.push(jitd.client(&tok));
+    }
+    // One start for all four: their grants become due in the same tick.
+    let start = chrono::Utc::now() + chrono::Duration::seconds(25);
+    let mut ids = Vec::new();
+    for c in &clients {
+        let v = c
+            .create(&CreateRequestBody {
+                start_at: Some(start),
+                ..body("burst-role", "30m")
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            v.request.status(),
+            Status::Approved,
+            "accepted for the later start"
+        );
+        ids.push(v.request.id().to_string());
+    }
+    // The first user gets the role directly (standing) after the request
+    // was accepted, before its start.
+    let kc = RealmAdmin::new(&ctx).await;
+    kc.set_realm_role(&users[0].1, &role, true).await;
+    assert_eq!(
+        clients[0].get(&ids[0]).await.unwrap().request.status(),
+        Status::Approved,
+        "the standing assignment was made before activation"
+    );
+    for (c, id) in clients.iter().zip(&ids) {
+        eventually(SECS, "all four grants active", || async {
+            c.get(id).await.unwrap().request.status() == Status::Active
+        })
+        .await;
+    }
+    let log = std::fs::read_to_string(jitd.log_path()).unwrap();
+    let reads: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("read a target's direct holders for a burst of grants"))
+        .collect();
+    assert_eq!(
+        reads.len(),
+        1,
+        "one read of the role's holders decided the burst:\n{log}"
+    );
+    assert!(reads[0].contains(&role), "{}", reads[0]);
+    let first = clients[0].get(&ids[0]).await.unwrap();
+    assert_eq!(
+        first.keycloak.owns_assignment,
+        Some(false),
+        "jitd does not own the standing assignment"
+    );
+    for (c, id) in clients.iter().zip(&ids).skip(1) {
+        assert_eq!(
+            c.get(id).await.unwrap().keycloak.owns_assignment,
+            Some(true)
+        );
+    }
+    for (c, id) in clients.iter().zip(&ids) {
+        c.drop_grant(id).await.unwrap();
+    }
+    for (c, id) in clients.iter().zip(&ids) {
+        eventually(SECS, "every grant ended and its removal done", || async {
+            let v = c.get(id).await.unwrap();
+            v.request.status().is_terminal() && !v.keycloak.removal_pending
+        })
+        .await;
+    }
+    assert!(
+        ctx.has_realm_role(&users[0].0, &role).await,
+        "the standing assignment survives the end of the grant"
+    );
+    for (name, _) in &users[1..] {
+        assert!(
+            !ctx.has_realm_role(name, &role).await,
+            "{name}'s JIT assignment is removed"
+        );
+    }
+    for (_, id) in &users {
+        master.delete_user(id).await;
+    }
+    master.delete_role(&role).await;
+}
+
 fn uuid_suffix() -> String {
     format!(
         "{:x}",

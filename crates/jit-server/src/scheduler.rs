@@ -1154,7 +1154,10 @@ async fn batched_held(
             match tokio::time::timeout(limit, state.admin.direct_holders(target, HOLDERS_MAX))
                 .await
             {
-                Ok(Ok(Some(ids))) => Some((sent, ids)),
+                Ok(Ok(Some(ids))) => {
+                    tracing::debug!(%target, holders = ids.len(), "read a target's direct holders for a burst of grants");
+                    Some((sent, ids))
+                }
                 Ok(Ok(None)) => None,
                 Ok(Err(e)) => {
                     tracing::debug!(%target, error = %e, "reading a target's holders failed; asking per user");
