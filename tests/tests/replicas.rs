@@ -95,23 +95,35 @@ impl Db {
     }
 }
 
-/// Follows `/v1/events` as `token` on `urls[0]`; when that stream ends (its
-/// replica died) it resumes on the next replica with `Last-Event-ID`.
+/// Follows `/v1/events` as `user` on `urls[0]`; when that stream ends (its
+/// replica died, or its token expired: jit-cli tokens last 120 s) it logs
+/// in again and resumes on the next replica with `Last-Event-ID`.
 /// Collects the ids seen.
-fn follow(urls: Vec<String>, token: String, seen: Arc<Mutex<BTreeSet<i64>>>) {
+fn follow(urls: Vec<String>, user: &'static str, seen: Arc<Mutex<BTreeSet<i64>>>) {
     tokio::spawn(async move {
         let mut last: Option<i64> = None;
         let mut i = 0;
         loop {
-            let c = Client::new(
-                &urls[i % urls.len()],
-                Some(Arc::new(StaticToken(token.clone()))),
-            );
-            if let Ok(s) = c.events(last).await {
-                let mut s = Box::pin(s);
-                while let Some(Ok(ev)) = s.next().await {
-                    last = Some(ev.id);
-                    seen.lock().unwrap().insert(ev.id);
+            // A fresh token for every connection; a failed login (Keycloak
+            // busy) is retried like a failed connection.
+            if let Ok(t) = jit_testkit::pkce_login(
+                &jit_testkit::keycloak_env(),
+                jit_testkit::CLI_CLIENT_ID,
+                user,
+                &jit_testkit::demo_password(user),
+            )
+            .await
+            {
+                let c = Client::new(
+                    &urls[i % urls.len()],
+                    Some(Arc::new(StaticToken(t.access_token))),
+                );
+                if let Ok(s) = c.events(last).await {
+                    let mut s = Box::pin(s);
+                    while let Some(Ok(ev)) = s.next().await {
+                        last = Some(ev.id);
+                        seen.lock().unwrap().insert(ev.id);
+                    }
                 }
             }
             i += 1;
@@ -159,7 +171,7 @@ async fn three_replicas_share_one_postgres_and_survive_a_sigkill() {
             let seen = Arc::new(Mutex::new(BTreeSet::new()));
             let mut order = urls.clone();
             order.rotate_left(i);
-            follow(order, dave_token.clone(), seen.clone());
+            follow(order, "dave", seen.clone());
             seen
         })
         .collect();
