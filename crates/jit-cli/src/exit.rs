@@ -30,6 +30,9 @@ pub const NOT_FOUND: u8 = 7;
 /// The request's state does not allow it (HTTP 409: already held,
 /// duplicate pending, already decided).
 pub const CONFLICT: u8 = 8;
+/// Ctrl-C while waiting (`--wait`, `jit wait`): 128 + SIGINT, as shells
+/// report it; the request goes on, `jit wait ID` resumes.
+pub const INTERRUPTED: u8 = 130;
 
 /// The table, as `jit --help` prints it (through the same macro) and
 /// README shows it; the tests compare the three.
@@ -158,6 +161,7 @@ mod tests {
             (NOT_LOGGED_IN, "not logged in"),
             (NOT_FOUND, "not found"),
             (CONFLICT, "conflict"),
+            (INTERRUPTED, "interrupted"),
         ] {
             let line = format!("  {code}  ");
             let row = TABLE

@@ -16,13 +16,15 @@ macro_rules! exit_table {
   5  timed out (--wait --timeout, jit wait, login --timeout)
   6  not logged in, or the session ended: run `jit login`
   7  not found (no such request, or not one you may see)
-  8  conflict: the request's state does not allow it (already held, duplicate, decided)"
+  8  conflict: the request's state does not allow it (already held, duplicate, decided)
+  130  interrupted (Ctrl-C) while waiting: resume with `jit wait ID`"
     };
 }
 
 mod exit;
 mod profile;
 mod render;
+mod ticket;
 mod wait;
 
 use std::process::ExitCode;
@@ -85,7 +87,12 @@ enum Cmd {
         #[arg(long)]
         device: bool,
         /// Give up after this long (exit 5).
-        #[arg(long, default_value = "5m", value_name = "DURATION")]
+        #[arg(
+            long,
+            default_value = "5m",
+            value_name = "DURATION",
+            allow_hyphen_values = true
+        )]
         timeout: String,
     },
     /// End the Keycloak session and forget this profile's tokens.
@@ -102,7 +109,12 @@ enum Cmd {
         /// Request id, or a unique prefix of one (at least 4 characters).
         id: String,
         /// Give up after this long (exit 5).
-        #[arg(long, default_value = "1h", value_name = "DURATION")]
+        #[arg(
+            long,
+            default_value = "1h",
+            value_name = "DURATION",
+            allow_hyphen_values = true
+        )]
         timeout: String,
     },
     /// List requests you may see.
@@ -131,7 +143,7 @@ enum Cmd {
         #[arg(long)]
         comment: Option<String>,
         /// Shorten the grant to this duration (never lengthen).
-        #[arg(long = "for", value_name = "DURATION")]
+        #[arg(long = "for", value_name = "DURATION", allow_hyphen_values = true)]
         duration: Option<String>,
     },
     /// Deny a request (a comment is required).
@@ -163,7 +175,7 @@ enum Cmd {
         /// Grant (request) id, or a unique prefix of one.
         id: String,
         /// How much longer, e.g. 15m.
-        #[arg(long = "for", value_name = "DURATION")]
+        #[arg(long = "for", value_name = "DURATION", allow_hyphen_values = true)]
         duration: String,
         #[arg(long)]
         reason: String,
@@ -205,7 +217,7 @@ struct RequestArgs {
     /// Entitlement id (see `jit entitlements`).
     entitlement: String,
     /// Duration, e.g. 30m, 2h [default: the entitlement's].
-    #[arg(long = "for", value_name = "DURATION")]
+    #[arg(long = "for", value_name = "DURATION", allow_hyphen_values = true)]
     duration: Option<String>,
     /// Justification.
     #[arg(long)]
@@ -219,15 +231,21 @@ struct RequestArgs {
     /// Emergency self-activation, where the policy allows it.
     #[arg(long)]
     break_glass: bool,
-    /// Start later (RFC 3339, UTC), e.g. 2026-12-01T09:00:00Z.
-    #[arg(long, value_name = "TIME")]
+    /// Start later: a time in RFC 3339, e.g. 2026-12-01T09:00:00Z, or a
+    /// duration from now, e.g. +2h.
+    #[arg(long, value_name = "TIME", value_parser = start_time, allow_hyphen_values = true)]
     start: Option<chrono::DateTime<chrono::Utc>>,
     /// Wait until approved and active (exit 0) or denied/lapsed (non-zero);
     /// survives jitd restarts. Resume an interrupted wait with `jit wait ID`.
     #[arg(long)]
     wait: bool,
     /// With --wait: give up after this long (exit 5).
-    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    #[arg(
+        long,
+        default_value = "1h",
+        value_name = "DURATION",
+        allow_hyphen_values = true
+    )]
     timeout: String,
 }
 
@@ -239,7 +257,12 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let argv: Vec<String> = std::env::args().collect();
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e, &argv),
+    };
+    let profile = cli.profile.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -247,17 +270,93 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
-            let code = exit::code_of(&e);
-            if let Some(Exit(_, msg)) = e.downcast_ref::<Exit>() {
-                eprintln!("jit: {msg}");
-            } else {
-                // One line: the outermost message and its causes.
-                let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-                eprintln!("jit: {}", msg.join(": "));
-            }
-            ExitCode::from(code)
+            eprintln!("jit: {}", message_of(&e, &profile));
+            ExitCode::from(exit::code_of(&e))
         }
     }
+}
+
+/// A command-line error: help and version as clap prints them; anything
+/// else as one line `jit: …; try `jit CMD --help`` with exit 2 (no usage
+/// block, which would list the options taken from the environment).
+fn usage_error(e: clap::Error, argv: &[String]) -> ExitCode {
+    use clap::error::ErrorKind as K;
+    if matches!(
+        e.kind(),
+        K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::from(if e.use_stderr() {
+            exit::USAGE
+        } else {
+            exit::OK
+        });
+    }
+    eprintln!("jit: {}", usage_line(&e, argv));
+    ExitCode::from(exit::USAGE)
+}
+
+/// clap's message on one line (its lines up to the first blank one,
+/// joined), then where to read more: `…; try `jit deny --help``.
+fn usage_line(e: &clap::Error, argv: &[String]) -> String {
+    let text = e.render().to_string();
+    let msg: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let msg = msg.join(" ");
+    let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+    let cmd = Cli::command();
+    let sub = argv
+        .iter()
+        .skip(1)
+        .find(|a| cmd.find_subcommand(a.as_str()).is_some());
+    match sub {
+        Some(sub) => format!("{msg}; try `jit {sub} --help`"),
+        None => format!("{msg}; try `jit --help`"),
+    }
+}
+
+/// `jit login`, or `jit --profile P login` for another profile.
+fn login_command(profile: &str) -> String {
+    if profile == "default" {
+        "`jit login`".into()
+    } else {
+        format!("`jit --profile {profile} login`")
+    }
+}
+
+/// The one line printed for error `e`: an [`Exit`]'s message; a refused
+/// token with what to do about it; else the message and its causes.
+fn message_of(e: &anyhow::Error, profile: &str) -> String {
+    if let Some(Exit(_, msg)) = e.downcast_ref::<Exit>() {
+        return msg.clone();
+    }
+    for cause in e.chain() {
+        if let Some(jit_client::ClientError::Api {
+            status: 401,
+            detail,
+            ..
+        }) = cause.downcast_ref()
+        {
+            let detail = render::cut(detail, 200);
+            return if std::env::var_os("JIT_TOKEN").is_some() {
+                format!(
+                    "jitd refused JIT_TOKEN ({detail}): set it to a current access token \
+                     for jitd (audience jit-api), or unset it and run {}",
+                    login_command(profile)
+                )
+            } else {
+                format!(
+                    "jitd refused your login ({detail}): run {}",
+                    login_command(profile)
+                )
+            };
+        }
+    }
+    let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    msg.join(": ")
 }
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8787";
@@ -292,10 +391,42 @@ fn server_url(s: &str) -> anyhow::Result<String> {
     }
 }
 
+/// Why `token` cannot be a JWT (three base64url parts, the first a JSON
+/// header), in words; `Ok` when it has that shape. jitd checks the rest.
+fn jwt_shape(token: &str) -> Result<(), &'static str> {
+    use base64::Engine;
+    if token.is_empty() {
+        return Err("it is empty");
+    }
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
+        return Err("a JWT has three parts separated by dots");
+    }
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(parts[0].trim_end_matches('='))
+        .ok()
+        .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok());
+    match header {
+        Some(h) if h.get("alg").is_some() => Ok(()),
+        _ => Err("its first part is not a JWT header"),
+    }
+}
+
 fn client(cli: &Cli) -> anyhow::Result<Client> {
     if let Ok(t) = std::env::var("JIT_TOKEN") {
+        let t = t.trim();
+        if let Err(why) = jwt_shape(t) {
+            bail!(Exit(
+                exit::NOT_LOGGED_IN,
+                format!(
+                    "JIT_TOKEN is not a JWT access token ({why}); set it to an access token \
+                     for jitd (audience jit-api), or unset it and run {}",
+                    login_command(&cli.profile)
+                )
+            ));
+        }
         let server = server_url(cli.server.as_deref().unwrap_or(DEFAULT_SERVER))?;
-        let src: Arc<dyn TokenSource> = Arc::new(StaticToken(t.trim().to_string()));
+        let src: Arc<dyn TokenSource> = Arc::new(StaticToken(t.to_string()));
         return Ok(Client::new(&server, Some(src)));
     }
     let p = profile::load(&cli.profile)?.ok_or_else(|| {
@@ -312,9 +443,31 @@ fn client(cli: &Cli) -> anyhow::Result<Client> {
     Ok(Client::new(&server, Some(src)))
 }
 
-/// A local value the user typed that is wrong: exit 2.
+/// A local value the user typed that is wrong: exit 2. A negative one
+/// (`--for -5m`) is refused as such.
 fn duration(text: &str) -> anyhow::Result<i64> {
+    if text.trim().starts_with('-') {
+        bail!(Exit(
+            exit::USAGE,
+            format!("invalid duration '{text}': duration must be positive, e.g. 30m")
+        ));
+    }
     parse_duration(text).map_err(|e| Exit(exit::USAGE, e.to_string()).into())
+}
+
+/// `--start`: a time in RFC 3339 (`2026-12-01T09:00:00Z`, any offset,
+/// kept as UTC) or `+DURATION` from now (this machine's clock).
+fn start_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    const FORMS: &str =
+        "expected a time in RFC 3339, e.g. 2026-12-01T09:00:00Z, or a duration from now, e.g. +2h";
+    let t = text.trim();
+    if let Some(rel) = t.strip_prefix('+') {
+        let secs = parse_duration(rel).map_err(|_| FORMS.to_string())?;
+        return Ok(chrono::Utc::now() + chrono::Duration::seconds(secs));
+    }
+    chrono::DateTime::parse_from_rfc3339(t)
+        .map(|d| d.with_timezone(&chrono::Utc))
+        .map_err(|_| FORMS.to_string())
 }
 
 /// Accepts a full id or a unique prefix of a visible request's id.
@@ -385,14 +538,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// `jit entitlements`.
 async fn entitlements(cli: &Cli) -> anyhow::Result<()> {
     let es = client(cli)?.entitlements().await?;
-    cli.print(&es, || render::entitlements(&es))
+    cli.print(&es, || print!("{}", render::entitlements(&es)))
 }
 
 /// `jit wait ID`: until active (0), denied (3), ended (4) or timed out (5).
 async fn wait(cli: &Cli, id: &str, timeout: &str) -> anyhow::Result<()> {
     let timeout = duration(timeout)?;
     let c = client(cli)?;
-    let r = wait::wait_for(&c, id, timeout).await?;
+    let r = wait_or_interrupt(&c, id, timeout).await?;
     cli.print(&r, || render::granted(&r))
 }
 
@@ -410,7 +563,7 @@ async fn list(cli: &Cli, mine: bool, to_review: bool, status: Option<&str>) -> a
             review_open: false,
         })
         .await?;
-    cli.print(&rows, || render::list(&rows, c.server_now()))
+    cli.print(&rows, || print!("{}", render::list(&rows, c.server_now())))
 }
 
 /// `jit show ID`.
@@ -461,10 +614,15 @@ async fn cancel(cli: &Cli, id: &str) -> anyhow::Result<()> {
     cli.print(&r, || render::outcome(&r, r.request.status().as_str()))
 }
 
-/// `jit drop ID`: says whether the role goes or another grant keeps it.
+/// `jit drop ID`: says whether the role goes or another grant keeps it;
+/// a grant already over is said as jitd recorded its end.
 async fn drop_grant(cli: &Cli, id: &str) -> anyhow::Result<()> {
     let c = client(cli)?;
-    let r = c.drop_grant(&resolve(&c, id).await?).await?;
+    let id = resolve(&c, id).await?;
+    let r = match c.drop_grant(&id).await {
+        Ok(r) => r,
+        Err(e) => return Err(not_active(&c, &id, e).await),
+    };
     let what = ended_grant_effect(&c, &r, "dropped").await;
     cli.print(&r, || render::outcome(&r, &what))
 }
@@ -472,9 +630,56 @@ async fn drop_grant(cli: &Cli, id: &str) -> anyhow::Result<()> {
 /// `jit revoke ID --comment C`: as `drop`, for an approver.
 async fn revoke(cli: &Cli, id: &str, comment: &str) -> anyhow::Result<()> {
     let c = client(cli)?;
-    let r = c.revoke(&resolve(&c, id).await?, comment).await?;
+    let id = resolve(&c, id).await?;
+    let r = match c.revoke(&id, comment).await {
+        Ok(r) => r,
+        Err(e) => return Err(not_active(&c, &id, e).await),
+    };
     let what = ended_grant_effect(&c, &r, "revoked").await;
     cli.print(&r, || render::outcome(&r, &what))
+}
+
+/// The error of a drop or revoke that jitd refused: for a grant no longer
+/// active (`illegal_transition`), how and when it ended as jitd recorded
+/// it (exit 8); any other refusal as it came.
+async fn not_active(c: &Client, id: &str, e: jit_client::ClientError) -> anyhow::Error {
+    if e.code() != Some("illegal_transition") {
+        return e.into();
+    }
+    match c.get(id).await {
+        Ok(r) => Exit(
+            exit::CONFLICT,
+            format!(
+                "{} {}: {}",
+                render::short(r.request.id()),
+                r.request.entitlement_id(),
+                render::how_it_ended(&r)
+            ),
+        )
+        .into(),
+        Err(_) => e.into(),
+    }
+}
+
+/// Waits as [`wait::wait_for`] until Ctrl-C, which ends the command with
+/// exit 130 and one line saying where the request stands and how to resume.
+async fn wait_or_interrupt(c: &Client, id: &str, timeout: i64) -> anyhow::Result<RequestView> {
+    let last = std::cell::Cell::new(None);
+    tokio::select! {
+        r = wait::wait_for(c, id, timeout, &last) => r,
+        _ = tokio::signal::ctrl_c() => {
+            let now = match last.get() {
+                Some(Status::Pending) => "still pending",
+                Some(Status::Approved) => "approved, not active yet",
+                _ => "still waiting",
+            };
+            Err(Exit(
+                exit::INTERRUPTED,
+                format!("{now}; resume with `jit wait {}`", render::short(id)),
+            )
+            .into())
+        }
+    }
 }
 
 /// `jit extend ID --for D --reason R`.
@@ -582,7 +787,7 @@ async fn audit(cli: &Cli, since: i64, csv: bool, verify: bool) -> anyhow::Result
                 .await?
         );
     } else {
-        render::audit(&c.audit(since).await?);
+        print!("{}", render::audit(&c.audit(since).await?));
     }
     Ok(())
 }
@@ -708,7 +913,7 @@ async fn request(cli: &Cli, a: &RequestArgs) -> anyhow::Result<()> {
     }
     let timeout = duration(&a.timeout)?;
     let c = client(cli)?;
-    let r = c
+    let created = c
         .create(&CreateRequestBody {
             entitlement: a.entitlement.clone(),
             duration: a.duration.clone(),
@@ -719,15 +924,52 @@ async fn request(cli: &Cli, a: &RequestArgs) -> anyhow::Result<()> {
             urgent: a.urgent,
             break_glass: a.break_glass,
         })
-        .await?;
+        .await;
+    let r = match created {
+        Ok(r) => r,
+        Err(e) if matches!(e.code(), Some("ticket_required" | "ticket_invalid")) => {
+            return Err(ticket_error(&c, a, e).await);
+        }
+        Err(e) => return Err(e.into()),
+    };
     if !a.wait {
         return cli.print(&r, || render::requested(&r));
     }
     if !cli.json() {
         render::requested(&r);
     }
-    let r = wait::wait_for(&c, r.request.id(), timeout).await?;
+    let r = wait_or_interrupt(&c, r.request.id(), timeout).await?;
     cli.print(&r, || render::granted(&r))
+}
+
+/// A ticket refusal in terms of the command line: add `--ticket` with an
+/// example of the reference the entitlement's policy asks for (exit 2).
+async fn ticket_error(c: &Client, a: &RequestArgs, e: jit_client::ClientError) -> anyhow::Error {
+    let pattern = c.entitlements().await.ok().and_then(|es| {
+        es.into_iter()
+            .find(|x| x.id == a.entitlement)
+            .and_then(|x| x.ticket_pattern)
+    });
+    let example = pattern.as_deref().and_then(ticket::example);
+    let msg = match (e.code(), &a.ticket) {
+        (Some("ticket_invalid"), Some(t)) => format!(
+            "'{}' is not a ticket reference of the form '{}' needs; give one like {}",
+            render::cut(t, 60),
+            a.entitlement,
+            example.as_deref().unwrap_or("your ticket system's")
+        ),
+        _ => match &example {
+            Some(x) => format!(
+                "'{}' needs a ticket: add --ticket {x} (your ticket's reference)",
+                a.entitlement
+            ),
+            None => format!(
+                "'{}' needs a ticket: add --ticket with your ticket's reference",
+                a.entitlement
+            ),
+        },
+    };
+    Exit(exit::USAGE, msg).into()
 }
 
 #[cfg(test)]

@@ -154,6 +154,10 @@ impl ProfileTokens {
                 RefreshError::Keycloak(e @ OidcError::Unreachable { .. }) => {
                     ClientError::KeycloakUnreachable(e.to_string())
                 }
+                // Its own text ends "log in again": say that once.
+                RefreshError::Keycloak(OidcError::SessionEnded) => {
+                    relogin("the Keycloak session has ended")
+                }
                 RefreshError::Keycloak(other) => relogin(&other.to_string()),
                 RefreshError::Store(e) => ClientError::Token(e),
             })

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use jit_client::ServerEvent;
-use jit_core::api::{AuditRecord, EntitlementView, RequestView};
+use jit_core::api::{AuditRecord, EntitlementView, EventKind, RequestView};
 use jit_core::{format_duration, Decision};
 
 /// `2026-11-29 11:18:04 UTC`.
@@ -26,6 +26,92 @@ pub fn cut(text: &str, max: usize) -> String {
     }
     let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
     out.push('…');
+    out
+}
+
+/// How a column's cells sit in their width.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    Right,
+}
+
+/// One column of a [`table`]: its header, alignment and the most
+/// characters a cell may take (longer cells are [`cut`] with `…`).
+#[derive(Clone, Copy)]
+pub struct Column {
+    pub head: &'static str,
+    pub align: Align,
+    pub cap: usize,
+}
+
+const fn col(head: &'static str, align: Align, cap: usize) -> Column {
+    Column { head, align, cap }
+}
+
+/// Width of `s` on a terminal, counted in characters.
+fn width(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// `cell` padded to `w` characters (no padding for the last column).
+fn pad(cell: &str, w: usize, align: Align, last: bool) -> String {
+    let fill = w.saturating_sub(width(cell));
+    match (align, last) {
+        (Align::Left, true) => cell.to_string(),
+        (Align::Left, false) => format!("{cell}{}", " ".repeat(fill)),
+        (Align::Right, _) => format!("{}{cell}", " ".repeat(fill)),
+    }
+}
+
+/// Each column's width for `rows`: its widest cell or header, at most its
+/// cap (a cell is cut to the cap before it is measured).
+pub fn widths(cols: &[Column], rows: &[Vec<String>]) -> Vec<usize> {
+    cols.iter()
+        .enumerate()
+        .map(|(i, c)| {
+            rows.iter()
+                .map(|r| width(&cut(r.get(i).map(String::as_str).unwrap_or(""), c.cap)))
+                .chain([width(c.head)])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// One line of cells laid out in `w` (cells cut to their column's cap,
+/// made [`safe`]); columns are two spaces apart.
+pub fn line(cols: &[Column], w: &[usize], cells: &[String]) -> String {
+    let n = cols.len();
+    cols.iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let cell = cut(cells.get(i).map(String::as_str).unwrap_or(""), c.cap);
+            pad(&cell, w[i], c.align, i + 1 == n)
+        })
+        .collect::<Vec<_>>()
+        .join("  ")
+        .trim_end()
+        .to_string()
+}
+
+/// The header line of `cols` in widths `w`.
+pub fn header(cols: &[Column], w: &[usize]) -> String {
+    let heads: Vec<String> = cols.iter().map(|c| c.head.to_string()).collect();
+    line(cols, w, &heads)
+}
+
+/// A table: a header and one line per row, each column as wide as its
+/// widest cell up to its cap, so long values never push their neighbours
+/// out of line. Lines end with `\n`.
+pub fn table(cols: &[Column], rows: &[Vec<String>]) -> String {
+    let w = widths(cols, rows);
+    let mut out = header(cols, &w);
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(cols, &w, r));
+        out.push('\n');
+    }
     out
 }
 
@@ -73,37 +159,62 @@ pub fn outcome(r: &RequestView, what: &str) {
     );
 }
 
-/// Table of requestable entitlements (id, target, max duration, approvals).
-pub fn entitlements(es: &[EntitlementView]) {
+/// Table of requestable entitlements: id, target, max duration,
+/// approvals, ticket (an example of the reference the policy asks for, `-`
+/// when none is needed) and name; an unavailable one gets a line saying why.
+pub fn entitlements(es: &[EntitlementView]) -> String {
     if es.is_empty() {
-        println!("Nothing you may request.");
-        return;
+        return "Nothing you may request.\n".into();
     }
-    println!(
-        "{:<20} {:<36} {:>12}  {:>9}  NAME",
-        "ID", "GRANTS", "MAX-DURATION", "APPROVALS"
-    );
-    for e in es {
-        println!(
-            "{:<20} {:<36} {:>12}  {:>9}  {}",
-            e.id,
-            e.target,
-            format_duration(e.max_duration_secs),
-            e.approvals_required,
-            safe(&e.display_name)
-        );
+    const COLS: [Column; 6] = [
+        col("ID", Align::Left, 32),
+        col("GRANTS", Align::Left, 40),
+        col("MAX-DURATION", Align::Right, 12),
+        col("APPROVALS", Align::Right, 9),
+        col("TICKET", Align::Left, 24),
+        col("NAME", Align::Left, 48),
+    ];
+    let rows: Vec<Vec<String>> = es
+        .iter()
+        .map(|e| {
+            vec![
+                e.id.clone(),
+                e.target.clone(),
+                format_duration(e.max_duration_secs),
+                e.approvals_required.to_string(),
+                match e.ticket_pattern.as_deref() {
+                    None => "-".into(),
+                    Some(p) => match crate::ticket::example(p) {
+                        Some(x) => format!("needed, e.g. {x}"),
+                        None => "needed".into(),
+                    },
+                },
+                e.display_name.clone(),
+            ]
+        })
+        .collect();
+    let w = widths(&COLS, &rows);
+    let mut out = header(&COLS, &w);
+    out.push('\n');
+    for (e, r) in es.iter().zip(&rows) {
+        out.push_str(&line(&COLS, &w, r));
+        out.push('\n');
         if !e.available {
-            println!(
-                "{:<20} unavailable: {}",
-                "",
-                safe(
-                    e.unavailable_reason
-                        .as_deref()
-                        .unwrap_or("cannot be granted now")
-                )
-            );
+            let why = e
+                .unavailable_reason
+                .as_deref()
+                .unwrap_or("cannot be granted now");
+            out.push_str(&format!(
+                "{}  unavailable: {}\n",
+                " ".repeat(w[0]),
+                cut(why, 100)
+            ));
         }
     }
+    if es.iter().any(|e| e.ticket_pattern.is_some()) {
+        out.push_str("(TICKET needed: add --ticket with your ticket reference to `jit request`)\n");
+    }
+    out
 }
 
 fn left(r: &RequestView, now: DateTime<Utc>) -> String {
@@ -118,7 +229,8 @@ fn left(r: &RequestView, now: DateTime<Utc>) -> String {
 /// Table of requests; LEFT is `expires_at − now` (server clock) for active
 /// grants, DURATION a grant's whole length (with applied extensions). An
 /// applied extension is part of its grant (`jit show GRANT`), not a row.
-pub fn list(rows: &[RequestView], now: DateTime<Utc>) {
+/// Column widths come from the rows, each up to a cap (cut with `…`).
+pub fn list(rows: &[RequestView], now: DateTime<Utc>) -> String {
     let rows: Vec<&RequestView> = rows
         .iter()
         .filter(|r| {
@@ -131,34 +243,65 @@ pub fn list(rows: &[RequestView], now: DateTime<Utc>) {
         })
         .collect();
     if rows.is_empty() {
-        println!("No requests.");
-        return;
+        return "No requests.\n".into();
     }
-    println!(
-        "{:<8}  {:<9} {:<18} {:<10} {:>8} {:>8}  {:<6} REASON",
-        "ID", "STATUS", "ENTITLEMENT", "REQUESTER", "DURATION", "LEFT", "VOTES"
-    );
-    for r in rows {
-        let q = &r.request;
-        let approvals = q.approvals();
-        let mut reason = cut(q.justification(), 40);
-        if q.urgent() {
-            reason = format!("[urgent] {reason}");
+    const COLS: [Column; 8] = [
+        col("ID", Align::Left, 8),
+        col("STATUS", Align::Left, 10),
+        col("ENTITLEMENT", Align::Left, 28),
+        col("REQUESTER", Align::Left, 20),
+        col("DURATION", Align::Right, 10),
+        col("LEFT", Align::Right, 10),
+        col("VOTES", Align::Left, 7),
+        col("REASON", Align::Left, 60),
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let q = &r.request;
+            let mut reason = safe(q.justification());
+            if q.urgent() {
+                reason = format!("[urgent] {reason}");
+            }
+            if let jit_core::RequestKind::Extension { grant_id } = &q.kind() {
+                reason = format!("[more time for {}] {reason}", short(grant_id));
+            }
+            vec![
+                short(q.id()).to_string(),
+                q.status().as_str().to_string(),
+                q.entitlement_id().to_string(),
+                q.requester_username().to_string(),
+                format_duration(r.total_secs.max(q.duration_secs())),
+                left(r, now),
+                format!("{}/{}", q.approvals(), q.approvals_required()),
+                reason,
+            ]
+        })
+        .collect();
+    table(&COLS, &cells)
+}
+
+/// How a request that is no longer active ended, as jitd recorded it (who
+/// ended it, when, why): `already dropped: ended by its requester alice at
+/// …`, `already revoked by bob at …: reason`, `already expired at …`.
+pub fn how_it_ended(r: &RequestView) -> String {
+    use jit_core::Status as S;
+    let q = &r.request;
+    let at = q.ended_at().map(time).unwrap_or_else(|| "-".into());
+    let by = q.ended_by().unwrap_or("-");
+    let why = q
+        .end_reason()
+        .map(|w| format!(": {}", cut(w, 100)))
+        .unwrap_or_default();
+    match q.status() {
+        S::Revoked if q.ended_by() == Some(q.requester_username()) => {
+            format!("already dropped: ended by its requester {by} at {at}")
         }
-        if let jit_core::RequestKind::Extension { grant_id } = &q.kind() {
-            reason = format!("[more time for {}] {reason}", short(grant_id));
-        }
-        println!(
-            "{:<8}  {:<9} {:<18} {:<10} {:>8} {:>8}  {:<6} {}",
-            short(q.id()),
-            q.status().as_str(),
-            q.entitlement_id(),
-            q.requester_username(),
-            format_duration(r.total_secs.max(q.duration_secs())),
-            left(r, now),
-            format!("{approvals}/{}", q.approvals_required()),
-            reason
-        );
+        S::Revoked => format!("already revoked by {by} at {at}{why}"),
+        S::Expired => format!("already expired at {at}"),
+        S::Failed => format!("not granted: Keycloak refused it at {at}{why}"),
+        S::Pending | S::Approved => format!("not active yet: it is {}", q.status()),
+        s => format!("not an active grant: it is {s}"),
     }
 }
 
@@ -269,46 +412,91 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
     }
 }
 
-/// Audit rows, one per line (seq, UTC time, event, request, actor, reason).
-pub fn audit(rows: &[AuditRecord]) {
+/// Audit rows, one per line (seq, UTC time, event, request, entitlement,
+/// actor, reason), columns as wide as this page's widest value up to a cap.
+pub fn audit(rows: &[AuditRecord]) -> String {
     if rows.is_empty() {
-        println!("No audit rows.");
-        return;
+        return "No audit rows.\n".into();
     }
-    println!(
-        "{:>5}  {:<19}  {:<18} {:<8} {:<16} {:<10} REASON",
-        "SEQ", "TIME (UTC)", "EVENT", "REQUEST", "ENTITLEMENT", "ACTOR"
-    );
-    for r in rows {
-        println!(
-            "{:>5}  {}  {:<18} {:<8} {:<16} {:<10} {}",
-            r.seq,
-            r.at.format("%Y-%m-%d %H:%M:%S"),
-            r.event,
-            short(&r.request_id),
-            r.entitlement_id,
-            match &r.actor_client {
-                Some(_) => format!("{} (service account)", r.actor),
-                None => r.actor.clone(),
-            },
-            cut(r.reason.as_deref().unwrap_or(""), 60)
-        );
-    }
+    const COLS: [Column; 7] = [
+        col("SEQ", Align::Right, 12),
+        col("TIME (UTC)", Align::Left, 19),
+        col("EVENT", Align::Left, 32),
+        col("REQUEST", Align::Left, 8),
+        col("ENTITLEMENT", Align::Left, 28),
+        col("ACTOR", Align::Left, 36),
+        col("REASON", Align::Left, 60),
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.seq.to_string(),
+                r.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                r.event.as_str().to_string(),
+                short(&r.request_id).to_string(),
+                r.entitlement_id.clone(),
+                match &r.actor_client {
+                    Some(_) => format!("{} (service account)", r.actor),
+                    None => r.actor.clone(),
+                },
+                r.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&COLS, &cells)
 }
 
-/// One live event line (`jit watch`).
-pub fn event(ev: &ServerEvent) {
+/// The columns of `jit watch`: fixed widths, since the rows are not known
+/// in advance. EVENT is as wide as the longest event name this version
+/// knows (a newer jitd's longer name is cut with `…`).
+fn event_columns() -> ([Column; 7], Vec<usize>) {
+    let cols = [
+        col("SEQ", Align::Right, 7),
+        col("TIME", Align::Left, 8),
+        col("EVENT", Align::Left, event_width()),
+        col("REQUEST", Align::Left, 8),
+        col("ENTITLEMENT", Align::Left, 20),
+        col("ACTOR", Align::Left, 16),
+        col("REASON", Align::Left, 60),
+    ];
+    let w = cols.iter().map(|c| c.cap).collect();
+    (cols, w)
+}
+
+/// Width of the EVENT column of `jit watch`: the longest event name this
+/// version knows (`grant.nothing_to_remove`, 23).
+pub fn event_width() -> usize {
+    EventKind::ALL
+        .iter()
+        .map(|k| k.as_str().chars().count())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The header line `jit watch` prints before the first event.
+pub fn event_header() -> String {
+    let (cols, w) = event_columns();
+    header(&cols, &w)
+}
+
+/// One live event line (`jit watch`), in the columns of [`event_header`].
+pub fn event(ev: &ServerEvent) -> String {
     let r = &ev.data.record;
-    println!(
-        "{:>5}  {}  {:<18} {:<8} {:<16} by {:<10} {}",
-        ev.id,
-        r.at.format("%H:%M:%S"),
-        ev.event,
-        short(&r.request_id),
-        r.entitlement_id,
-        r.actor,
-        cut(r.reason.as_deref().unwrap_or(""), 60)
-    );
+    let (cols, w) = event_columns();
+    line(
+        &cols,
+        &w,
+        &[
+            ev.id.to_string(),
+            r.at.format("%H:%M:%S").to_string(),
+            ev.event.as_str().to_string(),
+            short(&r.request_id).to_string(),
+            r.entitlement_id.clone(),
+            r.actor.clone(),
+            r.reason.clone().unwrap_or_default(),
+        ],
+    )
 }
 
 #[cfg(test)]
@@ -321,5 +509,141 @@ mod tests {
         assert_eq!(cut("abcdef", 4), "abc…");
         assert_eq!(cut("abcd", 4), "abcd");
         assert_eq!(cut("a\u{1b}[31mb", 40), "a?[31mb");
+    }
+
+    fn audit_row(seq: i64, event: &str, entitlement: &str, actor: &str) -> AuditRecord {
+        serde_json::from_value(serde_json::json!({
+            "seq": seq, "at": "2026-11-29T11:18:04Z", "event": event,
+            "request_id": format!("{seq:08}-0000-4000-8000-000000000000"),
+            "entitlement_id": entitlement, "requester_id": "u1", "actor": actor,
+            "reason": "why", "from_status": null, "to_status": null,
+            "prev_hash": "", "hash": ""
+        }))
+        .unwrap()
+    }
+
+    fn view(id: &str, entitlement: &str, requester: &str, reason: &str) -> RequestView {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "kind": {"type": "access"}, "entitlement_id": entitlement,
+            "target": {"kind": "realm_role", "role": entitlement},
+            "requester_id": "u1", "requester_username": requester,
+            "justification": reason, "ticket": null, "urgent": false,
+            "break_glass": false, "requested_secs": 1800, "duration_secs": 1800,
+            "approvals_required": 1, "votes": [], "status": "pending",
+            "created_at": "2026-11-29T11:18:04Z", "pending_until": "2026-11-29T12:18:04Z",
+            "start_at": null, "decided_at": null, "activated_at": null,
+            "expires_at": null, "ended_at": null, "ended_by": null,
+            "end_reason": null, "auto_approved": null, "review_required": false,
+            "reviewed_by": null, "reviewed_at": null, "extensions": [],
+            "entitlement_name": entitlement, "remaining_secs": null,
+            "total_secs": 1800, "approvals": 0,
+            "keycloak": {"owns_assignment": null, "granted_at": null,
+                "removal_pending": false, "removed_at": null, "attempts": 0,
+                "next_attempt_at": null, "last_error": null},
+            "revoke_late": false, "awaits_your_review": null
+        }))
+        .unwrap()
+    }
+
+    /// Character offset of `needle` in `line`.
+    fn column_of(line: &str, needle: &str) -> usize {
+        let byte = line
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not in {line:?}"));
+        line[..byte].chars().count()
+    }
+
+    /// Each line's `needles[i]` starts where the header's `head` does.
+    fn aligned(text: &str, head: &str, needles: &[&str]) {
+        let lines: Vec<&str> = text.lines().collect();
+        let at = column_of(lines[0], head);
+        for (line, needle) in lines[1..].iter().zip(needles) {
+            assert_eq!(column_of(line, needle), at, "{head}:\n{text}");
+        }
+    }
+
+    #[test]
+    fn audit_columns_line_up_whatever_the_event_name() {
+        let rows = [
+            audit_row(1, "request.created", "db", "someone"),
+            audit_row(
+                2,
+                "grant.nothing_to_remove",
+                "a-much-longer-entitlement",
+                "x",
+            ),
+            audit_row(3, "grant.kept", "db", "a-service (service account)"),
+        ];
+        let text = audit(&rows);
+        aligned(&text, "REQUEST", &["00000001", "00000002", "00000003"]);
+        aligned(&text, "ACTOR", &["someone", "x ", "a-service"]);
+        aligned(&text, "REASON", &["why", "why", "why"]);
+    }
+
+    #[test]
+    fn watch_lines_line_up_under_their_header() {
+        let ev = |seq: i64, name: &str, entitlement: &str| ServerEvent {
+            id: seq,
+            event: EventKind::from_name(name),
+            data: jit_core::api::EventData {
+                record: audit_row(seq, name, entitlement, "someone"),
+                request: None,
+            },
+        };
+        let text = [
+            event_header(),
+            event(&ev(7, "grant.nothing_to_remove", "db")),
+            event(&ev(
+                12345,
+                "grant.kept",
+                "an-entitlement-id-longer-than-its-column",
+            )),
+            event(&ev(8, "some.future_event_name_longer_than_any", "db")),
+        ]
+        .join("\n");
+        aligned(&text, "REQUEST", &["00000007", "00012345", "00000008"]);
+        aligned(&text, "ACTOR", &["someone", "someone", "someone"]);
+        assert!(text.contains('…'), "cut values are marked:\n{text}");
+    }
+
+    #[test]
+    fn list_columns_hold_long_requesters_and_entitlements() {
+        let rows = [
+            view("11111111-0000-4000-8000-000000000000", "db", "al", "short"),
+            view(
+                "22222222-0000-4000-8000-000000000000",
+                "an-entitlement-id-far-longer-than-anyone-would-type",
+                "firstname.lastname.with-a-department@example.org",
+                "a reason",
+            ),
+        ];
+        let now = "2026-11-29T11:20:00Z".parse().unwrap();
+        let text = list(&rows, now);
+        aligned(&text, "REQUESTER", &["al", "firstname"]);
+        aligned(&text, "DURATION", &["     30m", "     30m"]);
+        aligned(&text, "VOTES", &["0/1", "0/1"]);
+        aligned(&text, "REASON", &["short", "a reason"]);
+        assert!(text.contains("an-entitlement-id-far-longe…"), "{text}");
+        assert!(!text.contains("example.org"), "capped: {text}");
+    }
+
+    #[test]
+    fn entitlements_say_which_need_a_ticket_with_an_example() {
+        let e = |id: &str, pattern: Option<&str>| -> EntitlementView {
+            serde_json::from_value(serde_json::json!({
+                "id": id, "display_name": id, "description": "", "target": "realm role r",
+                "max_duration_secs": 3600, "default_duration_secs": 1800,
+                "approvals_required": 1, "ticket_pattern": pattern,
+                "justification_min": 10, "justification_max": 500,
+                "break_glass": false, "you_approve": false
+            }))
+            .unwrap()
+        };
+        let text = entitlements(&[e("plain", None), e("ticketed", Some("^(?:CHG-[0-9]{5})$"))]);
+        let row = text.lines().find(|l| l.starts_with("ticketed")).unwrap();
+        assert!(row.contains("needed, e.g. CHG-12345"), "{text}");
+        assert!(!text.contains("[0-9]"), "no regular expression: {text}");
+        aligned(&text, "TICKET", &["-", "needed"]);
+        assert!(text.contains("--ticket"), "{text}");
     }
 }

@@ -61,8 +61,14 @@ fn transient_any(e: &anyhow::Error) -> bool {
 /// active (Ok), denied (exit 3), ended without access (exit 4), or
 /// `timeout_secs` pass (exit 5). jitd being down or restarting does not
 /// end the wait: it is retried with backoff within the same overall limit.
-/// Progress lines go to stderr.
-pub async fn wait_for(c: &Client, target: &str, timeout_secs: i64) -> anyhow::Result<RequestView> {
+/// Progress lines go to stderr; `last` holds the status last seen (for
+/// what to say when the wait is interrupted).
+pub async fn wait_for(
+    c: &Client,
+    target: &str,
+    timeout_secs: i64,
+    last: &std::cell::Cell<Option<Status>>,
+) -> anyhow::Result<RequestView> {
     let deadline = Instant::now() + Duration::from_secs(timeout_secs.max(0) as u64);
     let resume = format!("resume with `jit wait {}`", render::short(target));
     let mut id: Option<String> = None;
@@ -84,6 +90,7 @@ pub async fn wait_for(c: &Client, target: &str, timeout_secs: i64) -> anyhow::Re
                     down = false;
                 }
                 backoff.reset();
+                last.set(Some(r.request.status()));
                 if let Some(done) = decided(&r)? {
                     return Ok(done);
                 }
@@ -189,6 +196,9 @@ pub const WATCH_GIVE_UP: Duration = Duration::from_secs(600);
 /// up (exit 1) after [`WATCH_GIVE_UP`] without a connection.
 pub async fn watch(c: &Client, since: Option<i64>, json: bool) -> anyhow::Result<()> {
     eprintln!("jit: watching events on {} (Ctrl-C to stop)", c.base());
+    if !json {
+        println!("{}", render::event_header());
+    }
     let mut last = since;
     let mut backoff = Backoff::new();
     let mut failing_since: Option<Instant> = None;
@@ -216,7 +226,7 @@ pub async fn watch(c: &Client, since: Option<i64>, json: bool) -> anyhow::Result
                                     serde_json::json!({"id": ev.id, "event": ev.event, "data": ev.data})
                                 );
                             } else {
-                                render::event(&ev);
+                                println!("{}", render::event(&ev));
                             }
                         }
                         Err(e) => {

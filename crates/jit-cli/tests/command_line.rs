@@ -1,0 +1,133 @@
+//! The `jit` binary's answers to a wrong command line or environment,
+//! which it gives before talking to any jitd: one line `jit: …` with the
+//! documented exit code (README's table), words that say what to do.
+//! (The answers that need a jitd are in `tests/tests/cli.rs`.)
+
+use std::process::{Command, Output};
+
+/// `jit ARGS` with a clean environment plus `env`; the server is a closed
+/// port, so nothing here can depend on a jitd.
+fn jit(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let cfg = tempfile::tempdir().unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_jit"));
+    c.args(args)
+        .env("JIT_CONFIG_DIR", cfg.path())
+        .env_remove("JIT_TOKEN")
+        .env_remove("JIT_PROFILE")
+        .env_remove("JIT_SERVER")
+        .env_remove("NO_COLOR")
+        .env_remove("CLICOLOR_FORCE");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// Asserts exit `code` and exactly one stderr line `jit: …` containing
+/// each of `says`; returns that line.
+fn one_line(o: &Output, code: i32, says: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(code), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line, got:\n{err}");
+    assert!(err.starts_with("jit: "), "{err}");
+    assert!(!err.contains('\u{1b}'), "no colour codes: {err:?}");
+    for s in says {
+        assert!(err.contains(s), "{s:?} missing in: {err}");
+    }
+    err
+}
+
+const SERVER: (&str, &str) = ("JIT_SERVER", "http://127.0.0.1:9");
+/// Colour forced on, as on a terminal: error lines still carry none.
+const COLOUR: (&str, &str) = ("CLICOLOR_FORCE", "1");
+
+#[test]
+fn usage_errors_are_one_line_with_exit_2_and_no_env_options() {
+    for (args, says) in [
+        (vec!["show"], vec!["<ID>", "try `jit show --help`"]),
+        (
+            vec!["deny", "abcd1234"],
+            vec!["--comment", "try `jit deny --help`"],
+        ),
+        (
+            vec!["revoke", "abcd1234"],
+            vec!["--comment", "try `jit revoke --help`"],
+        ),
+        (
+            vec!["list", "--no-such-flag"],
+            vec!["--no-such-flag", "try `jit list --help`"],
+        ),
+        (vec!["frobnicate"], vec!["frobnicate", "try `jit --help`"]),
+    ] {
+        let o = jit(&args, &[SERVER, COLOUR]);
+        let line = one_line(&o, 2, &says);
+        assert!(
+            !line.contains("--server") && !line.contains("Usage"),
+            "{args:?}: {line}"
+        );
+    }
+    // Help still shows the options; the usage line does not claim the
+    // environment-backed ones are needed.
+    for sub in ["show", "deny", "revoke", "request", "list"] {
+        let o = jit(&[sub, "--help"], &[SERVER]);
+        assert_eq!(o.status.code(), Some(0));
+        let help = String::from_utf8_lossy(&o.stdout);
+        let usage = help.lines().find(|l| l.starts_with("Usage:")).unwrap();
+        assert!(!usage.contains("--server"), "{sub}: {usage}");
+        assert!(help.contains("--server <URL>"), "{sub}: {help}");
+    }
+}
+
+#[test]
+fn a_token_that_is_not_a_jwt_is_said_in_words_with_exit_6() {
+    for bad in ["garbage", "a.b", "x.y.z", ""] {
+        let o = jit(&["list"], &[SERVER, ("JIT_TOKEN", bad)]);
+        let line = one_line(
+            &o,
+            6,
+            &["JIT_TOKEN is not a JWT access token", "`jit login`"],
+        );
+        assert!(!line.contains("InvalidToken"), "{line}");
+    }
+}
+
+#[test]
+fn start_time_errors_say_the_accepted_forms() {
+    let o = jit(
+        &[
+            "request",
+            "some-entitlement",
+            "--reason",
+            "a reason long enough",
+            "--start",
+            "tomorrow",
+        ],
+        &[SERVER],
+    );
+    one_line(
+        &o,
+        2,
+        &["'tomorrow'", "RFC 3339", "2026-12-01T09:00:00Z", "+2h"],
+    );
+}
+
+#[test]
+fn a_negative_duration_is_refused_as_such() {
+    for args in [
+        vec![
+            "request",
+            "some-entitlement",
+            "--for",
+            "-5m",
+            "--reason",
+            "r",
+        ],
+        vec!["approve", "abcd1234", "--for", "-5m"],
+        vec!["extend", "abcd1234", "--for", "-5m", "--reason", "r"],
+        vec!["wait", "abcd1234", "--timeout", "-5m"],
+    ] {
+        let o = jit(&args, &[SERVER]);
+        let line = one_line(&o, 2, &["'-5m'", "duration must be positive"]);
+        assert!(!line.contains("tip"), "{line}");
+    }
+}
