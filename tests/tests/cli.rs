@@ -702,3 +702,107 @@ async fn device_login_as_carol(page: DevicePage) {
     let me: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(me["username"], "carol");
 }
+
+/// What the CLI says where a person has to act: a ticket the entitlement
+/// needs (an example, never the regular expression), Ctrl-C during
+/// `--wait` (where the request stands, how to resume, exit 130), and a
+/// second `jit drop` (how the grant really ended, from jitd's record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_ctrl_c_and_a_second_drop_say_what_to_do() {
+    let _serial = serial().await;
+    let _ctx = Ctx::new().await;
+    let policy = POLICY.replace(
+        r#"client_role = { client = "billing-app", role = "billing-admin" }"#,
+        "client_role = { client = \"billing-app\", role = \"billing-admin\" }\n\
+         ticket_pattern = \"CHG-[0-9]{4}\"",
+    );
+    assert_ne!(policy, POLICY, "the test policy has a ticket pattern");
+    let jitd = Jitd::start(&policy);
+    let cfg = tempfile::tempdir().unwrap();
+    let (cfg, url) = (cfg.path(), jitd.url.as_str());
+    login_all(cfg, url, &["alice", "bob"]);
+
+    // Which entitlements need a ticket, with an example of one.
+    let o = run(cfg, url, "alice", &["entitlements"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let table = String::from_utf8_lossy(&o.stdout).to_string();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("billing-admin"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("e.g. CHG-1234"), "{table}");
+    assert!(!table.contains("[0-9]"), "no regular expression: {table}");
+
+    // A missing or malformed ticket: how to add one (exit 2, one line).
+    let ask = [
+        "request",
+        "billing-admin",
+        "--reason",
+        "rotate the billing keys",
+    ];
+    fails_with(cfg, url, "alice", &ask, 2, "add --ticket CHG-1234");
+    let o = run(cfg, url, "alice", &[&ask[..], &["--ticket", "42"]].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("CHG-1234") && !text(&o).contains("[0-9]"),
+        "{}",
+        text(&o)
+    );
+
+    // Ctrl-C while waiting for approval.
+    let mut waiter = jit(
+        cfg,
+        url,
+        "alice",
+        &[
+            "request",
+            "prod-db-admin",
+            "--for",
+            "10m",
+            "--reason",
+            "interrupted wait, resumed later",
+            "--wait",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let out = lines_of(waiter.stdout.take().unwrap());
+    let err = lines_of(waiter.stderr.take().unwrap());
+    let (mut printed, mut notes) = (Vec::new(), Vec::new());
+    let requested = until_line(&out, "(id ", &mut printed);
+    let id = requested
+        .rsplit("(id ")
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .to_string();
+    until_line(&err, "waiting for approval", &mut notes);
+    // SAFETY: signals our own child, whose pid we hold.
+    assert_eq!(unsafe { libc::kill(waiter.id() as i32, libc::SIGINT) }, 0);
+    let last = until_line(&err, "resume with", &mut notes);
+    assert_eq!(
+        last,
+        format!("jit: still pending; resume with `jit wait {}`", &id[..8]),
+        "{notes:#?}"
+    );
+    let status = waiter.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?} {notes:#?}");
+
+    // Approved meanwhile: `jit wait` resumes; then drop it twice.
+    let o = run(cfg, url, "bob", &["approve", &id[..8], "--comment", "ok"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(cfg, url, "alice", &["wait", &id[..8], "--timeout", "1m"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(cfg, url, "alice", &["drop", &id[..8]]);
+    assert!(o.status.success(), "{}", text(&o));
+    let again = run(cfg, url, "alice", &["drop", &id[..8]]);
+    assert_eq!(again.status.code(), Some(8), "{}", text(&again));
+    let said = String::from_utf8_lossy(&again.stderr).to_string();
+    assert!(
+        said.contains("already dropped: ended by its requester alice"),
+        "{said}"
+    );
+    assert!(!said.contains("revoked"), "{said}");
+}
