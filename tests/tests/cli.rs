@@ -703,26 +703,29 @@ async fn device_login_as_carol(page: DevicePage) {
     assert_eq!(me["username"], "carol");
 }
 
-/// What the CLI says where a person has to act: a ticket the entitlement
-/// needs (an example, never the regular expression), Ctrl-C during
-/// `--wait` (where the request stands, how to resume, exit 130), and a
-/// second `jit drop` (how the grant really ended, from jitd's record).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tickets_ctrl_c_and_a_second_drop_say_what_to_do() {
-    let _serial = serial().await;
-    let _ctx = Ctx::new().await;
+/// The test policy with a ticket pattern on billing-admin.
+fn ticket_policy() -> String {
     let policy = POLICY.replace(
         r#"client_role = { client = "billing-app", role = "billing-admin" }"#,
         "client_role = { client = \"billing-app\", role = \"billing-admin\" }\n\
          ticket_pattern = \"CHG-[0-9]{4}\"",
     );
     assert_ne!(policy, POLICY, "the test policy has a ticket pattern");
-    let jitd = Jitd::start(&policy);
+    policy
+}
+
+/// An entitlement that needs a ticket says so with an example of one,
+/// never the regular expression: in `jit entitlements` and when a request
+/// lacks the ticket or gives a malformed one (exit 2, one line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_needed_ticket_is_said_with_an_example() {
+    let _serial = serial().await;
+    let _ctx = Ctx::new().await;
+    let jitd = Jitd::start(&ticket_policy());
     let cfg = tempfile::tempdir().unwrap();
     let (cfg, url) = (cfg.path(), jitd.url.as_str());
-    login_all(cfg, url, &["alice", "bob"]);
+    login_all(cfg, url, &["alice"]);
 
-    // Which entitlements need a ticket, with an example of one.
     let o = run(cfg, url, "alice", &["entitlements"]);
     assert!(o.status.success(), "{}", text(&o));
     let table = String::from_utf8_lossy(&o.stdout).to_string();
@@ -733,7 +736,6 @@ async fn tickets_ctrl_c_and_a_second_drop_say_what_to_do() {
     assert!(row.contains("e.g. CHG-1234"), "{table}");
     assert!(!table.contains("[0-9]"), "no regular expression: {table}");
 
-    // A missing or malformed ticket: how to add one (exit 2, one line).
     let ask = [
         "request",
         "billing-admin",
@@ -748,8 +750,20 @@ async fn tickets_ctrl_c_and_a_second_drop_say_what_to_do() {
         "{}",
         text(&o)
     );
+}
 
-    // Ctrl-C while waiting for approval.
+/// Ctrl-C during `request --wait`: one line saying the request is still
+/// pending and how to resume (`jit wait ID`), exit 130; `jit wait` then
+/// resumes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_wait_says_how_to_resume() {
+    let _serial = serial().await;
+    let _ctx = Ctx::new().await;
+    let jitd = Jitd::start(POLICY);
+    let cfg = tempfile::tempdir().unwrap();
+    let (cfg, url) = (cfg.path(), jitd.url.as_str());
+    login_all(cfg, url, &["alice", "bob"]);
+
     let mut waiter = jit(
         cfg,
         url,
@@ -781,20 +795,41 @@ async fn tickets_ctrl_c_and_a_second_drop_say_what_to_do() {
     until_line(&err, "waiting for approval", &mut notes);
     // SAFETY: signals our own child, whose pid we hold.
     assert_eq!(unsafe { libc::kill(waiter.id() as i32, libc::SIGINT) }, 0);
+    let status = waiter.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?} {notes:#?}");
     let last = until_line(&err, "resume with", &mut notes);
     assert_eq!(
         last,
         format!("jit: still pending; resume with `jit wait {}`", &id[..8]),
         "{notes:#?}"
     );
-    let status = waiter.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "{status:?} {notes:#?}");
 
-    // Approved meanwhile: `jit wait` resumes; then drop it twice.
     let o = run(cfg, url, "bob", &["approve", &id[..8], "--comment", "ok"]);
     assert!(o.status.success(), "{}", text(&o));
     let o = run(cfg, url, "alice", &["wait", &id[..8], "--timeout", "1m"]);
     assert!(o.status.success(), "{}", text(&o));
+    let o = run(cfg, url, "alice", &["drop", &id[..8]]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+/// A second `jit drop` of a grant its requester already dropped says so
+/// (from jitd's record of who ended it), not "revoked".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_drop_says_the_grant_was_dropped() {
+    let _serial = serial().await;
+    let _ctx = Ctx::new().await;
+    let jitd = Jitd::start(POLICY);
+    let cfg = tempfile::tempdir().unwrap();
+    let (cfg, url) = (cfg.path(), jitd.url.as_str());
+    login_all(cfg, url, &["alice"]);
+    let alice = jitd.client(&token("alice").await);
+    let bob = jitd.client(&token("bob").await);
+    let id = request(&alice, "prod-db-admin", "10m").await;
+    bob.approve(&id, None, None).await.unwrap();
+    eventually(Duration::from_secs(10), "grant active", || async {
+        alice.get(&id).await.unwrap().request.status() == Status::Active
+    })
+    .await;
     let o = run(cfg, url, "alice", &["drop", &id[..8]]);
     assert!(o.status.success(), "{}", text(&o));
     let again = run(cfg, url, "alice", &["drop", &id[..8]]);

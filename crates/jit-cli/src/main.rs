@@ -319,7 +319,7 @@ fn usage_line(e: &clap::Error, argv: &[String]) -> String {
 }
 
 /// `jit login`, or `jit --profile P login` for another profile.
-fn login_command(profile: &str) -> String {
+pub(crate) fn login_command(profile: &str) -> String {
     if profile == "default" {
         "`jit login`".into()
     } else {
@@ -433,8 +433,9 @@ fn client(cli: &Cli) -> anyhow::Result<Client> {
         Exit(
             exit::NOT_LOGGED_IN,
             format!(
-                "not logged in (profile '{}'): run `jit --profile {} login`",
-                cli.profile, cli.profile
+                "not logged in (profile '{}'): run {}",
+                cli.profile,
+                login_command(&cli.profile)
             ),
         )
     })?;

@@ -138,7 +138,7 @@ impl ProfileTokens {
 
     async fn current(&self) -> Result<String, ClientError> {
         let relogin = |why: &str| {
-            ClientError::Token(format!("{why}; run `jit --profile {} login`", self.name))
+            ClientError::Token(format!("{why}; run {}", crate::login_command(&self.name)))
         };
         self.tokens
             .access_token(REFRESH_MARGIN_SECS)
