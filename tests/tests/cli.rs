@@ -841,3 +841,55 @@ async fn a_second_drop_says_the_grant_was_dropped() {
     );
     assert!(!said.contains("revoked"), "{said}");
 }
+
+/// `jit drop` of a grant whose role the user held before it started (a
+/// standing assignment, which JIT never removes) says the role stays,
+/// not that it is being removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_says_a_standing_role_stays() {
+    let _serial = serial().await;
+    let ctx = Ctx::new().await;
+    let jitd = Jitd::start(POLICY);
+    let cfg = tempfile::tempdir().unwrap();
+    let (cfg, url) = (cfg.path(), jitd.url.as_str());
+    login_all(cfg, url, &["alice"]);
+    let alice = jitd.client(&token("alice").await);
+    let bob = jitd.client(&token("bob").await);
+    // Starts a little later, so the role can be given directly before.
+    let id = alice
+        .create(&jit_core::api::CreateRequestBody {
+            entitlement: "prod-db-admin".into(),
+            duration: Some("10m".into()),
+            justification: "standing role given meanwhile".into(),
+            start_at: Some(chrono::Utc::now() + chrono::Duration::seconds(15)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .request
+        .id()
+        .to_string();
+    bob.approve(&id, None, None).await.unwrap();
+    let kc = RealmAdmin::new(&ctx).await;
+    let alice_id = ctx.probe.user_id("alice").await.unwrap();
+    kc.set_realm_role(&alice_id, "prod-db-admin", true).await;
+    eventually(Duration::from_secs(60), "grant active", || async {
+        alice.get(&id).await.unwrap().request.status() == Status::Active
+    })
+    .await;
+    let view = alice.get(&id).await.unwrap();
+    assert_eq!(
+        view.keycloak.owns_assignment,
+        Some(false),
+        "the role was held when the grant started: {view:?}"
+    );
+    let o = run(cfg, url, "alice", &["drop", &id[..8]]);
+    assert!(o.status.success(), "{}", text(&o));
+    let said = String::from_utf8_lossy(&o.stdout).to_string();
+    kc.set_realm_role(&alice_id, "prod-db-admin", false).await;
+    assert!(
+        said.contains("realm role prod-db-admin stays: it was held before this grant"),
+        "{said}"
+    );
+    assert!(!said.contains("being removed"), "{said}");
+}

@@ -720,10 +720,17 @@ async fn whoami(cli: &Cli) -> anyhow::Result<()> {
     })
 }
 
-/// What ending grant `r` does to the role: removed, or kept by another
-/// active grant of the same entitlement to the same user (which jitd
-/// honours: the role goes only with the last one).
+/// What ending grant `r` does to the role: removed, kept because the user
+/// held it before the grant (a standing assignment, `owns_assignment`
+/// false), or kept by another active grant of the same entitlement to the
+/// same user (which jitd honours: the role goes only with the last one).
 async fn ended_grant_effect(c: &Client, r: &RequestView, verb: &str) -> String {
+    if r.keycloak.owns_assignment == Some(false) {
+        return format!(
+            "{verb}; {} stays: it was held before this grant (a standing assignment JIT never removes)",
+            r.request.target()
+        );
+    }
     let others = c
         .list(&ListQuery {
             status: Some("active".into()),
