@@ -103,16 +103,48 @@ pub fn header(cols: &[Column], w: &[usize]) -> String {
 
 /// A table: a header and one line per row, each column as wide as its
 /// widest cell up to its cap, so long values never push their neighbours
-/// out of line. Lines end with `\n`.
+/// out of line; on a terminal the last column is cut to fit its width.
+/// Lines end with `\n`.
 pub fn table(cols: &[Column], rows: &[Vec<String>]) -> String {
-    let w = widths(cols, rows);
-    let mut out = header(cols, &w);
+    let cols = fit(cols, rows, terminal_columns());
+    let w = widths(&cols, rows);
+    let mut out = header(&cols, &w);
     out.push('\n');
     for r in rows {
-        out.push_str(&line(cols, &w, r));
+        out.push_str(&line(&cols, &w, r));
         out.push('\n');
     }
     out
+}
+
+/// Columns of the terminal that stdout is; `None` for a pipe or a file
+/// (then nothing is cut to a width).
+pub fn terminal_columns() -> Option<usize> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    #[cfg(unix)]
+    {
+        // SAFETY: TIOCGWINSZ only fills `ws`, a plain struct we own.
+        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+        let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+        (ok && ws.ws_col > 0).then_some(usize::from(ws.ws_col))
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// `cols` with the last column's cap lowered so that a line of `rows`
+/// fits in `term` characters (the last column keeps at least 16).
+pub fn fit(cols: &[Column], rows: &[Vec<String>], term: Option<usize>) -> Vec<Column> {
+    let mut cols = cols.to_vec();
+    if let (Some(term), Some(last)) = (term, cols.len().checked_sub(1)) {
+        let w = widths(&cols, rows);
+        let used: usize = w[..last].iter().sum::<usize>() + 2 * last;
+        cols[last].cap = cols[last].cap.min(term.saturating_sub(used).max(16));
+    }
+    cols
 }
 
 /// `Requested prod-db-admin for 30m: pending (id …)`.
@@ -193,11 +225,12 @@ pub fn entitlements(es: &[EntitlementView]) -> String {
             ]
         })
         .collect();
-    let w = widths(&COLS, &rows);
-    let mut out = header(&COLS, &w);
+    let cols = fit(&COLS, &rows, terminal_columns());
+    let w = widths(&cols, &rows);
+    let mut out = header(&cols, &w);
     out.push('\n');
     for (e, r) in es.iter().zip(&rows) {
-        out.push_str(&line(&COLS, &w, r));
+        out.push_str(&line(&cols, &w, r));
         out.push('\n');
         if !e.available {
             let why = e
@@ -460,6 +493,11 @@ fn event_columns() -> ([Column; 7], Vec<usize>) {
         col("ACTOR", Align::Left, 16),
         col("REASON", Align::Left, 60),
     ];
+    let mut cols = cols;
+    if let Some(term) = terminal_columns() {
+        let used: usize = cols[..6].iter().map(|c| c.cap + 2).sum();
+        cols[6].cap = cols[6].cap.min(term.saturating_sub(used).max(16));
+    }
     let w = cols.iter().map(|c| c.cap).collect();
     (cols, w)
 }
@@ -625,6 +663,25 @@ mod tests {
         aligned(&text, "REASON", &["short", "a reason"]);
         assert!(text.contains("an-entitlement-id-far-longe…"), "{text}");
         assert!(!text.contains("example.org"), "capped: {text}");
+    }
+
+    #[test]
+    fn on_a_terminal_the_last_column_is_cut_to_its_width() {
+        const COLS: [Column; 3] = [
+            col("ID", Align::Left, 8),
+            col("WHO", Align::Left, 20),
+            col("REASON", Align::Left, 60),
+        ];
+        let rows = vec![vec!["abcdefgh".into(), "someone".into(), "x".repeat(70)]];
+        let fitted = fit(&COLS, &rows, Some(60));
+        let w = widths(&fitted, &rows);
+        let text = line(&fitted, &w, &rows[0]);
+        assert_eq!(text.chars().count(), 60, "{text}");
+        assert!(text.ends_with('…'), "{text}");
+        // Not a terminal: only the caps apply.
+        assert_eq!(fit(&COLS, &rows, None)[2].cap, 60);
+        // A narrow terminal keeps a readable last column.
+        assert_eq!(fit(&COLS, &rows, Some(20))[2].cap, 16);
     }
 
     #[test]
