@@ -328,7 +328,12 @@ impl TokenValidator {
     ///
     /// Errors: an [`AuthError`] saying which check failed.
     pub async fn validate(&self, token: &str) -> Result<ValidatedToken, AuthError> {
-        let header = decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
+        // jsonwebtoken's own text here is a bare kind name ("InvalidToken").
+        let header = decode_header(token).map_err(|_| {
+            AuthError::Malformed(
+                "not a JWT (expected header.payload.signature, each base64url)".into(),
+            )
+        })?;
         let kid = header
             .kid
             .ok_or_else(|| AuthError::Malformed("no kid".into()))?;
@@ -355,6 +360,9 @@ impl TokenValidator {
                 K::InvalidAudience => AuthError::WrongAudience,
                 K::InvalidSignature => AuthError::BadSignature,
                 K::MissingRequiredClaim(c) if c == "aud" => AuthError::WrongAudience,
+                K::MissingRequiredClaim(c) => {
+                    AuthError::Malformed(format!("the claim {c} is missing"))
+                }
                 other => AuthError::Malformed(format!("{other:?}")),
             }
         })?;
@@ -395,6 +403,25 @@ impl TokenValidator {
 #[cfg(test)]
 mod tests {
     use super::service_account_client as sa;
+    use super::{AuthError, TokenValidator};
+
+    /// A bearer value that is not a JWT is said in words, not as
+    /// jsonwebtoken's kind name (`InvalidToken`). No key is fetched.
+    #[tokio::test]
+    async fn a_token_that_is_not_a_jwt_is_said_in_words() {
+        let v = TokenValidator::new(
+            "http://127.0.0.1:9/realms/r",
+            "jit-api",
+            reqwest::Client::new(),
+        );
+        for bad in ["garbage", "a.b", "x.y.z"] {
+            let e = v.validate(bad).await.err().expect("refused");
+            assert!(matches!(e, AuthError::Malformed(_)), "{e:?}");
+            let text = e.to_string();
+            assert!(text.contains("not a JWT"), "{text}");
+            assert!(!text.contains("InvalidToken"), "{text}");
+        }
+    }
 
     #[test]
     fn service_accounts_are_told_apart_from_people() {
