@@ -9,7 +9,17 @@
 //! Fan-out: one task per jitd ([`run_hub`]) reads each new audit row once,
 //! renders it once (with the request's view) and broadcasts it. A
 //! subscriber's work per event is a visibility check on the row's requester
-//! and entitlement ([`Viewer::sees`]), not a store read. The hub follows
+//! and entitlement ([`Viewer::sees`]), not a store read, then a write of the
+//! event's SSE frame, encoded once by the hub and shared by every stream
+//! (a reference-counted [`Bytes`]). Each stream has one timer for its
+//! token's end and one for its keep-alive, re-armed, not re-made.
+//!
+//! Local writes hand their audit rows (and, from the create call, the
+//! request as inserted) to the hub ([`Hub::hand_over`]); the hub
+//! broadcasts them without reading them back when they continue the
+//! sequence exactly (the next number after the last one broadcast).
+//! Anything else — a gap, another replica's row — is read from the store in
+//! sequence order, so the order and `Last-Event-ID` stay exact. The hub follows
 //! the store's audit sequence, so writes of other replicas (PostgreSQL
 //! `NOTIFY`, see [`crate::store::postgres`]) fan out the same way.
 //!
@@ -18,53 +28,71 @@
 //! broadcast events above it. A subscriber that falls behind the broadcast
 //! buffer reads the gap from the store again.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::Stream;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
 use jit_core::api::EventData;
 use serde::Deserialize;
 use tokio::sync::{broadcast, watch};
 
 use crate::error::ApiError;
 use crate::extract::{Caller, Q};
-use crate::store::{AuditRecord, StoreError, Viewer};
+use crate::store::{AuditRecord, StoreError, Stored, Viewer};
 use crate::views::view;
 use crate::AppState;
 
 /// Events buffered for slow subscribers before they re-read from the store.
 const BUFFER: usize = 4096;
 
+/// A comment line sent on a stream that had nothing else for this long,
+/// so proxies and clients keep the connection: 15 seconds.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The keep-alive frame: an SSE comment line.
+const KEEP_ALIVE_FRAME: &[u8] = b":\n\n";
+
 /// One audit row, rendered once for every subscriber.
 #[derive(Debug)]
 pub struct Rendered {
     pub seq: i64,
-    pub event: String,
     pub requester_id: String,
     pub entitlement_id: String,
-    /// The [`EventData`] as JSON.
-    pub data: String,
+    /// The whole SSE frame, `id: SEQ\nevent: TYPE\ndata: JSON\n\n` (the
+    /// data is one line of [`EventData`] JSON), written as is to every
+    /// stream that may see it.
+    pub frame: Bytes,
 }
 
-impl Rendered {
-    fn sse(&self) -> Event {
-        Event::default()
-            .id(self.seq.to_string())
-            .event(&self.event)
-            .data(&self.data)
-    }
+/// The SSE frame of one event: `id`, `event` and one `data` line, ended by
+/// a blank line. `data_json` is compact JSON, which has no raw line breaks
+/// (they are escaped inside strings), so one `data:` line carries it all.
+fn frame(seq: i64, event: &str, data_json: &str) -> Bytes {
+    debug_assert!(!data_json.contains(['\n', '\r']) && !event.contains(['\n', '\r']));
+    Bytes::from(format!("id: {seq}\nevent: {event}\ndata: {data_json}\n\n"))
 }
+
+/// A row handed to the hub by its writer, with the request as written
+/// when the writer had it.
+type Handed = (AuditRecord, Option<Arc<Stored>>);
 
 /// The fan-out point of one jitd.
 pub struct Hub {
     tx: broadcast::Sender<Arc<Rendered>>,
     /// Highest sequence number broadcast so far.
     published: watch::Sender<i64>,
+    /// Keep-alive interval of new streams, milliseconds.
+    keep_alive_ms: std::sync::atomic::AtomicU64,
+    /// Rows written by this process, handed over by their writers, by
+    /// sequence number, with the request as written when the writer had it.
+    handed: std::sync::Mutex<BTreeMap<i64, Handed>>,
+    /// Rows broadcast from a hand-over (no store read).
+    handed_broadcast: std::sync::atomic::AtomicU64,
 }
 
 impl Hub {
@@ -73,7 +101,64 @@ impl Hub {
         Hub {
             tx: broadcast::channel(BUFFER).0,
             published: watch::channel(last_seq).0,
+            keep_alive_ms: std::sync::atomic::AtomicU64::new(KEEP_ALIVE.as_millis() as u64),
+            handed: std::sync::Mutex::new(BTreeMap::new()),
+            handed_broadcast: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Hands rows this process just committed to the hub, with the request
+    /// as it was written (`stored`, for rows of that request) when the
+    /// writer has it. Call before announcing the rows' sequence numbers
+    /// (`AppState::last_seq`). At most [`BUFFER`] rows wait; older ones are
+    /// dropped (the hub reads them from the store then).
+    pub fn hand_over(&self, recs: &[AuditRecord], stored: Option<&Stored>) {
+        if recs.is_empty() {
+            return;
+        }
+        let stored = stored.map(|s| Arc::new(s.clone()));
+        let mut m = self.handed.lock().unwrap_or_else(|p| p.into_inner());
+        for rec in recs {
+            let s = stored
+                .as_ref()
+                .filter(|s| s.request.id() == rec.request_id)
+                .cloned();
+            m.insert(rec.seq, (rec.clone(), s));
+        }
+        while m.len() > BUFFER {
+            m.pop_first();
+        }
+    }
+
+    /// The handed-over rows that continue the sequence after `at` exactly
+    /// (`at + 1`, `at + 2`, …), taken out; rows at or below `at` are
+    /// dropped (already broadcast).
+    fn take_handed(&self, at: i64) -> Vec<Handed> {
+        let mut m = self.handed.lock().unwrap_or_else(|p| p.into_inner());
+        let rest = m.split_off(&(at + 1));
+        *m = rest;
+        let mut out = Vec::new();
+        let mut next = at + 1;
+        while let Some(e) = m.remove(&next) {
+            out.push(e);
+            next += 1;
+        }
+        out
+    }
+
+    /// How many rows were broadcast from a hand-over, without a store read.
+    pub fn handed_broadcast(&self) -> u64 {
+        self.handed_broadcast
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets the keep-alive interval of streams opened from now on (tests;
+    /// [`KEEP_ALIVE`] otherwise).
+    pub fn set_keep_alive(&self, every: Duration) {
+        self.keep_alive_ms.store(
+            every.as_millis().max(1) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Number of connected event streams.
@@ -85,7 +170,15 @@ impl Hub {
 /// Renders audit rows with their requests' views (one store read per
 /// distinct request of the batch).
 async fn render(state: &AppState, rows: Vec<AuditRecord>) -> Result<Vec<Rendered>, StoreError> {
-    let mut views = HashMap::new();
+    render_with(state, rows, HashMap::new()).await
+}
+
+/// [`render`], with the views of some requests already known (by id).
+async fn render_with(
+    state: &AppState,
+    rows: Vec<AuditRecord>,
+    mut views: HashMap<String, Option<jit_core::api::RequestView>>,
+) -> Result<Vec<Rendered>, StoreError> {
     for rec in &rows {
         if !views.contains_key(&rec.request_id) {
             let v = state
@@ -110,10 +203,9 @@ async fn render(state: &AppState, rows: Vec<AuditRecord>) -> Result<Vec<Rendered
             .expect("event serialises");
             Rendered {
                 seq,
-                event,
                 requester_id,
                 entitlement_id,
-                data,
+                frame: frame(seq, &event, &data),
             }
         })
         .collect())
@@ -132,6 +224,38 @@ pub async fn run_hub(state: Arc<AppState>) {
         }
         seq_rx.borrow_and_update();
         loop {
+            let handed = state.events.take_handed(at);
+            if !handed.is_empty() {
+                let mut known = HashMap::new();
+                let mut rows = Vec::with_capacity(handed.len());
+                for (rec, stored) in handed {
+                    if let Some(s) = stored {
+                        known
+                            .entry(rec.request_id.clone())
+                            .or_insert_with(|| Some(view(&state, &s, None)));
+                    }
+                    rows.push(rec);
+                }
+                let n = rows.len() as u64;
+                match render_with(&state, rows, known).await {
+                    Ok(evs) => {
+                        for ev in evs {
+                            at = ev.seq;
+                            let _ = state.events.tx.send(Arc::new(ev));
+                            state.events.published.send_replace(at);
+                        }
+                        state
+                            .events
+                            .handed_broadcast
+                            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                        continue;
+                    }
+                    Err(e) => {
+                        // The rows are in the store: read them from there.
+                        tracing::error!(error = %e, "event hub render failed");
+                    }
+                }
+            }
             let rows = match state.store.audit_after(at, 500).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -191,7 +315,8 @@ struct Cursor {
     generation: u64,
     /// Highest sequence number dealt with (delivered or not visible).
     after: i64,
-    buf: VecDeque<Event>,
+    /// SSE frames ready to send (the backlog).
+    buf: VecDeque<Bytes>,
     rx: broadcast::Receiver<Arc<Rendered>>,
     stop_rx: watch::Receiver<bool>,
     /// Counts this stream in `jit_sse_subscribers` while it lives.
@@ -222,7 +347,7 @@ impl Cursor {
                 .audit_visible(&v, self.after, Some(upto), 100)
                 .await?;
             for ev in render(&self.state, rows).await? {
-                self.buf.push_back(ev.sse());
+                self.buf.push_back(ev.frame);
             }
             self.after = cursor;
         }
@@ -248,7 +373,7 @@ pub async fn stream(
     caller: Caller,
     headers: HeaderMap,
     Q(q): Q<EventParams>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let last_id = match headers.get("last-event-id") {
         Some(v) => Some(
             v.to_str()
@@ -290,51 +415,139 @@ pub async fn stream(
         rx,
     };
     cursor.backlog(published).await?;
-    let s = futures::stream::unfold(cursor, |mut c| async move {
-        loop {
-            if let Some(ev) = c.buf.pop_front() {
-                return Some((Ok(ev), c));
-            }
-            if *c.stop_rx.borrow() {
-                return None;
-            }
-            let left = c.caller.exp - chrono::Utc::now().timestamp();
-            if left <= 0 {
-                return None;
-            }
-            let received = tokio::select! {
-                r = c.rx.recv() => r,
-                _ = c.stop_rx.changed() => continue,
-                _ = tokio::time::sleep(Duration::from_secs(left as u64)) => continue,
-            };
-            match received {
-                Ok(ev) => {
-                    if ev.seq <= c.after {
-                        continue;
-                    }
-                    c.after = ev.seq;
-                    if c.viewer().sees(&ev.requester_id, &ev.entitlement_id) {
-                        return Some((Ok(ev.sse()), c));
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // Fell behind the buffer: read the gap from the store.
-                    let upto = *c.state.events.published.borrow();
-                    if let Err(e) = c.backlog(upto).await {
-                        tracing::error!(error = %e, "event stream read failed");
-                        return None;
-                    }
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
+    let keep_alive = state_keep_alive(&cursor.state);
+    // The token's end as a point on the runtime's clock: one timer for the
+    // stream's life. The keep-alive timer is re-armed after every frame.
+    let left = (cursor.caller.exp - chrono::Utc::now().timestamp()).max(0) as u64;
+    let timers = Timers {
+        expires: Box::pin(tokio::time::sleep(Duration::from_secs(left))),
+        keep_alive: Box::pin(tokio::time::sleep(keep_alive)),
+        every: keep_alive,
+    };
+    let s = futures::stream::unfold((cursor, timers), |(mut c, mut t)| async move {
+        let out = next_frame(&mut c, &mut t).await?;
+        let again = tokio::time::Instant::now() + t.every;
+        t.keep_alive.as_mut().reset(again);
+        Some((Ok::<_, Infallible>(out), (c, t)))
     });
-    Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(s),
+    )
+        .into_response())
+}
+
+/// The keep-alive interval in force ([`KEEP_ALIVE`] unless a test set
+/// another with [`Hub::set_keep_alive`]).
+fn state_keep_alive(state: &AppState) -> Duration {
+    Duration::from_millis(
+        state
+            .events
+            .keep_alive_ms
+            .load(std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+/// A stream's two timers, made once.
+struct Timers {
+    /// The caller's token ends: the stream ends.
+    expires: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// Nothing sent for `every`: a comment line.
+    keep_alive: std::pin::Pin<Box<tokio::time::Sleep>>,
+    every: Duration,
+}
+
+/// The next frame for a stream: its backlog first, then broadcast events
+/// it may see, a keep-alive comment when idle; `None` ends the stream
+/// (token expired, server stopping, store failure while catching up).
+async fn next_frame(c: &mut Cursor, t: &mut Timers) -> Option<Bytes> {
+    loop {
+        if let Some(f) = c.buf.pop_front() {
+            return Some(f);
+        }
+        if *c.stop_rx.borrow() {
+            return None;
+        }
+        let received = tokio::select! {
+            r = c.rx.recv() => r,
+            _ = c.stop_rx.changed() => continue,
+            _ = t.expires.as_mut() => return None,
+            _ = t.keep_alive.as_mut() => return Some(Bytes::from_static(KEEP_ALIVE_FRAME)),
+        };
+        match received {
+            Ok(ev) => {
+                if ev.seq <= c.after {
+                    continue;
+                }
+                c.after = ev.seq;
+                if c.viewer().sees(&ev.requester_id, &ev.entitlement_id) {
+                    return Some(ev.frame.clone());
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                // Fell behind the buffer: read the gap from the store.
+                let upto = *c.state.events.published.borrow();
+                if let Err(e) = c.backlog(upto).await {
+                    tracing::error!(error = %e, "event stream read failed");
+                    return None;
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_event_id;
+    use super::{frame, parse_event_id, Hub};
+
+    fn row(seq: i64) -> jit_core::api::AuditRecord {
+        serde_json::from_value(serde_json::json!({
+            "seq": seq, "at": "2026-01-01T00:00:00Z", "event": "request.created",
+            "request_id": format!("r{seq}"), "entitlement_id": "e", "requester_id": "u",
+            "actor": "u", "reason": null, "prev_hash": "", "hash": "",
+        }))
+        .unwrap()
+    }
+
+    /// The hub takes handed-over rows only while they continue the
+    /// sequence; a gap (another writer's row, another replica's) waits
+    /// for the store read, and rows already broadcast are dropped.
+    #[test]
+    fn handed_over_rows_are_taken_only_in_unbroken_sequence() {
+        let hub = Hub::new(0);
+        hub.hand_over(&[row(3), row(5), row(6), row(8)], None);
+        let seqs = |v: Vec<(jit_core::api::AuditRecord, _)>| -> Vec<i64> {
+            v.into_iter().map(|(r, _)| r.seq).collect()
+        };
+        assert_eq!(seqs(hub.take_handed(1)), Vec::<i64>::new(), "2 is missing");
+        assert_eq!(
+            seqs(hub.take_handed(4)),
+            vec![5, 6],
+            "3 was dropped, 7 is missing"
+        );
+        assert_eq!(seqs(hub.take_handed(6)), Vec::<i64>::new());
+        assert_eq!(seqs(hub.take_handed(7)), vec![8]);
+        assert!(hub.handed.lock().unwrap().is_empty());
+    }
+
+    /// The frame is what an SSE parser reads back as one event: id, type
+    /// and the JSON data on one line, then a blank line.
+    #[test]
+    fn a_frame_is_one_whole_sse_event() {
+        let data = serde_json::json!({"a": "line one\nline two", "b": 1}).to_string();
+        let f = frame(42, "request.created", &data);
+        let text = std::str::from_utf8(&f).unwrap();
+        assert_eq!(
+            text,
+            format!("id: 42\nevent: request.created\ndata: {data}\n\n")
+        );
+        assert_eq!(text.matches('\n').count(), 4, "{text:?}");
+        assert!(text.ends_with("\n\n") && !text[..text.len() - 2].contains("\n\n"));
+    }
 
     #[test]
     fn event_ids_are_plain_non_negative_numbers() {

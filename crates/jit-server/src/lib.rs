@@ -193,6 +193,20 @@ impl AppState {
     /// Tells the event streams that rows were written, without waking the
     /// scheduler (for its own writes, which make nothing due).
     pub fn published_quietly(&self, recs: &[store::AuditRecord]) {
+        self.events.hand_over(recs, None);
+        self.announce(recs);
+    }
+
+    /// [`AppState::published`] of a request's rows together with the
+    /// request as written: the event hub renders its events from it
+    /// instead of reading it back.
+    pub fn published_with(&self, recs: &[store::AuditRecord], stored: &store::Stored) {
+        self.events.hand_over(recs, Some(stored));
+        self.announce(recs);
+        self.wake.notify_one();
+    }
+
+    fn announce(&self, recs: &[store::AuditRecord]) {
         self.metrics.audit_written(recs);
         if let Some(max) = recs.iter().map(|r| r.seq).max() {
             self.last_seq.send_if_modified(|v| {
@@ -347,6 +361,21 @@ pub async fn start_with(config: &Config, admin: Arc<dyn KeycloakAdmin>) -> anyho
     serve(config, AppState::new(config, admin)?).await
 }
 
+/// The listener with `TCP_NODELAY` on every accepted connection: an event
+/// frame (or any answer) goes out at once instead of waiting, under Nagle's
+/// rule, for the client's delayed ACK of the previous one (up to 40 ms on
+/// Linux) — an event stream writes small frames at any time.
+fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    })
+}
+
 async fn serve(config: &Config, state: Arc<AppState>) -> anyhow::Result<Server> {
     let issuer = state.public.issuer.clone();
     let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -384,7 +413,7 @@ async fn serve(config: &Config, state: Arc<AppState>) -> anyhow::Result<Server> 
     let st = state.clone();
     let task = tokio::spawn(async move {
         let stopping = st.clone();
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let serve = axum::serve(no_delay(listener), app).with_graceful_shutdown(async move {
             let _ = rx.await;
             let _ = stopping.stopping.send(true);
         });
@@ -405,4 +434,20 @@ async fn serve(config: &Config, state: Arc<AppState>) -> anyhow::Result<Server> 
         shutdown: Some(tx),
         task,
     })
+}
+
+#[cfg(test)]
+mod no_delay_tests {
+    /// Every connection the server accepts has `TCP_NODELAY` on.
+    #[tokio::test]
+    async fn accepted_connections_send_without_delay() {
+        use axum::serve::Listener;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut l = super::no_delay(l);
+        let client = tokio::spawn(tokio::net::TcpStream::connect(addr));
+        let (io, _) = l.accept().await;
+        assert!(io.nodelay().unwrap());
+        drop(client.await.unwrap().unwrap());
+    }
 }

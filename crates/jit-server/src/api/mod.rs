@@ -23,8 +23,8 @@ use jit_core::api::{
     RequestView, ServerConfigView, SERVER_TIME_HEADER,
 };
 use jit_core::{
-    parse_duration, AccessRequest, Decision, DomainError, NewRequest, Principal, RequestKind,
-    Status,
+    parse_duration, AccessRequest, Decision, DomainError, EntitlementKind, NewRequest, Principal,
+    RequestKind, Status,
 };
 use jit_keycloak::TargetStatus;
 use serde::{Deserialize, Serialize};

@@ -36,17 +36,31 @@ pub(super) async fn check_available(state: &AppState, r: &AccessRequest) -> Resu
     }
 }
 
+/// Whether the user holds `target` in Keycloak now, effective (directly,
+/// through composites or groups): the Admin API answer the standing check
+/// ([`check_not_standing`]) starts from. Never cached.
+async fn holds_now(
+    state: &AppState,
+    user_id: &str,
+    target: &EntitlementKind,
+) -> Result<bool, ApiError> {
+    Ok(crate::scheduler::call(state, state.admin.holds(user_id, target, true)).await?)
+}
+
 /// Refuses a request for something the user already holds in Keycloak
 /// without JIT (standing assignment, directly or through a group), or only
 /// through another active JIT grant (e.g. a granted group that carries the
 /// role: the answer names that grant and its end). Holding it through an
 /// active JIT grant of the same target is fine: grants may overlap.
+///
+/// `held` is [`holds_now`] for the user and `r`'s target, asked of
+/// Keycloak during this call (the caller may ask it beside other look-ups).
 pub(super) async fn check_not_standing(
     state: &AppState,
     p: &Principal,
     r: &AccessRequest,
+    held: bool,
 ) -> Result<(), ApiError> {
-    let held = crate::scheduler::call(state, state.admin.holds(&p.id, r.target(), true)).await?;
     if !held
         || state
             .store
@@ -97,9 +111,28 @@ pub(super) async fn create(
     caller: Caller,
     Body(b): Body<CreateRequestBody>,
 ) -> Result<Response, ApiError> {
-    let p = crate::rights::current(&state, &caller.principal).await?;
+    let policy = state.policy();
+    let entitlement = b.entitlement.trim().to_string();
+    // The standing look-up is asked of Keycloak beside the caller's rights
+    // (both are Admin API round trips), but only when the token already
+    // says the caller may request the entitlement: a caller refused by the
+    // policy costs no look-up. Its answer counts only after the checks
+    // that come first (rights, policy, availability), so the error a
+    // caller gets does not depend on which look-up answers first.
+    let early_target = policy
+        .entitlement(&entitlement)
+        .filter(|e| e.may_request(&caller.principal))
+        .map(|e| e.kind.clone());
+    let standing = async {
+        match &early_target {
+            Some(t) => Some(holds_now(&state, &caller.principal.id, t).await),
+            None => None,
+        }
+    };
+    let (p, early_held) = tokio::join!(crate::rights::current(&state, &caller.principal), standing);
+    let p = p?;
     let input = NewRequest {
-        entitlement: b.entitlement.trim().to_string(),
+        entitlement,
         duration_secs: duration_of(b.duration.as_deref(), b.duration_secs)?,
         justification: b.justification,
         ticket: b.ticket,
@@ -108,14 +141,24 @@ pub(super) async fn create(
         break_glass: b.break_glass,
     };
     let id = uuid::Uuid::new_v4().to_string();
-    let (r, transitions) = AccessRequest::create(id, &input, &p, &state.policy(), Utc::now())?;
+    let (r, transitions) = AccessRequest::create(id, &input, &p, &policy, Utc::now())?;
     check_available(&state, &r).await?;
-    check_not_standing(&state, &p, &r).await?;
+    let held = match early_held {
+        Some(h) if early_target.as_ref() == Some(r.target()) => h?,
+        // The token said "not a requester" but Keycloak says otherwise now.
+        _ => holds_now(&state, &p.id, r.target()).await?,
+    };
+    check_not_standing(&state, &p, &r, held).await?;
     // One pending request per requester and entitlement: enforced by the
     // store (a unique index), so parallel requests cannot both pass.
     let recs = state.store.insert(&r, transitions).await?;
-    state.published(&recs);
-    let s = state.store.get(r.id()).await?.ok_or_else(not_visible)?;
+    // The answer and the events are what was inserted (a new request has
+    // no grant state yet): no second read of the row.
+    let s = Stored {
+        request: r,
+        grant: Default::default(),
+    };
+    state.published_with(&recs, &s);
     Ok((
         axum::http::StatusCode::CREATED,
         Json(view(&state, &s, Some(&p))),

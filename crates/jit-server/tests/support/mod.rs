@@ -206,10 +206,15 @@ impl Issuer {
     /// An access token for user `sub` with realm `roles`, audience jit-api,
     /// valid for 5 minutes.
     pub fn token(&self, sub: &str, roles: &[&str]) -> String {
+        self.token_lasting(sub, roles, 300)
+    }
+
+    /// Like [`Issuer::token`], valid for `secs` seconds.
+    pub fn token_lasting(&self, sub: &str, roles: &[&str], secs: i64) -> String {
         let now = Utc::now().timestamp();
         let claims = serde_json::json!({
             "iss": self.issuer, "aud": ["jit-api"], "sub": sub, "typ": "Bearer",
-            "preferred_username": sub, "exp": now + 300, "iat": now, "azp": "jit-cli",
+            "preferred_username": sub, "exp": now + secs, "iat": now, "azp": "jit-cli",
             "realm_access": {"roles": roles},
         });
         let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);

@@ -1,0 +1,306 @@
+//! The create call's Keycloak look-ups (run together, errors in the order
+//! of the checks) and the event stream's frames and timers, through the
+//! router (axum `oneshot`, no socket) against the fault-injecting Keycloak.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, Request, StatusCode};
+use futures::StreamExt;
+use support::*;
+use tower::ServiceExt;
+
+const POLICY: &str = r#"
+[[entitlement]]
+id = "open"
+realm_role = "open-role"
+max_duration = "1h"
+approver_roles = ["approver"]
+
+[[entitlement]]
+id = "guarded"
+realm_role = "guarded-role"
+max_duration = "1h"
+approver_roles = ["approver"]
+requester_roles = ["requester"]
+
+[[entitlement]]
+id = "ghost"
+realm_role = "no-such-role"
+max_duration = "1h"
+approver_roles = ["approver"]
+"#;
+
+fn kc() -> Arc<FakeKeycloak> {
+    let kc = Arc::new(FakeKeycloak::default());
+    kc.add_user("alice", &[], &[]);
+    kc.add_user("carol", &[], &[]);
+    kc.set_target(
+        jit_core::EntitlementKind::RealmRole {
+            role: "no-such-role".into(),
+        },
+        jit_keycloak::TargetStatus::Missing("realm role 'no-such-role' does not exist".into()),
+    );
+    kc
+}
+
+fn body(entitlement: &str) -> serde_json::Value {
+    serde_json::json!({
+        "entitlement": entitlement,
+        "duration": "10m",
+        "justification": "router test of the create call",
+    })
+}
+
+fn request(
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> Request<Body> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"));
+    let body = match body {
+        Some(b) => {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+            Body::from(b.to_string())
+        }
+        None => Body::empty(),
+    };
+    req.body(body).unwrap()
+}
+
+async fn send(
+    j: &TestJitd,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, serde_json::Value) {
+    let app = jit_server::api::router(j.state().clone());
+    let resp = app
+        .oneshot(request(method, path, token, body))
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// The standing look-up (`holds`) is asked beside the caller's rights
+/// (`current_user`), not after it: with each Admin API call taking 300 ms,
+/// the two calls overlap.
+#[tokio::test]
+async fn create_asks_the_standing_lookup_beside_the_rights_lookup() {
+    let kc = kc();
+    let j = start(POLICY, kc.clone(), "").await;
+    kc.set_latency(Duration::from_millis(300));
+    let alice = j.issuer.token("alice", &[]);
+    let (status, created) = send(&j, "POST", "/v1/requests", &alice, Some(body("open"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let calls = kc.calls();
+    let rights = calls
+        .iter()
+        .find(|c| c.op == Op::UserAccess && c.user == "alice")
+        .expect("a rights look-up");
+    let holds = calls
+        .iter()
+        .find(|c| c.op == Op::Holds && c.user == "alice")
+        .expect("a standing look-up");
+    assert!(
+        holds.start < rights.end.unwrap() && rights.start < holds.end.unwrap(),
+        "the look-ups ran one after the other: {calls:?}"
+    );
+    j.stop().await;
+}
+
+/// Running the look-ups together keeps the answers of the checks in their
+/// order: rights and policy (403) before availability (409 unavailable)
+/// before the standing check (409 already held, or its Keycloak error).
+#[tokio::test]
+async fn create_answers_in_the_order_of_its_checks_whichever_lookup_fails() {
+    let kc = kc();
+    let j = start(POLICY, kc.clone(), "").await;
+    // carol's token says `requester`, Keycloak says otherwise now; the
+    // standing look-up (started because of the token) fails.
+    let carol = j.issuer.token("carol", &["requester"]);
+    kc.fail(Some(Op::Holds), None, Fault::Server(503), None);
+    let (status, b) = send(&j, "POST", "/v1/requests", &carol, Some(body("guarded"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{b}");
+    assert_eq!(b["code"], "not_a_requester", "{b}");
+    // A disabled account: 403 too, not the look-up's 503.
+    kc.edit_user("alice", |u| u.enabled = false);
+    let alice = j.issuer.token("alice", &[]);
+    let (status, b) = send(&j, "POST", "/v1/requests", &alice, Some(body("open"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{b}");
+    kc.edit_user("alice", |u| u.enabled = true);
+    // Wait out the rights cache (2 s) on Keycloak's answers, not a clock:
+    // the enabled flag counts once the cache has let go of it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, b) = send(&j, "POST", "/v1/requests", &alice, Some(body("open"))).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(b["code"], "keycloak_unavailable", "{b}");
+            break;
+        }
+        assert_eq!(status, StatusCode::FORBIDDEN, "{b}");
+        assert!(std::time::Instant::now() < deadline, "still refused: {b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    kc.clear_faults();
+    // Unavailable target and already held: availability answers first.
+    kc.edit_user("alice", |u| {
+        u.assigned.insert(jit_core::EntitlementKind::RealmRole {
+            role: "no-such-role".into(),
+        });
+    });
+    let (status, b) = send(&j, "POST", "/v1/requests", &alice, Some(body("ghost"))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{b}");
+    assert_eq!(b["code"], "entitlement_unavailable", "{b}");
+    // Held, available: the standing check's answer.
+    kc.edit_user("alice", |u| {
+        u.assigned.insert(jit_core::EntitlementKind::RealmRole {
+            role: "open-role".into(),
+        });
+    });
+    let (status, b) = send(&j, "POST", "/v1/requests", &alice, Some(body("open"))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{b}");
+    assert_eq!(b["code"], "already_held", "{b}");
+    j.stop().await;
+}
+
+/// A caller whose token does not make them a requester costs no standing
+/// look-up when Keycloak agrees; when Keycloak says they are one now, the
+/// look-up is still made (after the rights) and the request goes through.
+#[tokio::test]
+async fn the_standing_lookup_follows_the_rights_keycloak_gives() {
+    let kc = kc();
+    let j = start(POLICY, kc.clone(), "").await;
+    let carol = j.issuer.token("carol", &[]);
+    let (status, b) = send(&j, "POST", "/v1/requests", &carol, Some(body("guarded"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{b}");
+    assert_eq!(kc.count(Op::Holds), 0, "{:?}", kc.calls());
+    kc.edit_user("carol", |u| {
+        u.roles.insert("requester".into());
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, b) = send(&j, "POST", "/v1/requests", &carol, Some(body("guarded"))).await;
+        if status == StatusCode::CREATED {
+            break;
+        }
+        assert_eq!(status, StatusCode::FORBIDDEN, "{b}");
+        assert!(std::time::Instant::now() < deadline, "still refused: {b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(kc.count(Op::Holds), 1, "{:?}", kc.calls());
+    j.stop().await;
+}
+
+/// The create call answers from what it inserted: the same view a read of
+/// the request gives right after.
+#[tokio::test]
+async fn the_create_answer_is_the_stored_request() {
+    let kc = kc();
+    let j = start(POLICY, kc.clone(), "").await;
+    let alice = j.issuer.token("alice", &[]);
+    let (status, created) = send(&j, "POST", "/v1/requests", &alice, Some(body("open"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap();
+    let (status, shown) = send(&j, "GET", &format!("/v1/requests/{id}"), &alice, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(created, shown);
+    j.stop().await;
+}
+
+/// Opens `/v1/events` and returns its frames as they come.
+async fn events(
+    j: &TestJitd,
+    token: &str,
+) -> futures::stream::BoxStream<'static, Result<Bytes, axum::Error>> {
+    let app = jit_server::api::router(j.state().clone());
+    let resp = app
+        .oneshot(request("GET", "/v1/events", token, None))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()[header::CONTENT_TYPE],
+        "text/event-stream",
+        "{:?}",
+        resp.headers()
+    );
+    resp.into_body().into_data_stream().boxed()
+}
+
+async fn next(
+    s: &mut futures::stream::BoxStream<'static, Result<Bytes, axum::Error>>,
+) -> Option<String> {
+    tokio::time::timeout(Duration::from_secs(20), s.next())
+        .await
+        .expect("a frame or the end within 20 s")
+        .map(|f| String::from_utf8(f.unwrap().to_vec()).unwrap())
+}
+
+/// Each event is one whole SSE frame (`id`, `event`, one `data` line of
+/// `EventData`); an idle stream gets keep-alive comments; the create
+/// call's event reaches the stream from its hand-over to the hub.
+#[tokio::test]
+async fn events_are_whole_frames_and_idle_streams_get_keep_alives() {
+    let kc = kc();
+    let j = start(POLICY, kc.clone(), "").await;
+    j.state().events.set_keep_alive(Duration::from_millis(100));
+    let alice = j.issuer.token("alice", &[]);
+    let mut s = events(&j, &alice).await;
+    assert_eq!(next(&mut s).await.as_deref(), Some(":\n\n"), "keep-alive");
+    let (status, created) = send(&j, "POST", "/v1/requests", &alice, Some(body("open"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let frame = loop {
+        let f = next(&mut s).await.expect("the stream goes on");
+        if f != ":\n\n" {
+            break f;
+        }
+    };
+    let lines: Vec<&str> = frame.split('\n').collect();
+    assert_eq!(lines.len(), 5, "{frame:?}");
+    let seq: i64 = lines[0].strip_prefix("id: ").unwrap().parse().unwrap();
+    assert_eq!(lines[1], "event: request.created");
+    let data: jit_core::api::EventData =
+        serde_json::from_str(lines[2].strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(data.record.seq, seq);
+    assert_eq!(data.record.request_id, created["id"].as_str().unwrap());
+    assert_eq!(data.request.unwrap().request.id(), created["id"]);
+    assert_eq!((lines[3], lines[4]), ("", ""));
+    // The create call handed its row and request to the hub: broadcast
+    // without reading them back.
+    assert!(j.state().events.handed_broadcast() >= 1);
+    j.stop().await;
+}
+
+/// A stream ends when its token does, keep-alives or not (the token's
+/// timer is not re-armed by other frames).
+#[tokio::test]
+async fn a_stream_ends_with_its_token_while_keep_alives_flow() {
+    let kc = kc();
+    let j = start(POLICY, kc.clone(), "").await;
+    j.state().events.set_keep_alive(Duration::from_millis(50));
+    let alice = j.issuer.token_lasting("alice", &[], 3);
+    let mut s = events(&j, &alice).await;
+    let mut keep_alives = 0;
+    while let Some(f) = next(&mut s).await {
+        assert_eq!(f, ":\n\n");
+        keep_alives += 1;
+    }
+    assert!(keep_alives > 0, "no keep-alive before the end");
+    j.stop().await;
+}
