@@ -181,7 +181,16 @@ export function App() {
     setHighlight(null);
   }
 
-  const pill = loggedIn ? conn : "not logged in";
+  // The pill never says "live" beside data that may be stale: while a part
+  // is down it names that part (the event stream to jitd can still be up
+  // while Keycloak is down and the login cannot be renewed).
+  const pill = !loggedIn
+    ? "not logged in"
+    : outage
+      ? outage.part === "jitd"
+        ? "offline"
+        : "Keycloak down"
+      : conn;
 
   return (
     <div class="shell">
@@ -193,11 +202,19 @@ export function App() {
         <div class="session">
           <span
             class={`conn conn-${loggedIn ? (outage ? "offline" : conn) : "none"}`}
-            title={loggedIn ? `Connection to jitd: ${conn}` : "Not connected: log in first"}
+            title={
+              !loggedIn
+                ? "Not connected: log in first"
+                : outage?.part === "keycloak"
+                  ? `Keycloak cannot be reached (connection to jitd: ${conn})`
+                  : `Connection to jitd: ${conn}`
+            }
           >
             <span class="dot" aria-hidden="true" />
             <span class="sr-only">Connection: </span>
-            <span data-testid="connection-state">{pill}</span>
+            <span data-testid="connection-state" data-jitd={loggedIn ? conn : "none"}>
+              {pill}
+            </span>
           </span>
           {loggedIn && (
             <>

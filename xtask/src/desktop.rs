@@ -491,6 +491,10 @@ pub fn run_tests(ports: Ports, opts: Options) -> Result<ExitCode> {
         .env_remove("WEBKIT_DISABLE_COMPOSITING_MODE");
     if let Some(g) = &guard {
         cmd.env("KEYCLOAK_URL", g.url());
+        // The Keycloak-outage test stops this checkout's Keycloak and
+        // starts it again on these ports.
+        cmd.env("JIT_E2E_KC_PORT", ports.http.to_string())
+            .env("JIT_E2E_KC_MANAGEMENT_PORT", ports.management.to_string());
     }
     if let Some(app) = &app {
         cmd.env("JIT_DESKTOP_APP", app);

@@ -695,6 +695,28 @@ impl Desktop {
         MemoryReport::of(pid).expect("jit-desktop process")
     }
 
+    /// Private memory of the app and its WebKit processes once idle: sampled
+    /// every 2 s until two samples in a row agree within 0.25 MiB (at most
+    /// 40 s; then the last one). Returns it with every sample's total
+    /// private MiB, so the report shows how it settled.
+    pub async fn memory_settled(&self) -> (MemoryReport, Vec<f64>) {
+        let mib = |r: &MemoryReport| r.private_kib() as f64 / 1024.0;
+        let start = Instant::now();
+        let mut last = self.memory();
+        let mut seen = vec![mib(&last)];
+        while start.elapsed() < Duration::from_secs(40) {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let now = self.memory();
+            seen.push(mib(&now));
+            let agree = (mib(&now) - mib(&last)).abs() <= 0.25;
+            last = now;
+            if agree {
+                break;
+            }
+        }
+        (last, seen)
+    }
+
     /// Finds `[data-testid=ID]` now, if present.
     pub async fn find(&self, id: &str) -> Option<Element> {
         bounded(
