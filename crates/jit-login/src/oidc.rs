@@ -361,6 +361,14 @@ impl OidcClient {
             .await
             .map_err(|e| match e {
                 oauth2::RequestTokenError::ServerResponse(_) => OidcError::SessionEnded,
+                // No answer at all (connection refused or cut, timeout): an
+                // outage, which keeps the login (not "client error").
+                oauth2::RequestTokenError::Request(oauth2::HttpClientError::Reqwest(e)) => {
+                    OidcError::Unreachable {
+                        url: self.discovery.token_endpoint.clone(),
+                        source: e.without_url(),
+                    }
+                }
                 other => OidcError::Token(describe_token_error(other)),
             })?;
         Ok(token_set(&resp, Some(refresh_token)))
@@ -631,6 +639,33 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
+
+    /// Keycloak gone after discovery (the client is cached): a refresh
+    /// that gets no answer is an outage, not a "client error" token failure.
+    #[tokio::test]
+    async fn a_refresh_without_an_answer_is_unreachable() {
+        let port = {
+            let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let issuer = format!("http://127.0.0.1:{port}/realms/r");
+        let c = OidcClient {
+            discovery: Discovery {
+                issuer: issuer.clone(),
+                authorization_endpoint: format!("{issuer}/protocol/openid-connect/auth"),
+                token_endpoint: format!("{issuer}/protocol/openid-connect/token"),
+                end_session_endpoint: None,
+                device_authorization_endpoint: None,
+            },
+            client_id: "c".into(),
+            http: reqwest::Client::new(),
+        };
+        let e = c.refresh("r1").await.err().expect("no Keycloak");
+        assert!(
+            matches!(&e, OidcError::Unreachable { url, .. } if url.ends_with("/token")),
+            "{e:?}"
+        );
+    }
 
     #[test]
     fn callback_parsing_is_a_table() {
