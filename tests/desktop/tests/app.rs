@@ -750,10 +750,7 @@ async fn keycloak_outage_in_words_stale_marked_healed_and_login_lost() {
         .await
         .expect("alice cancels while Keycloak is down");
     assert!(
-        bob.client()
-            .find(Locator::Css(&row))
-            .await
-            .is_ok(),
+        bob.client().find(Locator::Css(&row)).await.is_ok(),
         "bob's list keeps what it last loaded while Keycloak is down"
     );
     bob.wait("stale-marker", Duration::from_secs(5)).await;
