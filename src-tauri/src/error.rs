@@ -9,14 +9,17 @@ use serde::Serialize;
 /// Codes of the login errors (see [`token_error`]).
 pub(crate) const NOT_LOGGED_IN: &str = "log in first";
 pub(crate) const KEYCLOAK_DOWN: &str = "Keycloak cannot be reached";
+/// What the app says while Keycloak cannot renew the login (no URL, no
+/// transport error: those go to the log).
+const KEYCLOAK_DOWN_WORDS: &str = "Your login cannot be renewed until Keycloak is back; you stay logged in and the app retries by itself. jitd still ends grants on time.";
 
 /// A [`ClientError::Token`] text as the UI's `{code, message}`.
 pub fn token_error(text: &str) -> CommandError {
     if text.starts_with(KEYCLOAK_DOWN) {
-        CommandError::new(
-            "keycloak_unreachable",
-            format!("{text}. Your login cannot be renewed until it is back; jitd still ends grants on time, and what you see may be out of date."),
-        )
+        // The raw cause (token endpoint URL, transport error) is in the
+        // log (`session::keycloak_failed`); the banner says it in words,
+        // under its own "Keycloak is unreachable." heading.
+        CommandError::new("keycloak_unreachable", KEYCLOAK_DOWN_WORDS)
     } else if text == NOT_LOGGED_IN {
         CommandError::new("login_required", "You are not logged in: log in first.")
     } else {
@@ -68,12 +71,10 @@ impl CommandError {
                 "protocol",
                 format!("jitd gave an answer the app does not understand ({p})"),
             ),
-            ClientError::KeycloakUnreachable(why) => CommandError::new(
-                "keycloak_unreachable",
-                format!(
-                    "Keycloak cannot be reached to renew your login ({why}). You stay logged in; the app retries by itself."
-                ),
-            ),
+            ClientError::KeycloakUnreachable(why) => {
+                tracing::warn!(error = %why, "Keycloak cannot renew the login");
+                CommandError::new("keycloak_unreachable", KEYCLOAK_DOWN_WORDS)
+            }
             ClientError::Token(t) => token_error(&t),
         }
     }
@@ -121,5 +122,28 @@ mod tests {
         );
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["code"], "illegal_transition");
+    }
+
+    /// The banner heads it with "Keycloak is unreachable."; the words must
+    /// not say it again, nor show the token endpoint or a transport error.
+    #[test]
+    fn keycloak_down_is_said_once_without_urls_or_raw_errors() {
+        for e in [
+            token_error(&format!(
+                "{KEYCLOAK_DOWN} (http://127.0.0.1:8080/realms/r/protocol/openid-connect/token)"
+            )),
+            token_error(&format!(
+                "{KEYCLOAK_DOWN} to renew the login (token request failed: 502)"
+            )),
+            CommandError::from_client(ClientError::KeycloakUnreachable(
+                "client error (Connect): tcp connect error (os error 111)".into(),
+            )),
+        ] {
+            assert_eq!(e.code, "keycloak_unreachable");
+            assert!(e.message.contains("cannot be renewed"), "{}", e.message);
+            for raw in ["http", "cannot be reached", "error", "openid-connect"] {
+                assert!(!e.message.contains(raw), "{raw} in {}", e.message);
+            }
+        }
     }
 }
