@@ -199,9 +199,16 @@ pub async fn run_fanout(_url: &str) -> Result<Vec<Line>> {
     ])?;
     let n = env_usize("JIT_BENCH_SUBSCRIBERS", 1000)?;
     let rounds = env_usize("JIT_BENCH_FANOUT_ROUNDS", 30)?;
+    // Requests made first and not counted: each jitd's first Admin API
+    // calls fetch its service-account token and open its connections, and
+    // a freshly started Keycloak compiles its code paths on first use.
+    // The figures are for a jitd in service, not its first seconds.
+    let warmup = env_usize("JIT_BENCH_FANOUT_WARMUP", 3)?;
     let mut out = Vec::new();
     for setup in setups {
-        eprintln!("jit-bench: fanout: {setup}: {n} streams, {rounds} requests");
+        eprintln!(
+            "jit-bench: fanout: {setup}: {n} streams, {rounds} requests (after {warmup} not counted)"
+        );
         let r = start(setup).await?;
         let urls: Vec<String> = r.jitd.iter().map(|j| j.url.clone()).collect();
         // jit-cli tokens last 120 s; a stream ends with its token, so the
@@ -225,7 +232,15 @@ pub async fn run_fanout(_url: &str) -> Result<Vec<Line>> {
         let mut answered = Vec::with_capacity(rounds);
         let mut spread = Vec::with_capacity(n * rounds);
         let limit = Duration::from_secs(30);
-        for _ in 0..rounds {
+        for round in 0..warmup + rounds {
+            if round == warmup {
+                // Only counted rounds below.
+                created.clear();
+                cancelled.clear();
+                last.clear();
+                answered.clear();
+                spread.clear();
+            }
             let t0 = Instant::now();
             let id = requester
                 .create(&CreateRequestBody {
@@ -267,7 +282,7 @@ pub async fn run_fanout(_url: &str) -> Result<Vec<Line>> {
         }
         let p99 = percentile(&created, 0.99);
         out.push((
-            format!("{setup}: create → request.created at each of {n} streams ({rounds} requests)"),
+            format!("{setup}: create → request.created at each of {n} streams ({rounds} requests after {warmup} warm-up)"),
             format!(
                 "p50 {:.1} ms, p99 {p99:.1} ms, max {:.1} ms",
                 percentile(&created, 0.5),
