@@ -21,7 +21,26 @@ macro_rules! exit_table {
     };
 }
 
+/// `println!` for `jit`'s output: a closed stdout (`jit list | head -1`)
+/// ends the process quietly with exit 0, as for any Unix filter, instead
+/// of std's panic. SIGPIPE stays ignored (Rust's default), so a write to a
+/// socket jitd closed is an error that `jit` reports, not a silent death.
+/// Shadows std's macro in every module declared below.
+macro_rules! println {
+    ($($arg:tt)*) => {
+        $crate::out::line(::std::format_args!($($arg)*))
+    };
+}
+
+/// `print!` for `jit`'s output; see [`println!`].
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::out::write(::std::format_args!($($arg)*))
+    };
+}
+
 mod exit;
+mod out;
 mod profile;
 mod render;
 mod ticket;
@@ -250,13 +269,8 @@ struct RequestArgs {
 }
 
 fn main() -> ExitCode {
-    // A closed stdout (`jit list | head -1`) ends the process quietly, as
-    // for any Unix filter, instead of a panic in `println!`.
-    #[cfg(unix)]
-    // SAFETY: restores the default disposition before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // SIGPIPE stays ignored (Rust's default): a closed stdout is handled
+    // where output is written (`out`), a closed socket is an I/O error.
     let argv: Vec<String> = std::env::args().collect();
     let cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
@@ -529,10 +543,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Audit { since, csv, verify } => audit(&cli, *since, *csv, *verify).await,
         Cmd::Watch { since } => wait::watch(&client(&cli)?, *since, cli.json()).await,
         Cmd::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "jit", &mut std::io::stdout());
+            let mut buf = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "jit", &mut buf);
+            out::bytes(&buf);
             Ok(())
         }
-        Cmd::Man => Ok(clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?),
+        Cmd::Man => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut buf)?;
+            out::bytes(&buf);
+            Ok(())
+        }
     }
 }
 

@@ -131,3 +131,62 @@ fn a_negative_duration_is_refused_as_such() {
         assert!(!line.contains("tip"), "{line}");
     }
 }
+
+/// A JWT-shaped access token (unsigned; jit only reads its claims, jitd
+/// would refuse it) that expires far in the future.
+fn jwt_shaped() -> String {
+    use base64::Engine;
+    let b = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    format!(
+        "{}.{}.{}",
+        b(r#"{"alg":"RS256","typ":"JWT"}"#),
+        b(r#"{"sub":"u","exp":4102444800,"aud":"jit-api"}"#),
+        b("sig")
+    )
+}
+
+/// `--server https://…` pointed at a port that is not TLS (here a
+/// listener that takes each connection, answers garbage and closes it):
+/// one line `jit: cannot reach jitd …` and exit 1, never a silent death by
+/// SIGPIPE (exit 141) from a write to the closed socket.
+#[test]
+fn a_server_that_closes_the_connection_is_one_line_with_exit_1() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { continue };
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+            drop(s);
+        }
+    });
+    let token = jwt_shaped();
+    let server = format!("https://127.0.0.1:{port}");
+    for args in [vec!["list"], vec!["--output", "json", "list"]] {
+        let mut a = vec!["--server", server.as_str()];
+        a.extend(args);
+        let o = jit(&a, &[("JIT_TOKEN", token.as_str())]);
+        one_line(&o, 1, &["cannot reach jitd"]);
+    }
+}
+
+/// A closed stdout (`jit man | head`, the reader gone before jit writes)
+/// ends the command quietly with exit 0: no panic, no signal.
+#[test]
+fn a_closed_stdout_ends_quietly_with_exit_0() {
+    for args in [vec!["completions", "bash"], vec!["man"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let cfg = tempfile::tempdir().unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_jit"))
+            .args(&args)
+            .env("JIT_CONFIG_DIR", cfg.path())
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {:?} {err}", o.status);
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+}
