@@ -3,7 +3,7 @@
 //! (`jit --profile bob ...`). Holds the server URL and the token set.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
@@ -65,30 +65,37 @@ pub fn load(name: &str) -> anyhow::Result<Option<Profile>> {
     }
 }
 
-/// Saves atomically with owner-only permissions.
+/// Saves atomically with owner-only permissions (see [`save_in`]).
 pub fn save(name: &str, profile: &Profile) -> anyhow::Result<()> {
-    let p = path(name)?;
-    let d = p.parent().expect("profile has a folder");
+    valid_name(name)?;
+    save_in(&dir()?, name, profile)
+}
+
+/// Saves profile `name` in folder `d`: written to a temporary file of its
+/// own (a unique name, mode 0600) in `d`, synced, then renamed over
+/// `NAME.json`. Several `jit` processes refreshing one profile at once
+/// (parallel commands just after the access token expired) each rename
+/// a whole file of their own, so a reader always finds a whole profile
+/// and no writer loses its file to another (a fixed temporary name let
+/// one process rename the other's file away: "No such file").
+fn save_in(d: &Path, name: &str, profile: &Profile) -> anyhow::Result<()> {
     std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
     }
-    let tmp = d.join(format!(".{name}.json.tmp"));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(serde_json::to_string_pretty(profile)?.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &p)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".json.tmp")
+        .tempfile_in(d)
+        .with_context(|| format!("cannot write a profile in {}", d.display()))?;
+    tmp.write_all(serde_json::to_string_pretty(profile)?.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    let p = d.join(format!("{name}.json"));
+    tmp.persist(&p)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", p.display()))?;
     Ok(())
 }
 
@@ -167,5 +174,59 @@ impl ProfileTokens {
 impl TokenSource for ProfileTokens {
     fn token(&self) -> BoxFuture<'_, Result<String, ClientError>> {
         Box::pin(self.current())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(n: usize) -> Profile {
+        serde_json::from_value(serde_json::json!({
+            "server": "http://127.0.0.1:8787",
+            "issuer": "http://127.0.0.1:8080/realms/r",
+            "client_id": "jit-cli",
+            "username": format!("user{n}"),
+            "tokens": {
+                "access_token": format!("a{n}"),
+                "refresh_token": format!("r{n}"),
+                "expires_at": "2030-01-01T00:00:00Z"
+            }
+        }))
+        .unwrap()
+    }
+
+    /// Many writers (parallel refreshes) and readers of one profile at
+    /// once: every save succeeds, every read finds a whole profile, and
+    /// no temporary file is left behind.
+    #[test]
+    fn parallel_saves_and_reads_of_one_profile_never_fail() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().to_path_buf();
+        save_in(&dir, "p", &profile(0)).unwrap();
+        let threads: Vec<_> = (0..16)
+            .map(|t| {
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        if t % 2 == 0 {
+                            save_in(&dir, "p", &profile(t * 100 + i)).unwrap();
+                        } else {
+                            let text = std::fs::read_to_string(dir.join("p.json")).unwrap();
+                            let p: Profile = serde_json::from_str(&text).unwrap();
+                            assert!(p.login.username.starts_with("user"));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["p.json"]);
     }
 }
