@@ -204,9 +204,14 @@ pub struct CreateRequestBody {
     #[serde(default)]
     #[ts(optional)]
     pub duration_secs: Option<i64>,
+    /// Bounds per entitlement (`justification_min`..=`justification_max`
+    /// characters, policy; default 10..=1000).
     pub justification: String,
+    /// Ticket reference, at most 500 characters
+    /// ([`crate::model::MAX_FREE_TEXT_CHARS`]; `text_too_long`).
     #[serde(default)]
     #[ts(optional)]
+    #[schema(max_length = 500)]
     pub ticket: Option<String>,
     #[serde(default)]
     #[ts(optional)]
@@ -223,8 +228,12 @@ pub struct CreateRequestBody {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema, ts_rs::TS)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
+    /// At most 500 characters ([`crate::model::MAX_FREE_TEXT_CHARS`];
+    /// `text_too_long`), no control characters (`invalid_text`). Required
+    /// to deny, revoke and review.
     #[serde(default)]
     #[ts(optional)]
+    #[schema(max_length = 500)]
     pub comment: Option<String>,
     /// Approve only: shorten the grant to this human duration.
     #[serde(default)]
@@ -298,4 +307,19 @@ pub struct MeView {
     pub approves: Vec<String>,
     /// Token expiry, seconds since the epoch.
     pub token_exp: i64,
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use utoipa::PartialSchema;
+
+    /// The OpenAPI schema states the limit the domain enforces.
+    #[test]
+    fn free_text_max_length_in_the_schema_is_the_rule() {
+        let max = serde_json::json!(crate::model::MAX_FREE_TEXT_CHARS);
+        let d = serde_json::to_value(super::DecisionBody::schema()).unwrap();
+        assert_eq!(d["properties"]["comment"]["maxLength"], max, "{d}");
+        let c = serde_json::to_value(super::CreateRequestBody::schema()).unwrap();
+        assert_eq!(c["properties"]["ticket"]["maxLength"], max, "{c}");
+    }
 }

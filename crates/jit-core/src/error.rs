@@ -70,6 +70,10 @@ pub enum DomainError {
     NotAnActiveGrant(String),
     #[error("{field} contains control or invisible formatting characters; use plain text")]
     InvalidText { field: &'static str },
+    /// A free-text field is longer than its limit (characters, not bytes;
+    /// [`crate::model::MAX_FREE_TEXT_CHARS`]).
+    #[error("{field} is too long: at most {max} characters are allowed")]
+    TextTooLong { field: &'static str, max: usize },
     #[error(
         "you already have a pending request for '{0}' ({1}); cancel it or wait for the decision"
     )]
@@ -107,6 +111,7 @@ impl DomainError {
             AlreadyHeld { .. } | AlreadyHeldThroughGrant { .. } => "already_held",
             NotAnActiveGrant(_) => "not_an_active_grant",
             InvalidText { .. } => "invalid_text",
+            TextTooLong { .. } => "text_too_long",
             DuplicatePending(..) => "duplicate_pending",
             EntitlementUnavailable { .. } => "entitlement_unavailable",
             NotFound => "not_found",

@@ -21,6 +21,7 @@ pub mod principal;
 
 pub use duration::{format_duration, parse_duration};
 pub use error::DomainError;
+pub use model::{check_free_text, MAX_FREE_TEXT_CHARS};
 pub use model::{
     AccessRequest, Action, AppliedExtension, Decision, NewRequest, Principal, RequestKind, Status,
     StoredRequest, Transition, Vote,

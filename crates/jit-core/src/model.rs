@@ -650,9 +650,35 @@ pub fn clean_text(field: &'static str, text: &str) -> Result<String, DomainError
     Ok(text.trim().to_string())
 }
 
+/// Most characters (Unicode scalar values, not bytes) jitd accepts in a
+/// free-text field a caller sends, other than a justification: decision,
+/// revoke and review comments and the ticket reference. The justification
+/// has its own bounds, `justification_min`/`justification_max` of the
+/// entitlement (policy, default 10..=1000). The OpenAPI schema states the
+/// same `maxLength` (`jit_core::api`).
+pub const MAX_FREE_TEXT_CHARS: usize = 500;
+
+/// The one check of a free-text field other than a justification:
+/// [`clean_text`] (no control or invisible formatting characters), then at
+/// most [`MAX_FREE_TEXT_CHARS`] characters (as sent); returns it trimmed.
+///
+/// # Errors
+/// [`DomainError::InvalidText`] or [`DomainError::TextTooLong`] naming `field`.
+pub fn check_free_text(field: &'static str, text: &str) -> Result<String, DomainError> {
+    let t = clean_text(field, text)?;
+    // Counted before trimming, so the rule and the schema's `maxLength` agree.
+    if text.chars().count() > MAX_FREE_TEXT_CHARS {
+        return Err(DomainError::TextTooLong {
+            field,
+            max: MAX_FREE_TEXT_CHARS,
+        });
+    }
+    Ok(t)
+}
+
 fn clean_comment(c: Option<String>) -> Result<Option<String>, DomainError> {
     match c {
-        Some(c) => Ok(Some(clean_text("comment", &c)?).filter(|c| !c.is_empty())),
+        Some(c) => Ok(Some(check_free_text("comment", &c)?).filter(|c| !c.is_empty())),
         None => Ok(None),
     }
 }
@@ -692,7 +718,7 @@ fn check_duration(e: &Entitlement, secs: i64) -> Result<i64, DomainError> {
 
 fn check_ticket(e: &Entitlement, ticket: Option<&str>) -> Result<Option<String>, DomainError> {
     if let Some(t) = ticket {
-        clean_text("ticket", t)?;
+        check_free_text("ticket", t)?;
     }
     let ticket = ticket.map(str::trim).filter(|t| !t.is_empty());
     match (&e.ticket_pattern, ticket) {

@@ -25,7 +25,7 @@ pub enum ApiError {
     /// `Allow` header, RFC 9110 §15.5.6).
     #[error("this path does not take that method; the Allow header lists the ones it takes")]
     MethodNotAllowed,
-    #[error("request body too large")]
+    #[error("request body too large: at most 64 KiB")]
     TooLarge,
     #[error("{0}")]
     Forbidden(String),

@@ -304,3 +304,50 @@ async fn a_stream_ends_with_its_token_while_keep_alives_flow() {
     assert!(keep_alives > 0, "no keep-alive before the end");
     j.stop().await;
 }
+
+/// Free text other than the justification is capped at 500 characters
+/// (422 `text_too_long` naming the field, nothing recorded), and a body
+/// over 64 KiB is refused 413 problem+json before it is parsed.
+#[tokio::test]
+async fn long_free_text_and_large_bodies_are_refused() {
+    let kc = kc();
+    kc.add_user("bob", &["approver"], &[]);
+    let j = start(POLICY, kc.clone(), "").await;
+    let alice = j.issuer.token("alice", &[]);
+    let bob = j.issuer.token("bob", &["approver"]);
+    let (status, created) = send(&j, "POST", "/v1/requests", &alice, Some(body("open"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/requests/{id}/deny");
+    let long = serde_json::json!({ "comment": "x".repeat(5_000) });
+    let (status, b) = send(&j, "POST", &path, &bob, Some(long)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["code"], "text_too_long", "{b}");
+    assert!(b["detail"].as_str().unwrap().contains("comment"), "{b}");
+    assert!(b["detail"].as_str().unwrap().contains("500"), "{b}");
+    // 120,000 characters: over the body limit, 413 problem+json.
+    let huge = serde_json::json!({ "comment": "x".repeat(120_000) });
+    let app = jit_server::api::router(j.state().clone());
+    let resp = app
+        .oneshot(request("POST", &path, &bob, Some(huge)))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        resp.headers()[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let b: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(b["code"], "too_large", "{b}");
+    // Nothing of it was recorded; a comment at the limit is taken.
+    let (_, shown) = send(&j, "GET", &format!("/v1/requests/{id}"), &bob, None).await;
+    assert_eq!(shown["status"], "pending", "{shown}");
+    let ok = serde_json::json!({ "comment": "é".repeat(500) });
+    let (status, b) = send(&j, "POST", &path, &bob, Some(ok)).await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert_eq!(b["status"], "denied", "{b}");
+    j.stop().await;
+}

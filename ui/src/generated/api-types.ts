@@ -223,9 +223,25 @@ export type CreateRequestBody = { entitlement: string,
 /**
  * Human duration (`"15m"`); or give `duration_secs`.
  */
-duration?: string, duration_secs?: number, justification: string, ticket?: string, start_at?: string, urgent?: boolean, break_glass?: boolean, };
+duration?: string, duration_secs?: number, 
+/**
+ * Bounds per entitlement (`justification_min`..=`justification_max`
+ * characters, policy; default 10..=1000).
+ */
+justification: string, 
+/**
+ * Ticket reference, at most 500 characters
+ * ([`crate::model::MAX_FREE_TEXT_CHARS`]; `text_too_long`).
+ */
+ticket?: string, start_at?: string, urgent?: boolean, break_glass?: boolean, };
 
-export type DecisionBody = { comment?: string, 
+export type DecisionBody = { 
+/**
+ * At most 500 characters ([`crate::model::MAX_FREE_TEXT_CHARS`];
+ * `text_too_long`), no control characters (`invalid_text`). Required
+ * to deny, revoke and review.
+ */
+comment?: string, 
 /**
  * Approve only: shorten the grant to this human duration.
  */

@@ -807,3 +807,40 @@ fn wire_form_is_pinned_and_reads_back() {
         assert_eq!(&back, r);
     }
 }
+
+#[test]
+fn free_text_fields_are_limited_in_characters_not_bytes() {
+    let p = policy();
+    let e = p.entitlement("db").unwrap();
+    let bob = user("bob", &["db-approver"]);
+    // 500 three-byte characters (1500 bytes) pass; 501 do not.
+    let at_limit = "é".repeat(MAX_FREE_TEXT_CHARS);
+    assert_eq!(check_free_text("comment", &at_limit).unwrap(), at_limit);
+    let over = "x".repeat(MAX_FREE_TEXT_CHARS + 1);
+    let err = check_free_text("comment", &over).unwrap_err();
+    assert_eq!(err.code(), "text_too_long");
+    assert!(err.to_string().contains("comment") && err.to_string().contains("500"));
+
+    let mut q = create(&req("db", None), &user("alice", &[])).unwrap();
+    for d in [Decision::Deny, Decision::Approve] {
+        let e2 = q
+            .vote(e, &bob, d, Some("n".repeat(120_000)), None, t0())
+            .unwrap_err();
+        assert_eq!(e2.code(), "text_too_long");
+    }
+    assert_eq!(q.status, Status::Pending);
+    assert!(q.votes.is_empty());
+    q.vote(e, &bob, Decision::Deny, Some(at_limit.clone()), None, t0())
+        .unwrap();
+
+    let mut g = approved_db();
+    g.activate(t0()).unwrap();
+    let e3 = g.revoke(e, &bob, Some(over.clone()), t0()).unwrap_err();
+    assert_eq!(e3.code(), "text_too_long");
+    assert_eq!(g.status, Status::Active);
+
+    let mut r = req("two", None);
+    r.ticket = Some(format!("INC-{}", "1".repeat(MAX_FREE_TEXT_CHARS)));
+    let e4 = create(&r, &user("a", &[])).unwrap_err();
+    assert_eq!(e4.code(), "text_too_long");
+}

@@ -42,6 +42,12 @@ use crate::AppState;
 pub use meta::Health;
 pub use requests::MAX_PAGE;
 
+/// Largest request body jitd reads, in bytes (64 KiB; axum's default is
+/// 2 MiB). Every body is a small JSON object whose free text is capped at
+/// a few hundred characters (`jit_core::MAX_FREE_TEXT_CHARS`, justification
+/// per policy); a larger one is answered 413 `too_large` (problem+json).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
 /// Response header with the cursor of the next page of a list.
 pub const NEXT_AFTER_HEADER: &str = "x-next-after";
 
@@ -88,6 +94,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let router = router
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::Extension(OpenApiJson(doc)))
         .layer(middleware::from_fn_with_state(
             metrics,
