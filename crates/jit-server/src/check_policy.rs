@@ -25,7 +25,7 @@ pub fn run(file: &Path, config: Option<&Path>) -> ExitCode {
         }
     };
     let Some(config) = config else {
-        print!("{}", summary(file, &policy));
+        crate::stdout::print(&summary(file, &policy));
         return ExitCode::SUCCESS;
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -81,7 +81,7 @@ async fn with_config(policy: &Policy, config: &Path) -> ExitCode {
     );
     let found = against_keycloak(policy, &admin).await;
     for line in &found.lines {
-        println!("{line}");
+        crate::stdout::print(&format!("{line}\n"));
     }
     if found.errors > 0 {
         ExitCode::from(1)

@@ -24,6 +24,7 @@ mod openapi;
 pub mod permits;
 pub mod rights;
 pub mod scheduler;
+pub mod stdout;
 pub mod store;
 pub mod tracing_setup;
 pub mod views;

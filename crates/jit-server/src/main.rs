@@ -43,12 +43,10 @@ fn main() -> ExitCode {
     jit_server::tracing_setup::init(format);
     match &args.command {
         Some(Command::Openapi) => {
-            println!(
-                "{}",
-                jit_server::api::openapi()
-                    .to_pretty_json()
-                    .expect("the OpenAPI document serialises")
-            );
+            let doc = jit_server::api::openapi()
+                .to_pretty_json()
+                .expect("the OpenAPI document serialises");
+            jit_server::stdout::print(&format!("{doc}\n"));
             return ExitCode::SUCCESS;
         }
         Some(Command::CheckPolicy { file }) => {
@@ -86,7 +84,11 @@ fn serve(config: PathBuf) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        println!("jitd listening on {}", server.url());
+        // A closed stdout must not stop the server (the log says it too).
+        {
+            use std::io::Write;
+            let _ = writeln!(std::io::stdout(), "jitd listening on {}", server.url());
+        }
         let term = async {
             #[cfg(unix)]
             {
