@@ -73,7 +73,14 @@ use crate::exit::Exit;
 )]
 struct Cli {
     /// Login profile, so several users can be logged in side by side.
-    #[arg(long, global = true, env = "JIT_PROFILE", default_value = "default")]
+    /// 1 to 64 letters, digits, - and _.
+    #[arg(
+        long,
+        global = true,
+        env = "JIT_PROFILE",
+        default_value = "default",
+        value_parser = profile::parse_name
+    )]
     profile: String,
     /// jitd URL [default: the profile's, else http://127.0.0.1:8787].
     #[arg(long, global = true, env = "JIT_SERVER", value_name = "URL")]

@@ -32,14 +32,29 @@ pub fn dir() -> anyhow::Result<PathBuf> {
     Ok(base.join("jit").join("profiles"))
 }
 
+/// The longest profile name, in characters: the file name `NAME.json`
+/// (and its temporary sibling) stays well under the 255-byte limit of
+/// common file systems.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// `--profile` / `JIT_PROFILE`: 1 to [`MAX_NAME_CHARS`] ASCII letters,
+/// digits, `-` and `_` (it names a file, so no `/`, `.` or empty name).
+/// Checked by clap before any command runs (exit 2, one line), so a bad
+/// name never gets as far as a browser login. Errors: what is allowed.
+pub fn parse_name(name: &str) -> Result<String, String> {
+    valid_name(name).map_err(|e| e.to_string())?;
+    Ok(name.to_string())
+}
+
 fn valid_name(name: &str) -> anyhow::Result<()> {
     if name.is_empty()
+        || name.len() > MAX_NAME_CHARS
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         return Err(anyhow!(
-            "invalid profile name '{name}': use letters, digits, - and _"
+            "a profile name is 1 to {MAX_NAME_CHARS} letters, digits, - and _"
         ));
     }
     Ok(())

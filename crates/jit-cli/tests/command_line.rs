@@ -190,3 +190,25 @@ fn a_closed_stdout_ends_quietly_with_exit_0() {
         assert!(err.is_empty(), "{args:?}: {err}");
     }
 }
+
+/// A profile name that cannot be a file name (empty, a path, too long,
+/// from `--profile` or `JIT_PROFILE`) is refused before anything starts
+/// (no browser login): one line, exit 2.
+#[test]
+fn a_bad_profile_name_is_refused_up_front_with_exit_2() {
+    let long = "p".repeat(300);
+    for name in ["", "../../etc", "a/b", "a.b", long.as_str()] {
+        for cmd in ["login", "list"] {
+            let o = jit(&["--profile", name, cmd], &[SERVER, ("BROWSER", "false")]);
+            one_line(&o, 2, &["profile", "letters, digits, - and _"]);
+            let o = jit(
+                &[cmd],
+                &[SERVER, ("JIT_PROFILE", name), ("BROWSER", "false")],
+            );
+            one_line(&o, 2, &["profile", "letters, digits, - and _"]);
+        }
+    }
+    // The longest allowed name is accepted (then: not logged in, exit 6).
+    let o = jit(&["--profile", &"p".repeat(64), "list"], &[SERVER]);
+    one_line(&o, 6, &["not logged in"]);
+}
