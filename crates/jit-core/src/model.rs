@@ -1356,14 +1356,15 @@ impl AccessRequest {
         }
     }
 
-    /// Whether the request takes the slot of "one pending request per
-    /// requester and entitlement": a `pending` access request (an extension
-    /// asks for more time on a grant and is not counted). A second request
-    /// for the same slot (same requester, same entitlement) is refused with
-    /// `duplicate_pending` (409); jitd's store holds the rule with a unique
-    /// index on the slot, so parallel requests cannot both take it.
+    /// Whether the request takes a pending slot: any `pending` request. The
+    /// slot of an access request is "one pending request per requester and
+    /// entitlement"; the slot of an extension is "one pending extension per
+    /// grant" (two approved at once would stack past what anyone looked
+    /// at). A second request for a taken slot is refused with
+    /// `duplicate_pending` (409); jitd's store holds the rules with unique
+    /// indexes on the slots, so parallel requests cannot both take one.
     pub fn takes_pending_slot(&self) -> bool {
-        self.status == Status::Pending && self.kind == RequestKind::Access
+        self.status == Status::Pending
     }
 
     /// Who may see this request: the requester, approvers of its entitlement

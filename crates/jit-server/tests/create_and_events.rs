@@ -351,3 +351,71 @@ async fn long_free_text_and_large_bodies_are_refused() {
     assert_eq!(b["status"], "denied", "{b}");
     j.stop().await;
 }
+
+/// A grant has at most one pending extension: a second one, sent alone or
+/// beside another, is refused 409 `duplicate_pending` naming the pending
+/// one (the store's unique index, so parallel calls cannot both pass).
+#[tokio::test]
+async fn a_grant_has_at_most_one_pending_extension() {
+    let kc = kc();
+    kc.add_user("bob", &["approver"], &[]);
+    let j = start(POLICY, kc.clone(), "").await;
+    let alice = j.issuer.token("alice", &[]);
+    let bob = j.issuer.token("bob", &["approver"]);
+    let (status, created) = send(&j, "POST", "/v1/requests", &alice, Some(body("open"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let (status, b) = send(
+        &j,
+        "POST",
+        &format!("/v1/requests/{id}/approve"),
+        &bob,
+        Some(serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    j.wait(&id, "the grant active", Duration::from_secs(30), |s| {
+        s.request.status() == jit_core::Status::Active
+    })
+    .await;
+    let ext = || {
+        Some(serde_json::json!({
+            "duration": "30m",
+            "justification": "the migration runs longer",
+        }))
+    };
+    let path = format!("/v1/requests/{id}/extend");
+    // Two at once: exactly one is taken.
+    let (a, b) = tokio::join!(
+        send(&j, "POST", &path, &alice, ext()),
+        send(&j, "POST", &path, &alice, ext())
+    );
+    let mut answers = [a, b];
+    answers.sort_by_key(|(s, _)| s.as_u16());
+    assert_eq!(answers[0].0, StatusCode::CREATED, "{:?}", answers);
+    assert_eq!(answers[1].0, StatusCode::CONFLICT, "{:?}", answers);
+    assert_eq!(answers[1].1["code"], "duplicate_pending", "{:?}", answers);
+    let first = answers[0].1["id"].as_str().unwrap().to_string();
+    assert!(
+        answers[1].1["detail"].as_str().unwrap().contains(&first),
+        "{:?}",
+        answers
+    );
+    // And one after the other.
+    let (status, b) = send(&j, "POST", &path, &alice, ext()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{b}");
+    assert_eq!(b["code"], "duplicate_pending", "{b}");
+    // Once the first is decided, the slot is free again.
+    let (status, b) = send(
+        &j,
+        "POST",
+        &format!("/v1/requests/{first}/deny"),
+        &bob,
+        Some(serde_json::json!({ "comment": "not now" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    let (status, b) = send(&j, "POST", &path, &alice, ext()).await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    j.stop().await;
+}

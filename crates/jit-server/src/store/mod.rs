@@ -302,7 +302,14 @@ DROP INDEX requests_requester;
 
 /// Indexes both engines share (created after the migrations, idempotent).
 const INDEXES: &[&str] = &[
-    "CREATE UNIQUE INDEX IF NOT EXISTS requests_one_pending ON requests(requester_id, entitlement_id) WHERE pending_slot = 1",
+    // One pending access request per requester and entitlement, and one
+    // pending extension per grant: the pending slot (`takes_pending_slot`)
+    // under two unique indexes. Rows of older versions keep their slots
+    // (extensions had none), so creating these cannot fail on old data.
+    "CREATE UNIQUE INDEX IF NOT EXISTS requests_one_pending_access ON requests(requester_id, entitlement_id) WHERE pending_slot = 1 AND extends IS NULL",
+    "CREATE UNIQUE INDEX IF NOT EXISTS requests_one_pending_extension ON requests(extends) WHERE pending_slot = 1 AND extends IS NOT NULL",
+    // Replaced by `requests_one_pending_access` (it counted extensions in).
+    "DROP INDEX IF EXISTS requests_one_pending",
     "CREATE INDEX IF NOT EXISTS requests_by_time ON requests(created_at, id)",
     "CREATE INDEX IF NOT EXISTS requests_by_status ON requests(status, created_at, id)",
     "CREATE INDEX IF NOT EXISTS requests_by_requester ON requests(requester_id, created_at, id)",
@@ -457,6 +464,7 @@ impl SqlStore {
         };
         let review_open = (r.review_required() && r.reviewed_at().is_none()) as i64;
         // The slot of "one pending request per requester and entitlement"
+        // or, for an extension, "one pending extension per grant"
         // (`AccessRequest::takes_pending_slot`): taken at creation, given up
         // when the request leaves `pending`.
         let pending_slot = (new && r.takes_pending_slot()) as i64;
@@ -607,11 +615,15 @@ impl SqlStore {
         let existing = self
             .db
             .reader()
-            .and_then(|mut c| {
-                c.query(
-                    "SELECT id FROM requests WHERE requester_id = ? AND entitlement_id = ? AND pending_slot = 1",
+            .and_then(|mut c| match r.kind() {
+                jit_core::RequestKind::Extension { grant_id } => c.query(
+                    "SELECT id FROM requests WHERE extends = ? AND pending_slot = 1",
+                    &[P::from(grant_id.as_str())],
+                ),
+                _ => c.query(
+                    "SELECT id FROM requests WHERE requester_id = ? AND entitlement_id = ? AND pending_slot = 1 AND extends IS NULL",
                     &[P::from(r.requester_id()), P::from(r.entitlement_id())],
-                )
+                ),
             })
             .ok()
             .and_then(|rows| rows.first().and_then(|row| row[0].text().ok()))
@@ -622,8 +634,9 @@ impl SqlStore {
     /// Inserts a new request with its creation transitions, atomically.
     ///
     /// Errors: [`DomainError::DuplicatePending`] when the requester already
-    /// has a pending access request for the entitlement (a unique index, so
-    /// it holds for parallel requests and several replicas).
+    /// has a pending access request for the entitlement, or the grant an
+    /// extension extends already has a pending extension (unique indexes,
+    /// so it holds for parallel requests and several replicas).
     pub fn insert(
         &self,
         r: &AccessRequest,

@@ -1067,3 +1067,61 @@ fn postgres_listener_waits_between_idle_ticks() {
         "three idle waits took {span:?}: the listener spins"
     );
 }
+
+/// One pending extension per grant, held by a unique index on both
+/// engines: a second is refused naming the first; extensions of another
+/// grant and the requester's access requests are not in its way.
+#[test]
+fn one_pending_extension_per_grant_on_both_engines() {
+    for (name, store, _keep) in stores() {
+        let now = Utc::now();
+        let (r, t) = request("g1", "u1", "db", now);
+        store.insert(&r, t).unwrap();
+        let p = policy();
+        let bob = approver();
+        store
+            .update("g1", |s| {
+                let e = p.entitlement("db").unwrap();
+                let mut out: Vec<Entry> = s
+                    .request
+                    .vote(e, &bob, jit_core::Decision::Approve, None, None, now)?
+                    .into_iter()
+                    .map(Entry::from)
+                    .collect();
+                out.push(s.request.activate(now)?.into());
+                Ok(out)
+            })
+            .unwrap();
+        let grant = store.get("g1").unwrap().unwrap().request;
+        let u1 = Principal::new("u1", "u1-name");
+        let ext = |id: &str| {
+            AccessRequest::create_extension(
+                id.into(),
+                &grant,
+                Some(30),
+                "more time please",
+                &u1,
+                &p,
+                now,
+            )
+            .unwrap()
+        };
+        let (x1, t1) = ext("x1");
+        store.insert(&x1, t1).unwrap();
+        let (x2, t2) = ext("x2");
+        match store.insert(&x2, t2).unwrap_err() {
+            StoreError::Domain(DomainError::DuplicatePending(_, id)) => {
+                assert_eq!(id, "x1", "{name}")
+            }
+            other => panic!("{name}: {other}"),
+        }
+        // An access request of the same requester and entitlement is not
+        // blocked by the extension's slot (nor the other way round).
+        let (a, ta) = request("a1", "u1", "db", now);
+        store.insert(&a, ta).unwrap();
+        // Decided, the extension gives its slot up.
+        approve(&store, "x1", &approver(), now);
+        let (x3, t3) = ext("x3");
+        store.insert(&x3, t3).unwrap();
+    }
+}
