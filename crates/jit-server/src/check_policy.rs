@@ -79,7 +79,16 @@ async fn with_config(policy: &Policy, config: &Path) -> ExitCode {
         &secret,
         jit_keycloak::http_client(),
     );
-    let found = against_keycloak(policy, &admin).await;
+    let store = match existing_store(&cfg).await {
+        Ok(s) => s,
+        Err(e) => {
+            crate::stdout::print(&format!(
+                "note: jitd's database cannot be read ({e}); holders through active JIT grants are reported as standing\n"
+            ));
+            None
+        }
+    };
+    let found = against_keycloak(policy, &admin, store.as_ref()).await;
     for line in &found.lines {
         crate::stdout::print(&format!("{line}\n"));
     }
@@ -88,6 +97,18 @@ async fn with_config(policy: &Policy, config: &Path) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// jitd's store named by `cfg`, to tell holders through active JIT grants
+/// from standing ones; `None` when it is a SQLite file that does not exist
+/// (no jitd has run with this config: no grants), so the check never
+/// creates one.
+async fn existing_store(cfg: &crate::Config) -> anyhow::Result<Option<crate::store::Store>> {
+    let spec = cfg.database.to_string_lossy();
+    if !crate::store::postgres::is_url(&spec) && !cfg.database.exists() {
+        return Ok(None);
+    }
+    crate::open_store(cfg).await.map(Some)
 }
 
 /// What [`against_keycloak`] found: the lines to print (`policy OK: …`,
@@ -103,7 +124,15 @@ pub struct Findings {
 
 /// Asks `admin` about each entitlement of `policy`: whether its target can
 /// be granted (`TargetStatus`), and who holds it as a standing assignment.
-pub async fn against_keycloak<A: KeycloakAdmin + ?Sized>(policy: &Policy, admin: &A) -> Findings {
+/// A holder whose assignment is owned by an active JIT grant in `store`
+/// (`owns_assignment = true`: jitd removes it when the grant ends) is not
+/// standing; such holders are named apart. Without a store every holder
+/// counts as standing.
+pub async fn against_keycloak<A: KeycloakAdmin + ?Sized>(
+    policy: &Policy,
+    admin: &A,
+    store: Option<&crate::store::Store>,
+) -> Findings {
     let mut f = Findings::default();
     f.lines.push(format!(
         "policy OK: {} entitlements",
@@ -132,16 +161,43 @@ pub async fn against_keycloak<A: KeycloakAdmin + ?Sized>(policy: &Policy, admin:
             }
         }
         match admin.holders(&e.kind).await {
-            Ok(h) if h.is_empty() => f.lines.push(format!(
-                "ok: '{}' ({}) — nobody holds it standing",
-                e.id, e.kind
-            )),
-            Ok(h) => f.lines.push(format!(
-                "warning: '{}' ({}) is held as a standing assignment by: {}",
-                e.id,
-                e.kind,
-                h.join(", ")
-            )),
+            Ok(h) => {
+                let (owned, note) = match store {
+                    None => (Vec::new(), String::new()),
+                    Some(s) => match s.jit_owned_holders(&e.kind).await {
+                        Ok(o) => (o, String::new()),
+                        Err(err) => (
+                            Vec::new(),
+                            format!(
+                                " (JIT grants not told apart: cannot read jitd's database: {err})"
+                            ),
+                        ),
+                    },
+                };
+                let (mut jit, mut standing): (Vec<String>, Vec<String>) = h
+                    .into_iter()
+                    .partition(|u| owned.iter().any(|o| o.eq_ignore_ascii_case(u)));
+                jit.sort();
+                standing.sort();
+                let through = if jit.is_empty() {
+                    String::new()
+                } else {
+                    format!("; held through active JIT grants by: {}", jit.join(", "))
+                };
+                f.lines.push(if standing.is_empty() {
+                    format!(
+                        "ok: '{}' ({}) — nobody holds it standing{through}{note}",
+                        e.id, e.kind
+                    )
+                } else {
+                    format!(
+                        "warning: '{}' ({}) is held as a standing assignment by: {}{through}{note}",
+                        e.id,
+                        e.kind,
+                        standing.join(", ")
+                    )
+                });
+            }
             Err(err) => {
                 f.lines.push(format!(
                     "error: entitlement '{}': cannot list holders: {err}",

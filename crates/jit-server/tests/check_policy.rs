@@ -46,7 +46,7 @@ async fn each_entitlement_is_ok_held_standing_or_an_error() {
         },
         TargetStatus::Missing("group /gone does not exist".into()),
     );
-    let f = against_keycloak(&policy, &kc).await;
+    let f = against_keycloak(&policy, &kc, None).await;
     assert_eq!(f.errors, 1, "{f:?}");
     assert_eq!(f.lines[0], "policy OK: 3 entitlements");
     assert!(f.lines[1].starts_with("ok: 'a-ok'"), "{f:?}");
@@ -66,7 +66,7 @@ async fn a_keycloak_that_cannot_answer_is_an_error_per_entitlement() {
     let policy = Policy::from_toml(POLICY).unwrap();
     let kc = FakeKeycloak::default();
     kc.fail(Some(Op::TargetStatus), None, Fault::Refused, None);
-    let f = against_keycloak(&policy, &kc).await;
+    let f = against_keycloak(&policy, &kc, None).await;
     assert_eq!(f.errors, 3, "{f:?}");
     assert!(
         f.lines[1..]
@@ -74,4 +74,70 @@ async fn a_keycloak_that_cannot_answer_is_an_error_per_entitlement() {
             .all(|l| l.contains("cannot check it in Keycloak")),
         "{f:?}"
     );
+}
+
+const AUTO_POLICY: &str = r#"
+[[entitlement]]
+id = "a-jit-only"
+realm_role = "role-jit"
+max_duration = "1h"
+approver_roles = ["approver"]
+[[entitlement.auto_approve]]
+requester_role = "auto"
+
+[[entitlement]]
+id = "b-held"
+realm_role = "role-held"
+max_duration = "1h"
+approver_roles = ["approver"]
+[[entitlement.auto_approve]]
+requester_role = "auto"
+"#;
+
+/// Holders through active JIT grants (jitd owns the assignment) are not
+/// reported as standing; only the others are.
+#[tokio::test]
+async fn holders_through_active_jit_grants_are_not_standing() {
+    let kc = std::sync::Arc::new(FakeKeycloak::default());
+    for u in ["alice", "erin", "u-standing"] {
+        kc.add_user(u, &[], &[]);
+    }
+    kc.edit_user("u-standing", |u| {
+        u.assigned.insert(role("role-held"));
+    });
+    let j = support::start(AUTO_POLICY, kc.clone(), "").await;
+    let ids = [
+        j.request("alice", "b-held", 600),
+        j.request("erin", "b-held", 600),
+        j.request("erin", "a-jit-only", 600),
+    ];
+    for id in &ids {
+        j.wait(
+            id,
+            "the grant active",
+            std::time::Duration::from_secs(30),
+            |s| {
+                s.request.status() == jit_core::Status::Active
+                    && s.grant.owns_assignment == Some(true)
+            },
+        )
+        .await;
+    }
+    let policy = Policy::from_toml(AUTO_POLICY).unwrap();
+    let f = against_keycloak(&policy, &*kc, Some(&j.state().store)).await;
+    assert_eq!(f.errors, 0, "{f:?}");
+    assert_eq!(
+        f.lines[1], "ok: 'a-jit-only' (realm role role-jit) — nobody holds it standing; held through active JIT grants by: erin",
+        "{f:?}"
+    );
+    assert!(
+        f.lines[2].starts_with("warning: 'b-held'")
+            && f.lines[2].contains("standing assignment by: u-standing;")
+            && f.lines[2].ends_with("held through active JIT grants by: alice, erin"),
+        "{f:?}"
+    );
+    // Without the store every holder counts as standing.
+    let f = against_keycloak(&policy, &*kc, None).await;
+    assert!(f.lines[1].starts_with("warning: 'a-jit-only'"), "{f:?}");
+    j.stop().await;
 }

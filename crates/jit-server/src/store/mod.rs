@@ -1063,6 +1063,25 @@ impl SqlStore {
         Ok(result)
     }
 
+    /// Usernames whose Keycloak assignment of `target` is owned by an
+    /// active JIT grant (`owns_assignment = true`: jitd made it and removes
+    /// it when the last such grant ends), sorted, without repeats. Used by
+    /// `check-policy` to tell JIT holders from standing ones.
+    pub fn jit_owned_holders(&self, target: &EntitlementKind) -> Result<Vec<String>, StoreError> {
+        let rows = self.db.reader()?.query(
+            "SELECT body, grant_state FROM requests WHERE target = ? AND status = 'active' AND extends IS NULL",
+            &[P::from(target_key(target))],
+        )?;
+        let mut names = std::collections::BTreeSet::new();
+        for row in &rows {
+            let s = Self::row_to_stored(row)?;
+            if s.grant.owns_assignment == Some(true) {
+                names.insert(s.request.requester_username().to_string());
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
     /// What is due at `now`: pending requests past their TTL, active grants
     /// past `expires_at`, approved access requests whose start has come, and
     /// ended grants still to be removed from Keycloak (respecting backoff).
@@ -1513,6 +1532,15 @@ impl Store {
     pub async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
         let (id, owner) = (id.to_string(), owner.to_string());
         blocking!(self, |s| s.release(&id, &owner))
+    }
+
+    /// See [`SqlStore::jit_owned_holders`].
+    pub async fn jit_owned_holders(
+        &self,
+        target: &EntitlementKind,
+    ) -> Result<Vec<String>, StoreError> {
+        let target = target.clone();
+        blocking!(self, |s| s.jit_owned_holders(&target))
     }
 
     /// See [`SqlStore::open_requests`].
