@@ -114,6 +114,45 @@ fn save_in(d: &Path, name: &str, profile: &Profile) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An exclusive advisory lock (`flock`) on the profile's lock file
+/// `.NAME.lock` in folder `d`, held until dropped (closing the file ends
+/// it, also when the process dies). Taken around a refresh, so parallel
+/// `jit` commands under one profile refresh once: the others wait, then
+/// read the refreshed tokens from the file instead of using the same
+/// (rotated) refresh token again. Blocks until the lock is free.
+/// Elsewhere than Unix: no lock (saves stay atomic).
+pub struct RefreshLock(#[allow(dead_code)] std::fs::File);
+
+fn lock_in(d: &Path, name: &str) -> anyhow::Result<RefreshLock> {
+    std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    let p = d.join(format!(".{name}.lock"));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let f = opts
+        .open(&p)
+        .with_context(|| format!("cannot open {}", p.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        loop {
+            // SAFETY: flock on a file descriptor this function owns.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                break;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(anyhow!("cannot lock {}: {e}", p.display()));
+            }
+        }
+    }
+    Ok(RefreshLock(f))
+}
+
 /// Deletes profile `name` (no error if absent).
 pub fn remove(name: &str) -> anyhow::Result<()> {
     match std::fs::remove_file(path(name)?) {
@@ -159,6 +198,16 @@ impl ProfileTokens {
     }
 
     async fn current(&self) -> Result<String, ClientError> {
+        // Near expiry: refresh under the profile's lock, after taking the
+        // tokens another `jit` may have refreshed while this one waited.
+        let due = |l: &Login| {
+            l.tokens
+                .needs_refresh(chrono::Utc::now(), REFRESH_MARGIN_SECS)
+        };
+        let _lock = match self.tokens.login().await {
+            Some(held) if due(&held) => self.lock_and_reload(&held).await,
+            _ => None,
+        };
         let relogin = |why: &str| {
             ClientError::Token(format!("{why}; run {}", crate::login_command(&self.name)))
         };
@@ -183,6 +232,32 @@ impl ProfileTokens {
                 RefreshError::Keycloak(other) => relogin(&other.to_string()),
                 RefreshError::Store(e) => ClientError::Token(e),
             })
+    }
+}
+
+impl ProfileTokens {
+    /// Takes the profile's [`RefreshLock`] (without it, on an error: the
+    /// refresh still works, only not once for all), then adopts the
+    /// file's login if it is the same user's and needs no refresh.
+    async fn lock_and_reload(&self, held: &Login) -> Option<RefreshLock> {
+        let name = self.name.clone();
+        let lock = tokio::task::spawn_blocking(move || lock_in(&dir()?, &name))
+            .await
+            .ok()?
+            .ok()?;
+        if let Ok(Some(p)) = load(&self.name) {
+            let l = p.login;
+            if l.issuer == held.issuer
+                && l.client_id == held.client_id
+                && l.username == held.username
+                && !l
+                    .tokens
+                    .needs_refresh(chrono::Utc::now(), REFRESH_MARGIN_SECS)
+            {
+                self.tokens.set(Some(l)).await;
+            }
+        }
+        Some(lock)
     }
 }
 
@@ -243,5 +318,33 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, ["p.json"]);
+    }
+
+    /// The refresh lock admits one holder at a time, across separate
+    /// opens of the lock file (as separate `jit` processes do).
+    #[test]
+    fn the_refresh_lock_admits_one_holder_at_a_time() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let d = tempfile::tempdir().unwrap();
+        let inside = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (dir, inside, most) = (d.path().to_path_buf(), inside.clone(), most.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        let _l = lock_in(&dir, "p").unwrap();
+                        let n = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(n, Ordering::SeqCst);
+                        std::thread::yield_now();
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 1);
     }
 }
