@@ -30,6 +30,9 @@ pub struct Options {
 /// `keep_running` (then they run until Ctrl-C).
 pub fn run(ports: Ports, opts: Options) -> Result<ExitCode> {
     signals::install();
+    // One demo at a time per target folder: a second one would delete the
+    // first one's CLI logins and its jitd's database under it.
+    let _lock = demo_lock(&crate::target_dir().join("demo.lock"))?;
     let root = workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     // Only what the timeline runs (the desktop app is built by `open_app`
@@ -58,6 +61,19 @@ pub fn run(ports: Ports, opts: Options) -> Result<ExitCode> {
     let bin = crate::target_dir().join("debug");
     let demo_dir = crate::target_dir().join("demo");
     stop_leftover_jitd(&demo_dir);
+    let db = demo_dir.join("jitd.sqlite");
+    let users = processes_using(&db, std::process::id() as i32);
+    if !users.is_empty() {
+        bail!(
+            "process {} has the demo's database {} open (a jitd started by hand?): stop it first; the demo starts from a fresh database and would delete it under that process",
+            users
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            db.display()
+        );
+    }
     let _ = std::fs::remove_dir_all(&demo_dir);
     std::fs::create_dir_all(&demo_dir)?;
     let port = free_port(opts.jitd_port);
@@ -259,6 +275,71 @@ fn stop_leftover_jitd(demo_dir: &std::path::Path) {
     }
 }
 
+/// Takes the demo's lock (`flock` on `path`, held until the returned file
+/// is dropped, i.e. until this demo ends; the kernel releases it if the
+/// process dies). Errors when another demo holds it, naming its pid.
+fn demo_lock(path: &std::path::Path) -> Result<std::fs::File> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let pid = std::fs::read_to_string(path).unwrap_or_default();
+        bail!(
+            "another demo is running (pid {}): stop it first (Ctrl-C in its terminal); two demos would share and delete each other's jitd database and CLI logins",
+            pid.trim()
+        );
+    }
+    f.set_len(0)?;
+    write!(f, "{}", std::process::id())?;
+    Ok(f)
+}
+
+/// Pids (other than `except`) with `db` or its SQLite `-wal`/`-shm`
+/// files open, from `/proc/PID/fd`.
+fn processes_using(db: &std::path::Path, except: i32) -> Vec<i32> {
+    let names: Vec<std::ffi::OsString> = ["", "-wal", "-shm"]
+        .iter()
+        .map(|suffix| {
+            let mut n = db.as_os_str().to_owned();
+            n.push(suffix);
+            n
+        })
+        .collect();
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == except {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .any(|target| names.iter().any(|n| target.as_os_str() == n))
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 fn free_port(preferred: u16) -> u16 {
     if std::net::TcpListener::bind(("127.0.0.1", preferred)).is_ok() {
         return preferred;
@@ -267,4 +348,35 @@ fn free_port(preferred: u16) -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or(preferred)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_demo_is_refused_while_the_first_holds_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("demo.lock");
+        let first = demo_lock(&path).unwrap();
+        let e = demo_lock(&path).unwrap_err().to_string();
+        assert!(e.contains("another demo is running"), "{e}");
+        assert!(e.contains(&std::process::id().to_string()), "{e}");
+        drop(first);
+        demo_lock(&path).expect("free again once the first demo ends");
+    }
+
+    #[test]
+    fn a_process_with_the_database_open_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("jitd.sqlite");
+        let me = std::process::id() as i32;
+        assert!(processes_using(&db, 0).is_empty());
+        let _open = std::fs::File::create(&db).unwrap();
+        assert_eq!(processes_using(&db, 0), vec![me]);
+        assert!(
+            processes_using(&db, me).is_empty(),
+            "the demo itself is not counted"
+        );
+    }
 }
