@@ -94,9 +94,113 @@ impl MasterAdmin {
         loc.rsplit('/').next().unwrap().to_string()
     }
 
+    /// Whether user `username` holds realm role `role` directly, as the
+    /// master admin sees it (works while jitd's service account may not
+    /// read users).
+    async fn has_realm_role(&self, username: &str, role: &str) -> bool {
+        let users: serde_json::Value = self
+            .send(
+                reqwest::Method::GET,
+                &format!("/users?username={username}&exact=true"),
+                None,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let id = users[0]["id"].as_str().expect("the user");
+        let roles: serde_json::Value = self
+            .send(
+                reqwest::Method::GET,
+                &format!("/users/{id}/role-mappings/realm"),
+                None,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        roles.as_array().unwrap().iter().any(|r| r["name"] == role)
+    }
+
     async fn delete_user(&self, id: &str) {
         self.send(reqwest::Method::DELETE, &format!("/users/{id}"), None)
             .await;
+    }
+}
+
+/// Takes `realm-management`'s `role` from jitd's service account
+/// (`service-account-jit-backend`, the fixture's) until dropped: Keycloak
+/// then refuses jitd's user changes for real (403). Gives it back on drop,
+/// also when the test fails, so that later tests find the realm as it was.
+struct ServiceAccountWithout {
+    url: String,
+    role: String,
+}
+
+impl ServiceAccountWithout {
+    async fn take(url: &str, role: &str) -> ServiceAccountWithout {
+        Self::set(url, role, false).await;
+        ServiceAccountWithout {
+            url: url.to_string(),
+            role: role.to_string(),
+        }
+    }
+
+    /// Gives (`held`) or takes `realm-management`'s `role` of the
+    /// service account.
+    async fn set(url: &str, role: &str, held: bool) {
+        let m = MasterAdmin::new(url).await;
+        let get = |path: String| {
+            let m = &m;
+            async move {
+                m.send(reqwest::Method::GET, &path, None)
+                    .await
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap()
+            }
+        };
+        let users = get("/users?username=service-account-jit-backend&exact=true".into()).await;
+        let user = users[0]["id"]
+            .as_str()
+            .expect("the service account")
+            .to_string();
+        let clients = get("/clients?clientId=realm-management".into()).await;
+        let client = clients[0]["id"]
+            .as_str()
+            .expect("realm-management")
+            .to_string();
+        let rep = get(format!("/clients/{client}/roles/{role}")).await;
+        let method = if held {
+            reqwest::Method::POST
+        } else {
+            reqwest::Method::DELETE
+        };
+        m.send(
+            method,
+            &format!("/users/{user}/role-mappings/clients/{client}"),
+            Some(serde_json::json!([rep])),
+        )
+        .await;
+    }
+
+    async fn give_back(self) {
+        Self::set(&self.url, &self.role, true).await;
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for ServiceAccountWithout {
+    fn drop(&mut self) {
+        let (url, role) = (self.url.clone(), self.role.clone());
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(ServiceAccountWithout::set(&url, &role, true))
+        })
+        .join();
     }
 }
 
@@ -566,4 +670,114 @@ fn uuid_suffix() -> String {
             .as_nanos()
             & 0xffff_ffff
     )
+}
+
+/// A removal Keycloak really refuses (jitd's service account lost
+/// `manage-users` while the grant was active) becomes `removal_failed`,
+/// visible and late; once the rights are back, an approver retries it with
+/// `jit retry-removal` and jitd removes the role, confirmed by Keycloak.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_keycloak_refuses_fails_visibly_and_is_retried_after_the_fix() {
+    let _serial = serial().await;
+    let ctx = Ctx::new().await;
+    let master = MasterAdmin::new(&ctx.env.url).await;
+    let role = format!("jit-e2e-r-{}", uuid_suffix());
+    master.create_role(&role).await;
+    let policy = policy_only(&auto_entitlement("temp-refused", &role, ""));
+    let jitd = Jitd::start(&policy);
+    let alice = jitd.client(&token("alice").await);
+    let id = alice
+        .create(&body("temp-refused", "30m"))
+        .await
+        .unwrap()
+        .request
+        .id()
+        .to_string();
+    eventually(SECS, "active", || async {
+        alice.get(&id).await.unwrap().request.status() == Status::Active
+    })
+    .await;
+    assert!(ctx.has_realm_role("alice", &role).await);
+
+    let without = ServiceAccountWithout::take(&ctx.env.url, "manage-users").await;
+    alice.drop_grant(&id).await.unwrap();
+    eventually(SECS, "the removal to fail for good", || async {
+        alice.get(&id).await.unwrap().keycloak.removal_failed
+    })
+    .await;
+    let v = alice.get(&id).await.unwrap();
+    assert!(v.revoke_late, "a failed removal is shown as late");
+    assert!(
+        master.has_realm_role("alice", &role).await,
+        "Keycloak really refused"
+    );
+    assert!(audit_has(&jitd, &id, "grant.removal_failed", "administrator").await);
+
+    // `jit show` says so and what to do.
+    let jit = |args: &[&str], who: &str, tok: &str| {
+        std::process::Command::new(bin("jit"))
+            .args(["--server", &jitd.url])
+            .args(args)
+            .env("JIT_TOKEN", tok)
+            .env("JIT_CONFIG_DIR", jitd.dir.path())
+            .env_remove("JIT_PROFILE")
+            .env_remove("JIT_SERVER")
+            .output()
+            .unwrap_or_else(|e| panic!("jit as {who}: {e}"))
+    };
+    let bob_token = token("bob").await;
+    let out = jit(&["show", &id], "bob", &bob_token);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("removal FAILED") && text.contains("jit retry-removal"),
+        "{text}"
+    );
+
+    // The rights are back; bob (an approver) retries from the CLI.
+    without.give_back().await;
+    let out = jit(
+        &[
+            "retry-removal",
+            &id,
+            "--comment",
+            "service account rights restored",
+        ],
+        "bob",
+        &bob_token,
+    );
+    assert!(
+        out.status.success(),
+        "exit {:?}: {} {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(SECS, "the retried removal confirmed", || async {
+        alice.get(&id).await.unwrap().keycloak.removed_at.is_some()
+    })
+    .await;
+    let v = alice.get(&id).await.unwrap();
+    assert!(
+        !v.revoke_late && !v.keycloak.removal_failed,
+        "{:?}",
+        v.keycloak
+    );
+    assert!(
+        !ctx.has_realm_role("alice", &role).await,
+        "removed in Keycloak"
+    );
+    assert!(audit_has(&jitd, &id, "grant.removal_retried", "rights restored").await);
+    assert!(audit_has(&jitd, &id, "grant.removed", "").await);
+
+    // Nothing left to retry: exit 8 (conflict), one line.
+    let out = jit(&["retry-removal", &id], "bob", &bob_token);
+    assert_eq!(
+        out.status.code(),
+        Some(8),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to retry"));
+    master.delete_role(&role).await;
 }

@@ -196,6 +196,16 @@ enum Cmd {
         #[arg(long)]
         comment: String,
     },
+    /// Try again a removal jitd gave up (shown as removal FAILED), after
+    /// the cause in Keycloak is fixed or the role was removed by hand
+    /// (approvers of the entitlement, or the grant's requester).
+    RetryRemoval {
+        /// Grant (request) id, or a unique prefix of one.
+        id: String,
+        /// What was fixed (kept in the audit).
+        #[arg(long)]
+        comment: Option<String>,
+    },
     /// Ask for more time on your active grant.
     Extend {
         /// Grant (request) id, or a unique prefix of one.
@@ -541,6 +551,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Cancel { id } => cancel(&cli, id).await,
         Cmd::Drop { id } => drop_grant(&cli, id).await,
         Cmd::Revoke { id, comment } => revoke(&cli, id, comment).await,
+        Cmd::RetryRemoval { id, comment } => retry_removal(&cli, id, comment.as_deref()).await,
         Cmd::Extend {
             id,
             duration: d,
@@ -666,6 +677,18 @@ async fn revoke(cli: &Cli, id: &str, comment: &str) -> anyhow::Result<()> {
     };
     let what = ended_grant_effect(&c, &r, "revoked").await;
     cli.print(&r, || render::outcome(&r, &what))
+}
+
+async fn retry_removal(cli: &Cli, id: &str, comment: Option<&str>) -> anyhow::Result<()> {
+    let c = client(cli)?;
+    let id = resolve(&c, id).await?;
+    let r = c.retry_removal(&id, comment).await?;
+    cli.print(&r, || {
+        render::outcome(
+            &r,
+            "the removal is pending again; jitd removes the role from Keycloak now (see `jit show`)",
+        )
+    })
 }
 
 /// The error of a drop or revoke that jitd refused: for a grant no longer

@@ -431,7 +431,16 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
             safe(q.end_reason().unwrap_or(""))
         );
     }
-    if let Some(e) = &r.keycloak.last_error {
+    if r.keycloak.removal_failed {
+        println!(
+            "Keycloak     removal FAILED, jitd stopped trying: {}",
+            r.keycloak.last_error.as_deref().unwrap_or("-")
+        );
+        println!(
+            "             fix the cause in Keycloak (or remove the role by hand), then: jit retry-removal {}",
+            short(q.id())
+        );
+    } else if let Some(e) = &r.keycloak.last_error {
         println!("Keycloak     retrying: {e}");
     }
     if r.revoke_late {

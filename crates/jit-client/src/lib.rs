@@ -390,6 +390,25 @@ impl Client {
         .await
     }
 
+    /// `POST /v1/grants/{id}/retry-removal` (an approver of the
+    /// entitlement, or the requester): jitd tries a given-up removal
+    /// (`removal_failed`) again. Errors: `removal_not_failed` (409) when
+    /// there is nothing to retry, `not_an_approver` (403).
+    pub async fn retry_removal(
+        &self,
+        id: &str,
+        comment: Option<&str>,
+    ) -> Result<RequestView, ClientError> {
+        self.post_decision(
+            format!("/v1/grants/{}/retry-removal", seg(id)),
+            &DecisionBody {
+                comment: comment.map(str::to_string),
+                duration: None,
+            },
+        )
+        .await
+    }
+
     /// `GET /v1/audit?since=` as rows.
     pub async fn audit(&self, since: i64) -> Result<Vec<AuditRecord>, ClientError> {
         self.json(

@@ -80,6 +80,10 @@ pub enum DomainError {
     DuplicatePending(String, String),
     #[error("'{entitlement}' cannot be granted now: {reason}")]
     EntitlementUnavailable { entitlement: String, reason: String },
+    /// Only a grant whose removal jitd gave up (`removal_failed`) can have
+    /// its removal retried.
+    #[error("request {0}'s removal has not failed, so there is nothing to retry (only a grant shown as removal_failed can be retried)")]
+    RemovalNotFailed(String),
     #[error("no request with this id that you may see (it does not exist, or you are neither its requester nor an approver of its entitlement)")]
     NotFound,
 }
@@ -114,6 +118,7 @@ impl DomainError {
             TextTooLong { .. } => "text_too_long",
             DuplicatePending(..) => "duplicate_pending",
             EntitlementUnavailable { .. } => "entitlement_unavailable",
+            RemovalNotFailed(_) => "removal_not_failed",
             NotFound => "not_found",
         }
     }
@@ -133,7 +138,8 @@ impl DomainError {
             | AlreadyHeldThroughGrant { .. }
             | DuplicatePending(..)
             | EntitlementUnavailable { .. }
-            | NotAnActiveGrant(_) => ErrorKind::Conflict,
+            | NotAnActiveGrant(_)
+            | RemovalNotFailed(_) => ErrorKind::Conflict,
             _ => ErrorKind::Invalid,
         }
     }

@@ -81,6 +81,11 @@ event_kinds! {
     GrantKept = "grant.kept",
     /// Keycloak refused the removal for good; an administrator must act.
     GrantRemovalFailed = "grant.removal_failed",
+    /// Someone who may (an approver of the entitlement, or the requester)
+    /// asked jitd to try a given-up removal again, e.g. after an
+    /// administrator fixed what Keycloak refused; jitd then removes it (or
+    /// finds it gone) and ends the grant the usual way.
+    GrantRemovalRetried = "grant.removal_retried",
     /// Nothing was assigned, so nothing had to be removed.
     GrantNothingToRemove = "grant.nothing_to_remove",
     /// An approved extension's time was added to its grant.

@@ -676,7 +676,11 @@ pub fn check_free_text(field: &'static str, text: &str) -> Result<String, Domain
     Ok(t)
 }
 
-fn clean_comment(c: Option<String>) -> Result<Option<String>, DomainError> {
+/// A decision's optional comment, checked like every free text (plain
+/// text, at most [`MAX_FREE_TEXT_CHARS`] characters); empty reads as none.
+///
+/// Errors: `invalid_text`, `text_too_long`.
+pub fn clean_comment(c: Option<String>) -> Result<Option<String>, DomainError> {
     match c {
         Some(c) => Ok(Some(check_free_text("comment", &c)?).filter(|c| !c.is_empty())),
         None => Ok(None),

@@ -1451,6 +1451,47 @@ fn removal_failed_in(s: &mut Stored, reason: String) -> Vec<Entry> {
     })]
 }
 
+/// The store side of retrying a given-up removal (`removal_failed`), asked
+/// by `actor` (an approver of the entitlement or the requester; the caller
+/// checks that) with an optional `comment`: the removal is pending and due
+/// at once again with a fresh retry budget (`removal_retry_limit_secs`
+/// counts from zero), and one audit note `grant.removal_retried` says who
+/// asked and why. jitd then removes the assignment, or finds it already
+/// gone (an administrator removed it by hand), and ends the removal the
+/// usual way (`grant.removed`, or `removal_failed` again if Keycloak still
+/// refuses). Nobody can mark a removal done without Keycloak confirming it.
+///
+/// Errors: [`DomainError::RemovalNotFailed`] when the grant's removal has
+/// not been given up (nothing to retry; a pending removal is already
+/// being retried).
+pub fn retry_removal_in(
+    s: &mut Stored,
+    actor: &str,
+    comment: Option<String>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Entry>, jit_core::DomainError> {
+    if !s.grant.removal_failed {
+        return Err(jit_core::DomainError::RemovalNotFailed(
+            s.request.id().to_string(),
+        ));
+    }
+    let given_up = s.grant.last_error.take().unwrap_or_default();
+    s.grant.removal_failed = false;
+    s.grant.removal_pending = true;
+    s.grant.attempts = 0;
+    s.grant.next_attempt_at = None;
+    let reason = match comment {
+        Some(c) => format!("{c} (removal had failed: {given_up})"),
+        None => format!("removal had failed: {given_up}"),
+    };
+    Ok(vec![Entry::Note(Note {
+        event: EventKind::GrantRemovalRetried,
+        actor: actor.to_string(),
+        reason: Some(reason),
+        at: now,
+    })])
+}
+
 /// Removes what request `id` assigned (see the module's "Order of a
 /// removal"), from `view` when the tick read it already.
 async fn remove(state: &AppState, id: &str, view: Option<WorkView>) -> Result<(), StoreError> {

@@ -7,8 +7,8 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::http::{header, Request, StatusCode};
+use axum::body::Bytes;
+use axum::http::{header, StatusCode};
 use futures::StreamExt;
 use support::*;
 use tower::ServiceExt;
@@ -53,48 +53,6 @@ fn body(entitlement: &str) -> serde_json::Value {
         "duration": "10m",
         "justification": "router test of the create call",
     })
-}
-
-fn request(
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<serde_json::Value>,
-) -> Request<Body> {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::AUTHORIZATION, format!("Bearer {token}"));
-    let body = match body {
-        Some(b) => {
-            req = req.header(header::CONTENT_TYPE, "application/json");
-            Body::from(b.to_string())
-        }
-        None => Body::empty(),
-    };
-    req.body(body).unwrap()
-}
-
-async fn send(
-    j: &TestJitd,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<serde_json::Value>,
-) -> (StatusCode, serde_json::Value) {
-    let app = jit_server::api::router(j.state().clone());
-    let resp = app
-        .oneshot(request(method, path, token, body))
-        .await
-        .unwrap();
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-    )
 }
 
 /// The standing look-up (`holds`) is asked beside the caller's rights

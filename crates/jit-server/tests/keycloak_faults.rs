@@ -536,6 +536,120 @@ async fn ending_sessions_ends_offline_sessions_too() {
 }
 
 /// Ends active grant `id` now (as a revoke would) and wakes the scheduler.
+/// A removal jitd gave up (`removal_failed`) is tried again when someone
+/// who may asks (the requester, an approver of the entitlement), through
+/// the API: the removal is pending again, audited with who asked and why,
+/// and ends only when Keycloak confirms; while Keycloak still refuses it
+/// fails again. Nobody else may, and a removal that has not failed has
+/// nothing to retry.
+#[tokio::test]
+async fn a_given_up_removal_is_retried_on_request_and_ends_only_when_keycloak_confirms() {
+    use axum::http::StatusCode;
+    let kc = kc_with_users(&["erin", "mallory"]);
+    kc.add_user("appr", &["approver"], &[]);
+    let j = start(POLICY, kc.clone(), "").await;
+    let id = j.request("erin", "open", 3600);
+    j.wait(&id, "active", SECS, |s| {
+        s.request.status() == Status::Active
+    })
+    .await;
+    let path = format!("/v1/grants/{id}/retry-removal");
+    let erin = j.issuer.token("erin", &["requester"]);
+    let appr = j.issuer.token("appr", &["approver"]);
+    let mallory = j.issuer.token("mallory", &["requester"]);
+    let empty = || Some(serde_json::json!({}));
+
+    // Active, its removal never failed: nothing to retry.
+    let (status, b) = send(&j, "POST", &path, &erin, empty()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{b}");
+    assert_eq!(b["code"], "removal_not_failed", "{b}");
+
+    kc.fail(Some(Op::Unassign), None, Fault::Forbidden, None);
+    end_now(&j, &id);
+    j.wait(&id, "the removal to be refused", SECS, |s| {
+        s.grant.removal_failed
+    })
+    .await;
+    let failed = |j: &TestJitd| {
+        j.events(&id)
+            .iter()
+            .filter(|(e, _)| *e == EventKind::GrantRemovalFailed)
+            .count()
+    };
+    assert_eq!(failed(&j), 1);
+
+    // Someone who may not see the grant: not found, and nothing changes.
+    let (status, b) = send(&j, "POST", &path, &mallory, empty()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{b}");
+    assert!(j.get(&id).grant.removal_failed);
+
+    // The requester retries while Keycloak still refuses: pending again at
+    // once, then given up again (a second `grant.removal_failed`).
+    let (status, b) = send(
+        &j,
+        "POST",
+        &path,
+        &erin,
+        Some(serde_json::json!({"comment": "asked the admins"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert_eq!(b["keycloak"]["removal_failed"], false, "{b}");
+    until("the retried removal to be refused again", SECS, || {
+        failed(&j) == 2
+    })
+    .await;
+    let s = j.get(&id);
+    assert!(s.grant.removal_failed && !s.grant.removal_pending);
+    assert!(kc.has("erin", &open_role()), "the fake really refused");
+
+    // Fixed in Keycloak; an approver retries: removed, confirmed, not late.
+    kc.clear_faults();
+    let (status, b) = send(
+        &j,
+        "POST",
+        &path,
+        &appr,
+        Some(serde_json::json!({"comment": "service account rights fixed"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    let s = j
+        .wait(&id, "the removal confirmed", SECS, |s| {
+            s.grant.removed_at.is_some()
+        })
+        .await;
+    assert!(!s.grant.removal_pending && !s.grant.removal_failed);
+    assert!(!kc.has("erin", &open_role()), "removed in Keycloak");
+    assert!(!jit_server::api::view(j.state(), &s, None).revoke_late);
+    assert!(has_event(
+        &j,
+        &id,
+        EventKind::GrantRemovalRetried,
+        "service account rights fixed"
+    ));
+    let retried: Vec<_> = j
+        .events(&id)
+        .into_iter()
+        .filter(|(e, _)| *e == EventKind::GrantRemovalRetried)
+        .collect();
+    assert_eq!(retried.len(), 2, "{retried:?}");
+    assert!(has_event(&j, &id, EventKind::GrantRemoved, ""));
+    until("the late gauge back to zero", SECS, || {
+        j.state()
+            .metrics
+            .encode()
+            .contains("jit_revocations_late 0")
+    })
+    .await;
+
+    // Done: nothing to retry any more.
+    let (status, b) = send(&j, "POST", &path, &appr, empty()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{b}");
+    assert_eq!(b["code"], "removal_not_failed", "{b}");
+    j.stop().await;
+}
+
 fn end_now(j: &TestJitd, id: &str) {
     j.state()
         .store

@@ -80,7 +80,7 @@ last_error: string | null,
  */
 removal_failed: boolean, };
 
-export type KnownEventKind = "request.created" | "request.voted" | "request.approved" | "request.denied" | "request.cancelled" | "request.lapsed" | "request.reviewed" | "grant.granted" | "grant.standing" | "grant.extended" | "grant.expired" | "grant.dropped" | "grant.revoked" | "grant.failed" | "grant.removed" | "grant.kept" | "grant.removal_failed" | "grant.nothing_to_remove" | "extension.applied";
+export type KnownEventKind = "request.created" | "request.voted" | "request.approved" | "request.denied" | "request.cancelled" | "request.lapsed" | "request.reviewed" | "grant.granted" | "grant.standing" | "grant.extended" | "grant.expired" | "grant.dropped" | "grant.revoked" | "grant.failed" | "grant.removed" | "grant.kept" | "grant.removal_failed" | "grant.removal_retried" | "grant.nothing_to_remove" | "extension.applied";
 
 // jit_core::api::EventKind: a known name, or a newer server's.
 export type EventKind = KnownEventKind | (string & {});

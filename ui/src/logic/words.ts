@@ -16,6 +16,8 @@ const EVENTS: Partial<Record<KnownEventKind, string>> = {
   "grant.dropped": "Dropped by the requester",
   "grant.revoked": "Access revoked",
   "grant.extended": "Extended",
+  "grant.removal_failed": "Removal failed: an administrator must act",
+  "grant.removal_retried": "Removal retried",
 };
 
 /** `grant.extended` → "Extended"; kinds without words here (and a newer

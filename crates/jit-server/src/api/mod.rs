@@ -73,6 +73,7 @@ fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(requests::review))
         .routes(routes!(grants::drop_grant))
         .routes(routes!(grants::revoke))
+        .routes(routes!(grants::retry_removal))
         .routes(routes!(crate::events::stream))
         .routes(routes!(audit::audit))
         .routes(routes!(audit::audit_verify))

@@ -105,6 +105,14 @@ pub fn headline(ev: &WebhookEvent, what: &str) -> String {
         K::GrantRemoved => format!("{what} removed from {who} in Keycloak"),
         K::GrantKept => format!("{who} keeps {what} (held before the grant)"),
         K::GrantStanding => format!("{who} already held {what}"),
+        K::GrantRemovalFailed => {
+            format!(
+                "Removal FAILED: {what} stays with {who} in Keycloak until an administrator acts"
+            )
+        }
+        K::GrantRemovalRetried => {
+            format!("{actor} retried removing {what} from {who} in Keycloak")
+        }
         _ => format!("{}: {who}, {what}", ev.record.event),
     }
 }

@@ -222,3 +222,51 @@ impl Issuer {
         jsonwebtoken::encode(&h, &claims, &self.key).unwrap()
     }
 }
+
+/// An HTTP request to jitd's router with a bearer token and an optional
+/// JSON body.
+pub fn request(
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> axum::http::Request<axum::body::Body> {
+    use axum::http::header;
+    let mut req = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"));
+    let body = match body {
+        Some(b) => {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+            axum::body::Body::from(b.to_string())
+        }
+        None => axum::body::Body::empty(),
+    };
+    req.body(body).unwrap()
+}
+
+/// Sends [`request`] through jitd's router (axum `oneshot`, no socket):
+/// the status and the body as JSON (`Null` when it is not JSON).
+pub async fn send(
+    j: &TestJitd,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> (axum::http::StatusCode, serde_json::Value) {
+    use tower::ServiceExt;
+    let app = jit_server::api::router(j.state().clone());
+    let resp = app
+        .oneshot(request(method, path, token, body))
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
