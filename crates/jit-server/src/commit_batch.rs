@@ -10,6 +10,10 @@
 //! request's latest state, is all-or-nothing for its request (a refused
 //! change writes nothing for that request) and is on disk before its caller
 //! goes on; an idle scheduler commits at once (no added wait).
+//!
+//! With several replicas, the claims of finished work are given back the
+//! same way ([`ReleaseBatcher`]): what the workers finish while a release
+//! runs is released together in the next statement.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -129,6 +133,8 @@ async fn write(store: &Store, jobs: Vec<Job>) {
         .collect();
     let slots = Arc::new(Mutex::new(slots));
     let inside = slots.clone();
+    let started = std::time::Instant::now();
+    let changes = ids.len();
     let r = store
         .update_each(ids, move |s| {
             let mut slots = inside.lock().unwrap_or_else(|p| p.into_inner());
@@ -150,6 +156,11 @@ async fn write(store: &Store, jobs: Vec<Job>) {
             }
         })
         .await;
+    tracing::debug!(
+        changes,
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "group commit"
+    );
     let mut slots = slots.lock().unwrap_or_else(|p| p.into_inner());
     match r {
         Ok((_, recs)) => {
@@ -190,4 +201,77 @@ struct Slot {
     change: Option<Change>,
     reply: Option<oneshot::Sender<Reply>>,
     result: Option<Result<Stored, DomainError>>,
+}
+
+/// Gives back finished work's claims ([`Store::release_many`]), the
+/// workers' that finish at the same time in one statement.
+#[derive(Default)]
+pub struct ReleaseBatcher {
+    queue: Arc<Mutex<Releases>>,
+}
+
+/// One caller's release: `(owner, ids, reply)`.
+type ReleaseJob = (String, Vec<String>, oneshot::Sender<Result<(), String>>);
+
+#[derive(Default)]
+struct Releases {
+    jobs: Vec<ReleaseJob>,
+    writing: bool,
+}
+
+impl ReleaseBatcher {
+    /// Releases `owner`'s claims on `ids`, together with other callers'.
+    /// Errors: the statement failed (the claims then lapse at their
+    /// expiry).
+    pub async fn release(
+        &self,
+        store: &Store,
+        owner: &str,
+        ids: Vec<String>,
+    ) -> Result<(), String> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        let start_writer = {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            q.jobs.push((owner.to_string(), ids, tx));
+            !std::mem::replace(&mut q.writing, true)
+        };
+        if start_writer {
+            let queue = self.queue.clone();
+            let store = store.clone();
+            tokio::spawn(async move {
+                loop {
+                    let jobs = {
+                        let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
+                        if q.jobs.is_empty() {
+                            q.writing = false;
+                            return;
+                        }
+                        std::mem::take(&mut q.jobs)
+                    };
+                    let mut by_owner: HashMap<String, Vec<_>> = HashMap::new();
+                    for job in jobs {
+                        by_owner.entry(job.0.clone()).or_default().push(job);
+                    }
+                    for (owner, jobs) in by_owner {
+                        let ids: Vec<String> = jobs
+                            .iter()
+                            .flat_map(|(_, ids, _)| ids.iter().cloned())
+                            .collect();
+                        let r = store
+                            .release_many(ids, &owner)
+                            .await
+                            .map_err(|e| e.to_string());
+                        for (_, _, tx) in jobs {
+                            let _ = tx.send(r.clone());
+                        }
+                    }
+                }
+            });
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("the release task stopped".into()))
+    }
 }

@@ -62,7 +62,7 @@ use jit_core::{DomainError, EntitlementKind, Principal, Status, Transition};
 use jit_keycloak::{KeycloakError, TargetStatus};
 use serde::Deserialize;
 
-use crate::commit_batch::CommitBatcher;
+use crate::commit_batch::{CommitBatcher, ReleaseBatcher};
 use crate::permits::{Permits, Priority};
 use crate::store::{AuditRecord, Entry, EventKind, Note, StoreError, Stored, WorkView};
 use crate::AppState;
@@ -111,6 +111,8 @@ pub struct Scheduler {
     permits: Arc<Permits>,
     /// Group commit of the workers' store changes.
     commits: CommitBatcher,
+    /// Group release of finished work's claims (several replicas).
+    releases: ReleaseBatcher,
     /// Assignments (user + target) with a worker right now.
     busy: Mutex<HashSet<String>>,
     /// Requests handed to a worker and not finished.
@@ -139,6 +141,7 @@ impl Scheduler {
         Scheduler {
             permits: Permits::new(config.keycloak_concurrency),
             commits: CommitBatcher::default(),
+            releases: ReleaseBatcher::default(),
             config,
             busy: Mutex::new(HashSet::new()),
             in_flight: Mutex::new(HashSet::new()),
@@ -519,6 +522,7 @@ pub async fn close_orphaned_extensions(state: &AppState) -> Result<(), StoreErro
 /// Ends request `id` by jitd with `reason` (cancelled before activation,
 /// revoked when active).
 async fn withdraw(state: &AppState, id: &str, reason: &str) -> Result<(), StoreError> {
+    release_slot();
     let reason = reason.to_string();
     ignore_race(
         state
@@ -621,6 +625,7 @@ pub async fn tick(
     // first (one transaction for the whole tick): each grant and removal is
     // worked on by one replica at a time, and a dead replica's claims lapse
     // after CLAIM_LEASE. One process alone on SQLite needs no claims.
+    let claimed_at = Instant::now();
     let claimed: HashSet<String> = if state.store.shared() {
         let mut ids: Vec<String> = candidates.iter().map(|(_, id)| id.clone()).collect();
         ids.dedup();
@@ -754,21 +759,46 @@ pub async fn tick(
             });
             let shared = state.store.shared();
             SLOT.scope(slot, async {
+                // The worker's claims, from the tick's: renewed together,
+                // before an item, once CLAIM_RENEW_AFTER has passed since
+                // they were last taken (so each item starts with at least
+                // CLAIM_LEASE - CLAIM_RENEW_AFTER of its claim left).
+                let mut claimed_at = claimed_at;
+                let mut lost: HashSet<String> = HashSet::new();
                 for (i, (kind, id)) in items.iter().enumerate() {
                     if state.scheduler.keycloak_down() {
                         break;
                     }
                     // Items after the first waited for the ones before:
-                    // renew the claim (or find another replica took it over).
-                    if shared && i > 0 {
+                    // renew the claims if due (or find another replica took
+                    // some over).
+                    if shared && i > 0 && claimed_at.elapsed() >= CLAIM_RENEW_AFTER {
+                        let mut rest: Vec<String> = items[i..]
+                            .iter()
+                            .map(|(_, id)| id.clone())
+                            .filter(|id| !lost.contains(id))
+                            .collect();
+                        rest.dedup();
+                        let asked = Instant::now();
                         match state
                             .store
-                            .claim(vec![id.clone()], &state.replica, Utc::now(), CLAIM_LEASE)
+                            .claim(rest.clone(), &state.replica, Utc::now(), CLAIM_LEASE)
                             .await
                         {
-                            Ok(got) if !got.is_empty() => {}
-                            _ => continue,
+                            Ok(got) => {
+                                claimed_at = asked;
+                                let got: HashSet<String> = got.into_iter().collect();
+                                lost.extend(rest.into_iter().filter(|id| !got.contains(id)));
+                            }
+                            // Not renewed: this item waits for a later tick.
+                            Err(e) => {
+                                tracing::warn!(request = %id, error = %e, "renewing claims failed");
+                                continue;
+                            }
                         }
+                    }
+                    if lost.contains(id) {
+                        continue;
                     }
                     let t = Instant::now();
                     // Items after the first read afresh (the first changed
@@ -798,10 +828,15 @@ pub async fn tick(
             })
             .await;
             if shared {
-                for (_, id) in &items {
-                    if let Err(e) = state.store.release(id, &state.replica).await {
-                        tracing::warn!(request = %id, error = %e, "releasing a claim failed; it lapses");
-                    }
+                let mut ids: Vec<String> = items.iter().map(|(_, id)| id.clone()).collect();
+                ids.dedup();
+                if let Err(e) = state
+                    .scheduler
+                    .releases
+                    .release(&state.store, &state.replica, ids)
+                    .await
+                {
+                    tracing::warn!(error = %e, "releasing claims failed; they lapse");
                 }
             }
             {
@@ -878,8 +913,16 @@ fn probe(state: &Arc<AppState>) {
 /// another replica waits to take over the work of one that died. Longer
 /// than one item's Keycloak calls take at their time limit
 /// ([`SchedulerConfig::keycloak_call_timeout_secs`], default 10 s) is not
-/// needed: a claim is renewed before each item of a worker.
+/// needed: a worker renews its claims before an item once
+/// [`CLAIM_RENEW_AFTER`] has passed since it last took them.
 pub const CLAIM_LEASE: chrono::Duration = chrono::Duration::seconds(10);
+
+/// A worker renews its claims (all of its remaining items, one statement)
+/// before its next item once this long has passed since they were taken:
+/// every item starts with at least 8 s of its claim left, and a worker
+/// whose items follow one another quickly asks the database once, not once
+/// per item.
+const CLAIM_RENEW_AFTER: Duration = Duration::from_secs(2);
 
 /// Wait before retry number `attempt` (1, 2, …), seconds: 1 doubling to 10.
 fn backoff_secs(attempt: u32) -> i64 {
@@ -916,6 +959,8 @@ fn backoff(s: &mut Stored, err: String) {
 /// unless its limit is reached — then the grant ends `failed`, or the
 /// removal becomes `removal_failed` (audited, published, counted).
 async fn record_failure(state: &AppState, id: &str, err: String) -> Result<(), StoreError> {
+    // Keycloak answered (or did not): its slot is not needed for the store.
+    release_slot();
     if state.scheduler.keycloak_down() {
         // Keycloak is unreachable as a whole: not this item's failure. It
         // stays due (shown with the error) and is retried as soon as the
@@ -998,6 +1043,7 @@ async fn record_failure(state: &AppState, id: &str, err: String) -> Result<(), S
 /// good, or it was given up), audited and published to the requester and
 /// approvers.
 async fn fail_grant(state: &AppState, id: &str, reason: String) -> Result<(), StoreError> {
+    release_slot();
     tracing::warn!(request = id, %reason, "grant failed for good");
     ignore_race(
         state
@@ -1425,6 +1471,7 @@ async fn finish_removal(
 /// Keycloak forbids the removal for good: no more retries; the grant shows
 /// `removal_failed` and the reason, and the audit says so.
 async fn removal_failed(state: &AppState, id: &str, err: &KeycloakError) -> Result<(), StoreError> {
+    release_slot();
     let reason = format!("Keycloak refused the removal; an administrator must remove it: {err}");
     tracing::error!(request = id, %reason, "removal failed for good");
     let (_, recs) = state

@@ -32,6 +32,7 @@ mod outbox;
 pub mod pg_tls;
 pub mod postgres;
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -224,6 +225,11 @@ fn removal_column(g: &GrantState) -> i64 {
     }
 }
 
+/// `ids` as one JSON array (the parameter of [`SqlStore::id_list`]).
+fn ids_json(ids: &[String]) -> String {
+    serde_json::to_string(ids).expect("ids serialise")
+}
+
 fn target_key(t: &EntitlementKind) -> String {
     serde_json::to_string(t).expect("target serialises")
 }
@@ -402,12 +408,15 @@ impl SqlStore {
     }
 
     /// Like [`SqlStore::write`], but on PostgreSQL without the audit
-    /// chain's advisory lock: for transactions that neither append to the
-    /// audit log nor touch `requests` (the webhook outbox's leases and
-    /// outcomes), so they do not queue behind every replica's writers. They
-    /// lock only `outbox` rows, which no transaction holding the audit lock
-    /// locks (enqueueing only inserts): no lock-order deadlock. On SQLite
-    /// the same as `write` (one writer at a time anyway).
+    /// chain's advisory lock: for transactions that append nothing to the
+    /// audit log, so they do not queue behind every replica's writers (nor
+    /// wait for their disk syncs): the webhook outbox's leases and outcomes
+    /// (they lock only `outbox` rows, which no transaction holding the
+    /// audit lock locks — enqueueing only inserts) and the scheduler's
+    /// claims on requests ([`SqlStore::claim`] never waits for a row lock;
+    /// [`SqlStore::release_many`] locks rows in id order, like every
+    /// transaction that locks several). No lock-order deadlock either way.
+    /// On SQLite the same as `write` (one writer at a time anyway).
     pub(crate) fn write_unchained<R>(
         &self,
         f: impl FnOnce(&mut dyn Conn) -> Result<R, StoreError>,
@@ -503,16 +512,60 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Appends one audit row for `e` to the chain, with the chain's head
+    /// read once per transaction (`head`: `None` until read). Every caller
+    /// holds the chain's lock (PostgreSQL: [`postgres::AUDIT_LOCK`];
+    /// SQLite: the one writer), so the head cannot move under it.
     fn append(
         &self,
         c: &mut dyn Conn,
+        head: &mut Option<(i64, String)>,
         r: &AccessRequest,
         e: &Entry,
     ) -> Result<AuditRecord, StoreError> {
-        let last = c.query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])?;
-        let (prev_seq, prev_hash) = match last.first() {
-            Some(row) => (row[0].int()?, row[1].text()?),
-            None => (0, GENESIS.to_string()),
+        let rec = Self::next_record(c, head, r, e)?;
+        c.exec(
+            "INSERT INTO audit (seq, at, event, request_id, entitlement_id, requester_id, actor, reason, from_status, to_status, prev_hash, hash, actor_client)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            &[
+                P::from(rec.seq),
+                P::from(ts(rec.at)),
+                P::from(rec.event.as_str()),
+                P::from(&rec.request_id),
+                P::from(&rec.entitlement_id),
+                P::from(&rec.requester_id),
+                P::from(&rec.actor),
+                P::from(rec.reason.clone()),
+                P::from(rec.from_status.clone()),
+                P::from(rec.to_status.clone()),
+                P::from(&rec.prev_hash),
+                P::from(&rec.hash),
+                P::from(rec.actor_client.clone()),
+            ],
+        )?;
+        // The outbox rows are part of the same transaction as the audit row.
+        self.enqueue(c, &rec, r)?;
+        Ok(rec)
+    }
+
+    /// The audit row that follows `head` for entry `e` of request `r`
+    /// (hash computed, not written); moves `head` on to it. Reads the head
+    /// from the database the first time in a transaction.
+    fn next_record(
+        c: &mut dyn Conn,
+        head: &mut Option<(i64, String)>,
+        r: &AccessRequest,
+        e: &Entry,
+    ) -> Result<AuditRecord, StoreError> {
+        let (prev_seq, prev_hash) = match head.take() {
+            Some(h) => h,
+            None => {
+                let last = c.query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])?;
+                match last.first() {
+                    Some(row) => (row[0].int()?, row[1].text()?),
+                    None => (0, GENESIS.to_string()),
+                }
+            }
         };
         let (event, actor, reason, from, to, at) = match e {
             Entry::Transition(t) => (
@@ -554,27 +607,7 @@ impl SqlStore {
             hash: String::new(),
         };
         rec.hash = rec.compute_hash();
-        c.exec(
-            "INSERT INTO audit (seq, at, event, request_id, entitlement_id, requester_id, actor, reason, from_status, to_status, prev_hash, hash, actor_client)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            &[
-                P::from(rec.seq),
-                P::from(ts(rec.at)),
-                P::from(rec.event.as_str()),
-                P::from(&rec.request_id),
-                P::from(&rec.entitlement_id),
-                P::from(&rec.requester_id),
-                P::from(&rec.actor),
-                P::from(rec.reason.clone()),
-                P::from(rec.from_status.clone()),
-                P::from(rec.to_status.clone()),
-                P::from(&rec.prev_hash),
-                P::from(&rec.hash),
-                P::from(rec.actor_client.clone()),
-            ],
-        )?;
-        // The outbox rows are part of the same transaction as the audit row.
-        self.enqueue(c, &rec, r)?;
+        *head = Some((rec.seq, rec.hash.clone()));
         Ok(rec)
     }
 
@@ -592,6 +625,7 @@ impl SqlStore {
     fn insert_in(
         &self,
         c: &mut dyn Conn,
+        head: &mut Option<(i64, String)>,
         r: &AccessRequest,
         transitions: Vec<Transition>,
     ) -> Result<Vec<AuditRecord>, StoreError> {
@@ -602,7 +636,7 @@ impl SqlStore {
         Self::save(c, &stored, true)?;
         let mut recs = Vec::new();
         for t in transitions {
-            recs.push(self.append(c, r, &t.into())?);
+            recs.push(self.append(c, head, r, &t.into())?);
         }
         Ok(recs)
     }
@@ -643,7 +677,7 @@ impl SqlStore {
         transitions: Vec<Transition>,
     ) -> Result<Vec<AuditRecord>, StoreError> {
         self.write(|c| {
-            let recs = self.insert_in(c, r, transitions)?;
+            let recs = self.insert_in(c, &mut None, r, transitions)?;
             self.notify(c, &recs)?;
             Ok(recs)
         })
@@ -664,7 +698,8 @@ impl SqlStore {
         F: FnOnce(&mut Stored, &mut Stored) -> Result<(Vec<Entry>, Vec<Entry>), DomainError>,
     {
         self.write(|c| {
-            let mut recs = self.insert_in(c, r, transitions)?;
+            let head = &mut None;
+            let mut recs = self.insert_in(c, head, r, transitions)?;
             let mut n = Stored {
                 request: r.clone(),
                 grant: GrantState::default(),
@@ -674,10 +709,10 @@ impl SqlStore {
             Self::save(c, &n, false)?;
             Self::save(c, &o, false)?;
             for e in &en {
-                recs.push(self.append(c, &n.request, e)?);
+                recs.push(self.append(c, head, &n.request, e)?);
             }
             for e in &eo {
-                recs.push(self.append(c, &o.request, e)?);
+                recs.push(self.append(c, head, &o.request, e)?);
             }
             self.notify(c, &recs)?;
             Ok((n, o, recs))
@@ -708,9 +743,9 @@ impl SqlStore {
             let mut s = self.get_for_update(c, id)?;
             let entries = f(&mut s)?;
             Self::save(c, &s, false)?;
-            let mut recs = Vec::new();
+            let (mut recs, head) = (Vec::new(), &mut None);
             for e in &entries {
-                recs.push(self.append(c, &s.request, e)?);
+                recs.push(self.append(c, head, &s.request, e)?);
             }
             self.notify(c, &recs)?;
             Ok((s, recs))
@@ -729,17 +764,24 @@ impl SqlStore {
         F: FnOnce(&mut Stored, &mut Stored) -> Result<(Vec<Entry>, Vec<Entry>), DomainError>,
     {
         self.write(|c| {
-            let mut sa = self.get_for_update(c, a)?;
-            let mut sb = self.get_for_update(c, b)?;
+            // Rows are locked in id order, as everywhere (no lock-order
+            // deadlock with claim releases, which take no audit lock).
+            let (mut sa, mut sb) = if a <= b {
+                let sa = self.get_for_update(c, a)?;
+                (sa, self.get_for_update(c, b)?)
+            } else {
+                let sb = self.get_for_update(c, b)?;
+                (self.get_for_update(c, a)?, sb)
+            };
             let (ea, eb) = f(&mut sa, &mut sb)?;
             Self::save(c, &sa, false)?;
             Self::save(c, &sb, false)?;
-            let mut recs = Vec::new();
+            let (mut recs, head) = (Vec::new(), &mut None);
             for e in &ea {
-                recs.push(self.append(c, &sa.request, e)?);
+                recs.push(self.append(c, head, &sa.request, e)?);
             }
             for e in &eb {
-                recs.push(self.append(c, &sb.request, e)?);
+                recs.push(self.append(c, head, &sb.request, e)?);
             }
             self.notify(c, &recs)?;
             Ok((sa, sb, recs))
@@ -749,8 +791,13 @@ impl SqlStore {
     /// Applies `f` to each request of `ids` in one transaction (one disk
     /// sync for all): each request is saved with its audit rows, or — if
     /// `f` refuses it (e.g. another path changed it first) — left as it was
-    /// while the others are still saved. Returns the ids that changed and
-    /// all audit rows written, in order.
+    /// while the others are still saved. Requests are taken in id order
+    /// (each once; ids that do not exist are skipped). Returns the ids that
+    /// changed and all audit rows written, in order.
+    ///
+    /// A fixed number of round trips for the whole batch on PostgreSQL:
+    /// one statement locks and reads every row, one writes every changed
+    /// row, one appends every audit row (the chain's head is read once).
     pub fn update_each<F>(
         &self,
         ids: &[String],
@@ -762,27 +809,156 @@ impl SqlStore {
         if ids.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
+        let pg = self.db.dialect() == Dialect::Postgres;
+        let lock = if pg { " FOR UPDATE" } else { "" };
+        let list = self.id_list();
+        let json = ids_json(ids);
         self.write(|c| {
+            let rows = c.query(
+                &format!(
+                    "SELECT body, grant_state FROM requests WHERE id IN {list} ORDER BY id{lock}"
+                ),
+                &[P::from(&json)],
+            )?;
             let mut changed = Vec::new();
+            let mut saved = Vec::new();
             let mut recs = Vec::new();
-            for id in ids {
-                let mut s = match self.get_for_update(c, id) {
-                    Ok(s) => s,
-                    Err(StoreError::Domain(DomainError::NotFound)) => continue,
-                    Err(e) => return Err(e),
-                };
+            let head = &mut None;
+            for row in &rows {
+                let mut s = Self::row_to_stored(row)?;
+                let votes = s.request.votes().len();
                 let Ok(entries) = f(&mut s) else {
                     continue;
                 };
-                Self::save(c, &s, false)?;
-                for e in &entries {
-                    recs.push(self.append(c, &s.request, e)?);
+                if pg {
+                    for e in &entries {
+                        recs.push((Self::next_record(c, head, &s.request, e)?, saved.len()));
+                    }
+                    saved.push((s, votes));
+                } else {
+                    Self::save(c, &s, false)?;
+                    for e in &entries {
+                        let rec = self.append(c, head, &s.request, e)?;
+                        recs.push((rec, 0));
+                    }
+                    changed.push(s.request.id().to_string());
                 }
-                changed.push(id.clone());
             }
+            if pg && !saved.is_empty() {
+                Self::save_existing_pg(c, &saved)?;
+                Self::insert_audit_pg(c, recs.iter().map(|(r, _)| r))?;
+                for (rec, i) in &recs {
+                    self.enqueue(c, rec, &saved[*i].0.request)?;
+                }
+                changed = saved
+                    .iter()
+                    .map(|(s, _)| s.request.id().to_string())
+                    .collect();
+            }
+            let recs: Vec<AuditRecord> = recs.into_iter().map(|(r, _)| r).collect();
             self.notify(c, &recs)?;
             Ok((changed, recs))
         })
+    }
+
+    /// Saves requests that exist already, on PostgreSQL, in one statement
+    /// (and one more for the votes added: `(stored, votes it had when
+    /// read)`; votes are only ever added).
+    fn save_existing_pg(c: &mut dyn Conn, saved: &[(Stored, usize)]) -> Result<(), StoreError> {
+        let rows: Vec<serde_json::Value> = saved
+            .iter()
+            .map(|(s, _)| {
+                let r = &s.request;
+                serde_json::json!({
+                    "id": r.id(),
+                    "status": r.status().as_str(),
+                    "start_at": r.start_at().map(ts),
+                    "expires_at": r.expires_at().map(ts),
+                    "body": serde_json::to_string(r).expect("request serialises"),
+                    "grant_state": serde_json::to_string(&s.grant).expect("grant state serialises"),
+                    "removal_pending": removal_column(&s.grant),
+                    "next_attempt_at": s.grant.next_attempt_at.map(ts),
+                    "review_open": (r.review_required() && r.reviewed_at().is_none()) as i64,
+                })
+            })
+            .collect();
+        // The same columns as `save` changes on a conflict.
+        c.exec(
+            "UPDATE requests AS q SET status = x.status, start_at = x.start_at, expires_at = x.expires_at,
+               body = x.body, grant_state = x.grant_state, removal_pending = x.removal_pending,
+               next_attempt_at = x.next_attempt_at, review_open = x.review_open,
+               pending_slot = CASE WHEN x.status = 'pending' THEN q.pending_slot ELSE 0 END
+             FROM jsonb_to_recordset(?::text::jsonb) AS x(id text, status text, start_at text, expires_at text,
+               body text, grant_state text, removal_pending bigint, next_attempt_at text, review_open bigint)
+             WHERE q.id = x.id",
+            &[P::from(serde_json::Value::Array(rows).to_string())],
+        )?;
+        let votes: Vec<serde_json::Value> = saved
+            .iter()
+            .flat_map(|(s, before)| {
+                s.request.votes().iter().skip(*before).map(|v| {
+                    serde_json::json!({"request_id": s.request.id(), "approver_id": v.approver_id})
+                })
+            })
+            .collect();
+        if !votes.is_empty() {
+            c.exec(
+                "INSERT INTO request_votes (request_id, approver_id)
+                 SELECT request_id, approver_id FROM jsonb_to_recordset(?::text::jsonb) AS x(request_id text, approver_id text)
+                 ON CONFLICT DO NOTHING",
+                &[P::from(serde_json::Value::Array(votes).to_string())],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Appends audit rows (made by [`SqlStore::next_record`], in chain
+    /// order) on PostgreSQL in one statement.
+    fn insert_audit_pg<'a>(
+        c: &mut dyn Conn,
+        recs: impl Iterator<Item = &'a AuditRecord>,
+    ) -> Result<(), StoreError> {
+        let rows: Vec<serde_json::Value> = recs
+            .map(|rec| {
+                serde_json::json!({
+                    "seq": rec.seq,
+                    "at": ts(rec.at),
+                    "event": rec.event.as_str(),
+                    "request_id": rec.request_id,
+                    "entitlement_id": rec.entitlement_id,
+                    "requester_id": rec.requester_id,
+                    "actor": rec.actor,
+                    "reason": rec.reason,
+                    "from_status": rec.from_status,
+                    "to_status": rec.to_status,
+                    "prev_hash": rec.prev_hash,
+                    "hash": rec.hash,
+                    "actor_client": rec.actor_client,
+                })
+            })
+            .collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        c.exec(
+            "INSERT INTO audit (seq, at, event, request_id, entitlement_id, requester_id, actor, reason, from_status, to_status, prev_hash, hash, actor_client)
+             SELECT seq, at, event, request_id, entitlement_id, requester_id, actor, reason, from_status, to_status, prev_hash, hash, actor_client
+             FROM jsonb_to_recordset(?::text::jsonb) AS x(seq bigint, at text, event text, request_id text,
+               entitlement_id text, requester_id text, actor text, reason text, from_status text, to_status text,
+               prev_hash text, hash text, actor_client text)
+             ORDER BY seq",
+            &[P::from(serde_json::Value::Array(rows).to_string())],
+        )?;
+        Ok(())
+    }
+
+    /// `(SELECT …)`: the ids of one JSON-array text parameter (`?`), so a
+    /// set of ids is one statement with one parameter on both engines.
+    fn id_list(&self) -> &'static str {
+        match self.db.dialect() {
+            Dialect::Sqlite => "(SELECT value FROM json_each(?))",
+            Dialect::Postgres => "(SELECT jsonb_array_elements_text(?::text::jsonb))",
+        }
     }
 
     /// Makes every request waiting out a retry backoff due now (Keycloak
@@ -792,7 +968,7 @@ impl SqlStore {
         self.write(|c| {
             let ids = c
                 .query(
-                    "SELECT id FROM requests WHERE next_attempt_at IS NOT NULL",
+                    "SELECT id FROM requests WHERE next_attempt_at IS NOT NULL ORDER BY id",
                     &[],
                 )?
                 .iter()
@@ -814,48 +990,97 @@ impl SqlStore {
         })
     }
 
-    /// The requests of `ids` that exist, in the order given, read on one
-    /// connection (one round trip for the scheduler's whole tick).
+    /// The requests of `ids` that exist, in the order given, read in one
+    /// statement (one round trip for the scheduler's whole tick).
     pub fn get_many(&self, ids: &[String]) -> Result<Vec<Stored>, StoreError> {
-        let mut c = self.db.reader()?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let rows = c.query(
-                "SELECT body, grant_state FROM requests WHERE id = ?",
-                &[P::from(id)],
-            )?;
-            if let Some(row) = rows.first() {
-                out.push(Self::row_to_stored(row)?);
-            }
+        Ok(self
+            .read_many(&mut *self.db.reader()?, ids)?
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect())
+    }
+
+    /// `(id, request)` of each of `ids` that exists, in the order given,
+    /// from one statement on `c`.
+    fn read_many(
+        &self,
+        c: &mut dyn Conn,
+        ids: &[String],
+    ) -> Result<Vec<(String, Stored)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let rows = c.query(
+            &format!(
+                "SELECT id, body, grant_state FROM requests WHERE id IN {}",
+                self.id_list()
+            ),
+            &[P::from(ids_json(ids))],
+        )?;
+        let mut by_id = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            by_id.insert(row[0].text()?, Self::row_to_stored(&row[1..].to_vec())?);
+        }
+        Ok(ids
+            .iter()
+            .filter_map(|id| by_id.remove(id).map(|s| (id.clone(), s)))
+            .collect())
     }
 
     /// What the scheduler needs to work on each request of `ids` (those
     /// that exist, in the order given): the request, and
     /// [`active_ownership`](Self::active_ownership) of its assignment by
-    /// the user's other active grants. Read on one connection.
+    /// the user's other active grants. Two statements for all of them.
     pub fn work_views(&self, ids: &[String]) -> Result<Vec<WorkView>, StoreError> {
         let mut c = self.db.reader()?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let rows = c.query(
-                "SELECT body, grant_state FROM requests WHERE id = ?",
-                &[P::from(id)],
-            )?;
-            let Some(row) = rows.first() else {
-                continue;
-            };
-            let stored = Self::row_to_stored(row)?;
-            let others_own = Self::active_ownership_in(
-                &mut *c,
-                stored.request.requester_id(),
-                stored.request.target(),
-                id,
-            )?;
-            out.push(WorkView { stored, others_own });
+        let found = self.read_many(&mut *c, ids)?;
+        if found.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let mut users: Vec<String> = found
+            .iter()
+            .map(|(_, s)| s.request.requester_id().to_string())
+            .collect();
+        users.sort();
+        users.dedup();
+        // The users' active grants: (user, target) → [(id, owns)].
+        let rows = c.query(
+            &format!(
+                "SELECT id, requester_id, target, grant_state FROM requests WHERE status = 'active' AND extends IS NULL AND requester_id IN {}",
+                self.id_list()
+            ),
+            &[P::from(ids_json(&users))],
+        )?;
+        let mut active: std::collections::HashMap<(String, String), Vec<(String, bool)>> =
+            Default::default();
+        for row in &rows {
+            let grant: GrantState = serde_json::from_str(&row[3].text()?)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            active
+                .entry((row[1].text()?, row[2].text()?))
+                .or_default()
+                .push((row[0].text()?, grant.owns_assignment.unwrap_or(true)));
+        }
+        Ok(found
+            .into_iter()
+            .map(|(id, stored)| {
+                let key = (
+                    stored.request.requester_id().to_string(),
+                    target_key(stored.request.target()),
+                );
+                // As `active_ownership_in`: any other active grant that
+                // owns it, else `Some(false)` if there is one at all.
+                let others_own = active
+                    .get(&key)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(other, _)| *other != id)
+                    .fold(None, |acc: Option<bool>, (_, owns)| {
+                        Some(acc.unwrap_or(false) || *owns)
+                    });
+                WorkView { stored, others_own }
+            })
+            .collect())
     }
 
     /// One request by id.
@@ -1127,6 +1352,13 @@ impl SqlStore {
     /// several replicas on one database, each grant or removal is worked on
     /// by one replica at a time; a dead replica's claims pass to another
     /// after `lease`.
+    ///
+    /// One statement for all of `ids`, in its own transaction without the
+    /// audit chain's lock (it writes no audit row), so claims do not queue
+    /// behind the replicas' request writes. On PostgreSQL a row another
+    /// transaction is writing right now is skipped (`SKIP LOCKED`: not
+    /// claimed this time, still due): a claim never waits for a row lock,
+    /// so it can take no part in a deadlock.
     pub fn claim(
         &self,
         ids: &[String],
@@ -1138,30 +1370,65 @@ impl SqlStore {
             return Ok(vec![]);
         }
         let (n, until) = (ts(now), ts(now + lease));
-        self.write(|c| {
-            let mut got = Vec::new();
-            for id in ids {
-                let changed = c.exec(
-                    "UPDATE requests SET claimed_by = ?, claim_until = ? WHERE id = ? AND (claim_until IS NULL OR claim_until <= ? OR claimed_by = ?)",
-                    &[P::from(owner), P::from(&until), P::from(id), P::from(&n), P::from(owner)],
-                )?;
-                if changed == 1 {
-                    got.push(id.clone());
-                }
-            }
-            Ok(got)
-        })
+        let lock = match self.db.dialect() {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE requests SET claimed_by = ?, claim_until = ? WHERE id IN (
+               SELECT id FROM requests WHERE id IN {} AND (claim_until IS NULL OR claim_until <= ? OR claimed_by = ?)
+               ORDER BY id{lock})
+             RETURNING id",
+            self.id_list()
+        );
+        let json = ids_json(ids);
+        let got: HashSet<String> = self.write_unchained(|c| {
+            c.query(
+                &sql,
+                &[
+                    P::from(owner),
+                    P::from(&until),
+                    P::from(&json),
+                    P::from(&n),
+                    P::from(owner),
+                ],
+            )?
+            .iter()
+            .map(|r| r[0].text())
+            .collect()
+        })?;
+        let mut seen = HashSet::new();
+        Ok(ids
+            .iter()
+            .filter(|id| got.contains(*id) && seen.insert(*id))
+            .cloned()
+            .collect())
     }
 
     /// Gives up `owner`'s claim on `id` (work done or failed).
     pub fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
-        self.write(|c| {
-            c.exec(
-                "UPDATE requests SET claimed_by = NULL, claim_until = NULL WHERE id = ? AND claimed_by = ?",
-                &[P::from(id), P::from(owner)],
-            )
-            .map(|_| ())
-        })
+        self.release_many(&[id.to_string()], owner)
+    }
+
+    /// Gives up `owner`'s claims on `ids` in one statement, in a
+    /// transaction without the audit chain's lock (it writes no audit
+    /// row). Rows are locked in id order, the order every transaction that
+    /// locks several request rows uses, so this cannot deadlock with them.
+    pub fn release_many(&self, ids: &[String], owner: &str) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let lock = match self.db.dialect() {
+            Dialect::Postgres => " FOR UPDATE",
+            Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE requests SET claimed_by = NULL, claim_until = NULL WHERE id IN (
+               SELECT id FROM requests WHERE id IN {} AND claimed_by = ? ORDER BY id{lock})",
+            self.id_list()
+        );
+        let json = ids_json(ids);
+        self.write_unchained(|c| c.exec(&sql, &[P::from(&json), P::from(owner)]).map(|_| ()))
     }
 
     /// Requests that are not over yet (pending, approved, active).
@@ -1532,6 +1799,12 @@ impl Store {
     pub async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
         let (id, owner) = (id.to_string(), owner.to_string());
         blocking!(self, |s| s.release(&id, &owner))
+    }
+
+    /// See [`SqlStore::release_many`].
+    pub async fn release_many(&self, ids: Vec<String>, owner: &str) -> Result<(), StoreError> {
+        let owner = owner.to_string();
+        blocking!(self, |s| s.release_many(&ids, &owner))
     }
 
     /// See [`SqlStore::jit_owned_holders`].

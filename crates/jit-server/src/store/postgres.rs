@@ -2,10 +2,13 @@
 //! `postgres` driver), real migrations kept in `jit_schema_version`, and the
 //! locks that let several jitd replicas share one database.
 //!
-//! - Every write transaction first takes the transaction-scoped advisory
-//!   lock [`AUDIT_LOCK`]: appends to the audit chain are serialised across
-//!   replicas (one chain, no forks), and row locks (`FOR UPDATE`) are always
-//!   taken after it.
+//! - Every write transaction that may append to the audit chain first
+//!   takes the transaction-scoped advisory lock [`AUDIT_LOCK`]: appends are
+//!   serialised across replicas (one chain, no forks), and its row locks
+//!   (`FOR UPDATE`) are taken after it, several in id order. Transactions
+//!   that append nothing do not take it (the scheduler's claims, which skip
+//!   locked rows, and their release, which locks rows in id order; the
+//!   outbox's leases): they never queue behind the replicas' writers.
 //! - Every transaction that appends to the audit log sends
 //!   `NOTIFY jit_audit, '<last seq>'` ([`CHANNEL`]), delivered at commit, so
 //!   every replica's event streams and scheduler wake at once.

@@ -236,7 +236,7 @@ fn seed(
                 );
                 // Long-decided history: not pending any more.
                 r = stored_as(r, |s| s.status = Status::Denied);
-                store.insert_in(c, &r, t)?;
+                store.insert_in(c, &mut None, &r, t)?;
             }
             Ok(())
         })
@@ -1124,4 +1124,305 @@ fn one_pending_extension_per_grant_on_both_engines() {
         let (x3, t3) = ext("x3");
         store.insert(&x3, t3).unwrap();
     }
+}
+
+/// Counts the statements sent to a [`Database`] (each one a round trip on
+/// PostgreSQL).
+struct Counting {
+    inner: Box<dyn Database>,
+    sent: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct CountingConn<'a> {
+    inner: Box<dyn Conn + 'a>,
+    sent: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Conn for CountingConn<'_> {
+    fn exec(&mut self, sql: &str, params: &[db::P]) -> Result<u64, StoreError> {
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.exec(sql, params)
+    }
+    fn query(&mut self, sql: &str, params: &[db::P]) -> Result<Vec<Row>, StoreError> {
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.query(sql, params)
+    }
+    fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.batch(sql)
+    }
+}
+
+impl Database for Counting {
+    fn dialect(&self) -> Dialect {
+        self.inner.dialect()
+    }
+    fn reader(&self) -> Result<Box<dyn Conn + '_>, StoreError> {
+        Ok(Box::new(CountingConn {
+            inner: self.inner.reader()?,
+            sent: self.sent.clone(),
+        }))
+    }
+    fn writer(&self) -> Result<Box<dyn Conn + '_>, StoreError> {
+        Ok(Box::new(CountingConn {
+            inner: self.inner.writer()?,
+            sent: self.sent.clone(),
+        }))
+    }
+}
+
+/// The scheduler's store work for a whole batch is a fixed number of
+/// statements, not some per request: its claims and their release, the
+/// reads of a tick, and (PostgreSQL, where each statement is a round trip)
+/// a group commit. Results as before: each change saved with its audit
+/// rows in one chain, refused ones untouched, new votes stored as rows.
+#[test]
+fn scheduler_batches_are_a_few_statements_on_both_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = jit_testkit::postgres::test_database().expect("a real PostgreSQL for store tests");
+    let engines: Vec<(&str, Box<dyn Database>)> = vec![
+        (
+            "sqlite",
+            Box::new(db::Sqlite::open(&dir.path().join("s.sqlite"), 4).unwrap()),
+        ),
+        (
+            "postgres",
+            Box::new(postgres::Postgres::open(&url, 4).unwrap()),
+        ),
+    ];
+    for (engine, inner) in engines {
+        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let store = SqlStore::new(Box::new(Counting {
+            inner,
+            sent: sent.clone(),
+        }))
+        .unwrap();
+        let now = Utc::now();
+        let n = 40;
+        let ids: Vec<String> = (0..n).map(|i| format!("b{i:03}")).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let (r, t) = request(id, &format!("u{i}"), "db", now);
+            store.insert(&r, t).unwrap();
+        }
+        let count = |f: &mut dyn FnMut()| {
+            sent.store(0, std::sync::atomic::Ordering::SeqCst);
+            f();
+            sent.load(std::sync::atomic::Ordering::SeqCst)
+        };
+
+        let mut got = vec![];
+        let claims = count(&mut || {
+            got = store
+                .claim(&ids, "r1", now, chrono::Duration::seconds(10))
+                .unwrap()
+        });
+        assert_eq!(got, ids, "{engine}");
+        assert!(
+            claims <= 3,
+            "{engine}: claiming {n} took {claims} statements"
+        );
+        let mut read = 0;
+        let reads = count(&mut || read = store.get_many(&ids).unwrap().len());
+        assert_eq!(read, n, "{engine}");
+        assert!(reads <= 1, "{engine}: reading {n} took {reads} statements");
+        let mut views = vec![];
+        let reads = count(&mut || views = store.work_views(&ids).unwrap());
+        assert_eq!(views.len(), n, "{engine}");
+        assert!(views.iter().all(|v| v.others_own.is_none()), "{engine}");
+        assert!(reads <= 2, "{engine}: views of {n} took {reads} statements");
+        let releases = count(&mut || store.release_many(&ids, "r1").unwrap());
+        assert!(
+            releases <= 3,
+            "{engine}: releasing {n} took {releases} statements"
+        );
+        let again = store
+            .claim(&ids, "r2", now, chrono::Duration::seconds(10))
+            .unwrap();
+        assert_eq!(again.len(), n, "{engine}: all released");
+
+        // A group commit: every other request is approved (a vote row, an
+        // audit row, its pending slot given up); the rest are refused
+        // (nothing written).
+        let p = policy();
+        let who = approver();
+        let mut result = (vec![], vec![]);
+        let writes = count(&mut || {
+            let (p, who) = (p.clone(), who.clone());
+            result = store
+                .update_each(&ids, move |s| {
+                    let i: usize = s.request.id()[1..].parse().unwrap();
+                    if i % 2 == 1 {
+                        return Err(DomainError::NotFound);
+                    }
+                    s.grant.last_error = Some(format!("note {i}"));
+                    let e = p.entitlement(s.request.entitlement_id()).unwrap();
+                    Ok(s.request
+                        .vote(e, &who, jit_core::Decision::Approve, None, None, now)?
+                        .into_iter()
+                        .map(Entry::from)
+                        .collect())
+                })
+                .unwrap()
+        });
+        let (changed, recs) = result;
+        let even: Vec<String> = ids.iter().step_by(2).cloned().collect();
+        assert_eq!(changed, even, "{engine}");
+        assert_eq!(recs.len(), n / 2, "{engine}");
+        if engine == "postgres" {
+            assert!(
+                writes <= 8,
+                "{engine}: a group commit of {} took {writes} statements",
+                n / 2
+            );
+        }
+        assert!(store.verify_audit().unwrap().ok, "{engine}");
+        for (i, id) in ids.iter().enumerate() {
+            let s = store.get(id).unwrap().unwrap();
+            let mut c = store.raw_writer().unwrap();
+            let votes = c
+                .query(
+                    "SELECT COUNT(*) FROM request_votes WHERE request_id = ?",
+                    &[db::P::from(id.as_str())],
+                )
+                .unwrap()[0][0]
+                .int()
+                .unwrap();
+            drop(c);
+            let (next, t) = request(&format!("n{i:03}"), &format!("u{i}"), "db", now);
+            let second = store.insert(&next, t);
+            if i % 2 == 0 {
+                assert_eq!(s.grant.last_error, Some(format!("note {i}")), "{engine}");
+                assert_eq!(s.request.status(), Status::Approved, "{engine}");
+                assert_eq!(s.request.votes().len(), 1, "{engine}");
+                assert_eq!(votes, 1, "{engine}: {id}'s vote is a row");
+                second
+                    .unwrap_or_else(|e| panic!("{engine}: {id} still holds its pending slot: {e}"));
+            } else {
+                assert_eq!(s.grant.last_error, None, "{engine}");
+                assert_eq!(s.request.status(), Status::Pending, "{engine}");
+                assert_eq!(votes, 0, "{engine}");
+                assert!(second.is_err(), "{engine}: {id} is still pending");
+            }
+        }
+        // The audit rows of the batch follow one another in the chain.
+        let all = store.audit_after(0, 10_000).unwrap();
+        let at = all.iter().position(|r| r.seq == recs[0].seq).unwrap();
+        let key = |r: &AuditRecord| (r.seq, r.request_id.clone(), r.hash.clone());
+        let stored: Vec<_> = all[at..at + recs.len()].iter().map(key).collect();
+        assert_eq!(stored, recs.iter().map(key).collect::<Vec<_>>(), "{engine}");
+    }
+}
+
+/// Claims: one replica at a time; its own claim renews; an expired one
+/// passes to another; a release gives back only the owner's claims.
+#[test]
+fn claims_pass_over_on_expiry_and_release_only_the_owners_on_both_engines() {
+    for (engine, store, _keep) in stores() {
+        let now = Utc::now();
+        for id in ["ca", "cb", "cc"] {
+            let (r, t) = request(id, &format!("u-{id}"), "db", now);
+            store.insert(&r, t).unwrap();
+        }
+        let lease = chrono::Duration::seconds(10);
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            store.claim(&ids(&["cb", "ca"]), "r1", now, lease).unwrap(),
+            ids(&["cb", "ca"]),
+            "{engine}"
+        );
+        assert!(
+            store
+                .claim(&ids(&["ca", "cb"]), "r2", now, lease)
+                .unwrap()
+                .is_empty(),
+            "{engine}"
+        );
+        assert_eq!(
+            store.claim(&ids(&["ca"]), "r1", now, lease).unwrap(),
+            ids(&["ca"]),
+            "{engine}: renewed"
+        );
+        // r1 died: past its lease, r2 takes over.
+        let later = now + chrono::Duration::seconds(11);
+        assert_eq!(
+            store
+                .claim(&ids(&["cb", "cc"]), "r2", later, lease)
+                .unwrap(),
+            ids(&["cb", "cc"]),
+            "{engine}"
+        );
+        // r1's release gives back its own claim only.
+        store.release_many(&ids(&["ca", "cb", "cc"]), "r1").unwrap();
+        assert_eq!(
+            store
+                .claim(&ids(&["ca", "cb", "cc"]), "r3", later, lease)
+                .unwrap(),
+            ids(&["ca"]),
+            "{engine}"
+        );
+        store.release("cb", "r2").unwrap();
+        assert_eq!(
+            store
+                .claim(&ids(&["cb", "cc"]), "r3", later, lease)
+                .unwrap(),
+            ids(&["cb"]),
+            "{engine}"
+        );
+    }
+}
+
+/// On PostgreSQL, claims and their release take no audit-chain lock (they
+/// write no audit row): they go on while another replica's writer holds it
+/// (before, each queued behind every writer and its disk sync). A row
+/// another transaction holds is skipped, not waited for.
+#[test]
+fn postgres_claims_wait_neither_for_the_audit_lock_nor_for_a_locked_row() {
+    let url = jit_testkit::postgres::test_database().expect("a real PostgreSQL for store tests");
+    let store =
+        Arc::new(SqlStore::new(Box::new(postgres::Postgres::open(&url, 4).unwrap())).unwrap());
+    let now = Utc::now();
+    for id in ["la", "lb", "lc"] {
+        let (r, t) = request(id, &format!("u-{id}"), "db", now);
+        store.insert(&r, t).unwrap();
+    }
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        let mut tx = c.transaction().unwrap();
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&postgres::AUDIT_LOCK])
+            .unwrap();
+        tx.execute("SELECT id FROM requests WHERE id = 'lc' FOR UPDATE", &[])
+            .unwrap();
+        held_tx.send(()).unwrap();
+        // Held until the claims are done, or 20 s at most.
+        let finished = done_rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .is_ok();
+        tx.rollback().unwrap();
+        finished
+    });
+    held_rx.recv().unwrap();
+    let (s, done) = (store.clone(), done_tx);
+    let worker = std::thread::spawn(move || {
+        let lease = chrono::Duration::seconds(10);
+        let ids: Vec<String> = ["la", "lb", "lc"].iter().map(|s| s.to_string()).collect();
+        let got = s.claim(&ids, "r1", now, lease).unwrap();
+        s.release_many(&got, "r1").unwrap();
+        let again = s.claim(&ids[..1], "r2", now, lease).unwrap();
+        let _ = done.send(());
+        (got, again)
+    });
+    assert!(
+        holder.join().unwrap(),
+        "claims waited for the audit chain's lock or a locked row"
+    );
+    let (got, again) = worker.join().unwrap();
+    assert_eq!(
+        got,
+        vec!["la".to_string(), "lb".to_string()],
+        "the locked row is skipped"
+    );
+    assert_eq!(again, vec!["la".to_string()], "released");
+    drop(store);
 }
