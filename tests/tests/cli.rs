@@ -893,3 +893,395 @@ async fn drop_says_a_standing_role_stays() {
     );
     assert!(!said.contains("being removed"), "{said}");
 }
+
+/// jitd's problem+json for `path` (POST, JSON `body`) as `token`'s user.
+async fn problem_of(
+    url: &str,
+    token: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let resp = reqwest::Client::new()
+        .post(format!("{url}{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/problem+json",
+        "{path}"
+    );
+    resp.json().await.unwrap()
+}
+
+/// The three refusals that used to be one "is not an active grant … try
+/// again": extending an ended grant, extending by an extension's id, and
+/// deciding an extension jitd cancelled when its grant ended. Each has its
+/// own problem (`type`, `title`, `detail`) and the CLI says it with its
+/// documented exit code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_extensions_say_what_happened() {
+    let _serial = serial().await;
+    let _ctx = Ctx::new().await;
+    let jitd = Jitd::start(POLICY);
+    let cfg = tempfile::tempdir().unwrap();
+    let (cfg, url) = (cfg.path(), jitd.url.as_str());
+    login_all(cfg, url, &["alice", "bob"]);
+    let alice_token = token("alice").await;
+    let bob_token = token("bob").await;
+    let (alice, bob) = (jitd.client(&alice_token), jitd.client(&bob_token));
+    let g = request(&alice, "prod-db-admin", "10m").await;
+    bob.approve(&g, None, None).await.unwrap();
+    eventually(Duration::from_secs(30), "grant active", || async {
+        alice.get(&g).await.unwrap().request.status() == Status::Active
+    })
+    .await;
+    let x = alice
+        .extend(&g, "5m", "the migration needs longer")
+        .await
+        .unwrap()
+        .request
+        .id()
+        .to_string();
+
+    // Extending by the extension's id: exit 2, names the grant to extend.
+    let more = |id: &str| -> Vec<String> {
+        [
+            "extend",
+            id,
+            "--for",
+            "5m",
+            "--reason",
+            "still migrating the data",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let args = more(&x[..8]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    fails_with(
+        cfg,
+        url,
+        "alice",
+        &args,
+        2,
+        &format!("is an extension request of grant {g}, not a grant"),
+    );
+    let p = problem_of(
+        url,
+        &alice_token,
+        &format!("/v1/requests/{x}/extend"),
+        serde_json::json!({"duration": "5m", "justification": "still migrating the data"}),
+    )
+    .await;
+    assert_eq!(p["type"], "urn:jit-access:problem:not_a_grant", "{p}");
+    assert_eq!(p["title"], "An extension, not a grant", "{p}");
+
+    // The grant ends (dropped): jitd cancels its pending extension.
+    alice.drop_grant(&g).await.unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the orphaned extension cancelled",
+        || async { alice.get(&x).await.unwrap().request.status() == Status::Cancelled },
+    )
+    .await;
+    // Extending the ended grant: exit 8, says how it ended.
+    let args = more(&g[..8]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    fails_with(
+        cfg,
+        url,
+        "alice",
+        &args,
+        8,
+        "has already ended: it was dropped by its requester alice at ",
+    );
+    let p = problem_of(
+        url,
+        &alice_token,
+        &format!("/v1/requests/{g}/extend"),
+        serde_json::json!({"duration": "5m", "justification": "still migrating the data"}),
+    )
+    .await;
+    assert_eq!(p["type"], "urn:jit-access:problem:grant_ended", "{p}");
+    assert_eq!(p["title"], "Grant already ended", "{p}");
+    assert!(!p["detail"].as_str().unwrap().contains("try again"), "{p}");
+    // Approving the extension jitd cancelled: exit 8, says jitd cancelled it.
+    fails_with(
+        cfg,
+        url,
+        "bob",
+        &["approve", &x[..8]],
+        8,
+        &format!("extension {x} was cancelled by jitd at "),
+    );
+    let p = problem_of(
+        url,
+        &bob_token,
+        &format!("/v1/requests/{x}/approve"),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(
+        p["type"], "urn:jit-access:problem:extension_withdrawn",
+        "{p}"
+    );
+    assert_eq!(p["title"], "Extension cancelled by jitd", "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("its grant {g} has ended")),
+        "{p}"
+    );
+
+    // A grant that expired: `jit extend` says when, so do `jit show` and
+    // `jit wait`, once each.
+    let e = request(&alice, "prod-db-admin", "3s").await;
+    bob.approve(&e, None, None).await.unwrap();
+    eventually(Duration::from_secs(60), "grant expired", || async {
+        alice.get(&e).await.unwrap().request.status() == Status::Expired
+    })
+    .await;
+    let args = more(&e[..8]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    fails_with(
+        cfg,
+        url,
+        "alice",
+        &args,
+        8,
+        "has already ended: it expired at ",
+    );
+    let o = run(cfg, url, "alice", &["show", &e[..8]]);
+    let show = String::from_utf8_lossy(&o.stdout).to_string();
+    let ended = show
+        .lines()
+        .find(|l| l.starts_with("Ended"))
+        .unwrap_or_else(|| panic!("{show}"));
+    assert!(ended.contains("expired at "), "{show}");
+    assert!(!ended.contains("by jitd"), "{show}");
+    fails_with(
+        cfg,
+        url,
+        "alice",
+        &["wait", &e[..8]],
+        4,
+        "the grant expired at ",
+    );
+    let o = run(cfg, url, "alice", &["wait", &e[..8]]);
+    let said = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(said.matches("expired").count(), 1, "{said}");
+}
+
+/// Small words: review of a grant with nothing to review, revoke of one's
+/// own grant (points at `jit drop`), id prefixes in upper case, a
+/// scheduled request's start in `jit list`, `--server` pointed at
+/// Keycloak (exit 1, "not a jitd"), `--json` errors as JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_words_of_the_cli() {
+    let _serial = serial().await;
+    let ctx = Ctx::new().await;
+    let jitd = Jitd::start(POLICY);
+    let cfg = tempfile::tempdir().unwrap();
+    let (cfg, url) = (cfg.path(), jitd.url.as_str());
+    login_all(cfg, url, &["alice", "bob"]);
+    let alice = jitd.client(&token("alice").await);
+    let bob = jitd.client(&token("bob").await);
+    let g = request(&alice, "prod-db-admin", "10m").await;
+    bob.approve(&g, None, None).await.unwrap();
+    eventually(Duration::from_secs(30), "grant active", || async {
+        alice.get(&g).await.unwrap().request.status() == Status::Active
+    })
+    .await;
+
+    // An active grant, not break-glass: nothing to review (exit 8).
+    let o = run(
+        cfg,
+        url,
+        "bob",
+        &["review", &g[..8], "--comment", "looks fine"],
+    );
+    assert_eq!(o.status.code(), Some(8), "{}", text(&o));
+    let said = text(&o);
+    assert!(
+        said.contains("nothing to review") && said.contains("already approved and active"),
+        "{said}"
+    );
+    assert!(!said.contains("that is active"), "{said}");
+
+    // alice revokes her own grant: exit 3 and a pointer to `jit drop`.
+    fails_with(
+        cfg,
+        url,
+        "alice",
+        &["revoke", &g[..8], "--comment", "done"],
+        3,
+        &format!("run `jit drop {}`", &g[..8]),
+    );
+
+    // Ids in any case.
+    let o = run(cfg, url, "alice", &["show", &g[..8].to_uppercase()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(cfg, url, "alice", &["show", &g.to_uppercase()]);
+    assert!(o.status.success(), "{}", text(&o));
+    alice.drop_grant(&g).await.unwrap();
+    eventually(Duration::from_secs(30), "role gone after drop", || async {
+        !ctx.has_realm_role("alice", "prod-db-admin").await
+    })
+    .await;
+
+    // A scheduled request shows when it starts.
+    let start = chrono::Utc::now() + chrono::Duration::hours(2);
+    let s = alice
+        .create(&jit_core::api::CreateRequestBody {
+            entitlement: "prod-db-admin".into(),
+            duration: Some("10m".into()),
+            justification: "scheduled maintenance window".into(),
+            start_at: Some(start),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .request
+        .id()
+        .to_string();
+    let o = run(cfg, url, "alice", &["list", "--mine"]);
+    let list = String::from_utf8_lossy(&o.stdout).to_string();
+    let row = list
+        .lines()
+        .find(|l| l.starts_with(&s[..8]))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(
+        row.contains(&format!("[starts {}", start.format("%H:%M")))
+            || row.contains(&format!("[starts {}", start.format("%Y-%m-%d %H:%M"))),
+        "{list}"
+    );
+    alice.cancel(&s).await.unwrap();
+
+    // --server at Keycloak: not a jitd, exit 1 (not 7).
+    let kc = jit_testkit::keycloak_env().url;
+    for args in [vec!["list"], vec!["show", &g[..8]]] {
+        fails_with(cfg, &kc, "alice", &args, 1, "does not look like a jitd");
+    }
+
+    // --json: errors as a JSON problem on stderr, the same exit code.
+    let o = run(
+        cfg,
+        url,
+        "alice",
+        &["--json", "show", "00000000-0000-4000-8000-000000000000"],
+    );
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stderr).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!(v["type"], "urn:jit-access:problem:not_found", "{v}");
+    assert_eq!(v["status"], 404, "{v}");
+    assert_eq!(v["exit"], 7, "{v}");
+}
+
+/// A grant of an entitlement that ends the user's Keycloak sessions
+/// (`end_sessions_on_revoke`, here a break-glass one) ends: the next
+/// command that must refresh the login says why the session is gone and
+/// what to do (exit 6), instead of a bare "session ended".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ended_by_a_grant_says_so() {
+    let _serial = serial().await;
+    let _ctx = Ctx::new().await;
+    let policy = POLICY.replacen(
+        "pending_ttl = \"30m\"",
+        "pending_ttl = \"30m\"\nbreak_glass = true\nend_sessions_on_revoke = true",
+        1,
+    );
+    assert_ne!(policy, POLICY);
+    let jitd = Jitd::start(&policy);
+    let cfg = tempfile::tempdir().unwrap();
+    let (cfg, url) = (cfg.path(), jitd.url.as_str());
+    login_all(cfg, url, &["alice"]);
+    let o = run(
+        cfg,
+        url,
+        "alice",
+        &[
+            "request",
+            "prod-db-admin",
+            "--break-glass",
+            "--for",
+            "3s",
+            "--reason",
+            "INC-7: database down, break-glass",
+            "--wait",
+            "--timeout",
+            "1m",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let bob = jitd.client(&token("bob").await);
+    let all = bob.list(&Default::default()).await.unwrap();
+    let id = all[0].request.id().to_string();
+    eventually(
+        Duration::from_secs(60),
+        "grant over and its role removed",
+        || async {
+            let v = bob.get(&id).await.unwrap();
+            v.request.status() == Status::Expired && v.keycloak.removed_at.is_some()
+        },
+    )
+    .await;
+    // The access token alice's profile holds would still work a while:
+    // make it due for a refresh, as it will be once its lifetime is over.
+    let file = cfg.join("profiles/alice.json");
+    let mut p: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    p["tokens"]["expires_at"] = "2000-01-01T00:00:00Z".into();
+    std::fs::write(&file, p.to_string()).unwrap();
+    fails_with(
+        cfg,
+        url,
+        "alice",
+        &["list"],
+        6,
+        &format!(
+            "your Keycloak session was ended when grant {} (prod-db-admin) ended at ",
+            &id[..8]
+        ),
+    );
+}
+
+/// jitd stopped (SIGTERM, as Ctrl-C of `./dev demo --keep-running`) while
+/// a grant is active says what happens to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jitd_stopping_with_active_grants_says_what_stays() {
+    let _serial = serial().await;
+    let _ctx = Ctx::new().await;
+    let mut jitd = Jitd::start(POLICY);
+    let alice = jitd.client(&token("alice").await);
+    let bob = jitd.client(&token("bob").await);
+    let id = request(&alice, "prod-db-admin", "10m").await;
+    bob.approve(&id, None, None).await.unwrap();
+    eventually(Duration::from_secs(30), "grant active", || async {
+        alice.get(&id).await.unwrap().request.status() == Status::Active
+    })
+    .await;
+    // SAFETY: signals our own child, whose pid we hold.
+    assert_eq!(
+        unsafe { libc::kill(jitd.pid().unwrap() as i32, libc::SIGTERM) },
+        0
+    );
+    let log = jitd.log_path();
+    eventually(Duration::from_secs(30), "jitd's stop line", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        async move { text.contains("stopping with 1 active grant:") }
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("their roles stay in Keycloak while no jitd runs on this database"),
+        "{text}"
+    );
+    jitd.kill9();
+    jitd.spawn();
+    alice.drop_grant(&id).await.unwrap();
+}

@@ -197,6 +197,19 @@ pub fn run(ports: Ports, opts: Options) -> Result<ExitCode> {
             let _ = app.wait();
         }
         stop_jitd(&mut jitd);
+        // jitd says on stopping whether grants are active (their roles stay
+        // in Keycloak until a jitd runs on this database again).
+        let log = std::fs::read_to_string(demo_dir.join("jitd.log")).unwrap_or_default();
+        if let Some(line) = log.lines().rev().find(|l| l.contains("stopping with")) {
+            let what = line
+                .split_once("stopping with")
+                .map(|(_, rest)| format!("stopping with{rest}"))
+                .unwrap_or_default();
+            println!("jitd: {what}");
+            println!(
+                "(the next `./dev demo` starts from a known state: it removes leftover demo roles)"
+            );
+        }
         guard.stop()?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -50,6 +50,64 @@ impl std::fmt::Display for Exit {
 }
 impl std::error::Error for Exit {}
 
+/// Error `e` (exit `code`, one-line message `msg`) as `--json` prints it
+/// on stderr: a problem object (RFC 9457 members `type`, `title`,
+/// `status` when jitd answered, `detail`; `code` jitd's stable code or
+/// the CLI's own, and `exit`).
+pub fn problem_json(e: &anyhow::Error, code: u8, msg: &str) -> String {
+    let api = e
+        .chain()
+        .find_map(|c| match c.downcast_ref::<ClientError>() {
+            Some(ClientError::Api { status, code, .. }) => Some((*status, code.clone())),
+            _ => None,
+        });
+    let (status, problem) = match api {
+        Some((s, c)) => (Some(s), c),
+        None => (None, local_code(code).to_string()),
+    };
+    let mut v = serde_json::json!({
+        "type": format!("urn:jit-access:problem:{problem}"),
+        "title": title(code),
+        "detail": msg,
+        "code": problem,
+        "exit": code,
+    });
+    if let Some(s) = status {
+        v["status"] = s.into();
+    }
+    v.to_string()
+}
+
+/// The `code` of an error jitd did not give, by exit code.
+fn local_code(code: u8) -> &'static str {
+    match code {
+        USAGE => "invalid_usage",
+        FORBIDDEN => "forbidden",
+        ENDED => "ended",
+        TIMED_OUT => "timed_out",
+        NOT_LOGGED_IN => "not_logged_in",
+        NOT_FOUND => "not_found",
+        CONFLICT => "conflict",
+        INTERRUPTED => "interrupted",
+        _ => "error",
+    }
+}
+
+/// The problem `title` of exit code `code` (its row of [`TABLE`]).
+fn title(code: u8) -> &'static str {
+    match code {
+        USAGE => "Invalid usage or input",
+        FORBIDDEN => "Forbidden or denied",
+        ENDED => "Ended without access",
+        TIMED_OUT => "Timed out",
+        NOT_LOGGED_IN => "Not logged in",
+        NOT_FOUND => "Not found",
+        CONFLICT => "Conflict",
+        INTERRUPTED => "Interrupted",
+        _ => "Error",
+    }
+}
+
 /// The exit code of `e`: the first error in its chain that says one.
 pub fn code_of(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
@@ -58,6 +116,9 @@ pub fn code_of(e: &anyhow::Error) -> u8 {
         }
         if let Some(c) = cause.downcast_ref::<ClientError>() {
             return match c {
+                // Something answered that is not a jitd (e.g. --server
+                // pointed at Keycloak): like an unreachable jitd.
+                ClientError::Api { code, .. } if code == jit_client::NOT_JITD => ERROR,
                 ClientError::Api { status, .. } => match status {
                     400 | 413 | 422 => USAGE,
                     401 => NOT_LOGGED_IN,

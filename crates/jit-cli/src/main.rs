@@ -9,14 +9,14 @@ macro_rules! exit_table {
     () => {
         "Exit codes:
   0  success
-  1  error not listed below (jitd or Keycloak unreachable, server error)
+  1  error not listed below (jitd or Keycloak unreachable, --server is not a jitd, server error)
   2  invalid usage or input (command line, duration, refused by jitd's validation)
   3  forbidden or denied (not your right, your own request; --wait: denied)
   4  ended without access (--wait: lapsed, cancelled, expired, revoked)
   5  timed out (--wait --timeout, jit wait, login --timeout)
   6  not logged in, or the session ended: run `jit login`
   7  not found (no such request, or not one you may see)
-  8  conflict: the request's state does not allow it (already held, duplicate, decided)
+  8  conflict: the request's state does not allow it (already held, duplicate, decided, ended)
   130  interrupted (Ctrl-C) while waiting: resume with `jit wait ID`"
     };
 }
@@ -151,8 +151,10 @@ enum Cmd {
         /// Only pending requests I may approve.
         #[arg(long)]
         to_review: bool,
-        /// Filter by status (pending, approved, active, denied, cancelled, lapsed, expired, revoked).
-        #[arg(long)]
+        /// Filter by status: pending, approved, active, denied, cancelled,
+        /// lapsed, expired, revoked, applied (an extension added to its
+        /// grant) or failed (Keycloak refused the grant).
+        #[arg(long, value_name = "STATUS")]
         status: Option<String>,
     },
     /// Show every detail of one request.
@@ -213,6 +215,8 @@ enum Cmd {
         /// How much longer, e.g. 15m.
         #[arg(long = "for", value_name = "DURATION", allow_hyphen_values = true)]
         duration: String,
+        /// Why you need more time (the justification approvers see; the
+        /// entitlement's length limits apply, as for a request).
         #[arg(long)]
         reason: String,
     },
@@ -255,7 +259,8 @@ struct RequestArgs {
     /// Duration, e.g. 30m, 2h [default: the entitlement's].
     #[arg(long = "for", value_name = "DURATION", allow_hyphen_values = true)]
     duration: Option<String>,
-    /// Justification.
+    /// Why you need it (the justification approvers see; the entitlement
+    /// sets its length limits).
     #[arg(long)]
     reason: String,
     /// Ticket reference, if the entitlement requires one.
@@ -275,14 +280,9 @@ struct RequestArgs {
     /// survives jitd restarts. Resume an interrupted wait with `jit wait ID`.
     #[arg(long)]
     wait: bool,
-    /// With --wait: give up after this long (exit 5).
-    #[arg(
-        long,
-        default_value = "1h",
-        value_name = "DURATION",
-        allow_hyphen_values = true
-    )]
-    timeout: String,
+    /// With --wait (only): give up after this long (exit 5) [default: 1h].
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    timeout: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -294,6 +294,7 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(e, &argv),
     };
     let profile = cli.profile.clone();
+    let json = cli.json();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -301,8 +302,14 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
-            eprintln!("jit: {}", message_of(&e, &profile));
-            ExitCode::from(exit::code_of(&e))
+            let code = exit::code_of(&e);
+            let msg = message_of(&e, &profile);
+            if json {
+                eprintln!("{}", exit::problem_json(&e, code, &msg));
+            } else {
+                eprintln!("jit: {msg}");
+            }
+            ExitCode::from(code)
         }
     }
 }
@@ -336,7 +343,7 @@ fn usage_line(e: &clap::Error, argv: &[String]) -> String {
         .map(str::trim)
         .take_while(|l| !l.is_empty())
         .collect();
-    let msg = msg.join(" ");
+    let msg = cut_quoted(&msg.join(" "), 60);
     let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
     let cmd = Cli::command();
     let sub = argv
@@ -347,6 +354,26 @@ fn usage_line(e: &clap::Error, argv: &[String]) -> String {
         Some(sub) => format!("{msg}; try `jit {sub} --help`"),
         None => format!("{msg}; try `jit --help`"),
     }
+}
+
+/// `msg` with each single-quoted value longer than `max` characters cut
+/// with `…` (clap echoes a wrong value in full: a 300-character profile
+/// name would fill the screen).
+fn cut_quoted(msg: &str, max: usize) -> String {
+    let parts: Vec<&str> = msg.split('\'').collect();
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            // Odd parts are inside quotes (when the quote closes).
+            if i % 2 == 1 && i + 1 < parts.len() {
+                render::cut(p, max)
+            } else {
+                p.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("'")
 }
 
 /// `jit login`, or `jit --profile P login` for another profile.
@@ -503,7 +530,9 @@ fn start_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 }
 
 /// Accepts a full id or a unique prefix of a visible request's id.
+/// Ids are UUIDs, which jitd writes in lower case; any case is accepted.
 async fn resolve(c: &Client, id: &str) -> anyhow::Result<String> {
+    let id = &id.trim().to_ascii_lowercase();
     if id.len() == 36 {
         return Ok(id.to_string());
     }
@@ -559,7 +588,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => extend(&cli, id, d, reason).await,
         Cmd::Review { id, comment } => review(&cli, id, comment).await,
         Cmd::Audit { since, csv, verify } => audit(&cli, *since, *csv, *verify).await,
-        Cmd::Watch { since } => wait::watch(&client(&cli)?, *since, cli.json()).await,
+        Cmd::Watch { since } => {
+            let c = client(&cli)?;
+            wait::watch(&c, *since, cli.json(), |r| remember(&cli, r)).await
+        }
         Cmd::Completions { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "jit", &mut buf);
@@ -575,6 +607,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Remembers the profile user's grants among `rows` (see
+/// [`profile::SeenGrant`]: to say why a session ended); not with
+/// `JIT_TOKEN`, which has no profile.
+fn remember(cli: &Cli, rows: &[RequestView]) {
+    if std::env::var_os("JIT_TOKEN").is_some() {
+        return;
+    }
+    if let Ok(Some(p)) = profile::load(&cli.profile) {
+        profile::note_grants(&cli.profile, &p.login.username, rows);
+    }
+}
+
 /// `jit entitlements`.
 async fn entitlements(cli: &Cli) -> anyhow::Result<()> {
     let es = client(cli)?.entitlements().await?;
@@ -586,6 +630,7 @@ async fn wait(cli: &Cli, id: &str, timeout: &str) -> anyhow::Result<()> {
     let timeout = duration(timeout)?;
     let c = client(cli)?;
     let r = wait_or_interrupt(&c, id, timeout).await?;
+    remember(cli, std::slice::from_ref(&r));
     cli.print(&r, || render::granted(&r))
 }
 
@@ -603,6 +648,7 @@ async fn list(cli: &Cli, mine: bool, to_review: bool, status: Option<&str>) -> a
             review_open: false,
         })
         .await?;
+    remember(cli, &rows);
     cli.print(&rows, || print!("{}", render::list(&rows, c.server_now())))
 }
 
@@ -610,6 +656,7 @@ async fn list(cli: &Cli, mine: bool, to_review: bool, status: Option<&str>) -> a
 async fn show(cli: &Cli, id: &str) -> anyhow::Result<()> {
     let c = client(cli)?;
     let r = c.get(&resolve(&c, id).await?).await?;
+    remember(cli, std::slice::from_ref(&r));
     cli.print(&r, || render::show(&r, c.server_now()))
 }
 
@@ -673,6 +720,7 @@ async fn revoke(cli: &Cli, id: &str, comment: &str) -> anyhow::Result<()> {
     let id = resolve(&c, id).await?;
     let r = match c.revoke(&id, comment).await {
         Ok(r) => r,
+        Err(e) if e.code() == Some("not_an_approver") => return Err(own_grant(&c, &id, e).await),
         Err(e) => return Err(not_active(&c, &id, e).await),
     };
     let what = ended_grant_effect(&c, &r, "revoked").await;
@@ -689,6 +737,25 @@ async fn retry_removal(cli: &Cli, id: &str, comment: Option<&str>) -> anyhow::Re
             "the removal is pending again; jitd removes the role from Keycloak now (see `jit show`)",
         )
     })
+}
+
+/// A revoke refused because the caller approves nothing of the grant's
+/// entitlement: when it is the caller's own grant, where to look instead
+/// (`jit drop`, exit 3); else the refusal as it came.
+async fn own_grant(c: &Client, id: &str, e: jit_client::ClientError) -> anyhow::Error {
+    match (c.get(id).await, c.me().await) {
+        (Ok(r), Ok(me)) if r.request.requester_id() == me.id => Exit(
+            exit::FORBIDDEN,
+            format!(
+                "{} {} is your own grant: `jit revoke` is for approvers; to end it now, run `jit drop {}`",
+                render::short(id),
+                r.request.entitlement_id(),
+                render::short(id)
+            ),
+        )
+        .into(),
+        _ => e.into(),
+    }
 }
 
 /// The error of a drop or revoke that jitd refused: for a grant no longer
@@ -909,6 +976,7 @@ async fn login(cli: &Cli, device: bool, timeout_secs: i64) -> anyhow::Result<()>
         Some(Arc::new(StaticToken(tokens.access_token.clone()))),
     );
     let me = probe.me().await.context("jitd refused the new token")?;
+    profile::forget_grants(&cli.profile);
     profile::save(
         &cli.profile,
         &profile::Profile {
@@ -959,6 +1027,7 @@ async fn logout(cli: &Cli) -> anyhow::Result<()> {
         }
     }
     profile::remove(&cli.profile)?;
+    profile::forget_grants(&cli.profile);
     let out =
         serde_json::json!({"profile": cli.profile, "username": login.username, "logged_out": true});
     cli.print(&out, || {
@@ -970,7 +1039,13 @@ async fn request(cli: &Cli, a: &RequestArgs) -> anyhow::Result<()> {
     if let Some(d) = &a.duration {
         duration(d)?;
     }
-    let timeout = duration(&a.timeout)?;
+    if a.timeout.is_some() && !a.wait {
+        bail!(Exit(
+            exit::USAGE,
+            "--timeout is the limit of --wait: add --wait, or leave --timeout out".into()
+        ));
+    }
+    let timeout = duration(a.timeout.as_deref().unwrap_or("1h"))?;
     let c = client(cli)?;
     let created = c
         .create(&CreateRequestBody {
@@ -998,6 +1073,7 @@ async fn request(cli: &Cli, a: &RequestArgs) -> anyhow::Result<()> {
         render::requested(&r);
     }
     let r = wait_or_interrupt(&c, r.request.id(), timeout).await?;
+    remember(cli, std::slice::from_ref(&r));
     cli.print(&r, || render::granted(&r))
 }
 
@@ -1034,6 +1110,17 @@ async fn ticket_error(c: &Client, a: &RequestArgs, e: jit_client::ClientError) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_quoted_values_are_cut() {
+        let long = "p".repeat(300);
+        let msg = format!("invalid value '{long}' for '--profile <PROFILE>': no");
+        let cut = cut_quoted(&msg, 60);
+        assert!(cut.contains("'ppp"), "{cut}");
+        assert!(cut.contains("…' for '--profile <PROFILE>': no"), "{cut}");
+        assert!(cut.chars().count() < 120, "{cut}");
+        assert_eq!(cut_quoted("it's 'short'", 60), "it's 'short'");
+    }
 
     #[test]
     fn the_clap_definition_is_consistent() {

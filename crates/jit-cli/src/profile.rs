@@ -161,6 +161,129 @@ pub fn remove(name: &str) -> anyhow::Result<()> {
     }
 }
 
+/// A grant of the profile's user that `jit` saw (in a list, a wait, a
+/// watch): when Keycloak later refuses to refresh the login, `jit` can
+/// say which grant's end ended the session (jitd ends the Keycloak
+/// sessions of its user when a grant of an entitlement with
+/// `end_sessions_on_revoke` ends, e.g. a break-glass one).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SeenGrant {
+    pub id: String,
+    pub entitlement: String,
+    /// When it ended or will end (UTC): `ended_at`, else `expires_at`.
+    pub ends_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Grants kept this long after their end (then forgotten).
+const SEEN_GRANTS_KEPT_SECS: i64 = 24 * 3600;
+
+fn seen_path(d: &Path, name: &str) -> PathBuf {
+    d.join(format!(".{name}.grants.json"))
+}
+
+fn read_seen(d: &Path, name: &str) -> Vec<SeenGrant> {
+    std::fs::read_to_string(seen_path(d, name))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// Remembers the grants among `rows` of user `username` (see
+/// [`SeenGrant`]), in `.NAME.grants.json` next to the profile. Best
+/// effort: a failure to write is ignored (it only loses a better word).
+pub fn note_grants(name: &str, username: &str, rows: &[jit_core::api::RequestView]) {
+    let Ok(d) = dir() else { return };
+    note_grants_in(&d, name, username, rows, chrono::Utc::now());
+}
+
+fn note_grants_in(
+    d: &Path,
+    name: &str,
+    username: &str,
+    rows: &[jit_core::api::RequestView],
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let fresh: Vec<SeenGrant> = rows
+        .iter()
+        .map(|r| &r.request)
+        .filter(|q| q.requester_username() == username && q.activated_at().is_some())
+        .filter_map(|q| {
+            Some(SeenGrant {
+                id: q.id().to_string(),
+                entitlement: q.entitlement_id().to_string(),
+                ends_at: q.ended_at().or(q.expires_at())?,
+            })
+        })
+        .collect();
+    if fresh.is_empty() {
+        return;
+    }
+    let mut all = read_seen(d, name);
+    all.retain(|g| {
+        !fresh.iter().any(|f| f.id == g.id)
+            && (now - g.ends_at).num_seconds() < SEEN_GRANTS_KEPT_SECS
+    });
+    all.extend(fresh);
+    if all == read_seen(d, name) {
+        return;
+    }
+    if let Ok(text) = serde_json::to_string(&all) {
+        let _ = std::fs::create_dir_all(d);
+        if let Ok(mut tmp) = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".grants.tmp")
+            .tempfile_in(d)
+        {
+            if tmp.write_all(text.as_bytes()).is_ok() {
+                let _ = tmp.persist(seen_path(d, name));
+            }
+        }
+    }
+}
+
+/// The grant whose end most likely ended the Keycloak session of a login
+/// whose access token was issued at `issued_at`: the last seen grant that
+/// ended after `issued_at` and by `now` (a session still alive when the
+/// token was issued, ended since, when that grant ended).
+pub fn ended_session_by(
+    name: &str,
+    issued_at: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<SeenGrant> {
+    let d = dir().ok()?;
+    ended_by_in(&read_seen(&d, name), issued_at, now)
+}
+
+fn ended_by_in(
+    seen: &[SeenGrant],
+    issued_at: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<SeenGrant> {
+    seen.iter()
+        .filter(|g| g.ends_at >= issued_at && g.ends_at <= now)
+        .max_by_key(|g| g.ends_at)
+        .cloned()
+}
+
+/// Forgets the grants seen for profile `name` (login, logout).
+pub fn forget_grants(name: &str) {
+    if let Ok(d) = dir() {
+        let _ = std::fs::remove_file(seen_path(&d, name));
+    }
+}
+
+/// The `iat` (issued at, seconds since the epoch) of a JWT access token,
+/// read without checking it (only to date the login); `None` if absent.
+pub fn issued_at(access_token: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    use base64::Engine;
+    let payload = access_token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    chrono::DateTime::from_timestamp(v.get("iat")?.as_i64()?, 0)
+}
+
 /// Tokens of a profile, refreshed (and saved to the profile file) when
 /// less than 30 s are left: jit-login's [`RefreshingTokens`] over the file.
 pub struct ProfileTokens {
@@ -204,12 +327,31 @@ impl ProfileTokens {
             l.tokens
                 .needs_refresh(chrono::Utc::now(), REFRESH_MARGIN_SECS)
         };
-        let _lock = match self.tokens.login().await {
-            Some(held) if due(&held) => self.lock_and_reload(&held).await,
+        let held = self.tokens.login().await;
+        let _lock = match &held {
+            Some(held) if due(held) => self.lock_and_reload(held).await,
             _ => None,
         };
         let relogin = |why: &str| {
             ClientError::Token(format!("{why}; run {}", crate::login_command(&self.name)))
+        };
+        // The session ended: when a grant seen ending since the login's
+        // token was issued explains it, say so.
+        let ended = |why: &str| {
+            let cause = held
+                .as_ref()
+                .and_then(|l| issued_at(&l.tokens.access_token))
+                .and_then(|iat| ended_session_by(&self.name, iat, chrono::Utc::now()));
+            match cause {
+                Some(g) => ClientError::Token(format!(
+                    "your Keycloak session was ended when grant {} ({}) ended at {}; log in again: {}",
+                    crate::render::short(&g.id),
+                    g.entitlement,
+                    crate::render::time(g.ends_at),
+                    crate::login_command(&self.name)
+                )),
+                None => relogin(why),
+            }
         };
         self.tokens
             .access_token(REFRESH_MARGIN_SECS)
@@ -218,7 +360,7 @@ impl ProfileTokens {
                 RefreshError::NotLoggedIn | RefreshError::NoRefreshToken { .. } => {
                     relogin("the session expired")
                 }
-                RefreshError::SessionEnded { .. } => relogin("the Keycloak session has ended"),
+                RefreshError::SessionEnded { .. } => ended("the Keycloak session has ended"),
                 // Keycloak could not be reached to refresh the token: an
                 // outage (retried by waiting commands), not a reason to log
                 // in again.
@@ -227,7 +369,7 @@ impl ProfileTokens {
                 }
                 // Its own text ends "log in again": say that once.
                 RefreshError::Keycloak(OidcError::SessionEnded) => {
-                    relogin("the Keycloak session has ended")
+                    ended("the Keycloak session has ended")
                 }
                 RefreshError::Keycloak(other) => relogin(&other.to_string()),
                 RefreshError::Store(e) => ClientError::Token(e),
@@ -346,5 +488,25 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(most.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn the_grant_that_ended_the_session_is_the_last_one_ended_since_the_token() {
+        let t = |s: &str| -> chrono::DateTime<chrono::Utc> { s.parse().unwrap() };
+        let g = |id: &str, ends: &str| SeenGrant {
+            id: id.into(),
+            entitlement: "e".into(),
+            ends_at: t(ends),
+        };
+        let seen = [
+            g("before", "2026-11-30T09:00:00Z"),
+            g("ended", "2026-11-30T10:05:00Z"),
+            g("later", "2026-11-30T10:30:00Z"),
+        ];
+        let iat = t("2026-11-30T10:00:00Z");
+        let now = t("2026-11-30T10:10:00Z");
+        assert_eq!(ended_by_in(&seen, iat, now).unwrap().id, "ended");
+        // Nothing ended since the token was issued: no cause.
+        assert!(ended_by_in(&seen[..1], iat, now).is_none());
     }
 }

@@ -10,6 +10,16 @@ pub fn time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
+/// A start time in a list: `09:00 UTC` today (by `now`, the server's
+/// clock), else `2026-12-01 09:00 UTC`.
+pub fn short_time(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    if t.date_naive() == now.date_naive() {
+        t.format("%H:%M UTC").to_string()
+    } else {
+        t.format("%Y-%m-%d %H:%M UTC").to_string()
+    }
+}
+
 /// Text from the server with any control character shown as `?`, so
 /// nothing in a justification or comment can drive the terminal.
 pub fn safe(s: &str) -> String {
@@ -299,6 +309,14 @@ pub fn list(rows: &[RequestView], now: DateTime<Utc>) -> String {
             if let jit_core::RequestKind::Extension { grant_id } = &q.kind() {
                 reason = format!("[more time for {}] {reason}", short(grant_id));
             }
+            if let Some(t) = q.start_at().filter(|_| {
+                matches!(
+                    q.status(),
+                    jit_core::Status::Pending | jit_core::Status::Approved
+                )
+            }) {
+                reason = format!("[starts {}] {reason}", short_time(t, now));
+            }
             vec![
                 short(q.id()).to_string(),
                 q.status().as_str().to_string(),
@@ -336,6 +354,29 @@ pub fn how_it_ended(r: &RequestView) -> String {
         S::Pending | S::Approved => format!("not active yet: it is {}", q.status()),
         s => format!("not an active grant: it is {s}"),
     }
+}
+
+/// The `Ended` line of `jit show`: `expired at T`, `T by bob: reason`.
+fn ended_line(r: &RequestView, at: DateTime<Utc>) -> String {
+    let q = &r.request;
+    if q.status() == jit_core::Status::Expired {
+        let due = q.expires_at().unwrap_or(at);
+        let late = (at - due).num_seconds();
+        return if late >= 2 {
+            format!(
+                "expired at {} (processed by jitd {} later)",
+                time(due),
+                format_duration(late)
+            )
+        } else {
+            format!("expired at {}", time(due))
+        };
+    }
+    let why = q
+        .end_reason()
+        .map(|w| format!(": {}", safe(w)))
+        .unwrap_or_default();
+    format!("{} by {}{why}", time(at), q.ended_by().unwrap_or("-"))
 }
 
 /// Every detail of one request, times in UTC.
@@ -424,12 +465,7 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
         }
     }
     if let Some(t) = q.ended_at() {
-        println!(
-            "Ended        {} by {} {}",
-            time(t),
-            q.ended_by().unwrap_or("-"),
-            safe(q.end_reason().unwrap_or(""))
-        );
+        println!("Ended        {}", ended_line(r, t));
     }
     if r.keycloak.removal_failed {
         println!(

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use jit_client::{Client, ClientError};
+use jit_client::{Client, ClientError, ServerEvent};
 use jit_core::api::RequestView;
 use jit_core::{format_duration, Decision, Status};
 
@@ -151,14 +151,16 @@ fn decided(r: &RequestView) -> anyhow::Result<Option<RequestView>> {
                 .unwrap_or_default();
             Err(Exit(exit::FORBIDDEN, format!("denied{why}")).into())
         }
-        s @ (Status::Lapsed
-        | Status::Cancelled
-        | Status::Expired
-        | Status::Revoked
-        | Status::Failed) => {
+        Status::Expired | Status::Revoked => Err(Exit(
+            exit::ENDED,
+            format!("the grant {}", render::safe(&r.request.end_phrase())),
+        )
+        .into()),
+        s @ (Status::Lapsed | Status::Cancelled | Status::Failed) => {
             let why = r
                 .request
                 .end_reason()
+                .filter(|w| *w != s.as_str())
                 .map(|w| format!(": {}", render::safe(w)))
                 .unwrap_or_default();
             Err(Exit(exit::ENDED, format!("request {s}{why}")).into())
@@ -191,28 +193,71 @@ fn progress(c: &Client, r: &RequestView) -> String {
 /// How long `jit watch` keeps trying to reconnect before it gives up.
 pub const WATCH_GIVE_UP: Duration = Duration::from_secs(600);
 
+/// A stream that jitd ended cleanly after at least this long was a planned
+/// end (the token it was opened with expired, or jitd is stopping):
+/// reconnect at once. A shorter one is retried after the backoff, so a
+/// server that ends every stream at once is not called in a tight loop.
+const PLANNED_END_AFTER: Duration = Duration::from_secs(5);
+
 /// Follows `/v1/events` until Ctrl-C: reconnects after a cut or a jitd
 /// restart with `Last-Event-ID` (nothing lost, nothing shown twice); gives
 /// up (exit 1) after [`WATCH_GIVE_UP`] without a connection.
-pub async fn watch(c: &Client, since: Option<i64>, json: bool) -> anyhow::Result<()> {
+/// `remember` is given the request of each event that carries it.
+pub async fn watch(
+    c: &Client,
+    since: Option<i64>,
+    json: bool,
+    remember: impl Fn(&[RequestView]),
+) -> anyhow::Result<()> {
     eprintln!("jit: watching events on {} (Ctrl-C to stop)", c.base());
     if !json {
         println!("{}", render::event_header());
     }
+    let show = |ev: &ServerEvent| {
+        if let Some(r) = &ev.data.request {
+            remember(std::slice::from_ref(r));
+        }
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"id": ev.id, "event": ev.event, "data": ev.data})
+            );
+        } else {
+            println!("{}", render::event(ev));
+        }
+    };
+    follow(c, since, show, |note| eprintln!("jit: {note}")).await
+}
+
+/// The loop of [`watch`]: each event after `since` once, in order, to
+/// `show`; what happens to the link to `note`. A stream jitd ends cleanly
+/// (its token expired: jitd ends each stream then; or jitd stopping) is
+/// re-opened silently with a fresh token; only a lost link is noted: once
+/// when it is lost (a cut, or jitd not answering), once when it is back,
+/// with backoff ([`Backoff`]) between attempts in between.
+pub async fn follow(
+    c: &Client,
+    since: Option<i64>,
+    mut show: impl FnMut(&ServerEvent),
+    mut note: impl FnMut(&str),
+) -> anyhow::Result<()> {
     let mut last = since;
     let mut backoff = Backoff::new();
-    let mut failing_since: Option<Instant> = None;
+    // Since when the link is lost (noted), while it is.
+    let mut lost: Option<Instant> = None;
     loop {
         match c.events(last).await {
             Ok(stream) => {
-                if failing_since.take().is_some() {
-                    eprintln!(
-                        "jit: reconnected; resuming after event {}",
+                if lost.take().is_some() {
+                    note(&format!(
+                        "jitd is back; resuming after event {}",
                         last.map(|l| l.to_string()).unwrap_or_else(|| "-".into())
-                    );
+                    ));
                 }
                 backoff.reset();
+                let opened = Instant::now();
                 let mut stream = Box::pin(stream);
+                let mut cut = false;
                 while let Some(ev) = stream.next().await {
                     match ev {
                         Ok(ev) => {
@@ -220,33 +265,35 @@ pub async fn watch(c: &Client, since: Option<i64>, json: bool) -> anyhow::Result
                                 continue; // already shown
                             }
                             last = Some(ev.id);
-                            if json {
-                                println!(
-                                    "{}",
-                                    serde_json::json!({"id": ev.id, "event": ev.event, "data": ev.data})
-                                );
-                            } else {
-                                println!("{}", render::event(&ev));
-                            }
+                            show(&ev);
                         }
                         Err(e) => {
-                            eprintln!("jit: the event stream was cut ({e}); reconnecting");
+                            note(&format!("the event stream was cut ({e}); reconnecting"));
+                            lost = Some(Instant::now());
+                            cut = true;
                             break;
                         }
                     }
                 }
-                failing_since.get_or_insert_with(Instant::now);
+                if !cut && opened.elapsed() >= PLANNED_END_AFTER {
+                    continue; // a planned end: re-open now, silently
+                }
             }
-            Err(e) if transient(&e) => {
-                let since = *failing_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= WATCH_GIVE_UP {
+            Err(e) if transient(&e) => match lost {
+                Some(t) if t.elapsed() >= WATCH_GIVE_UP => {
                     return Err(anyhow::Error::from(e).context(format!(
                         "no connection to jitd for {}",
                         format_duration(WATCH_GIVE_UP.as_secs() as i64)
                     )));
                 }
-                eprintln!("jit: cannot follow events ({e}); retrying");
-            }
+                Some(_) => {}
+                None => {
+                    note(&format!(
+                        "jitd is not answering ({e}); retrying until it is back (Ctrl-C to stop)"
+                    ));
+                    lost = Some(Instant::now());
+                }
+            },
             Err(e) => return Err(e.into()),
         }
         tokio::time::sleep(backoff.next_delay()).await;
@@ -283,5 +330,118 @@ mod tests {
         assert!(!transient(&api(404)));
         assert!(!transient(&api(403)));
         assert!(!transient(&ClientError::Token("expired".into())));
+    }
+
+    /// A stand-in jitd for [`follow`]: each connection's fate by its
+    /// number, as `plan` says; counts the connections it took.
+    async fn fake_jitd(
+        plan: fn(usize) -> Fate,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = n.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let i = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                }
+                let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n: keep-alive\n\n";
+                match plan(i) {
+                    Fate::Refuse => drop(s),
+                    Fate::EndCleanly => {
+                        let _ = s.write_all(head).await;
+                        let _ = s.shutdown().await;
+                    }
+                    Fate::Hold => {
+                        let _ = s.write_all(head).await;
+                        held.push(s);
+                    }
+                }
+            }
+        });
+        (url, n)
+    }
+
+    #[derive(Clone, Copy)]
+    enum Fate {
+        /// Closed before any answer (jitd down or restarting).
+        Refuse,
+        /// A stream jitd ends cleanly (as when the token expires).
+        EndCleanly,
+        /// A stream kept open.
+        Hold,
+    }
+
+    /// Runs [`follow`] against `url` until `done(notes, connections)`
+    /// (bounded: 60 s); returns its notes.
+    async fn notes_until(
+        url: &str,
+        connections: &std::sync::atomic::AtomicUsize,
+        done: impl Fn(&[String], usize) -> bool,
+    ) -> Vec<String> {
+        let c = Client::new(
+            url,
+            Some(std::sync::Arc::new(jit_client::StaticToken("t".into()))),
+        );
+        let notes = std::sync::Mutex::new(Vec::new());
+        let run = follow(
+            &c,
+            None,
+            |_| {},
+            |n| notes.lock().unwrap().push(n.to_string()),
+        );
+        let count = || connections.load(std::sync::atomic::Ordering::SeqCst);
+        let reached = async {
+            while !done(&notes.lock().unwrap(), count()) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::select! {
+            r = run => panic!("follow ended: {r:?}"),
+            r = tokio::time::timeout(Duration::from_secs(60), reached) => {
+                let notes = notes.lock().unwrap();
+                assert!(r.is_ok(), "not reached after {} connections: {notes:#?}", count());
+            }
+        }
+        notes.into_inner().unwrap()
+    }
+
+    /// jitd ends each stream when its token expires: `jit watch` opens the
+    /// next one without a word (it used to say "reconnected" each time).
+    #[tokio::test]
+    async fn a_planned_end_of_the_stream_is_silent() {
+        let (url, n) = fake_jitd(|i| if i < 3 { Fate::EndCleanly } else { Fate::Hold }).await;
+        let notes = notes_until(&url, &n, |_, c| c >= 4).await;
+        assert!(notes.is_empty(), "{notes:#?}");
+    }
+
+    /// jitd down for several attempts: one line when it is lost, one when
+    /// it is back (it used to print one per attempt).
+    #[tokio::test]
+    async fn an_outage_is_said_once_and_its_end_once() {
+        let (url, n) = fake_jitd(|i| match i {
+            0 => Fate::EndCleanly,
+            1..=4 => Fate::Refuse,
+            _ => Fate::Hold,
+        })
+        .await;
+        let notes = notes_until(&url, &n, |notes, _| {
+            notes.iter().any(|n| n.contains("jitd is back"))
+        })
+        .await;
+        let lost = notes.iter().filter(|n| n.contains("not answering")).count();
+        let back = notes.iter().filter(|n| n.contains("jitd is back")).count();
+        assert_eq!((lost, back), (1, 1), "{notes:#?}");
+        assert_eq!(notes.len(), 2, "{notes:#?}");
     }
 }

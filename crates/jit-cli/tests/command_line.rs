@@ -163,12 +163,19 @@ fn a_server_that_closes_the_connection_is_one_line_with_exit_1() {
     });
     let token = jwt_shaped();
     let server = format!("https://127.0.0.1:{port}");
-    for args in [vec!["list"], vec!["--output", "json", "list"]] {
-        let mut a = vec!["--server", server.as_str()];
-        a.extend(args);
-        let o = jit(&a, &[("JIT_TOKEN", token.as_str())]);
-        one_line(&o, 1, &["cannot reach jitd"]);
-    }
+    let mut a = vec!["--server", server.as_str(), "list"];
+    let o = jit(&a, &[("JIT_TOKEN", token.as_str())]);
+    one_line(&o, 1, &["cannot reach jitd"]);
+    // With --output json: the same as a JSON problem object.
+    a.extend(["--output", "json"]);
+    let o = jit(&a, &[("JIT_TOKEN", token.as_str())]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    let v: serde_json::Value = serde_json::from_str(&err).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert!(
+        v["detail"].as_str().unwrap().contains("cannot reach jitd"),
+        "{v}"
+    );
 }
 
 /// A closed stdout (`jit man | head`, the reader gone before jit writes)
@@ -211,4 +218,116 @@ fn a_bad_profile_name_is_refused_up_front_with_exit_2() {
     // The longest allowed name is accepted (then: not logged in, exit 6).
     let o = jit(&["--profile", &"p".repeat(64), "list"], &[SERVER]);
     one_line(&o, 6, &["not logged in"]);
+}
+
+/// `--timeout` belongs to `--wait`: without it, it would be ignored in
+/// silence, so it is refused (exit 2, one line).
+#[test]
+fn timeout_without_wait_is_refused() {
+    let o = jit(
+        &[
+            "request",
+            "some-entitlement",
+            "--reason",
+            "a reason long enough",
+            "--timeout",
+            "5m",
+        ],
+        &[SERVER],
+    );
+    one_line(&o, 2, &["--timeout", "add --wait"]);
+}
+
+/// `jit list --help` and the error for a wrong `--status` name the same
+/// statuses: every one jitd has.
+#[test]
+fn list_help_and_the_status_error_name_the_same_statuses() {
+    let o = jit(&["list", "--help"], &[SERVER]);
+    assert_eq!(o.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&o.stdout).to_string();
+    let o = jit(&["list", "--status", "nope"], &[SERVER]);
+    let err = one_line(&o, 2, &["unknown status 'nope'"]);
+    for s in jit_core::Status::ALL {
+        assert!(help.contains(s.as_str()), "{s} missing in help:\n{help}");
+        assert!(err.contains(s.as_str()), "{s} missing in: {err}");
+    }
+}
+
+/// `jit extend --help` says what `--reason` is.
+#[test]
+fn extend_help_describes_the_reason() {
+    let o = jit(&["extend", "--help"], &[SERVER]);
+    assert_eq!(o.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&o.stdout).to_string();
+    let reason = help
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("--reason"))
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(reason.contains("justification"), "{help}");
+}
+
+/// With `--json` (or `--output json`), an error is one JSON object on
+/// stderr in the problem shape (`type`, `title`, `detail`, `code`) with
+/// the exit code, which is the documented one.
+#[test]
+fn json_errors_are_problem_objects_on_stderr() {
+    for args in [vec!["--json", "list"], vec!["list", "--output", "json"]] {
+        let o = jit(&args, &[SERVER]);
+        assert_eq!(o.status.code(), Some(6), "{o:?}");
+        assert!(o.stdout.is_empty(), "{o:?}");
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        let v: serde_json::Value =
+            serde_json::from_str(&err).unwrap_or_else(|e| panic!("{e}: {err}"));
+        assert_eq!(v["code"], "not_logged_in", "{v}");
+        assert_eq!(v["type"], "urn:jit-access:problem:not_logged_in", "{v}");
+        assert_eq!(v["exit"], 6, "{v}");
+        assert!(v["title"].is_string(), "{v}");
+        assert!(
+            v["detail"].as_str().unwrap().contains("not logged in"),
+            "{v}"
+        );
+    }
+}
+
+/// A `--server` that answers HTTP but is no jitd (Keycloak, a web
+/// server: an error page without problem+json) is said as such with exit
+/// 1 (README: "--server is not a jitd"), not as "not found" (7).
+#[test]
+fn a_server_that_is_not_a_jitd_exits_1() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let body = "<html><body>Resource not found</body></html>";
+            let _ = write!(
+                s,
+                "HTTP/1.1 404 Not Found\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let token = jwt_shaped();
+    let server = format!("http://127.0.0.1:{port}");
+    for args in [vec!["list"], vec!["show", "abcd1234"], vec!["login"]] {
+        let mut a = vec!["--server", server.as_str()];
+        a.extend(args.clone());
+        let o = jit(&a, &[("JIT_TOKEN", token.as_str()), ("BROWSER", "false")]);
+        one_line(&o, 1, &["does not look like a jitd"]);
+    }
+}
+
+/// An overlong bad profile name is not echoed in full.
+#[test]
+fn an_overlong_profile_name_is_cut_in_the_error() {
+    let long = format!("{}/x", "p".repeat(300));
+    let o = jit(&["--profile", &long, "list"], &[SERVER]);
+    let line = one_line(&o, 2, &["profile", "…"]);
+    assert!(line.chars().count() < 200, "{line}");
 }

@@ -65,6 +65,10 @@ impl TokenSource for StaticToken {
     }
 }
 
+/// [`ClientError::Api`] `code` of an answer that is not jitd's (an HTTP
+/// error without a problem+json body, e.g. from Keycloak or a proxy).
+pub const NOT_JITD: &str = "not_jitd";
+
 /// Response header of `GET /v1/requests` with the next page's cursor.
 pub const NEXT_AFTER_HEADER: &str = "x-next-after";
 
@@ -173,9 +177,9 @@ impl Client {
             }),
             Err(_) => Err(ClientError::Api {
                 status,
-                code: format!("http_{status}"),
+                code: NOT_JITD.into(),
                 detail: format!(
-                    "{} answered HTTP {status} without a problem report: is it a jitd?",
+                    "{} answered HTTP {status} without a problem report: it does not look like a jitd (is the server URL jitd's, not Keycloak's?)",
                     self.base
                 ),
             }),

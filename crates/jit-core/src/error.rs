@@ -44,8 +44,18 @@ pub enum DomainError {
     AlreadyVoted,
     #[error("only the requester may {0} this request")]
     NotRequester(Action),
-    #[error("cannot {action} a request that is {from}")]
+    #[error("cannot {action} this request: it is {}", status_phrase(*.from))]
     IllegalTransition { from: Status, action: Action },
+    /// `review` of a request with no after-the-fact review open: it is no
+    /// break-glass activation, or its review is done.
+    #[error("{}", match .reviewed_by {
+        Some(who) => format!("this break-glass activation was already reviewed by {who}"),
+        None => format!("nothing to review: only break-glass activations get an after-the-fact review, and this request was not one (it is {})", status_phrase(*.status)),
+    })]
+    NothingToReview {
+        status: Status,
+        reviewed_by: Option<String>,
+    },
     #[error("the request lapsed: nobody reviewed it before its pending time ran out")]
     Lapsed,
     #[error("an approver may shorten the duration but not lengthen it (requested {requested})")]
@@ -64,10 +74,32 @@ pub enum DomainError {
         grant_entitlement: String,
         until: String,
     },
-    #[error(
-        "request {0} is not an active grant (a request just approved becomes active once Keycloak has the role: try again in a moment)"
-    )]
-    NotAnActiveGrant(String),
+    /// Extending request `id`, which is not (yet) an active grant: still
+    /// pending, approved but not granted yet, or never granted (denied,
+    /// cancelled, lapsed, failed). An ended grant is [`GrantEnded`](Self::GrantEnded).
+    #[error("{}", not_active_text(.id, *.status))]
+    NotAnActiveGrant { id: String, status: Status },
+    /// Extending a grant that has ended; `how` says how and when, e.g.
+    /// `expired at 2026-11-30T04:00:00Z` (times RFC 3339, UTC).
+    #[error("grant {id} ({entitlement}) has already ended: it {how}; an ended grant cannot be extended: request '{entitlement}' again")]
+    GrantEnded {
+        id: String,
+        entitlement: String,
+        how: String,
+    },
+    /// Extending by the id of an extension request instead of its grant's.
+    #[error("{id} is an extension request of grant {grant_id}, not a grant: to ask for more time, extend grant {grant_id}")]
+    NotAGrant { id: String, grant_id: String },
+    /// Deciding an extension that jitd cancelled (its grant ended before
+    /// anyone decided): nothing is left to decide. `reason` is jitd's, e.g.
+    /// `its grant … has ended`.
+    #[error("extension {id} was cancelled by jitd{at}: {reason}; there is nothing left to decide (the requester may ask for access again)")]
+    ExtensionWithdrawn {
+        id: String,
+        reason: String,
+        /// ` at 2026-11-30T04:00:00Z`, or empty.
+        at: String,
+    },
     #[error("{field} contains control or invisible formatting characters; use plain text")]
     InvalidText { field: &'static str },
     /// A free-text field is longer than its limit (characters, not bytes;
@@ -109,17 +141,60 @@ impl DomainError {
             AlreadyVoted => "already_voted",
             NotRequester(_) => "not_requester",
             IllegalTransition { .. } => "illegal_transition",
+            NothingToReview { .. } => "nothing_to_review",
             Lapsed => "lapsed",
             CannotLengthen { .. } => "cannot_lengthen",
             CommentRequired(_) => "comment_required",
             AlreadyHeld { .. } | AlreadyHeldThroughGrant { .. } => "already_held",
-            NotAnActiveGrant(_) => "not_an_active_grant",
+            NotAnActiveGrant { .. } => "not_an_active_grant",
+            GrantEnded { .. } => "grant_ended",
+            NotAGrant { .. } => "not_a_grant",
+            ExtensionWithdrawn { .. } => "extension_withdrawn",
             InvalidText { .. } => "invalid_text",
             TextTooLong { .. } => "text_too_long",
             DuplicatePending(..) => "duplicate_pending",
             EntitlementUnavailable { .. } => "entitlement_unavailable",
             RemovalNotFailed(_) => "removal_not_failed",
             NotFound => "not_found",
+        }
+    }
+
+    /// A short title of the class of problem (problem+json `title`, RFC
+    /// 9457), one per [`code`](Self::code).
+    pub fn title(&self) -> &'static str {
+        use DomainError::*;
+        match self {
+            UnknownEntitlement(_) => "Unknown entitlement",
+            NotARequester(_) => "Not a requester of this entitlement",
+            InvalidDuration { .. } => "Invalid duration",
+            DurationExceedsMax { .. } => "Duration above the maximum",
+            JustificationTooShort { .. } => "Justification too short",
+            JustificationTooLong { .. } => "Justification too long",
+            TicketRequired { .. } => "Ticket required",
+            TicketInvalid { .. } => "Invalid ticket reference",
+            StartInPast => "Start time in the past",
+            StartTooFar { .. } => "Start time too far ahead",
+            BreakGlassNotAllowed(_) => "Break-glass not allowed",
+            SelfApproval => "Own request",
+            NotAnApprover(_) => "Not an approver",
+            AlreadyVoted => "Already voted",
+            NotRequester(_) => "Not the requester",
+            IllegalTransition { .. } => "Not allowed in this state",
+            NothingToReview { .. } => "Nothing to review",
+            Lapsed => "Request lapsed",
+            CannotLengthen { .. } => "Cannot lengthen",
+            CommentRequired(_) => "Comment required",
+            AlreadyHeld { .. } | AlreadyHeldThroughGrant { .. } => "Already held",
+            NotAnActiveGrant { .. } => "Not an active grant yet",
+            GrantEnded { .. } => "Grant already ended",
+            NotAGrant { .. } => "An extension, not a grant",
+            ExtensionWithdrawn { .. } => "Extension cancelled by jitd",
+            InvalidText { .. } => "Invalid text",
+            TextTooLong { .. } => "Text too long",
+            DuplicatePending(..) => "Duplicate pending request",
+            EntitlementUnavailable { .. } => "Entitlement unavailable",
+            RemovalNotFailed(_) => "Removal has not failed",
+            NotFound => "Not found",
         }
     }
 
@@ -132,16 +207,48 @@ impl DomainError {
             }
             NotFound => ErrorKind::NotFound,
             IllegalTransition { .. }
+            | NothingToReview { .. }
             | AlreadyVoted
             | Lapsed
             | AlreadyHeld { .. }
             | AlreadyHeldThroughGrant { .. }
             | DuplicatePending(..)
             | EntitlementUnavailable { .. }
-            | NotAnActiveGrant(_)
+            | NotAnActiveGrant { .. }
+            | GrantEnded { .. }
+            | ExtensionWithdrawn { .. }
             | RemovalNotFailed(_) => ErrorKind::Conflict,
             _ => ErrorKind::Invalid,
         }
+    }
+}
+
+/// A request's status in words for a sentence "it is …": `already
+/// approved and active`, `still pending`, `already expired`.
+pub fn status_phrase(s: Status) -> &'static str {
+    match s {
+        Status::Pending => "still pending",
+        Status::Approved => "approved and not active yet",
+        Status::Active => "already approved and active",
+        Status::Denied => "already denied",
+        Status::Cancelled => "already cancelled",
+        Status::Lapsed => "lapsed (nobody decided in time)",
+        Status::Expired => "already expired",
+        Status::Revoked => "already ended (revoked or dropped)",
+        Status::Applied => "an extension already added to its grant",
+        Status::Failed => "failed (Keycloak refused the grant)",
+    }
+}
+
+fn not_active_text(id: &str, status: Status) -> String {
+    match status {
+        Status::Pending => format!(
+            "request {id} is still pending: a grant can be extended once it is approved and active"
+        ),
+        Status::Approved => format!(
+            "request {id} is approved but not active yet (jitd is giving the role in Keycloak, or it starts later): extend it once it is active"
+        ),
+        s => format!("request {id} was never an active grant (it is {s}): there is nothing to extend"),
     }
 }
 

@@ -658,6 +658,11 @@ pub fn clean_text(field: &'static str, text: &str) -> Result<String, DomainError
 /// same `maxLength` (`jit_core::api`).
 pub const MAX_FREE_TEXT_CHARS: usize = 500;
 
+/// Most characters any entitlement may allow in a justification: the
+/// ceiling of `justification_max` in the policy (its default too), so a
+/// policy cannot make jitd store and show an unbounded text.
+pub const MAX_JUSTIFICATION_CHARS: usize = 1000;
+
 /// The one check of a free-text field other than a justification:
 /// [`clean_text`] (no control or invisible formatting characters), then at
 /// most [`MAX_FREE_TEXT_CHARS`] characters (as sent); returns it trimmed.
@@ -851,8 +856,14 @@ impl AccessRequest {
         if grant.requester_id != requester.id {
             return Err(DomainError::NotRequester(Action::Extend));
         }
-        if grant.status != Status::Active || !matches!(grant.kind, RequestKind::Access) {
-            return Err(DomainError::NotAnActiveGrant(grant.id.clone()));
+        if let RequestKind::Extension { grant_id } = &grant.kind {
+            return Err(DomainError::NotAGrant {
+                id: grant.id.clone(),
+                grant_id: grant_id.clone(),
+            });
+        }
+        if grant.status != Status::Active {
+            return Err(grant.not_extendable());
         }
         let input = NewRequest {
             entitlement: grant.entitlement_id.clone(),
@@ -868,6 +879,56 @@ impl AccessRequest {
             grant_id: grant.id.clone(),
         };
         Ok((r, t))
+    }
+
+    /// Why this access request, not active, cannot be extended (or an
+    /// extension of it decided): [`DomainError::GrantEnded`] once it was a
+    /// grant (expired, revoked, dropped), else
+    /// [`DomainError::NotAnActiveGrant`].
+    pub fn not_extendable(&self) -> DomainError {
+        match (self.status, self.activated_at) {
+            (Status::Expired | Status::Revoked, Some(_)) => DomainError::GrantEnded {
+                id: self.id.clone(),
+                entitlement: self.entitlement_id.clone(),
+                how: self.end_phrase(),
+            },
+            (status, _) => DomainError::NotAnActiveGrant {
+                id: self.id.clone(),
+                status,
+            },
+        }
+    }
+
+    /// How an ended request ended, to follow "it": `expired at T`, `was
+    /// dropped by its requester alice at T`, `was revoked by bob at T`, `was
+    /// ended by jitd at T (reason)`; times RFC 3339, UTC.
+    pub fn end_phrase(&self) -> String {
+        let at = |t: Option<DateTime<Utc>>| {
+            t.map(|t| {
+                format!(
+                    " at {}",
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )
+            })
+            .unwrap_or_default()
+        };
+        let by = self.ended_by.as_deref().unwrap_or(SYSTEM_ACTOR);
+        match self.status {
+            Status::Expired => format!("expired{}", at(self.expires_at.or(self.ended_at))),
+            Status::Revoked if by == self.requester_username => {
+                format!("was dropped by its requester {by}{}", at(self.ended_at))
+            }
+            Status::Revoked if by == SYSTEM_ACTOR => format!(
+                "was ended by jitd{}{}",
+                at(self.ended_at),
+                self.end_reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ),
+            Status::Revoked => format!("was revoked by {by}{}", at(self.ended_at)),
+            s => format!("is {s}"),
+        }
     }
 
     fn approve_by_rule(&mut self, actor: String, reason: String, now: DateTime<Utc>) -> Transition {
@@ -1312,9 +1373,9 @@ impl AccessRequest {
         now: DateTime<Utc>,
     ) -> Result<Transition, DomainError> {
         if !self.review_required || self.reviewed_at.is_some() {
-            return Err(DomainError::IllegalTransition {
-                from: self.status,
-                action: Action::Review,
+            return Err(DomainError::NothingToReview {
+                status: self.status,
+                reviewed_by: self.reviewed_by.clone(),
             });
         }
         self.check_reviewer(e, reviewer)?;

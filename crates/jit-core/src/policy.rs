@@ -410,8 +410,17 @@ impl RawEntitlement {
     /// `(justification_min, justification_max)`, defaults 10 and 1000;
     /// break-glass needs a justification.
     fn justification_bounds(&self, err: &FieldErrors) -> Result<(usize, usize), PolicyError> {
+        use crate::model::MAX_JUSTIFICATION_CHARS as CEILING;
         let min = self.justification_min.unwrap_or(10);
-        let max = self.justification_max.unwrap_or(1000);
+        let max = self.justification_max.unwrap_or(CEILING);
+        if max > CEILING {
+            return Err(err.at(
+                "justification_max",
+                format!(
+                    "{max} is above jitd's limit: a justification is at most {CEILING} characters"
+                ),
+            ));
+        }
         if min > max {
             return Err(err.at(
                 "justification_min",
@@ -661,6 +670,7 @@ hours_utc = [8, 18]
             (base("realm_role=\"r\"\napprover_roles=[\"a\"]\nticket_pattern=\"(\""), "ticket_pattern"),
             (base("realm_role=\"r\"\napprover_roles=[\"a\"]\npending_ttl=\"soon\""), "pending_ttl"),
             (base("realm_role=\"r\"\napprover_roles=[\"a\"]\njustification_min=50\njustification_max=5"), "justification_min"),
+            (base("realm_role=\"r\"\napprover_roles=[\"a\"]\njustification_max=100000"), "justification_max"),
             (base("realm_role=\"r\"\napprover_roles=[\"a\"]\n[[entitlement.auto_approve]]\n"), "auto_approve[0]"),
         ];
         for (text, field) in cases {

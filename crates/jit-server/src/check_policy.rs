@@ -108,7 +108,13 @@ async fn existing_store(cfg: &crate::Config) -> anyhow::Result<Option<crate::sto
     if !crate::store::postgres::is_url(&spec) && !cfg.database.exists() {
         return Ok(None);
     }
-    crate::open_store(cfg).await.map(Some)
+    // Read only: never migrates, creates or changes jitd's database.
+    let spec = spec.to_string();
+    let shown = cfg.database_display();
+    tokio::task::spawn_blocking(move || crate::store::Store::open_spec_as_is(&spec))
+        .await?
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("database {shown}: {e}"))
 }
 
 /// What [`against_keycloak`] found: the lines to print (`policy OK: …`,

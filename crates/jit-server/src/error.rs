@@ -58,7 +58,7 @@ impl ApiError {
                     ErrorKind::Conflict => StatusCode::CONFLICT,
                     ErrorKind::NotFound => StatusCode::NOT_FOUND,
                 };
-                (status, d.code(), "Request refused")
+                (status, d.code(), d.title())
             }
             ApiError::Auth(AuthError::JwksUnavailable(_)) => (
                 StatusCode::SERVICE_UNAVAILABLE,

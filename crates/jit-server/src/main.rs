@@ -115,6 +115,7 @@ fn serve(config: PathBuf) -> ExitCode {
             _ = hup => {}
         }
         tracing::info!("stopping");
+        jit_server::scheduler::say_what_stays(&server.state).await;
         server.shutdown().await;
         ExitCode::SUCCESS
     })

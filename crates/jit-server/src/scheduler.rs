@@ -497,6 +497,35 @@ pub async fn withdraw_outside_policy(state: &AppState) -> Result<(), StoreError>
     Ok(())
 }
 
+/// Says, when jitd stops, what happens to the grants it holds: their
+/// roles stay in Keycloak while no jitd runs on this database; the next
+/// one to start removes those already past their end at once and the
+/// others on time. One WARN line naming how many and the earliest end;
+/// nothing when none is active.
+pub async fn say_what_stays(state: &AppState) {
+    let open = match state.store.open_requests().await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(error = %e, "stopping: cannot count the active grants");
+            return;
+        }
+    };
+    let active: Vec<_> = open
+        .iter()
+        .filter(|s| s.request.status() == Status::Active)
+        .collect();
+    let Some(first) = active.iter().filter_map(|s| s.request.expires_at()).min() else {
+        return;
+    };
+    tracing::warn!(
+        active_grants = active.len(),
+        earliest_end = %first.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "stopping with {} active grant{}: their roles stay in Keycloak while no jitd runs on this database; the next jitd started on it removes those past their end at once, the others on time",
+        active.len(),
+        if active.len() == 1 { "" } else { "s" }
+    );
+}
+
 /// Cancels pending extensions whose grant has ended, so no approver is
 /// offered a decision the server would refuse (`not_an_active_grant`).
 pub async fn close_orphaned_extensions(state: &AppState) -> Result<(), StoreError> {

@@ -337,10 +337,26 @@ pub(super) async fn vote(
             let (ext, _grant, recs) = state
                 .store
                 .update_pair(&id, &grant_id, move |ext, grant| {
-                    if grant.request.status() != Status::Active {
-                        return Err(DomainError::NotAnActiveGrant(
-                            grant.request.id().to_string(),
-                        ));
+                    let x = &ext.request;
+                    if x.status() == Status::Cancelled
+                        && x.ended_by() == Some(jit_core::model::SYSTEM_ACTOR)
+                    {
+                        return Err(DomainError::ExtensionWithdrawn {
+                            id: x.id().to_string(),
+                            reason: x.end_reason().unwrap_or("its grant has ended").to_string(),
+                            at: x
+                                .ended_at()
+                                .map(|t| {
+                                    format!(
+                                        " at {}",
+                                        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                                    )
+                                })
+                                .unwrap_or_default(),
+                        });
+                    }
+                    if x.status() == Status::Pending && grant.request.status() != Status::Active {
+                        return Err(grant.request.not_extendable());
                     }
                     let mut ext_entries = apply_vote(ext)?;
                     let mut grant_entries = Vec::new();
@@ -363,7 +379,7 @@ pub(super) async fn vote(
 /// Approves (one vote); `duration` may shorten the grant, never lengthen it.
 #[utoipa::path(post, path = "/v1/requests/{id}/approve", tag = "requests", security(("bearer" = [])),
     params(("id" = String, Path, description = "Request id (a grant's id is its request's id)")), request_body = DecisionBody,
-    responses((status = 200, description = "The request after the action", body = RequestView), (status = 403, description = "The caller may not do this (`not_an_approver`, `self_approval`, `not_requester`)", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such request the caller may see (`not_found`)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The request's state does not allow it (`illegal_transition`, `already_voted`, `lapsed`, `not_an_active_grant`)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid input (`invalid_duration`, `cannot_lengthen`, `comment_required`, `invalid_text`, `text_too_long`, ...)", body = Problem, content_type = "application/problem+json"),))]
+    responses((status = 200, description = "The request after the action", body = RequestView), (status = 403, description = "The caller may not do this (`not_an_approver`, `self_approval`, `not_requester`)", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such request the caller may see (`not_found`)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The request's state does not allow it (`illegal_transition`, `already_voted`, `lapsed`, `not_an_active_grant`, `grant_ended`, `extension_withdrawn`, `nothing_to_review`)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid input (`invalid_duration`, `cannot_lengthen`, `comment_required`, `invalid_text`, `text_too_long`, ...)", body = Problem, content_type = "application/problem+json"),))]
 pub(super) async fn approve(
     State(state): St,
     caller: Caller,
@@ -376,7 +392,7 @@ pub(super) async fn approve(
 /// Denies; one deny ends the request.
 #[utoipa::path(post, path = "/v1/requests/{id}/deny", tag = "requests", security(("bearer" = [])),
     params(("id" = String, Path, description = "Request id (a grant's id is its request's id)")), request_body = DecisionBody,
-    responses((status = 200, description = "The request after the action", body = RequestView), (status = 403, description = "The caller may not do this (`not_an_approver`, `self_approval`, `not_requester`)", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such request the caller may see (`not_found`)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The request's state does not allow it (`illegal_transition`, `already_voted`, `lapsed`, `not_an_active_grant`)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid input (`invalid_duration`, `cannot_lengthen`, `comment_required`, `invalid_text`, `text_too_long`, ...)", body = Problem, content_type = "application/problem+json"),))]
+    responses((status = 200, description = "The request after the action", body = RequestView), (status = 403, description = "The caller may not do this (`not_an_approver`, `self_approval`, `not_requester`)", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such request the caller may see (`not_found`)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The request's state does not allow it (`illegal_transition`, `already_voted`, `lapsed`, `not_an_active_grant`, `grant_ended`, `extension_withdrawn`, `nothing_to_review`)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid input (`invalid_duration`, `cannot_lengthen`, `comment_required`, `invalid_text`, `text_too_long`, ...)", body = Problem, content_type = "application/problem+json"),))]
 pub(super) async fn deny(
     State(state): St,
     caller: Caller,
@@ -389,7 +405,7 @@ pub(super) async fn deny(
 /// The requester withdraws a pending or approved request.
 #[utoipa::path(post, path = "/v1/requests/{id}/cancel", tag = "requests", security(("bearer" = [])),
     params(("id" = String, Path, description = "Request id (a grant's id is its request's id)")), 
-    responses((status = 200, description = "The request after the action", body = RequestView), (status = 403, description = "The caller may not do this (`not_an_approver`, `self_approval`, `not_requester`)", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such request the caller may see (`not_found`)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The request's state does not allow it (`illegal_transition`, `already_voted`, `lapsed`, `not_an_active_grant`)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid input (`invalid_duration`, `cannot_lengthen`, `comment_required`, `invalid_text`, `text_too_long`, ...)", body = Problem, content_type = "application/problem+json"),))]
+    responses((status = 200, description = "The request after the action", body = RequestView), (status = 403, description = "The caller may not do this (`not_an_approver`, `self_approval`, `not_requester`)", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such request the caller may see (`not_found`)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The request's state does not allow it (`illegal_transition`, `already_voted`, `lapsed`, `not_an_active_grant`, `grant_ended`, `extension_withdrawn`, `nothing_to_review`)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid input (`invalid_duration`, `cannot_lengthen`, `comment_required`, `invalid_text`, `text_too_long`, ...)", body = Problem, content_type = "application/problem+json"),))]
 pub(super) async fn cancel(
     State(state): St,
     caller: Caller,
@@ -412,7 +428,7 @@ pub(super) async fn cancel(
 /// Asks for more time on an active grant: a new extension request (`201`).
 #[utoipa::path(post, path = "/v1/requests/{id}/extend", tag = "requests", security(("bearer" = [])),
     params(("id" = String, Path, description = "Request id (a grant's id is its request's id)")), request_body = ExtendBody,
-    responses((status = 201, description = "The request after the action", body = RequestView), (status = 403, description = "The caller may not do this (`not_an_approver`, `self_approval`, `not_requester`)", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such request the caller may see (`not_found`)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The request's state does not allow it (`not_an_active_grant`; `duplicate_pending`: the grant already has a pending extension)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid input (`invalid_duration`, `cannot_lengthen`, `comment_required`, `invalid_text`, `text_too_long`, ...)", body = Problem, content_type = "application/problem+json"),))]
+    responses((status = 201, description = "The request after the action", body = RequestView), (status = 403, description = "The caller may not do this (`not_an_approver`, `self_approval`, `not_requester`)", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such request the caller may see (`not_found`)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The request's state does not allow it (`not_an_active_grant`: not active yet or never granted; `grant_ended`: the grant has ended; `duplicate_pending`: the grant already has a pending extension)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid input (`invalid_duration`, `not_a_grant`: the id is an extension's, `invalid_text`, `text_too_long`, ...)", body = Problem, content_type = "application/problem+json"),))]
 pub(super) async fn extend(
     State(state): St,
     caller: Caller,
@@ -459,7 +475,7 @@ pub(super) async fn extend(
 /// An approver reviews a break-glass activation after the fact.
 #[utoipa::path(post, path = "/v1/requests/{id}/review", tag = "requests", security(("bearer" = [])),
     params(("id" = String, Path, description = "Request id (a grant's id is its request's id)")), request_body = DecisionBody,
-    responses((status = 200, description = "The request after the action", body = RequestView), (status = 403, description = "The caller may not do this (`not_an_approver`, `self_approval`, `not_requester`)", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such request the caller may see (`not_found`)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The request's state does not allow it (`illegal_transition`, `already_voted`, `lapsed`, `not_an_active_grant`)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid input (`invalid_duration`, `cannot_lengthen`, `comment_required`, `invalid_text`, `text_too_long`, ...)", body = Problem, content_type = "application/problem+json"),))]
+    responses((status = 200, description = "The request after the action", body = RequestView), (status = 403, description = "The caller may not do this (`not_an_approver`, `self_approval`, `not_requester`)", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such request the caller may see (`not_found`)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The request's state does not allow it (`illegal_transition`, `already_voted`, `lapsed`, `not_an_active_grant`, `grant_ended`, `extension_withdrawn`, `nothing_to_review`)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid input (`invalid_duration`, `cannot_lengthen`, `comment_required`, `invalid_text`, `text_too_long`, ...)", body = Problem, content_type = "application/problem+json"),))]
 pub(super) async fn review(
     State(state): St,
     caller: Caller,

@@ -160,6 +160,28 @@ impl r2d2::ManageConnection for SqliteManager {
 }
 
 impl Sqlite {
+    /// Opens an existing file read-only (`SQLITE_OPEN_READ_ONLY`): no
+    /// file, folder, journal mode or schema change, for tools that only
+    /// read (`jitd check-policy`). Errors: the file cannot be opened.
+    pub fn open_read_only(path: &Path) -> Result<Sqlite, StoreError> {
+        use rusqlite::OpenFlags;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = rusqlite::Connection::open_with_flags(path, flags)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let readers = r2d2::Pool::builder()
+            .max_size(1)
+            .min_idle(Some(0))
+            .connection_timeout(std::time::Duration::from_secs(30))
+            .build(SqliteManager {
+                path: path.to_path_buf(),
+            })
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        Ok(Sqlite {
+            writer: Mutex::new(conn),
+            readers,
+        })
+    }
+
     /// Opens (creating if needed) the file, in WAL mode with
     /// `synchronous=FULL`; `readers` reader connections.
     pub fn open(path: &Path, readers: u32) -> Result<Sqlite, StoreError> {

@@ -82,6 +82,10 @@ pub enum StoreError {
     Unique(String),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// Opened without migrating ([`Store::open_spec_as_is`]) and the schema
+    /// is older than this jitd's: migration `next` (of `latest`) is due.
+    #[error("the database needs migration {next} (of {latest}), which jitd applies when it starts; this command does not change the database")]
+    NeedsMigration { next: usize, latest: usize },
 }
 
 /// Work the scheduler must do now.
@@ -367,6 +371,33 @@ impl SqlStore {
                 }
             }
             Dialect::Postgres => postgres::migrate(&mut *s.db.writer()?, INDEXES)?,
+        }
+        Ok(s)
+    }
+
+    /// Wraps an opened database as it is: no migration, no index; for
+    /// tools that only read. Errors: [`StoreError::NeedsMigration`] when
+    /// its schema is older than this jitd's.
+    pub fn as_is(db: Box<dyn Database>) -> Result<SqlStore, StoreError> {
+        let s = SqlStore {
+            db,
+            outbox: RwLock::new(None),
+        };
+        let (version, latest) = {
+            let mut c = s.db.reader()?;
+            match s.db.dialect() {
+                Dialect::Sqlite => (
+                    c.query("PRAGMA user_version", &[])?[0][0].int()?,
+                    SQLITE_MIGRATIONS.len(),
+                ),
+                Dialect::Postgres => (postgres::schema_version(&mut *c)?, postgres::latest()),
+            }
+        };
+        if (version.max(0) as usize) < latest {
+            return Err(StoreError::NeedsMigration {
+                next: version.max(0) as usize + 1,
+                latest,
+            });
         }
         Ok(s)
     }
@@ -1637,6 +1668,18 @@ impl Store {
         } else {
             Store::open(Path::new(spec))
         }
+    }
+
+    /// Opens the database `spec` names (see [`Store::open_spec`]) without
+    /// changing it: a SQLite file read-only, no migration, no index.
+    /// Errors: [`StoreError::NeedsMigration`] for an older schema.
+    pub fn open_spec_as_is(spec: &str) -> Result<Store, StoreError> {
+        let db: Box<dyn Database> = if postgres::is_url(spec) {
+            Box::new(postgres::Postgres::open(spec, 2)?)
+        } else {
+            Box::new(db::Sqlite::open_read_only(Path::new(spec))?)
+        };
+        Ok(Store::from(SqlStore::as_is(db)?))
     }
 
     /// The synchronous store (tests, tools; not on async threads).

@@ -344,6 +344,30 @@ CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
     super::outbox::PG_MIGRATION,
 ];
 
+/// How many migrations this jitd has.
+pub fn latest() -> usize {
+    MIGRATIONS.len()
+}
+
+/// The schema version of the database `c` is connected to, without
+/// changing anything (0 before the first migration).
+pub fn schema_version(c: &mut dyn Conn) -> Result<i64, StoreError> {
+    let exists = c.query(
+        "SELECT 1 FROM information_schema.tables WHERE table_name = 'jit_schema_version' AND table_schema = current_schema()",
+        &[],
+    )?;
+    if exists.is_empty() {
+        return Ok(0);
+    }
+    match c
+        .query("SELECT version FROM jit_schema_version", &[])?
+        .first()
+    {
+        Some(r) => r[0].int(),
+        None => Ok(0),
+    }
+}
+
 /// Applies pending migrations and the shared `indexes`, under
 /// [`MIGRATE_LOCK`].
 pub fn migrate(c: &mut dyn Conn, indexes: &[&str]) -> Result<(), StoreError> {

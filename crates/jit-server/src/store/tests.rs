@@ -1425,4 +1425,50 @@ fn postgres_claims_wait_neither_for_the_audit_lock_nor_for_a_locked_row() {
     );
     assert_eq!(again, vec!["la".to_string()], "released");
     drop(store);
+
+/// `jitd check-policy` reads jitd's database as it is: a database of an
+/// older schema is not migrated (its version and file stay as they were)
+/// but refused with the migration that is due; an up-to-date one opens
+/// read-only; a file that does not exist is not created.
+#[test]
+fn a_database_opened_as_is_is_never_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sqlite");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        for m in &SQLITE_MIGRATIONS[..3] {
+            c.execute_batch(m).unwrap();
+        }
+        c.pragma_update(None, "user_version", 3).unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let e = Store::open_spec_as_is(path.to_str().unwrap())
+        .err()
+        .expect("an old schema is refused");
+    assert!(
+        matches!(e, StoreError::NeedsMigration { next: 4, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("needs migration 4"), "{e}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the file is unchanged"
+    );
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let v: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, 3);
+    drop(c);
+
+    // Up to date: opens, and reads.
+    let current = dir.path().join("current.sqlite");
+    drop(Store::open(&current).unwrap());
+    let s = Store::open_spec_as_is(current.to_str().unwrap()).unwrap();
+    assert!(s.sync().open_requests().unwrap().is_empty());
+
+    let missing = dir.path().join("missing.sqlite");
+    assert!(Store::open_spec_as_is(missing.to_str().unwrap()).is_err());
+    assert!(!missing.exists(), "never created");
 }
