@@ -1425,6 +1425,7 @@ fn postgres_claims_wait_neither_for_the_audit_lock_nor_for_a_locked_row() {
     );
     assert_eq!(again, vec!["la".to_string()], "released");
     drop(store);
+}
 
 /// `jitd check-policy` reads jitd's database as it is: a database of an
 /// older schema is not migrated (its version and file stay as they were)
