@@ -1127,6 +1127,9 @@ async fn small_words_of_the_cli() {
     assert!(o.status.success(), "{}", text(&o));
     let o = run(cfg, url, "alice", &["show", &g.to_uppercase()]);
     assert!(o.status.success(), "{}", text(&o));
+    // jitd too (the app, scripts): `id_prefix` in any case.
+    let hits = alice.find_by_prefix(&g[..8].to_uppercase()).await.unwrap();
+    assert_eq!(hits.len(), 1, "{hits:?}");
     alice.drop_grant(&g).await.unwrap();
     eventually(Duration::from_secs(30), "role gone after drop", || async {
         !ctx.has_realm_role("alice", "prod-db-admin").await

@@ -330,8 +330,25 @@ fn usage_error(e: clap::Error, argv: &[String]) -> ExitCode {
             exit::OK
         });
     }
-    eprintln!("jit: {}", usage_line(&e, argv));
+    let line = usage_line(&e, argv);
+    if wants_json(argv) {
+        let err = anyhow::anyhow!(line.clone());
+        eprintln!("{}", exit::problem_json(&err, exit::USAGE, &line));
+    } else {
+        eprintln!("jit: {line}");
+    }
     ExitCode::from(exit::USAGE)
+}
+
+/// Whether the command line asks for JSON (`--json`, `--output json`,
+/// `--output=json`), read from the words themselves: for errors found
+/// before the command line could be parsed.
+fn wants_json(argv: &[String]) -> bool {
+    argv.iter().enumerate().any(|(i, a)| {
+        a == "--json"
+            || a == "--output=json"
+            || (a == "--output" && argv.get(i + 1).is_some_and(|v| v == "json"))
+    })
 }
 
 /// clap's message on one line (its lines up to the first blank one,

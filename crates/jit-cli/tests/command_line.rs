@@ -290,6 +290,20 @@ fn json_errors_are_problem_objects_on_stderr() {
             "{v}"
         );
     }
+    // A wrong command line with --json: the same shape, exit 2.
+    let o = jit(&["--json", "list", "--status", "nope"], &[SERVER]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    let v: serde_json::Value = serde_json::from_str(&err).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(v["code"], "invalid_usage", "{v}");
+    let o = jit(&["list", "--no-such-flag", "--output", "json"], &[SERVER]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    let v: serde_json::Value = serde_json::from_str(&err).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert!(
+        v["detail"].as_str().unwrap().contains("--no-such-flag"),
+        "{v}"
+    );
 }
 
 /// A `--server` that answers HTTP but is no jitd (Keycloak, a web

@@ -183,7 +183,8 @@ pub(super) struct ListParams {
     /// Break-glass activations whose after-the-fact review is still open.
     #[serde(default)]
     review_open: bool,
-    /// Only requests whose id starts with this (CLI short ids).
+    /// Only requests whose id starts with this (CLI short ids); any case
+    /// (ids are UUIDs, stored in lower case).
     id_prefix: Option<String>,
     /// Page size: 1 to 5000, default 500.
     #[param(minimum = 1, maximum = 5000)]
@@ -239,7 +240,7 @@ pub(super) async fn list(
             mine: q.mine,
             to_review: q.to_review,
             review_open: q.review_open,
-            id_prefix: q.id_prefix,
+            id_prefix: q.id_prefix.map(|p| p.to_ascii_lowercase()),
             after,
             limit,
         })
