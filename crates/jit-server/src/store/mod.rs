@@ -840,11 +840,26 @@ impl SqlStore {
         if ids.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
+        self.write(|c| {
+            let (changed, recs) = self.update_each_in(c, ids, &mut f)?;
+            self.notify(c, &recs)?;
+            Ok((changed, recs))
+        })
+    }
+
+    /// [`SqlStore::update_each`] inside the caller's write transaction,
+    /// without the `NOTIFY`.
+    fn update_each_in(
+        &self,
+        c: &mut dyn Conn,
+        ids: &[String],
+        f: &mut dyn FnMut(&mut Stored) -> Result<Vec<Entry>, DomainError>,
+    ) -> Result<(Vec<String>, Vec<AuditRecord>), StoreError> {
         let pg = self.db.dialect() == Dialect::Postgres;
         let lock = if pg { " FOR UPDATE" } else { "" };
         let list = self.id_list();
         let json = ids_json(ids);
-        self.write(|c| {
+        {
             let rows = c.query(
                 &format!(
                     "SELECT body, grant_state FROM requests WHERE id IN {list} ORDER BY id{lock}"
@@ -887,9 +902,8 @@ impl SqlStore {
                     .collect();
             }
             let recs: Vec<AuditRecord> = recs.into_iter().map(|(r, _)| r).collect();
-            self.notify(c, &recs)?;
             Ok((changed, recs))
-        })
+        }
     }
 
     /// Saves requests that exist already, on PostgreSQL, in one statement
@@ -1005,19 +1019,26 @@ impl SqlStore {
                 .iter()
                 .map(|r| r[0].text())
                 .collect::<Result<Vec<_>, _>>()?;
-            for id in &ids {
-                let mut s = self.get_for_update(c, id)?;
-                s.grant.next_attempt_at = None;
-                Self::save(c, &s, false)?;
+            if ids.is_empty() {
+                return Ok(0);
             }
+            // Written like a group commit: a fixed number of statements
+            // for any number of waiting requests.
+            let (changed, _) = self.update_each_in(c, &ids, &mut |s| {
+                if s.grant.next_attempt_at.is_none() {
+                    return Err(DomainError::NotFound);
+                }
+                s.grant.next_attempt_at = None;
+                Ok(vec![])
+            })?;
             // Wake the other replicas' schedulers too.
-            if !ids.is_empty() && self.shared() {
+            if !changed.is_empty() && self.shared() {
                 c.exec(
                     &format!("SELECT pg_notify('{}', '0')", postgres::CHANNEL),
                     &[],
                 )?;
             }
-            Ok(ids.len())
+            Ok(changed.len())
         })
     }
 

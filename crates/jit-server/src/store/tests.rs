@@ -1304,6 +1304,38 @@ fn scheduler_batches_are_a_few_statements_on_both_engines() {
                 assert!(second.is_err(), "{engine}: {id} is still pending");
             }
         }
+        // Keycloak answers again: every retry timer cleared at once.
+        store
+            .update_each(&ids, move |s| {
+                s.grant.next_attempt_at = Some(now + chrono::Duration::seconds(30));
+                Ok(vec![])
+            })
+            .unwrap();
+        let mut cleared = 0;
+        let writes = count(&mut || cleared = store.clear_backoff().unwrap());
+        assert_eq!(cleared, n, "{engine}");
+        if engine == "postgres" {
+            assert!(
+                writes <= 8,
+                "{engine}: clearing {n} timers took {writes} statements"
+            );
+        }
+        assert!(
+            store
+                .due(now)
+                .unwrap()
+                .next_due
+                .is_none_or(|t| t > now + chrono::Duration::seconds(60)),
+            "{engine}: no timer left"
+        );
+        assert!(
+            store
+                .get_many(&ids)
+                .unwrap()
+                .iter()
+                .all(|s| s.grant.next_attempt_at.is_none()),
+            "{engine}"
+        );
         // The audit rows of the batch follow one another in the chain.
         let all = store.audit_after(0, 10_000).unwrap();
         let at = all.iter().position(|r| r.seq == recs[0].seq).unwrap();
