@@ -634,6 +634,18 @@ impl RealmAdmin {
         serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
     }
 
+    /// `method` on `{admin base}{path}` without a body: the HTTP status
+    /// (for calls whose "not found" is an answer, not a failure).
+    pub async fn status_of(&self, method: reqwest::Method, path: &str) -> reqwest::StatusCode {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
     /// Gives (`held`) or takes the realm role `role` directly.
     pub async fn set_realm_role(&self, user_id: &str, role: &str, held: bool) {
         let r = self

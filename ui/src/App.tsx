@@ -11,6 +11,8 @@ import {
   type SessionInfo,
 } from "./api";
 import { ErrorBox, Loading } from "./components";
+import { ActionsBlocked, forgetLoaded } from "./hooks";
+import { actionsBlocked } from "./logic/actions";
 import { Approvals } from "./views/Approvals";
 import { History } from "./views/History";
 import { Login } from "./views/Login";
@@ -118,10 +120,15 @@ export function App() {
     setLink(null);
   }, [link, loggedIn, openRequest]);
 
+  // Another user's lists never show: what the views loaded last is
+  // forgotten whenever the user changes.
+  useEffect(() => forgetLoaded(), [session?.username]);
+
   // Who I am, what I approve, and the server clock, once logged in.
   useEffect(() => {
     if (!loggedIn) {
       setMe(null);
+      forgetLoaded();
       return;
     }
     api
@@ -254,43 +261,45 @@ export function App() {
         <Login session={session} busy={loginBusy} error={loginError} loginUrl={loginUrl} onLogin={login} />
       )}
       {session && loggedIn && (
-        <div class={`main${outage ? " stale" : ""}`} aria-busy={outage ? "true" : undefined}>
-          <nav class="nav" aria-label="Views">
-            {NAV.map((n) => (
-              <button
-                type="button"
-                key={n.view}
-                class={`nav-item${view === n.view ? " active" : ""}`}
-                data-testid={`nav-${n.view}`}
-                aria-current={view === n.view ? "page" : undefined}
-                onClick={() => go(n.view)}
-              >
-                {n.label}
-                {n.view === "approvals" && pending !== null && pending > 0 && (
-                  <span class="count" aria-label={`${pending} pending`}>
-                    {pending}
-                  </span>
-                )}
-              </button>
-            ))}
-          </nav>
-          <main class="content">
-            {view === "approvals" && <Approvals tick={tick} offsetMs={offsetMs} highlight={highlight} />}
-            {view === "request" && (
-              <RequestAccess
-                prefill={prefill}
-                onCreated={(id) => {
-                  setPrefill(null);
-                  setHighlight(id);
-                  setView("mine");
-                }}
-              />
-            )}
-            {view === "mine" && <MyAccess tick={tick} offsetMs={offsetMs} highlight={highlight} />}
-            {view === "history" && <History tick={tick} />}
-            {view === "settings" && <Settings session={session} />}
-          </main>
-        </div>
+        <ActionsBlocked.Provider value={actionsBlocked(outage)}>
+          <div class={`main${outage ? " stale" : ""}`} aria-busy={outage ? "true" : undefined}>
+            <nav class="nav" aria-label="Views">
+              {NAV.map((n) => (
+                <button
+                  type="button"
+                  key={n.view}
+                  class={`nav-item${view === n.view ? " active" : ""}`}
+                  data-testid={`nav-${n.view}`}
+                  aria-current={view === n.view ? "page" : undefined}
+                  onClick={() => go(n.view)}
+                >
+                  {n.label}
+                  {n.view === "approvals" && pending !== null && pending > 0 && (
+                    <span class="count" aria-label={`${pending} pending`}>
+                      {pending}
+                    </span>
+                  )}
+                </button>
+              ))}
+            </nav>
+            <main class="content">
+              {view === "approvals" && <Approvals tick={tick} offsetMs={offsetMs} highlight={highlight} />}
+              {view === "request" && (
+                <RequestAccess
+                  prefill={prefill}
+                  onCreated={(id) => {
+                    setPrefill(null);
+                    setHighlight(id);
+                    setView("mine");
+                  }}
+                />
+              )}
+              {view === "mine" && <MyAccess tick={tick} offsetMs={offsetMs} highlight={highlight} />}
+              {view === "history" && <History tick={tick} />}
+              {view === "settings" && <Settings session={session} />}
+            </main>
+          </div>
+        </ActionsBlocked.Provider>
       )}
     </div>
   );

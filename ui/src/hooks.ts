@@ -1,4 +1,5 @@
-import { useCallback, useEffect, useRef, useState } from "preact/hooks";
+import { createContext } from "preact";
+import { useCallback, useContext, useEffect, useRef, useState } from "preact/hooks";
 import { errorText } from "./api";
 
 export type Loaded<T> = {
@@ -8,10 +9,23 @@ export type Loaded<T> = {
   reload: () => void;
 };
 
+/** What each view loaded last (by the `keep` name of its `useLoad`): shown
+ *  again when the view is opened while a part is down (the outage banner
+ *  marks it stale) instead of an empty view. Only the logged-in user's
+ *  data: `App` forgets it all at logout. */
+const lastLoaded = new Map<string, unknown>();
+
+/** Forgets every view's last loaded data (at logout, switch user). */
+export function forgetLoaded(): void {
+  lastLoaded.clear();
+}
+
 /** Loads `fetcher()` on mount and whenever `deps` change. Reloads after the
- *  first keep showing the old data (no flicker on each live event). */
-export function useLoad<T>(fetcher: () => Promise<T>, deps: readonly unknown[]): Loaded<T> {
-  const [data, setData] = useState<T | null>(null);
+ *  first keep showing the old data (no flicker on each live event). With
+ *  `keep`, a view opened again starts from what it loaded last (see
+ *  `lastLoaded`) until the fetch answers. */
+export function useLoad<T>(fetcher: () => Promise<T>, deps: readonly unknown[], keep?: string): Loaded<T> {
+  const [data, setData] = useState<T | null>(() => (keep ? ((lastLoaded.get(keep) as T | undefined) ?? null) : null));
   const [error, setError] = useState<string | null>(null);
   const [loading, setLoading] = useState(true);
   const [nonce, setNonce] = useState(0);
@@ -22,6 +36,7 @@ export function useLoad<T>(fetcher: () => Promise<T>, deps: readonly unknown[]):
     fetcher()
       .then((d) => {
         if (mine !== seq.current) return;
+        if (keep) lastLoaded.set(keep, d);
         setData(d);
         setError(null);
       })
@@ -45,4 +60,14 @@ export function useNow(): number {
     return () => clearInterval(t);
   }, []);
   return now;
+}
+
+/** Why buttons that send something to jitd are off now (the outage
+ *  banner's part, in words; see `logic/actions`), `null` when they may
+ *  run. Provided by `App`. */
+export const ActionsBlocked = createContext<string | null>(null);
+
+/** The reason of {@link ActionsBlocked}. */
+export function useActionsBlocked(): string | null {
+  return useContext(ActionsBlocked);
 }

@@ -1,7 +1,8 @@
 import { useEffect, useState } from "preact/hooks";
 import { api, errorText, type RequestView } from "../api";
 import { Empty, ErrorBox, Loading, UrgencyBadge, ViewHeader, focusRow } from "../components";
-import { useLoad, useNow } from "../hooks";
+import { useActionsBlocked, useLoad, useNow } from "../hooks";
+import { actionButton } from "../logic/actions";
 import { sortApprovals } from "../logic/lists";
 import { formatAge, formatDuration } from "../logic/time";
 import { parseDuration } from "../logic/validate";
@@ -9,10 +10,10 @@ import { parseDuration } from "../logic/validate";
 type Props = { tick: number; offsetMs: number; highlight: string | null };
 
 export function Approvals({ tick, offsetMs, highlight }: Props) {
-  const list = useLoad(() => api.listRequests({ to_review: true }), [tick]);
+  const list = useLoad(() => api.listRequests({ to_review: true }), [tick], "approvals");
   // Grants running now (of entitlements I approve): to tell when a
   // requester already holds the role through another grant.
-  const active = useLoad(() => api.listRequests({ status: "active" }), [tick]);
+  const active = useLoad(() => api.listRequests({ status: "active" }), [tick], "active");
   const now = useNow();
   const [done, setDone] = useState<string | null>(null);
   const rows = sortApprovals(list.data ?? []);
@@ -87,6 +88,8 @@ function ApprovalRow({
   const [shorten, setShorten] = useState("");
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  const blocked = useActionsBlocked();
+  const button = actionButton(busy, blocked);
   const approvals = r.votes.filter((v) => v.decision === "approve");
   const cid = `comment-${r.id}`;
   const sid = `shorten-${r.id}`;
@@ -196,12 +199,18 @@ function ApprovalRow({
             {error}
           </p>
         )}
+        {blocked && (
+          <p class="muted blocked" data-testid="actions-blocked">
+            {blocked}
+          </p>
+        )}
         <div class="buttons">
           <button
             type="button"
             class="btn primary"
             data-testid="approve-button"
-            disabled={busy}
+            disabled={button.disabled}
+            title={button.title}
             onClick={() => act("approve")}
           >
             Approve
@@ -210,7 +219,8 @@ function ApprovalRow({
             type="button"
             class="btn danger"
             data-testid="deny-button"
-            disabled={busy}
+            disabled={button.disabled}
+            title={button.title}
             onClick={() => act("deny")}
           >
             Deny

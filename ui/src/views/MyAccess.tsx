@@ -1,7 +1,8 @@
 import { useEffect, useState } from "preact/hooks";
 import { api, errorText, type RequestView } from "../api";
 import { Empty, ErrorBox, Loading, StatusBadge, UrgencyBadge, ViewHeader, focusRow } from "../components";
-import { useLoad, useNow } from "../hooks";
+import { useActionsBlocked, useLoad, useNow } from "../hooks";
+import { actionButton } from "../logic/actions";
 import { cardActions, durationFacts, grantCards } from "../logic/grants";
 import { sortMine } from "../logic/lists";
 import { formatAge, formatCountdown, formatDuration, remainingSecs } from "../logic/time";
@@ -12,7 +13,7 @@ type Props = { tick: number; offsetMs: number; highlight: string | null };
 const OPEN = new Set(["pending", "approved", "active"]);
 
 export function MyAccess({ tick, offsetMs, highlight }: Props) {
-  const list = useLoad(() => api.listRequests({ mine: true }), [tick]);
+  const list = useLoad(() => api.listRequests({ mine: true }), [tick], "mine");
   const now = useNow();
   // A message about the last action; one about a request (an extension
   // asked for) shows only while that request is still waiting.
@@ -94,6 +95,8 @@ function GrantRow({
   onDone: (msg: string, id?: string) => void;
 }) {
   const [busy, setBusy] = useState(false);
+  const blocked = useActionsBlocked();
+  const button = actionButton(busy, blocked);
   const [confirmDrop, setConfirmDrop] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const [extending, setExtending] = useState(false);
@@ -213,6 +216,11 @@ function GrantRow({
           {error}
         </p>
       )}
+      {blocked && (actions.drop || actions.extend || actions.cancel) && (
+        <p class="muted blocked" data-testid="actions-blocked">
+          {blocked}
+        </p>
+      )}
       <div class="buttons">
         {actions.drop &&
           (confirmDrop ? (
@@ -222,7 +230,8 @@ function GrantRow({
                 type="button"
                 class="btn danger"
                 data-testid="drop-confirm"
-                disabled={busy}
+                disabled={button.disabled}
+                title={button.title}
                 onClick={() => run("Dropped", () => api.dropGrant(r.id))}
               >
                 Yes, drop it
@@ -236,7 +245,8 @@ function GrantRow({
               type="button"
               class="btn danger"
               data-testid="drop-button"
-              disabled={busy}
+              disabled={button.disabled}
+              title={button.title}
               onClick={() => setConfirmDrop(true)}
             >
               Drop access now
@@ -247,7 +257,8 @@ function GrantRow({
             type="button"
             class="btn"
             data-testid="extend-button"
-            disabled={busy}
+            disabled={button.disabled}
+            title={button.title}
             aria-expanded={extending}
             onClick={() => setExtending((x) => !x)}
           >
@@ -259,7 +270,8 @@ function GrantRow({
             type="button"
             class="btn"
             data-testid="cancel-button"
-            disabled={busy}
+            disabled={button.disabled}
+            title={button.title}
             onClick={() => run("Cancelled", () => api.cancelRequest(r.id))}
           >
             Cancel request
@@ -289,7 +301,13 @@ function GrantRow({
               onChange={(e) => setExtWhy((e.target as HTMLInputElement).value)}
             />
           </div>
-          <button type="submit" class="btn primary" data-testid="extend-submit" disabled={busy}>
+          <button
+            type="submit"
+            class="btn primary"
+            data-testid="extend-submit"
+            disabled={button.disabled}
+            title={button.title}
+          >
             Send
           </button>
         </form>

@@ -1,7 +1,8 @@
 import { useEffect, useState } from "preact/hooks";
 import { api, errorText, type EntitlementView } from "../api";
 import { Empty, ErrorBox, Loading, ViewHeader } from "../components";
-import { useLoad } from "../hooks";
+import { useActionsBlocked, useLoad } from "../hooks";
+import { actionButton } from "../logic/actions";
 import { formatDuration } from "../logic/time";
 import { hasErrors, ticketExample, validateRequest, type RequestForm } from "../logic/validate";
 
@@ -21,6 +22,7 @@ export function RequestAccess({
   const [touched, setTouched] = useState<Record<string, boolean>>({});
   const [submitted, setSubmitted] = useState(false);
   const [busy, setBusy] = useState(false);
+  const button = actionButton(busy, useActionsBlocked());
   const [serverError, setServerError] = useState<string | null>(null);
   const [success, setSuccess] = useState<{ id: string; text: string } | null>(null);
 
@@ -211,7 +213,13 @@ export function RequestAccess({
           )}
 
           <div class="buttons">
-            <button type="submit" class="btn primary" data-testid="submit-request" disabled={busy}>
+            <button
+              type="submit"
+              class="btn primary"
+              data-testid="submit-request"
+              disabled={button.disabled}
+              title={button.title}
+            >
               {busy ? "Sending…" : "Request access"}
             </button>
           </div>
