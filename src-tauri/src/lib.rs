@@ -21,6 +21,7 @@ pub mod commands;
 pub mod error;
 pub mod instance;
 pub mod live;
+pub mod memory;
 pub mod notifications;
 pub mod quit;
 pub mod session;

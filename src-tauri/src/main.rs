@@ -25,6 +25,8 @@ fn main() {
     if std::env::var_os("WEBKIT_SKIA_ENABLE_CPU_RENDERING").is_none() {
         std::env::set_var("WEBKIT_SKIA_ENABLE_CPU_RENDERING", "1");
     }
+    // Fewer malloc arenas and freed heap pages given back (src/memory.rs).
+    jit_desktop::memory::lean_malloc();
     // One app per profile: a second launch hands its arguments (a deep
     // link) to the running one and ends.
     let args: Vec<String> = std::env::args().skip(1).collect();

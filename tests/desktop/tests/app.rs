@@ -809,7 +809,7 @@ async fn keycloak_outage_in_words_stale_marked_healed_and_login_lost() {
         })
         .await
         .expect("bob's own request");
-    let own_row = row_css("grant-row", &own.request.id().to_string());
+    let own_row = row_css("grant-row", own.request.id());
     // Both views loaded once before the outage (a view opened while
     // Keycloak is down shows what it loaded last, marked stale).
     show(&bob, "nav-mine", "mine-view").await;
@@ -970,7 +970,7 @@ async fn keycloak_outage_in_words_stale_marked_healed_and_login_lost() {
         })
         .await
         .expect("alice's request after the outage");
-    let again_row = row_css("approval-row", &again.request.id().to_string());
+    let again_row = row_css("approval-row", again.request.id());
     for button in ["approve-button", "deny-button"] {
         bob.wait_css(
             &format!(
