@@ -171,6 +171,11 @@ pub struct EntitlementView {
     pub target: String,
     pub max_duration_secs: i64,
     pub default_duration_secs: i64,
+    /// Longest a grant may run in all, its duration plus every extension
+    /// (seconds; the policy's `max_total_duration`). 0 from a jitd that
+    /// does not say.
+    #[serde(default)]
+    pub max_total_duration_secs: i64,
     pub approvals_required: u32,
     #[schema(required = true)]
     pub ticket_pattern: Option<String>,

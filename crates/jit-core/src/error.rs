@@ -19,6 +19,24 @@ pub enum DomainError {
         requested: String,
         max: String,
     },
+    /// An extension would make the grant run longer in total (its
+    /// duration plus every extension) than the entitlement's
+    /// `max_total_duration`.
+    /// Durations in seconds.
+    #[error(
+        "{} more would make this grant of '{entitlement}' run {} in all, beyond its limit of {} (room left: {}); request access again instead",
+        crate::format_duration(*requested_secs),
+        crate::format_duration(*total_secs),
+        crate::format_duration(*max_secs),
+        if *left_secs > 0 { crate::format_duration(*left_secs) } else { "none".into() }
+    )]
+    TotalDurationExceedsMax {
+        entitlement: String,
+        requested_secs: i64,
+        total_secs: i64,
+        max_secs: i64,
+        left_secs: i64,
+    },
     #[error("justification is too short: at least {min} characters are required")]
     JustificationTooShort { min: usize },
     #[error("justification is too long: at most {max} characters are allowed")]
@@ -129,6 +147,7 @@ impl DomainError {
             NotARequester(_) => "not_a_requester",
             InvalidDuration { .. } => "invalid_duration",
             DurationExceedsMax { .. } => "duration_exceeds_max",
+            TotalDurationExceedsMax { .. } => "total_duration_exceeds_max",
             JustificationTooShort { .. } => "justification_too_short",
             JustificationTooLong { .. } => "justification_too_long",
             TicketRequired { .. } => "ticket_required",
@@ -168,6 +187,7 @@ impl DomainError {
             NotARequester(_) => "Not a requester of this entitlement",
             InvalidDuration { .. } => "Invalid duration",
             DurationExceedsMax { .. } => "Duration above the maximum",
+            TotalDurationExceedsMax { .. } => "Grant's total time above the maximum",
             JustificationTooShort { .. } => "Justification too short",
             JustificationTooLong { .. } => "Justification too long",
             TicketRequired { .. } => "Ticket required",

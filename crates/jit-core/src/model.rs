@@ -875,6 +875,18 @@ impl AccessRequest {
             break_glass: false,
         };
         let (mut r, t) = AccessRequest::create(id, &input, requester, policy, now)?;
+        if let Some(e) = policy.entitlement(&grant.entitlement_id) {
+            let total = grant.total_secs().saturating_add(r.duration_secs);
+            if total > e.max_total_duration {
+                return Err(DomainError::TotalDurationExceedsMax {
+                    entitlement: e.id.clone(),
+                    requested_secs: r.duration_secs,
+                    total_secs: total,
+                    max_secs: e.max_total_duration,
+                    left_secs: e.max_total_duration - grant.total_secs(),
+                });
+            }
+        }
         r.kind = RequestKind::Extension {
             grant_id: grant.id.clone(),
         };

@@ -120,6 +120,11 @@ pub struct Entitlement {
     pub max_duration: i64,
     /// Duration used when the request names none, seconds.
     pub default_duration: i64,
+    /// Longest a grant may run in all, its duration plus every extension,
+    /// seconds (`max_total_duration`; default 4 × `max_duration`). An
+    /// extension that would go beyond it is refused
+    /// (`total_duration_exceeds_max`): past it the requester asks again.
+    pub max_total_duration: i64,
     /// Distinct approvals needed (≥ 1). One deny ends the request.
     pub approvals_required: u32,
     /// Realm roles whose holders may approve.
@@ -324,6 +329,20 @@ impl RawEntitlement {
                 ),
             ));
         }
+        let max_total_duration = match &self.max_total_duration {
+            Some(d) => dur("max_total_duration", d)?,
+            None => max_duration.saturating_mul(4),
+        };
+        if max_total_duration < max_duration {
+            return Err(err.at(
+                "max_total_duration",
+                format!(
+                    "{} is shorter than max_duration {}",
+                    format_duration(max_total_duration),
+                    format_duration(max_duration)
+                ),
+            ));
+        }
         let pending_ttl = match &self.pending_ttl {
             Some(d) => dur("pending_ttl", d)?,
             None => 86_400,
@@ -359,6 +378,7 @@ impl RawEntitlement {
             kind,
             max_duration,
             default_duration,
+            max_total_duration,
             approvals_required,
             approver_roles: self.approver_roles.clone(),
             approver_groups: self.approver_groups.clone(),
@@ -531,6 +551,7 @@ struct RawEntitlement {
     group: Option<String>,
     max_duration: String,
     default_duration: Option<String>,
+    max_total_duration: Option<String>,
     approvals_required: Option<u32>,
     #[serde(default)]
     approver_roles: Vec<String>,
@@ -647,6 +668,20 @@ hours_utc = [8, 18]
     fn unknown_fields_are_refused() {
         let e = error_of("[[entitlement]]\nid = \"x\"\nrealm_role=\"r\"\nmax_duration=\"1h\"\napprover_roles=[\"a\"]\nmax_duraton = \"2h\"\n");
         assert!(e.message.contains("max_duraton"), "{e}");
+    }
+
+    #[test]
+    fn max_total_duration_defaults_to_four_grants_and_is_never_below_one() {
+        let one = |extra: &str| {
+            format!("[[entitlement]]\nid = \"x\"\nrealm_role=\"r\"\nmax_duration=\"1h\"\napprover_roles=[\"a\"]\n{extra}")
+        };
+        let p = Policy::from_toml(&one("")).unwrap();
+        assert_eq!(p.entitlement("x").unwrap().max_total_duration, 4 * 3600);
+        let p = Policy::from_toml(&one("max_total_duration = \"8h\"\n")).unwrap();
+        assert_eq!(p.entitlement("x").unwrap().max_total_duration, 8 * 3600);
+        let e = error_of(&one("max_total_duration = \"30m\"\n"));
+        assert!(e.field.ends_with("max_total_duration"), "{e}");
+        assert!(e.message.contains("shorter than max_duration 1h"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,15 @@ approver_roles = ["approver"]
 requester_roles = ["requester"]
 
 [[entitlement]]
+id = "capped"
+realm_role = "capped-role"
+max_duration = "1h"
+max_total_duration = "1h30m"
+approver_roles = ["approver"]
+[[entitlement.auto_approve]]
+requester_role = "auto"
+
+[[entitlement]]
 id = "ghost"
 realm_role = "no-such-role"
 max_duration = "1h"
@@ -374,6 +383,37 @@ async fn a_grant_has_at_most_one_pending_extension() {
     .await;
     assert_eq!(status, StatusCode::OK, "{b}");
     let (status, b) = send(&j, "POST", &path, &alice, ext()).await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    j.stop().await;
+}
+
+/// An extension that would make a grant run longer in all than the
+/// entitlement's `max_total_duration` is refused at once (422
+/// `total_duration_exceeds_max`, saying how much room is left); one that
+/// fits is made.
+#[tokio::test]
+async fn an_extension_beyond_the_total_limit_is_refused_with_the_room_left() {
+    let kc = kc();
+    let j = start(POLICY, kc.clone(), "").await;
+    let id = j.request("alice", "capped", 40 * 60);
+    j.wait(&id, "active", Duration::from_secs(10), |s| {
+        s.request.status() == jit_core::Status::Active
+    })
+    .await;
+    let alice = j.issuer.token("alice", &[]);
+    let path = format!("/v1/requests/{id}/extend");
+    let ext = |d: &str| {
+        Some(serde_json::json!({"duration": d, "justification": "still on the incident"}))
+    };
+    let (status, b) = send(&j, "POST", &path, &alice, ext("1h")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["code"], "total_duration_exceeds_max", "{b}");
+    let detail = b["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("1h30m") && detail.contains("room left: 50m"),
+        "{b}"
+    );
+    let (status, b) = send(&j, "POST", &path, &alice, ext("50m")).await;
     assert_eq!(status, StatusCode::CREATED, "{b}");
     j.stop().await;
 }

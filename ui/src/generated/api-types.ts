@@ -207,7 +207,13 @@ export type EntitlementView = { id: string, display_name: string, description: s
 /**
  * `realm role prod-db-admin`, `client role app/admin`, `group /ops`.
  */
-target: string, max_duration_secs: number, default_duration_secs: number, approvals_required: number, ticket_pattern: string | null, justification_min: number, justification_max: number, break_glass: boolean, 
+target: string, max_duration_secs: number, default_duration_secs: number, 
+/**
+ * Longest a grant may run in all, its duration plus every extension
+ * (seconds; the policy's `max_total_duration`). 0 from a jitd that
+ * does not say.
+ */
+max_total_duration_secs: number, approvals_required: number, ticket_pattern: string | null, justification_min: number, justification_max: number, break_glass: boolean, 
 /**
  * Whether the caller is an approver of it.
  */

@@ -10,6 +10,7 @@ const ent = (over: Partial<EntitlementView> = {}): EntitlementView => ({
   target: "client role billing-app/billing-admin",
   max_duration_secs: 4 * 3600,
   default_duration_secs: 3600,
+  max_total_duration_secs: 16 * 3600,
   approvals_required: 1,
   ticket_pattern: null,
   justification_min: 10,

@@ -844,3 +844,54 @@ fn free_text_fields_are_limited_in_characters_not_bytes() {
     let e4 = create(&r, &user("a", &[])).unwrap_err();
     assert_eq!(e4.code(), "text_too_long");
 }
+
+/// Extensions add up to the entitlement's `max_total_duration` (default 4
+/// × `max_duration`: 4h for `db`), never beyond: the one that would go
+/// past it is refused, saying how much can still be added.
+#[test]
+fn extensions_stop_at_the_total_limit() {
+    let p = policy();
+    let e = p.entitlement("db").unwrap();
+    assert_eq!(e.max_total_duration, 4 * 3600);
+    let mut g = approved_db();
+    g.activate(t0()).unwrap();
+    let alice = user("alice", &[]);
+    let extend = |g: &mut AccessRequest, secs: i64| -> Result<(), DomainError> {
+        let (mut x, _) = AccessRequest::create_extension(
+            format!("x{}", g.extensions.len()),
+            g,
+            Some(secs),
+            "need more time",
+            &alice,
+            &p,
+            t0(),
+        )?;
+        x.vote(
+            e,
+            &user("bob", &["db-approver"]),
+            Decision::Approve,
+            None,
+            None,
+            t0(),
+        )
+        .unwrap();
+        g.apply_extension(&mut x, t0()).unwrap();
+        Ok(())
+    };
+    for _ in 0..3 {
+        extend(&mut g, 3600).unwrap();
+    }
+    assert_eq!(g.total_secs(), 600 + 3 * 3600);
+    let err = extend(&mut g, 3600).unwrap_err();
+    assert_eq!(err.code(), "total_duration_exceeds_max");
+    let text = err.to_string();
+    assert!(
+        text.contains("4h") && text.contains("room left: 50m"),
+        "{text}"
+    );
+    assert_eq!(g.total_secs(), 600 + 3 * 3600, "nothing added");
+    extend(&mut g, 3000).unwrap();
+    assert_eq!(g.total_secs(), 4 * 3600);
+    let err = extend(&mut g, 60).unwrap_err();
+    assert!(err.to_string().contains("room left: none"), "{err}");
+}

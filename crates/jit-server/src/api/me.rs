@@ -49,6 +49,7 @@ pub(super) async fn entitlements(State(state): St, caller: Caller) -> Json<Vec<E
                 target: e.kind.to_string(),
                 max_duration_secs: e.max_duration,
                 default_duration_secs: e.default_duration,
+                max_total_duration_secs: e.max_total_duration,
                 approvals_required: e.approvals_required,
                 ticket_pattern: e.ticket_pattern_str().map(str::to_string),
                 justification_min: e.justification_min,
