@@ -798,10 +798,17 @@ pub async fn tick(
                     if state.scheduler.keycloak_down() {
                         break;
                     }
-                    // Items after the first waited for the ones before:
-                    // renew the claims if due (or find another replica took
-                    // some over).
-                    if shared && i > 0 && claimed_at.elapsed() >= CLAIM_RENEW_AFTER {
+                    let t = Instant::now();
+                    if shared {
+                        // The wait for a Keycloak slot comes first: in a
+                        // burst (or as Keycloak comes back) it can outlast
+                        // the claim, and another replica may have taken the
+                        // item over meanwhile. The claim is checked after it.
+                        ensure_slot(&state).await;
+                    }
+                    // Renew the claims if due (or find another replica took
+                    // some over) before the item's work starts.
+                    if shared && claimed_at.elapsed() >= CLAIM_RENEW_AFTER {
                         let mut rest: Vec<String> = items[i..]
                             .iter()
                             .map(|(_, id)| id.clone())
@@ -829,7 +836,6 @@ pub async fn tick(
                     if lost.contains(id) {
                         continue;
                     }
-                    let t = Instant::now();
                     // Items after the first read afresh (the first changed
                     // what they depend on).
                     let view = first_view.take().filter(|_| i == 0);
@@ -947,10 +953,11 @@ fn probe(state: &Arc<AppState>) {
 pub const CLAIM_LEASE: chrono::Duration = chrono::Duration::seconds(10);
 
 /// A worker renews its claims (all of its remaining items, one statement)
-/// before its next item once this long has passed since they were taken:
-/// every item starts with at least 8 s of its claim left, and a worker
-/// whose items follow one another quickly asks the database once, not once
-/// per item.
+/// before an item — after it got its Keycloak slot, however long that
+/// took — once this long has passed since they were taken: every item's
+/// work starts with at least 8 s of its claim left (an item another
+/// replica took over meanwhile is skipped), and a worker whose items
+/// follow one another quickly asks the database once, not once per item.
 const CLAIM_RENEW_AFTER: Duration = Duration::from_secs(2);
 
 /// Wait before retry number `attempt` (1, 2, …), seconds: 1 doubling to 10.
