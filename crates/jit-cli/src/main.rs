@@ -553,6 +553,17 @@ async fn resolve(c: &Client, id: &str) -> anyhow::Result<String> {
     if id.len() == 36 {
         return Ok(id.to_string());
     }
+    if id.len() > 36 {
+        // Longer than any id (a UUID is 36 characters): no request can
+        // match, and a huge one would not even fit in a URL.
+        bail!(Exit(
+            exit::NOT_FOUND,
+            format!(
+                "no request has the id '{}': an id is 36 characters (a UUID) or a prefix of one",
+                render::cut(id, 40)
+            )
+        ));
+    }
     if id.len() < 4 {
         bail!(Exit(
             exit::USAGE,

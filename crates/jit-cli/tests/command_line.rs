@@ -345,3 +345,50 @@ fn an_overlong_profile_name_is_cut_in_the_error() {
     let line = one_line(&o, 2, &["profile", "…"]);
     assert!(line.chars().count() < 200, "{line}");
 }
+
+/// An id longer than any request id (a UUID is 36 characters) is not
+/// found, said before asking jitd (the server here is a closed port: no
+/// "cannot reach jitd" with exit 1, even for an id too long for a URL),
+/// and is not echoed in full.
+#[test]
+fn an_overlong_id_is_not_found_without_asking_jitd() {
+    let token = jwt_shaped();
+    for len in [37, 70_000] {
+        let long = "a".repeat(len);
+        let o = jit(&["show", &long], &[SERVER, ("JIT_TOKEN", &token)]);
+        let line = one_line(&o, 7, &["36 characters"]);
+        assert!(line.chars().count() < 200, "{line}");
+    }
+}
+
+/// A jitd asked at a wrong path (`--server http://host:8787/v1`) answers
+/// 404 `no_route`: said as a wrong server URL with exit 1, not as "not
+/// found" (7), which would read as "no such request".
+#[test]
+fn a_server_url_with_a_path_is_said_as_such_with_exit_1() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            // jitd's answer to a path it has no route for.
+            let body = r#"{"type":"urn:jit-access:problem:no_route","title":"Not found","status":404,"detail":"no such route","code":"no_route"}"#;
+            let _ = write!(
+                s,
+                "HTTP/1.1 404 Not Found\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let token = jwt_shaped();
+    let server = format!("http://127.0.0.1:{port}/v1");
+    for args in [vec!["list"], vec!["show", "abcd1234"]] {
+        let mut a = vec!["--server", server.as_str()];
+        a.extend(args.clone());
+        let o = jit(&a, &[("JIT_TOKEN", token.as_str())]);
+        one_line(&o, 1, &["no such route", "root URL"]);
+    }
+}

@@ -170,6 +170,17 @@ impl Client {
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
         match serde_json::from_str::<Problem>(&text) {
+            // jitd has no such route: the server URL carries a path
+            // (`--server http://host:8787/v1`), or this jitd is older than
+            // this client. Not "no such request" (a 404 of a real route).
+            Ok(p) if p.code == "no_route" => Err(ClientError::Api {
+                status,
+                code: NOT_JITD.into(),
+                detail: format!(
+                    "{} answered that it has no such route: give jitd's root URL without a path (e.g. http://127.0.0.1:8787), or this jitd is older than this client",
+                    self.base
+                ),
+            }),
             Ok(p) => Err(ClientError::Api {
                 status,
                 code: p.code,
