@@ -173,6 +173,7 @@ impl<R: Runtime> UiSink for AppSink<R> {
         if let Err(e) = self.app.emit(event, payload) {
             tracing::warn!(error = %e, event, "cannot emit to the UI");
         }
+        crate::memory::trim_soon();
     }
 
     fn tray(&self, view: &TrayView) {
