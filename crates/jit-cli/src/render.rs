@@ -352,6 +352,11 @@ pub fn how_it_ended(r: &RequestView) -> String {
         S::Expired => format!("already expired at {at}"),
         S::Failed => format!("not granted: Keycloak refused it at {at}{why}"),
         S::Pending | S::Approved => format!("not active yet: it is {}", q.status()),
+        // Refused while approved (jitd still giving the role), active by
+        // the time we looked again.
+        S::Active => {
+            "it was not active yet when asked (jitd was giving the role in Keycloak); it is active now: run the command again".into()
+        }
         s => format!("not an active grant: it is {s}"),
     }
 }
@@ -626,6 +631,21 @@ mod tests {
             "revoke_late": false, "awaits_your_review": null
         }))
         .unwrap()
+    }
+
+    /// A drop refused while the grant was being given, and active when
+    /// `jit` looked again, never reads "not an active grant: it is active".
+    #[test]
+    fn how_it_ended_of_a_grant_active_by_now_says_to_run_again() {
+        let r = view("8a9a60d7-0000-4000-8000-000000000000", "db", "alice", "why");
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["status"] = "active".into();
+        v["activated_at"] = "2026-11-29T11:18:05Z".into();
+        v["expires_at"] = "2026-11-29T11:48:05Z".into();
+        let r: RequestView = serde_json::from_value(v).unwrap();
+        let text = how_it_ended(&r);
+        assert!(!text.contains("not an active grant"), "{text}");
+        assert!(text.contains("run the command again"), "{text}");
     }
 
     /// Character offset of `needle` in `line`.
