@@ -377,11 +377,19 @@ fn ended_line(r: &RequestView, at: DateTime<Utc>) -> String {
             format!("expired at {}", time(due))
         };
     }
+    if let (jit_core::Status::Applied, jit_core::RequestKind::Extension { grant_id }) =
+        (q.status(), q.kind())
+    {
+        return format!("{}: applied to grant {}", time(at), short(grant_id));
+    }
     let why = q
         .end_reason()
         .map(|w| format!(": {}", safe(w)))
         .unwrap_or_default();
-    format!("{} by {}{why}", time(at), q.ended_by().unwrap_or("-"))
+    match q.ended_by() {
+        Some(by) => format!("{} by {by}{why}", time(at)),
+        None => format!("{}{why}", time(at)),
+    }
 }
 
 /// Every detail of one request, times in UTC.
@@ -646,6 +654,22 @@ mod tests {
         let text = how_it_ended(&r);
         assert!(!text.contains("not an active grant"), "{text}");
         assert!(text.contains("run the command again"), "{text}");
+    }
+
+    /// An applied extension's end is where it went (its grant), never
+    /// "by -".
+    #[test]
+    fn an_applied_extension_ended_by_being_applied_to_its_grant() {
+        let r = view("edb57a3b-0000-4000-8000-000000000000", "db", "alice", "why");
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["status"] = "applied".into();
+        v["kind"] = serde_json::json!({"type": "extension", "grant_id": "7a033faa-0000-4000-8000-000000000000"});
+        v["ended_at"] = "2026-11-29T11:19:00Z".into();
+        let r: RequestView = serde_json::from_value(v).unwrap();
+        let at = r.request.ended_at().unwrap();
+        let line = ended_line(&r, at);
+        assert!(line.contains("applied to grant 7a033faa"), "{line}");
+        assert!(!line.contains("by -"), "{line}");
     }
 
     /// Character offset of `needle` in `line`.

@@ -32,7 +32,9 @@ pub enum OidcError {
     Refused(String),
     #[error("the device login is not available: {0}")]
     DeviceUnsupported(String),
-    #[error("login timed out waiting for the browser")]
+    #[error(
+        "login timed out: it was not completed in the browser (or on the device page) in time"
+    )]
     Timeout,
     #[error("token request failed: {0}")]
     Token(String),

@@ -353,6 +353,6 @@ async fn main() -> Result<()> {
             let _ = t.jit_cmd(u, &["logout"]).output();
         }
     }
-    t.say("done: requested → approved → granted → counted down → revoked");
+    t.say("done: requested → approved → granted → counted down → expired → removed from Keycloak");
     Ok(())
 }
