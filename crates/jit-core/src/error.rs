@@ -92,6 +92,14 @@ pub enum DomainError {
         grant_entitlement: String,
         until: String,
     },
+    /// Still held because a JIT grant of it ended and jitd is removing
+    /// it from Keycloak right now (not a standing assignment).
+    #[error("'{entitlement}' is still being removed from {user} after grant {grant_id} ended; request it again once jitd has removed it (usually within seconds)")]
+    RemovalInProgress {
+        entitlement: String,
+        user: String,
+        grant_id: String,
+    },
     /// Extending request `id`, which is not (yet) an active grant: still
     /// pending, approved but not granted yet, or never granted (denied,
     /// cancelled, lapsed, failed). An ended grant is [`GrantEnded`](Self::GrantEnded).
@@ -128,6 +136,9 @@ pub enum DomainError {
         "you already have a pending request for '{0}' ({1}); cancel it or wait for the decision"
     )]
     DuplicatePending(String, String),
+    /// A grant has at most one pending extension (`existing`).
+    #[error("grant {grant_id} already has a pending extension ({existing}); wait for its decision or cancel it with `jit cancel`")]
+    DuplicatePendingExtension { grant_id: String, existing: String },
     #[error("'{entitlement}' cannot be granted now: {reason}")]
     EntitlementUnavailable { entitlement: String, reason: String },
     /// Only a grant whose removal jitd gave up (`removal_failed`) can have
@@ -165,13 +176,14 @@ impl DomainError {
             CannotLengthen { .. } => "cannot_lengthen",
             CommentRequired(_) => "comment_required",
             AlreadyHeld { .. } | AlreadyHeldThroughGrant { .. } => "already_held",
+            RemovalInProgress { .. } => "removal_in_progress",
             NotAnActiveGrant { .. } => "not_an_active_grant",
             GrantEnded { .. } => "grant_ended",
             NotAGrant { .. } => "not_a_grant",
             ExtensionWithdrawn { .. } => "extension_withdrawn",
             InvalidText { .. } => "invalid_text",
             TextTooLong { .. } => "text_too_long",
-            DuplicatePending(..) => "duplicate_pending",
+            DuplicatePending(..) | DuplicatePendingExtension { .. } => "duplicate_pending",
             EntitlementUnavailable { .. } => "entitlement_unavailable",
             RemovalNotFailed(_) => "removal_not_failed",
             NotFound => "not_found",
@@ -205,13 +217,14 @@ impl DomainError {
             CannotLengthen { .. } => "Cannot lengthen",
             CommentRequired(_) => "Comment required",
             AlreadyHeld { .. } | AlreadyHeldThroughGrant { .. } => "Already held",
+            RemovalInProgress { .. } => "Still being removed",
             NotAnActiveGrant { .. } => "Not an active grant yet",
             GrantEnded { .. } => "Grant already ended",
             NotAGrant { .. } => "An extension, not a grant",
             ExtensionWithdrawn { .. } => "Extension cancelled by jitd",
             InvalidText { .. } => "Invalid text",
             TextTooLong { .. } => "Text too long",
-            DuplicatePending(..) => "Duplicate pending request",
+            DuplicatePending(..) | DuplicatePendingExtension { .. } => "Duplicate pending request",
             EntitlementUnavailable { .. } => "Entitlement unavailable",
             RemovalNotFailed(_) => "Removal has not failed",
             NotFound => "Not found",
@@ -232,7 +245,9 @@ impl DomainError {
             | Lapsed
             | AlreadyHeld { .. }
             | AlreadyHeldThroughGrant { .. }
+            | RemovalInProgress { .. }
             | DuplicatePending(..)
+            | DuplicatePendingExtension { .. }
             | EntitlementUnavailable { .. }
             | NotAnActiveGrant { .. }
             | GrantEnded { .. }

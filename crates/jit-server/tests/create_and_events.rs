@@ -363,8 +363,9 @@ async fn a_grant_has_at_most_one_pending_extension() {
     assert_eq!(answers[1].0, StatusCode::CONFLICT, "{:?}", answers);
     assert_eq!(answers[1].1["code"], "duplicate_pending", "{:?}", answers);
     let first = answers[0].1["id"].as_str().unwrap().to_string();
+    let detail = answers[1].1["detail"].as_str().unwrap();
     assert!(
-        answers[1].1["detail"].as_str().unwrap().contains(&first),
+        detail.contains(&first) && detail.contains("pending extension"),
         "{:?}",
         answers
     );
@@ -415,5 +416,41 @@ async fn an_extension_beyond_the_total_limit_is_refused_with_the_room_left() {
     );
     let (status, b) = send(&j, "POST", &path, &alice, ext("50m")).await;
     assert_eq!(status, StatusCode::CREATED, "{b}");
+    j.stop().await;
+}
+
+/// Asking again for what a just-ended grant still holds while jitd is
+/// removing it is not "a standing assignment": the refusal says the role
+/// is being removed (409 `removal_in_progress`) and names the grant.
+#[tokio::test]
+async fn asking_again_while_the_ended_grant_is_being_removed_says_so() {
+    let kc = kc();
+    let j = start(POLICY, kc.clone(), "").await;
+    let id = j.request("alice", "capped", 40 * 60);
+    j.wait(&id, "active", Duration::from_secs(10), |s| {
+        s.request.status() == jit_core::Status::Active
+    })
+    .await;
+    // Keycloak keeps failing the removal for now: it stays pending.
+    kc.fail(Some(Op::Unassign), None, Fault::Server(503), None);
+    j.state()
+        .store
+        .sync()
+        .update(&id, |s| {
+            let t = s.request.withdraw("test: end it now", chrono::Utc::now())?;
+            Ok(jit_server::scheduler::end_grant(s, t))
+        })
+        .unwrap();
+    j.state().wake.notify_one();
+    j.wait(&id, "the removal pending", Duration::from_secs(10), |s| {
+        s.grant.removal_pending && s.grant.last_error.is_some()
+    })
+    .await;
+    let alice = j.issuer.token("alice", &[]);
+    let (status, b) = send(&j, "POST", "/v1/requests", &alice, Some(body("capped"))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{b}");
+    assert_eq!(b["code"], "removal_in_progress", "{b}");
+    let detail = b["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(&id) && !detail.contains("standing"), "{b}");
     j.stop().await;
 }

@@ -89,6 +89,22 @@ pub(super) async fn check_not_standing(
             .into());
         }
     }
+    // Held because a grant of it just ended and its removal is under way:
+    // not standing; say so (asking again in a moment will work).
+    if let Some(g) = state
+        .store
+        .user_grants_in_keycloak(&p.id)
+        .await?
+        .into_iter()
+        .find(|g| g.grant.removal_pending && g.request.target() == r.target())
+    {
+        return Err(DomainError::RemovalInProgress {
+            entitlement: r.entitlement_id().to_string(),
+            user: p.username.clone(),
+            grant_id: g.request.id().to_string(),
+        }
+        .into());
+    }
     Err(DomainError::AlreadyHeld {
         entitlement: r.entitlement_id().to_string(),
         user: p.username.clone(),
@@ -103,7 +119,7 @@ pub(super) async fn check_not_standing(
     responses(
         (status = 201, description = "Created", body = RequestView),
         (status = 403, description = "The caller may not request it (`not_a_requester`)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already held (`already_held`) or already pending (`duplicate_pending`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already held (`already_held`), still being removed after a grant of it ended (`removal_in_progress`), or already pending (`duplicate_pending`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Breaks a policy rule (duration, justification, ticket, start time, unknown entitlement)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(super) async fn create(

@@ -693,7 +693,16 @@ impl SqlStore {
             .ok()
             .and_then(|rows| rows.first().and_then(|row| row[0].text().ok()))
             .unwrap_or_default();
-        DomainError::DuplicatePending(r.entitlement_id().to_string(), existing).into()
+        match r.kind() {
+            jit_core::RequestKind::Extension { grant_id } => {
+                DomainError::DuplicatePendingExtension {
+                    grant_id: grant_id.clone(),
+                    existing,
+                }
+                .into()
+            }
+            _ => DomainError::DuplicatePending(r.entitlement_id().to_string(), existing).into(),
+        }
     }
 
     /// Inserts a new request with its creation transitions, atomically.

@@ -1110,8 +1110,12 @@ fn one_pending_extension_per_grant_on_both_engines() {
         store.insert(&x1, t1).unwrap();
         let (x2, t2) = ext("x2");
         match store.insert(&x2, t2).unwrap_err() {
-            StoreError::Domain(DomainError::DuplicatePending(_, id)) => {
-                assert_eq!(id, "x1", "{name}")
+            StoreError::Domain(DomainError::DuplicatePendingExtension { grant_id, existing }) => {
+                assert_eq!(
+                    (grant_id.as_str(), existing.as_str()),
+                    ("g1", "x1"),
+                    "{name}"
+                )
             }
             other => panic!("{name}: {other}"),
         }
