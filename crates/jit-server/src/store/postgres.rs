@@ -49,8 +49,32 @@ pub struct Postgres {
 /// One pooled connection with its prepared statements (prepared once per
 /// connection, saving a round trip on every later use).
 pub struct PgClient {
-    client: postgres::Client,
+    /// Always `Some` until dropped (see the `Drop` impl).
+    client: Option<postgres::Client>,
     statements: HashMap<String, postgres::Statement>,
+}
+
+impl PgClient {
+    fn client(&mut self) -> &mut postgres::Client {
+        self.client
+            .as_mut()
+            .expect("a PgClient's connection until it is dropped")
+    }
+}
+
+/// `postgres::Client` closes its connection by blocking on its own runtime,
+/// which panics on a thread of an async runtime ("Cannot start a runtime
+/// from within a runtime") — where the pool goes when jitd's state is
+/// dropped at shutdown. So a connection is closed on a plain thread of its
+/// own whenever a runtime is around.
+impl Drop for PgClient {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::spawn(move || drop(client)).join();
+            }
+        }
+    }
 }
 
 /// Opens pooled connections.
@@ -65,15 +89,15 @@ impl r2d2::ManageConnection for PgManager {
 
     fn connect(&self) -> Result<PgClient, postgres::Error> {
         Ok(PgClient {
-            client: self.tls.connect(&self.config)?,
+            client: Some(self.tls.connect(&self.config)?),
             statements: HashMap::new(),
         })
     }
     fn is_valid(&self, conn: &mut PgClient) -> Result<(), postgres::Error> {
-        conn.client.simple_query("").map(|_| ())
+        conn.client().simple_query("").map(|_| ())
     }
     fn has_broken(&self, conn: &mut PgClient) -> bool {
-        conn.client.is_closed()
+        conn.client.as_ref().is_none_or(|c| c.is_closed())
     }
 }
 
@@ -135,7 +159,7 @@ impl<C: std::ops::DerefMut<Target = PgClient>> PgConn<C> {
         }
         let st = self
             .0
-            .client
+            .client()
             .prepare(&numbered_placeholders(sql))
             .map_err(pg_err)?;
         // Bounded: the store's statements are few; lists vary with the
@@ -165,14 +189,14 @@ impl<C: std::ops::DerefMut<Target = PgClient>> Conn for PgConn<C> {
         let st = self.statement(sql)?;
         let b = bind(params);
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = b.iter().map(|x| &**x).collect();
-        self.0.client.execute(&st, &refs).map_err(pg_err)
+        self.0.client().execute(&st, &refs).map_err(pg_err)
     }
 
     fn query(&mut self, sql: &str, params: &[P]) -> Result<Vec<Row>, StoreError> {
         let st = self.statement(sql)?;
         let b = bind(params);
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = b.iter().map(|x| &**x).collect();
-        let rows = self.0.client.query(&st, &refs).map_err(pg_err)?;
+        let rows = self.0.client().query(&st, &refs).map_err(pg_err)?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let mut row = Vec::with_capacity(r.len());
@@ -203,7 +227,7 @@ impl<C: std::ops::DerefMut<Target = PgClient>> Conn for PgConn<C> {
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
-        self.0.client.batch_execute(sql).map_err(pg_err)
+        self.0.client().batch_execute(sql).map_err(pg_err)
     }
 }
 

@@ -1509,3 +1509,24 @@ fn a_database_opened_as_is_is_never_changed() {
     assert!(Store::open_spec_as_is(missing.to_str().unwrap()).is_err());
     assert!(!missing.exists(), "never created");
 }
+
+/// A PostgreSQL store dropped on one of the async runtime's threads (as at
+/// jitd's shutdown, when the last handle goes with the server's state)
+/// closes its connections without a panic ("Cannot start a runtime from
+/// within a runtime": `postgres::Client` closes by blocking on its own
+/// runtime).
+#[test]
+fn a_postgres_store_dropped_inside_the_async_runtime_closes_quietly() {
+    let url = jit_testkit::postgres::test_database().expect("a real PostgreSQL for store tests");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Opened and used as jitd does (blocking work off the async threads).
+    let store = SqlStore::new(Box::new(postgres::Postgres::open(&url, 4).unwrap())).unwrap();
+    assert!(store.get("nothing-here").unwrap().is_none());
+    let dropped = rt.block_on(async move {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(store)))
+    });
+    assert!(dropped.is_ok(), "dropping the store panicked");
+}
