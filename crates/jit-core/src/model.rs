@@ -658,10 +658,9 @@ pub fn clean_text(field: &'static str, text: &str) -> Result<String, DomainError
 /// same `maxLength` (`jit_core::api`).
 pub const MAX_FREE_TEXT_CHARS: usize = 500;
 
-/// Most characters any entitlement may allow in a justification: the
-/// ceiling of `justification_max` in the policy (its default too), so a
-/// policy cannot make jitd store and show an unbounded text.
-pub const MAX_JUSTIFICATION_CHARS: usize = 1000;
+/// Most characters any entitlement may allow in a justification (kept
+/// with the policy rules: [`crate::policy::MAX_JUSTIFICATION_CHARS`]).
+pub use crate::policy::MAX_JUSTIFICATION_CHARS;
 
 /// The one check of a free-text field other than a justification:
 /// [`clean_text`] (no control or invisible formatting characters), then at

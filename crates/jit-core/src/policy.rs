@@ -109,6 +109,11 @@ impl AutoApproveRule {
     }
 }
 
+/// Most characters any entitlement may allow in a justification: the
+/// ceiling of `justification_max` in the policy (its default too), so a
+/// policy cannot make jitd store and show an unbounded text.
+pub const MAX_JUSTIFICATION_CHARS: usize = 1000;
+
 /// One requestable entitlement, validated.
 #[derive(Debug, Clone, Serialize)]
 pub struct Entitlement {
@@ -430,7 +435,7 @@ impl RawEntitlement {
     /// `(justification_min, justification_max)`, defaults 10 and 1000;
     /// break-glass needs a justification.
     fn justification_bounds(&self, err: &FieldErrors) -> Result<(usize, usize), PolicyError> {
-        use crate::model::MAX_JUSTIFICATION_CHARS as CEILING;
+        const CEILING: usize = MAX_JUSTIFICATION_CHARS;
         let min = self.justification_min.unwrap_or(10);
         let max = self.justification_max.unwrap_or(CEILING);
         if max > CEILING {
