@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -69,7 +70,7 @@ fn serve(config: PathBuf) -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    rt.block_on(async move {
+    let code = rt.block_on(async move {
         let cfg = match jit_server::Config::load(&config) {
             Ok(c) => c,
             Err(e) => {
@@ -115,8 +116,37 @@ fn serve(config: PathBuf) -> ExitCode {
             _ = hup => {}
         }
         tracing::info!("stopping");
-        jit_server::scheduler::say_what_stays(&server.state).await;
-        server.shutdown().await;
+        // Bounded: with the database gone, each store call would wait for
+        // a connection (up to 30 s). Whatever a stop cuts short, the next
+        // jitd on the database finishes (claims lapse, due work is redone).
+        let stop = async {
+            let _ = tokio::time::timeout(
+                STOP_COUNT_LIMIT,
+                jit_server::scheduler::say_what_stays(&server.state),
+            )
+            .await;
+            server.shutdown().await;
+        };
+        if tokio::time::timeout(STOP_LIMIT, stop).await.is_err() {
+            tracing::warn!(
+                "not stopped cleanly within {} s (the database or Keycloak is not answering); exiting anyway: the next jitd on this database finishes what was cut short",
+                STOP_LIMIT.as_secs()
+            );
+            return ExitCode::from(1);
+        }
         ExitCode::SUCCESS
-    })
+    });
+    // Blocking store calls still waiting (for a database that is gone) are
+    // left behind rather than waited for.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    code
 }
+
+/// How long jitd's stop may spend counting the grants that stay (the
+/// WARN line of `say_what_stays`), seconds.
+const STOP_COUNT_LIMIT: Duration = Duration::from_secs(5);
+
+/// How long a stop (SIGTERM, Ctrl-C) may take in all before jitd exits
+/// anyway with status 1, seconds: well inside systemd's default
+/// `TimeoutStopSec` (90 s).
+const STOP_LIMIT: Duration = Duration::from_secs(15);
