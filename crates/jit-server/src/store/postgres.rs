@@ -101,6 +101,59 @@ impl r2d2::ManageConnection for PgManager {
     }
 }
 
+/// How often, at most, repeated failed connection attempts are logged.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Logs repeated failed connection attempts (the pool's refill, the
+/// `LISTEN` connection's reconnects) once a minute at WARN, with the number
+/// of attempts in between. r2d2's own handler logs every attempt at ERROR,
+/// and its background refill retries without pause while PostgreSQL is
+/// down: an outage used to fill the log with "ERROR error connecting to
+/// server" lines. The errors carry no secrets (`postgres::Error`'s text
+/// names the failure, never the URL's password).
+#[derive(Debug, Default)]
+struct FailureLog {
+    /// When the last line was written, and the attempts failed since.
+    state: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+}
+
+impl FailureLog {
+    /// Whether a failure at `now` is logged; if so, how many failures
+    /// since the last line were not.
+    fn should_log(&self, now: std::time::Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut *state {
+            Some((last, skipped)) if now.duration_since(*last) < FAILURE_LOG_EVERY => {
+                *skipped += 1;
+                None
+            }
+            Some((last, skipped)) => {
+                let n = *skipped;
+                *last = now;
+                *skipped = 0;
+                Some(n)
+            }
+            None => {
+                *state = Some((now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+impl r2d2::HandleError<postgres::Error> for FailureLog {
+    fn handle_error(&self, error: postgres::Error) {
+        match self.should_log(std::time::Instant::now()) {
+            Some(0) => tracing::warn!("PostgreSQL connection failed: {error} (the pool keeps trying)"),
+            Some(n) => tracing::warn!(
+                "PostgreSQL connection failed: {error} ({n} more failed attempts in the last {} s; the pool keeps trying)",
+                FAILURE_LOG_EVERY.as_secs()
+            ),
+            None => {}
+        }
+    }
+}
+
 fn pg_err(e: postgres::Error) -> StoreError {
     if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) {
         StoreError::Unique(e.to_string())
@@ -136,6 +189,7 @@ impl Postgres {
             .max_size(size)
             .min_idle(Some(2))
             .connection_timeout(Duration::from_secs(30))
+            .error_handler(Box::new(FailureLog::default()))
             .build(PgManager {
                 config: config.clone(),
                 tls: tls.clone(),
@@ -261,11 +315,20 @@ impl Database for Postgres {
 /// (at most every 2 s) after errors, until `f` says stop.
 fn listen_loop(config: postgres::Config, tls: Connector, f: Follower) {
     use fallible_iterator::FallibleIterator;
+    let failures = FailureLog::default();
     loop {
         let mut client = match tls.connect(&config) {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for other replicas' events; retrying");
+                match failures.should_log(std::time::Instant::now()) {
+                    Some(0) => {
+                        tracing::warn!(error = %e, "cannot listen for other replicas' events; retrying every 2 s")
+                    }
+                    Some(n) => {
+                        tracing::warn!(error = %e, "cannot listen for other replicas' events; {n} more failed attempts in the last {} s; retrying every 2 s", FAILURE_LOG_EVERY.as_secs())
+                    }
+                    None => {}
+                }
                 if !f(None) {
                     return;
                 }
@@ -430,4 +493,29 @@ pub fn migrate(c: &mut dyn Conn, indexes: &[&str]) -> Result<(), StoreError> {
     })();
     let _ = c.batch(&format!("SELECT pg_advisory_unlock({MIGRATE_LOCK})"));
     r
+}
+
+#[cfg(test)]
+mod failure_log_tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn pool_errors_are_logged_once_a_minute_with_the_count_in_between() {
+        let log = FailureLog::default();
+        let t0 = Instant::now();
+        assert_eq!(log.should_log(t0), Some(0), "the first failure is logged");
+        for i in 1..=50 {
+            assert_eq!(log.should_log(t0 + Duration::from_millis(i * 100)), None);
+        }
+        assert_eq!(
+            log.should_log(t0 + FAILURE_LOG_EVERY),
+            Some(50),
+            "a minute later one line counts the 50 attempts in between"
+        );
+        assert_eq!(
+            log.should_log(t0 + FAILURE_LOG_EVERY + Duration::from_secs(1)),
+            None
+        );
+    }
 }
