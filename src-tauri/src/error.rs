@@ -114,6 +114,7 @@ mod tests {
         let e = CommandError::from_client(ClientError::Api {
             status: 409,
             code: "illegal_transition".into(),
+            title: "Not allowed in this state".into(),
             detail: "cannot cancel an approved request".into(),
         });
         assert_eq!(

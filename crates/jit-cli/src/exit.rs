@@ -50,24 +50,45 @@ impl std::fmt::Display for Exit {
 }
 impl std::error::Error for Exit {}
 
-/// Error `e` (exit `code`, one-line message `msg`) as `--json` prints it
-/// on stderr: a problem object (RFC 9457 members `type`, `title`,
-/// `status` when jitd answered, `detail`; `code` jitd's stable code or
-/// the CLI's own, and `exit`).
+/// Error `e` (exit `code`, message `msg`) as `--json` prints it on
+/// stderr: one problem object, each fact once (README, "Errors"). When
+/// jitd refused, its problem as it sent it — `type`, `title`, `status`,
+/// `code` — with `detail` its sentence (after any step of the CLI's, e.g.
+/// `cannot read jitd's login settings: …`), never the code again; else the
+/// CLI's own `code` and `title` for exit `code`, no `status`. Always
+/// `exit`, the process's exit code. `msg` must come from
+/// `crate::message_of(.., false)` (no `(code)` suffix).
 pub fn problem_json(e: &anyhow::Error, code: u8, msg: &str) -> String {
     let api = e
         .chain()
         .find_map(|c| match c.downcast_ref::<ClientError>() {
-            Some(ClientError::Api { status, code, .. }) => Some((*status, code.clone())),
+            Some(ClientError::Api {
+                status,
+                code,
+                title,
+                ..
+            }) => Some((*status, code.clone(), title.clone())),
             _ => None,
         });
-    let (status, problem) = match api {
-        Some((s, c)) => (Some(s), c),
-        None => (None, local_code(code).to_string()),
+    let (status, problem, title) = match api {
+        // An Exit made from a jitd refusal (e.g. `jit drop` of a grant
+        // that ended) has its own words and code: the CLI's.
+        Some(_) if e.downcast_ref::<Exit>().is_some() => (
+            None,
+            local_code(code).to_string(),
+            title_of(code).to_string(),
+        ),
+        Some((s, c, t)) if !t.is_empty() => (Some(s), c, t),
+        Some((s, c, _)) => (Some(s), c, title_of(code).to_string()),
+        None => (
+            None,
+            local_code(code).to_string(),
+            title_of(code).to_string(),
+        ),
     };
     let mut v = serde_json::json!({
         "type": format!("urn:jit-access:problem:{problem}"),
-        "title": title(code),
+        "title": title,
         "detail": msg,
         "code": problem,
         "exit": code,
@@ -94,7 +115,7 @@ fn local_code(code: u8) -> &'static str {
 }
 
 /// The problem `title` of exit code `code` (its row of [`TABLE`]).
-fn title(code: u8) -> &'static str {
+fn title_of(code: u8) -> &'static str {
     match code {
         USAGE => "Invalid usage or input",
         FORBIDDEN => "Forbidden or denied",
@@ -160,6 +181,7 @@ mod tests {
         ClientError::Api {
             status,
             code: "x".into(),
+            title: "X".into(),
             detail: "d".into(),
         }
         .into()

@@ -87,7 +87,7 @@ struct Cli {
     server: Option<String>,
     /// Output format of every command: a table for people, or JSON for
     /// scripts (audit and watch: one JSON object per line).
-    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    #[arg(long, global = true, value_enum, ignore_case = true, default_value_t = Output::Table)]
     output: Output,
     /// Same as `--output json`.
     #[arg(long, global = true)]
@@ -151,10 +151,10 @@ enum Cmd {
         /// Only pending requests I may approve.
         #[arg(long)]
         to_review: bool,
-        /// Filter by status: pending, approved, active, denied, cancelled,
-        /// lapsed, expired, revoked, applied (an extension added to its
-        /// grant) or failed (Keycloak refused the grant).
-        #[arg(long, value_name = "STATUS")]
+        /// Filter by status (any case): pending, approved, active, denied,
+        /// cancelled, lapsed, expired, revoked, applied (an extension added
+        /// to its grant) or failed (Keycloak refused the grant).
+        #[arg(long, value_name = "STATUS", ignore_case = true, value_parser = status_values())]
         status: Option<String>,
     },
     /// Show every detail of one request.
@@ -247,7 +247,11 @@ enum Cmd {
     },
     /// Print a shell completion script, e.g. `jit completions bash >
     /// ~/.local/share/bash-completion/completions/jit`.
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// The shell (any case).
+        #[arg(ignore_case = true)]
+        shell: clap_complete::Shell,
+    },
     /// Print the manual page (roff), e.g. `jit man | man -l -`.
     Man,
 }
@@ -303,11 +307,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
             let code = exit::code_of(&e);
-            let msg = message_of(&e, &profile);
             if json {
+                let msg = message_of(&e, &profile, false);
                 eprintln!("{}", exit::problem_json(&e, code, &msg));
             } else {
-                eprintln!("jit: {msg}");
+                eprintln!("jit: {}", message_of(&e, &profile, true));
             }
             ExitCode::from(code)
         }
@@ -404,7 +408,10 @@ pub(crate) fn login_command(profile: &str) -> String {
 
 /// The one line printed for error `e`: an [`Exit`]'s message; a refused
 /// token with what to do about it; else the message and its causes.
-fn message_of(e: &anyhow::Error, profile: &str) -> String {
+/// `with_code`: a jitd refusal ends with its code in parentheses (the
+/// line people read); without it (the `--json` problem's `detail`, whose
+/// `code` member says it) only jitd's sentence.
+fn message_of(e: &anyhow::Error, profile: &str, with_code: bool) -> String {
     if let Some(Exit(_, msg)) = e.downcast_ref::<Exit>() {
         return msg.clone();
     }
@@ -430,7 +437,13 @@ fn message_of(e: &anyhow::Error, profile: &str) -> String {
             };
         }
     }
-    let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    let msg: Vec<String> = e
+        .chain()
+        .map(|c| match c.downcast_ref::<jit_client::ClientError>() {
+            Some(jit_client::ClientError::Api { detail, .. }) if !with_code => detail.clone(),
+            _ => c.to_string(),
+        })
+        .collect();
     msg.join(": ")
 }
 
@@ -531,19 +544,54 @@ fn duration(text: &str) -> anyhow::Result<i64> {
     parse_duration(text).map_err(|e| Exit(exit::USAGE, e.to_string()).into())
 }
 
+/// `--status`'s values: every status jitd has (`Status::ALL`), matched in
+/// any case (the argument's `ignore_case`); a wrong one is refused by clap
+/// with the list of values.
+fn status_values() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(Status::ALL.map(|s| s.as_str()))
+}
+
 /// `--start`: a time in RFC 3339 (`2026-12-01T09:00:00Z`, any offset,
 /// kept as UTC) or `+DURATION` from now (this machine's clock).
+///
+/// Errors say what is wrong with the value and what is accepted: the
+/// start must be in the future (`+0s` is now: leave `--start` out
+/// instead), `+DURATION` takes the duration grammar (`s m h d`), a time
+/// must be RFC 3339 with a date, a `T`, a time and an offset (`Z` for UTC).
 fn start_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    const FORMS: &str =
-        "expected a time in RFC 3339, e.g. 2026-12-01T09:00:00Z, or a duration from now, e.g. +2h";
+    const FORMS: &str = "give a time in RFC 3339, e.g. 2026-12-01T09:00:00Z (UTC) or \
+                         2026-12-01T10:00:00+01:00, or a duration from now, e.g. +2h or +1h30m; \
+                         leave --start out to begin once approved";
     let t = text.trim();
     if let Some(rel) = t.strip_prefix('+') {
-        let secs = parse_duration(rel).map_err(|_| FORMS.to_string())?;
-        return Ok(chrono::Utc::now() + chrono::Duration::seconds(secs));
+        let zero = rel.chars().any(|c| c.is_ascii_digit())
+            && rel.chars().filter(|c| c.is_ascii_digit()).all(|c| c == '0');
+        if zero {
+            return Err(format!(
+                "the start must be in the future, and +{rel} is now; {FORMS}"
+            ));
+        }
+        return match parse_duration(rel) {
+            Ok(secs) => Ok(chrono::Utc::now() + chrono::Duration::seconds(secs)),
+            Err(e) => {
+                let why = match &e {
+                    jit_core::DomainError::InvalidDuration { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                Err(format!(
+                    "after + comes a duration, and '{rel}' is not one ({why}); {FORMS}"
+                ))
+            }
+        };
+    }
+    if t.starts_with('-') {
+        return Err(format!(
+            "the start must be in the future, not before now; {FORMS}"
+        ));
     }
     chrono::DateTime::parse_from_rfc3339(t)
         .map(|d| d.with_timezone(&chrono::Utc))
-        .map_err(|_| FORMS.to_string())
+        .map_err(|e| format!("not an RFC 3339 time ({e}); {FORMS}"))
 }
 
 /// Accepts a full id or a unique prefix of a visible request's id.
@@ -664,13 +712,12 @@ async fn wait(cli: &Cli, id: &str, timeout: &str) -> anyhow::Result<()> {
 
 /// `jit list`: a bad `--status` is a usage error (2) before any call.
 async fn list(cli: &Cli, mine: bool, to_review: bool, status: Option<&str>) -> anyhow::Result<()> {
-    if let Some(s) = status {
-        s.parse::<Status>().map_err(|e| Exit(exit::USAGE, e))?;
-    }
+    // clap accepted it in any case; jitd takes the lower-case name.
+    let status = status.map(str::to_ascii_lowercase);
     let c = client(cli)?;
     let rows = c
         .list(&ListQuery {
-            status: status.map(str::to_string),
+            status,
             mine,
             to_review,
             review_open: false,

@@ -318,6 +318,7 @@ mod tests {
         let api = |status| ClientError::Api {
             status,
             code: "c".into(),
+            title: "C".into(),
             detail: "d".into(),
         };
         assert!(transient(&ClientError::Unreachable {

@@ -246,11 +246,132 @@ fn list_help_and_the_status_error_name_the_same_statuses() {
     assert_eq!(o.status.code(), Some(0));
     let help = String::from_utf8_lossy(&o.stdout).to_string();
     let o = jit(&["list", "--status", "nope"], &[SERVER]);
-    let err = one_line(&o, 2, &["unknown status 'nope'"]);
+    let err = one_line(&o, 2, &["invalid value 'nope'", "possible values"]);
     for s in jit_core::Status::ALL {
         assert!(help.contains(s.as_str()), "{s} missing in help:\n{help}");
         assert!(err.contains(s.as_str()), "{s} missing in: {err}");
     }
+}
+
+/// Enum-like values are taken in any case (`--status PENDING`, `--output
+/// JSON`, `completions BASH`): past the command line (here: not logged in,
+/// exit 6), never refused as a usage error.
+#[test]
+fn enum_values_are_taken_in_any_case() {
+    for args in [
+        vec!["list", "--status", "PENDING"],
+        vec!["list", "--status", "Active"],
+        vec!["list", "--output", "TABLE"],
+    ] {
+        let o = jit(&args, &[SERVER]);
+        one_line(&o, 6, &["not logged in"]);
+    }
+    let o = jit(&["--output", "JSON", "list"], &[SERVER]);
+    assert_eq!(o.status.code(), Some(6), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    let v: serde_json::Value = serde_json::from_str(&err).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(v["code"], "not_logged_in", "{v}");
+    let o = jit(&["completions", "BASH"], &[SERVER]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("_jit"));
+}
+
+/// `--start` values that are not in the future, or not a duration after
+/// `+`, say exactly what is wrong and what is accepted.
+#[test]
+fn start_errors_say_what_is_wrong_with_the_value() {
+    let start = |v: &str| {
+        jit(
+            &[
+                "request",
+                "some-entitlement",
+                "--reason",
+                "a reason long enough",
+                "--start",
+                v,
+            ],
+            &[SERVER],
+        )
+    };
+    for v in ["+0s", "+0m", "+0h0m"] {
+        one_line(
+            &start(v),
+            2,
+            &[
+                "must be in the future",
+                "is now",
+                "+2h",
+                "2026-12-01T09:00:00Z",
+                "leave --start out",
+            ],
+        );
+    }
+    one_line(
+        &start("+5q"),
+        2,
+        &["'5q' is not one", "unknown unit 'q'", "+2h"],
+    );
+    one_line(&start("-5m"), 2, &["must be in the future"]);
+    one_line(
+        &start("2026-12-01"),
+        2,
+        &["not an RFC 3339 time", "2026-12-01T09:00:00Z"],
+    );
+}
+
+/// `--json` with an error from jitd: one problem object, each fact once —
+/// jitd's `type`, `title`, `status`, `code`, its sentence as `detail`
+/// (without the code again), and `exit`.
+#[test]
+fn json_api_errors_say_each_fact_once() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 8192];
+            let _ = s.read(&mut buf);
+            let body = r#"{"type":"urn:jit-access:problem:illegal_transition","title":"Not allowed in this state","status":409,"detail":"cannot cancel this request: it is already denied","code":"illegal_transition"}"#;
+            let _ = write!(
+                s,
+                "HTTP/1.1 409 Conflict\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let token = jwt_shaped();
+    let server = format!("http://127.0.0.1:{port}");
+    let id = "0b5e5a43-2d4f-4a53-9a8e-6f1f8f3c9a10";
+    let o = jit(
+        &["--server", &server, "--json", "cancel", id],
+        &[("JIT_TOKEN", token.as_str())],
+    );
+    assert_eq!(o.status.code(), Some(8), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&err).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "type": "urn:jit-access:problem:illegal_transition",
+            "title": "Not allowed in this state",
+            "status": 409,
+            "detail": "cannot cancel this request: it is already denied",
+            "code": "illegal_transition",
+            "exit": 8,
+        })
+    );
+    // People still read the code in the one line.
+    let o = jit(
+        &["--server", &server, "cancel", id],
+        &[("JIT_TOKEN", token.as_str())],
+    );
+    one_line(
+        &o,
+        8,
+        &["cannot cancel this request: it is already denied (illegal_transition)"],
+    );
 }
 
 /// `jit extend --help` says what `--reason` is.

@@ -21,11 +21,13 @@ use serde::Serialize;
 /// Errors of API calls. `Display` is one line a person can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// jitd refused: HTTP status, stable `code`, human `detail`.
+    /// jitd refused: HTTP status, stable `code`, the problem's `title`
+    /// (one per code) and human `detail` (problem+json, RFC 9457).
     #[error("{detail} ({code})")]
     Api {
         status: u16,
         code: String,
+        title: String,
         detail: String,
     },
     #[error("cannot reach jitd at {url}: {reason}")]
@@ -68,6 +70,9 @@ impl TokenSource for StaticToken {
 /// [`ClientError::Api`] `code` of an answer that is not jitd's (an HTTP
 /// error without a problem+json body, e.g. from Keycloak or a proxy).
 pub const NOT_JITD: &str = "not_jitd";
+
+/// [`ClientError::Api`] `title` of a [`NOT_JITD`] answer.
+pub const NOT_JITD_TITLE: &str = "Not a jitd";
 
 /// Response header of `GET /v1/requests` with the next page's cursor.
 pub const NEXT_AFTER_HEADER: &str = "x-next-after";
@@ -161,7 +166,7 @@ impl Client {
         };
         let resp = req.send().await.map_err(|e| ClientError::Unreachable {
             url: self.base.clone(),
-            reason: transport_reason(&e.without_url()),
+            reason: transport_reason(&e.without_url(), &self.base),
         })?;
         self.note_time(&resp);
         if resp.status().is_success() {
@@ -176,6 +181,7 @@ impl Client {
             Ok(p) if p.code == "no_route" => Err(ClientError::Api {
                 status,
                 code: NOT_JITD.into(),
+                title: NOT_JITD_TITLE.into(),
                 detail: format!(
                     "{} answered that it has no such route: give jitd's root URL without a path (e.g. http://127.0.0.1:8787), or this jitd is older than this client",
                     self.base
@@ -184,11 +190,13 @@ impl Client {
             Ok(p) => Err(ClientError::Api {
                 status,
                 code: p.code,
+                title: p.title,
                 detail: p.detail,
             }),
             Err(_) => Err(ClientError::Api {
                 status,
                 code: NOT_JITD.into(),
+                title: NOT_JITD_TITLE.into(),
                 detail: format!(
                     "{} answered HTTP {status} without a problem report: it does not look like a jitd (is the server URL jitd's, not Keycloak's?)",
                     self.base
@@ -493,12 +501,37 @@ impl Client {
     }
 }
 
-/// Why a request got no answer, in words a person can act on
+/// Why a request to `base` got no answer, in words a person can act on
 /// ("connection refused: is jitd running there?"); the error chain when it
-/// is none of the usual cases.
-fn transport_reason(e: &reqwest::Error) -> String {
+/// is none of the usual cases. A scheme that does not match the port is
+/// said as such: `https://` to a plain-HTTP port (rustls reads an HTTP
+/// answer as a corrupt TLS record) is "it does not answer TLS (is it
+/// http://…?)", `http://` to a TLS port (hyper cannot parse a TLS alert as
+/// HTTP) is "it answers TLS, not plain HTTP (is it https://…?)".
+fn transport_reason(e: &reqwest::Error, base: &str) -> String {
+    let swapped = |to: &str| match base.split_once("://") {
+        Some((_, rest)) => format!("{to}://{rest}"),
+        None => to.to_string(),
+    };
+    let tls = base.starts_with("https://");
     let mut cur: Option<&dyn std::error::Error> = Some(e);
     while let Some(c) = cur {
+        let rustls_err = c
+            .downcast_ref::<rustls::Error>()
+            .or_else(|| c.downcast_ref::<std::io::Error>().and_then(rustls_inside));
+        if let Some(rustls::Error::InvalidMessage(_)) = rustls_err {
+            if tls {
+                return format!("it does not answer TLS (is it {}?)", swapped("http"));
+            }
+        }
+        if let Some(h) = c.downcast_ref::<hyper::Error>() {
+            if h.is_parse() && !tls {
+                return format!(
+                    "it does not answer plain HTTP, perhaps TLS (is it {}?)",
+                    swapped("https")
+                );
+            }
+        }
         if let Some(io) = c.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
             match io.kind() {
@@ -520,6 +553,20 @@ fn transport_reason(e: &reqwest::Error) -> String {
         return format!("unknown host ({chain})");
     }
     chain
+}
+
+/// The rustls error wrapped in `io` (hyper-util wraps tokio-rustls's
+/// `io::Error` in another one), which `source` skips: read through
+/// `get_ref`, at most a few levels.
+fn rustls_inside(io: &std::io::Error) -> Option<&rustls::Error> {
+    let mut inner: &(dyn std::error::Error + Send + Sync + 'static) = io.get_ref()?;
+    for _ in 0..4 {
+        if let Some(r) = inner.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        inner = inner.downcast_ref::<std::io::Error>()?.get_ref()?;
+    }
+    None
 }
 
 /// An error and its causes on one line ("error sending request: … :
@@ -544,6 +591,56 @@ fn seg(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A listener that answers every connection with `answer` and closes.
+    fn answering(answer: &'static [u8]) -> u16 {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(mut s) = s else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(answer);
+            }
+        });
+        port
+    }
+
+    /// `https://` to a plain-HTTP port is said as such, not as rustls's
+    /// "corrupt message … InvalidContentType".
+    #[tokio::test]
+    async fn https_to_a_plain_http_port_says_it_does_not_answer_tls() {
+        let port = answering(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        );
+        let c = Client::new(&format!("https://127.0.0.1:{port}"), None);
+        let text = c.server_config().await.unwrap_err().to_string();
+        assert_eq!(
+            text,
+            format!(
+                "cannot reach jitd at https://127.0.0.1:{port}: it does not answer TLS (is it http://127.0.0.1:{port}?)"
+            )
+        );
+    }
+
+    /// `http://` to a TLS port (here: a TLS alert record, as a TLS
+    /// server sends to a client that does not speak TLS) is said as such.
+    #[tokio::test]
+    async fn http_to_a_tls_port_says_it_does_not_answer_plain_http() {
+        // A TLS record: content type 21 (alert), TLS 1.2, length 2,
+        // fatal (2) protocol_version (70).
+        let port = answering(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46]);
+        let c = Client::new(&format!("http://127.0.0.1:{port}"), None);
+        let text = c.server_config().await.unwrap_err().to_string();
+        assert_eq!(
+            text,
+            format!(
+                "cannot reach jitd at http://127.0.0.1:{port}: it does not answer plain HTTP, perhaps TLS (is it https://127.0.0.1:{port}?)"
+            )
+        );
+    }
 
     /// A jitd that is not running is said in words, not as a socket error.
     #[tokio::test]

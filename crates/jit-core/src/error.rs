@@ -48,8 +48,10 @@ pub enum DomainError {
     },
     #[error("ticket reference '{ticket}' does not match the required pattern {pattern}")]
     TicketInvalid { ticket: String, pattern: String },
-    #[error("start time must not be in the past")]
-    StartInPast,
+    /// `--start`/`start_at` more than a minute before jitd's clock; both
+    /// times RFC 3339, UTC.
+    #[error("the start time {start} is in the past (jitd's time is {now}): give a time in the future, or leave the start out to begin as soon as the request is approved")]
+    StartInPast { start: String, now: String },
     #[error("start time is too far ahead: at most {max} from now")]
     StartTooFar { max: String },
     #[error("break-glass is not allowed for '{0}'")]
@@ -142,9 +144,10 @@ pub enum DomainError {
     #[error("'{entitlement}' cannot be granted now: {reason}")]
     EntitlementUnavailable { entitlement: String, reason: String },
     /// Only a grant whose removal jitd gave up (`removal_failed`) can have
-    /// its removal retried.
-    #[error("request {0}'s removal has not failed, so there is nothing to retry (only a grant shown as removal_failed can be retried)")]
-    RemovalNotFailed(String),
+    /// its removal retried; `why` says what request `id` is instead, e.g.
+    /// `request … was never granted (it is pending): nothing to remove`.
+    #[error("{why}")]
+    RemovalNotFailed { id: String, why: String },
     #[error("no request with this id that you may see (it does not exist, or you are neither its requester nor an approver of its entitlement)")]
     NotFound,
 }
@@ -163,7 +166,7 @@ impl DomainError {
             JustificationTooLong { .. } => "justification_too_long",
             TicketRequired { .. } => "ticket_required",
             TicketInvalid { .. } => "ticket_invalid",
-            StartInPast => "start_in_past",
+            StartInPast { .. } => "start_in_past",
             StartTooFar { .. } => "start_too_far",
             BreakGlassNotAllowed(_) => "break_glass_not_allowed",
             SelfApproval => "self_approval",
@@ -185,7 +188,7 @@ impl DomainError {
             TextTooLong { .. } => "text_too_long",
             DuplicatePending(..) | DuplicatePendingExtension { .. } => "duplicate_pending",
             EntitlementUnavailable { .. } => "entitlement_unavailable",
-            RemovalNotFailed(_) => "removal_not_failed",
+            RemovalNotFailed { .. } => "removal_not_failed",
             NotFound => "not_found",
         }
     }
@@ -204,7 +207,7 @@ impl DomainError {
             JustificationTooLong { .. } => "Justification too long",
             TicketRequired { .. } => "Ticket required",
             TicketInvalid { .. } => "Invalid ticket reference",
-            StartInPast => "Start time in the past",
+            StartInPast { .. } => "Start time in the past",
             StartTooFar { .. } => "Start time too far ahead",
             BreakGlassNotAllowed(_) => "Break-glass not allowed",
             SelfApproval => "Own request",
@@ -226,7 +229,7 @@ impl DomainError {
             TextTooLong { .. } => "Text too long",
             DuplicatePending(..) | DuplicatePendingExtension { .. } => "Duplicate pending request",
             EntitlementUnavailable { .. } => "Entitlement unavailable",
-            RemovalNotFailed(_) => "Removal has not failed",
+            RemovalNotFailed { .. } => "No failed removal to retry",
             NotFound => "Not found",
         }
     }
@@ -252,7 +255,7 @@ impl DomainError {
             | NotAnActiveGrant { .. }
             | GrantEnded { .. }
             | ExtensionWithdrawn { .. }
-            | RemovalNotFailed(_) => ErrorKind::Conflict,
+            | RemovalNotFailed { .. } => ErrorKind::Conflict,
             _ => ErrorKind::Invalid,
         }
     }

@@ -772,7 +772,12 @@ impl AccessRequest {
         let ticket = check_ticket(e, input.ticket.as_deref())?;
         let start_at = match input.start_at {
             // A minute of slack for clock skew between client and server.
-            Some(s) if s < now - Duration::seconds(60) => return Err(DomainError::StartInPast),
+            Some(s) if s < now - Duration::seconds(60) => {
+                return Err(DomainError::StartInPast {
+                    start: s.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    now: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                })
+            }
             Some(s) if s > now + Duration::seconds(policy.max_start_ahead) => {
                 return Err(DomainError::StartTooFar {
                     max: format_duration(policy.max_start_ahead),
@@ -1022,7 +1027,12 @@ impl AccessRequest {
         Ok(self.transition(action, to, SYSTEM_ACTOR, Some(reason.to_string()), now))
     }
 
-    fn check_reviewer(&self, e: &Entitlement, approver: &Principal) -> Result<(), DomainError> {
+    /// Whether `approver` may decide (vote on, review) this request at
+    /// all, whatever its state: not its requester (`self_approval`) and an
+    /// approver of `e` (`not_an_approver`). Every decision checks this
+    /// before the request's state, so a caller without the right gets 403
+    /// and learns nothing of the state.
+    pub fn check_reviewer(&self, e: &Entitlement, approver: &Principal) -> Result<(), DomainError> {
         if approver.id == self.requester_id {
             return Err(DomainError::SelfApproval);
         }
@@ -1054,11 +1064,13 @@ impl AccessRequest {
             Decision::Approve => Action::Approve,
             Decision::Deny => Action::Deny,
         };
+        // Rights before state: someone who may not decide learns nothing
+        // of where the request stands (403 whatever its status).
+        self.check_reviewer(e, approver)?;
         self.require(&[Status::Pending], action)?;
         if now >= self.pending_until {
             return Err(DomainError::Lapsed);
         }
-        self.check_reviewer(e, approver)?;
         if self.votes.iter().any(|v| v.approver_id == approver.id) {
             return Err(DomainError::AlreadyVoted);
         }
@@ -1122,11 +1134,11 @@ impl AccessRequest {
         actor: &Principal,
         now: DateTime<Utc>,
     ) -> Result<Transition, DomainError> {
-        self.require(&[Status::Pending, Status::Approved], Action::Cancel)?;
-        self.require_not_applied_extension(Action::Cancel)?;
         if actor.id != self.requester_id {
             return Err(DomainError::NotRequester(Action::Cancel));
         }
+        self.require(&[Status::Pending, Status::Approved], Action::Cancel)?;
+        self.require_not_applied_extension(Action::Cancel)?;
         self.ended_at = Some(now);
         self.ended_by = Some(actor.username.clone());
         Ok(self.transition(
@@ -1244,10 +1256,10 @@ impl AccessRequest {
         actor: &Principal,
         now: DateTime<Utc>,
     ) -> Result<Transition, DomainError> {
-        self.require(&[Status::Active], Action::Drop)?;
         if actor.id != self.requester_id {
             return Err(DomainError::NotRequester(Action::Drop));
         }
+        self.require(&[Status::Active], Action::Drop)?;
         self.ended_at = Some(now);
         self.ended_by = Some(actor.username.clone());
         self.end_reason = Some("dropped by requester".into());
@@ -1264,11 +1276,11 @@ impl AccessRequest {
         comment: Option<String>,
         now: DateTime<Utc>,
     ) -> Result<Transition, DomainError> {
-        self.require(&[Status::Active, Status::Approved], Action::Revoke)?;
-        self.require_not_applied_extension(Action::Revoke)?;
         if !e.is_approver(approver) {
             return Err(DomainError::NotAnApprover(e.id.clone()));
         }
+        self.require(&[Status::Active, Status::Approved], Action::Revoke)?;
+        self.require_not_applied_extension(Action::Revoke)?;
         let comment =
             clean_comment(comment)?.ok_or(DomainError::CommentRequired(Action::Revoke))?;
         self.ended_at = Some(now);
@@ -1383,13 +1395,13 @@ impl AccessRequest {
         comment: Option<String>,
         now: DateTime<Utc>,
     ) -> Result<Transition, DomainError> {
+        self.check_reviewer(e, reviewer)?;
         if !self.review_required || self.reviewed_at.is_some() {
             return Err(DomainError::NothingToReview {
                 status: self.status,
                 reviewed_by: self.reviewed_by.clone(),
             });
         }
-        self.check_reviewer(e, reviewer)?;
         let comment =
             clean_comment(comment)?.ok_or(DomainError::CommentRequired(Action::Review))?;
         self.reviewed_by = Some(reviewer.username.clone());

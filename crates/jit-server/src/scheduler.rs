@@ -1534,6 +1534,48 @@ fn removal_failed_in(s: &mut Stored, reason: String) -> Vec<Entry> {
     })]
 }
 
+/// What request `s` is, said for a retry of its removal that has nothing
+/// to retry: never granted (with its status), still active, a removal
+/// under way, or a removal done (or nothing JIT had to remove).
+fn nothing_to_retry(s: &Stored) -> String {
+    let r = &s.request;
+    let g = &s.grant;
+    let at = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let what = format!("{} ({})", r.id(), r.entitlement_id());
+    if r.activated_at().is_none() {
+        return match r.status() {
+            Status::Pending | Status::Approved => format!(
+                "request {what} has not been granted (it is {}): nothing to remove",
+                r.status()
+            ),
+            st => format!("request {what} was never granted (it is {st}): nothing to remove"),
+        };
+    }
+    if r.status() == Status::Active {
+        return format!(
+            "grant {what} is still active: its role is removed when it ends (drop or revoke it to end it now); no removal has failed"
+        );
+    }
+    if g.removal_pending {
+        return format!(
+            "grant {what} has ended and jitd is removing its role now{}: the removal has not failed, nothing to retry",
+            g.last_error
+                .as_deref()
+                .map(|e| format!(" (last attempt: {e})"))
+                .unwrap_or_default()
+        );
+    }
+    match g.removed_at {
+        Some(t) if g.owns_assignment == Some(true) => format!(
+            "grant {what} has ended and its role was removed from Keycloak at {}: nothing to remove",
+            at(t)
+        ),
+        _ => format!(
+            "grant {what} has ended and JIT had nothing to remove (the role was held before the grant, or another grant keeps it): nothing to retry"
+        ),
+    }
+}
+
 /// The store side of retrying a given-up removal (`removal_failed`), asked
 /// by `actor` (an approver of the entitlement or the requester; the caller
 /// checks that) with an optional `comment`: the removal is pending and due
@@ -1554,9 +1596,10 @@ pub fn retry_removal_in(
     now: DateTime<Utc>,
 ) -> Result<Vec<Entry>, jit_core::DomainError> {
     if !s.grant.removal_failed {
-        return Err(jit_core::DomainError::RemovalNotFailed(
-            s.request.id().to_string(),
-        ));
+        return Err(jit_core::DomainError::RemovalNotFailed {
+            id: s.request.id().to_string(),
+            why: nothing_to_retry(s),
+        });
     }
     let given_up = s.grant.last_error.take().unwrap_or_default();
     s.grant.removal_failed = false;

@@ -150,10 +150,13 @@ fn ticket_pattern_is_enforced() {
 fn start_time_rules() {
     let mut r = req("db", None);
     r.start_at = Some(t0() - Duration::minutes(5));
-    assert_eq!(
-        create(&r, &user("a", &[])).unwrap_err(),
-        DomainError::StartInPast
-    );
+    let e = create(&r, &user("a", &[])).unwrap_err();
+    assert_eq!(e.code(), "start_in_past");
+    // Says both times, and what to do instead.
+    let text = e.to_string();
+    assert!(text.contains("in the past"), "{text}");
+    assert!(text.contains("jitd's time is"), "{text}");
+    assert!(text.contains("leave the start out"), "{text}");
     r.start_at = Some(t0() + Duration::days(8));
     assert_eq!(
         create(&r, &user("a", &[])).unwrap_err().code(),

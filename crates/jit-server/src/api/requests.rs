@@ -319,6 +319,9 @@ pub(super) async fn vote(
             DomainError::UnknownEntitlement(current.request.entitlement_id().to_string())
         })?
         .clone();
+    // Rights before state (the extension path below checks its state
+    // first): a caller who may not decide gets 403 whatever the state.
+    current.request.check_reviewer(&e, &p)?;
     let shorten = match (decision, b.duration.as_deref()) {
         (Decision::Approve, Some(d)) => Some(parse_duration(d)?),
         (Decision::Deny, Some(_)) => {
