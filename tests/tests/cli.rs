@@ -812,6 +812,98 @@ async fn ctrl_c_during_wait_says_how_to_resume() {
     assert!(o.status.success(), "{}", text(&o));
 }
 
+/// Waits (bounded: 30 s) for `child` to exit after a signal; kills it and
+/// fails if it is still running then.
+fn exits_soon(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running 30 s after the signal");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `jit watch` and `jit wait` end at once on SIGINT (130), SIGTERM (143)
+/// and SIGHUP (129, the terminal closed): by themselves, with their exit
+/// code, never left running. `watch` ends quietly; `wait` says how to
+/// resume (not after a hang-up: nobody is there to read it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_and_wait_end_on_signals() {
+    let _serial = serial().await;
+    let _ctx = Ctx::new().await;
+    let jitd = Jitd::start(POLICY);
+    let cfg = tempfile::tempdir().unwrap();
+    let (cfg, url) = (cfg.path(), jitd.url.as_str());
+    login_all(cfg, url, &["alice", "bob"]);
+    let alice = jitd.client(&token("alice").await);
+    let id = request(&alice, "prod-db-admin", "10m").await;
+    for (signal, code) in [
+        (libc::SIGINT, 130),
+        (libc::SIGTERM, 143),
+        (libc::SIGHUP, 129),
+    ] {
+        let mut watcher = jit(cfg, url, "bob", &["watch"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = lines_of(watcher.stderr.take().unwrap());
+        let mut notes = Vec::new();
+        until_line(&err, "watching", &mut notes);
+        // SAFETY: signals our own child, whose pid we hold.
+        assert_eq!(unsafe { libc::kill(watcher.id() as i32, signal) }, 0);
+        let status = exits_soon(&mut watcher, "jit watch");
+        assert_eq!(
+            status.code(),
+            Some(code),
+            "watch, signal {signal}: {status:?}"
+        );
+        let rest: Vec<String> = err.iter().collect();
+        assert!(rest.is_empty(), "watch ends quietly: {rest:?}");
+
+        let mut waiter = jit(cfg, url, "alice", &["wait", &id[..8], "--timeout", "10m"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = lines_of(waiter.stderr.take().unwrap());
+        let mut notes = Vec::new();
+        until_line(&err, "waiting for approval", &mut notes);
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::kill(waiter.id() as i32, signal) }, 0);
+        let status = exits_soon(&mut waiter, "jit wait");
+        assert_eq!(
+            status.code(),
+            Some(code),
+            "wait, signal {signal}: {status:?}"
+        );
+        let rest: Vec<String> = err.iter().collect();
+        if signal == libc::SIGHUP {
+            assert!(rest.is_empty(), "a hang-up ends quietly: {rest:?}");
+        } else {
+            assert_eq!(
+                rest,
+                vec![format!(
+                    "jit: still pending; resume with `jit wait {}`",
+                    &id[..8]
+                )]
+            );
+        }
+    }
+    // The request went on meanwhile.
+    assert_eq!(
+        alice.get(&id).await.unwrap().request.status(),
+        Status::Pending
+    );
+    alice.cancel(&id).await.unwrap();
+}
+
 /// A second `jit drop` of a grant its requester already dropped says so
 /// (from jitd's record of who ended it), not "revoked".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,9 +30,20 @@ pub const NOT_FOUND: u8 = 7;
 /// The request's state does not allow it (HTTP 409: already held,
 /// duplicate pending, already decided).
 pub const CONFLICT: u8 = 8;
-/// Ctrl-C while waiting (`--wait`, `jit wait`): 128 + SIGINT, as shells
-/// report it; the request goes on, `jit wait ID` resumes.
+/// SIGHUP (the terminal closed) while waiting or watching: 128 + SIGHUP,
+/// as shells report it; ends at once, quietly.
+pub const HUNG_UP: u8 = 129;
+/// Ctrl-C while waiting (`--wait`, `jit wait`) or watching: 128 + SIGINT,
+/// as shells report it; the request goes on, `jit wait ID` resumes.
 pub const INTERRUPTED: u8 = 130;
+/// SIGTERM while waiting or watching: 128 + SIGTERM; as [`INTERRUPTED`].
+pub const TERMINATED: u8 = 143;
+
+/// Whether `e` ends the command without a word: an [`Exit`] with an
+/// empty message (a signal that stopped `watch`, a hang-up).
+pub fn is_quiet(e: &anyhow::Error) -> bool {
+    matches!(e.downcast_ref::<Exit>(), Some(Exit(_, m)) if m.is_empty())
+}
 
 /// The table, as `jit --help` prints it (through the same macro) and
 /// README shows it; the tests compare the three.
@@ -110,6 +121,8 @@ fn local_code(code: u8) -> &'static str {
         NOT_FOUND => "not_found",
         CONFLICT => "conflict",
         INTERRUPTED => "interrupted",
+        HUNG_UP => "hung_up",
+        TERMINATED => "terminated",
         _ => "error",
     }
 }
@@ -125,6 +138,8 @@ fn title_of(code: u8) -> &'static str {
         NOT_FOUND => "Not found",
         CONFLICT => "Conflict",
         INTERRUPTED => "Interrupted",
+        HUNG_UP => "Hung up",
+        TERMINATED => "Terminated",
         _ => "Error",
     }
 }
@@ -245,6 +260,8 @@ mod tests {
             (NOT_FOUND, "not found"),
             (CONFLICT, "conflict"),
             (INTERRUPTED, "interrupted"),
+            (HUNG_UP, "hung up"),
+            (TERMINATED, "terminated"),
         ] {
             let line = format!("  {code}  ");
             let row = TABLE

@@ -17,7 +17,9 @@ macro_rules! exit_table {
   6  not logged in, or the session ended: run `jit login`
   7  not found (no such request, or not one you may see)
   8  conflict: the request's state does not allow it (already held, duplicate, decided, ended)
-  130  interrupted (Ctrl-C) while waiting: resume with `jit wait ID`"
+  129  hung up (SIGHUP: the terminal closed) while waiting or watching
+  130  interrupted (Ctrl-C) while waiting or watching: resume a wait with `jit wait ID`
+  143  terminated (SIGTERM) while waiting or watching: resume a wait with `jit wait ID`"
     };
 }
 
@@ -307,7 +309,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
             let code = exit::code_of(&e);
-            if json {
+            // An empty message is a quiet end (watch stopped by a signal,
+            // a wait whose terminal hung up): the exit code says it all.
+            if exit::is_quiet(&e) {
+            } else if json {
                 let msg = message_of(&e, &profile, false);
                 eprintln!("{}", exit::problem_json(&e, code, &msg));
             } else {
@@ -665,8 +670,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Review { id, comment } => review(&cli, id, comment).await,
         Cmd::Audit { since, csv, verify } => audit(&cli, *since, *csv, *verify).await,
         Cmd::Watch { since } => {
+            // Listening from the start: a signal ends the watch at once,
+            // quietly, with its exit code (never left running).
+            let mut signals = wait::Signals::listen();
             let c = client(&cli)?;
-            wait::watch(&c, *since, cli.json(), |r| remember(&cli, r)).await
+            tokio::select! {
+                r = wait::watch(&c, *since, cli.json(), |r| remember(&cli, r)) => r,
+                stop = signals.next() => Err(Exit(stop.exit_code(), String::new()).into()),
+            }
         }
         Cmd::Completions { shell } => {
             let mut buf = Vec::new();
@@ -704,8 +715,9 @@ async fn entitlements(cli: &Cli) -> anyhow::Result<()> {
 /// `jit wait ID`: until active (0), denied (3), ended (4) or timed out (5).
 async fn wait(cli: &Cli, id: &str, timeout: &str) -> anyhow::Result<()> {
     let timeout = duration(timeout)?;
+    let mut signals = wait::Signals::listen();
     let c = client(cli)?;
-    let r = wait_or_interrupt(&c, id, timeout).await?;
+    let r = wait_or_interrupt(&c, &mut signals, id, timeout).await?;
     remember(cli, std::slice::from_ref(&r));
     cli.print(&r, || render::granted(&r))
 }
@@ -855,20 +867,30 @@ async fn not_active(c: &Client, id: &str, e: jit_client::ClientError) -> anyhow:
     }
 }
 
-/// Waits as [`wait::wait_for`] until Ctrl-C, which ends the command with
-/// exit 130 and one line saying where the request stands and how to resume.
-async fn wait_or_interrupt(c: &Client, id: &str, timeout: i64) -> anyhow::Result<RequestView> {
+/// Waits as [`wait::wait_for`] until a signal ends the command at once:
+/// Ctrl-C (exit 130) or SIGTERM (143) with one line saying where the
+/// request stands and how to resume; SIGHUP (129, the terminal is gone)
+/// quietly. The request itself goes on in jitd.
+async fn wait_or_interrupt(
+    c: &Client,
+    signals: &mut wait::Signals,
+    id: &str,
+    timeout: i64,
+) -> anyhow::Result<RequestView> {
     let last = std::cell::Cell::new(None);
     tokio::select! {
         r = wait::wait_for(c, id, timeout, &last) => r,
-        _ = tokio::signal::ctrl_c() => {
+        stop = signals.next() => {
+            if stop == wait::Stop::HangUp {
+                return Err(Exit(stop.exit_code(), String::new()).into());
+            }
             let now = match last.get() {
                 Some(Status::Pending) => "still pending",
                 Some(Status::Approved) => "approved, not active yet",
                 _ => "still waiting",
             };
             Err(Exit(
-                exit::INTERRUPTED,
+                stop.exit_code(),
                 format!("{now}; resume with `jit wait {}`", render::short(id)),
             )
             .into())
@@ -1121,6 +1143,9 @@ async fn request(cli: &Cli, a: &RequestArgs) -> anyhow::Result<()> {
         ));
     }
     let timeout = duration(a.timeout.as_deref().unwrap_or("1h"))?;
+    // Listening before the request is made: a signal from here on ends
+    // the command with the resume line (the request goes on in jitd).
+    let signals = a.wait.then(wait::Signals::listen);
     let c = client(cli)?;
     let created = c
         .create(&CreateRequestBody {
@@ -1147,7 +1172,8 @@ async fn request(cli: &Cli, a: &RequestArgs) -> anyhow::Result<()> {
     if !cli.json() {
         render::requested(&r);
     }
-    let r = wait_or_interrupt(&c, r.request.id(), timeout).await?;
+    let mut signals = signals.unwrap_or_else(wait::Signals::listen);
+    let r = wait_or_interrupt(&c, &mut signals, r.request.id(), timeout).await?;
     remember(cli, std::slice::from_ref(&r));
     cli.print(&r, || render::granted(&r))
 }

@@ -13,6 +13,80 @@ use jit_core::{format_duration, Decision, Status};
 use crate::exit::{self, Exit};
 use crate::render;
 
+/// A signal that ends `watch` or a wait at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM (`kill`, a service manager).
+    Terminate,
+    /// SIGHUP: the terminal closed (nobody is left to read the output).
+    HangUp,
+}
+
+impl Stop {
+    /// The exit code: 128 + the signal's number, as shells report it.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Stop::Interrupt => exit::INTERRUPTED,
+            Stop::Terminate => exit::TERMINATED,
+            Stop::HangUp => exit::HUNG_UP,
+        }
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP, listened for from [`Signals::listen`] on
+/// (their default action, dying without a word, no longer applies; a
+/// signal that arrives before [`Signals::next`] is polled is kept).
+pub struct Signals {
+    #[cfg(unix)]
+    each: Vec<(Stop, Option<tokio::signal::unix::Signal>)>,
+}
+
+impl Signals {
+    /// Starts listening. Must run inside the tokio runtime.
+    pub fn listen() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                each: vec![
+                    (Stop::Interrupt, signal(SignalKind::interrupt()).ok()),
+                    (Stop::Terminate, signal(SignalKind::terminate()).ok()),
+                    (Stop::HangUp, signal(SignalKind::hangup()).ok()),
+                ],
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// The next of the signals to arrive.
+    pub async fn next(&mut self) -> Stop {
+        #[cfg(unix)]
+        {
+            let waits = self.each.iter_mut().filter_map(|(stop, s)| {
+                let stop = *stop;
+                s.as_mut()
+                    .map(|s| Box::pin(async move { s.recv().await.map(|_| stop) }))
+            });
+            let waits: Vec<_> = waits.collect();
+            if waits.is_empty() {
+                return std::future::pending().await;
+            }
+            match futures::future::select_all(waits).await.0 {
+                Some(stop) => stop,
+                None => std::future::pending().await,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Stop::Interrupt
+        }
+    }
+}
+
 /// Backoff between reconnects: 0.5 s, doubling, at most 5 s.
 pub struct Backoff {
     next: Duration,
