@@ -29,6 +29,7 @@ pub mod settings;
 pub mod state;
 pub mod tray;
 pub mod tray_view;
+pub mod webext;
 
 #[cfg(test)]
 pub(crate) mod fixtures;
@@ -197,6 +198,32 @@ impl<R: Runtime> UiSink for AppSink<R> {
     }
 }
 
+/// The main window of tauri.conf.json (`"create": false` there): created
+/// here so that its web view gets the web process extension
+/// ([`webext::dir`]), which must be set before WebKit starts the web
+/// process. The mock runtime of the tests has no such window in its config.
+fn create_main_window<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<()> {
+    let Some(cfg) = app
+        .config()
+        .app
+        .windows
+        .iter()
+        .find(|w| w.label == "main" && !w.create)
+        .cloned()
+    else {
+        return Ok(());
+    };
+    if app.get_webview_window("main").is_some() {
+        return Ok(());
+    }
+    let mut b = tauri::WebviewWindowBuilder::from_config(app, &cfg)?;
+    if let Some(dir) = webext::dir() {
+        b = b.extensions_path(dir);
+    }
+    b.build()?;
+    Ok(())
+}
+
 /// A small UI needs no web caches: WebKit's "document viewer" cache model
 /// (no page cache, small memory caches) keeps the web process's private
 /// memory down; web features the UI never uses are off (docs/measurements.md
@@ -320,6 +347,7 @@ fn setup<R: Runtime>(
     });
     app.manage(sink.clone());
     d.set_sink(sink.clone());
+    create_main_window(app)?;
     if opts.tray {
         // Only on the real runtime (the mock runtime has no webview).
         lean_webview(app);

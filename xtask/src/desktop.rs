@@ -267,20 +267,47 @@ pub fn build() -> Result<PathBuf> {
     std::fs::copy(&built, &tmp)
         .with_context(|| format!("copy {} to {}", built.display(), tmp.display()))?;
     std::fs::rename(&tmp, &app)?;
+    let built_dir = built.parent().context("the app binary has no directory")?;
+    copy_webext(&built_dir.join(WEBEXT_DIR), &dir.join(WEBEXT_DIR))?;
     Ok(app)
 }
 
-/// `cargo build -p jit-desktop` (the command of src-tauri/README.md; the
-/// default feature bundles ui/dist); returns `target/debug/jit-desktop`.
+/// The app's web process extension (crate `jit-desktop-webext`) as the app
+/// looks for it: this file in [`WEBEXT_DIR`] beside its binary
+/// (src-tauri/src/webext.rs, `FILE` and `DEV_DIR`).
+pub const WEBEXT_FILE: &str = "libjit_desktop_webext.so";
+
+/// See [`WEBEXT_FILE`]. WebKit loads every library in it: nothing else
+/// goes there.
+pub const WEBEXT_DIR: &str = "webext";
+
+/// Copies `from/`[`WEBEXT_FILE`] into `to/` (created), through a temporary
+/// name, so a running web process never maps a half-written file.
+pub fn copy_webext(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    let src = from.join(WEBEXT_FILE);
+    let tmp = to.join(format!(".{WEBEXT_FILE}.tmp"));
+    std::fs::copy(&src, &tmp)
+        .with_context(|| format!("copy {} to {}", src.display(), tmp.display()))?;
+    std::fs::rename(&tmp, to.join(WEBEXT_FILE))?;
+    Ok(())
+}
+
+/// `cargo build -p jit-desktop -p jit-desktop-webext` (the app as
+/// src-tauri/README.md builds it — the default feature bundles ui/dist —
+/// and its web process extension, which is then put in
+/// `target/debug/`[`WEBEXT_DIR`]); returns `target/debug/jit-desktop`.
 pub fn build_app() -> Result<PathBuf> {
-    eprintln!("xtask: cargo build -p jit-desktop");
+    eprintln!("xtask: cargo build -p jit-desktop -p jit-desktop-webext");
     run(
         Command::new(cargo())
-            .args(["build", "-p", "jit-desktop"])
+            .args(["build", "-p", "jit-desktop", "-p", "jit-desktop-webext"])
             .current_dir(workspace_root()),
-        "cargo build -p jit-desktop",
+        "cargo build -p jit-desktop -p jit-desktop-webext",
     )?;
-    Ok(target_dir().join("debug/jit-desktop"))
+    let debug = target_dir().join("debug");
+    copy_webext(&debug, &debug.join(WEBEXT_DIR))?;
+    Ok(debug.join("jit-desktop"))
 }
 
 /// `npm ci` when `ui/node_modules` is missing, then `npm run build`

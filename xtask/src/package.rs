@@ -16,6 +16,9 @@ use crate::{desktop, target_dir, workspace_root};
 /// What the package must hold, checked by [`check_deb`].
 pub const MUST_CONTAIN: &[&str] = &[
     "usr/bin/jit-desktop",
+    // The web process extension, where the app looks for it from
+    // /usr/bin (src-tauri/src/webext.rs, `PACKAGE_DIR`).
+    "usr/lib/jit-desktop/webext/libjit_desktop_webext.so",
     "usr/share/icons/hicolor/32x32/apps/jit-desktop.png",
     "usr/share/icons/hicolor/128x128/apps/jit-desktop.png",
 ];
@@ -29,11 +32,33 @@ pub fn desktop_deb(release: bool) -> Result<PathBuf> {
     let profile = if release { "release" } else { "debug" };
     let out = target_dir().join(profile).join("bundle/deb");
     let _ = std::fs::remove_dir_all(&out);
+    // The app's web process extension, shipped through the deb bundler's
+    // `files` (its path depends on the target dir, so it is passed here
+    // rather than written into tauri.conf.json).
+    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    build.args(["build", "-p", "jit-desktop-webext"]);
+    if release {
+        build.arg("--release");
+    }
+    eprintln!("xtask: cargo build -p jit-desktop-webext ({profile})");
+    let st = build
+        .current_dir(&root)
+        .status()
+        .context("cannot run cargo")?;
+    if !st.success() {
+        bail!("cargo build -p jit-desktop-webext failed ({st})");
+    }
+    let so = target_dir().join(profile).join(desktop::WEBEXT_FILE);
+    let files = serde_json::json!({"bundle": {"linux": {"deb": {"files": {
+        format!("/usr/lib/jit-desktop/{}/{}", desktop::WEBEXT_DIR, desktop::WEBEXT_FILE):
+            so.to_string_lossy()
+    }}}}});
     let mut cmd = Command::new("npx");
     cmd.args(["--no-install", "tauri", "build", "--bundles", "deb", "--ci"]);
     if !release {
         cmd.arg("--debug");
     }
+    cmd.arg("--config").arg(files.to_string());
     eprintln!("xtask: tauri build --bundles deb ({profile})");
     let status = cmd
         .current_dir(root.join("ui"))

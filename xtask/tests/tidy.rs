@@ -75,6 +75,7 @@ const LAYERS: &[(&str, &str, Option<&[&str]>)] = &[
         Some(&["jit-core", "jit-client", "jit-login", "jit-server"]),
     ),
     ("jit-testkit", "crates/jit-testkit", Some(&[])),
+    ("jit-desktop-webext", "crates/jit-desktop-webext", Some(&[])),
     ("xtask", "xtask", Some(&["jit-testkit"])),
     ("jit-e2e", "tests", None),
     ("jit-desktop-e2e", "tests/desktop", None),

@@ -144,6 +144,18 @@ pub fn alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether `/proc/PID/maps` of `pid` maps a file whose name is `file`
+/// (e.g. a shared library); `false` when unreadable.
+pub fn maps_file(pid: i32, file: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| {
+        m.lines().any(|l| {
+            l.split_whitespace()
+                .nth(5)
+                .is_some_and(|p| p.rsplit('/').next() == Some(file))
+        })
+    })
+}
+
 /// Resident memory of the app: its own process and each process below it
 /// (WebKitWebProcess, WebKitNetworkProcess, and the bwrap/xdg-dbus-proxy
 /// helpers of WebKit's sandbox when present).
@@ -223,6 +235,21 @@ impl std::fmt::Display for MemoryReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sees_the_libraries_a_process_maps() {
+        let me = std::process::id() as i32;
+        let maps = std::fs::read_to_string(format!("/proc/{me}/maps")).unwrap();
+        let libc = maps
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .filter_map(|p| p.rsplit('/').next())
+            .find(|f| f.starts_with("libc.so") || f.starts_with("libc-"))
+            .expect("this test maps libc")
+            .to_string();
+        assert!(maps_file(me, &libc));
+        assert!(!maps_file(me, "libjit_desktop_webext.so"));
+    }
 
     #[test]
     fn reads_itself_and_a_child_tree() {

@@ -16,7 +16,7 @@ use fantoccini::elements::Element;
 use fantoccini::Locator;
 use jit_core::api::CreateRequestBody;
 use jit_core::Status;
-use jit_desktop_e2e::{countdown_secs, report, testid, Desktop, Launch};
+use jit_desktop_e2e::{countdown_secs, procs, report, testid, Desktop, Launch};
 use jit_e2e::{eventually, serial, token, Ctx, Jitd, POLICY};
 
 const ENTITLEMENT: &str = "prod-db-admin";
@@ -114,6 +114,7 @@ async fn approve_in_the_app_countdown_and_drop() {
     // sampled until two samples agree (WebKit gives back painting buffers
     // a few seconds after the last paint).
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut settled_both = Vec::new();
     for (who, app) in [("bob", &bob), ("alice", &alice)] {
         let (settled, samples) = app.memory_settled().await;
         let samples: Vec<String> = samples.iter().map(|m| format!("{m:.1}")).collect();
@@ -121,6 +122,27 @@ async fn approve_in_the_app_countdown_and_drop() {
             "RSS of {who}'s app after login, idle (private MiB every 2 s until two agree: {}):\n{settled}",
             samples.join(", ")
         ));
+        settled_both.push((who, settled));
+    }
+    // The web process runs the app's extension (its malloc trim,
+    // crates/jit-desktop-webext), which the build put beside the app.
+    for (who, settled) in &settled_both {
+        let web: Vec<_> = settled
+            .children
+            .iter()
+            .filter(|p| p.comm.starts_with("WebKitWebProc"))
+            .collect();
+        assert!(
+            !web.is_empty(),
+            "{who}'s app has no WebKitWebProcess:\n{settled}"
+        );
+        for p in web {
+            assert!(
+                procs::maps_file(p.pid, "libjit_desktop_webext.so"),
+                "{who}'s WebKitWebProcess (pid {}) has not loaded the web process extension libjit_desktop_webext.so (expected in webext/ beside the app binary)",
+                p.pid
+            );
+        }
     }
 
     // --- an urgent request appears at bob's, without reload ---------------
