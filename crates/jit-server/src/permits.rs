@@ -27,6 +27,8 @@ pub enum Priority {
 
 #[derive(Default)]
 struct State {
+    /// Slots in all.
+    total: usize,
     free: usize,
     removals: VecDeque<oneshot::Sender<()>>,
     resumed: VecDeque<oneshot::Sender<()>>,
@@ -36,6 +38,9 @@ struct State {
 /// A fixed number of slots, removals served first (FIFO within each kind).
 pub struct Permits {
     state: Mutex<State>,
+    /// Notified whenever a slot is given back (to a waiter or the pool):
+    /// the scheduler then claims more due work ([`Permits::load`]).
+    freed: tokio::sync::Notify,
 }
 
 /// One slot, given back when dropped.
@@ -99,9 +104,11 @@ impl Permits {
     pub fn new(n: usize) -> Arc<Permits> {
         Arc::new(Permits {
             state: Mutex::new(State {
+                total: n.max(1),
                 free: n.max(1),
                 ..State::default()
             }),
+            freed: tokio::sync::Notify::new(),
         })
     }
 
@@ -155,6 +162,11 @@ impl Permits {
     /// Gives a slot back: to the oldest waiting removal, else the oldest
     /// resumed work, else the oldest other waiter, else to the free pool.
     fn release(&self) {
+        self.hand_over();
+        self.freed.notify_one();
+    }
+
+    fn hand_over(&self) {
         let mut s = self.lock();
         loop {
             let next = s
@@ -180,6 +192,22 @@ impl Permits {
     /// Slots free right now.
     pub fn available(&self) -> usize {
         self.lock().free
+    }
+
+    /// Work that holds a slot or waits for one right now (places taken by
+    /// [`Permits::ticket`] included): what this process will send to
+    /// Keycloak soon.
+    pub fn load(&self) -> usize {
+        let s = self.lock();
+        let waiting =
+            |q: &VecDeque<oneshot::Sender<()>>| q.iter().filter(|tx| !tx.is_closed()).count();
+        (s.total - s.free) + waiting(&s.removals) + waiting(&s.resumed) + waiting(&s.others)
+    }
+
+    /// Resolves once a slot was given back since the last such wake-up
+    /// (a permit is kept if nobody waits: none is missed).
+    pub async fn freed(&self) {
+        self.freed.notified().await
     }
 }
 

@@ -27,7 +27,7 @@
 //! - transient (refused connection, timeout, 5xx, 429): retried with
 //!   backoff (1 s doubling to 10 s), shown on the grant (`last_error`,
 //!   `revoke_late`). A connection-level failure marks Keycloak down: no
-//!   more items are sent, a readiness probe runs every 250 ms, and when
+//!   more items are sent, a readiness probe runs every 100 ms, and when
 //!   Keycloak answers again every waiting item becomes due at once.
 //!   Not forever: a grant not applied within its window ([`window_end`])
 //!   or after [`SchedulerConfig::grant_retry_limit_secs`] of retrying ends
@@ -98,8 +98,9 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// How often the readiness probe runs while Keycloak is down.
-const PROBE_EVERY: Duration = Duration::from_millis(250);
+/// How long the readiness probe waits after a failed probe before the
+/// next, while Keycloak is down (a refused connection costs ~0.2 ms).
+const PROBE_EVERY: Duration = Duration::from_millis(100);
 /// How often entitlement targets are re-checked in Keycloak.
 const TARGET_CHECK_EVERY: Duration = Duration::from_secs(60);
 
@@ -120,6 +121,10 @@ pub struct Scheduler {
     /// A tick skipped due work because its assignment was busy: the next
     /// worker to finish wakes the scheduler.
     deferred: AtomicBool,
+    /// A tick left due work unclaimed because this replica had claimed as
+    /// much as it can start soon ([`Scheduler::claim_budget`]): the
+    /// scheduler claims more as soon as Keycloak slots free up.
+    more_due: AtomicBool,
     /// When the scheduler's current sleep ends (work due earlier must wake it).
     sleep_until: Mutex<Option<DateTime<Utc>>>,
     /// A connection-level failure was seen; only the probe talks to
@@ -129,7 +134,6 @@ pub struct Scheduler {
     /// waiting work due at once).
     probe_failed: AtomicBool,
     probing: AtomicBool,
-    last_probe: Mutex<Option<Instant>>,
     last_target_check: Mutex<Option<Instant>>,
 }
 
@@ -146,11 +150,11 @@ impl Scheduler {
             busy: Mutex::new(HashSet::new()),
             in_flight: Mutex::new(HashSet::new()),
             deferred: AtomicBool::new(false),
+            more_due: AtomicBool::new(false),
             sleep_until: Mutex::new(None),
             down: AtomicBool::new(false),
             probe_failed: AtomicBool::new(false),
             probing: AtomicBool::new(false),
-            last_probe: Mutex::new(None),
             last_target_check: Mutex::new(None),
         }
     }
@@ -180,7 +184,42 @@ impl Scheduler {
     fn call_timeout(&self) -> Duration {
         Duration::from_secs(self.config.keycloak_call_timeout_secs)
     }
+
+    /// How many more due items this replica claims now (several replicas
+    /// on one database): [`CLAIM_AHEAD`] × `keycloak_concurrency`, less
+    /// the work that holds or waits for a Keycloak slot here already
+    /// ([`Permits::load`]). Work waiting only for its store commit does not
+    /// count: its Keycloak call is done. So a burst is shared by the
+    /// replicas (each claims what it can start soon, and more as its slots
+    /// free up) instead of going to the first replica that looks.
+    fn claim_budget(&self) -> usize {
+        (CLAIM_AHEAD * self.config.keycloak_concurrency).saturating_sub(self.permits.load())
+    }
+
+    /// Resolves when this replica should claim more of the due work a tick
+    /// left over: its load fell to [`Scheduler::refill_at`] or below.
+    async fn room_to_claim(&self) {
+        loop {
+            let freed = self.permits.freed();
+            if self.permits.load() <= self.refill_at() {
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    /// The load ([`Permits::load`]) at or below which a replica with due
+    /// work left over claims more: half a concurrency's worth of room, so
+    /// one tick claims several items, while the slots are still all busy.
+    fn refill_at(&self) -> usize {
+        let c = self.config.keycloak_concurrency;
+        (CLAIM_AHEAD * c).saturating_sub((c / 2).max(1))
+    }
 }
+
+/// A replica claims at most this many times `keycloak_concurrency` items
+/// ahead of its free Keycloak slots ([`Scheduler::claim_budget`]).
+const CLAIM_AHEAD: usize = 2;
 
 /// Whether an error says Keycloak as a whole is unreachable (not just this
 /// item): then the probe takes over.
@@ -410,12 +449,9 @@ pub async fn run(state: Arc<AppState>) {
             }
         };
         // Sleep until the next due instant, at most 1 s (policy reload
-        // check), 250 ms while Keycloak is down (probe).
-        let max = if state.scheduler.keycloak_down() {
-            PROBE_EVERY
-        } else {
-            Duration::from_secs(1)
-        };
+        // check; while Keycloak is down the probe wakes the scheduler as
+        // soon as Keycloak answers).
+        let max = Duration::from_secs(1);
         let sleep = next
             .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
             .unwrap_or(max)
@@ -426,10 +462,13 @@ pub async fn run(state: Arc<AppState>) {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) =
             Some(Utc::now() + chrono::Duration::from_std(sleep).unwrap_or_default());
+        let more_due = state.scheduler.more_due.load(Ordering::SeqCst);
         tokio::select! {
             _ = state.wake.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
             _ = stop.changed() => {}
+            // Due work left unclaimed: claim more as slots free up.
+            _ = state.scheduler.room_to_claim(), if more_due => {}
         }
     }
 }
@@ -597,6 +636,8 @@ pub async fn tick(
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
     let tick_started = Instant::now();
+    // Set again below if this tick leaves due work for later.
+    state.scheduler.more_due.store(false, Ordering::SeqCst);
     let due = state.store.due(now).await?;
     let due_read = tick_started.elapsed();
     if !due.lapse.is_empty() {
@@ -655,15 +696,25 @@ pub async fn tick(
     // worked on by one replica at a time, and a dead replica's claims lapse
     // after CLAIM_LEASE. One process alone on SQLite needs no claims.
     let claimed_at = Instant::now();
+    let mut left_over = false;
+    let mut no_room = false;
     let claimed: HashSet<String> = if state.store.shared() {
         let mut ids: Vec<String> = candidates.iter().map(|(_, id)| id.clone()).collect();
         ids.dedup();
-        state
-            .store
-            .claim(ids, &state.replica, Utc::now(), CLAIM_LEASE)
-            .await?
-            .into_iter()
-            .collect()
+        // Only what this replica can start soon: the other replicas take
+        // the rest of a burst, and this one claims more as it frees up.
+        let budget = state.scheduler.claim_budget();
+        let got = if budget == 0 {
+            Vec::new()
+        } else {
+            state
+                .store
+                .claim_due(ids.clone(), &state.replica, Utc::now(), CLAIM_LEASE, budget)
+                .await?
+        };
+        left_over = got.len() >= budget && ids.len() > got.len();
+        no_room = budget == 0;
+        got.into_iter().collect()
     } else {
         candidates.iter().map(|(_, id)| id.clone()).collect()
     };
@@ -895,6 +946,12 @@ pub async fn tick(
             }
         });
     }
+    // Claim more as Keycloak slots free up — unless slots were free and
+    // still nothing could start (every claimed item's assignment busy):
+    // then the next worker to finish wakes the scheduler.
+    if left_over && (spawned_workers > 0 || no_room) {
+        state.scheduler.more_due.store(true, Ordering::SeqCst);
+    }
     if spawned_workers > 0 {
         tracing::debug!(
             due_read_ms = due_read.as_secs_f64() * 1e3,
@@ -902,45 +959,53 @@ pub async fn tick(
             claimed_and_grouped_ms = grouped.as_secs_f64() * 1e3,
             total_ms = tick_started.elapsed().as_secs_f64() * 1e3,
             workers = spawned_workers,
+            claimed = claimed.len(),
+            left_over,
             "scheduler tick timings"
         );
     }
     Ok(due.next_due)
 }
 
-/// Starts the readiness probe unless one runs or ran within [`PROBE_EVERY`].
+/// Starts the readiness probe unless it runs: while Keycloak is down, it
+/// asks Keycloak every [`PROBE_EVERY`] (counted from the end of the
+/// previous probe, so never two at once) until one answers; that answer
+/// makes all waiting work due and wakes the scheduler at once
+/// ([`keycloak_answered`]), without waiting for the scheduler's next pass.
 fn probe(state: &Arc<AppState>) {
-    let s = &state.scheduler;
-    {
-        let mut last = s.last_probe.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_some_and(|t| t.elapsed() < PROBE_EVERY) {
-            return;
-        }
-        if s.probing.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        *last = Some(Instant::now());
+    if state.scheduler.probing.swap(true, Ordering::SeqCst) {
+        return;
     }
     let state = state.clone();
     tokio::spawn(async move {
-        let limit = state.scheduler.call_timeout();
-        let sent = Instant::now();
-        let r = match tokio::time::timeout(limit, state.admin.ready()).await {
-            Ok(r) => r,
-            Err(_) => Err(KeycloakError::Timeout(limit.as_secs())),
-        };
-        let elapsed_ms = sent.elapsed().as_secs_f64() * 1e3;
-        match r {
-            Ok(()) => {
-                tracing::debug!(elapsed_ms, "Keycloak readiness probe answered");
-                keycloak_answered(&state).await
+        let mut stop = state.stopping.subscribe();
+        while state.scheduler.keycloak_down() && !*stop.borrow() {
+            let limit = state.scheduler.call_timeout();
+            let sent = Instant::now();
+            let r = match tokio::time::timeout(limit, state.admin.ready()).await {
+                Ok(r) => r,
+                Err(_) => Err(KeycloakError::Timeout(limit.as_secs())),
+            };
+            let elapsed_ms = sent.elapsed().as_secs_f64() * 1e3;
+            match r {
+                Ok(()) => {
+                    tracing::debug!(elapsed_ms, "Keycloak readiness probe answered");
+                    keycloak_answered(&state).await;
+                    break;
+                }
+                Err(e) => {
+                    state.scheduler.probe_failed.store(true, Ordering::SeqCst);
+                    tracing::debug!(elapsed_ms, error = %e, "Keycloak readiness probe failed");
+                }
             }
-            Err(e) => {
-                state.scheduler.probe_failed.store(true, Ordering::SeqCst);
-                tracing::debug!(elapsed_ms, error = %e, "Keycloak readiness probe failed");
+            tokio::select! {
+                _ = tokio::time::sleep(PROBE_EVERY) => {}
+                _ = stop.changed() => {}
             }
         }
         state.scheduler.probing.store(false, Ordering::SeqCst);
+        // Marked down again between the last probe and this line: the next
+        // tick starts a probe again (it probes whenever Keycloak is down).
     });
 }
 

@@ -980,3 +980,78 @@ async fn a_burst_of_grants_of_one_target_decides_ownership_from_one_read_and_kee
     }
     j.stop().await;
 }
+
+/// Most Keycloak calls of `op` that overlapped in time.
+fn most_at_once(kc: &FakeKeycloak, op: Op) -> usize {
+    let calls: Vec<_> = kc.calls().into_iter().filter(|c| c.op == op).collect();
+    calls
+        .iter()
+        .map(|c| {
+            calls
+                .iter()
+                .filter(|o| o.start <= c.start && o.end.is_none_or(|e| e > c.start))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Two jitd on one PostgreSQL share a burst: each claims only what it can
+/// start soon (2 × `keycloak_concurrency`) and more as its slots free up,
+/// so both replicas' Keycloak slots work on it. Before, the first tick to
+/// see the burst claimed all of it and the other replica found nothing:
+/// never more than one replica's `keycloak_concurrency` (2) grants in
+/// flight. Every grant still happens exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_one_postgres_share_a_burst() {
+    // The store's PostgreSQL driver blocks: its calls run off the runtime.
+    let url = tokio::task::spawn_blocking(jit_testkit::postgres::test_database)
+        .await
+        .unwrap()
+        .expect("a real PostgreSQL for this test");
+    let users: Vec<String> = (0..16).map(|i| format!("u{i}")).collect();
+    let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    let kc = kc_with_users(&refs);
+    kc.set_latency(Duration::from_millis(150));
+    let a = start_on(POLICY, kc.clone(), "keycloak_concurrency = 2", &url).await;
+    let b = start_on(POLICY, kc.clone(), "keycloak_concurrency = 2", &url).await;
+    // All due at one instant, a little ahead: both replicas sleep until it.
+    let at = Utc::now() + chrono::Duration::seconds(2);
+    let ids: Vec<String> = std::thread::scope(|t| {
+        t.spawn(|| {
+            users
+                .iter()
+                .map(|u| a.request_at(u, "open", 3600, Some(at)))
+                .collect()
+        })
+        .join()
+        .unwrap()
+    });
+    b.state().wake.notify_one();
+    let store = a.state().store.clone();
+    for id in &ids {
+        let mut granted = false;
+        for _ in 0..3000 {
+            let s = store.get(id).await.unwrap().expect("stored");
+            if s.request.status() == Status::Active {
+                granted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(granted, "{id} granted within 60 s");
+    }
+    for u in &users {
+        assert!(kc.has(u, &open_role()), "{u} holds the role");
+    }
+    assert_eq!(kc.count(Op::Assign), 16, "each grant assigned exactly once");
+    let most = most_at_once(&kc, Op::Assign);
+    assert!(
+        most > 2,
+        "both replicas worked on the burst: at most {most} assignments were in flight at once (one replica's concurrency is 2)"
+    );
+    let v = store.verify_audit().await.unwrap();
+    assert!(v.ok, "one audit chain: {v:?}");
+    b.stop().await;
+    a.stop().await;
+}

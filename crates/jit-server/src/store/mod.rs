@@ -1466,6 +1466,79 @@ impl SqlStore {
             .collect())
     }
 
+    /// Claims due Keycloak work for replica `owner` like [`SqlStore::claim`],
+    /// but at most `limit` of `ids` — what this replica can start soon —
+    /// so that the replicas share a burst instead of the first to look
+    /// taking all of it. Removals (`removal_pending`) are claimed before
+    /// grants, each kind in id order. A grant is not claimed while another
+    /// request of the same user and Keycloak target has a removal due that
+    /// is not `owner`'s live claim (another replica works on it, or nobody
+    /// claimed it yet): a grant and a removal of one assignment are then
+    /// never worked on by two replicas at once (the per-assignment order of
+    /// the scheduler: removals first). Returns the ids claimed, in the
+    /// order of `ids`.
+    ///
+    /// One statement in its own transaction without the audit chain's lock;
+    /// on PostgreSQL rows another transaction holds are skipped (`SKIP
+    /// LOCKED`: two replicas claiming at once get disjoint sets, and a
+    /// claim never waits for a row lock).
+    pub fn claim_due(
+        &self,
+        ids: &[String],
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        if ids.is_empty() || limit == 0 {
+            return Ok(vec![]);
+        }
+        let (n, until) = (ts(now), ts(now + lease));
+        let lock = match self.db.dialect() {
+            Dialect::Postgres => " FOR UPDATE OF r SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE requests SET claimed_by = ?, claim_until = ? WHERE id IN (
+               SELECT r.id FROM requests r WHERE r.id IN {}
+                 AND (r.claim_until IS NULL OR r.claim_until <= ? OR r.claimed_by = ?)
+                 AND (r.removal_pending = 1 OR NOT EXISTS (
+                   SELECT 1 FROM requests o WHERE o.requester_id = r.requester_id AND o.target = r.target
+                     AND o.id <> r.id AND o.removal_pending = 1
+                     AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?)
+                     AND (o.claimed_by IS NULL OR o.claimed_by <> ? OR o.claim_until IS NULL OR o.claim_until <= ?)))
+               ORDER BY r.removal_pending DESC, r.id LIMIT ?{lock})
+             RETURNING id",
+            self.id_list()
+        );
+        let json = ids_json(ids);
+        let got: HashSet<String> = self.write_unchained(|c| {
+            c.query(
+                &sql,
+                &[
+                    P::from(owner),
+                    P::from(&until),
+                    P::from(&json),
+                    P::from(&n),
+                    P::from(owner),
+                    P::from(&n),
+                    P::from(owner),
+                    P::from(&n),
+                    P::from(limit.min(i64::MAX as usize) as i64),
+                ],
+            )?
+            .iter()
+            .map(|r| r[0].text())
+            .collect()
+        })?;
+        let mut seen = HashSet::new();
+        Ok(ids
+            .iter()
+            .filter(|id| got.contains(*id) && seen.insert(*id))
+            .cloned()
+            .collect())
+    }
+
     /// Gives up `owner`'s claim on `id` (work done or failed).
     pub fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
         self.release_many(&[id.to_string()], owner)
@@ -1866,6 +1939,19 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         let owner = owner.to_string();
         blocking!(self, |s| s.claim(&ids, &owner, now, lease))
+    }
+
+    /// See [`SqlStore::claim_due`].
+    pub async fn claim_due(
+        &self,
+        ids: Vec<String>,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let owner = owner.to_string();
+        blocking!(self, |s| s.claim_due(&ids, &owner, now, lease, limit))
     }
 
     /// See [`SqlStore::release`].

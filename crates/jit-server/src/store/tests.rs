@@ -1530,3 +1530,73 @@ fn a_postgres_store_dropped_inside_the_async_runtime_closes_quietly() {
     });
     assert!(dropped.is_ok(), "dropping the store panicked");
 }
+
+/// A replica claims at most what it can start soon (`limit`), removals
+/// first, and the replicas share the rest; a grant whose assignment (user
+/// and target) has a removal due that is not this replica's live claim is
+/// left alone, so one assignment's grant and removal never run on two
+/// replicas at once.
+#[test]
+fn claim_due_takes_at_most_its_limit_removals_first_and_keeps_assignments_together_on_both_engines()
+{
+    for (engine, store, _keep) in stores() {
+        let now = Utc::now();
+        // Removals due: ra (user u-a), rb, rc; grants due: ga (u-a, the
+        // same target as ra), gz.
+        for (id, user) in [("ra", "u-a"), ("rb", "u-b"), ("rc", "u-c")] {
+            let (r, t) = request(id, user, "db", now);
+            store.insert(&r, t).unwrap();
+            store
+                .update(id, |s| {
+                    let t = s.request.withdraw("test", Utc::now())?;
+                    s.grant.owns_assignment = Some(true);
+                    s.grant.removal_pending = true;
+                    Ok(vec![t.into()])
+                })
+                .unwrap();
+        }
+        for (id, user) in [("ga", "u-a"), ("gz", "u-z")] {
+            let (r, t) = request(id, user, "db", now);
+            store.insert(&r, t).unwrap();
+        }
+        let lease = chrono::Duration::seconds(10);
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let all = ids(&["ga", "gz", "ra", "rb", "rc"]);
+        assert!(
+            store
+                .claim_due(&all, "r1", now, lease, 0)
+                .unwrap()
+                .is_empty(),
+            "{engine}: no room, no claim"
+        );
+        assert_eq!(
+            store.claim_due(&all, "r1", now, lease, 2).unwrap(),
+            ids(&["ra", "rb"]),
+            "{engine}: two, removals first"
+        );
+        assert_eq!(
+            store.claim_due(&all, "r2", now, lease, 10).unwrap(),
+            ids(&["gz", "rc"]),
+            "{engine}: the rest but ga, whose removal r1 holds"
+        );
+        assert_eq!(
+            store.claim_due(&all, "r1", now, lease, 10).unwrap(),
+            ids(&["ga", "ra", "rb"]),
+            "{engine}: r1 holds ga's removal, so it may take ga (and renews its own)"
+        );
+        // r1 died: past its lease, r2 takes its removals over — and only
+        // then the grant of the same assignment.
+        let later = now + chrono::Duration::seconds(11);
+        store.release_many(&ids(&["gz", "rc"]), "r2").unwrap();
+        assert_eq!(
+            store.claim_due(&all, "r2", later, lease, 10).unwrap(),
+            ids(&["gz", "ra", "rb", "rc"]),
+            "{engine}: ga waits while its removal is nobody's live claim"
+        );
+        assert_eq!(
+            store.claim_due(&all, "r2", later, lease, 10).unwrap(),
+            all,
+            "{engine}"
+        );
+    }
+}

@@ -139,13 +139,24 @@ pub async fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 
 /// Starts jitd with `policy`, the fake `kc` and extra `[scheduler]` lines.
 pub async fn start(policy: &str, kc: Arc<FakeKeycloak>, scheduler: &str) -> TestJitd {
+    start_on(policy, kc, scheduler, "jitd.sqlite").await
+}
+
+/// Like [`start`], on `database` (a SQLite file in jitd's folder, or a
+/// PostgreSQL URL several jitd may share).
+pub async fn start_on(
+    policy: &str,
+    kc: Arc<FakeKeycloak>,
+    scheduler: &str,
+    database: &str,
+) -> TestJitd {
     let issuer = Issuer::start().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
     std::fs::write(
         dir.path().join("jitd.toml"),
         format!(
-            "listen = \"127.0.0.1:0\"\ndatabase = \"jitd.sqlite\"\npolicy = \"policy.toml\"\n\n\
+            "listen = \"127.0.0.1:0\"\ndatabase = \"{database}\"\npolicy = \"policy.toml\"\n\n\
              [keycloak]\nurl = \"http://127.0.0.1:9\"\nrealm = \"test\"\nissuer = \"{}\"\n\n\
              [scheduler]\n{scheduler}\n",
             issuer.issuer
