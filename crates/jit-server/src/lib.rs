@@ -398,14 +398,21 @@ async fn serve(config: &Config, state: Arc<AppState>) -> anyhow::Result<Server> 
             return false;
         }
         if let Some(seq) = seq {
-            s.last_seq.send_if_modified(|v| {
+            let newer = s.last_seq.send_if_modified(|v| {
                 let newer = seq > *v;
                 if newer {
                     *v = seq;
                 }
                 newer
             });
-            s.wake.notify_one();
+            // This replica's own writes come back too (it listens on the
+            // channel it notifies): they made nothing due that its
+            // scheduler does not know of, and waking it for each of them
+            // re-reads the due work once per group commit in a burst. `0`:
+            // "look again" (a reconnect, or Keycloak answering again).
+            if newer || seq == 0 {
+                s.wake.notify_one();
+            }
         }
         true
     }));

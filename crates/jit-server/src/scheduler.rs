@@ -209,17 +209,17 @@ impl Scheduler {
     }
 
     /// The load ([`Permits::load`]) at or below which a replica with due
-    /// work left over claims more: half a concurrency's worth of room, so
-    /// one tick claims several items, while the slots are still all busy.
+    /// work left over claims more: one concurrency's worth of room, so one
+    /// tick claims that many items (a tick is several store round trips),
+    /// while the slots still have as many waiting for them.
     fn refill_at(&self) -> usize {
-        let c = self.config.keycloak_concurrency;
-        (CLAIM_AHEAD * c).saturating_sub((c / 2).max(1))
+        (CLAIM_AHEAD - 1) * self.config.keycloak_concurrency
     }
 }
 
 /// A replica claims at most this many times `keycloak_concurrency` items
 /// ahead of its free Keycloak slots ([`Scheduler::claim_budget`]).
-const CLAIM_AHEAD: usize = 2;
+const CLAIM_AHEAD: usize = 3;
 
 /// Whether an error says Keycloak as a whole is unreachable (not just this
 /// item): then the probe takes over.
