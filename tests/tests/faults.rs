@@ -92,12 +92,18 @@ async fn keycloak_outage_delays_but_never_loses_a_grant_or_a_revoke() {
         .unwrap();
     assert!(metrics.contains("jit_revocations_late 1"), "{metrics}");
     proxy.up();
+    // jitd records the removal after Keycloak confirmed it: wait for the
+    // record (a check of Keycloak alone can come between the two).
     eventually(
         Duration::from_secs(70),
         "removed once Keycloak is back",
-        || async { !ctx.has_realm_role("alice", "prod-db-admin").await },
+        || async { alice.get(&id).await.unwrap().keycloak.removed_at.is_some() },
     )
     .await;
+    assert!(
+        !ctx.has_realm_role("alice", "prod-db-admin").await,
+        "gone from Keycloak"
+    );
     let done = alice.get(&id).await.unwrap();
     assert!(!done.revoke_late && done.keycloak.removed_at.is_some());
     let dave = jitd.client(&token("dave").await);
