@@ -904,6 +904,104 @@ async fn watch_and_wait_end_on_signals() {
     alice.cancel(&id).await.unwrap();
 }
 
+/// A request nobody but its requester may approve is warned of on
+/// stderr (`jit: warning: … (no_eligible_approver)`, exit 0, the request
+/// made) and in `--json`'s object; one someone else may approve is not.
+/// Approvers as the real Keycloak lists them: a role held directly, a
+/// role carried by a group (a member added during the test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_nobody_else_may_approve_warns() {
+    let _serial = serial().await;
+    let ctx = Ctx::new().await;
+    // In the fixture realm only erin holds reporting-reader, and only she
+    // holds support-agent (directly and through /support-team).
+    let policy = r#"
+[[entitlement]]
+id = "solo"
+realm_role = "prod-db-admin"
+max_duration = "1h"
+approver_roles = ["reporting-reader"]
+
+[[entitlement]]
+id = "team"
+client_role = { client = "billing-app", role = "billing-admin" }
+max_duration = "1h"
+approver_roles = ["support-agent"]
+
+[[entitlement]]
+id = "team-later"
+group = "/incident-responders"
+max_duration = "1h"
+approver_roles = ["support-agent"]
+"#;
+    let jitd = Jitd::start(policy);
+    let cfg = tempfile::tempdir().unwrap();
+    let (cfg, url) = (cfg.path(), jitd.url.as_str());
+    login_all(cfg, url, &["alice", "erin"]);
+    let ask = |user: &str, ent: &str, json: bool| {
+        let mut args = vec![
+            "request",
+            ent,
+            "--for",
+            "10m",
+            "--reason",
+            "approver warning",
+        ];
+        if json {
+            args.push("--json");
+        }
+        let o = run(cfg, url, user, &args);
+        assert_eq!(o.status.code(), Some(0), "{user} {ent}: {}", text(&o));
+        o
+    };
+    let warned = |o: &Output| {
+        String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .filter(|l| l.starts_with("jit: warning: "))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+
+    let o = ask("erin", "solo", false);
+    let w = warned(&o);
+    assert_eq!(w.len(), 1, "{}", text(&o));
+    assert!(
+        w[0].contains("nobody besides you") && w[0].ends_with("(no_eligible_approver)"),
+        "{w:?}"
+    );
+    let o = ask("alice", "solo", false);
+    assert!(
+        warned(&o).is_empty(),
+        "erin may approve alice's: {}",
+        text(&o)
+    );
+
+    let o = ask("erin", "team", true);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["warnings"][0]["code"], "no_eligible_approver", "{v}");
+    assert_eq!(warned(&o).len(), 1, "{}", text(&o));
+
+    // frank joins /support-team, which carries support-agent: now someone
+    // besides erin may approve.
+    let kc = RealmAdmin::new(&ctx).await;
+    let frank = ctx.probe.user_id("frank").await.unwrap();
+    kc.set_member(&frank, "/support-team", true).await;
+    let o = ask("erin", "team-later", false);
+    kc.set_member(&frank, "/support-team", false).await;
+    assert!(warned(&o).is_empty(), "frank may approve: {}", text(&o));
+
+    let erin = jitd.client(&token("erin").await);
+    let alice = jitd.client(&token("alice").await);
+    for c in [&erin, &alice] {
+        let me = c.me().await.unwrap();
+        for r in c.list(&Default::default()).await.unwrap() {
+            if r.request.requester_id() == me.id && r.request.status() == Status::Pending {
+                c.cancel(r.request.id()).await.unwrap();
+            }
+        }
+    }
+}
+
 /// A second `jit drop` of a grant its requester already dropped says so
 /// (from jitd's record of who ended it), not "revoked".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1166,6 +1166,11 @@ async fn request(cli: &Cli, a: &RequestArgs) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
+    // jitd's warnings (e.g. no_eligible_approver: nobody else may approve
+    // it) on stderr, one line each; with --json also in the object.
+    for w in &r.warnings {
+        eprintln!("jit: warning: {} ({})", render::safe(&w.message), w.code);
+    }
     if !a.wait {
         return cli.print(&r, || render::requested(&r));
     }

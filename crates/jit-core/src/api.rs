@@ -159,7 +159,31 @@ pub struct RequestView {
     #[serde(default)]
     #[schema(required = true)]
     pub awaits_your_review: Option<bool>,
+    /// What the requester should know about a request just made that does
+    /// not stop it (only in the answer of `POST /v1/requests`; absent
+    /// elsewhere and when there is none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[ts(as = "Option<Vec<RequestWarning>>", optional)]
+    pub warnings: Vec<RequestWarning>,
 }
+
+/// A warning about a request just created (`RequestView::warnings`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, ts_rs::TS)]
+pub struct RequestWarning {
+    /// Stable snake_case code for programs. `no_eligible_approver`: fewer
+    /// people than the request needs approvals (`approvals_required`),
+    /// other than the requester, hold an approver role or group of its
+    /// entitlement in Keycloak now — nobody approves their own request, so
+    /// unless someone gets that right it can only lapse (at
+    /// `pending_until`).
+    pub code: String,
+    /// A sentence for the person who asked.
+    pub message: String,
+}
+
+/// [`RequestWarning::code`]: nobody (or too few) besides the requester may
+/// approve the request.
+pub const NO_ELIGIBLE_APPROVER: &str = "no_eligible_approver";
 
 /// An entitlement the caller may request.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema, ts_rs::TS)]

@@ -5,7 +5,7 @@
 
 use jit_core::api::{
     AuditRecord, CreateRequestBody, DecisionBody, EntitlementView, EventData, EventKind,
-    ExtendBody, GrantState, MeView, Problem, RequestView, ServerConfigView,
+    ExtendBody, GrantState, MeView, Problem, RequestView, RequestWarning, ServerConfigView,
 };
 use jit_core::{
     AccessRequest, AppliedExtension, Decision, EntitlementKind, RequestKind, Status, Vote,
@@ -29,6 +29,7 @@ fn generated() -> String {
         GrantState::decl(&cfg),
         event_kind_decl(),
         AccessRequest::decl(&cfg),
+        RequestWarning::decl(&cfg),
         RequestView::decl(&cfg),
         EntitlementView::decl(&cfg),
         CreateRequestBody::decl(&cfg),

@@ -183,6 +183,22 @@ pub trait KeycloakAdmin: Send + Sync + 'static {
     /// to the service account again (readiness probe after an outage).
     async fn ready(&self) -> Result<(), KeycloakError>;
 
+    /// Ids of enabled users who may approve through the realm roles
+    /// `roles` or the groups `groups` (paths), as far as Keycloak's
+    /// listings show them; at most `max` ids (the search stops there).
+    /// `None` when the implementation cannot tell (then nobody is warned).
+    /// For the `no_eligible_approver` warning at creation; see
+    /// [`AdminClient::approver_ids`] for what is and is not seen.
+    async fn approver_ids(
+        &self,
+        roles: &[String],
+        groups: &[String],
+        max: usize,
+    ) -> Result<Option<std::collections::HashSet<String>>, KeycloakError> {
+        let _ = (roles, groups, max);
+        Ok(None)
+    }
+
     /// Ids of the users holding `target` directly — what [`holds`] with
     /// `effective = false` answers for each of them — in one read, or
     /// `None` when more than `max` users do (or the implementation cannot
@@ -994,6 +1010,120 @@ impl AdminClient {
         Ok(Some(users.into_iter().map(|u| u.id).collect()))
     }
 
+    /// Ids of enabled users who may approve through the realm roles
+    /// `roles` or the groups `groups` (paths, as the policy's
+    /// `approver_roles` / `approver_groups`), at most `max` (the search
+    /// stops once it has them). Seen: direct holders of each role
+    /// (`/roles/{role}/users`), members of the groups that carry the role
+    /// and of their subgroups, which inherit it (`/roles/{role}/groups`,
+    /// `/groups/{id}/children`, up to 5 levels and 100 groups), and direct
+    /// members of each approver group. Not seen: a role held only through
+    /// a composite role (Keycloak lists no reverse of composites), so the
+    /// answer can be short of the truth, never beyond it. Each listing
+    /// reads at most 200 users; a role or group that does not exist adds
+    /// nobody.
+    pub async fn approver_ids(
+        &self,
+        roles: &[String],
+        groups: &[String],
+        max: usize,
+    ) -> Result<std::collections::HashSet<String>, KeycloakError> {
+        #[derive(Deserialize)]
+        struct U {
+            id: String,
+            #[serde(default = "yes")]
+            enabled: bool,
+        }
+        fn yes() -> bool {
+            true
+        }
+        const PAGE: &str = "first=0&max=200&briefRepresentation=true";
+        let mut ids = std::collections::HashSet::new();
+        let add = |ids: &mut std::collections::HashSet<String>, users: Vec<U>| {
+            ids.extend(users.into_iter().filter(|u| u.enabled).map(|u| u.id));
+        };
+        let gone_is_empty = |r: Result<Vec<U>, KeycloakError>| match r {
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            other => other,
+        };
+        for role in roles {
+            if ids.len() >= max {
+                return Ok(ids);
+            }
+            let users = self
+                .get_json(&format!("/roles/{}/users?{PAGE}", enc(role)), "approvers")
+                .await;
+            add(&mut ids, gone_is_empty(users)?);
+            let carriers: Vec<GroupRep> = match self
+                .get_json(
+                    &format!(
+                        "/roles/{}/groups?first=0&max=100&briefRepresentation=true",
+                        enc(role)
+                    ),
+                    "approver groups",
+                )
+                .await
+            {
+                Err(e) if e.is_not_found() => Vec::new(),
+                other => other?,
+            };
+            // Breadth first through the subgroups, bounded.
+            let mut level: Vec<String> = carriers.into_iter().map(|g| g.id).collect();
+            let mut seen = 0;
+            for _ in 0..5 {
+                let mut next = Vec::new();
+                for g in level {
+                    if ids.len() >= max || seen >= 100 {
+                        return Ok(ids);
+                    }
+                    seen += 1;
+                    let members = self
+                        .get_json(
+                            &format!("/groups/{}/members?{PAGE}", enc(&g)),
+                            "approver group members",
+                        )
+                        .await;
+                    add(&mut ids, gone_is_empty(members)?);
+                    let children: Vec<GroupRep> = match self
+                        .get_json(
+                            &format!(
+                                "/groups/{}/children?first=0&max=100&briefRepresentation=true",
+                                enc(&g)
+                            ),
+                            "approver subgroups",
+                        )
+                        .await
+                    {
+                        Err(e) if e.is_not_found() => Vec::new(),
+                        other => other?,
+                    };
+                    next.extend(children.into_iter().map(|c| c.id));
+                }
+                if next.is_empty() {
+                    break;
+                }
+                level = next;
+            }
+        }
+        for path in groups {
+            if ids.len() >= max {
+                return Ok(ids);
+            }
+            let g = match self.group_by_path(path).await {
+                Err(e) if e.is_not_found() => continue,
+                other => other?,
+            };
+            let members = self
+                .get_json(
+                    &format!("/groups/{}/members?{PAGE}", enc(&g.id)),
+                    "approver group members",
+                )
+                .await;
+            add(&mut ids, gone_is_empty(members)?);
+        }
+        Ok(ids)
+    }
+
     /// Usernames that hold `target` outside JIT's knowledge, for policy
     /// checks: direct holders of a realm or client role plus members of
     /// groups that carry it (one level), or the members of a group.
@@ -1270,6 +1400,17 @@ impl KeycloakAdmin for AdminClient {
         max: usize,
     ) -> Result<Option<std::collections::HashSet<String>>, KeycloakError> {
         AdminClient::direct_holders(self, target, max).await
+    }
+
+    async fn approver_ids(
+        &self,
+        roles: &[String],
+        groups: &[String],
+        max: usize,
+    ) -> Result<Option<std::collections::HashSet<String>>, KeycloakError> {
+        AdminClient::approver_ids(self, roles, groups, max)
+            .await
+            .map(Some)
     }
 
     async fn ready(&self) -> Result<(), KeycloakError> {

@@ -12,6 +12,7 @@
 //! format (that is `jit-keycloak`).
 
 pub mod api;
+pub mod approvers;
 pub mod check_policy;
 pub mod commit_batch;
 pub mod config;
@@ -64,6 +65,8 @@ pub struct AppState {
     targets: RwLock<std::collections::HashMap<String, (EntitlementKind, TargetStatus)>>,
     /// Recent Admin API answers about callers' rights ([`rights`]).
     pub rights: rights::RightsCache,
+    /// Recent answers about who may approve an entitlement ([`approvers`]).
+    pub approvers: approvers::ApproversCache,
     /// Wakes the scheduler when something became due.
     pub wake: Notify,
     /// Latest audit sequence number known (local writes, and other
@@ -136,6 +139,7 @@ impl AppState {
             scheduler: scheduler::Scheduler::new(config.scheduler.clone()),
             targets: RwLock::new(std::collections::HashMap::new()),
             rights: rights::RightsCache::default(),
+            approvers: approvers::ApproversCache::default(),
             grant_ends: grant_ends::GrantEnds::new(config.keycloak.grants_attribute.clone()),
             metrics,
             webhooks: hooks,

@@ -30,6 +30,7 @@ pub fn view(state: &AppState, s: &Stored, caller: Option<&Principal>) -> Request
         keycloak: s.grant.clone(),
         revoke_late: jit_core::lateness::revoke_late(r, &s.grant, now),
         awaits_your_review: caller.map(|p| r.awaits_review_by(p, &policy)),
+        warnings: Vec::new(),
         request: r.clone(),
     }
 }

@@ -124,6 +124,21 @@ review_required: boolean, reviewed_by: string | null, reviewed_at: string | null
  */
 extensions: Array<AppliedExtension>, };
 
+export type RequestWarning = { 
+/**
+ * Stable snake_case code for programs. `no_eligible_approver`: fewer
+ * people than the request needs approvals (`approvals_required`),
+ * other than the requester, hold an approver role or group of its
+ * entitlement in Keycloak now — nobody approves their own request, so
+ * unless someone gets that right it can only lapse (at
+ * `pending_until`).
+ */
+code: string, 
+/**
+ * A sentence for the person who asked.
+ */
+message: string, };
+
 export type RequestView = { 
 /**
  * The entitlement's display name (its id if no longer in the policy).
@@ -164,7 +179,13 @@ revoke_late: boolean,
  * stream's `request` (rendered once for every subscriber) — ask
  * `GET /v1/requests/{id}` for the caller's answer.
  */
-awaits_your_review: boolean | null, id: string, kind: RequestKind, entitlement_id: string, 
+awaits_your_review: boolean | null, 
+/**
+ * What the requester should know about a request just made that does
+ * not stop it (only in the answer of `POST /v1/requests`; absent
+ * elsewhere and when there is none).
+ */
+warnings?: Array<RequestWarning>, id: string, kind: RequestKind, entitlement_id: string, 
 /**
  * What is granted in Keycloak, copied from the policy at creation.
  */

@@ -113,11 +113,16 @@ pub(super) async fn check_not_standing(
 }
 
 /// Asks for an entitlement. `201` with the request; it may already be
-/// `approved` (auto-approval, break-glass).
+/// `approved` (auto-approval, break-glass). `warnings` (absent when none)
+/// says what does not stop the request but the requester should know:
+/// `no_eligible_approver` when nobody (or fewer people than the request
+/// needs approvals) besides the requester holds an approver role or group
+/// of the entitlement in Keycloak now — nobody approves their own request,
+/// so it can only lapse unless that changes.
 #[utoipa::path(post, path = "/v1/requests", tag = "requests", security(("bearer" = [])),
     request_body = CreateRequestBody,
     responses(
-        (status = 201, description = "Created", body = RequestView),
+        (status = 201, description = "Created; `warnings` lists what the requester should know (`no_eligible_approver`: nobody besides the requester may approve it now)", body = RequestView),
         (status = 403, description = "The caller may not request it (`not_a_requester`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already held (`already_held`), still being removed after a grant of it ended (`removal_in_progress`), or already pending (`duplicate_pending`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Breaks a policy rule (duration, justification, ticket, start time, unknown entitlement)", body = Problem, content_type = "application/problem+json"),
@@ -175,11 +180,9 @@ pub(super) async fn create(
         grant: Default::default(),
     };
     state.published_with(&recs, &s);
-    Ok((
-        axum::http::StatusCode::CREATED,
-        Json(view(&state, &s, Some(&p))),
-    )
-        .into_response())
+    let mut answer = view(&state, &s, Some(&p));
+    answer.warnings = crate::approvers::warnings(&state, &s.request).await;
+    Ok((axum::http::StatusCode::CREATED, Json(answer)).into_response())
 }
 
 /// Query of `GET /v1/requests`.

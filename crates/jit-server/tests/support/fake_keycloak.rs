@@ -434,4 +434,27 @@ impl KeycloakAdmin for FakeKeycloak {
     async fn ready(&self) -> Result<(), KeycloakError> {
         self.enter(Op::Ready, "", None, |_| Ok(())).await
     }
+
+    async fn approver_ids(
+        &self,
+        roles: &[String],
+        groups: &[String],
+        max: usize,
+    ) -> Result<Option<std::collections::HashSet<String>>, KeycloakError> {
+        let users = self.users.lock().unwrap();
+        Ok(Some(
+            users
+                .iter()
+                .filter(|(_, u)| {
+                    u.enabled
+                        && (roles.iter().any(|r| u.roles.contains(r))
+                            || groups
+                                .iter()
+                                .any(|g| u.groups.contains(g.trim_start_matches('/'))))
+                })
+                .map(|(id, _)| id.clone())
+                .take(max)
+                .collect(),
+        ))
+    }
 }
