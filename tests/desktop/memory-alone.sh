@@ -13,7 +13,9 @@
 #
 # Prints per run: private MiB (Private_Clean + Private_Dirty of
 # /proc/PID/smaps_rollup) of the app, WebKitNetworkProcess,
-# WebKitWebProcess and their sum. Needs xvfb-run and dbus-run-session.
+# WebKitWebProcess and their sum, and whether the web process has loaded
+# the app's extension (libjit_desktop_webext.so, crates/jit-desktop-webext).
+# Needs xvfb-run and dbus-run-session.
 set -euo pipefail
 if [ "${1:-}" = "--inner" ]; then
     app=$2
@@ -26,19 +28,22 @@ if [ "${1:-}" = "--inner" ]; then
     sleep 15
     private() { awk '/^Private_(Clean|Dirty):/ {s += $2} END {printf "%.1f", s / 1024}' "/proc/$1/smaps_rollup"; }
     kids=$(pgrep -P "$pid" || true)
-    net=0 web=0
+    net=0 web=0 ext=no
     for k in $kids; do
         case "$(cat "/proc/$k/comm")" in
             WebKitNetworkPr*) net=$(private "$k") ;;
-            WebKitWebProces*) web=$(private "$k") ;;
+            WebKitWebProces*)
+                web=$(private "$k")
+                if grep -q '/libjit_desktop_webext\.so$' "/proc/$k/maps"; then ext=yes; fi
+                ;;
         esac
     done
     app_mib=$(private "$pid")
     kill "$pid"
     wait "$pid" 2>/dev/null || true
     rm -rf "$work"
-    awk -v a="$app_mib" -v n="$net" -v w="$web" \
-        'BEGIN { printf "app %s  network %s  web %s  total %.1f MiB\n", a, n, w, a + n + w }'
+    awk -v a="$app_mib" -v n="$net" -v w="$web" -v e="$ext" \
+        'BEGIN { printf "app %s  network %s  web %s  total %.1f MiB  (web extension loaded: %s)\n", a, n, w, a + n + w, e }'
     exit 0
 fi
 app=$(realpath "${1:?usage: $0 APP_BINARY [RUNS]}")
