@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { eventLabel, humanReason, statusChange } from "./words";
+import { createdWarnings, eventLabel, humanReason, statusChange } from "./words";
 
 describe("audit words", () => {
   it("names events in words", () => {
@@ -21,5 +21,17 @@ describe("audit words", () => {
       humanReason("extension 0d8bff88-1c2b-4a53-9b58-aa0c2f6d9e01 approved; expires_at 2030-01-01T12:10:00.123456Z"),
     ).toBe("extension 0d8bff88 approved; expires_at 2030-01-01 12:10");
     expect(humanReason(null)).toBe("");
+  });
+});
+
+describe("warnings of a request just created", () => {
+  it("are jitd's sentences, none when it gave none", () => {
+    expect(createdWarnings({})).toEqual([]);
+    expect(createdWarnings({ warnings: [] })).toEqual([]);
+    expect(
+      createdWarnings({
+        warnings: [{ code: "no_eligible_approver", message: "nobody besides you may approve it" }],
+      }),
+    ).toEqual(["nobody besides you may approve it"]);
   });
 });

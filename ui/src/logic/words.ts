@@ -1,6 +1,6 @@
 // Words people read for the machine names of the audit log.
 
-import type { EventKind, KnownEventKind } from "../generated/api-types";
+import type { EventKind, KnownEventKind, RequestView } from "../generated/api-types";
 
 /** Known event kinds (the server's `EventKind` names) and their words. */
 const EVENTS: Partial<Record<KnownEventKind, string>> = {
@@ -45,4 +45,14 @@ const RFC3339 = /\b(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2})(:\d{2}(?:\.\d+)?)?(Z|[+-]\d
 export function humanReason(reason: string | null): string {
   if (!reason) return "";
   return reason.replace(UUID, "$1").replace(RFC3339, (_m, d: string, hm: string) => `${d} ${hm}`);
+}
+
+/**
+ * The warnings jitd gave with a request just created (`warnings` of the
+ * `POST /v1/requests` answer, e.g. `no_eligible_approver`: nobody besides
+ * the requester may approve it, so it can only lapse), as sentences to
+ * show next to the confirmation. Empty when there are none.
+ */
+export function createdWarnings(r: Pick<RequestView, "warnings">): string[] {
+  return (r.warnings ?? []).map((w) => w.message).filter((m) => m.trim() !== "");
 }

@@ -5,6 +5,7 @@ import { useActionsBlocked, useLoad } from "../hooks";
 import { actionButton } from "../logic/actions";
 import { formatDuration } from "../logic/time";
 import { hasErrors, ticketExample, validateRequest, type RequestForm } from "../logic/validate";
+import { createdWarnings } from "../logic/words";
 
 const blank: RequestForm = { entitlement: "", duration: "", justification: "", ticket: "", urgent: false };
 
@@ -24,7 +25,7 @@ export function RequestAccess({
   const [busy, setBusy] = useState(false);
   const button = actionButton(busy, useActionsBlocked());
   const [serverError, setServerError] = useState<string | null>(null);
-  const [success, setSuccess] = useState<{ id: string; text: string } | null>(null);
+  const [success, setSuccess] = useState<{ id: string; text: string; warnings: string[] } | null>(null);
 
   const ents = list.data ?? [];
   const ent: EntitlementView | undefined = ents.find((e) => e.id === form.entitlement);
@@ -77,7 +78,11 @@ export function RequestAccess({
           : r.status === "approved"
             ? "approved — access is being granted"
             : r.status;
-      setSuccess({ id: r.id, text: `Requested ${r.entitlement_name} for ${formatDuration(r.duration_secs)}: ${what}.` });
+      setSuccess({
+        id: r.id,
+        text: `Requested ${r.entitlement_name} for ${formatDuration(r.duration_secs)}: ${what}.`,
+        warnings: createdWarnings(r),
+      });
       setForm((f) => ({ ...f, justification: "", ticket: "", urgent: false }));
       setBreakGlass(false);
       setSubmitted(false);
@@ -236,6 +241,11 @@ export function RequestAccess({
               </button>
             </p>
           )}
+          {success?.warnings.map((w) => (
+            <p key={w} class="flash warn" data-testid="form-warning" role="alert">
+              {w}
+            </p>
+          ))}
         </form>
       )}
     </section>
