@@ -165,7 +165,17 @@ fn a_server_that_closes_the_connection_is_one_line_with_exit_1() {
     let server = format!("https://127.0.0.1:{port}");
     let mut a = vec!["--server", server.as_str(), "list"];
     let o = jit(&a, &[("JIT_TOKEN", token.as_str())]);
-    one_line(&o, 1, &["cannot reach jitd"]);
+    // https:// to a plain-HTTP port: said as such, not as rustls's
+    // "corrupt message … InvalidContentType".
+    let line = one_line(
+        &o,
+        1,
+        &[
+            "cannot reach jitd",
+            &format!("does not answer TLS (is it http://127.0.0.1:{port}?)"),
+        ],
+    );
+    assert!(!line.contains("InvalidContentType"), "{line}");
     // With --output json: the same as a JSON problem object.
     a.extend(["--output", "json"]);
     let o = jit(&a, &[("JIT_TOKEN", token.as_str())]);

@@ -29,7 +29,8 @@ pub const APPROVERS_CACHE_TTL: Duration = Duration::from_secs(30);
 const LOOKUP_LIMIT: Duration = Duration::from_secs(2);
 
 /// Recent answers: entitlement id → (when, the approver roles and groups
-/// asked for, the ids found — at most `approvals_required + 1`).
+/// and the approvals needed it was asked for, the ids found — at most
+/// `approvals_required + 1`).
 #[derive(Default)]
 pub struct ApproversCache {
     seen: Mutex<HashMap<String, Seen>>,
@@ -37,7 +38,7 @@ pub struct ApproversCache {
 
 struct Seen {
     at: Instant,
-    asked: (Vec<String>, Vec<String>),
+    asked: (Vec<String>, Vec<String>, u32),
     ids: HashSet<String>,
 }
 
@@ -45,10 +46,7 @@ impl ApproversCache {
     fn get(&self, e: &Entitlement) -> Option<HashSet<String>> {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.get(&e.id)
-            .filter(|s| {
-                s.at.elapsed() < APPROVERS_CACHE_TTL
-                    && s.asked == (e.approver_roles.clone(), e.approver_groups.clone())
-            })
+            .filter(|s| s.at.elapsed() < APPROVERS_CACHE_TTL && s.asked == asked_of(e))
             .map(|s| s.ids.clone())
     }
 
@@ -58,11 +56,20 @@ impl ApproversCache {
             e.id.clone(),
             Seen {
                 at: Instant::now(),
-                asked: (e.approver_roles.clone(), e.approver_groups.clone()),
+                asked: asked_of(e),
                 ids,
             },
         );
     }
+}
+
+/// What an answer was asked for: approver roles, groups, approvals needed.
+fn asked_of(e: &Entitlement) -> (Vec<String>, Vec<String>, u32) {
+    (
+        e.approver_roles.clone(),
+        e.approver_groups.clone(),
+        e.approvals_required,
+    )
 }
 
 /// The warnings for request `r`, just created: `no_eligible_approver` when
