@@ -75,10 +75,12 @@ fn asked_of(e: &Entitlement) -> (Vec<String>, Vec<String>, u32) {
 /// The warnings for request `r`, just created: `no_eligible_approver` when
 /// it is pending and fewer than `approvals_required` people other than its
 /// requester may approve it now. None for a request already approved
-/// (auto-approval, break-glass) or when the look-up fails or takes longer
-/// than 2 s.
+/// (auto-approval, break-glass), while Keycloak is known to be down, or
+/// when the look-up fails or takes longer than 2 s.
 pub async fn warnings(state: &AppState, r: &AccessRequest) -> Vec<RequestWarning> {
-    if r.status() != Status::Pending {
+    // Nothing to advise on a request already approved; and no extra
+    // Admin API call while Keycloak is known to be down.
+    if r.status() != Status::Pending || state.scheduler.keycloak_down() {
         return Vec::new();
     }
     let policy = state.policy();
