@@ -80,10 +80,17 @@ async fn with_config(policy: &Policy, config: &Path) -> ExitCode {
         jit_keycloak::http_client(),
     );
     let store = match existing_store(&cfg).await {
-        Ok(s) => s,
+        Ok(Some(s)) => Some(s),
+        Ok(None) => {
+            crate::stdout::print(&format!(
+                "note: jitd's database {} does not exist (no jitd has run with this config): holders through active JIT grants cannot be told from standing ones\n",
+                cfg.database_display()
+            ));
+            None
+        }
         Err(e) => {
             crate::stdout::print(&format!(
-                "note: jitd's database cannot be read ({e}); holders through active JIT grants are reported as standing\n"
+                "note: jitd's database cannot be read ({e}); holders through active JIT grants cannot be told from standing ones\n"
             ));
             None
         }
@@ -132,8 +139,8 @@ pub struct Findings {
 /// be granted (`TargetStatus`), and who holds it as a standing assignment.
 /// A holder whose assignment is owned by an active JIT grant in `store`
 /// (`owns_assignment = true`: jitd removes it when the grant ends) is not
-/// standing; such holders are named apart. Without a store every holder
-/// counts as standing.
+/// standing; such holders are named apart. Without a store holders cannot
+/// be told apart: they are named as held (a warning), not as standing.
 pub async fn against_keycloak<A: KeycloakAdmin + ?Sized>(
     policy: &Policy,
     admin: &A,
@@ -169,7 +176,10 @@ pub async fn against_keycloak<A: KeycloakAdmin + ?Sized>(
         match admin.holders(&e.kind).await {
             Ok(h) => {
                 let (owned, note) = match store {
-                    None => (Vec::new(), String::new()),
+                    None => (
+                        Vec::new(),
+                        " (standing or through JIT grants: no jitd database was read)".to_string(),
+                    ),
                     Some(s) => match s.jit_owned_holders(&e.kind).await {
                         Ok(o) => (o, String::new()),
                         Err(err) => (
@@ -190,10 +200,19 @@ pub async fn against_keycloak<A: KeycloakAdmin + ?Sized>(
                 } else {
                     format!("; held through active JIT grants by: {}", jit.join(", "))
                 };
-                f.lines.push(if standing.is_empty() {
+                f.lines.push(if standing.is_empty() && store.is_none() {
+                    format!("ok: '{}' ({}) — nobody holds it", e.id, e.kind)
+                } else if standing.is_empty() {
                     format!(
                         "ok: '{}' ({}) — nobody holds it standing{through}{note}",
                         e.id, e.kind
+                    )
+                } else if store.is_none() {
+                    format!(
+                        "warning: '{}' ({}) is held by: {}{note}",
+                        e.id,
+                        e.kind,
+                        standing.join(", ")
                     )
                 } else {
                     format!(

@@ -51,7 +51,8 @@ async fn each_entitlement_is_ok_held_standing_or_an_error() {
     assert_eq!(f.lines[0], "policy OK: 3 entitlements");
     assert!(f.lines[1].starts_with("ok: 'a-ok'"), "{f:?}");
     assert!(
-        f.lines[2].starts_with("warning: 'b-held'") && f.lines[2].ends_with("u-standing"),
+        f.lines[2]
+            == "warning: 'b-held' (realm role role-held) is held by: u-standing (standing or through JIT grants: no jitd database was read)",
         "{f:?}"
     );
     assert!(
@@ -136,8 +137,49 @@ async fn holders_through_active_jit_grants_are_not_standing() {
             && f.lines[2].ends_with("held through active JIT grants by: alice, erin"),
         "{f:?}"
     );
-    // Without the store every holder counts as standing.
+    // Without the store holders cannot be told apart: named as held, not
+    // as standing.
     let f = against_keycloak(&policy, &*kc, None).await;
-    assert!(f.lines[1].starts_with("warning: 'a-jit-only'"), "{f:?}");
+    assert_eq!(
+        f.lines[1],
+        "warning: 'a-jit-only' (realm role role-jit) is held by: erin (standing or through JIT grants: no jitd database was read)",
+        "{f:?}"
+    );
     j.stop().await;
+}
+
+/// `jitd --config … check-policy` with a SQLite file that does not exist
+/// (no jitd ran with that config) says so before the per-entitlement lines
+/// and creates no file (the README's `config/jitd.toml` while the demo runs
+/// on its own database).
+#[test]
+fn a_missing_database_is_named_and_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[[entitlement]]\nid = \"x\"\nrealm_role = \"r\"\nmax_duration = \"1h\"\napprover_roles = [\"a\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("jitd.toml"),
+        "listen = \"127.0.0.1:0\"\ndatabase = \"no-such/jitd.sqlite\"\npolicy = \"policy.toml\"\n\n\
+         [keycloak]\nurl = \"http://127.0.0.1:9\"\nrealm = \"test\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jitd"))
+        .arg("--config")
+        .arg(dir.path().join("jitd.toml"))
+        .arg("check-policy")
+        .arg(dir.path().join("policy.toml"))
+        .env("JIT_BACKEND_SECRET", "test-secret")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| l.starts_with("note: jitd's database ")
+            && l.contains("no-such/jitd.sqlite does not exist")
+            && l.ends_with("holders through active JIT grants cannot be told from standing ones")),
+        "{text}"
+    );
+    assert!(!dir.path().join("no-such").exists(), "nothing created");
 }
