@@ -1632,7 +1632,7 @@ fn nothing_to_retry(s: &Stored) -> String {
     }
     match g.removed_at {
         Some(t) if g.owns_assignment == Some(true) => format!(
-            "grant {what} has ended and its role was removed from Keycloak at {}: nothing to remove",
+            "grant {what} has ended and its role was removed from Keycloak at {}: nothing to retry",
             at(t)
         ),
         _ => format!(
