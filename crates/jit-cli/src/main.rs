@@ -156,7 +156,13 @@ enum Cmd {
         /// Filter by status (any case): pending, approved, active, denied,
         /// cancelled, lapsed, expired, revoked, applied (an extension added
         /// to its grant) or failed (Keycloak refused the grant).
-        #[arg(long, value_name = "STATUS", ignore_case = true, value_parser = status_values())]
+        #[arg(
+            long,
+            value_name = "STATUS",
+            ignore_case = true,
+            hide_possible_values = true,
+            value_parser = status_values()
+        )]
         status: Option<String>,
     },
     /// Show every detail of one request.
