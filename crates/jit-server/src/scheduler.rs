@@ -125,6 +125,12 @@ pub struct Scheduler {
     /// much as it can start soon ([`Scheduler::claim_budget`]): the
     /// scheduler claims more as soon as Keycloak slots free up.
     more_due: AtomicBool,
+    /// The last read of each target's direct holders (target key → the
+    /// tick that made it, the read), shared by the grants of a burst
+    /// ([`batched_held`]).
+    holders: Mutex<std::collections::HashMap<String, (u64, Arc<HolderRead>)>>,
+    /// Ticks that handed out grants deciding ownership from a shared read.
+    ticks: std::sync::atomic::AtomicU64,
     /// When the scheduler's current sleep ends (work due earlier must wake it).
     sleep_until: Mutex<Option<DateTime<Utc>>>,
     /// A connection-level failure was seen; only the probe talks to
@@ -151,6 +157,8 @@ impl Scheduler {
             in_flight: Mutex::new(HashSet::new()),
             deferred: AtomicBool::new(false),
             more_due: AtomicBool::new(false),
+            holders: Mutex::new(Default::default()),
+            ticks: Default::default(),
             sleep_until: Mutex::new(None),
             down: AtomicBool::new(false),
             probe_failed: AtomicBool::new(false),
@@ -799,10 +807,18 @@ pub async fn tick(
             }
         }
     }
+    // A target with a fresh read from an earlier tick uses it too (a tick
+    // that claims a few more grants of a burst: see `batched_held`).
+    let batched_target =
+        |t: &String, n: usize| n >= HOLDERS_BATCH_MIN || state.scheduler.has_fresh_holders(t);
     let tick_holders = per_target
-        .values()
-        .any(|n| *n >= HOLDERS_BATCH_MIN)
-        .then(|| Arc::new(TickHolders::default()));
+        .iter()
+        .any(|(t, n)| batched_target(t, *n))
+        .then(|| {
+            Arc::new(TickHolders {
+                tick: state.scheduler.ticks.fetch_add(1, Ordering::SeqCst) + 1,
+            })
+        });
     let grouped = tick_started.elapsed();
     let mut spawned_workers = 0usize;
     for (key, items) in mine {
@@ -810,9 +826,10 @@ pub async fn tick(
         let mut first_view = views.remove(&items[0].1);
         let batch = match (items.as_slice(), &first_view, &tick_holders) {
             ([(Work::Activate, _)], Some(v), Some(h))
-                if per_target
-                    .get(&serde_json::to_string(v.stored.request.target()).unwrap_or_default())
-                    .is_some_and(|n| *n >= HOLDERS_BATCH_MIN) =>
+                if {
+                    let t = serde_json::to_string(v.stored.request.target()).unwrap_or_default();
+                    per_target.get(&t).is_some_and(|n| batched_target(&t, *n))
+                } =>
             {
                 Some(h.clone())
             }
@@ -1246,16 +1263,37 @@ async fn view_of(
     }
 }
 
-/// Direct holders of each target, read once for the grants of that
-/// target handed out in one tick ([`batched_held`]).
-#[derive(Default)]
+/// The tick a worker's grant was handed out in, for [`batched_held`].
 struct TickHolders {
-    /// Target key → the read (when it was sent, the holders' ids), or
-    /// `None` if it failed or there are too many holders.
-    reads: Mutex<std::collections::HashMap<String, Arc<HolderRead>>>,
+    /// [`Scheduler::ticks`] of that tick.
+    tick: u64,
 }
 
+/// A read of a target's direct holders: when it was sent and the holders'
+/// ids, or `None` if it failed or there are too many holders.
 type HolderRead = tokio::sync::OnceCell<Option<(Instant, HashSet<String>)>>;
+
+impl Scheduler {
+    /// Whether the target (key) has a read of its holders younger than
+    /// [`HOLDERS_FRESH`] (or one under way).
+    fn has_fresh_holders(&self, target: &str) -> bool {
+        self.holders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(target)
+            .is_some_and(|(_, cell)| holders_usable(cell))
+    }
+}
+
+/// A read under way, or done and younger than [`HOLDERS_FRESH`].
+fn holders_usable(cell: &HolderRead) -> bool {
+    match cell.get() {
+        None => true,
+        Some(r) => r
+            .as_ref()
+            .is_some_and(|(sent, _)| sent.elapsed() < HOLDERS_FRESH),
+    }
+}
 
 /// A tick hands out at least this many grants of one target before their
 /// ownership is decided from one read of the target's holders.
@@ -1266,31 +1304,44 @@ const HOLDERS_FRESH: Duration = Duration::from_secs(5);
 /// Most holders read at once; a target held by more is asked per user.
 const HOLDERS_MAX: usize = 10_000;
 
-/// Whether `user_id` holds `target` directly, from the tick's one read of
-/// all the target's direct holders (the first grant of the tick to ask
-/// makes it); `None` — ask Keycloak for this user —
-/// if that read failed, found more than [`HOLDERS_MAX`] holders, or was
-/// sent more than [`HOLDERS_FRESH`] ago. The answer is the same as
-/// `holds(user, target, direct)` at the moment of the read: a standing
-/// assignment made before it is seen; one made after it — like one made
-/// after a per-user read, or while the grant is active — is taken for
-/// JIT's.
+/// Whether `user_id` holds `target` directly, from one read of all the
+/// target's direct holders shared by the grants of a burst: the first
+/// grant to ask makes it, later ones — in this tick or later ticks —
+/// use it while it is younger than [`HOLDERS_FRESH`]. `None` — ask
+/// Keycloak for this user — if that read failed, found more than
+/// [`HOLDERS_MAX`] holders, or is too old; and when a read made by an
+/// earlier tick shows the user as a holder (a JIT grant of the same
+/// assignment may have been removed since, by this replica or another:
+/// "held" from an older read is never trusted, so a JIT role is never
+/// taken for a standing one). The answer is the same as `holds(user,
+/// target, direct)` at the moment of the read: a standing assignment made
+/// before it is seen; one made after it — like one made after a per-user
+/// read, or while the grant is active — is taken for JIT's.
 async fn batched_held(
     state: &AppState,
     holders: &TickHolders,
     user_id: &str,
     target: &EntitlementKind,
 ) -> Option<bool> {
-    let cell = holders
-        .reads
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(serde_json::to_string(target).unwrap_or_default())
-        .or_default()
-        .clone();
-    // The read takes no Keycloak slot of its own (one per target and tick,
-    // beyond `keycloak_concurrency`): grants waiting for it may hold slots
-    // already, and must not wait for one another's.
+    let key = serde_json::to_string(target).unwrap_or_default();
+    let (from_tick, cell) = {
+        let mut reads = state
+            .scheduler
+            .holders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match reads.get(&key) {
+            Some((t, cell)) if *t == holders.tick || holders_usable(cell) => (*t, cell.clone()),
+            _ => {
+                let cell = Arc::new(HolderRead::new());
+                reads.insert(key, (holders.tick, cell.clone()));
+                (holders.tick, cell)
+            }
+        }
+    };
+    // The read takes no Keycloak slot of its own (one per target at a
+    // time, beyond `keycloak_concurrency`): grants waiting for it may hold
+    // slots already, and must not wait for one another's.
     let read = cell
         .get_or_init(|| async {
             if state.scheduler.keycloak_down() {
@@ -1318,7 +1369,13 @@ async fn batched_held(
         })
         .await;
     let (sent, ids) = read.as_ref()?;
-    (sent.elapsed() < HOLDERS_FRESH).then(|| ids.contains(user_id))
+    if sent.elapsed() >= HOLDERS_FRESH {
+        return None;
+    }
+    match ids.contains(user_id) {
+        true if from_tick != holders.tick => None,
+        held => Some(held),
+    }
 }
 
 /// Grants request `id` (see the module's "Order of a grant"), from `view`

@@ -1055,3 +1055,65 @@ async fn replicas_on_one_postgres_share_a_burst() {
     b.stop().await;
     a.stop().await;
 }
+
+/// A read of a target's holders made for a burst is shared by the grants
+/// of later ticks for a few seconds, but a user it shows as a holder is
+/// asked again per user: the assignment may have changed since (here a
+/// standing one was taken away; in the same way a JIT grant of the same
+/// assignment removed meanwhile, by this replica or another, must not
+/// make a new grant look standing — JIT would then never remove it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holders_read_from_an_earlier_tick_is_not_trusted_for_who_holds() {
+    let users: Vec<String> = (0..6).map(|i| format!("h{i}")).collect();
+    let mut all: Vec<&str> = users.iter().map(String::as_str).collect();
+    all.push("c");
+    let kc = kc_with_users(&all);
+    kc.edit_user("c", |u| {
+        u.assigned.insert(open_role());
+    });
+    let j = start(POLICY, kc.clone(), "keycloak_concurrency = 4").await;
+    let later = Utc::now() + chrono::Duration::hours(1);
+    let ids: Vec<String> = users
+        .iter()
+        .map(|u| j.request_at(u, "open", 3600, Some(later)))
+        .collect();
+    // All due at once: one tick reads the role's holders (c among them).
+    let now = Utc::now();
+    j.state()
+        .store
+        .sync()
+        .update_each(&ids, move |s| {
+            let mut st = s.request.to_stored();
+            st.start_at = Some(now);
+            s.request = jit_core::AccessRequest::restore(st);
+            Ok(vec![])
+        })
+        .unwrap();
+    j.state().wake.notify_one();
+    for id in &ids {
+        j.wait(id, "active", SECS, |s| s.request.status() == Status::Active)
+            .await;
+    }
+    assert_eq!(kc.count(Op::Holders), 1, "one read for the burst");
+    // c's standing assignment is taken away; then c's own grant comes, in
+    // a later tick, while that read is still fresh.
+    kc.edit_user("c", |u| {
+        u.assigned.remove(&open_role());
+    });
+    let holds_before = kc.count(Op::Holds);
+    let id = j.request("c", "open", 3600);
+    let s = j
+        .wait(&id, "active", SECS, |s| {
+            s.request.status() == Status::Active
+        })
+        .await;
+    assert_eq!(
+        s.grant.owns_assignment,
+        Some(true),
+        "c's grant is JIT's (the older read showed c as a holder)"
+    );
+    assert!(kc.has("c", &open_role()));
+    assert_eq!(kc.count(Op::Holders), 1, "the burst's read was shared");
+    assert!(kc.count(Op::Holds) > holds_before, "c was asked per user");
+    j.stop().await;
+}
