@@ -997,7 +997,7 @@ fn most_at_once(kc: &FakeKeycloak, op: Op) -> usize {
 }
 
 /// Two jitd on one PostgreSQL share a burst: each claims only what it can
-/// start soon (3 × `keycloak_concurrency`) and more as its slots free up,
+/// start soon (5 × `keycloak_concurrency`) and more as its slots free up,
 /// so both replicas' Keycloak slots work on it. Before, the first tick to
 /// see the burst claimed all of it and the other replica found nothing:
 /// never more than one replica's `keycloak_concurrency` (2) grants in
