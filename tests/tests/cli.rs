@@ -475,7 +475,8 @@ async fn exit_codes_and_closed_stdout() {
 }
 
 /// `request --wait` survives a jitd crash and restart (it retries, then
-/// sees the approval); `jit wait` resumes and stays bounded in an outage.
+/// sees the approval); `jit wait` resumes; a `jit wait` started while
+/// jitd is down fails at once (exit 1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_survives_a_jitd_restart() {
     let _serial = serial().await;
@@ -544,12 +545,15 @@ async fn wait_survives_a_jitd_restart() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["status"], "active");
 
-    // jitd gone for good: `jit wait` keeps trying until its own limit (exit 5,
-    // with how to resume), not exit 1 at the first refused connection.
+    // jitd down when `jit wait` starts: it never reached jitd, so it fails
+    // as any other command (exit 1, the same words), instead of waiting on
+    // what may be a wrong --server; only a wait that was answered once
+    // waits an outage out (above).
     jitd.kill9();
-    let o = run(cfg, &url, "alice", &["wait", &id[..8], "--timeout", "3s"]);
-    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
-    assert!(text(&o).contains("not answering"), "{}", text(&o));
+    let o = run(cfg, &url, "alice", &["wait", &id[..8], "--timeout", "5m"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("cannot reach jitd"), "{}", text(&o));
+    assert!(!text(&o).contains("retrying"), "{}", text(&o));
     jitd.spawn();
     let o = run(cfg, &url, "alice", &["drop", &id[..8]]);
     assert!(o.status.success(), "{}", text(&o));

@@ -683,6 +683,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::select! {
                 r = wait::watch(&c, *since, cli.json(), |r| remember(&cli, r)) => r,
                 stop = signals.next() => Err(Exit(stop.exit_code(), String::new()).into()),
+                // The reader is gone (`jit watch | head -1`): quietly, 0.
+                () = out::closed() => Ok(()),
             }
         }
         Cmd::Completions { shell } => {
@@ -723,7 +725,7 @@ async fn wait(cli: &Cli, id: &str, timeout: &str) -> anyhow::Result<()> {
     let timeout = duration(timeout)?;
     let mut signals = wait::Signals::listen();
     let c = client(cli)?;
-    let r = wait_or_interrupt(&c, &mut signals, id, timeout).await?;
+    let r = wait_or_interrupt(&c, &mut signals, id, timeout, false).await?;
     remember(cli, std::slice::from_ref(&r));
     cli.print(&r, || render::granted(&r))
 }
@@ -876,16 +878,20 @@ async fn not_active(c: &Client, id: &str, e: jit_client::ClientError) -> anyhow:
 /// Waits as [`wait::wait_for`] until a signal ends the command at once:
 /// Ctrl-C (exit 130) or SIGTERM (143) with one line saying where the
 /// request stands and how to resume; SIGHUP (129, the terminal is gone)
-/// quietly. The request itself goes on in jitd.
+/// quietly; a closed stdout (the reader is gone) quietly with exit 0, as
+/// any write to it would. The request itself goes on in jitd. `reached`:
+/// jitd has answered already (see [`wait::wait_for`]).
 async fn wait_or_interrupt(
     c: &Client,
     signals: &mut wait::Signals,
     id: &str,
     timeout: i64,
+    reached: bool,
 ) -> anyhow::Result<RequestView> {
     let last = std::cell::Cell::new(None);
     tokio::select! {
-        r = wait::wait_for(c, id, timeout, &last) => r,
+        r = wait::wait_for(c, id, timeout, &last, reached) => r,
+        () = out::closed() => Err(Exit(exit::OK, String::new()).into()),
         stop = signals.next() => {
             if stop == wait::Stop::HangUp {
                 return Err(Exit(stop.exit_code(), String::new()).into());
@@ -1184,7 +1190,8 @@ async fn request(cli: &Cli, a: &RequestArgs) -> anyhow::Result<()> {
         render::requested(&r);
     }
     let mut signals = signals.unwrap_or_else(wait::Signals::listen);
-    let r = wait_or_interrupt(&c, &mut signals, r.request.id(), timeout).await?;
+    // jitd just answered: an outage from here on is waited out.
+    let r = wait_or_interrupt(&c, &mut signals, r.request.id(), timeout, true).await?;
     remember(cli, std::slice::from_ref(&r));
     cli.print(&r, || render::granted(&r))
 }

@@ -32,3 +32,37 @@ fn done(r: std::io::Result<()>) {
     eprintln!("jit: cannot write the output: {e}");
     std::process::exit(i32::from(crate::exit::ERROR));
 }
+
+/// Resolves once stdout is known to be closed (the reader of a pipe is
+/// gone, a terminal hung up), checked every 500 ms: so `jit watch | head
+/// -1` ends while it waits for the next event, not at its next write.
+/// Never resolves for a stdout that cannot be closed this way (a file,
+/// /dev/null) or off Unix.
+pub async fn closed() {
+    loop {
+        if stdout_closed() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// Whether fd 1 reports an error or a hang-up: `poll(2)` with no events
+/// asked still reports POLLERR (a pipe whose read end is closed) and
+/// POLLHUP (a terminal hung up, a socket shut down).
+#[cfg(unix)]
+fn stdout_closed() -> bool {
+    let mut fd = libc::pollfd {
+        fd: 1,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout; fd 1 is only read, not used.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n > 0 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
+#[cfg(not(unix))]
+fn stdout_closed() -> bool {
+    false
+}

@@ -134,7 +134,10 @@ fn transient_any(e: &anyhow::Error) -> bool {
 /// Polls request `target` (an id or a unique prefix of one) until it is
 /// active (Ok), denied (exit 3), ended without access (exit 4), or
 /// `timeout_secs` pass (exit 5). jitd being down or restarting does not
-/// end the wait: it is retried with backoff within the same overall limit.
+/// end the wait once jitd has answered (`reached`: the request was just
+/// made, or an earlier poll was answered): it is retried with backoff
+/// within the same overall limit. A jitd never reached fails at once as
+/// any other command does (exit 1: a wrong `--server` is not waited on).
 /// Progress lines go to stderr; `last` holds the status last seen (for
 /// what to say when the wait is interrupted).
 pub async fn wait_for(
@@ -142,6 +145,7 @@ pub async fn wait_for(
     target: &str,
     timeout_secs: i64,
     last: &std::cell::Cell<Option<Status>>,
+    mut reached: bool,
 ) -> anyhow::Result<RequestView> {
     let deadline = Instant::now() + Duration::from_secs(timeout_secs.max(0) as u64);
     let resume = format!("resume with `jit wait {}`", render::short(target));
@@ -159,6 +163,7 @@ pub async fn wait_for(
         .await;
         let pause = match step {
             Ok(r) => {
+                reached = true;
                 if down {
                     eprintln!("  jitd is reachable again");
                     down = false;
@@ -175,7 +180,7 @@ pub async fn wait_for(
                 }
                 Duration::from_secs(1)
             }
-            Err(e) if transient_any(&e) => {
+            Err(e) if reached && transient_any(&e) => {
                 if !down {
                     let why: Vec<String> = e.chain().map(|c| c.to_string()).collect();
                     eprintln!(
@@ -275,7 +280,9 @@ const PLANNED_END_AFTER: Duration = Duration::from_secs(5);
 
 /// Follows `/v1/events` until Ctrl-C: reconnects after a cut or a jitd
 /// restart with `Last-Event-ID` (nothing lost, nothing shown twice); gives
-/// up (exit 1) after [`WATCH_GIVE_UP`] without a connection.
+/// up (exit 1) after [`WATCH_GIVE_UP`] without a connection, and at once
+/// when jitd cannot be reached the first time (as any other command). The
+/// header goes out once the first stream is open.
 /// `remember` is given the request of each event that carries it.
 pub async fn watch(
     c: &Client,
@@ -283,10 +290,12 @@ pub async fn watch(
     json: bool,
     remember: impl Fn(&[RequestView]),
 ) -> anyhow::Result<()> {
-    eprintln!("jit: watching events on {} (Ctrl-C to stop)", c.base());
-    if !json {
-        println!("{}", render::event_header());
-    }
+    let opened = || {
+        eprintln!("jit: watching events on {} (Ctrl-C to stop)", c.base());
+        if !json {
+            println!("{}", render::event_header());
+        }
+    };
     let show = |ev: &ServerEvent| {
         if let Some(r) = &ev.data.request {
             remember(std::slice::from_ref(r));
@@ -300,7 +309,7 @@ pub async fn watch(
             println!("{}", render::event(ev));
         }
     };
-    follow(c, since, show, |note| eprintln!("jit: {note}")).await
+    follow(c, since, opened, show, |note| eprintln!("jit: {note}")).await
 }
 
 /// The loop of [`watch`]: each event after `since` once, in order, to
@@ -308,10 +317,13 @@ pub async fn watch(
 /// (its token expired: jitd ends each stream then; or jitd stopping) is
 /// re-opened silently with a fresh token; only a lost link is noted: once
 /// when it is lost (a cut, or jitd not answering), once when it is back,
-/// with backoff ([`Backoff`]) between attempts in between.
+/// with backoff ([`Backoff`]) between attempts in between. `opened` is
+/// called once, when the first stream is open; a jitd that does not answer
+/// before that is an error at once (nothing to resume).
 pub async fn follow(
     c: &Client,
     since: Option<i64>,
+    opened: impl FnOnce(),
     mut show: impl FnMut(&ServerEvent),
     mut note: impl FnMut(&str),
 ) -> anyhow::Result<()> {
@@ -319,9 +331,13 @@ pub async fn follow(
     let mut backoff = Backoff::new();
     // Since when the link is lost (noted), while it is.
     let mut lost: Option<Instant> = None;
+    let mut opened = Some(opened);
     loop {
         match c.events(last).await {
             Ok(stream) => {
+                if let Some(first) = opened.take() {
+                    first();
+                }
                 if lost.take().is_some() {
                     note(&format!(
                         "jitd is back; resuming after event {}",
@@ -353,7 +369,7 @@ pub async fn follow(
                     continue; // a planned end: re-open now, silently
                 }
             }
-            Err(e) if transient(&e) => match lost {
+            Err(e) if opened.is_none() && transient(&e) => match lost {
                 Some(t) if t.elapsed() >= WATCH_GIVE_UP => {
                     return Err(anyhow::Error::from(e).context(format!(
                         "no connection to jitd for {}",
@@ -472,6 +488,7 @@ mod tests {
         let run = follow(
             &c,
             None,
+            || {},
             |_| {},
             |n| notes.lock().unwrap().push(n.to_string()),
         );

@@ -523,3 +523,104 @@ fn a_server_url_with_a_path_is_said_as_such_with_exit_1() {
         one_line(&o, 1, &["no such route", "root URL"]);
     }
 }
+
+/// `jit ARGS` as [`jit`], killed (and the test failed) if it has not
+/// ended after `secs`.
+fn jit_bounded(args: &[&str], env: &[(&str, &str)], secs: u64) -> Output {
+    let cfg = tempfile::tempdir().unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_jit"));
+    c.args(args)
+        .env("JIT_CONFIG_DIR", cfg.path())
+        .env_remove("JIT_TOKEN")
+        .env_remove("JIT_PROFILE")
+        .env_remove("JIT_SERVER")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "jit {args:?} still running after {secs} s: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A watch or wait that never reached jitd fails as any other command
+/// (exit 1, "cannot reach jitd"): retrying is only for a link that was up
+/// once (it used to retry a wrong --server forever, header printed).
+#[test]
+fn a_watch_or_wait_that_never_reached_jitd_fails_at_once() {
+    let token = jwt_shaped();
+    for args in [vec!["watch"], vec!["wait", "abcd1234"]] {
+        let o = jit_bounded(&args, &[SERVER, ("JIT_TOKEN", &token)], 60);
+        let line = one_line(&o, 1, &["cannot reach jitd", "connection refused"]);
+        assert!(!line.contains("retrying"), "{args:?}: {line}");
+        assert!(o.stdout.is_empty(), "{args:?}: no header: {o:?}");
+    }
+}
+
+/// `jit watch | head -1`: once the reader is gone, the watch ends quietly
+/// with exit 0 while it waits for the next event (it used to hang until
+/// the next event came). The jitd here holds its event stream open and
+/// sends nothing.
+#[test]
+fn a_watch_ends_quietly_when_its_reader_goes() {
+    use std::io::{BufRead, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n: keep-alive\n\n",
+            );
+            held.push(s);
+        }
+    });
+    let token = jwt_shaped();
+    let server = format!("http://127.0.0.1:{port}");
+    let cfg = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jit"))
+        .args(["--server", &server, "watch"])
+        .env("JIT_CONFIG_DIR", cfg.path())
+        .env("JIT_TOKEN", &token)
+        .env_remove("JIT_PROFILE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read the header as `head -1` does, then go.
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut header = String::new();
+    out.read_line(&mut header).unwrap();
+    assert!(header.contains("EVENT"), "{header:?}");
+    drop(out);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("jit watch still running 30 s after its reader went");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.lines().all(|l| l.starts_with("jit: watching events")),
+        "{err}"
+    );
+}
