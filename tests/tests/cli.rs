@@ -159,6 +159,44 @@ async fn login_request_wait_approve_drop() {
     let o = run(cfg, url, "alice", &["show", &id[..8]]);
     assert!(text(&o).contains("left)"), "countdown shown: {}", text(&o));
 
+    // Cancel on an active grant points at `jit drop` (exit 8).
+    let o = run(cfg, url, "alice", &["cancel", &id[..8]]);
+    assert_eq!(o.status.code(), Some(8), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("jit drop {}", &id[..8])),
+        "{}",
+        text(&o)
+    );
+    // Asking again while the grant runs is accepted with the
+    // already_granted warning naming that grant (more time was meant).
+    let o = run(
+        cfg,
+        url,
+        "alice",
+        &[
+            "request",
+            "prod-db-admin",
+            "--for",
+            "10m",
+            "--reason",
+            "asked again by mistake",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        err.lines().any(|l| l.starts_with("jit: warning: ")
+            && l.contains(&id)
+            && l.contains("jit extend")
+            && l.ends_with("(already_granted)")),
+        "{err}"
+    );
+    let again: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let again = again["id"].as_str().unwrap().to_string();
+    let o = run(cfg, url, "alice", &["cancel", &again[..8]]);
+    assert!(o.status.success(), "{}", text(&o));
+
     let o = run(cfg, url, "alice", &["drop", &id[..8]]);
     assert!(o.status.success(), "{}", text(&o));
     eventually(Duration::from_secs(5), "role gone after drop", || async {

@@ -88,10 +88,10 @@ struct Cli {
     #[arg(long, global = true, env = "JIT_SERVER", value_name = "URL")]
     server: Option<String>,
     /// Output format of every command: a table for people, or JSON for
-    /// scripts (audit and watch: one JSON object per line).
-    #[arg(long, global = true, value_enum, ignore_case = true, default_value_t = Output::Table)]
-    output: Output,
-    /// Same as `--output json`.
+    /// scripts (audit and watch: one JSON object per line) [default: table].
+    #[arg(long, global = true, value_enum, ignore_case = true)]
+    output: Option<Output>,
+    /// Same as `--output json` (`--output table` with it is refused).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -176,6 +176,7 @@ enum Cmd {
     Approve {
         /// Request id, or a unique prefix of one.
         id: String,
+        /// Why you approve (kept in the audit; the requester sees it).
         #[arg(long)]
         comment: Option<String>,
         /// Shorten the grant to this duration (never lengthen).
@@ -186,6 +187,7 @@ enum Cmd {
     Deny {
         /// Request id, or a unique prefix of one.
         id: String,
+        /// Why you deny (required; the requester sees it).
         #[arg(long)]
         comment: String,
     },
@@ -203,6 +205,7 @@ enum Cmd {
     Revoke {
         /// Grant (request) id, or a unique prefix of one.
         id: String,
+        /// Why you end it (required; kept in the audit, the requester sees it).
         #[arg(long)]
         comment: String,
     },
@@ -232,6 +235,7 @@ enum Cmd {
     Review {
         /// Request id, or a unique prefix of one.
         id: String,
+        /// What the review found (required; kept in the audit).
         #[arg(long)]
         comment: String,
     },
@@ -240,11 +244,12 @@ enum Cmd {
         /// Only rows after this sequence number.
         #[arg(long, default_value_t = 0)]
         since: i64,
-        /// CSV export.
+        /// CSV export (not with --output json).
         #[arg(long)]
         csv: bool,
-        /// Check the hash chain (auditors).
-        #[arg(long)]
+        /// Check the hash chain (auditors): the whole chain, so not with
+        /// --csv or --since.
+        #[arg(long, conflicts_with_all = ["csv", "since"])]
         verify: bool,
     },
     /// Follow events live (Ctrl-C to stop); reconnects by itself.
@@ -462,7 +467,32 @@ const DEFAULT_SERVER: &str = "http://127.0.0.1:8787";
 
 impl Cli {
     fn json(&self) -> bool {
-        self.json || self.output == Output::Json
+        self.json || self.output == Some(Output::Json)
+    }
+
+    /// Refuses flags that contradict each other across the command line
+    /// (exit 2), where clap's own conflicts cannot say it: `--json` with
+    /// `--output table`; JSON for commands whose output is not data
+    /// (`completions`, `man`).
+    fn check_flags(&self) -> anyhow::Result<()> {
+        if self.json && self.output == Some(Output::Table) {
+            bail!(Exit(
+                exit::USAGE,
+                "--json and --output table exclude each other: give one".into()
+            ));
+        }
+        let what = match self.command {
+            Cmd::Completions { .. } => "completions prints a shell script",
+            Cmd::Man => "man prints a manual page",
+            _ => return Ok(()),
+        };
+        if self.json() {
+            bail!(Exit(
+                exit::USAGE,
+                format!("{what}; --output json does not apply: leave it out")
+            ));
+        }
+        Ok(())
     }
 
     /// Prints `value` as JSON (JSON mode) or calls `table`.
@@ -645,6 +675,7 @@ async fn resolve(c: &Client, id: &str) -> anyhow::Result<String> {
 
 /// Hands the subcommand to its function.
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    cli.check_flags()?;
     match &cli.command {
         Cmd::Login { device, timeout } => login(&cli, *device, duration(timeout)?).await,
         Cmd::Logout => logout(&cli).await,
@@ -792,8 +823,34 @@ async fn deny(cli: &Cli, id: &str, comment: &str) -> anyhow::Result<()> {
 /// `jit cancel ID`.
 async fn cancel(cli: &Cli, id: &str) -> anyhow::Result<()> {
     let c = client(cli)?;
-    let r = c.cancel(&resolve(&c, id).await?).await?;
+    let id = resolve(&c, id).await?;
+    let r = match c.cancel(&id).await {
+        Ok(r) => r,
+        Err(e) if e.code() == Some("illegal_transition") => {
+            return Err(cancel_refused(&c, &id, e).await)
+        }
+        Err(e) => return Err(e.into()),
+    };
     cli.print(&r, || render::outcome(&r, r.request.status().as_str()))
+}
+
+/// A cancel jitd refused as `illegal_transition`: for a grant already
+/// active, that `jit drop` ends it (exit 8, as the refusal); any other
+/// refusal as it came.
+async fn cancel_refused(c: &Client, id: &str, e: jit_client::ClientError) -> anyhow::Error {
+    match c.get(id).await {
+        Ok(r) if r.request.status() == Status::Active => Exit(
+            exit::CONFLICT,
+            format!(
+                "cannot cancel {} {}: it is already approved and active (`jit cancel` withdraws a request before that); to end the grant now, run `jit drop {}`",
+                render::short(id),
+                r.request.entitlement_id(),
+                render::short(id)
+            ),
+        )
+        .into(),
+        _ => e.into(),
+    }
 }
 
 /// `jit drop ID`: says whether the role goes or another grant keeps it;
@@ -1229,6 +1286,35 @@ async fn ticket_error(c: &Client, a: &RequestArgs, e: jit_client::ClientError) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every command and every argument of every command (flags and
+    /// positionals) says what it is in `--help` (`jit review --help` once
+    /// showed `--comment <COMMENT>` with no words).
+    #[test]
+    fn every_command_and_argument_has_a_help_line() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in c.get_arguments() {
+                if a.is_hide_set() {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for s in c.get_subcommands() {
+                let sub = format!("{path} {}", s.get_name());
+                if s.get_about().is_none() && s.get_long_about().is_none() {
+                    missing.push(sub.clone());
+                }
+                walk(s, &sub, missing);
+            }
+        }
+        let mut c = Cli::command();
+        c.build();
+        let mut missing = Vec::new();
+        walk(&c, "jit", &mut missing);
+        assert!(missing.is_empty(), "no help line: {missing:#?}");
+    }
 
     #[test]
     fn long_quoted_values_are_cut() {

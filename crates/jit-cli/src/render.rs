@@ -39,6 +39,25 @@ pub fn cut(text: &str, max: usize) -> String {
     out
 }
 
+/// A user name cut to `max` characters in the middle (`service…jit-ci`):
+/// both ends stay readable — a Keycloak service account's name
+/// (`service-account-<client>`) differs only at its end, an e-mail-like
+/// name at its start. Made [`safe`] as [`cut`].
+pub fn cut_name(name: &str, max: usize) -> String {
+    let name = safe(name);
+    let n = name.chars().count();
+    if n <= max || max < 3 {
+        return cut(&name, max);
+    }
+    // Two thirds of what is kept from the end.
+    let tail = (max - 1) * 2 / 3;
+    let head = max - 1 - tail;
+    let mut out: String = name.chars().take(head).collect();
+    out.push('…');
+    out.extend(name.chars().skip(n - tail));
+    out
+}
+
 /// How a column's cells sit in their width.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Align {
@@ -208,10 +227,11 @@ pub fn entitlements(es: &[EntitlementView]) -> String {
     if es.is_empty() {
         return "Nothing you may request.\n".into();
     }
-    const COLS: [Column; 6] = [
+    const COLS: [Column; 7] = [
         col("ID", Align::Left, 32),
         col("GRANTS", Align::Left, 40),
         col("MAX-DURATION", Align::Right, 12),
+        col("MAX-TOTAL", Align::Right, 9),
         col("APPROVALS", Align::Right, 9),
         col("TICKET", Align::Left, 24),
         col("NAME", Align::Left, 48),
@@ -223,6 +243,12 @@ pub fn entitlements(es: &[EntitlementView]) -> String {
                 e.id.clone(),
                 e.target.clone(),
                 format_duration(e.max_duration_secs),
+                // With every extension; a jitd that does not say: "-".
+                if e.max_total_duration_secs > 0 {
+                    format_duration(e.max_total_duration_secs)
+                } else {
+                    "-".into()
+                },
                 e.approvals_required.to_string(),
                 match e.ticket_pattern.as_deref() {
                     None => "-".into(),
@@ -292,7 +318,7 @@ pub fn list(rows: &[RequestView], now: DateTime<Utc>) -> String {
         col("ID", Align::Left, 8),
         col("STATUS", Align::Left, 10),
         col("ENTITLEMENT", Align::Left, 28),
-        col("REQUESTER", Align::Left, 20),
+        col("REQUESTER", Align::Left, REQUESTER_CAP),
         col("DURATION", Align::Right, 10),
         col("LEFT", Align::Right, 10),
         col("VOTES", Align::Left, 7),
@@ -321,7 +347,7 @@ pub fn list(rows: &[RequestView], now: DateTime<Utc>) -> String {
                 short(q.id()).to_string(),
                 q.status().as_str().to_string(),
                 q.entitlement_id().to_string(),
-                q.requester_username().to_string(),
+                cut_name(q.requester_username(), REQUESTER_CAP),
                 format_duration(r.total_secs.max(q.duration_secs())),
                 left(r, now),
                 format!("{}/{}", q.approvals(), q.approvals_required()),
@@ -503,6 +529,24 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
     }
 }
 
+/// Widest REQUESTER of `jit list` (longer names: [`cut_name`]).
+const REQUESTER_CAP: usize = 20;
+/// Widest ACTOR of `jit audit` (longer names: [`cut_name`]), so one
+/// service account does not widen the column of every row.
+const ACTOR_CAP: usize = 24;
+
+/// Who acted in audit row `r`: a client's service account is marked as
+/// such, unless its name says it already (Keycloak names them
+/// `service-account-<client>`).
+fn actor(r: &AuditRecord) -> String {
+    match &r.actor_client {
+        Some(_) if !r.actor.starts_with("service-account-") => {
+            format!("{} (service account)", r.actor)
+        }
+        _ => r.actor.clone(),
+    }
+}
+
 /// Audit rows, one per line (seq, UTC time, event, request, entitlement,
 /// actor, reason), columns as wide as this page's widest value up to a cap.
 pub fn audit(rows: &[AuditRecord]) -> String {
@@ -515,7 +559,7 @@ pub fn audit(rows: &[AuditRecord]) -> String {
         col("EVENT", Align::Left, 32),
         col("REQUEST", Align::Left, 8),
         col("ENTITLEMENT", Align::Left, 28),
-        col("ACTOR", Align::Left, 36),
+        col("ACTOR", Align::Left, ACTOR_CAP),
         col("REASON", Align::Left, 60),
     ];
     let cells: Vec<Vec<String>> = rows
@@ -527,10 +571,7 @@ pub fn audit(rows: &[AuditRecord]) -> String {
                 r.event.as_str().to_string(),
                 short(&r.request_id).to_string(),
                 r.entitlement_id.clone(),
-                match &r.actor_client {
-                    Some(_) => format!("{} (service account)", r.actor),
-                    None => r.actor.clone(),
-                },
+                cut_name(&actor(r), ACTOR_CAP),
                 r.reason.clone().unwrap_or_default(),
             ]
         })
@@ -589,7 +630,7 @@ pub fn event(ev: &ServerEvent) -> String {
             ev.event.as_str().to_string(),
             short(&r.request_id).to_string(),
             r.entitlement_id.clone(),
-            r.actor.clone(),
+            cut_name(&actor(r), w[5]),
             r.reason.clone().unwrap_or_default(),
         ],
     )
@@ -703,7 +744,7 @@ mod tests {
         ];
         let text = audit(&rows);
         aligned(&text, "REQUEST", &["00000001", "00000002", "00000003"]);
-        aligned(&text, "ACTOR", &["someone", "x ", "a-service"]);
+        aligned(&text, "ACTOR", &["someone", "x ", "a-servic"]);
         aligned(&text, "REASON", &["why", "why", "why"]);
     }
 
@@ -746,12 +787,13 @@ mod tests {
         ];
         let now = "2026-11-29T11:20:00Z".parse().unwrap();
         let text = list(&rows, now);
-        aligned(&text, "REQUESTER", &["al", "firstname"]);
+        // Cut in the middle: both ends of a long name stay.
+        aligned(&text, "REQUESTER", &["al", "firstna…@example.org"]);
         aligned(&text, "DURATION", &["     30m", "     30m"]);
         aligned(&text, "VOTES", &["0/1", "0/1"]);
         aligned(&text, "REASON", &["short", "a reason"]);
         assert!(text.contains("an-entitlement-id-far-longe…"), "{text}");
-        assert!(!text.contains("example.org"), "capped: {text}");
+        assert!(!text.contains("with-a-department"), "capped: {text}");
     }
 
     #[test]
@@ -779,6 +821,7 @@ mod tests {
             serde_json::from_value(serde_json::json!({
                 "id": id, "display_name": id, "description": "", "target": "realm role r",
                 "max_duration_secs": 3600, "default_duration_secs": 1800,
+                "max_total_duration_secs": 7200,
                 "approvals_required": 1, "ticket_pattern": pattern,
                 "justification_min": 10, "justification_max": 500,
                 "break_glass": false, "you_approve": false
@@ -791,5 +834,68 @@ mod tests {
         assert!(!text.contains("[0-9]"), "no regular expression: {text}");
         aligned(&text, "TICKET", &["-", "needed"]);
         assert!(text.contains("--ticket"), "{text}");
+    }
+
+    /// MAX-TOTAL is the longest a grant may run with its extensions
+    /// (`max_total_duration_secs`, once only in --json); "-" from a jitd
+    /// that does not say.
+    #[test]
+    fn entitlements_show_the_total_with_extensions() {
+        let e = |id: &str, total: Option<i64>| -> EntitlementView {
+            let mut v = serde_json::json!({
+                "id": id, "display_name": id, "description": "", "target": "realm role r",
+                "max_duration_secs": 3600, "default_duration_secs": 1800,
+                "approvals_required": 1, "ticket_pattern": null,
+                "justification_min": 10, "justification_max": 500,
+                "break_glass": false, "you_approve": false
+            });
+            if let Some(t) = total {
+                v["max_total_duration_secs"] = t.into();
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        let text = entitlements(&[e("extendable", Some(4 * 3600)), e("older", None)]);
+        assert!(text.lines().next().unwrap().contains("MAX-TOTAL"), "{text}");
+        let row = text.lines().find(|l| l.starts_with("extendable")).unwrap();
+        assert!(row.split_whitespace().any(|w| w == "4h"), "{text}");
+        // "-" for the total and for the ticket.
+        let older = text.lines().find(|l| l.starts_with("older")).unwrap();
+        assert_eq!(
+            older.split_whitespace().filter(|w| *w == "-").count(),
+            2,
+            "{text}"
+        );
+    }
+
+    /// Long user names are cut in the middle, so a service account's
+    /// distinguishing end stays; one long ACTOR does not widen every row.
+    #[test]
+    fn long_names_keep_both_ends_and_a_capped_column() {
+        assert_eq!(cut_name("alice", 20), "alice");
+        let cut = cut_name("service-account-jit-pipeline", 20);
+        assert_eq!(cut.chars().count(), 20, "{cut}");
+        assert!(
+            cut.starts_with("service") && cut.ends_with("jit-pipeline"),
+            "{cut}"
+        );
+        assert!(cut.contains('…'), "{cut}");
+
+        let mut sa = audit_row(
+            2,
+            "request.created",
+            "db",
+            "service-account-jit-pipeline-runner",
+        );
+        sa.actor_client = Some("jit-pipeline-runner".into());
+        let text = audit(&[audit_row(1, "request.created", "db", "bob"), sa]);
+        let lines: Vec<&str> = text.lines().collect();
+        let at = column_of(lines[0], "ACTOR");
+        let reason = column_of(lines[0], "REASON");
+        assert!(reason - at <= ACTOR_CAP + 2, "ACTOR capped:\n{text}");
+        assert!(lines[2].contains("pipeline-runner"), "{text}");
+        assert!(
+            !lines[2].contains("(service account)"),
+            "said once:\n{text}"
+        );
     }
 }

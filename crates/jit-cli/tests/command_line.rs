@@ -624,3 +624,43 @@ fn a_watch_ends_quietly_when_its_reader_goes() {
         "{err}"
     );
 }
+
+/// Flags that contradict each other are a usage error (exit 2, one line)
+/// before any call, never one of them silently dropped: `audit --csv
+/// --verify` (verify checks the whole chain), `audit --verify --since`,
+/// `--json --output table`, JSON for `completions`/`man`. Flags that agree
+/// (`--json --output json`) are taken.
+#[test]
+fn contradicting_flags_are_refused_with_exit_2() {
+    let token = jwt_shaped();
+    let env = [SERVER, ("JIT_TOKEN", token.as_str())];
+    for (args, says) in [
+        (vec!["audit", "--csv", "--verify"], "--csv"),
+        (vec!["audit", "--verify", "--since", "5"], "--since"),
+        (
+            vec!["list", "--json", "--output", "table"],
+            "--output table",
+        ),
+        (
+            vec!["--output", "table", "watch", "--json"],
+            "--output table",
+        ),
+        (vec!["completions", "bash", "--json"], "does not apply"),
+        (vec!["man", "--output", "json"], "does not apply"),
+    ] {
+        let o = jit(&args, &env);
+        if args.contains(&"--json") || args.contains(&"json") {
+            // A JSON problem object on stderr, exit 2.
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {o:?}");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains(says), "{args:?}: {err}");
+        } else {
+            one_line(&o, 2, &[says]);
+        }
+        assert!(o.stdout.is_empty(), "{args:?}: {o:?}");
+    }
+    // Agreeing flags: past the command line (to the closed port: exit 1).
+    let o = jit(&["list", "--json", "--output", "json"], &env);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach jitd"));
+}

@@ -175,7 +175,10 @@ pub struct RequestWarning {
     /// other than the requester, hold an approver role or group of its
     /// entitlement in Keycloak now — nobody approves their own request, so
     /// unless someone gets that right it can only lapse (at
-    /// `pending_until`).
+    /// `pending_until`). `already_granted`: the requester holds the same
+    /// target through an active JIT grant now (the message names it and its
+    /// end, UTC); grants may overlap, but more time on that grant is
+    /// usually what was meant (`POST /v1/grants/{id}/extend`).
     pub code: String,
     /// A sentence for the person who asked.
     pub message: String,
@@ -184,6 +187,10 @@ pub struct RequestWarning {
 /// [`RequestWarning::code`]: nobody (or too few) besides the requester may
 /// approve the request.
 pub const NO_ELIGIBLE_APPROVER: &str = "no_eligible_approver";
+
+/// [`RequestWarning::code`]: the requester already holds the target
+/// through an active JIT grant (an extension of it was probably meant).
+pub const ALREADY_GRANTED: &str = "already_granted";
 
 /// An entitlement the caller may request.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema, ts_rs::TS)]

@@ -1,10 +1,12 @@
-//! The `no_eligible_approver` warning of `POST /v1/requests`: a request
+//! The warnings of `POST /v1/requests`. `no_eligible_approver`: a request
 //! that nobody but its requester may approve (nobody approves their own)
 //! can only lapse, so the answer says so at once; a request someone else
 //! may approve, or one already approved (auto-approval, break-glass),
 //! carries no warning. The router through `oneshot`, approvers read from
 //! the in-process fake Keycloak (the real Keycloak's listings are the
 //! e2e test `cli::a_request_nobody_else_may_approve_warns`).
+//! `already_granted`: a request for what the requester holds through an
+//! active JIT grant names that grant (an extension was probably meant).
 
 #[allow(unused_imports)]
 mod support;
@@ -143,5 +145,61 @@ async fn a_request_only_its_requester_could_approve_is_warned() {
     assert_eq!(status, StatusCode::CREATED, "{b}");
     assert_eq!(b["status"], "approved", "break-glass works as before: {b}");
     assert!(b.get("warnings").is_none(), "{b}");
+    j.stop().await;
+}
+
+/// A request for an entitlement its requester holds through an active JIT
+/// grant is accepted (grants may overlap) with the `already_granted`
+/// warning naming that grant, its end (UTC) and `jit extend`; a request
+/// for something else, or by someone else, carries none.
+#[tokio::test]
+async fn a_request_for_what_an_active_grant_gives_is_warned() {
+    let kc = Arc::new(FakeKeycloak::default());
+    kc.add_user("ann", &["solo-approver", "trusted"], &[]);
+    kc.add_user("ben", &["trusted"], &[]);
+    let j = start(POLICY, kc.clone(), "").await;
+    let ann = j.issuer.token("ann", &["solo-approver", "trusted"]);
+    let ben = j.issuer.token("ben", &["trusted"]);
+
+    // The first is auto-approved and granted: no warning yet.
+    let (status, b) = create(&j, &ann, body("auto")).await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    assert!(b.get("warnings").is_none(), "{b}");
+    let first = b["id"].as_str().unwrap().to_string();
+    let g = j
+        .wait(
+            &first,
+            "the grant active",
+            std::time::Duration::from_secs(30),
+            |s| s.request.status() == jit_core::Status::Active,
+        )
+        .await;
+    let until = g
+        .request
+        .expires_at()
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+
+    // The same again while it runs: accepted, with the warning.
+    let (status, b) = create(&j, &ann, body("auto")).await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    let w = b["warnings"].as_array().expect("warnings");
+    assert_eq!(w.len(), 1, "{b}");
+    assert_eq!(w[0]["code"], "already_granted", "{b}");
+    let msg = w[0]["message"].as_str().unwrap();
+    for part in [first.as_str(), until.as_str(), "jit extend"] {
+        assert!(msg.contains(part), "{part:?} missing in: {msg}");
+    }
+
+    // Someone else's request for it, or ann's for another entitlement:
+    // nothing to warn of.
+    let (_, b) = create(&j, &ben, body("auto")).await;
+    assert!(b.get("warnings").is_none(), "{b}");
+    let (_, b) = create(&j, &ann, body("pair")).await;
+    let codes: Vec<&str> = b["warnings"]
+        .as_array()
+        .map(|w| w.iter().filter_map(|x| x["code"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(!codes.contains(&"already_granted"), "{b}");
     j.stop().await;
 }

@@ -131,7 +131,10 @@ export type RequestWarning = {
  * other than the requester, hold an approver role or group of its
  * entitlement in Keycloak now — nobody approves their own request, so
  * unless someone gets that right it can only lapse (at
- * `pending_until`).
+ * `pending_until`). `already_granted`: the requester holds the same
+ * target through an active JIT grant now (the message names it and its
+ * end, UTC); grants may overlap, but more time on that grant is
+ * usually what was meant (`POST /v1/grants/{id}/extend`).
  */
 code: string, 
 /**

@@ -112,17 +112,56 @@ pub(super) async fn check_not_standing(
     .into())
 }
 
+/// The `already_granted` warning for request `r`, just created: its
+/// requester holds `r`'s target through an active JIT grant now (the one
+/// that ends last is named, with its end in UTC). jitd handles overlapping
+/// grants, so this is advice: more time on that grant (`jit extend ID`,
+/// `POST /v1/grants/{id}/extend`) is usually what was meant. A store error
+/// warns nobody.
+async fn already_granted(
+    state: &AppState,
+    r: &AccessRequest,
+) -> Option<jit_core::api::RequestWarning> {
+    let grants = match state.store.active_grants_of(r.requester_id()).await {
+        Ok(g) => g,
+        Err(err) => {
+            tracing::debug!(error = %err, "active grants look-up failed; no already_granted warning");
+            return None;
+        }
+    };
+    let g = grants
+        .into_iter()
+        .filter(|g| g.request.id() != r.id() && g.request.target() == r.target())
+        .max_by_key(|g| g.request.expires_at())?;
+    let until = g
+        .request
+        .expires_at()
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| "its end".into());
+    Some(jit_core::api::RequestWarning {
+        code: jit_core::api::ALREADY_GRANTED.into(),
+        message: format!(
+            "you already hold '{}' through active grant {} until {until}; this request makes a second, overlapping grant; for more time on that one use `jit extend {}` instead",
+            r.entitlement_id(),
+            g.request.id(),
+            g.request.id()
+        ),
+    })
+}
+
 /// Asks for an entitlement. `201` with the request; it may already be
 /// `approved` (auto-approval, break-glass). `warnings` (absent when none)
 /// says what does not stop the request but the requester should know:
 /// `no_eligible_approver` when nobody (or fewer people than the request
 /// needs approvals) besides the requester holds an approver role or group
 /// of the entitlement in Keycloak now — nobody approves their own request,
-/// so it can only lapse unless that changes.
+/// so it can only lapse unless that changes; `already_granted` when the
+/// requester holds the same target through an active JIT grant now (named,
+/// with its end in UTC: more time on it was probably meant).
 #[utoipa::path(post, path = "/v1/requests", tag = "requests", security(("bearer" = [])),
     request_body = CreateRequestBody,
     responses(
-        (status = 201, description = "Created; `warnings` lists what the requester should know (`no_eligible_approver`: nobody besides the requester may approve it now)", body = RequestView),
+        (status = 201, description = "Created; `warnings` lists what the requester should know (`no_eligible_approver`: nobody besides the requester may approve it now; `already_granted`: the requester holds it through an active JIT grant)", body = RequestView),
         (status = 403, description = "The caller may not request it (`not_a_requester`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already held (`already_held`), still being removed after a grant of it ended (`removal_in_progress`), or already pending (`duplicate_pending`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Breaks a policy rule (duration, justification, ticket, start time, unknown entitlement)", body = Problem, content_type = "application/problem+json"),
@@ -182,6 +221,9 @@ pub(super) async fn create(
     state.published_with(&recs, &s);
     let mut answer = view(&state, &s, Some(&p));
     answer.warnings = crate::approvers::warnings(&state, &s.request).await;
+    answer
+        .warnings
+        .extend(already_granted(&state, &s.request).await);
     Ok((axum::http::StatusCode::CREATED, Json(answer)).into_response())
 }
 
