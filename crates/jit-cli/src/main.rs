@@ -286,8 +286,9 @@ struct RequestArgs {
     /// Flag as urgent (approvers get a critical notification).
     #[arg(long)]
     urgent: bool,
-    /// Emergency self-activation, where the policy allows it.
-    #[arg(long)]
+    /// Emergency self-activation, where the policy allows it: now, so not
+    /// with --start.
+    #[arg(long, conflicts_with = "start")]
     break_glass: bool,
     /// Start later: a time in RFC 3339, e.g. 2026-12-01T09:00:00Z, or a
     /// duration from now, e.g. +2h.

@@ -628,7 +628,8 @@ fn a_watch_ends_quietly_when_its_reader_goes() {
 /// Flags that contradict each other are a usage error (exit 2, one line)
 /// before any call, never one of them silently dropped: `audit --csv
 /// --verify` (verify checks the whole chain), `audit --verify --since`,
-/// `--json --output table`, JSON for `completions`/`man`. Flags that agree
+/// `--json --output table`, JSON for `completions`/`man`, `request
+/// --break-glass --start` (an emergency is now). Flags that agree
 /// (`--json --output json`) are taken.
 #[test]
 fn contradicting_flags_are_refused_with_exit_2() {
@@ -647,6 +648,18 @@ fn contradicting_flags_are_refused_with_exit_2() {
         ),
         (vec!["completions", "bash", "--json"], "does not apply"),
         (vec!["man", "--output", "json"], "does not apply"),
+        (
+            vec![
+                "request",
+                "e",
+                "--reason",
+                "emergency fix",
+                "--break-glass",
+                "--start",
+                "+1h",
+            ],
+            "--start",
+        ),
     ] {
         let o = jit(&args, &env);
         if args.contains(&"--json") || args.contains(&"json") {
