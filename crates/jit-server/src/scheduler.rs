@@ -15,7 +15,10 @@
 //! workers start from in one store round trip for all of them
 //! ([`crate::store::SqlStore::work_views`]), after it marked their
 //! assignments busy; a burst of grants of one target decides ownership from
-//! one read of the target's direct holders ([`batched_held`]). Work is
+//! one read of the target's direct holders ([`batched_held`]). On a shared
+//! database (several replicas) a tick claims only what its replica can
+//! start soon and claims more as its Keycloak slots free up
+//! ([`Scheduler::claim_budget`]), so the replicas share a burst. Work is
 //! ordered per assignment (user + target): one
 //! worker per assignment at a time, doing its removals before its
 //! activations, so a grant and a removal of the same role never race.
@@ -704,9 +707,10 @@ pub async fn tick(
         candidates.push((kind, id.clone()));
     }
     // With several replicas on one database, due Keycloak work is claimed
-    // first (one transaction for the whole tick): each grant and removal is
-    // worked on by one replica at a time, and a dead replica's claims lapse
-    // after CLAIM_LEASE. One process alone on SQLite needs no claims.
+    // first (one statement for the whole tick, at most what this replica
+    // can start soon): each grant and removal is worked on by one replica
+    // at a time, the replicas share a burst, and a dead replica's claims
+    // lapse after CLAIM_LEASE. One process alone on SQLite needs no claims.
     let claimed_at = Instant::now();
     let mut left_over = false;
     let mut no_room = false;
