@@ -11,9 +11,11 @@
 //! change writes nothing for that request) and is on disk before its caller
 //! goes on; an idle scheduler commits at once (no added wait).
 //!
-//! With several replicas, the claims of finished work are given back the
-//! same way ([`ReleaseBatcher`]): what the workers finish while a release
-//! runs is released together in the next statement.
+//! With several replicas, a worker's last write of an item gives back its
+//! claim in the same statement ([`CommitBatcher::update_releasing`]); the
+//! claims of work that ended otherwise (refused, failed, skipped) are given
+//! back the same way as the changes ([`ReleaseBatcher`]): what the workers
+//! finish while a release runs is released together in the next statement.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,6 +35,9 @@ struct Job {
     id: String,
     change: Change,
     reply: oneshot::Sender<Reply>,
+    /// Give back this replica's claim on the request with the change
+    /// (the claim's owner).
+    release: Option<String>,
 }
 
 #[derive(Default)]
@@ -63,6 +68,20 @@ impl CommitBatcher {
         id: &str,
         change: impl FnOnce(&mut Stored) -> Result<Vec<Entry>, DomainError> + Send + 'static,
     ) -> Reply {
+        self.update_releasing(store, id, None, change).await
+    }
+
+    /// [`CommitBatcher::update`] that, when the change is written, also
+    /// gives back the claim `release` (the replica that owns it) holds on
+    /// the request, in the same statement ([`Store::update_each_releasing`]).
+    /// A refused change keeps the claim.
+    pub async fn update_releasing(
+        &self,
+        store: &Store,
+        id: &str,
+        release: Option<&str>,
+        change: impl FnOnce(&mut Stored) -> Result<Vec<Entry>, DomainError> + Send + 'static,
+    ) -> Reply {
         let (tx, rx) = oneshot::channel();
         let start_writer = {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -70,6 +89,7 @@ impl CommitBatcher {
                 id: id.to_string(),
                 change: Box::new(change),
                 reply: tx,
+                release: release.map(str::to_string),
             });
             !std::mem::replace(&mut q.writing, true)
         };
@@ -97,12 +117,21 @@ async fn drain(queue: Arc<Mutex<Queue>>, store: Store) {
                 return;
             }
             // One change per request per transaction; the rest wait for
-            // the next (they must see this one's result).
+            // the next (they must see this one's result). Claims of one
+            // owner per transaction (one replica has one owner name).
             let mut seen = std::collections::HashSet::new();
             let mut now = Vec::new();
             let mut later = Vec::new();
+            let mut owner: Option<String> = None;
             for j in std::mem::take(&mut q.jobs) {
-                if now.len() < MAX_BATCH && seen.insert(j.id.clone()) {
+                let same_owner = match (&j.release, &owner) {
+                    (Some(o), Some(first)) => o == first,
+                    _ => true,
+                };
+                if now.len() < MAX_BATCH && same_owner && seen.insert(j.id.clone()) {
+                    if owner.is_none() {
+                        owner.clone_from(&j.release);
+                    }
                     now.push(j);
                 } else {
                     later.push(j);
@@ -118,6 +147,14 @@ async fn drain(queue: Arc<Mutex<Queue>>, store: Store) {
 /// One transaction for `jobs`; answers each.
 async fn write(store: &Store, jobs: Vec<Job>) {
     let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+    let release = jobs.iter().find_map(|j| j.release.clone()).map(|owner| {
+        let which: std::collections::HashSet<String> = jobs
+            .iter()
+            .filter(|j| j.release.is_some())
+            .map(|j| j.id.clone())
+            .collect();
+        (owner, which)
+    });
     let slots: HashMap<String, Slot> = jobs
         .into_iter()
         .map(|j| {
@@ -136,7 +173,7 @@ async fn write(store: &Store, jobs: Vec<Job>) {
     let started = std::time::Instant::now();
     let changes = ids.len();
     let r = store
-        .update_each(ids, move |s| {
+        .update_each_releasing(ids, release, move |s| {
             let mut slots = inside.lock().unwrap_or_else(|p| p.into_inner());
             let Some(slot) = slots.get_mut(s.request.id()) else {
                 return Err(DomainError::NotFound);

@@ -381,6 +381,18 @@ fn no_delay(
     })
 }
 
+/// Whether an announcement on the database ([`store::db::Announced`])
+/// wakes this replica's scheduler: another replica's write it has not
+/// seen yet, or `0` ("look again": a reconnect, or Keycloak answering
+/// again). Its own writes come back too (it listens on the channel it
+/// notifies), often before the writer has returned; they made nothing due
+/// that its scheduler does not know of, and waking it for each re-read
+/// the due work once per group commit in a burst (refill passes claiming
+/// one or two items each).
+fn wakes_scheduler(a: store::db::Announced, newer: bool) -> bool {
+    a.seq == 0 || (newer && !a.own)
+}
+
 async fn serve(config: &Config, state: Arc<AppState>) -> anyhow::Result<Server> {
     let issuer = state.public.issuer.clone();
     let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -394,27 +406,22 @@ async fn serve(config: &Config, state: Arc<AppState>) -> anyhow::Result<Server> 
     // Other replicas' writes (PostgreSQL NOTIFY): wake the hub and the
     // scheduler as local writes do.
     let weak = Arc::downgrade(&state);
-    state.store.sync().follow(Box::new(move |seq| {
+    state.store.sync().follow(Box::new(move |announced| {
         let Some(s) = weak.upgrade() else {
             return false;
         };
         if *s.stopping.borrow() {
             return false;
         }
-        if let Some(seq) = seq {
+        if let Some(a) = announced {
             let newer = s.last_seq.send_if_modified(|v| {
-                let newer = seq > *v;
+                let newer = a.seq > *v;
                 if newer {
-                    *v = seq;
+                    *v = a.seq;
                 }
                 newer
             });
-            // This replica's own writes come back too (it listens on the
-            // channel it notifies): they made nothing due that its
-            // scheduler does not know of, and waking it for each of them
-            // re-reads the due work once per group commit in a burst. `0`:
-            // "look again" (a reconnect, or Keycloak answering again).
-            if newer || seq == 0 {
+            if wakes_scheduler(a, newer) {
                 s.wake.notify_one();
             }
         }

@@ -236,6 +236,12 @@ impl Scheduler {
 /// burst of a few hundred.
 const CLAIM_AHEAD: usize = 5;
 
+/// A claim is first tried on this many times its budget of the due ids
+/// (removals first), then, if that did not fill the budget, on the rest:
+/// each id given costs the claim statement a check, and a refill in a
+/// burst of 1,000 claims one concurrency's worth.
+const CLAIM_LOOKS_AT: usize = 3;
+
 /// Whether an error says Keycloak as a whole is unreachable (not just this
 /// item): then the probe takes over.
 fn is_outage(e: &KeycloakError) -> bool {
@@ -259,6 +265,9 @@ struct Slot {
     resumed: bool,
     /// Where the current item's time went (logged at debug level).
     spent: Spent,
+    /// Items whose claim their last write gave back ([`commit_last`]):
+    /// the worker does not release them again.
+    released: HashSet<String>,
 }
 
 /// Time one scheduler item spent in each phase, for the debug line
@@ -652,7 +661,7 @@ pub async fn tick(
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
     let tick_started = Instant::now();
     // Set again below if this tick leaves due work for later.
-    state.scheduler.more_due.store(false, Ordering::SeqCst);
+    let more_was_due = state.scheduler.more_due.swap(false, Ordering::SeqCst);
     let due = state.store.due(now).await?;
     let due_read = tick_started.elapsed();
     if !due.lapse.is_empty() {
@@ -720,13 +729,51 @@ pub async fn tick(
         // Only what this replica can start soon: the other replicas take
         // the rest of a burst, and this one claims more as it frees up.
         let budget = state.scheduler.claim_budget();
+        // While due work is left over and this replica's slots still have
+        // more than a refill's worth queued, a pass (woken by a new
+        // request, a policy reload …) claims nothing: the refill claims
+        // when the load falls to `refill_at`, a concurrency's worth at
+        // once, instead of passes of one or two items each (every pass is
+        // several store round trips).
+        let budget = if more_was_due && state.scheduler.permits.load() > state.scheduler.refill_at()
+        {
+            0
+        } else {
+            budget
+        };
         let got = if budget == 0 {
             Vec::new()
         } else {
-            state
+            // The first few times the budget of the due ids first (the
+            // claim checks each id it is given, and a refill in a burst of
+            // 1,000 claims 12); all of them only if those were not enough
+            // (other replicas hold some).
+            let first = ids.len().min(CLAIM_LOOKS_AT * budget);
+            let mut got = state
                 .store
-                .claim_due(ids.clone(), &state.replica, Utc::now(), CLAIM_LEASE, budget)
-                .await?
+                .claim_due(
+                    ids[..first].to_vec(),
+                    &state.replica,
+                    Utc::now(),
+                    CLAIM_LEASE,
+                    budget,
+                )
+                .await?;
+            if got.len() < budget && first < ids.len() {
+                got.extend(
+                    state
+                        .store
+                        .claim_due(
+                            ids[first..].to_vec(),
+                            &state.replica,
+                            Utc::now(),
+                            CLAIM_LEASE,
+                            budget - got.len(),
+                        )
+                        .await?,
+                );
+            }
+            got
         };
         left_over = got.len() >= budget && ids.len() > got.len();
         no_room = budget == 0;
@@ -861,9 +908,10 @@ pub async fn tick(
                 removal: priority == Priority::Removal,
                 resumed: false,
                 spent: Spent::default(),
+                released: HashSet::new(),
             });
             let shared = state.store.shared();
-            SLOT.scope(slot, async {
+            let released = SLOT.scope(slot, async {
                 // The worker's claims, from the tick's: renewed together,
                 // before an item, once CLAIM_RENEW_AFTER has passed since
                 // they were last taken (so each item starts with at least
@@ -936,10 +984,15 @@ pub async fn tick(
                         tracing::error!(request = %id, error = %e, "scheduler step failed");
                     }
                 }
+                SLOT.with(|s| std::mem::take(&mut s.borrow_mut().released))
             })
             .await;
             if shared {
-                let mut ids: Vec<String> = items.iter().map(|(_, id)| id.clone()).collect();
+                let mut ids: Vec<String> = items
+                    .iter()
+                    .map(|(_, id)| id.clone())
+                    .filter(|id| !released.contains(id))
+                    .collect();
                 ids.dedup();
                 if let Err(e) = state
                     .scheduler
@@ -1526,7 +1579,7 @@ async fn activate(
             }
         }
     }
-    let result = commit(state, id, move |s| {
+    let result = commit_last(state, id, move |s| {
         let t = s.request.activate(Utc::now())?;
         s.grant.granted_at = Some(Utc::now());
         s.grant.attempts = 0;
@@ -1583,15 +1636,40 @@ async fn commit(
     id: &str,
     change: impl FnOnce(&mut Stored) -> Result<Vec<Entry>, DomainError> + Send + 'static,
 ) -> Result<(Stored, Vec<AuditRecord>), StoreError> {
+    commit_with(state, id, false, change).await
+}
+
+/// [`commit`] of a worker's last write of an item (the grant confirmed,
+/// the removal done): with several replicas, the item's claim is given
+/// back in the same statement, not in a transaction of its own after the
+/// worker ends. A refused change keeps the claim (the worker releases it).
+async fn commit_last(
+    state: &AppState,
+    id: &str,
+    change: impl FnOnce(&mut Stored) -> Result<Vec<Entry>, DomainError> + Send + 'static,
+) -> Result<(Stored, Vec<AuditRecord>), StoreError> {
+    commit_with(state, id, true, change).await
+}
+
+async fn commit_with(
+    state: &AppState,
+    id: &str,
+    last: bool,
+    change: impl FnOnce(&mut Stored) -> Result<Vec<Entry>, DomainError> + Send + 'static,
+) -> Result<(Stored, Vec<AuditRecord>), StoreError> {
     // Keycloak is not used while waiting for the disk: another item may.
     release_slot();
+    let release = (last && state.store.shared() && in_worker()).then_some(state.replica.as_str());
     let t = Instant::now();
     let r = state
         .scheduler
         .commits
-        .update(&state.store, id, change)
+        .update_releasing(&state.store, id, release, change)
         .await;
     spend(|s| s.commit += t.elapsed());
+    if release.is_some() && r.is_ok() {
+        let _ = SLOT.try_with(|s| s.borrow_mut().released.insert(id.to_string()));
+    }
     r
 }
 
@@ -1605,7 +1683,7 @@ async fn finish_removal(
 ) -> Result<(), StoreError> {
     let note = reason.clone();
     let kind = event.clone();
-    let (_, recs) = commit(state, id, move |s| {
+    let (_, recs) = commit_last(state, id, move |s| {
         if !s.grant.removal_pending {
             // Done meanwhile (another replica took over a lapsed claim):
             // record nothing twice.

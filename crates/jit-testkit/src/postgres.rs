@@ -157,6 +157,14 @@ pub fn start_with(
         ];
     }
     let mut cmd = Command::new(bin.join("postgres"));
+    // Extra server settings for profiling, e.g.
+    // `JIT_TEST_PG_SETTINGS="shared_preload_libraries=pg_stat_statements pg_stat_statements.track=all"`
+    // (space-separated `name=value`; docs/measurements.md shows a use).
+    if let Ok(extra) = std::env::var("JIT_TEST_PG_SETTINGS") {
+        for s in extra.split_whitespace() {
+            cmd.arg("-c").arg(s);
+        }
+    }
     for setting in &ssl {
         cmd.arg("-c").arg(setting);
     }

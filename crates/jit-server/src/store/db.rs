@@ -116,18 +116,34 @@ pub trait Database: Send + Sync {
     /// serialised in-process); PostgreSQL hands out pooled connections and
     /// serialises with row locks and an advisory lock on the audit chain.
     fn writer(&self) -> Result<Box<dyn Conn + '_>, StoreError>;
-    /// Follows other processes' audit appends: calls `f(Some(seq))` for
-    /// each announced sequence number and `f(None)` about once a second;
-    /// stops when `f` returns false. Engines with one process (SQLite)
-    /// return false and never call `f`.
+    /// Follows audit appends of every process on the database (this one
+    /// included): calls `f(Some(announced))` for each announcement and
+    /// `f(None)` about once a second; stops when `f` returns false.
+    /// Engines with one process (SQLite) return false and never call `f`.
     fn follow(&self, f: Follower) -> bool {
         let _ = f;
         false
     }
+    /// What this process adds to its announcements so that its own
+    /// listener can tell them from other processes' ([`Announced::own`]);
+    /// `None` where nothing is announced.
+    fn origin(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// One announcement seen by [`Database::follow`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Announced {
+    /// The newest audit sequence number written; `0`: "look again" (after
+    /// a reconnect, or when waiting work became due everywhere).
+    pub seq: i64,
+    /// Announced by this process (the same store), not by another replica.
+    pub own: bool,
 }
 
 /// Callback of [`Database::follow`].
-pub type Follower = Box<dyn Fn(Option<i64>) -> bool + Send + Sync>;
+pub type Follower = Box<dyn Fn(Option<Announced>) -> bool + Send + Sync>;
 
 /// SQLite in one file: one writer connection behind a mutex, a pool of
 /// reader connections (WAL lets them read while a write is in progress).

@@ -10,8 +10,10 @@
 //!   locked rows, and their release, which locks rows in id order; the
 //!   outbox's leases): they never queue behind the replicas' writers.
 //! - Every transaction that appends to the audit log sends
-//!   `NOTIFY jit_audit, '<last seq>'` ([`CHANNEL`]), delivered at commit, so
-//!   every replica's event streams and scheduler wake at once.
+//!   `NOTIFY jit_audit, '<last seq> <origin>'` ([`CHANNEL`]), delivered at
+//!   commit, so every replica's event streams and scheduler wake at once;
+//!   the origin lets the writing replica's own listener tell its own
+//!   writes (its scheduler already knows of them) from the others'.
 //! - Migrations run under the session advisory lock [`MIGRATE_LOCK`], so
 //!   replicas starting together migrate once.
 
@@ -23,7 +25,7 @@ use postgres::types::Type;
 
 use super::pg_tls::{Connector, SslMode};
 
-use super::db::{numbered_placeholders, Conn, Database, Dialect, Follower, Row, P, V};
+use super::db::{numbered_placeholders, Announced, Conn, Database, Dialect, Follower, Row, P, V};
 use super::StoreError;
 
 /// Advisory lock serialising writers (audit chain head).
@@ -44,6 +46,10 @@ pub struct Postgres {
     pool: r2d2::Pool<PgManager>,
     config: postgres::Config,
     tls: Connector,
+    /// Random per opened store: its `NOTIFY` payloads carry it after the
+    /// sequence number (`"<seq> <origin>"`), so its own listener tells
+    /// its own writes from other replicas' ([`Database::origin`]).
+    origin: String,
 }
 
 /// One pooled connection with its prepared statements (prepared once per
@@ -195,7 +201,12 @@ impl Postgres {
                 tls: tls.clone(),
             })
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        Ok(Postgres { pool, config, tls })
+        Ok(Postgres {
+            pool,
+            config,
+            tls,
+            origin: uuid::Uuid::new_v4().simple().to_string(),
+        })
     }
 
     /// A separate connection for `LISTEN` (not from the pool).
@@ -304,16 +315,21 @@ impl Database for Postgres {
 
     fn follow(&self, f: Follower) -> bool {
         let (config, tls) = (self.config.clone(), self.tls.clone());
+        let origin = self.origin.clone();
         std::thread::Builder::new()
             .name("jit-pg-listen".into())
-            .spawn(move || listen_loop(config, tls, f))
+            .spawn(move || listen_loop(config, tls, &origin, f))
             .is_ok()
+    }
+
+    fn origin(&self) -> Option<&str> {
+        Some(&self.origin)
     }
 }
 
 /// `LISTEN`s on [`CHANNEL`] on a connection of its own, reconnecting
 /// (at most every 2 s) after errors, until `f` says stop.
-fn listen_loop(config: postgres::Config, tls: Connector, f: Follower) {
+fn listen_loop(config: postgres::Config, tls: Connector, origin: &str, f: Follower) {
     use fallible_iterator::FallibleIterator;
     let failures = FailureLog::default();
     loop {
@@ -343,7 +359,7 @@ fn listen_loop(config: postgres::Config, tls: Connector, f: Follower) {
         }
         // After (re)connecting, whatever was missed is read by the hub from
         // the audit sequence: one wake-up is enough.
-        if !f(Some(0)) {
+        if !f(Some(Announced { seq: 0, own: false })) {
             return;
         }
         loop {
@@ -356,7 +372,7 @@ fn listen_loop(config: postgres::Config, tls: Connector, f: Follower) {
                 .next();
             match next {
                 Ok(Some(note)) => {
-                    if !f(note.payload().parse().ok()) {
+                    if !f(parse_announcement(note.payload(), origin)) {
                         return;
                     }
                 }
@@ -372,6 +388,19 @@ fn listen_loop(config: postgres::Config, tls: Connector, f: Follower) {
             }
         }
     }
+}
+
+/// A `NOTIFY` payload on [`CHANNEL`]: `"<seq>"` or `"<seq> <origin>"`
+/// (see [`Postgres::origin`]); `None` if it is neither.
+pub fn parse_announcement(payload: &str, origin: &str) -> Option<Announced> {
+    let (seq, from) = match payload.split_once(' ') {
+        Some((seq, from)) => (seq, Some(from)),
+        None => (payload, None),
+    };
+    Some(Announced {
+        seq: seq.parse().ok()?,
+        own: from == Some(origin),
+    })
 }
 
 /// PostgreSQL schema versions; `jit_schema_version` holds how many are

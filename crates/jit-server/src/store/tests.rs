@@ -1048,8 +1048,8 @@ fn postgres_listener_waits_between_idle_ticks() {
     let store = SqlStore::new(Box::new(postgres::Postgres::open(&url, 2).unwrap())).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let ticks = std::sync::atomic::AtomicUsize::new(0);
-    assert!(store.follow(Box::new(move |seq| {
-        if seq.is_none() {
+    assert!(store.follow(Box::new(move |announced| {
+        if announced.is_none() {
             let _ = tx.send(std::time::Instant::now());
             return ticks.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 4;
         }
@@ -1599,4 +1599,165 @@ fn claim_due_takes_at_most_its_limit_removals_first_and_keeps_assignments_togeth
             "{engine}"
         );
     }
+}
+
+/// The scheduler's last write of an item gives back its claim in the same
+/// statement: only the named owner's claim, only on the requests named,
+/// only where the change is written (a refused change keeps its claim).
+#[test]
+fn a_last_write_gives_back_only_its_owners_claim_on_both_engines() {
+    for (engine, store, _keep) in stores() {
+        let now = Utc::now();
+        for id in ["la", "lb", "lc", "ld"] {
+            let (r, t) = request(id, &format!("u-{id}"), "db", now);
+            store.insert(&r, t).unwrap();
+        }
+        let lease = chrono::Duration::seconds(10);
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            store
+                .claim(&ids(&["la", "lb", "lc"]), "r1", now, lease)
+                .unwrap(),
+            ids(&["la", "lb", "lc"]),
+            "{engine}"
+        );
+        assert_eq!(
+            store.claim(&ids(&["ld"]), "r2", now, lease).unwrap(),
+            ids(&["ld"]),
+            "{engine}"
+        );
+        // la: written and released; lb: refused (keeps its claim); lc:
+        // written but not named for release; ld: r2's claim.
+        let release: HashSet<String> = ["la", "lb", "ld"].iter().map(|s| s.to_string()).collect();
+        let (changed, _) = store
+            .update_each_releasing(
+                &ids(&["la", "lb", "lc", "ld"]),
+                Some(("r1", &release)),
+                |s| {
+                    if s.request.id() == "lb" {
+                        return Err(DomainError::NotFound);
+                    }
+                    s.grant.attempts += 1;
+                    Ok(vec![])
+                },
+            )
+            .unwrap();
+        assert_eq!(changed.len(), 3, "{engine}: {changed:?}");
+        assert_eq!(
+            store
+                .claim(&ids(&["la", "lb", "lc", "ld"]), "r3", now, lease)
+                .unwrap(),
+            ids(&["la"]),
+            "{engine}: only la's claim was given back"
+        );
+        assert_eq!(
+            store.get("lc").unwrap().unwrap().grant.attempts,
+            1,
+            "{engine}: the change itself is written"
+        );
+    }
+}
+
+/// A set of ids in a statement is read through the primary key on
+/// PostgreSQL, also where the planner would rather scan a table of a few
+/// thousand rows for the 100 ids it guesses a set-returning function gives
+/// (it did for every group commit of two requests).
+#[test]
+fn postgres_reads_a_set_of_ids_through_the_index() {
+    let url = jit_testkit::postgres::test_database().expect("a real PostgreSQL for store tests");
+    let store = SqlStore::new(Box::new(postgres::Postgres::open(&url, 2).unwrap())).unwrap();
+    let mut c = store.raw_writer().unwrap();
+    c.batch(
+        "INSERT INTO requests (id, entitlement_id, requester_id, status, target, created_at, pending_until, body, grant_state)
+         SELECT 'seq-' || i, 'db', 'u' || i, 'active', 't', '2026', '2026', repeat('x', 600), '{}'
+         FROM generate_series(1, 4000) AS i;
+         ANALYZE requests;",
+    )
+    .unwrap();
+    let ids = ids_json(&["seq-1".to_string(), "seq-2".to_string()]);
+    let plans: Vec<String> = [
+        format!(
+            "EXPLAIN SELECT body, grant_state FROM requests WHERE id{} ORDER BY id FOR UPDATE",
+            store.id_list()
+        ),
+        format!(
+            "EXPLAIN UPDATE requests SET claimed_by = NULL WHERE id IN (SELECT id FROM requests WHERE id{} ORDER BY id FOR UPDATE)",
+            store.id_list()
+        ),
+    ]
+    .iter()
+    .map(|sql| {
+        c.query(sql, &[P::from(&ids)])
+            .unwrap()
+            .iter()
+            .map(|r| r[0].text().unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+    .collect();
+    for plan in plans {
+        assert!(
+            !plan.contains("Seq Scan on requests"),
+            "a set of two ids scans the table:\n{plan}"
+        );
+    }
+}
+
+/// PostgreSQL announcements carry their origin: a store's listener tells
+/// its own writes (its scheduler knows of them) from another replica's.
+#[test]
+fn postgres_announcements_say_whose_write_they_are() {
+    let url = jit_testkit::postgres::test_database().expect("a real PostgreSQL for store tests");
+    let mine = SqlStore::new(Box::new(postgres::Postgres::open(&url, 2).unwrap())).unwrap();
+    let other = SqlStore::new(Box::new(postgres::Postgres::open(&url, 2).unwrap())).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    assert!(mine.follow(Box::new(move |a| {
+        if let Some(a) = a.filter(|a| a.seq > 0) {
+            let _ = tx.lock().unwrap().send(a);
+        }
+        true
+    })));
+    // The listener is up once it has said "look again" (seq 0), which is
+    // not forwarded; give it a write to see, then another from the other
+    // store, and wait for each announcement (bounded).
+    let next = |want_own: bool| -> db::Announced {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let a = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no announcement (own: {want_own})"));
+            if a.own == want_own {
+                return a;
+            }
+        }
+    };
+    let now = Utc::now();
+    // Writes before the listener was up are not announced to it: write
+    // until one is seen.
+    let mut i = 0;
+    let own = loop {
+        i += 1;
+        let (r, t) = request(&format!("an-{i}"), &format!("u-an-{i}"), "db", now);
+        mine.insert(&r, t).unwrap();
+        if let Ok(a) = rx.recv_timeout(std::time::Duration::from_secs(2)) {
+            break a;
+        }
+        assert!(i < 15, "the listener never saw a write");
+    };
+    assert!(own.own, "{own:?}: this store's own write");
+    let (r, t) = request("an-other", "u-an-other", "db", now);
+    other.insert(&r, t).unwrap();
+    let theirs = next(false);
+    assert!(theirs.seq > own.seq, "{theirs:?} after {own:?}");
+    assert_eq!(
+        postgres::parse_announcement("17", "abc"),
+        Some(db::Announced {
+            seq: 17,
+            own: false
+        }),
+        "a replica of an older version announces the number only"
+    );
+    assert_eq!(postgres::parse_announcement("x abc", "abc"), None);
 }
