@@ -202,6 +202,15 @@ impl AppState {
         self.announce(recs);
     }
 
+    /// [`AppState::published_quietly`] of a request's rows together with
+    /// the request as written (see [`AppState::published_with`]): the
+    /// scheduler's writes, so a burst of grants or removals costs the event
+    /// hub no read per event.
+    pub fn published_quietly_with(&self, recs: &[store::AuditRecord], stored: &store::Stored) {
+        self.events.hand_over(recs, Some(stored));
+        self.announce(recs);
+    }
+
     /// [`AppState::published`] of a request's rows together with the
     /// request as written: the event hub renders its events from it
     /// instead of reading it back.

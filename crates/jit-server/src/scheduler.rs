@@ -1604,7 +1604,7 @@ async fn activate(
             let late = (Utc::now() - due).num_milliseconds() as f64 / 1000.0;
             state.metrics.granted(started.elapsed(), late);
             tracing::info!(request = id, target = %r.target(), user = %r.requester_username(), "granted");
-            state.published_quietly(&recs);
+            state.published_quietly_with(&recs, &s);
             if let Some(x) = s.request.expires_at() {
                 state.scheduler.due_at(state, x);
             }
@@ -1683,7 +1683,7 @@ async fn finish_removal(
 ) -> Result<(), StoreError> {
     let note = reason.clone();
     let kind = event.clone();
-    let (_, recs) = commit_last(state, id, move |s| {
+    let (stored, recs) = commit_last(state, id, move |s| {
         if !s.grant.removal_pending {
             // Done meanwhile (another replica took over a lapsed claim):
             // record nothing twice.
@@ -1708,7 +1708,7 @@ async fn finish_removal(
         return Ok(());
     }
     tracing::info!(request = id, event = event.as_str(), %reason, "grant ended in Keycloak");
-    state.published_quietly(&recs);
+    state.published_quietly_with(&recs, &stored);
     Ok(())
 }
 
