@@ -367,4 +367,38 @@ async fn three_replicas_share_one_postgres_and_survive_a_sigkill() {
     let v = dave.audit_verify().await.unwrap();
     assert!(v.ok, "audit chain: {v:?}");
     assert_eq!(v.rows, audit.len() as i64);
+
+    // Grant ends (the user attribute the Keycloak extension reads): the
+    // replicas wrote the same users at the same time; every grant has
+    // ended, so none may be left on any user (a write from an older read
+    // landing last would leave one), and no replica may have taken another
+    // replica's write for a realm that drops the attribute.
+    for user in ["alice", "erin", "frank"] {
+        let id = ctx.probe.user_id(user).await.unwrap();
+        eventually(
+            Duration::from_secs(30),
+            &format!("{user} keeps no grant ends once every grant ended"),
+            || {
+                let (admin, id) = (&ctx.admin, id.clone());
+                async move {
+                    admin
+                        .user_attribute(&id, GRANTS_ATTRIBUTE)
+                        .await
+                        .is_ok_and(|v| v.is_empty())
+                }
+            },
+        )
+        .await;
+    }
+    for (i, r) in replicas.iter().enumerate() {
+        let log = std::fs::read_to_string(r.log_path()).unwrap_or_default();
+        assert!(
+            !log.contains("tokens are not time-bound"),
+            "replica {i} reported grant ends Keycloak did not keep:\n{}",
+            log.lines()
+                .filter(|l| l.contains("grant ends"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
 }

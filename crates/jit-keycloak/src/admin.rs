@@ -46,6 +46,16 @@ pub enum KeycloakError {
     /// its user profile drops).
     #[error("Keycloak did not keep {0}")]
     NotKept(String),
+    /// Another writer (another jitd replica, an admin) changed what was
+    /// just written before it could be read back: worth writing again from
+    /// the current truth.
+    #[error("{what} was changed by another writer right after this write")]
+    Overwritten {
+        /// What was written (e.g. `attribute jit.grants of user <id>`).
+        what: String,
+        /// The values the re-read found instead.
+        found: Vec<String>,
+    },
 }
 
 impl KeycloakError {
@@ -59,6 +69,7 @@ impl KeycloakError {
             KeycloakError::NotFound(_) => "not_found",
             KeycloakError::EmptyRoleList => "refused",
             KeycloakError::NotKept(_) => "not_kept",
+            KeycloakError::Overwritten { .. } => "conflict",
         }
     }
 
@@ -67,9 +78,10 @@ impl KeycloakError {
     /// service account's own login. 404, 403 and 400 are permanent.
     pub fn is_transient(&self) -> bool {
         match self {
-            KeycloakError::Unavailable(_) | KeycloakError::Timeout(_) | KeycloakError::Login(_) => {
-                true
-            }
+            KeycloakError::Unavailable(_)
+            | KeycloakError::Timeout(_)
+            | KeycloakError::Login(_)
+            | KeycloakError::Overwritten { .. } => true,
             KeycloakError::Status { status, .. } => {
                 *status >= 500 || *status == 429 || *status == 401 || *status == 408
             }
@@ -720,8 +732,12 @@ impl AdminClient {
     /// this way only if the realm declares it (admin view/edit) or allows
     /// unmanaged attributes for admins (`unmanagedAttributePolicy` `ADMIN_EDIT`
     /// or `ENABLED`); otherwise it drops it, which the re-read after the write
-    /// turns into [`KeycloakError::NotKept`]. Errors: also
-    /// [`KeycloakError::NotFound`] for a missing user.
+    /// turns into [`KeycloakError::NotKept`]. A re-read that shows the
+    /// attribute with other values means another writer (another jitd
+    /// replica writing the same user) came in between:
+    /// [`KeycloakError::Overwritten`] (transient; write again from the
+    /// current truth). Errors: also [`KeycloakError::NotFound`] for a
+    /// missing user.
     pub async fn set_user_attribute(
         &self,
         user_id: &str,
@@ -766,7 +782,14 @@ impl AdminClient {
         .await?;
         if !values.is_empty() {
             let stored: serde_json::Value = self.get_json(&path, &what).await?;
-            if attribute_values(&stored, name) != values {
+            let kept = attribute_values(&stored, name);
+            if !kept.is_empty() && kept != values {
+                return Err(KeycloakError::Overwritten {
+                    what: format!("attribute {name} of user {user_id}"),
+                    found: kept,
+                });
+            }
+            if kept != values {
                 return Err(KeycloakError::NotKept(format!(
                     "attribute {name} of user {user_id}: declare it in the realm's user profile \
                      (admin view and edit) or set unmanaged attributes to ADMIN_EDIT"

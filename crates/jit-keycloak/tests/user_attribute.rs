@@ -15,6 +15,9 @@ use tokio::net::TcpListener;
 struct Realm {
     user: Value,
     puts: Vec<Value>,
+    /// After each PUT: `Some(values)` — another writer sets `jit.grants`
+    /// to these at once; `Some([])` — the realm drops the attribute.
+    after_put: Option<Vec<String>>,
 }
 
 async fn serve(listener: TcpListener, realm: Arc<Mutex<Realm>>) {
@@ -65,6 +68,16 @@ async fn serve(listener: TcpListener, realm: Arc<Mutex<Realm>>) {
                             r.user[k] = v.clone();
                         }
                         r.puts.push(sent);
+                        if let Some(v) = r.after_put.clone() {
+                            if v.is_empty() {
+                                r.user["attributes"]
+                                    .as_object_mut()
+                                    .unwrap()
+                                    .remove("jit.grants");
+                            } else {
+                                r.user["attributes"]["jit.grants"] = json!(v);
+                            }
+                        }
                         ("204 No Content", String::new())
                     }
                     _ => ("404 Not Found", String::new()),
@@ -95,6 +108,7 @@ async fn the_attribute_write_never_sends_back_enabled_or_required_actions() {
             "attributes": {"department": ["ops"]},
         }),
         puts: vec![],
+        after_put: None,
     }));
     tokio::spawn(serve(listener, realm.clone()));
     let admin = AdminClient::new(&base, "r", "backend", "secret", reqwest::Client::new());
@@ -123,4 +137,40 @@ async fn the_attribute_write_never_sends_back_enabled_or_required_actions() {
         "other attributes kept"
     );
     assert_eq!(sent["attributes"]["jit.grants"], json!(values));
+}
+
+/// A re-read that shows other values means another writer (another jitd
+/// replica) came in between: `Overwritten` with what it found, worth a new
+/// try — not `NotKept`, which says the realm's user profile drops the
+/// attribute (a configuration error).
+#[tokio::test]
+async fn another_writer_in_between_is_not_taken_for_a_realm_that_drops_the_attribute() {
+    for (after_put, want) in [
+        (vec![r#"{"grant":"g2"}"#.to_string()], "overwritten"),
+        (vec![], "not kept"),
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let realm = Arc::new(Mutex::new(Realm {
+            user: json!({"id": "u1", "username": "someone", "attributes": {}}),
+            puts: vec![],
+            after_put: Some(after_put.clone()),
+        }));
+        tokio::spawn(serve(listener, realm.clone()));
+        let admin = AdminClient::new(&base, "r", "backend", "secret", reqwest::Client::new());
+        let e = admin
+            .set_user_attribute("u1", "jit.grants", &[r#"{"grant":"g1"}"#.to_string()])
+            .await
+            .expect_err("the write did not stay");
+        match (want, &e) {
+            ("overwritten", jit_keycloak::KeycloakError::Overwritten { found, .. }) => {
+                assert_eq!(found, &after_put);
+                assert!(e.is_transient(), "{e}");
+            }
+            ("not kept", jit_keycloak::KeycloakError::NotKept(_)) => {
+                assert!(!e.is_transient(), "{e}");
+            }
+            _ => panic!("{want}: got {e:?}"),
+        }
+    }
 }

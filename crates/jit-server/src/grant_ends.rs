@@ -198,25 +198,124 @@ pub async fn sync_user(state: &AppState, user_id: &str) -> Result<(), KeycloakEr
     r
 }
 
-async fn write_user(state: &AppState, user_id: &str, attribute: &str) -> Result<(), KeycloakError> {
-    let grants = state
+/// Writes of one sync before it gives up for now (and is retried later).
+const WRITE_ROUNDS: usize = 3;
+
+/// The user's grants as far as the attribute depends on them: two reads
+/// with the same fingerprint give the same values (but for provisional
+/// ends, which move with the clock).
+fn fingerprint(grants: &[Stored]) -> String {
+    let parts: Vec<_> = grants
+        .iter()
+        .map(|s| {
+            let r = &s.request;
+            serde_json::json!([
+                r.id(),
+                r.status().as_str(),
+                r.start_at(),
+                r.expires_at(),
+                r.ended_at(),
+                &s.grant
+            ])
+        })
+        .collect();
+    serde_json::Value::Array(parts).to_string()
+}
+
+async fn user_grants(state: &AppState, user_id: &str) -> Result<Vec<Stored>, KeycloakError> {
+    state
         .store
         .user_grants_in_keycloak(user_id)
         .await
-        .map_err(|e| KeycloakError::Unavailable(format!("store: {e}")))?;
-    let values = values(&grants, Utc::now());
-    if state
-        .admin
-        .set_user_attribute(user_id, attribute, &values)
-        .await?
-    {
-        tracing::debug!(
-            user = user_id,
-            grants = values.len(),
-            "grant ends written to Keycloak"
-        );
+        .map_err(|e| KeycloakError::Unavailable(format!("store: {e}")))
+}
+
+/// One sync of `user_id`. The per-user lock ([`GrantEnds::user_lock`])
+/// serialises this process's syncs only: on a shared database another
+/// replica may read the user's grants and write the attribute at the same
+/// time (Keycloak's user update replaces the whole attribute). So after a
+/// write the grants are read again, and the write is done again if they
+/// changed since they were read (another replica's change: its own write
+/// may have come first, with what it read then), or if the re-read of the
+/// attribute showed another writer's values ([`KeycloakError::Overwritten`]),
+/// at most [`WRITE_ROUNDS`] times. The last writer of a user thus always
+/// checks its values against the latest store state after writing; an
+/// older state written by another replica is rewritten by that replica's
+/// own check.
+async fn write_user(state: &AppState, user_id: &str, attribute: &str) -> Result<(), KeycloakError> {
+    let shared = state.store.shared();
+    let mut grants = user_grants(state, user_id).await?;
+    let mut last = None;
+    for _ in 0..WRITE_ROUNDS {
+        let seen = fingerprint(&grants);
+        let values = values(&grants, Utc::now());
+        let r = state
+            .admin
+            .set_user_attribute(user_id, attribute, &values)
+            .await;
+        match r {
+            Ok(wrote) => {
+                if wrote {
+                    tracing::debug!(
+                        user = user_id,
+                        grants = values.len(),
+                        "grant ends written to Keycloak"
+                    );
+                }
+                if !shared {
+                    return Ok(());
+                }
+            }
+            // Another writer came in between (or removed the attribute
+            // right after this write): decided below, from the store.
+            Err(e @ (KeycloakError::Overwritten { .. } | KeycloakError::NotKept(_))) => {
+                last = Some(e)
+            }
+            Err(e) => return Err(e),
+        }
+        let now = user_grants(state, user_id).await?;
+        let changed = fingerprint(&now) != seen;
+        match last.take() {
+            // Nobody else's change: the realm really drops the attribute.
+            Some(e @ KeycloakError::NotKept(_)) if !changed => return Err(e),
+            // The other writer wrote the same grants (its provisional ends
+            // differ by the clock only): nothing to fix.
+            Some(KeycloakError::Overwritten { ref found, .. })
+                if !changed && same_grants(found, &values) =>
+            {
+                return Ok(())
+            }
+            Some(e) => last = Some(e),
+            None if !changed => return Ok(()),
+            None => {}
+        }
+        grants = now;
     }
-    Ok(())
+    Err(last.unwrap_or_else(|| KeycloakError::Overwritten {
+        what: format!(
+            "attribute {attribute} of user {user_id} (the user's grants kept changing while it was written)"
+        ),
+        found: Vec::new(),
+    }))
+}
+
+/// Whether two attribute value lists name the same grants (their ends may
+/// differ: a provisional end is `now + duration` at the writer's `now`).
+fn same_grants(a: &[String], b: &[String]) -> bool {
+    let ids = |v: &[String]| -> Vec<Option<String>> {
+        let mut ids: Vec<Option<String>> = v
+            .iter()
+            .map(|s| {
+                serde_json::from_str::<serde_json::Value>(s)
+                    .ok()
+                    .and_then(|j| j.get("grant").and_then(|g| g.as_str()).map(str::to_string))
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    let (x, y) = (ids(a), ids(b));
+    x == y && x.iter().all(Option::is_some)
 }
 
 /// Called by the scheduler right before it assigns a role: writes the
@@ -398,5 +497,31 @@ approver_roles = ["db-approver"]
         let v = values(&[active("g2"), active("g1")], t0());
         let ids: Vec<String> = ends(&v).into_iter().map(|(g, _)| g).collect();
         assert_eq!(ids, ["g1", "g2"]);
+    }
+
+    #[test]
+    fn another_writers_values_name_the_same_grants_whatever_their_ends() {
+        let v = |g: &str, end: &str| format!(r#"{{"grant":"{g}","expires_at":"{end}"}}"#);
+        let ours = [
+            v("g1", "2026-11-30T10:10:00.000Z"),
+            v("g2", "2026-11-30T11:00:00.000Z"),
+        ];
+        let theirs = [
+            v("g2", "2026-11-30T11:00:00.000Z"),
+            v("g1", "2026-11-30T10:10:00.120Z"),
+        ];
+        assert!(
+            same_grants(&ours, &theirs),
+            "provisional ends differ by the clock only"
+        );
+        assert!(!same_grants(&ours, &theirs[..1]), "a grant missing");
+        assert!(
+            !same_grants(&ours, &[v("g1", "x"), v("g3", "y")]),
+            "another grant"
+        );
+        assert!(
+            !same_grants(&["junk".to_string()], &["junk".to_string()]),
+            "not ours to judge"
+        );
     }
 }

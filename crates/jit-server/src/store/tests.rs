@@ -1761,3 +1761,44 @@ fn postgres_announcements_say_whose_write_they_are() {
     );
     assert_eq!(postgres::parse_announcement("x abc", "abc"), None);
 }
+
+/// On PostgreSQL a change of a request that touches no indexed column (a
+/// claim, its release, the ownership decision) is written on the row's own
+/// page, without new entries in the table's indexes (a heap-only tuple):
+/// the table keeps room on each page (migration 3). Counted inside one
+/// transaction (`pg_stat_get_xact_tuples_hot_updated`), so nothing depends
+/// on when the statistics are flushed.
+#[test]
+fn postgres_claims_rewrite_a_request_on_its_own_page() {
+    let url = jit_testkit::postgres::test_database().expect("a real PostgreSQL for store tests");
+    let store = SqlStore::new(Box::new(postgres::Postgres::open(&url, 2).unwrap())).unwrap();
+    let mut c = store.raw_writer().unwrap();
+    c.batch(
+        "INSERT INTO requests (id, entitlement_id, requester_id, status, target, created_at, pending_until, body, grant_state)
+         SELECT 'hot-' || lpad(i::text, 4, '0'), 'db', 'u' || i, 'active', 't', '2026', '2026', repeat('x', 600), '{}'
+         FROM generate_series(1, 400) AS i;",
+    )
+    .unwrap();
+    c.batch("BEGIN").unwrap();
+    // Every fourth request (spread over all pages) is claimed.
+    let changed = c
+        .exec(
+            "UPDATE requests SET claimed_by = 'r1', claim_until = '2027' WHERE id LIKE 'hot-%' AND right(id, 1) IN ('0', '4', '8')",
+            &[],
+        )
+        .unwrap();
+    let hot = c
+        .query(
+            "SELECT pg_stat_get_xact_tuples_hot_updated('requests'::regclass)",
+            &[],
+        )
+        .unwrap()[0][0]
+        .int()
+        .unwrap();
+    c.batch("ROLLBACK").unwrap();
+    assert!(changed >= 100, "{changed} claimed");
+    assert!(
+        hot as u64 * 10 >= changed * 9,
+        "only {hot} of {changed} claims were written on their own page"
+    );
+}
