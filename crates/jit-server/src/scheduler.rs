@@ -580,10 +580,15 @@ pub async fn say_what_stays(state: &AppState) {
     let Some(first) = active.iter().filter_map(|s| s.request.expires_at()).min() else {
         return;
     };
+    let who = if state.store.shared() {
+        "while no jitd replica runs on this database (another replica running on it removes them on time); the next jitd started on it"
+    } else {
+        "while no jitd runs on this database; the next jitd started on it"
+    };
     tracing::warn!(
         active_grants = active.len(),
         earliest_end = %first.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "stopping with {} active grant{}: their roles stay in Keycloak while no jitd runs on this database; the next jitd started on it removes those past their end at once, the others on time",
+        "stopping with {} active grant{}: their roles stay in Keycloak {who} removes those past their end at once, the others on time",
         active.len(),
         if active.len() == 1 { "" } else { "s" }
     );

@@ -92,3 +92,89 @@ fn sigterm_ends_jitd_in_bounded_time_when_its_postgresql_is_gone() {
         "exit 0, or 1 saying why: {status:?}\n{text}"
     );
 }
+
+/// jitd on a PostgreSQL that goes away: a load balancer's health probe
+/// still gets an answer (503, `degraded`) well before a 20 s client
+/// timeout (it used to wait for the pool's 30 s), and the start logs none
+/// of PostgreSQL's notices (`relation … already exists, skipping`) at
+/// INFO.
+#[test]
+fn healthz_answers_degraded_in_bounded_time_when_postgresql_is_gone() {
+    let mut cluster = jit_testkit::postgres::start(
+        &std::env::temp_dir().join("jit-test-postgres"),
+        0,
+        false,
+        false,
+    )
+    .expect("a real PostgreSQL cluster");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[[entitlement]]\nid = \"x\"\nrealm_role = \"r\"\nmax_duration = \"1h\"\napprover_roles = [\"a\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("jitd.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\ndatabase = \"{}\"\npolicy = \"policy.toml\"\n\n\
+             [keycloak]\nurl = \"http://127.0.0.1:9\"\nrealm = \"test\"\n",
+            cluster.url("postgres")
+        ),
+    )
+    .unwrap();
+    let start = |n: usize| {
+        let log = std::fs::File::create(dir.path().join(format!("jitd-{n}.log"))).unwrap();
+        let mut jitd = Command::new(env!("CARGO_BIN_EXE_jitd"))
+            .arg("--config")
+            .arg(dir.path().join("jitd.toml"))
+            .env("JIT_BACKEND_SECRET", "test-secret")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(jitd.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("jitd listening"), "{line:?}");
+        let addr = line
+            .split_whitespace()
+            .last()
+            .and_then(|u| u.strip_prefix("http://"))
+            .unwrap()
+            .trim_end_matches('/')
+            .to_string();
+        (jitd, addr)
+    };
+    // Twice on the same database: the second start's migrations are all
+    // "already there".
+    let (mut first, _) = start(1);
+    let _ = first.kill();
+    let _ = first.wait();
+    let (mut jitd, addr) = start(2);
+    let log = std::fs::read_to_string(dir.path().join("jitd-2.log")).unwrap_or_default();
+    assert!(
+        !log.lines().any(|l| l.contains("NOTICE")),
+        "PostgreSQL's notices logged on start:\n{log}"
+    );
+    // GET /healthz with a 20 s limit on the answer: (status line, body).
+    let health = || -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&addr)?;
+        c.set_read_timeout(Some(Duration::from_secs(20)))?;
+        c.write_all(b"GET /healthz HTTP/1.0\r\nhost: jitd\r\n\r\n")?;
+        let mut answer = String::new();
+        c.read_to_string(&mut answer)?;
+        Ok(answer)
+    };
+    let ok = health().expect("healthz answers");
+    assert!(ok.starts_with("HTTP/1.0 200"), "{ok}");
+    cluster.stop();
+    let r = health();
+    let _ = jitd.kill();
+    let _ = jitd.wait();
+    let r = r.expect("healthz answers within 20 s while PostgreSQL is gone");
+    assert!(r.starts_with("HTTP/1.0 503"), "{r}");
+    assert!(r.contains("\"status\":\"degraded\""), "{r}");
+}

@@ -168,6 +168,12 @@ fn pg_err(e: postgres::Error) -> StoreError {
     }
 }
 
+/// How long one store call waits for a pooled connection before it fails
+/// (the API answers 503): while PostgreSQL is down, callers (and the
+/// clients behind them, `jit` gives up after 30 s) learn it in this time
+/// instead of hanging for the pool's 30 s.
+const CONNECTION_WAIT: Duration = Duration::from_secs(10);
+
 impl Postgres {
     /// Connects a pool of at most `size` connections.
     ///
@@ -191,6 +197,16 @@ impl Postgres {
         }
         config.connect_timeout(Duration::from_secs(10));
         config.application_name("jitd");
+        // The server's notices (e.g. "relation … already exists, skipping"
+        // of each start's idempotent migration statements) are not news
+        // for an operator.
+        config.notice_callback(|n| {
+            tracing::debug!(
+                severity = n.severity(),
+                "PostgreSQL notice: {}",
+                n.message()
+            )
+        });
         let pool = r2d2::Pool::builder()
             .max_size(size)
             .min_idle(Some(2))
@@ -304,7 +320,7 @@ impl Database for Postgres {
     fn reader(&self) -> Result<Box<dyn Conn + '_>, StoreError> {
         let c = self
             .pool
-            .get()
+            .get_timeout(CONNECTION_WAIT)
             .map_err(|e| StoreError::Pool(e.to_string()))?;
         Ok(Box::new(PgConn(c)))
     }
