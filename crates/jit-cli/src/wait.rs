@@ -333,8 +333,13 @@ pub async fn follow(
     let mut lost: Option<Instant> = None;
     let mut opened = Some(opened);
     loop {
-        match c.events(last).await {
-            Ok(stream) => {
+        match c.events_from(last).await {
+            Ok((after, stream)) => {
+                // Seen nothing yet: resume from where this stream starts,
+                // so what is written while a cut is mended is not lost.
+                if last.is_none() {
+                    last = after;
+                }
                 if let Some(first) = opened.take() {
                     first();
                 }

@@ -471,6 +471,24 @@ impl Client {
         last_event_id: Option<i64>,
     ) -> Result<impl Stream<Item = Result<ServerEvent, ClientError>> + Send + 'static, ClientError>
     {
+        Ok(self.events_from(last_event_id).await?.1)
+    }
+
+    /// [`Client::events`] with where the stream starts: the event id it
+    /// begins after (response header `JIT-Events-After`; `None` from a
+    /// jitd that does not send it). A follower that has seen no event yet
+    /// resumes from that id after a cut, so nothing written while it
+    /// reconnects is lost.
+    pub async fn events_from(
+        &self,
+        last_event_id: Option<i64>,
+    ) -> Result<
+        (
+            Option<i64>,
+            impl Stream<Item = Result<ServerEvent, ClientError>> + Send + 'static,
+        ),
+        ClientError,
+    > {
         let mut req = self
             .http
             .get(self.url("/v1/events"))
@@ -479,8 +497,13 @@ impl Client {
             req = req.header("last-event-id", id.to_string());
         }
         let resp = self.send(req, true).await?;
+        let after = resp
+            .headers()
+            .get("jit-events-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i64>().ok());
         use eventsource_stream::Eventsource;
-        Ok(resp
+        let stream = resp
             .bytes_stream()
             .eventsource()
             .filter_map(|item| async move {
@@ -497,7 +520,8 @@ impl Client {
                             }),
                     ),
                 }
-            }))
+            });
+        Ok((after, stream))
     }
 }
 

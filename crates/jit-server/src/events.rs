@@ -362,7 +362,8 @@ impl Cursor {
 Each event: `id` = the audit sequence number, `event` = the audit event type (e.g. `request.created`), \
 `data` = one JSON `EventData` (the audit row and the request as it is now). A comment line keeps the \
 connection alive every 15 s. The stream ends when the token expires or the server stops; reconnect \
-with `Last-Event-ID` to resume with nothing lost.",
+with `Last-Event-ID` to resume with nothing lost (before any event, the id in the response header \
+`JIT-Events-After`: where the stream started).",
     params(
         EventParams,
         ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event id (wins over `since`)"),
@@ -430,15 +431,26 @@ pub async fn stream(
         t.keep_alive.as_mut().reset(again);
         Some((Ok::<_, Infallible>(out), (c, t)))
     });
-    Ok((
+    let mut resp = (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
         Body::from_stream(s),
     )
-        .into_response())
+        .into_response();
+    resp.headers_mut().insert(
+        EVENTS_AFTER,
+        header::HeaderValue::from_str(&after.to_string()).expect("digits"),
+    );
+    Ok(resp)
 }
+
+/// Response header of `/v1/events`: the event id the stream starts after
+/// (`Last-Event-ID`, else `since`, else the newest event when it opened).
+/// A client that has seen no event yet resumes from it after a cut, so
+/// events written while it reconnects are not lost.
+pub const EVENTS_AFTER: &str = "jit-events-after";
 
 /// The keep-alive interval in force ([`KEEP_ALIVE`] unless a test set
 /// another with [`Hub::set_keep_alive`]).

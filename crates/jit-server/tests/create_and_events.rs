@@ -457,3 +457,58 @@ async fn asking_again_while_the_ended_grant_is_being_removed_says_so() {
     assert!(detail.contains(&id) && !detail.contains("standing"), "{b}");
     j.stop().await;
 }
+
+/// A stream says where it starts (`JIT-Events-After`): a client that has
+/// seen no event yet and loses the stream resumes from there, and gets
+/// what was written meanwhile (`jit watch` reconnected without
+/// `Last-Event-ID` and lost those events).
+#[tokio::test]
+async fn a_stream_says_where_it_starts_so_a_client_that_saw_nothing_resumes_exactly() {
+    let kc = kc();
+    let j = start(POLICY, kc.clone(), "").await;
+    let alice = j.issuer.token("alice", &[]);
+    // One event before, so the position is not trivially 0.
+    let (status, _) = send(&j, "POST", "/v1/requests", &alice, Some(body("open"))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let app = jit_server::api::router(j.state().clone());
+    let first = app
+        .oneshot(request("GET", "/v1/events", &alice, None))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let after: i64 = first.headers()[jit_server::events::EVENTS_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        after >= 1,
+        "the stream starts after the event already written"
+    );
+    // The stream is lost before any event; one is written meanwhile.
+    drop(first);
+    let (status, created) = send(&j, "POST", "/v1/requests", &alice, Some(body("capped"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let mut req = request("GET", "/v1/events", &alice, None);
+    req.headers_mut()
+        .insert("last-event-id", after.to_string().parse().unwrap());
+    let app = jit_server::api::router(j.state().clone());
+    let resumed = app.oneshot(req).await.unwrap();
+    assert_eq!(resumed.status(), StatusCode::OK);
+    assert_eq!(
+        resumed.headers()[jit_server::events::EVENTS_AFTER],
+        after.to_string().as_str()
+    );
+    let mut s = resumed.into_body().into_data_stream().boxed();
+    let frame = loop {
+        let f = next(&mut s).await.expect("the stream goes on");
+        if f != ":\n\n" {
+            break f;
+        }
+    };
+    assert!(
+        frame.contains(created["id"].as_str().unwrap()),
+        "the event written while the stream was lost: {frame}"
+    );
+    j.stop().await;
+}
