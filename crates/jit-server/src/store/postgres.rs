@@ -20,6 +20,7 @@
 use std::time::Duration;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use postgres::types::Type;
 
@@ -87,6 +88,9 @@ impl Drop for PgClient {
 pub struct PgManager {
     config: postgres::Config,
     tls: Connector,
+    /// The pool's failed attempts (shared with its error handler): a
+    /// connection made after failures says the database is back.
+    failures: Arc<FailureLog>,
 }
 
 impl r2d2::ManageConnection for PgManager {
@@ -94,8 +98,14 @@ impl r2d2::ManageConnection for PgManager {
     type Error = postgres::Error;
 
     fn connect(&self) -> Result<PgClient, postgres::Error> {
+        let client = self.tls.connect(&self.config)?;
+        if let Some(n) = self.failures.recovered() {
+            tracing::info!(
+                "PostgreSQL connection is back ({n} failed attempts since the last warning)"
+            );
+        }
         Ok(PgClient {
-            client: Some(self.tls.connect(&self.config)?),
+            client: Some(client),
             statements: HashMap::new(),
         })
     }
@@ -124,6 +134,14 @@ struct FailureLog {
 }
 
 impl FailureLog {
+    /// A connection was made: if attempts had failed (a warning was
+    /// written), how many failed since that warning; the count starts
+    /// afresh (the next failure is logged at once).
+    fn recovered(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.take().map(|(_, skipped)| skipped)
+    }
+
     /// Whether a failure at `now` is logged; if so, how many failures
     /// since the last line were not.
     fn should_log(&self, now: std::time::Instant) -> Option<u64> {
@@ -147,9 +165,14 @@ impl FailureLog {
     }
 }
 
-impl r2d2::HandleError<postgres::Error> for FailureLog {
+/// The pool's error handler: [`FailureLog`] shared with [`PgManager`].
+#[derive(Debug)]
+struct PoolFailures(Arc<FailureLog>);
+
+impl r2d2::HandleError<postgres::Error> for PoolFailures {
     fn handle_error(&self, error: postgres::Error) {
-        match self.should_log(std::time::Instant::now()) {
+        let error = with_causes(&error);
+        match self.0.should_log(std::time::Instant::now()) {
             Some(0) => tracing::warn!("PostgreSQL connection failed: {error} (the pool keeps trying)"),
             Some(n) => tracing::warn!(
                 "PostgreSQL connection failed: {error} ({n} more failed attempts in the last {} s; the pool keeps trying)",
@@ -158,6 +181,24 @@ impl r2d2::HandleError<postgres::Error> for FailureLog {
             None => {}
         }
     }
+}
+
+/// An error with its causes (`postgres::Error` alone says "error
+/// connecting to server" or "db error" and keeps the why in its source:
+/// "Connection refused", "terminating connection due to administrator
+/// command").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = c.source();
+    }
+    out
 }
 
 fn pg_err(e: postgres::Error) -> StoreError {
@@ -207,14 +248,16 @@ impl Postgres {
                 n.message()
             )
         });
+        let failures = Arc::new(FailureLog::default());
         let pool = r2d2::Pool::builder()
             .max_size(size)
             .min_idle(Some(2))
             .connection_timeout(Duration::from_secs(30))
-            .error_handler(Box::new(FailureLog::default()))
+            .error_handler(Box::new(PoolFailures(failures.clone())))
             .build(PgManager {
                 config: config.clone(),
                 tls: tls.clone(),
+                failures,
             })
             .map_err(|e| StoreError::Pool(e.to_string()))?;
         Ok(Postgres {
@@ -350,8 +393,14 @@ fn listen_loop(config: postgres::Config, tls: Connector, origin: &str, f: Follow
     let failures = FailureLog::default();
     loop {
         let mut client = match tls.connect(&config) {
-            Ok(c) => c,
+            Ok(c) => {
+                if let Some(n) = failures.recovered() {
+                    tracing::info!("listening for other replicas' events again ({n} failed attempts since the last warning)");
+                }
+                c
+            }
             Err(e) => {
+                let e = with_causes(&e);
                 match failures.should_log(std::time::Instant::now()) {
                     Some(0) => {
                         tracing::warn!(error = %e, "cannot listen for other replicas' events; retrying every 2 s")
@@ -569,6 +618,37 @@ mod failure_log_tests {
         assert_eq!(
             log.should_log(t0 + FAILURE_LOG_EVERY + Duration::from_secs(1)),
             None
+        );
+        // The database is back: the count since the last line, and the
+        // next outage's first failure is logged at once (not counted into
+        // the old one).
+        assert_eq!(log.recovered(), Some(1));
+        assert_eq!(log.recovered(), None, "said once");
+        let later = t0 + FAILURE_LOG_EVERY + Duration::from_secs(2);
+        assert_eq!(log.should_log(later), Some(0));
+    }
+
+    #[test]
+    fn a_connection_error_is_said_with_its_cause() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("error connecting to server")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused",
+        ));
+        assert_eq!(
+            with_causes(&e),
+            "error connecting to server: Connection refused"
         );
     }
 }
