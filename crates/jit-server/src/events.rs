@@ -259,7 +259,7 @@ pub async fn run_hub(state: Arc<AppState>) {
             let rows = match state.store.audit_after(at, 500).await {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::error!(error = %e, "event hub read failed");
+                    crate::store::log_failure(&e, "event hub read failed");
                     break;
                 }
             };
@@ -503,7 +503,7 @@ async fn next_frame(c: &mut Cursor, t: &mut Timers) -> Option<Bytes> {
                 // Fell behind the buffer: read the gap from the store.
                 let upto = *c.state.events.published.borrow();
                 if let Err(e) = c.backlog(upto).await {
-                    tracing::error!(error = %e, "event stream read failed");
+                    crate::store::log_failure(&e, "event stream read failed");
                     return None;
                 }
             }

@@ -141,7 +141,7 @@ impl Collector for StoreGauges {
         let (by_status, late) = match self.0.sync().stats(chrono::Utc::now()) {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!(error = %e, "metrics: cannot read the store");
+                crate::store::log_failure(&e, "metrics: cannot read the store");
                 return Ok(());
             }
         };

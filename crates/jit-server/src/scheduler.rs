@@ -432,17 +432,6 @@ pub fn end_grant(s: &mut Stored, t: Transition) -> Vec<Entry> {
     vec![t.into()]
 }
 
-/// Logs a failed store step of the scheduler's loop. No connection to the
-/// database (it is down or unreachable) is said by the pool itself, at
-/// WARN and at most once a minute with a count (`FailureLog`); the loop
-/// runs into it on every pass, so it is logged here at debug only.
-fn store_failed(e: &StoreError, what: &str) {
-    match e {
-        StoreError::Pool(_) => tracing::debug!(error = %e, "{what}"),
-        _ => tracing::error!(error = %e, "{what}"),
-    }
-}
-
 /// Runs until `state.stopping` flips.
 pub async fn run(state: Arc<AppState>) {
     let mut stop = state.stopping.subscribe();
@@ -461,11 +450,11 @@ pub async fn run(state: Arc<AppState>) {
                     checked_generation = generation;
                     spawn_target_check(&state);
                 }
-                Err(e) => store_failed(&e, "policy re-check failed"),
+                Err(e) => crate::store::log_failure(&e, "policy re-check failed"),
             }
         }
         if let Err(e) = close_orphaned_extensions(&state).await {
-            store_failed(&e, "closing extensions of ended grants failed");
+            crate::store::log_failure(&e, "closing extensions of ended grants failed");
         }
         let due_target_check = state
             .scheduler
@@ -479,7 +468,7 @@ pub async fn run(state: Arc<AppState>) {
         let next = match tick(&state, Utc::now()).await {
             Ok(n) => n,
             Err(e) => {
-                store_failed(&e, "scheduler tick failed");
+                crate::store::log_failure(&e, "scheduler tick failed");
                 None
             }
         };

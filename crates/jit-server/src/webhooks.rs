@@ -445,14 +445,14 @@ pub fn spawn(state: Arc<AppState>, hooks: Arc<Webhooks>) -> Vec<tokio::task::Joi
                 rows = n,
                 "webhook events of endpoints no longer configured given up"
             ),
-            Err(e) => tracing::error!(error = %e, "outbox check failed"),
+            Err(e) => crate::store::log_failure(&e, "outbox check failed"),
         }
         // Finished rows are kept a week for inspection.
         if let Err(e) = store
             .outbox_prune(Utc::now() - chrono::Duration::days(7))
             .await
         {
-            tracing::error!(error = %e, "outbox prune failed");
+            crate::store::log_failure(&e, "outbox prune failed");
         }
     });
     let http = reqwest::Client::builder()
@@ -503,7 +503,7 @@ async fn run_endpoint(
                 .min(idle_poll),
             Ok(Claim::Idle) => idle_poll,
             Err(e) => {
-                tracing::error!(webhook = %name, error = %e, "outbox read failed");
+                crate::store::log_failure(&e, &format!("outbox read failed (webhook {name})"));
                 idle_poll
             }
         };
@@ -562,7 +562,7 @@ async fn deliver_and_record(
     };
     if let Err(e) = result {
         // The lease runs out and the row is sent again: at least once.
-        tracing::error!(webhook = %name, error = %e, "outbox update failed");
+        crate::store::log_failure(&e, &format!("outbox update failed (webhook {name})"));
     }
 }
 

@@ -66,6 +66,19 @@ impl From<Transition> for Entry {
     }
 }
 
+/// Logs a failed store step of a background loop (scheduler, event hub,
+/// webhook delivery, metrics). No connection to the database (it is down
+/// or unreachable: [`StoreError::Pool`]) is said by the pool itself, at
+/// WARN, once a minute with a count, and when it is back; the loops run
+/// into it on every pass, so it is logged here at debug only. Anything
+/// else is an ERROR.
+pub fn log_failure(e: &StoreError, what: &str) {
+    match e {
+        StoreError::Pool(_) => tracing::debug!(error = %e, "{what}"),
+        _ => tracing::error!(error = %e, "{what}"),
+    }
+}
+
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
