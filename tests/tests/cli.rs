@@ -1311,7 +1311,8 @@ async fn refused_extensions_say_what_happened() {
 
 /// Small words: review of a grant with nothing to review, revoke of one's
 /// own grant (points at `jit drop`), id prefixes in upper case, a
-/// scheduled request's start in `jit list`, `--server` pointed at
+/// scheduled request's start in `jit list`, its revoke before the start
+/// ("nothing was granted"), `--server` pointed at
 /// Keycloak (exit 1, "not a jitd"), `--json` errors as JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_words_of_the_cli() {
@@ -1395,7 +1396,22 @@ async fn small_words_of_the_cli() {
             || row.contains(&format!("[starts {}", start.format("%Y-%m-%d %H:%M"))),
         "{list}"
     );
-    alice.cancel(&s).await.unwrap();
+    // Approved, then revoked before its start: nothing was granted, and
+    // the CLI does not say a role is being removed.
+    bob.approve(&s, None, None).await.unwrap();
+    let o = run(
+        cfg,
+        url,
+        "bob",
+        &["revoke", &s[..8], "--comment", "window moved"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let said = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        said.contains("revoked before it started; nothing was granted in Keycloak"),
+        "{said}"
+    );
+    assert!(!said.contains("being removed"), "{said}");
 
     // --server at Keycloak: not a jitd, exit 1 (not 7).
     let kc = jit_testkit::keycloak_env().url;

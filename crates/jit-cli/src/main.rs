@@ -1005,11 +1005,25 @@ async fn whoami(cli: &Cli) -> anyhow::Result<()> {
     })
 }
 
-/// What ending grant `r` does to the role: removed, kept because the user
-/// held it before the grant (a standing assignment, `owns_assignment`
-/// false), or kept by another active grant of the same entitlement to the
-/// same user (which jitd honours: the role goes only with the last one).
+/// What ending grant `r` does to the role: nothing granted yet (ended
+/// before its start), removed (and the user's Keycloak sessions ended,
+/// for an entitlement that ends them), kept because the user held it
+/// before the grant (a standing assignment, `owns_assignment` false), or
+/// kept by another active grant of the same entitlement to the same user
+/// (which jitd honours: the role goes only with the last one).
 async fn ended_grant_effect(c: &Client, r: &RequestView, verb: &str) -> String {
+    // Ended before jitd recorded the grant (an approved request whose start
+    // was still ahead, or one jitd was granting that very moment).
+    if r.keycloak.granted_at.is_none() {
+        return if r.keycloak.owns_assignment == Some(true) || r.keycloak.removal_pending {
+            format!(
+                "{verb} while jitd was granting it; jitd removes {} again if it reached Keycloak (see `jit show`)",
+                r.request.target()
+            )
+        } else {
+            format!("{verb} before it started; nothing was granted in Keycloak")
+        };
+    }
     if r.keycloak.owns_assignment == Some(false) {
         return format!(
             "{verb}; {} stays: it was held before this grant (a standing assignment JIT never removes)",
@@ -1036,6 +1050,10 @@ async fn ended_grant_effect(c: &Client, r: &RequestView, verb: &str) -> String {
                 .expires_at()
                 .map(render::time)
                 .unwrap_or_else(|| "-".into())
+        ),
+        None if r.ends_sessions => format!(
+            "{verb}; the role is being removed from Keycloak, and {}'s Keycloak sessions are ended with it (a new login is needed)",
+            r.request.requester_username()
         ),
         None => format!("{verb}; the role is being removed from Keycloak"),
     }

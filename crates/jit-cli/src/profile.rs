@@ -188,8 +188,8 @@ fn read_seen(d: &Path, name: &str) -> Vec<SeenGrant> {
         .unwrap_or_default()
 }
 
-/// Remembers the grants among `rows` of user `username` (see
-/// [`SeenGrant`]), in `.NAME.grants.json` next to the profile. Best
+/// Remembers the grants among `rows` of user `username` whose end ends
+/// the user's Keycloak sessions (`ends_sessions`, see [`SeenGrant`]), in `.NAME.grants.json` next to the profile. Best
 /// effort: a failure to write is ignored (it only loses a better word).
 pub fn note_grants(name: &str, username: &str, rows: &[jit_core::api::RequestView]) {
     let Ok(d) = dir() else { return };
@@ -203,8 +203,11 @@ fn note_grants_in(
     rows: &[jit_core::api::RequestView],
     now: chrono::DateTime<chrono::Utc>,
 ) {
+    // Only grants whose end ends the user's sessions can explain an ended
+    // login (a grant of another entitlement ending meanwhile cannot).
     let fresh: Vec<SeenGrant> = rows
         .iter()
+        .filter(|r| r.ends_sessions)
         .map(|r| &r.request)
         .filter(|q| q.requester_username() == username && q.activated_at().is_some())
         .filter_map(|q| {
@@ -412,6 +415,7 @@ impl TokenSource for ProfileTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jit_core::api::RequestView;
 
     fn profile(n: usize) -> Profile {
         serde_json::from_value(serde_json::json!({
@@ -508,5 +512,56 @@ mod tests {
         assert_eq!(ended_by_in(&seen, iat, now).unwrap().id, "ended");
         // Nothing ended since the token was issued: no cause.
         assert!(ended_by_in(&seen[..1], iat, now).is_none());
+    }
+
+    /// A grant of alice's as a list shows it: `id` of entitlement `e`,
+    /// ended at `ended`, whose end ends her sessions or not.
+    fn grant_view(id: &str, e: &str, ended: &str, ends_sessions: bool) -> RequestView {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "kind": {"type": "access"}, "entitlement_id": e,
+            "target": {"kind": "realm_role", "role": e},
+            "requester_id": "u1", "requester_username": "alice",
+            "justification": "why", "ticket": null, "urgent": false,
+            "break_glass": false, "requested_secs": 600, "duration_secs": 600,
+            "approvals_required": 1, "votes": [], "status": "expired",
+            "created_at": "2026-11-30T09:50:00Z", "pending_until": "2026-11-30T10:50:00Z",
+            "start_at": null, "decided_at": "2026-11-30T09:51:00Z",
+            "activated_at": "2026-11-30T09:51:00Z", "expires_at": ended,
+            "ended_at": ended, "ended_by": null, "end_reason": null,
+            "auto_approved": null, "review_required": false,
+            "reviewed_by": null, "reviewed_at": null, "extensions": [],
+            "entitlement_name": e, "remaining_secs": null,
+            "total_secs": 600, "approvals": 1,
+            "keycloak": {"owns_assignment": true, "granted_at": "2026-11-30T09:51:00Z",
+                "removal_pending": false, "removed_at": ended, "attempts": 0,
+                "next_attempt_at": null, "last_error": null},
+            "revoke_late": false, "ends_sessions": ends_sessions,
+            "awaits_your_review": null
+        }))
+        .unwrap()
+    }
+
+    /// Only a grant whose end ends the user's sessions is remembered to
+    /// explain an ended login: a later grant of another entitlement that
+    /// ended meanwhile is not named instead.
+    #[test]
+    fn only_grants_that_end_sessions_are_remembered_as_a_cause() {
+        let d = tempfile::tempdir().unwrap();
+        let rows = [
+            grant_view(
+                "break-glass-grant",
+                "break-glass",
+                "2026-11-30T10:05:00Z",
+                true,
+            ),
+            grant_view("plain-grant", "read-logs", "2026-11-30T10:08:00Z", false),
+        ];
+        let now: chrono::DateTime<chrono::Utc> = "2026-11-30T10:10:00Z".parse().unwrap();
+        note_grants_in(d.path(), "p", "alice", &rows, now);
+        let seen = read_seen(d.path(), "p");
+        let iat = "2026-11-30T10:00:00Z".parse().unwrap();
+        let cause = ended_by_in(&seen, iat, now).unwrap();
+        assert_eq!(cause.id, "break-glass-grant", "{seen:?}");
+        assert_eq!(seen.len(), 1, "{seen:?}");
     }
 }

@@ -149,6 +149,15 @@ pub struct RequestView {
     /// (Keycloak unreachable, retrying). Rule: `jit_core::lateness`, the
     /// same as the metric `jit_revocations_late`.
     pub revoke_late: bool,
+    /// Whether the end of this grant also ends the requester's Keycloak
+    /// sessions (the entitlement's `end_sessions_on_revoke` in the policy
+    /// in force; `false` once it is no longer in the policy): jitd logs the
+    /// user out everywhere when it removes the role, so a refresh token
+    /// cannot mint a token that still carries it. Clients say so before
+    /// and after a drop, and `jit` names this grant when its login ended.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub ends_sessions: bool,
     /// Whether the request awaits the caller's decision or break-glass
     /// review — "awaits my review", the rule of
     /// `AccessRequest::awaits_review_by` (the `to_review` list holds

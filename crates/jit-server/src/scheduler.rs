@@ -1945,6 +1945,12 @@ async fn remove(state: &AppState, id: &str, view: Option<WorkView>) -> Result<()
         .unwrap_or(0.0);
     state.metrics.removed(started.elapsed(), late);
     let mut why = format!("{} removed from Keycloak{sessions_note}", r.target());
+    if s.grant.granted_at.is_none() {
+        // The audit trail has no `grant.granted` for it: say how it got there.
+        why.push_str(
+            "; it had been assigned by a grant attempt the request ended before (no grant was recorded)",
+        );
+    }
     if late > 5.0 {
         why.push_str(&format!("; {late:.0} s late"));
     }

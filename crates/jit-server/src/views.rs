@@ -19,11 +19,12 @@ pub fn view(state: &AppState, s: &Stored, caller: Option<&Principal>) -> Request
     let now = Utc::now();
     let policy = state.policy();
     let r = &s.request;
+    let e = policy.entitlement(r.entitlement_id());
     RequestView {
-        entitlement_name: policy
-            .entitlement(r.entitlement_id())
+        entitlement_name: e
             .map(|e| e.display_name.clone())
             .unwrap_or_else(|| r.entitlement_id().to_string()),
+        ends_sessions: e.is_some_and(|e| e.end_sessions_on_revoke),
         remaining_secs: r.remaining_secs(now),
         total_secs: r.total_secs(),
         approvals: r.approvals(),

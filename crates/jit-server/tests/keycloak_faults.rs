@@ -263,6 +263,51 @@ async fn nothing_granted_means_nothing_to_remove() {
     j.stop().await;
 }
 
+/// An attempt whose assignment reached Keycloak although jitd never saw
+/// it succeed (its answer lost: a timeout after Keycloak applied it), then
+/// the request ended: the role is removed, and since the audit trail has
+/// no `grant.granted` for it, the removal says how the role got there.
+#[tokio::test]
+async fn a_role_an_unrecorded_attempt_assigned_is_removed_and_said_so() {
+    let kc = kc_with_users(&["grace"]);
+    let j = start(POLICY, kc.clone(), "").await;
+    kc.fail(Some(Op::Assign), Some("grace"), Fault::Server(500), None);
+    let id = j.request("grace", "open", 600);
+    j.wait(&id, "a failed attempt", SECS, |s| {
+        s.grant.owns_assignment == Some(true) && s.grant.last_error.is_some()
+    })
+    .await;
+    // What Keycloak applied of an attempt whose answer jitd never got.
+    kc.edit_user("grace", |u| {
+        u.assigned.insert(open_role());
+    });
+    let grace = Principal::new("grace", "grace");
+    j.state()
+        .store
+        .sync()
+        .update(&id, |s| {
+            let t = s.request.cancel(&grace, Utc::now())?;
+            Ok(end_grant(s, t))
+        })
+        .unwrap();
+    j.state().wake.notify_one();
+    let s = j
+        .wait(&id, "the removal", SECS, |s| s.grant.removed_at.is_some())
+        .await;
+    assert!(s.grant.granted_at.is_none(), "{s:?}");
+    assert!(!kc.has("grace", &open_role()), "the role is gone");
+    assert!(
+        has_event(&j, &id, EventKind::GrantRemoved, "no grant was recorded"),
+        "{:?}",
+        j.events(&id)
+    );
+    assert!(!j
+        .events(&id)
+        .iter()
+        .any(|(e, _)| *e == EventKind::GrantGranted));
+    j.stop().await;
+}
+
 #[tokio::test]
 async fn a_removal_keycloak_forbids_is_not_retried_and_stays_visible() {
     let kc = kc_with_users(&["erin"]);

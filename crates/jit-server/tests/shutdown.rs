@@ -100,6 +100,14 @@ fn sigterm_ends_jitd_in_bounded_time_when_its_postgresql_is_gone() {
 /// INFO.
 #[test]
 fn healthz_answers_degraded_in_bounded_time_when_postgresql_is_gone() {
+    /// A jitd process killed (SIGKILL) and reaped when dropped.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut cluster = jit_testkit::postgres::start(
         &std::env::temp_dir().join("jit-test-postgres"),
         0,
@@ -124,17 +132,20 @@ fn healthz_answers_degraded_in_bounded_time_when_postgresql_is_gone() {
     .unwrap();
     let start = |n: usize| {
         let log = std::fs::File::create(dir.path().join(format!("jitd-{n}.log"))).unwrap();
-        let mut jitd = Command::new(env!("CARGO_BIN_EXE_jitd"))
-            .arg("--config")
-            .arg(dir.path().join("jitd.toml"))
-            .env("JIT_BACKEND_SECRET", "test-secret")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        // Killed however the test ends (a failed assertion too).
+        let mut jitd = Killed(
+            Command::new(env!("CARGO_BIN_EXE_jitd"))
+                .arg("--config")
+                .arg(dir.path().join("jitd.toml"))
+                .env("JIT_BACKEND_SECRET", "test-secret")
+                .stdout(Stdio::piped())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
         use std::io::BufRead;
         let mut line = String::new();
-        std::io::BufReader::new(jitd.stdout.take().unwrap())
+        std::io::BufReader::new(jitd.0.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
         assert!(line.starts_with("jitd listening"), "{line:?}");
@@ -149,10 +160,9 @@ fn healthz_answers_degraded_in_bounded_time_when_postgresql_is_gone() {
     };
     // Twice on the same database: the second start's migrations are all
     // "already there".
-    let (mut first, _) = start(1);
-    let _ = first.kill();
-    let _ = first.wait();
-    let (mut jitd, addr) = start(2);
+    let (first, _) = start(1);
+    drop(first);
+    let (jitd, addr) = start(2);
     let log = std::fs::read_to_string(dir.path().join("jitd-2.log")).unwrap_or_default();
     assert!(
         !log.lines().any(|l| l.contains("NOTICE")),
@@ -172,8 +182,7 @@ fn healthz_answers_degraded_in_bounded_time_when_postgresql_is_gone() {
     assert!(ok.starts_with("HTTP/1.0 200"), "{ok}");
     cluster.stop();
     let r = health();
-    let _ = jitd.kill();
-    let _ = jitd.wait();
+    drop(jitd);
     let r = r.expect("healthz answers within 20 s while PostgreSQL is gone");
     assert!(r.starts_with("HTTP/1.0 503"), "{r}");
     assert!(r.contains("\"status\":\"degraded\""), "{r}");

@@ -174,6 +174,15 @@ keycloak: GrantState,
  */
 revoke_late: boolean, 
 /**
+ * Whether the end of this grant also ends the requester's Keycloak
+ * sessions (the entitlement's `end_sessions_on_revoke` in the policy
+ * in force; `false` once it is no longer in the policy): jitd logs the
+ * user out everywhere when it removes the role, so a refresh token
+ * cannot mint a token that still carries it. Clients say so before
+ * and after a drop, and `jit` names this grant when its login ended.
+ */
+ends_sessions: boolean, 
+/**
  * Whether the request awaits the caller's decision or break-glass
  * review — "awaits my review", the rule of
  * `AccessRequest::awaits_review_by` (the `to_review` list holds
