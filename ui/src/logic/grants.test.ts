@@ -47,6 +47,7 @@ const row = (over: Partial<RequestView> = {}): RequestView => ({
     removal_failed: false,
   },
   revoke_late: false,
+  ends_sessions: false,
   awaits_your_review: null,
   ...over,
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { createdWarnings, eventLabel, humanReason, statusChange } from "./words";
+import { createdWarnings, dropQuestion, eventLabel, humanReason, statusChange } from "./words";
 
 describe("audit words", () => {
   it("names events in words", () => {
@@ -33,5 +33,16 @@ describe("warnings of a request just created", () => {
         warnings: [{ code: "no_eligible_approver", message: "nobody besides you may approve it" }],
       }),
     ).toEqual(["nobody besides you may approve it"]);
+  });
+});
+
+describe("drop question", () => {
+  it("says when a drop also ends the Keycloak sessions", () => {
+    expect(dropQuestion({ entitlement_name: "Prod DB", ends_sessions: false })).toBe(
+      "Drop Prod DB now? Your access ends at once.",
+    );
+    expect(dropQuestion({ entitlement_name: "Break glass", ends_sessions: true })).toBe(
+      "Drop Break glass now? Your access ends at once. It also ends your Keycloak sessions: you will have to log in again.",
+    );
   });
 });

@@ -56,3 +56,11 @@ export function humanReason(reason: string | null): string {
 export function createdWarnings(r: Pick<RequestView, "warnings">): string[] {
   return (r.warnings ?? []).map((w) => w.message).filter((m) => m.trim() !== "");
 }
+
+/** The question before a drop: what ends with it. A grant whose end ends
+ *  the requester's Keycloak sessions (`ends_sessions`) signs them out
+ *  everywhere, this app included. */
+export function dropQuestion(r: Pick<RequestView, "entitlement_name" | "ends_sessions">): string {
+  const q = `Drop ${r.entitlement_name} now? Your access ends at once.`;
+  return r.ends_sessions ? `${q} It also ends your Keycloak sessions: you will have to log in again.` : q;
+}

@@ -7,6 +7,7 @@ import { cardActions, durationFacts, grantCards } from "../logic/grants";
 import { sortMine } from "../logic/lists";
 import { formatAge, formatCountdown, formatDuration, remainingSecs } from "../logic/time";
 import { parseDuration } from "../logic/validate";
+import { dropQuestion } from "../logic/words";
 
 type Props = { tick: number; offsetMs: number; highlight: string | null };
 
@@ -225,7 +226,7 @@ function GrantRow({
         {actions.drop &&
           (confirmDrop ? (
             <span class="confirm" role="group" aria-label="Confirm drop">
-              <span>Drop {r.entitlement_name} now? Your access ends at once.</span>
+              <span>{dropQuestion(r)}</span>
               <button
                 type="button"
                 class="btn danger"
