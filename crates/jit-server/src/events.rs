@@ -107,6 +107,12 @@ impl Hub {
         }
     }
 
+    /// The hub's position: the highest sequence number broadcast so far
+    /// (a new stream without `Last-Event-ID` starts after it).
+    pub fn published(&self) -> watch::Receiver<i64> {
+        self.published.subscribe()
+    }
+
     /// Hands rows this process just committed to the hub, with the request
     /// as it was written (`stored`, for rows of that request) when the
     /// writer has it. Call before announcing the rows' sequence numbers

@@ -470,6 +470,13 @@ async fn a_stream_says_where_it_starts_so_a_client_that_saw_nothing_resumes_exac
     // One event before, so the position is not trivially 0.
     let (status, _) = send(&j, "POST", "/v1/requests", &alice, Some(body("open"))).await;
     assert_eq!(status, StatusCode::CREATED);
+    // The hub broadcasts it on its own task: a stream opened before that
+    // rightly starts after 0 (and gets it live).
+    let mut position = j.state().events.published();
+    tokio::time::timeout(Duration::from_secs(10), position.wait_for(|p| *p >= 1))
+        .await
+        .expect("the hub broadcasts the event within 10 s")
+        .unwrap();
     let app = jit_server::api::router(j.state().clone());
     let first = app
         .oneshot(request("GET", "/v1/events", &alice, None))
