@@ -2,8 +2,10 @@
 //! (issue "scale out", item 6): requests and approvals spread over all
 //! three; one replica SIGKILLed while it holds claimed due work; every grant
 //! and removal still happens exactly once and on time (judged by the
-//! server's own timestamps); event streams on every replica see every
-//! event; the audit chain verifies.
+//! server's own timestamps; the killed replica's claimed work is taken
+//! over because it was found dead, before its claims' lease lapses);
+//! event streams on every replica see every event; the audit chain
+//! verifies.
 //!
 //! Each replica reaches Keycloak's APIs through its own [`SlowProxy`]
 //! (every Admin API call takes ≥ 1 s), so the removals it claims stay
@@ -72,8 +74,9 @@ impl Db {
         Db(Some(Arc::new(s)))
     }
 
-    /// `(request id, replica)` of every live claim on a removal not done.
-    async fn claims(&self) -> Vec<(String, String)> {
+    /// `(request id, replica, claim_until)` of every live claim on a
+    /// removal not done.
+    async fn claims(&self) -> Vec<(String, String, chrono::DateTime<chrono::Utc>)> {
         let s = self.0.clone().expect("open");
         tokio::task::spawn_blocking(move || {
             let now = chrono::Utc::now()
@@ -82,12 +85,17 @@ impl Db {
             s.raw_writer()
                 .unwrap()
                 .query(
-                    "SELECT id, claimed_by FROM requests WHERE claimed_by IS NOT NULL AND claim_until > ? AND removal_pending = 1",
+                    "SELECT id, claimed_by, claim_until FROM requests WHERE claimed_by IS NOT NULL AND claim_until > ? AND removal_pending = 1",
                     &[now.into()],
                 )
                 .unwrap()
                 .iter()
-                .map(|r| (r[0].text().unwrap(), r[1].text().unwrap()))
+                .map(|r| {
+                    let until = chrono::DateTime::parse_from_rfc3339(&r[2].text().unwrap())
+                        .expect("claim_until is RFC 3339")
+                        .with_timezone(&chrono::Utc);
+                    (r[0].text().unwrap(), r[1].text().unwrap(), until)
+                })
                 .collect()
         })
         .await
@@ -225,7 +233,7 @@ async fn three_replicas_share_one_postgres_and_survive_a_sigkill() {
             std::time::Instant::now() < deadline,
             "no replica was seen holding a claim"
         );
-        for (id, owner) in db.claims().await {
+        for (id, owner, _) in db.claims().await {
             if let Some(i) = replicas.iter().position(|j| {
                 j.pid()
                     .is_some_and(|p| owner.starts_with(&format!("jitd-{p}-")))
@@ -239,21 +247,32 @@ async fn three_replicas_share_one_postgres_and_survive_a_sigkill() {
         }
     }
     let (v, held) = victim.unwrap();
+    let is_victims = |o: &str| {
+        replicas[v]
+            .pid()
+            .is_some_and(|p| o.starts_with(&format!("jitd-{p}-")))
+    };
     let held_by_victim: Vec<String> = db
         .claims()
         .await
         .into_iter()
-        .filter(|(_, o)| {
-            replicas[v]
-                .pid()
-                .is_some_and(|p| o.starts_with(&format!("jitd-{p}-")))
-        })
-        .map(|(id, _)| id)
+        .filter(|(_, o, _)| is_victims(o))
+        .map(|(id, ..)| id)
         .chain([held.clone()])
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    let victim_pid = replicas[v].pid();
     replicas[v].kill9();
+    // The victim's claims as it left them (it renews them no more): when
+    // their lease would lapse.
+    let lease_ends: std::collections::HashMap<String, chrono::DateTime<chrono::Utc>> = db
+        .claims()
+        .await
+        .into_iter()
+        .filter(|(_, o, _)| victim_pid.is_some_and(|p| o.starts_with(&format!("jitd-{p}-"))))
+        .map(|(id, _, until)| (id, until))
+        .collect();
     eprintln!("replica {v} SIGKILLed while holding {held_by_victim:?}");
     let survivor = (v + 1) % 3;
     let dave = Client::new(
@@ -341,6 +360,21 @@ async fn three_replicas_share_one_postgres_and_survive_a_sigkill() {
             (0.0..=bound).contains(&late),
             "{id}: removed {late:.1} s after expires_at (bound {bound} s)"
         );
+        // Taken over because the victim was found dead (its liveness lock
+        // went with its connections), not when its claim's lease lapsed:
+        // a takeover after the lease could not be done before it ends +
+        // 1 s (the removal's first Admin API call alone takes ≥ 1 s
+        // through the proxy).
+        if let (true, Some(until)) = (taken_over.contains(id), lease_ends.get(id)) {
+            assert!(
+                removed < *until + chrono::Duration::seconds(1),
+                "{id}: removed at {removed}, not before the killed replica's claim lapsed at {until}"
+            );
+            eprintln!(
+                "{id}: taken over from the killed replica and removed {:.1} s before its claim's lease ended",
+                (*until - removed).num_milliseconds() as f64 / 1000.0
+            );
+        }
         eprintln!(
             "{id}: removed {late:.1} s after its end{}",
             if taken_over.contains(id) {

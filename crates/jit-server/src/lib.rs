@@ -414,28 +414,34 @@ async fn serve(config: &Config, state: Arc<AppState>) -> anyhow::Result<Server> 
     let hub = tokio::spawn(events::run_hub(state.clone()));
     // Other replicas' writes (PostgreSQL NOTIFY): wake the hub and the
     // scheduler as local writes do.
+    // The listener also holds this replica's liveness: once it is gone,
+    // the others take its claimed work over at once.
     let weak = Arc::downgrade(&state);
-    state.store.sync().follow(Box::new(move |announced| {
-        let Some(s) = weak.upgrade() else {
-            return false;
-        };
-        if *s.stopping.borrow() {
-            return false;
-        }
-        if let Some(a) = announced {
-            let newer = s.last_seq.send_if_modified(|v| {
-                let newer = a.seq > *v;
-                if newer {
-                    *v = a.seq;
-                }
-                newer
-            });
-            if wakes_scheduler(a, newer) {
-                s.wake.notify_one();
+    let replica = state.replica.clone();
+    state.store.sync().follow_alive(
+        &replica,
+        Box::new(move |announced| {
+            let Some(s) = weak.upgrade() else {
+                return false;
+            };
+            if *s.stopping.borrow() {
+                return false;
             }
-        }
-        true
-    }));
+            if let Some(a) = announced {
+                let newer = s.last_seq.send_if_modified(|v| {
+                    let newer = a.seq > *v;
+                    if newer {
+                        *v = a.seq;
+                    }
+                    newer
+                });
+                if wakes_scheduler(a, newer) {
+                    s.wake.notify_one();
+                }
+            }
+            true
+        }),
+    );
     let deliveries = webhooks::spawn(state.clone(), state.webhooks.clone());
     let app = api::router(state.clone());
     let st = state.clone();

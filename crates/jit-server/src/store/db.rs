@@ -119,9 +119,12 @@ pub trait Database: Send + Sync {
     /// Follows audit appends of every process on the database (this one
     /// included): calls `f(Some(announced))` for each announcement and
     /// `f(None)` about once a second; stops when `f` returns false.
-    /// Engines with one process (SQLite) return false and never call `f`.
-    fn follow(&self, f: Follower) -> bool {
-        let _ = f;
+    /// `alive_as`: this process's claims owner name, whose liveness it
+    /// holds while it follows (PostgreSQL: see `postgres`'s module doc;
+    /// `f(Some(seq 0))` also when another process died). Engines with one
+    /// process (SQLite) return false and never call `f`.
+    fn follow(&self, alive_as: Option<&str>, f: Follower) -> bool {
+        let _ = (alive_as, f);
         false
     }
     /// What this process adds to its announcements so that its own

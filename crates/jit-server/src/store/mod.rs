@@ -1566,7 +1566,9 @@ impl SqlStore {
     /// One statement in its own transaction without the audit chain's lock;
     /// on PostgreSQL rows another transaction holds are skipped (`SKIP
     /// LOCKED`: two replicas claiming at once get disjoint sets, and a
-    /// claim never waits for a row lock).
+    /// claim never waits for a row lock), and a claim of a replica found
+    /// dead (`jit_replicas.gone_at`, see [`SqlStore::follow_alive`]) is
+    /// taken over without waiting for its lease.
     pub fn claim_due(
         &self,
         ids: &[String],
@@ -1579,14 +1581,19 @@ impl SqlStore {
             return Ok(vec![]);
         }
         let (n, until) = (ts(now), ts(now + lease));
-        let lock = match self.db.dialect() {
-            Dialect::Postgres => " FOR UPDATE OF r SKIP LOCKED",
-            Dialect::Sqlite => "",
+        let (lock, gone) = match self.db.dialect() {
+            // A claim of a replica found dead (its liveness lock released,
+            // see `postgres`) is taken over before its lease lapses.
+            Dialect::Postgres => (
+                " FOR UPDATE OF r SKIP LOCKED",
+                " OR r.claimed_by IN (SELECT owner FROM jit_replicas WHERE gone_at IS NOT NULL)",
+            ),
+            Dialect::Sqlite => ("", ""),
         };
         let sql = format!(
             "UPDATE requests SET claimed_by = ?, claim_until = ? WHERE id IN (
                SELECT r.id FROM requests r WHERE r.id{}
-                 AND (r.claim_until IS NULL OR r.claim_until <= ? OR r.claimed_by = ?)
+                 AND (r.claim_until IS NULL OR r.claim_until <= ? OR r.claimed_by = ?{gone})
                  AND (r.removal_pending = 1 OR NOT EXISTS (
                    SELECT 1 FROM requests o WHERE o.requester_id = r.requester_id AND o.target = r.target
                      AND o.id <> r.id AND o.removal_pending = 1
@@ -1811,9 +1818,17 @@ impl SqlStore {
         Ok(())
     }
 
-    /// See [`Database::follow`].
+    /// See [`Database::follow`] (no liveness held).
     pub fn follow(&self, f: db::Follower) -> bool {
-        self.db.follow(f)
+        self.db.follow(None, f)
+    }
+
+    /// [`SqlStore::follow`] that also holds `owner`'s liveness while it
+    /// follows: on PostgreSQL, once this process is gone (its connection
+    /// closed), other replicas take its claims over at once
+    /// ([`SqlStore::claim_due`]) instead of when their lease lapses.
+    pub fn follow_alive(&self, owner: &str, f: db::Follower) -> bool {
+        self.db.follow(Some(owner), f)
     }
 
     /// A connection for direct SQL (tests, benchmark seeding).

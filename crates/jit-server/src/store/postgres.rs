@@ -16,6 +16,19 @@
 //!   writes (its scheduler already knows of them) from the others'.
 //! - Migrations run under the session advisory lock [`MIGRATE_LOCK`], so
 //!   replicas starting together migrate once.
+//! - Each replica holds a liveness lock for as long as it runs (a shared
+//!   session advisory lock of class [`LIVENESS_CLASS`] keyed by its claims'
+//!   owner name, on its `LISTEN` connection) and is listed in
+//!   `jit_replicas`. PostgreSQL releases the lock when that connection
+//!   ends — at once when the process dies (SIGKILL, crash: the kernel
+//!   closes its sockets). Every replica's listener looks once a second for
+//!   listed replicas whose lock is gone, marks them `gone_at` and wakes
+//!   its scheduler, whose claims then take over the dead replica's claimed
+//!   work without waiting for the claim lease to lapse
+//!   ([`super::SqlStore::claim_due`]). A replica whose host vanishes
+//!   without closing its connections keeps its lock until PostgreSQL's TCP
+//!   keepalive ends them: its claims pass on when their lease lapses, as
+//!   before.
 
 use std::time::Duration;
 
@@ -33,6 +46,12 @@ use super::StoreError;
 pub const AUDIT_LOCK: i64 = 0x6a69_7401;
 /// Advisory lock held while migrating.
 pub const MIGRATE_LOCK: i64 = 0x6a69_7402;
+/// Class (first key of the two-key form) of the replicas' liveness locks,
+/// `pg_advisory_lock_shared(LIVENESS_CLASS, hashtext(owner) & 2147483647)`
+/// (shared: two owner names with the same hash both hold it; a dead
+/// replica whose hash a live one shares then looks alive, and its claims
+/// pass on when their lease lapses, the safe side).
+pub const LIVENESS_CLASS: i32 = 0x6a69_7403;
 /// `LISTEN` channel carrying the newest audit sequence number.
 pub const CHANNEL: &str = "jit_audit";
 
@@ -372,12 +391,13 @@ impl Database for Postgres {
         self.reader()
     }
 
-    fn follow(&self, f: Follower) -> bool {
+    fn follow(&self, alive_as: Option<&str>, f: Follower) -> bool {
         let (config, tls) = (self.config.clone(), self.tls.clone());
         let origin = self.origin.clone();
+        let alive_as = alive_as.map(str::to_string);
         std::thread::Builder::new()
             .name("jit-pg-listen".into())
-            .spawn(move || listen_loop(config, tls, &origin, f))
+            .spawn(move || listen_loop(config, tls, &origin, alive_as.as_deref(), f))
             .is_ok()
     }
 
@@ -386,9 +406,65 @@ impl Database for Postgres {
     }
 }
 
+/// Takes `owner`'s liveness lock on `client`'s session and lists it in
+/// `jit_replicas` (again, after a reconnect: `gone_at` cleared), in one
+/// transaction: a replica is never listed without its lock.
+fn register(client: &mut postgres::Client, owner: &str) -> Result<(), postgres::Error> {
+    let mut tx = client.transaction()?;
+    tx.execute(
+        "SELECT pg_advisory_lock_shared($1, hashtext($2) & 2147483647)",
+        &[&LIVENESS_CLASS, &owner],
+    )?;
+    tx.execute(
+        "INSERT INTO jit_replicas (owner) VALUES ($1)
+         ON CONFLICT (owner) DO UPDATE SET registered_at = now(), gone_at = NULL",
+        &[&owner],
+    )?;
+    tx.commit()
+}
+
+/// Marks the listed replicas other than `owner` whose liveness lock is no
+/// longer held as gone (now); returns how many. Forgets replicas gone for
+/// a day (their claims lapsed long before).
+pub(crate) fn mark_gone(
+    client: &mut postgres::Client,
+    owner: &str,
+) -> Result<u64, postgres::Error> {
+    let gone = client.execute(
+        &format!(
+            "UPDATE jit_replicas r SET gone_at = now()
+             WHERE r.gone_at IS NULL AND r.owner <> $1
+               AND NOT EXISTS (SELECT 1 FROM pg_locks l
+                 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                   AND l.classid = {LIVENESS_CLASS}
+                   AND l.objid = (hashtext(r.owner) & 2147483647)::oid)"
+        ),
+        &[&owner],
+    )?;
+    client.execute(
+        "DELETE FROM jit_replicas WHERE gone_at < now() - interval '1 day'",
+        &[],
+    )?;
+    Ok(gone)
+}
+
+/// How often a listener looks for replicas that died ([`mark_gone`]).
+const LIVENESS_EVERY: Duration = Duration::from_secs(1);
+
 /// `LISTEN`s on [`CHANNEL`] on a connection of its own, reconnecting
-/// (at most every 2 s) after errors, until `f` says stop.
-fn listen_loop(config: postgres::Config, tls: Connector, origin: &str, f: Follower) {
+/// (at most every 2 s) after errors, until `f` says stop. With
+/// `alive_as` (the scheduler's claims owner), the connection also holds
+/// that replica's liveness lock, and about once a second the listener
+/// marks replicas whose lock is gone and then says "look again"
+/// (`seq` 0) so the scheduler takes their claimed work over.
+fn listen_loop(
+    config: postgres::Config,
+    tls: Connector,
+    origin: &str,
+    alive_as: Option<&str>,
+    f: Follower,
+) {
     use fallible_iterator::FallibleIterator;
     let failures = FailureLog::default();
     loop {
@@ -422,12 +498,39 @@ fn listen_loop(config: postgres::Config, tls: Connector, origin: &str, f: Follow
             std::thread::sleep(Duration::from_secs(2));
             continue;
         }
+        if let Some(owner) = alive_as {
+            if let Err(e) = register(&mut client, owner) {
+                tracing::warn!(error = %with_causes(&e), "cannot take this replica's liveness lock; retrying");
+                std::thread::sleep(Duration::from_secs(2));
+                continue;
+            }
+        }
         // After (re)connecting, whatever was missed is read by the hub from
         // the audit sequence: one wake-up is enough.
         if !f(Some(Announced { seq: 0, own: false })) {
             return;
         }
+        let mut looked = std::time::Instant::now();
         loop {
+            if let Some(owner) = alive_as.filter(|_| looked.elapsed() >= LIVENESS_EVERY) {
+                looked = std::time::Instant::now();
+                match mark_gone(&mut client, owner) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(
+                            replicas = n,
+                            "another jitd replica is gone; taking over its claimed work"
+                        );
+                        if !f(Some(Announced { seq: 0, own: false })) {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %with_causes(&e), "listen connection lost; reconnecting");
+                        break;
+                    }
+                }
+            }
             // A fresh iterator per wait: `TimeoutIter` does not restart its
             // timer after it fires, so one kept across waits would return
             // at once ever after (a busy loop burning a core).
@@ -531,6 +634,15 @@ CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
     // indexes (a heap-only tuple). Full pages (the default, 100) made every
     // such write insert into all of them. Applies to pages written from now on.
     "ALTER TABLE requests SET (fillfactor = 70);",
+    // 4: the replicas that hold a liveness lock (see the module's doc);
+    // `gone_at`: when another replica found its lock released.
+    r#"
+CREATE TABLE jit_replicas (
+    owner TEXT COLLATE "C" PRIMARY KEY,
+    registered_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    gone_at TIMESTAMPTZ
+);
+"#,
 ];
 
 /// How many migrations this jitd has.

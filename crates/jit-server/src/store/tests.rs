@@ -1802,3 +1802,81 @@ fn postgres_claims_rewrite_a_request_on_its_own_page() {
         "only {hot} of {changed} claims were written on their own page"
     );
 }
+
+/// A replica that dies — its listener's connection ends with it, and with
+/// it its liveness lock — has its claims taken over by another replica at
+/// once, long before their lease lapses; while it lives, nobody takes
+/// them. (The lease here is 10 minutes: only the liveness can explain a
+/// takeover within the test's bounded wait.)
+#[test]
+fn postgres_a_dead_replicas_claims_are_taken_over_before_their_lease() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let url = jit_testkit::postgres::test_database().expect("a real PostgreSQL for store tests");
+    let open = || SqlStore::new(Box::new(postgres::Postgres::open(&url, 2).unwrap())).unwrap();
+    let (survivor, dying) = (open(), open());
+    let now = Utc::now();
+    let (r, t) = request("x", "u-x", "db", now);
+    survivor.insert(&r, t).unwrap();
+    let ids = vec!["x".to_string()];
+    let lease = chrono::Duration::minutes(10);
+    // The survivor's "look again" signals (after it connects, and when it
+    // finds a replica gone).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    assert!(survivor.follow_alive(
+        "survivor",
+        Box::new(move |a| {
+            if a.is_some_and(|a| a.seq == 0) {
+                let _ = tx.lock().unwrap().send(());
+            }
+            true
+        })
+    ));
+    let look_again = |what: &str| {
+        rx.recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no 'look again' from the survivor's listener: {what}"))
+    };
+    look_again("after it connected");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    assert!(dying.follow_alive("dying", Box::new(move |_| !stopped.load(Ordering::SeqCst))));
+    // Listed (with its lock) within a bounded wait.
+    let mut check = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    let listed = |c: &mut ::postgres::Client, owner: &str| -> Option<bool> {
+        c.query_opt(
+            "SELECT gone_at IS NOT NULL FROM jit_replicas WHERE owner = $1",
+            &[&owner],
+        )
+        .unwrap()
+        .map(|r| r.get(0))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while listed(&mut check, "dying").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dying replica never registered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(dying.claim_due(&ids, "dying", now, lease, 10).unwrap(), ids);
+    // Alive: a look finds nobody gone, and its claim stays its own.
+    assert_eq!(postgres::mark_gone(&mut check, "survivor").unwrap(), 0);
+    assert!(survivor
+        .claim_due(&ids, "survivor", now, lease, 10)
+        .unwrap()
+        .is_empty());
+    // It dies: its listener returns at its next tick (≤ 1 s) and its
+    // connection closes. The survivor's listener finds it gone and says
+    // "look again"; its claim then takes the work over.
+    stop.store(true, Ordering::SeqCst);
+    look_again("after the other replica died");
+    assert_eq!(listed(&mut check, "dying"), Some(true));
+    assert_eq!(
+        survivor
+            .claim_due(&ids, "survivor", now, lease, 10)
+            .unwrap(),
+        ids,
+        "taken over before the lease"
+    );
+    drop(dying);
+}
