@@ -1573,6 +1573,15 @@ async fn activate(
         // The extension must know the grant's end before any token carries the role.
         ensure_slot(state).await;
         crate::grant_ends::before_assign(state, r.requester_id()).await;
+        // The wait for a slot and the grant-ends write can take a while: a
+        // request cancelled or revoked meanwhile is not assigned at all
+        // (its removal, set when it ended, finds nothing to remove). What
+        // ends it between this read and the assignment is removed by that
+        // removal, which then says so in the audit trail.
+        match read(state.store.get(id)).await? {
+            Some(now) if now.request.is_due_for_activation(Utc::now()) => {}
+            _ => return Ok(()),
+        }
         match call(state, state.admin.assign(r.requester_id(), r.target())).await {
             Ok(()) => {}
             Err(err) if err.is_transient() => {

@@ -381,6 +381,74 @@ async fn one_hung_call_delays_nothing_else() {
     j.stop().await;
 }
 
+/// A grant whose request is cancelled while it waits for a Keycloak slot
+/// (ownership decided, role not assigned yet) is never assigned: the
+/// worker reads the request again right before the assignment. Before,
+/// it assigned the role after the cancel, and the removal took it away
+/// moments later, with no `grant.granted` in the audit trail.
+#[tokio::test]
+async fn a_grant_cancelled_while_it_waits_for_a_slot_is_never_assigned() {
+    let users = ["w0", "w1", "w2", "w3", "w4"];
+    let kc = kc_with_users(&users);
+    let j = start(POLICY, kc.clone(), "keycloak_concurrency = 1").await;
+    // Every call takes a second: with one slot, the grants' assignments
+    // wait for it one after another.
+    kc.set_latency(Duration::from_secs(1));
+    let at = Utc::now() + chrono::Duration::seconds(1);
+    let ids: Vec<String> = users
+        .iter()
+        .map(|u| j.request_at(u, "open", 600, Some(at)))
+        .collect();
+    let long = Duration::from_secs(30);
+    until("an assignment under way", long, || {
+        kc.calls()
+            .iter()
+            .any(|c| c.op == Op::Assign && c.end.is_none())
+    })
+    .await;
+    let assigned = |u: &str| kc.calls().iter().any(|c| c.op == Op::Assign && c.user == u);
+    // One whose ownership is decided and whose assignment waits for the slot.
+    let (id, user) = ids
+        .iter()
+        .zip(users)
+        .find(|(id, u)| j.get(id).grant.owns_assignment == Some(true) && !assigned(u))
+        .map(|(id, u)| (id.clone(), u))
+        .expect("a grant waiting for the slot with its ownership decided");
+    let who = Principal::new(user, user);
+    j.state()
+        .store
+        .sync()
+        .update(&id, |s| {
+            let t = s.request.cancel(&who, Utc::now())?;
+            Ok(end_grant(s, t))
+        })
+        .unwrap();
+    j.state().wake.notify_one();
+    let s = j
+        .wait(&id, "its removal check", long, |s| !s.grant.removal_pending)
+        .await;
+    assert_eq!(s.request.status(), Status::Cancelled);
+    for (other, u) in ids.iter().zip(users).filter(|(i, _)| **i != id) {
+        j.wait(other, "the others granted", long, |s| {
+            s.request.status() == Status::Active
+        })
+        .await;
+        assert!(kc.has(u, &open_role()));
+    }
+    assert!(
+        !assigned(user),
+        "assigned after it was cancelled: {:?}",
+        j.events(&id)
+    );
+    assert!(has_event(
+        &j,
+        &id,
+        EventKind::GrantNothingToRemove,
+        "never granted"
+    ));
+    j.stop().await;
+}
+
 #[tokio::test]
 async fn a_hung_call_times_out_and_is_retried() {
     let kc = kc_with_users(&["stuck"]);
