@@ -93,6 +93,13 @@ impl ApiError {
                 // Rare path: a domain error raised inside a store transaction.
                 ApiError::Domain(d.clone()).parts()
             }
+            // The database is unreachable (PostgreSQL down or restarting):
+            // an outage, not a fault of this request; try again.
+            ApiError::Store(StoreError::Pool(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "Database unavailable",
+            ),
             ApiError::Store(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -107,6 +114,11 @@ impl IntoResponse for ApiError {
         let (status, code, title) = self.parts();
         let detail = match &self {
             ApiError::Store(StoreError::Domain(d)) => d.to_string(),
+            // Said once a minute with its cause by the pool (WARN).
+            ApiError::Store(e @ StoreError::Pool(_)) => {
+                tracing::debug!(error = %e, "store unavailable");
+                "jitd cannot reach its database right now; try again shortly".to_string()
+            }
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store error");
                 "internal error; see the server log".to_string()
@@ -132,5 +144,29 @@ impl IntoResponse for ApiError {
             );
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The database out of reach is an outage (503, retried by clients),
+    /// not an internal error (500), and its answer names no internals.
+    #[tokio::test]
+    async fn an_unreachable_database_is_503_database_unavailable() {
+        let resp = ApiError::Store(StoreError::Pool(
+            "timed out waiting for connection: connection refused (127.0.0.1:5432)".into(),
+        ))
+        .into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["code"], "database_unavailable", "{v}");
+        assert!(!v["detail"].as_str().unwrap().contains("5432"), "{v}");
+        let other = ApiError::Store(StoreError::Corrupt("x".into())).into_response();
+        assert_eq!(other.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -8,6 +8,7 @@
 //! | `jit_requests` | gauge | `status` | requests in the store by status (extensions as `extension_<status>`) |
 //! | `jit_revocations_late` | gauge | | grants whose revoke is late: more than 5 s past their end with the role not yet confirmed removed, or whose removal failed for good (`removal_failed`) (`jit_core::lateness`, the same rule as the API's `revoke_late`) |
 //! | `jit_audit_last_seq` | gauge | | highest audit sequence number |
+//! | `jit_database_up` | gauge | | 1 when this scrape read the store gauges above, 0 when the database did not answer (within 3 s): the scrape still answers, with the in-memory metrics |
 //! | `jit_request_transitions_total` | counter | `entitlement`, `status` | requests entering a status (since start) |
 //! | `jit_grant_duration_seconds` | histogram | | wall time of the Keycloak step that grants |
 //! | `jit_grant_lateness_seconds` | histogram | | role confirmed in Keycloak − when it was due (approval or start time) |
@@ -136,15 +137,35 @@ impl std::fmt::Debug for StoreGauges {
     }
 }
 
+thread_local! {
+    /// Set while [`Metrics::encode_without_store`] encodes on this thread.
+    static WITHOUT_STORE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `jit_database_up`: whether this scrape read the store gauges.
+fn database_up(encoder: &mut DescriptorEncoder, up: bool) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(up as i64);
+    g.encode(encoder.encode_descriptor(
+        "jit_database_up",
+        "1 when this scrape read the store gauges, 0 when the database did not answer",
+        None,
+        g.metric_type(),
+    )?)
+}
+
 impl Collector for StoreGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if WITHOUT_STORE.with(|w| w.get()) {
+            return database_up(&mut encoder, false);
+        }
         let (by_status, late) = match self.0.sync().stats(chrono::Utc::now()) {
             Ok(s) => s,
             Err(e) => {
                 crate::store::log_failure(&e, "metrics: cannot read the store");
-                return Ok(());
+                return database_up(&mut encoder, false);
             }
         };
+        database_up(&mut encoder, true)?;
         {
             let mut family = encoder.encode_descriptor(
                 "jit_requests",
@@ -326,6 +347,16 @@ impl Metrics {
         out
     }
 
+    /// [`Metrics::encode`] without reading the store: the in-memory
+    /// metrics and `jit_database_up 0` (a scrape while the database does
+    /// not answer). Never blocks.
+    pub fn encode_without_store(&self) -> String {
+        WITHOUT_STORE.with(|w| w.set(true));
+        let out = self.encode();
+        WITHOUT_STORE.with(|w| w.set(false));
+        out
+    }
+
     /// Counts the status changes in freshly written audit rows.
     pub fn audit_written(&self, recs: &[AuditRecord]) {
         for r in recs {
@@ -469,5 +500,19 @@ mod tests {
         }
         drop(guard);
         assert!(m.encode().contains("jit_sse_subscribers 0"));
+        assert!(text.contains("jit_database_up 1"), "{text}");
+        // A scrape while the database does not answer: the in-memory
+        // metrics, no store gauges, and the database said down.
+        let quick = m.encode_without_store();
+        assert!(quick.contains("jit_database_up 0"), "{quick}");
+        assert!(
+            quick.contains("jit_grant_lateness_seconds_count 1"),
+            "{quick}"
+        );
+        assert!(!quick.contains("jit_requests{"), "{quick}");
+        assert!(
+            m.encode().contains("jit_database_up 1"),
+            "the next scrape reads it again"
+        );
     }
 }

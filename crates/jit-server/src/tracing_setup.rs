@@ -13,7 +13,7 @@ use axum::http::HeaderValue;
 use axum::Router;
 use serde::Deserialize;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnRequest, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnFailure, DefaultOnRequest, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 /// The request-id header, accepted and returned.
@@ -98,7 +98,13 @@ pub fn layers(router: Router) -> Router {
             TraceLayer::new_for_http()
                 .make_span_with(make_span)
                 .on_request(DefaultOnRequest::new().level(Level::DEBUG))
-                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                // A 5xx is said where it arises, once: an internal error by
+                // the error handler (ERROR), an outage by the part that
+                // saw it (the database pool, the Keycloak client: WARN, once
+                // a minute). Not again per response: a load balancer's
+                // health probe during an outage made an ERROR line a second.
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
         .layer(SetRequestIdLayer::new(header, MakeRequestUuid))
         .layer(axum::middleware::map_request(sanitise_request_id))

@@ -168,22 +168,30 @@ fn healthz_answers_degraded_in_bounded_time_when_postgresql_is_gone() {
         !log.lines().any(|l| l.contains("NOTICE")),
         "PostgreSQL's notices logged on start:\n{log}"
     );
-    // GET /healthz with a 20 s limit on the answer: (status line, body).
-    let health = || -> std::io::Result<String> {
+    // GET `path` with `limit` on the answer: the whole HTTP answer.
+    let get = |path: &str, limit: u64| -> std::io::Result<String> {
         use std::io::{Read, Write};
         let mut c = std::net::TcpStream::connect(&addr)?;
-        c.set_read_timeout(Some(Duration::from_secs(20)))?;
-        c.write_all(b"GET /healthz HTTP/1.0\r\nhost: jitd\r\n\r\n")?;
+        c.set_read_timeout(Some(Duration::from_secs(limit)))?;
+        c.write_all(format!("GET {path} HTTP/1.0\r\nhost: jitd\r\n\r\n").as_bytes())?;
         let mut answer = String::new();
         c.read_to_string(&mut answer)?;
         Ok(answer)
     };
-    let ok = health().expect("healthz answers");
+    let ok = get("/healthz", 20).expect("healthz answers");
     assert!(ok.starts_with("HTTP/1.0 200"), "{ok}");
+    let up = get("/metrics", 20).expect("metrics answer");
+    assert!(up.contains("jit_database_up 1"), "{up}");
     cluster.stop();
-    let r = health();
+    let r = get("/healthz", 20);
+    // A scrape answers too, saying the database is down, before a store
+    // call would give up waiting for a connection (10 s): 8 s at most.
+    let m = get("/metrics", 8);
     drop(jitd);
     let r = r.expect("healthz answers within 20 s while PostgreSQL is gone");
     assert!(r.starts_with("HTTP/1.0 503"), "{r}");
     assert!(r.contains("\"status\":\"degraded\""), "{r}");
+    let m = m.expect("metrics answer within 8 s while PostgreSQL is gone");
+    assert!(m.starts_with("HTTP/1.0 200"), "{m}");
+    assert!(m.contains("jit_database_up 0"), "{m}");
 }

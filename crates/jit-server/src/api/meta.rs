@@ -50,11 +50,16 @@ pub(super) async fn healthz(State(state): St) -> Response {
     (status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String),
 ))]
 pub(super) async fn metrics(State(state): St) -> Response {
-    // The store gauges read the database: off the async threads.
+    // The store gauges read the database: off the async threads, and at
+    // most HEALTH_WAIT. A database that does not answer must not make the
+    // scrape time out (Prometheus would take jitd for down): then the
+    // in-memory metrics and `jit_database_up 0`.
     let st = state.clone();
-    let text = tokio::task::spawn_blocking(move || st.metrics.encode())
-        .await
-        .unwrap_or_default();
+    let full = tokio::task::spawn_blocking(move || st.metrics.encode());
+    let text = match tokio::time::timeout(HEALTH_WAIT, full).await {
+        Ok(Ok(text)) => text,
+        _ => state.metrics.encode_without_store(),
+    };
     (
         [(
             header::CONTENT_TYPE,

@@ -220,9 +220,22 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// A driver error as the store's: a unique index's refusal, the database
+/// gone ([`StoreError::Pool`]: the connection closed or broke, or the
+/// server is shutting down or starting — an outage the API answers 503
+/// to), or any other database error.
 fn pg_err(e: postgres::Error) -> StoreError {
-    if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) {
+    use postgres::error::SqlState;
+    let down = [
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+    ];
+    let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
         StoreError::Unique(e.to_string())
+    } else if e.is_closed() || io || e.code().is_some_and(|c| down.contains(c)) {
+        StoreError::Pool(with_causes(&e))
     } else {
         StoreError::Pg(e.to_string())
     }
