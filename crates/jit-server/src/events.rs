@@ -369,7 +369,8 @@ Each event: `id` = the audit sequence number, `event` = the audit event type (e.
 `data` = one JSON `EventData` (the audit row and the request as it is now). A comment line keeps the \
 connection alive every 15 s. The stream ends when the token expires or the server stops; reconnect \
 with `Last-Event-ID` to resume with nothing lost (before any event, the id in the response header \
-`JIT-Events-After`: where the stream started).",
+`JIT-Events-After`: where the stream started). An id after the newest event starts after the newest \
+event.",
     params(
         EventParams,
         ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event id (wins over `since`)"),
@@ -404,6 +405,13 @@ pub async fn stream(
     let rx = state.events.tx.subscribe();
     let published = *state.events.published.borrow();
     let after = match last_id.or(q.since) {
+        // Past the newest event this replica broadcast: another replica's
+        // event not broadcast here yet — or an id no event has (a client's
+        // bogus id, or a database restored to an earlier point): from such
+        // an id the stream would stay silent until the log grew past it,
+        // so it starts after the newest event instead (and says so in
+        // `JIT-Events-After`).
+        Some(n) if n > published => n.min(state.store.last_seq().await?),
         Some(n) => n,
         None => published,
     };

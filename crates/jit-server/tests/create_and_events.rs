@@ -519,3 +519,41 @@ async fn a_stream_says_where_it_starts_so_a_client_that_saw_nothing_resumes_exac
     );
     j.stop().await;
 }
+
+/// A `Last-Event-ID` after the newest event (a client's bogus id, or the
+/// database restored to an earlier point) starts the stream after the
+/// newest event, which it says: new events arrive. Before, the stream
+/// stayed silent until the log grew past the id.
+#[tokio::test]
+async fn an_event_id_past_the_newest_starts_after_the_newest() {
+    let kc = kc();
+    let j = start(POLICY, kc.clone(), "").await;
+    let alice = j.issuer.token("alice", &[]);
+    let (status, _) = send(&j, "POST", "/v1/requests", &alice, Some(body("open"))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let newest = j.state().store.last_seq().await.unwrap();
+    let mut req = request("GET", "/v1/events", &alice, None);
+    req.headers_mut()
+        .insert("last-event-id", "99999999".parse().unwrap());
+    let app = jit_server::api::router(j.state().clone());
+    let resp = app.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()[jit_server::events::EVENTS_AFTER],
+        newest.to_string().as_str()
+    );
+    let (status, created) = send(&j, "POST", "/v1/requests", &alice, Some(body("capped"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let mut s = resp.into_body().into_data_stream().boxed();
+    let frame = loop {
+        let f = next(&mut s).await.expect("the stream goes on");
+        if f != ":\n\n" {
+            break f;
+        }
+    };
+    assert!(
+        frame.contains(created["id"].as_str().unwrap()),
+        "the new event arrives: {frame}"
+    );
+    j.stop().await;
+}
