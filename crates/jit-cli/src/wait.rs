@@ -120,7 +120,11 @@ pub fn transient(e: &ClientError) -> bool {
         ClientError::Unreachable { .. }
         | ClientError::KeycloakUnreachable(_)
         | ClientError::Protocol(_) => true,
-        ClientError::Api { status, .. } => *status >= 500 || *status == 429,
+        // Keycloak refusing jitd's own call (502 `keycloak_refused`) needs
+        // an administrator; asking again changes nothing.
+        ClientError::Api { status, code, .. } => {
+            (*status >= 500 && code != "keycloak_refused") || *status == 429
+        }
         ClientError::Token(_) => false,
     }
 }
@@ -425,6 +429,12 @@ mod tests {
         assert!(transient(&api(429)));
         assert!(!transient(&api(404)));
         assert!(!transient(&api(403)));
+        assert!(!transient(&ClientError::Api {
+            status: 502,
+            code: "keycloak_refused".into(),
+            title: "T".into(),
+            detail: "d".into(),
+        }));
         assert!(!transient(&ClientError::Token("expired".into())));
     }
 

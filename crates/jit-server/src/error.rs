@@ -32,10 +32,22 @@ pub enum ApiError {
     /// The caller's Keycloak account is disabled or gone (checked live).
     #[error("{0}")]
     AccountDisabled(String),
-    #[error("Keycloak is unavailable: {0}")]
+    /// A call jitd made to Keycloak failed: 503 `keycloak_unavailable`
+    /// when trying again may succeed ([`KeycloakError::is_transient`]),
+    /// else 502 `keycloak_refused` (e.g. 403: jitd's service account lacks
+    /// a right; an administrator must act).
+    #[error("{}", keycloak_detail(.0))]
     Keycloak(#[from] KeycloakError),
     #[error("internal error")]
     Store(#[from] StoreError),
+}
+
+fn keycloak_detail(e: &KeycloakError) -> String {
+    if e.is_transient() {
+        format!("Keycloak is unavailable: {e}")
+    } else {
+        format!("Keycloak refused jitd's call: {e} (an administrator must give jitd's service account the right, or fix what Keycloak names)")
+    }
 }
 
 #[derive(Serialize)]
@@ -84,10 +96,15 @@ impl ApiError {
                 "account_disabled",
                 "Account disabled",
             ),
-            ApiError::Keycloak(_) => (
+            ApiError::Keycloak(e) if e.is_transient() => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "keycloak_unavailable",
                 "Keycloak unavailable",
+            ),
+            ApiError::Keycloak(_) => (
+                StatusCode::BAD_GATEWAY,
+                "keycloak_refused",
+                "Keycloak refused jitd's call",
             ),
             ApiError::Store(StoreError::Domain(d)) => {
                 // Rare path: a domain error raised inside a store transaction.
@@ -168,5 +185,35 @@ mod tests {
         assert!(!v["detail"].as_str().unwrap().contains("5432"), "{v}");
         let other = ApiError::Store(StoreError::Corrupt("x".into())).into_response();
         assert_eq!(other.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    /// Keycloak refusing jitd's own call for good (403: its service account
+    /// lacks a right) is not "Keycloak is unavailable": 502
+    /// `keycloak_refused`; an outage stays 503.
+    #[tokio::test]
+    async fn keycloak_refusing_jitd_is_not_said_unavailable() {
+        let refused = ApiError::Keycloak(KeycloakError::Status {
+            status: 403,
+            what: "group membership".into(),
+            body: String::new(),
+        });
+        assert!(
+            refused
+                .to_string()
+                .starts_with("Keycloak refused jitd's call"),
+            "{refused}"
+        );
+        let resp = refused.into_response();
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["code"], "keycloak_refused", "{v}");
+        let down = ApiError::Keycloak(KeycloakError::Unavailable("connection refused".into()));
+        assert_eq!(
+            down.into_response().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

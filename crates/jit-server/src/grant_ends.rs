@@ -227,7 +227,7 @@ async fn user_grants(state: &AppState, user_id: &str) -> Result<Vec<Stored>, Key
         .store
         .user_grants_in_keycloak(user_id)
         .await
-        .map_err(|e| KeycloakError::Unavailable(format!("store: {e}")))
+        .map_err(|e| KeycloakError::Unavailable(format!("{STORE_FAILED}{e}")))
 }
 
 /// One sync of `user_id`. The per-user lock ([`GrantEnds::user_lock`])
@@ -343,20 +343,35 @@ fn same_grants(a: &[String], b: &[String]) -> bool {
 /// worker; it never stops the grant.
 pub async fn before_assign(state: &AppState, user_id: &str) {
     if let Err(e) = sync_user(state, user_id).await {
-        log_failure(user_id, &e);
+        log_failure(user_id, &e, 0);
         state.grant_ends.retry_later(user_id, 0);
         state.grant_ends.wake.notify_one();
     }
 }
 
-fn log_failure(user_id: &str, e: &KeycloakError) {
+/// Says a failed sync: the realm dropping the attribute at ERROR (it
+/// stays so until an administrator acts); another replica's write in
+/// between at debug (normal on several replicas, written again at once by
+/// the retry) unless it keeps happening; anything else at WARN. `attempts`:
+/// earlier failed attempts of this user's sync.
+fn log_failure(user_id: &str, e: &KeycloakError, attempts: u32) {
     match e {
         KeycloakError::NotKept(_) => {
             tracing::error!(user = user_id, error = %e, "grant ends not written; tokens are not time-bound")
         }
+        KeycloakError::Overwritten { .. } if attempts < 3 => {
+            tracing::debug!(user = user_id, error = %e, "grant ends written again after another writer's write")
+        }
+        // The store (the database), not Keycloak, failed to answer.
+        KeycloakError::Unavailable(m) if m.starts_with(STORE_FAILED) => {
+            tracing::warn!(user = user_id, error = %m, "grant ends not written yet: the database did not answer")
+        }
         _ => tracing::warn!(user = user_id, error = %e, "grant ends not written yet"),
     }
 }
+
+/// Start of the error text of a store read that failed during a sync.
+const STORE_FAILED: &str = "store: ";
 
 /// The worker: syncs marked users until `state.stopping` flips. At start it
 /// marks every user with an open request, so a restart repairs what a crash
@@ -387,7 +402,7 @@ pub async fn run(state: std::sync::Arc<AppState>) {
         let (due, next) = state.grant_ends.take_due();
         for (user, attempts) in due {
             if let Err(e) = sync_user(&state, &user).await {
-                log_failure(&user, &e);
+                log_failure(&user, &e, attempts);
                 if e.is_transient() && attempts < MAX_ATTEMPTS {
                     state.grant_ends.retry_later(&user, attempts);
                 } else if e.is_transient() {

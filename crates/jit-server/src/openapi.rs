@@ -84,8 +84,12 @@ pub(crate) fn finish(doc: &mut Doc) {
                     "Missing, expired or invalid access token (`unauthorized`)",
                 );
                 add(
+                    "502",
+                    "Keycloak refused jitd's own call for good (`keycloak_refused`, e.g. 403: jitd's service account lacks a right)",
+                );
+                add(
                     "503",
-                    "Keycloak or its JWKS unreachable (`keycloak_unavailable`, `jwks_unavailable`)",
+                    "Keycloak or its JWKS unreachable, or jitd's database (`keycloak_unavailable`, `jwks_unavailable`, `database_unavailable`); try again",
                 );
             }
             if op.request_body.is_some() {

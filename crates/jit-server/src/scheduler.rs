@@ -409,7 +409,7 @@ async fn keycloak_answered(state: &AppState) {
         if s.probe_failed.swap(false, Ordering::SeqCst) {
             match state.store.clear_backoff().await {
                 Ok(n) => tracing::info!(
-                    waiting = n,
+                    retry_timers_cleared = n,
                     "Keycloak answers again; all waiting work is due now"
                 ),
                 Err(e) => tracing::error!(error = %e, "cannot clear retry timers"),

@@ -507,7 +507,7 @@ fn listen_loop(
             }
         };
         if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")) {
-            tracing::warn!(error = %e, "LISTEN failed; retrying");
+            tracing::warn!(error = %with_causes(&e), "LISTEN failed; retrying");
             std::thread::sleep(Duration::from_secs(2));
             continue;
         }
@@ -563,7 +563,7 @@ fn listen_loop(
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "listen connection lost; reconnecting");
+                    tracing::warn!(error = %with_causes(&e), "listen connection lost; reconnecting");
                     break;
                 }
             }
