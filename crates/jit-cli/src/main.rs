@@ -766,6 +766,7 @@ async fn wait(cli: &Cli, id: &str, timeout: &str) -> anyhow::Result<()> {
 async fn list(cli: &Cli, mine: bool, to_review: bool, status: Option<&str>) -> anyhow::Result<()> {
     // clap accepted it in any case; jitd takes the lower-case name.
     let status = status.map(str::to_ascii_lowercase);
+    let applied = status.as_deref() == Some("applied");
     let c = client(cli)?;
     let rows = c
         .list(&ListQuery {
@@ -776,7 +777,9 @@ async fn list(cli: &Cli, mine: bool, to_review: bool, status: Option<&str>) -> a
         })
         .await?;
     remember(cli, &rows);
-    cli.print(&rows, || print!("{}", render::list(&rows, c.server_now())))
+    cli.print(&rows, || {
+        print!("{}", render::list(&rows, c.server_now(), applied))
+    })
 }
 
 /// `jit show ID`.

@@ -297,12 +297,16 @@ fn left(r: &RequestView, now: DateTime<Utc>) -> String {
 
 /// Table of requests; LEFT is `expires_at − now` (server clock) for active
 /// grants, DURATION a grant's whole length (with applied extensions). An
-/// applied extension is part of its grant (`jit show GRANT`), not a row.
+/// applied extension is part of its grant (`jit show GRANT`), not a row —
+/// unless `applied` (the user asked for `--status applied`).
 /// Column widths come from the rows, each up to a cap (cut with `…`).
-pub fn list(rows: &[RequestView], now: DateTime<Utc>) -> String {
+pub fn list(rows: &[RequestView], now: DateTime<Utc>, applied: bool) -> String {
     let rows: Vec<&RequestView> = rows
         .iter()
         .filter(|r| {
+            if applied {
+                return true;
+            }
             // `approved` is how jitd before `applied` left them.
             let applied = matches!(
                 r.request.status(),
@@ -774,6 +778,28 @@ mod tests {
         assert!(text.contains('…'), "cut values are marked:\n{text}");
     }
 
+    /// Applied extensions are rows only when asked for (`--status
+    /// applied`): "No requests." for three applied extensions misled.
+    #[test]
+    fn applied_extensions_are_listed_when_asked_for() {
+        let mut v = serde_json::to_value(view(
+            "33333333-0000-4000-8000-000000000000",
+            "db",
+            "al",
+            "more time",
+        ))
+        .unwrap();
+        v["kind"] = serde_json::json!({"type": "extension", "grant_id": "11111111-0000-4000-8000-000000000000"});
+        v["status"] = "applied".into();
+        let ext: RequestView = serde_json::from_value(v).unwrap();
+        let now = "2026-11-29T11:20:00Z".parse().unwrap();
+        assert_eq!(
+            list(std::slice::from_ref(&ext), now, false),
+            "No requests.\n"
+        );
+        assert!(list(&[ext], now, true).contains("33333333"));
+    }
+
     #[test]
     fn list_columns_hold_long_requesters_and_entitlements() {
         let rows = [
@@ -786,7 +812,7 @@ mod tests {
             ),
         ];
         let now = "2026-11-29T11:20:00Z".parse().unwrap();
-        let text = list(&rows, now);
+        let text = list(&rows, now, false);
         // Cut in the middle: both ends of a long name stay.
         aligned(&text, "REQUESTER", &["al", "firstna…@example.org"]);
         aligned(&text, "DURATION", &["     30m", "     30m"]);

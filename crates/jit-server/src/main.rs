@@ -132,7 +132,11 @@ fn serve(config: PathBuf) -> ExitCode {
                 "not stopped cleanly within {} s (the database or Keycloak is not answering); exiting anyway: the next jitd on this database finishes what was cut short",
                 STOP_LIMIT.as_secs()
             );
-            return ExitCode::from(1);
+            // At once: dropping the store would wait for its connections
+            // to a database that does not answer (seconds more). Nothing
+            // needs it: SQLite's journal and PostgreSQL's transactions make
+            // an exit at any point safe, as a crash is.
+            std::process::exit(1);
         }
         ExitCode::SUCCESS
     });
