@@ -147,7 +147,8 @@ pub struct Entitlement {
     pub ticket_pattern: Option<Regex>,
     /// How long a request may wait for a decision before it lapses, seconds.
     pub pending_ttl: i64,
-    /// End the user's Keycloak sessions when the grant ends, so a refresh
+    /// End the user's Keycloak sessions when the grant ends (expiry, drop
+    /// or revoke alike; the name is the policy key's), so a refresh
     /// token cannot mint a new token with the role (Keycloak keeps a removed
     /// role in already-issued access tokens until they expire).
     pub end_sessions_on_revoke: bool,
