@@ -1286,7 +1286,7 @@ async fn ticket_error(c: &Client, a: &RequestArgs, e: jit_client::ClientError) -
     let example = pattern.as_deref().and_then(ticket::example);
     let msg = match (e.code(), &a.ticket) {
         (Some("ticket_invalid"), Some(t)) => format!(
-            "'{}' is not a ticket reference of the form '{}' needs; give one like {}",
+            "'{}' is not a ticket reference of the form {} asks for; give one like {}",
             render::cut(t, 60),
             a.entitlement,
             example.as_deref().unwrap_or("your ticket system's")
