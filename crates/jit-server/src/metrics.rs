@@ -214,9 +214,14 @@ impl Metrics {
     pub fn new(store: Store) -> Metrics {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(StoreGauges(store)));
-        let mut names: Vec<String> = ["jit_requests", "jit_revocations_late", "jit_audit_last_seq"]
-            .map(String::from)
-            .to_vec();
+        let mut names: Vec<String> = [
+            "jit_requests",
+            "jit_revocations_late",
+            "jit_audit_last_seq",
+            "jit_database_up",
+        ]
+        .map(String::from)
+        .to_vec();
         let m = Metrics {
             transitions: Family::default(),
             grant_duration: latency(),
