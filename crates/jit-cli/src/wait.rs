@@ -129,6 +129,20 @@ pub fn transient(e: &ClientError) -> bool {
     }
 }
 
+/// Where a watch goes on from once a stream opened: the last event shown
+/// (`last`), or — having seen nothing — where the stream says it starts
+/// (`after`, `JIT-Events-After`), so what is written while a cut is mended
+/// is not lost. A stream that starts before `last` (jitd had no event that
+/// far: a bogus `--since`, or a database restored to an earlier point)
+/// wins: its events would otherwise all be skipped as already shown.
+fn resume_point(last: Option<i64>, after: Option<i64>) -> Option<i64> {
+    match (last, after) {
+        (None, a) => a,
+        (Some(l), Some(a)) if a < l => Some(a),
+        (l, _) => l,
+    }
+}
+
 /// Whether anyhow error `e` comes from a [`transient`] client error.
 fn transient_any(e: &anyhow::Error) -> bool {
     e.chain()
@@ -339,11 +353,7 @@ pub async fn follow(
     loop {
         match c.events_from(last).await {
             Ok((after, stream)) => {
-                // Seen nothing yet: resume from where this stream starts,
-                // so what is written while a cut is mended is not lost.
-                if last.is_none() {
-                    last = after;
-                }
+                last = resume_point(last, after);
                 if let Some(first) = opened.take() {
                     first();
                 }
@@ -366,8 +376,10 @@ pub async fn follow(
                             last = Some(ev.id);
                             show(&ev);
                         }
-                        Err(e) => {
-                            note(&format!("the event stream was cut ({e}); reconnecting"));
+                        // The transport's own words ("error decoding
+                        // response body") tell a user nothing.
+                        Err(_) => {
+                            note("the event stream was cut (jitd stopped or the connection broke); reconnecting");
                             lost = Some(Instant::now());
                             cut = true;
                             break;
@@ -410,6 +422,18 @@ mod tests {
         assert_eq!(seq, [500, 1000, 2000, 4000, 5000, 5000]);
         b.reset();
         assert_eq!(b.next_delay(), Duration::from_millis(500));
+    }
+
+    /// A watch resumes after the last event it showed, or where the stream
+    /// starts when it has shown none or jitd has no event that far
+    /// (`jit watch --since 99999999` showed nothing, ever).
+    #[test]
+    fn a_watch_resumes_where_the_stream_starts_when_it_is_behind_the_asked_point() {
+        assert_eq!(resume_point(None, Some(81)), Some(81));
+        assert_eq!(resume_point(Some(90), Some(90)), Some(90));
+        assert_eq!(resume_point(Some(99_999_999), Some(81)), Some(81));
+        assert_eq!(resume_point(Some(90), None), Some(90));
+        assert_eq!(resume_point(None, None), None);
     }
 
     #[test]
