@@ -835,7 +835,13 @@ async fn cancel(cli: &Cli, id: &str) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
-    cli.print(&r, || render::outcome(&r, r.request.status().as_str()))
+    // Cancelled while jitd was granting it: say what becomes of the role.
+    let what = if r.keycloak.owns_assignment == Some(true) || r.keycloak.removal_pending {
+        ended_grant_effect(&c, &r, "cancelled").await
+    } else {
+        r.request.status().as_str().to_string()
+    };
+    cli.print(&r, || render::outcome(&r, &what))
 }
 
 /// A cancel jitd refused as `illegal_transition`: for a grant already
@@ -1047,7 +1053,8 @@ async fn ended_grant_effect(c: &Client, r: &RequestView, verb: &str) -> String {
     });
     match keeper {
         Some(k) => format!(
-            "{verb}; the role stays while grant {} is active (until {})",
+            "{verb}; {} stays while grant {} is active (until {})",
+            r.request.target(),
             render::short(k.request.id()),
             k.request
                 .expires_at()
@@ -1055,10 +1062,11 @@ async fn ended_grant_effect(c: &Client, r: &RequestView, verb: &str) -> String {
                 .unwrap_or_else(|| "-".into())
         ),
         None if r.ends_sessions => format!(
-            "{verb}; the role is being removed from Keycloak, and {}'s Keycloak sessions are ended with it (a new login is needed)",
+            "{verb}; {} is being removed from Keycloak, and {}'s Keycloak sessions are ended with it (a new login is needed)",
+            r.request.target(),
             r.request.requester_username()
         ),
-        None => format!("{verb}; the role is being removed from Keycloak"),
+        None => format!("{verb}; {} is being removed from Keycloak", r.request.target()),
     }
 }
 

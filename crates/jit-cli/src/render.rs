@@ -381,7 +381,11 @@ pub fn how_it_ended(r: &RequestView) -> String {
         S::Revoked => format!("already revoked by {by} at {at}{why}"),
         S::Expired => format!("already expired at {at}"),
         S::Failed => format!("not granted: Keycloak refused it at {at}{why}"),
-        S::Pending | S::Approved => format!("not active yet: it is {}", q.status()),
+        S::Pending | S::Approved => format!(
+            "not active yet: it is {}; `jit cancel {}` withdraws it",
+            q.status(),
+            short(q.id())
+        ),
         // Refused while approved (jitd still giving the role), active by
         // the time we looked again.
         S::Active => {
