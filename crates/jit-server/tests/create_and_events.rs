@@ -222,6 +222,18 @@ async fn next(
         .map(|f| String::from_utf8(f.unwrap().to_vec()).unwrap())
 }
 
+/// The first event frame of the stream `resp` (keep-alive comments
+/// skipped), within 20 s a frame.
+async fn next_event(resp: axum::response::Response) -> String {
+    let mut s = resp.into_body().into_data_stream().boxed();
+    loop {
+        let f = next(&mut s).await.expect("the stream goes on");
+        if f != ":\n\n" {
+            return f;
+        }
+    }
+}
+
 /// Each event is one whole SSE frame (`id`, `event`, one `data` line of
 /// `EventData`); an idle stream gets keep-alive comments; the create
 /// call's event reaches the stream from its hand-over to the hub.
@@ -506,13 +518,7 @@ async fn a_stream_says_where_it_starts_so_a_client_that_saw_nothing_resumes_exac
         resumed.headers()[jit_server::events::EVENTS_AFTER],
         after.to_string().as_str()
     );
-    let mut s = resumed.into_body().into_data_stream().boxed();
-    let frame = loop {
-        let f = next(&mut s).await.expect("the stream goes on");
-        if f != ":\n\n" {
-            break f;
-        }
-    };
+    let frame = next_event(resumed).await;
     assert!(
         frame.contains(created["id"].as_str().unwrap()),
         "the event written while the stream was lost: {frame}"
@@ -544,13 +550,7 @@ async fn an_event_id_past_the_newest_starts_after_the_newest() {
     );
     let (status, created) = send(&j, "POST", "/v1/requests", &alice, Some(body("capped"))).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    let mut s = resp.into_body().into_data_stream().boxed();
-    let frame = loop {
-        let f = next(&mut s).await.expect("the stream goes on");
-        if f != ":\n\n" {
-            break f;
-        }
-    };
+    let frame = next_event(resp).await;
     assert!(
         frame.contains(created["id"].as_str().unwrap()),
         "the new event arrives: {frame}"
