@@ -7,7 +7,8 @@
 //! `--database postgres` / `--replicas N` of `cargo xtask bench` (see
 //! [`crate::bench_opts`]) run the same against a fresh database on the
 //! benchmark's PostgreSQL and N jitd processes on it (default: one jitd on
-//! SQLite).
+//! SQLite). The cluster has the raw baseline's 12 Keycloak calls in
+//! flight: each of N replicas gets `keycloak_concurrency = ⌈12 / N⌉`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -93,6 +94,18 @@ fn goal(metric: impl Into<String>, value: impl Into<String>, goal: &str, met: bo
 
 /// Keycloak work in flight, for jitd and for the raw baseline alike.
 const CONCURRENCY: usize = 12;
+
+/// Each replica's `keycloak_concurrency`: the cluster's share of
+/// [`CONCURRENCY`] (`keycloak_concurrency` is per replica, so N replicas
+/// would otherwise put N × it in flight against the same Keycloak;
+/// docs/operations.md says to size it so). `JIT_BENCH_REPLICA_CONCURRENCY`
+/// overrides it.
+fn replica_concurrency(replicas: usize) -> usize {
+    std::env::var("JIT_BENCH_REPLICA_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| CONCURRENCY.div_ceil(replicas.max(1)))
+}
 const ROLE: &str = "prod-db-admin";
 
 struct Bench {
@@ -353,6 +366,7 @@ impl Jitd {
         let database = tokio::task::block_in_place(|| {
             crate::bench_opts::fresh_database(b.setup.engine, dir.path())
         })?;
+        let per_replica = replica_concurrency(b.setup.replicas);
         for i in 0..b.setup.replicas {
             let port = std::net::TcpListener::bind("127.0.0.1:0")?
                 .local_addr()?
@@ -362,7 +376,7 @@ impl Jitd {
                 format!(
                     "listen = \"127.0.0.1:{port}\"\ndatabase = \"{database}\"\npolicy = \"policy.toml\"\n\n\
                      [keycloak]\nurl = \"{}\"\nrealm = \"jit\"\ngrants_attribute = \"{}\"\n\n\
-                     [scheduler]\nkeycloak_concurrency = {CONCURRENCY}\n",
+                     [scheduler]\nkeycloak_concurrency = {per_replica}\n",
                     b.url, b.grants_attribute
                 ),
             )?;

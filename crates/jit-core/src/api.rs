@@ -21,6 +21,15 @@ pub struct GrantState {
     /// When the assignment was confirmed in Keycloak (UTC).
     #[schema(required = true)]
     pub granted_at: Option<DateTime<Utc>>,
+    /// When jitd set out to assign the grant in Keycloak (UTC), written
+    /// to the store before the assignment is sent; `None` before that. If
+    /// jitd stopped, or Keycloak's answer never came, after an assignment
+    /// landed but before it was recorded, the next attempt finds the role
+    /// held and the grant counts from here (`activated_at`), not from when
+    /// a later attempt confirmed it: a crash never lengthens a grant.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub assigning_since: Option<DateTime<Utc>>,
     /// The grant ended and the Keycloak side still has to be cleaned up.
     pub removal_pending: bool,
     /// When the assignment was removed in Keycloak (UTC).

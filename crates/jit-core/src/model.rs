@@ -1179,21 +1179,41 @@ impl AccessRequest {
     /// The role was really granted in Keycloak at `now`: the request becomes
     /// an active grant and the duration starts counting from here.
     pub fn activate(&mut self, now: DateTime<Utc>) -> Result<Transition, DomainError> {
+        self.activate_since(now, now)
+    }
+
+    /// Like [`activate`](Self::activate) at `now`, for a role that has been
+    /// in Keycloak since `since` (UTC, not after `now`; an earlier attempt
+    /// assigned it and was not recorded): the duration counts from `since`,
+    /// so `expires_at` may already have passed (the grant then ends at
+    /// once). The transition is dated `now`.
+    pub fn activate_since(
+        &mut self,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, DomainError> {
         self.require(&[Status::Approved], Action::Activate)?;
+        let since = since.min(now);
         if !self.is_due_for_activation(now) {
             return Err(DomainError::IllegalTransition {
                 from: self.status,
                 action: Action::Activate,
             });
         }
-        self.activated_at = Some(now);
-        let expires = now + Duration::seconds(self.duration_secs);
+        self.activated_at = Some(since);
+        let expires = since + Duration::seconds(self.duration_secs);
         self.expires_at = Some(expires);
-        let reason = format!(
+        let mut reason = format!(
             "for {} until {}",
             format_duration(self.duration_secs),
             expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
+        if since < now {
+            reason.push_str(&format!(
+                ", counted from {}: an earlier attempt assigned it then and was not recorded",
+                since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
+        }
         Ok(self.transition(
             Action::Activate,
             Status::Active,

@@ -18,7 +18,8 @@
 //! carry a JIT role that Keycloak does not yet know the end of.
 //!
 //! Order that keeps tokens right: a grant's value appears before its role
-//! is assigned (with a provisional end, `now + duration`, never later than
+//! is assigned (with a provisional end, `assigning_since + duration`, or
+//! `now + duration` before that is set, never later than
 //! the real one), shows the real end once active, shows the end of an early
 //! drop or revoke at once, and disappears only after the role has left
 //! Keycloak — so an ended role is never shown as standing.
@@ -140,7 +141,7 @@ impl GrantEnds {
 
 /// The attribute values for one user's stored requests at `now`, sorted by
 /// grant id: grants JIT owns that are active, being activated (provisional
-/// end `now + duration`), or ended with the removal from Keycloak still
+/// end `assigning_since + duration`, or `now + duration`), or ended with the removal from Keycloak still
 /// pending (end = when they ended). Standing assignments (JIT does not own
 /// them) are left out: the user keeps those after the grant.
 pub fn values(grants: &[Stored], now: DateTime<Utc>) -> Vec<String> {
@@ -155,7 +156,11 @@ pub fn values(grants: &[Stored], now: DateTime<Utc>) -> Vec<String> {
             Status::Approved
                 if s.grant.granted_at.is_none() && r.start_at().is_none_or(|t| t <= now) =>
             {
-                Some(now + chrono::Duration::seconds(r.duration_secs().max(0)))
+                // From when jitd set out to assign it (see
+                // `GrantState::assigning_since`): never later than the end
+                // it gets when active.
+                let from = s.grant.assigning_since.map_or(now, |t| t.min(now));
+                Some(from + chrono::Duration::seconds(r.duration_secs().max(0)))
             }
             st if st.is_terminal() && s.grant.removal_pending => {
                 match (r.expires_at(), r.ended_at()) {

@@ -1227,12 +1227,34 @@ async fn record_failure(state: &AppState, id: &str, err: String) -> Result<(), S
 /// good, or it was given up), audited and published to the requester and
 /// approvers.
 async fn fail_grant(state: &AppState, id: &str, reason: String) -> Result<(), StoreError> {
+    fail_grant_with(state, id, reason, false).await
+}
+
+/// [`fail_grant`] when Keycloak refused this attempt's own assignment for
+/// good, after no earlier attempt was found to have landed (the ownership
+/// was decided by this attempt, or Keycloak showed the role not held):
+/// nothing of this grant is in Keycloak.
+async fn fail_grant_refused(state: &AppState, id: &str, reason: String) -> Result<(), StoreError> {
+    fail_grant_with(state, id, reason, true).await
+}
+
+async fn fail_grant_with(
+    state: &AppState,
+    id: &str,
+    reason: String,
+    refused: bool,
+) -> Result<(), StoreError> {
     release_slot();
     tracing::warn!(request = id, %reason, "grant failed for good");
     ignore_race(
         state
             .store
-            .update(id, move |s| fail_in(s, &reason, Utc::now()))
+            .update(id, move |s| {
+                if refused {
+                    s.grant.assigning_since = None;
+                }
+                fail_in(s, &reason, Utc::now())
+            })
             .await
             .map(|(_, recs)| state.published(&recs)),
     )
@@ -1243,10 +1265,13 @@ fn fail_in(s: &mut Stored, reason: &str, now: DateTime<Utc>) -> Result<Vec<Entry
     let t = s.request.fail(reason, now)?;
     s.grant.last_error = Some(reason.to_string());
     s.grant.next_attempt_at = None;
-    // A permanent refusal of this attempt assigned nothing; only an
-    // attempt that failed transiently (a timeout may hide a success) may
-    // have: then the removal path checks Keycloak.
-    if s.grant.owns_assignment == Some(true) && s.grant.attempts > 0 {
+    // A permanent refusal of this attempt assigned nothing; an earlier
+    // attempt that failed transiently (a timeout may hide a success) or
+    // was never recorded (`assigning_since`: jitd stopped after sending
+    // it) may have: then the removal path checks Keycloak.
+    if s.grant.owns_assignment == Some(true)
+        && (s.grant.attempts > 0 || s.grant.assigning_since.is_some())
+    {
         s.grant.removal_pending = true;
         s.grant.attempts = 0;
     }
@@ -1519,6 +1544,9 @@ async fn activate(
             }
         }
     }
+    // Whether this attempt decided the ownership (and so wrote
+    // `assigning_since` itself, just now).
+    let mut fresh = false;
     let owns = match s.grant.owns_assignment {
         Some(o) => o,
         None => {
@@ -1557,6 +1585,9 @@ async fn activate(
                     });
                 }
                 s.grant.owns_assignment = Some(decided);
+                if decided {
+                    s.grant.assigning_since = Some(Utc::now());
+                }
                 Ok(vec![])
             })
             .await;
@@ -1566,10 +1597,60 @@ async fn activate(
                 Err(StoreError::Domain(DomainError::IllegalTransition { .. })) => return Ok(()),
                 Err(e) => return Err(e),
             }
+            fresh = true;
             decided
         }
     };
-    if owns {
+    // When the role has been in Keycloak since an earlier attempt that was
+    // not recorded (jitd stopped after the assignment landed, or its answer
+    // never came): the grant counts from then, so a crash never makes a
+    // grant longer than its duration.
+    let mut since = None;
+    if owns && !fresh {
+        let earlier = match s.grant.assigning_since {
+            Some(at) => match call(
+                state,
+                state.admin.holds(r.requester_id(), r.target(), false),
+            )
+            .await
+            {
+                Ok(true) => Some(at),
+                Ok(false) => None,
+                Err(err) if err.is_transient() => {
+                    return record_failure(state, id, err.to_string()).await
+                }
+                Err(err) => {
+                    let reason = explain_refusal(state, &e.id, r.target(), &err).await;
+                    return fail_grant(state, id, reason).await;
+                }
+            },
+            None => None,
+        };
+        match earlier {
+            Some(at) => since = Some(at),
+            // No earlier assignment landed: this attempt's start goes to
+            // disk before its assignment is sent.
+            None => {
+                let r = commit(state, id, move |s| {
+                    if !s.request.is_due_for_activation(Utc::now()) {
+                        return Err(DomainError::IllegalTransition {
+                            from: s.request.status(),
+                            action: jit_core::model::Action::Activate,
+                        });
+                    }
+                    s.grant.assigning_since = Some(Utc::now());
+                    Ok(vec![])
+                })
+                .await;
+                match r {
+                    Ok(_) => {}
+                    Err(StoreError::Domain(DomainError::IllegalTransition { .. })) => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    if owns && since.is_none() {
         // The extension must know the grant's end before any token carries the role.
         ensure_slot(state).await;
         crate::grant_ends::before_assign(state, r.requester_id()).await;
@@ -1589,13 +1670,14 @@ async fn activate(
             }
             Err(err) => {
                 let reason = explain_refusal(state, &e.id, r.target(), &err).await;
-                return fail_grant(state, id, reason).await;
+                return fail_grant_refused(state, id, reason).await;
             }
         }
     }
     let result = commit_last(state, id, move |s| {
-        let t = s.request.activate(Utc::now())?;
-        s.grant.granted_at = Some(Utc::now());
+        let now = Utc::now();
+        let t = s.request.activate_since(since.unwrap_or(now), now)?;
+        s.grant.granted_at = Some(now);
         s.grant.attempts = 0;
         s.grant.next_attempt_at = None;
         s.grant.last_error = None;

@@ -308,6 +308,78 @@ async fn a_role_an_unrecorded_attempt_assigned_is_removed_and_said_so() {
     j.stop().await;
 }
 
+/// An assignment that landed in Keycloak but whose answer never came (the
+/// call timed out): the retry finds the role held and the grant counts
+/// from when the first attempt set out, not from the retry, so the role is
+/// never held longer than the granted duration.
+#[tokio::test]
+async fn an_assignment_whose_answer_never_came_counts_from_its_first_attempt() {
+    let kc = kc_with_users(&["heidi"]);
+    let j = start(POLICY, kc.clone(), "keycloak_call_timeout_secs = 1").await;
+    kc.fail(
+        Some(Op::Assign),
+        Some("heidi"),
+        Fault::LandedThenHang,
+        Some(1),
+    );
+    let id = j.request("heidi", "open", 600);
+    let s = j
+        .wait(&id, "active", SECS, |s| {
+            s.request.status() == Status::Active
+        })
+        .await;
+    let since = s.grant.assigning_since.expect("the first attempt's start");
+    let granted = s.grant.granted_at.unwrap();
+    // The first attempt waited out its 1 s call timeout, then a retry.
+    assert!(granted - since >= chrono::Duration::seconds(1), "{s:?}");
+    assert_eq!(s.request.activated_at(), Some(since), "{s:?}");
+    assert_eq!(
+        s.request.expires_at(),
+        Some(since + chrono::Duration::seconds(600)),
+        "{s:?}"
+    );
+    assert_eq!(kc.count(Op::Assign), 1, "the retry found it held");
+    assert!(
+        has_event(&j, &id, EventKind::GrantGranted, "counted from"),
+        "{:?}",
+        j.events(&id)
+    );
+    j.stop().await;
+}
+
+/// jitd stopped after its assignment landed and before it recorded it: the
+/// next jitd on the same store finds the role held and counts the grant
+/// from the stopped attempt.
+#[tokio::test]
+async fn a_grant_jitd_stopped_before_recording_counts_from_the_stopped_attempt() {
+    let kc = kc_with_users(&["ivan"]);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jitd.sqlite");
+    let db = db.to_str().unwrap();
+    let first = start_on(POLICY, kc.clone(), "keycloak_call_timeout_secs = 120", db).await;
+    kc.fail(Some(Op::Assign), Some("ivan"), Fault::LandedThenHang, None);
+    let id = first.request("ivan", "open", 600);
+    until("the assignment to land", SECS, || {
+        kc.has("ivan", &open_role())
+    })
+    .await;
+    let since = first.get(&id).grant.assigning_since;
+    assert!(since.is_some());
+    first.stop().await;
+    kc.clear_faults();
+    let second = start_on(POLICY, kc.clone(), "", db).await;
+    second.state().wake.notify_one();
+    let s = second
+        .wait(&id, "active", SECS, |s| {
+            s.request.status() == Status::Active
+        })
+        .await;
+    assert_eq!(s.request.activated_at(), since, "{s:?}");
+    assert!(s.grant.granted_at.unwrap() > since.unwrap());
+    assert_eq!(kc.count(Op::Assign), 1, "{:?}", kc.calls());
+    second.stop().await;
+}
+
 #[tokio::test]
 async fn a_removal_keycloak_forbids_is_not_retried_and_stays_visible() {
     let kc = kc_with_users(&["erin"]);

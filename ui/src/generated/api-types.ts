@@ -54,6 +54,15 @@ owns_assignment: boolean | null,
  */
 granted_at: string | null, 
 /**
+ * When jitd set out to assign the grant in Keycloak (UTC), written
+ * to the store before the assignment is sent; `None` before that. If
+ * jitd stopped, or Keycloak's answer never came, after an assignment
+ * landed but before it was recorded, the next attempt finds the role
+ * held and the grant counts from here (`activated_at`), not from when
+ * a later attempt confirmed it: a crash never lengthens a grant.
+ */
+assigning_since: string | null, 
+/**
  * The grant ended and the Keycloak side still has to be cleaned up.
  */
 removal_pending: boolean, 

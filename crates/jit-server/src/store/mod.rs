@@ -340,9 +340,19 @@ const INDEXES: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS requests_by_entitlement ON requests(entitlement_id, created_at, id)",
     "CREATE INDEX IF NOT EXISTS requests_by_entitlement_status ON requests(entitlement_id, status, created_at, id)",
     "CREATE INDEX IF NOT EXISTS requests_review_open ON requests(entitlement_id, created_at, id) WHERE review_open = 1",
-    "CREATE INDEX IF NOT EXISTS requests_pending_until ON requests(status, pending_until)",
-    "CREATE INDEX IF NOT EXISTS requests_expires ON requests(status, expires_at)",
-    "CREATE INDEX IF NOT EXISTS requests_start ON requests(status, start_at)",
+    // Due work (`SqlStore::due`, `claim_due`): partial indexes hold only
+    // the rows in the state each kind of work looks for, so a row entering
+    // another state adds no entry to them (fewer index writes per status
+    // change: 8 instead of 12 on an activation).
+    "DROP INDEX IF EXISTS requests_pending_until",
+    "DROP INDEX IF EXISTS requests_expires",
+    "DROP INDEX IF EXISTS requests_start",
+    "DROP INDEX IF EXISTS requests_removal",
+    "CREATE INDEX IF NOT EXISTS requests_lapse_due ON requests(pending_until) WHERE status = 'pending'",
+    "CREATE INDEX IF NOT EXISTS requests_expiry_due ON requests(expires_at) WHERE status = 'active'",
+    "CREATE INDEX IF NOT EXISTS requests_start_due ON requests(start_at) WHERE status = 'approved'",
+    "CREATE INDEX IF NOT EXISTS requests_removal_due ON requests(requester_id, target) WHERE removal_pending = 1",
+    "CREATE INDEX IF NOT EXISTS requests_removal_failed ON requests(id) WHERE removal_pending = 2",
     "CREATE INDEX IF NOT EXISTS audit_requester ON audit(requester_id, seq)",
     "CREATE INDEX IF NOT EXISTS audit_entitlement ON audit(entitlement_id, seq)",
 ];
@@ -1799,7 +1809,9 @@ impl SqlStore {
         // Candidates (their role may still be in Keycloak, past expiry or
         // ended); jit-core decides which are late.
         let rows = c.query(
-            "SELECT body, grant_state FROM requests WHERE removal_pending>=1 OR (status='active' AND expires_at <= ?)",
+            "SELECT body, grant_state FROM requests WHERE removal_pending = 1
+             UNION ALL SELECT body, grant_state FROM requests WHERE removal_pending = 2
+             UNION ALL SELECT body, grant_state FROM requests WHERE status = 'active' AND expires_at <= ? AND removal_pending = 0",
             &[P::from(ts(now))],
         )?;
         let mut late = 0;

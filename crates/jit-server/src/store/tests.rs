@@ -1880,3 +1880,89 @@ fn postgres_a_dead_replicas_claims_are_taken_over_before_their_lease() {
     );
     drop(dying);
 }
+
+/// Due work, the claim's check for a pending removal of the same
+/// assignment, and the late-revoke candidates of `/metrics` are read
+/// through their partial indexes on both engines, never by a scan of all
+/// requests (most rows of a large store are in none of these states).
+#[test]
+fn due_work_is_read_through_partial_indexes_on_both_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = jit_testkit::postgres::test_database().expect("a real PostgreSQL for store tests");
+    let engines: Vec<(&str, Box<dyn Database>)> = vec![
+        (
+            "sqlite",
+            Box::new(db::Sqlite::open(&dir.path().join("p.sqlite"), 2).unwrap()),
+        ),
+        (
+            "postgres",
+            Box::new(postgres::Postgres::open(&url, 2).unwrap()),
+        ),
+    ];
+    for (engine, inner) in engines {
+        let store = SqlStore::new(inner).unwrap();
+        let mut c = store.raw_writer().unwrap();
+        // 4,000 ended requests, a few in each due state.
+        let (series, explain, scan) = match store.dialect() {
+            Dialect::Postgres => (
+                "generate_series(1, 4000) AS g(i)",
+                "EXPLAIN",
+                "Seq Scan on requests",
+            ),
+            Dialect::Sqlite => (
+                "(WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < 4000) SELECT i FROM g) AS g",
+                "EXPLAIN QUERY PLAN",
+                "SCAN requests",
+            ),
+        };
+        c.batch(&format!(
+            "INSERT INTO requests (id, entitlement_id, requester_id, status, target, created_at, pending_until, expires_at, body, grant_state, removal_pending)
+             SELECT 'pi-' || i, 'db', 'u' || i,
+                    CASE WHEN i % 500 = 0 THEN 'active' WHEN i % 500 = 1 THEN 'pending' WHEN i % 500 = 2 THEN 'approved' ELSE 'expired' END,
+                    't', '2026', '2026', '2026', 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx', '{{}}',
+                    CASE WHEN i % 500 = 3 THEN 1 WHEN i % 500 = 4 THEN 2 ELSE 0 END
+             FROM {series};
+             ANALYZE;"
+        ))
+        .unwrap();
+        let n = "2027";
+        let queries = [
+            ("SELECT id FROM requests WHERE status='pending' AND pending_until <= ?", &["requests_lapse_due"][..]),
+            ("SELECT id FROM requests WHERE status='active' AND expires_at <= ?", &["requests_expiry_due"]),
+            ("SELECT id FROM requests WHERE status='approved' AND extends IS NULL AND (start_at IS NULL OR start_at <= ?) AND (next_attempt_at IS NULL OR next_attempt_at <= ?)", &[]),
+            ("SELECT id FROM requests WHERE removal_pending=1 AND (next_attempt_at IS NULL OR next_attempt_at <= ?)", &["requests_removal_due"]),
+            ("SELECT 1 FROM requests WHERE requester_id = ? AND target = ? AND removal_pending = 1", &["requests_removal_due"]),
+            ("SELECT body, grant_state FROM requests WHERE removal_pending = 1
+             UNION ALL SELECT body, grant_state FROM requests WHERE removal_pending = 2
+             UNION ALL SELECT body, grant_state FROM requests WHERE status = 'active' AND expires_at <= ? AND removal_pending = 0",
+             &["requests_removal_due", "requests_removal_failed", "requests_expiry_due"]),
+        ];
+        for (sql, indexes) in queries {
+            let params = vec![P::from(n); sql.matches('?').count()];
+            let plan = c
+                .query(&format!("{explain} {sql}"), &params)
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|v| v.text().ok())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(
+                !plan
+                    .lines()
+                    .any(|l| l.contains(scan) && !l.contains("USING")),
+                "{engine}: a scan of all requests for\n{sql}\n{plan}"
+            );
+            for index in indexes {
+                assert!(
+                    plan.contains(index),
+                    "{engine}: {index} unused by\n{sql}\n{plan}"
+                );
+            }
+        }
+    }
+}

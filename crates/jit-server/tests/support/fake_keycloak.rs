@@ -38,6 +38,9 @@ pub enum Fault {
     Refused,
     /// Never answers (until the caller gives up).
     Hang,
+    /// Does what was asked, then never answers: the caller cannot know it
+    /// landed (a lost answer, or jitd stopping right after sending).
+    LandedThenHang,
 }
 
 impl Fault {
@@ -54,7 +57,7 @@ impl Fault {
             Fault::Server(s) => status(s),
             Fault::TooMany => status(429),
             Fault::Refused => KeycloakError::Unavailable("connection refused".into()),
-            Fault::Hang => unreachable!("hang is not an error"),
+            Fault::Hang | Fault::LandedThenHang => unreachable!("hang is not an error"),
         }
     }
 }
@@ -272,7 +275,10 @@ impl FakeKeycloak {
             tokio::time::sleep(latency).await;
         }
         match self.fault_for(op, user) {
-            Some(Fault::Hang) => {
+            Some(fault @ (Fault::Hang | Fault::LandedThenHang)) => {
+                if fault == Fault::LandedThenHang {
+                    let _ = f(self);
+                }
                 self.hanging.fetch_add(1, Ordering::SeqCst);
                 leave.2 = true;
                 std::future::pending::<()>().await;
