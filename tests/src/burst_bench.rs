@@ -7,8 +7,8 @@
 //! `--database postgres` / `--replicas N` of `cargo xtask bench` (see
 //! [`crate::bench_opts`]) run the same against a fresh database on the
 //! benchmark's PostgreSQL and N jitd processes on it (default: one jitd on
-//! SQLite). The cluster has the raw baseline's 12 Keycloak calls in
-//! flight: each of N replicas gets `keycloak_concurrency = ⌈12 / N⌉`.
+//! SQLite). Each replica has `keycloak_concurrency = 12`, the raw
+//! baseline's calls in flight (`JIT_BENCH_REPLICA_CONCURRENCY` sets it).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -95,16 +95,16 @@ fn goal(metric: impl Into<String>, value: impl Into<String>, goal: &str, met: bo
 /// Keycloak work in flight, for jitd and for the raw baseline alike.
 const CONCURRENCY: usize = 12;
 
-/// Each replica's `keycloak_concurrency`: the cluster's share of
-/// [`CONCURRENCY`] (`keycloak_concurrency` is per replica, so N replicas
-/// would otherwise put N × it in flight against the same Keycloak;
-/// docs/operations.md says to size it so). `JIT_BENCH_REPLICA_CONCURRENCY`
-/// overrides it.
-fn replica_concurrency(replicas: usize) -> usize {
+/// Each replica's `keycloak_concurrency`: [`CONCURRENCY`], as one jitd's
+/// default (N replicas then have up to N × it in flight), or
+/// `JIT_BENCH_REPLICA_CONCURRENCY`. Splitting the 12 among 3 replicas
+/// (4 each) was measured slower: 200-in-one-second lateness p99 1.05–1.17 s
+/// against 0.81 s (docs/measurements.md).
+fn replica_concurrency() -> usize {
     std::env::var("JIT_BENCH_REPLICA_CONCURRENCY")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| CONCURRENCY.div_ceil(replicas.max(1)))
+        .unwrap_or(CONCURRENCY)
 }
 const ROLE: &str = "prod-db-admin";
 
@@ -366,7 +366,7 @@ impl Jitd {
         let database = tokio::task::block_in_place(|| {
             crate::bench_opts::fresh_database(b.setup.engine, dir.path())
         })?;
-        let per_replica = replica_concurrency(b.setup.replicas);
+        let per_replica = replica_concurrency();
         for i in 0..b.setup.replicas {
             let port = std::net::TcpListener::bind("127.0.0.1:0")?
                 .local_addr()?

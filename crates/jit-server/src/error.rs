@@ -112,7 +112,7 @@ impl ApiError {
             }
             // The database is unreachable (PostgreSQL down or restarting):
             // an outage, not a fault of this request; try again.
-            ApiError::Store(StoreError::Pool(_)) => (
+            ApiError::Store(StoreError::Pool(_) | StoreError::TimedOut(_)) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database_unavailable",
                 "Database unavailable",
@@ -135,6 +135,14 @@ impl IntoResponse for ApiError {
             ApiError::Store(e @ StoreError::Pool(_)) => {
                 tracing::debug!(error = %e, "store unavailable");
                 "jitd cannot reach its database right now; try again shortly".to_string()
+            }
+            // The database hangs: this call's change (if it makes one)
+            // may still be saved when it answers.
+            ApiError::Store(e @ StoreError::TimedOut(_)) => {
+                tracing::warn!(error = %e, "store call given up");
+                format!(
+                    "{e}; a change this call makes may or may not be saved: look before trying again"
+                )
             }
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store error");
@@ -183,6 +191,17 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["code"], "database_unavailable", "{v}");
         assert!(!v["detail"].as_str().unwrap().contains("5432"), "{v}");
+        let hung = ApiError::Store(StoreError::TimedOut(10)).into_response();
+        assert_eq!(hung.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(hung.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["code"], "database_unavailable", "{v}");
+        assert!(
+            v["detail"].as_str().unwrap().contains("may or may not"),
+            "{v}"
+        );
         let other = ApiError::Store(StoreError::Corrupt("x".into())).into_response();
         assert_eq!(other.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }

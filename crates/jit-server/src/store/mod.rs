@@ -35,6 +35,7 @@ pub mod postgres;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use jit_core::{AccessRequest, DomainError, EntitlementKind, Status, Transition};
@@ -70,11 +71,14 @@ impl From<Transition> for Entry {
 /// webhook delivery, metrics). No connection to the database (it is down
 /// or unreachable: [`StoreError::Pool`]) is said by the pool itself, at
 /// WARN, once a minute with a count, and when it is back; the loops run
-/// into it on every pass, so it is logged here at debug only. Anything
+/// into it on every pass, so it is logged here at debug only. A database
+/// that does not answer within the call limit ([`StoreError::TimedOut`])
+/// is an outage too: WARN (at most once per limit and loop). Anything
 /// else is an ERROR.
 pub fn log_failure(e: &StoreError, what: &str) {
     match e {
         StoreError::Pool(_) => tracing::debug!(error = %e, "{what}"),
+        StoreError::TimedOut(_) => tracing::warn!(error = %e, "{what}"),
         _ => tracing::error!(error = %e, "{what}"),
     }
 }
@@ -90,6 +94,11 @@ pub enum StoreError {
     Pg(String),
     #[error("no database connection: {0}")]
     Pool(String),
+    /// The database took longer than [`Store::call_limit`] to answer (hung,
+    /// or cut off without the connection closing): the call's transaction
+    /// may still commit when it answers, or not.
+    #[error("the database did not answer within {0} s")]
+    TimedOut(u64),
     /// A unique index refused a row (e.g. a second pending request).
     #[error("unique constraint: {0}")]
     Unique(String),
@@ -1854,9 +1863,30 @@ impl SqlStore {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<SqlStore>,
+    /// See [`Store::call_limit`].
+    limit: Duration,
 }
 
+/// Default of [`Store::call_limit`].
+pub const CALL_LIMIT: Duration = Duration::from_secs(10);
+
+/// Runs `$body` on the blocking pool, answering [`StoreError::TimedOut`]
+/// after the store's call limit (the blocking thread ends when the
+/// database answers; its result is dropped).
 macro_rules! blocking {
+    ($self:ident, |$s:ident| $body:expr) => {{
+        let $s = $self.inner.clone();
+        let limit = $self.limit;
+        match tokio::time::timeout(limit, tokio::task::spawn_blocking(move || $body)).await {
+            Ok(done) => done.map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?,
+            Err(_) => Err(StoreError::TimedOut(limit.as_secs())),
+        }
+    }};
+}
+
+/// [`blocking!`] without the call limit: for work whose length grows with
+/// the store (checking the whole audit chain).
+macro_rules! blocking_unbounded {
     ($self:ident, |$s:ident| $body:expr) => {{
         let $s = $self.inner.clone();
         tokio::task::spawn_blocking(move || $body)
@@ -1895,6 +1925,21 @@ impl Store {
             Box::new(db::Sqlite::open_read_only(Path::new(spec))?)
         };
         Ok(Store::from(SqlStore::as_is(db)?))
+    }
+
+    /// Longest wait for one store call (default [`CALL_LIMIT`], 10 s; the
+    /// audit chain check has none): a database that hangs without closing
+    /// its connections (stopped, or cut off by a silent network) makes
+    /// calls fail with [`StoreError::TimedOut`] (the API's 503
+    /// `database_unavailable`) instead of waiting until it answers.
+    pub fn call_limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// This store with another [`Store::call_limit`].
+    pub fn with_call_limit(mut self, limit: Duration) -> Store {
+        self.limit = limit;
+        self
     }
 
     /// The synchronous store (tests, tools; not on async threads).
@@ -2137,7 +2182,7 @@ impl Store {
 
     /// See [`SqlStore::verify_audit`].
     pub async fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
-        blocking!(self, |s| s.verify_audit())
+        blocking_unbounded!(self, |s| s.verify_audit())
     }
 
     /// See [`SqlStore::stats`].
@@ -2153,7 +2198,10 @@ impl Store {
 
 impl From<SqlStore> for Store {
     fn from(s: SqlStore) -> Store {
-        Store { inner: Arc::new(s) }
+        Store {
+            inner: Arc::new(s),
+            limit: CALL_LIMIT,
+        }
     }
 }
 

@@ -283,7 +283,7 @@ impl Postgres {
         let failures = Arc::new(FailureLog::default());
         let pool = r2d2::Pool::builder()
             .max_size(size)
-            .min_idle(Some(2))
+            .min_idle(Some(size.min(2)))
             .connection_timeout(Duration::from_secs(30))
             .error_handler(Box::new(PoolFailures(failures.clone())))
             .build(PgManager {

@@ -1966,3 +1966,68 @@ fn due_work_is_read_through_partial_indexes_on_both_engines() {
         }
     }
 }
+
+/// A PostgreSQL that stops answering without closing its connections (its
+/// backends stopped, as by SIGSTOP or a silent network cut) makes a store
+/// call fail with `TimedOut` after the call limit, not wait until it
+/// answers again; once it answers, the store works again.
+#[test]
+fn a_hung_postgres_fails_calls_after_the_call_limit() {
+    let url = jit_testkit::postgres::test_database().expect("a real PostgreSQL for store tests");
+    let store =
+        Store::from(SqlStore::new(Box::new(postgres::Postgres::open(&url, 2).unwrap())).unwrap())
+            .with_call_limit(std::time::Duration::from_secs(1));
+    assert!(store.sync().get("nothing").unwrap().is_none());
+    // The store's own backends (not this admin connection's).
+    let admin = SqlStore::new(Box::new(postgres::Postgres::open(&url, 1).unwrap())).unwrap();
+    let pids: Vec<i64> = admin
+        .raw_writer()
+        .unwrap()
+        .query(
+            "SELECT pid::bigint FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r[0].int().unwrap())
+        .collect();
+    assert!(!pids.is_empty());
+    let signal = |sig: &str| {
+        for pid in &pids {
+            let ok = std::process::Command::new("kill")
+                .args([sig, &pid.to_string()])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "kill {sig} {pid}");
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    signal("-STOP");
+    let r = rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(20), store.get("nothing")).await
+    });
+    signal("-CONT");
+    match r {
+        Ok(Err(StoreError::TimedOut(1))) => {}
+        Ok(other) => panic!("expected TimedOut(1), got {other:?}"),
+        Err(_) => panic!("the call waited 20 s for a hung database"),
+    }
+    // Answers again once PostgreSQL does (bounded).
+    rt.block_on(async {
+        let start = std::time::Instant::now();
+        loop {
+            match store.get("nothing").await {
+                Ok(None) => break,
+                r if start.elapsed() > std::time::Duration::from_secs(30) => {
+                    panic!("the store did not recover: {r:?}")
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+    });
+}
