@@ -544,6 +544,17 @@ fn jwt_shape(token: &str) -> Result<(), &'static str> {
 
 fn client(cli: &Cli) -> anyhow::Result<Client> {
     if let Ok(t) = std::env::var("JIT_TOKEN") {
+        // A profile chosen by name would be ignored: the call would be
+        // made as the token's owner, not as the profile's user.
+        if cli.profile != "default" {
+            bail!(Exit(
+                exit::USAGE,
+                format!(
+                    "JIT_TOKEN is set, so profile '{}' would not be used (calls are made as the token's owner): unset JIT_TOKEN, or leave out --profile / JIT_PROFILE",
+                    cli.profile
+                )
+            ));
+        }
         let t = t.trim();
         if let Err(why) = jwt_shape(t) {
             bail!(Exit(

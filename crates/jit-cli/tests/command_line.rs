@@ -91,6 +91,27 @@ fn a_token_that_is_not_a_jwt_is_said_in_words_with_exit_6() {
     }
 }
 
+/// `JIT_TOKEN` with a profile chosen by name: refused (exit 2), never a
+/// call made silently as the token's owner instead of the profile's user.
+#[test]
+fn a_profile_chosen_beside_jit_token_is_refused_not_ignored() {
+    let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln";
+    let o = jit(
+        &["--profile", "alice", "list"],
+        &[SERVER, ("JIT_TOKEN", token)],
+    );
+    one_line(
+        &o,
+        2,
+        &["JIT_TOKEN is set", "profile 'alice'", "unset JIT_TOKEN"],
+    );
+    let o = jit(
+        &["list"],
+        &[SERVER, ("JIT_TOKEN", token), ("JIT_PROFILE", "bob")],
+    );
+    one_line(&o, 2, &["profile 'bob'"]);
+}
+
 #[test]
 fn start_time_errors_say_the_accepted_forms() {
     let o = jit(

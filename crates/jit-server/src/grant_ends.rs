@@ -371,6 +371,11 @@ fn log_failure(user_id: &str, e: &KeycloakError, attempts: u32) {
         KeycloakError::Unavailable(m) if m.starts_with(STORE_FAILED) => {
             tracing::warn!(user = user_id, error = %m, "grant ends not written yet: the database did not answer")
         }
+        // Not a passing failure: it stays so until an administrator gives
+        // jitd's service account the right (realm-management manage-users).
+        KeycloakError::Status { status: 403, .. } => {
+            tracing::error!(user = user_id, error = %e, "grant ends not written: Keycloak forbids jitd's service account to change users (it needs manage-users); tokens are not time-bound until that is fixed")
+        }
         _ => tracing::warn!(user = user_id, error = %e, "grant ends not written yet"),
     }
 }
