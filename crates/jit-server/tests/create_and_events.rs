@@ -146,6 +146,32 @@ async fn create_answers_in_the_order_of_its_checks_whichever_lookup_fails() {
     j.stop().await;
 }
 
+/// The role Keycloak showed held is removed (a grant's removal landing)
+/// between that answer and the store's reads: the create goes through
+/// (Keycloak is asked again before a standing refusal), not a false
+/// `already_held`.
+#[tokio::test]
+async fn a_role_removed_during_the_standing_check_is_not_called_standing() {
+    let kc = kc();
+    let j = start(POLICY, kc.clone(), "").await;
+    let open = jit_core::EntitlementKind::RealmRole {
+        role: "open-role".into(),
+    };
+    kc.edit_user("alice", |u| {
+        u.assigned.insert(open.clone());
+    });
+    kc.after_next(Op::Holds, move |kc| {
+        kc.edit_user("alice", |u| {
+            u.assigned.remove(&open);
+        })
+    });
+    let alice = j.issuer.token("alice", &[]);
+    let (status, b) = send(&j, "POST", "/v1/requests", &alice, Some(body("open"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    assert_eq!(kc.count(Op::Holds), 2, "{:?}", kc.calls());
+    j.stop().await;
+}
+
 /// A caller whose token does not make them a requester costs no standing
 /// look-up when Keycloak agrees; when Keycloak says they are one now, the
 /// look-up is still made (after the rights) and the request goes through.

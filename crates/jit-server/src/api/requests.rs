@@ -105,6 +105,12 @@ pub(super) async fn check_not_standing(
         }
         .into());
     }
+    // `held` was read before the store: a grant's removal may have landed
+    // in between (the store then shows no removal pending). Keycloak is
+    // asked again before the request is refused as standing.
+    if !holds_now(state, &p.id, r.target()).await? {
+        return Ok(());
+    }
     Err(DomainError::AlreadyHeld {
         entitlement: r.entitlement_id().to_string(),
         user: p.username.clone(),

@@ -105,7 +105,12 @@ pub struct FakeKeycloak {
     hanging: AtomicUsize,
     /// Each call takes this long (to make overlap observable).
     latency: Mutex<Duration>,
+    /// Changes made right after the next answer of a call of an [`Op`]
+    /// (see [`FakeKeycloak::after_next`]).
+    after: Mutex<Vec<AfterHook>>,
 }
+
+type AfterHook = (Op, Box<dyn FnOnce(&FakeKeycloak) + Send>);
 
 impl Default for FakeKeycloak {
     fn default() -> Self {
@@ -118,6 +123,7 @@ impl Default for FakeKeycloak {
             max_in_flight: AtomicUsize::new(0),
             hanging: AtomicUsize::new(0),
             latency: Mutex::new(Duration::ZERO),
+            after: Mutex::new(Vec::new()),
         }
     }
 }
@@ -225,6 +231,13 @@ impl FakeKeycloak {
         self.hanging.load(Ordering::SeqCst)
     }
 
+    /// Runs `f` once, right after the next call of `op` has its answer
+    /// (the model changing between two look-ups of the caller, e.g. a
+    /// removal landing after a read).
+    pub fn after_next(&self, op: Op, f: impl FnOnce(&FakeKeycloak) + Send + 'static) {
+        self.after.lock().unwrap().push((op, Box::new(f)));
+    }
+
     fn fault_for(&self, op: Op, user: &str) -> Option<Fault> {
         let mut rules = self.rules.lock().unwrap();
         let i = rules.iter().position(|r| {
@@ -285,7 +298,20 @@ impl FakeKeycloak {
                 unreachable!()
             }
             Some(fault) => Err(fault.error(&format!("{op:?}"))),
-            None => f(self),
+            None => {
+                let answer = f(self);
+                let hook = {
+                    let mut after = self.after.lock().unwrap();
+                    after
+                        .iter()
+                        .position(|(o, _)| *o == op)
+                        .map(|i| after.remove(i).1)
+                };
+                if let Some(hook) = hook {
+                    hook(self);
+                }
+                answer
+            }
         }
     }
 
