@@ -521,6 +521,21 @@ fn server_url(s: &str) -> anyhow::Result<String> {
     }
 }
 
+/// Whether two jitd URLs name the same server (scheme, host, port and
+/// path; `HTTP://Host:80/` is `http://host`).
+fn same_server(a: &str, b: &str) -> bool {
+    let parse = |s: &str| url::Url::parse(s.trim_end_matches('/')).ok();
+    match (parse(a), parse(b)) {
+        (Some(x), Some(y)) => {
+            x.scheme() == y.scheme()
+                && x.host_str() == y.host_str()
+                && x.port_or_known_default() == y.port_or_known_default()
+                && x.path().trim_end_matches('/') == y.path().trim_end_matches('/')
+        }
+        _ => a.trim_end_matches('/') == b.trim_end_matches('/'),
+    }
+}
+
 /// Why `token` cannot be a JWT (three base64url parts, the first a JSON
 /// header), in words; `Ok` when it has that shape. jitd checks the rest.
 fn jwt_shape(token: &str) -> Result<(), &'static str> {
@@ -581,6 +596,19 @@ fn client(cli: &Cli) -> anyhow::Result<Client> {
         )
     })?;
     let server = server_url(cli.server.as_deref().unwrap_or(&p.server))?;
+    // The profile's tokens go only to the jitd it logged in to: a mistyped
+    // --server or a planted JIT_SERVER must not receive them.
+    if !same_server(&server, &p.server) {
+        bail!(Exit(
+            exit::USAGE,
+            format!(
+                "profile '{}' is logged in to {}, so its token is not sent to {server}: leave out --server / JIT_SERVER, or log in there first with `jit --profile {} --server {server} login`",
+                cli.profile,
+                p.server.trim_end_matches('/'),
+                cli.profile
+            )
+        ));
+    }
     let src: Arc<dyn TokenSource> = profile::ProfileTokens::new(&cli.profile, p);
     Ok(Client::new(&server, Some(src)))
 }
@@ -917,16 +945,28 @@ async fn retry_removal(cli: &Cli, id: &str, comment: Option<&str>) -> anyhow::Re
 /// (`jit drop`, exit 3); else the refusal as it came.
 async fn own_grant(c: &Client, id: &str, e: jit_client::ClientError) -> anyhow::Error {
     match (c.get(id).await, c.me().await) {
-        (Ok(r), Ok(me)) if r.request.requester_id() == me.id => Exit(
-            exit::FORBIDDEN,
-            format!(
-                "{} {} is your own grant: `jit revoke` is for approvers; to end it now, run `jit drop {}`",
-                render::short(id),
-                r.request.entitlement_id(),
-                render::short(id)
-            ),
-        )
-        .into(),
+        (Ok(r), Ok(me)) if r.request.requester_id() == me.id => {
+            // Your own extension request: its grant is what `jit drop` ends.
+            let grant = match r.request.kind() {
+                jit_core::RequestKind::Extension { grant_id } => grant_id.as_str(),
+                jit_core::RequestKind::Access => id,
+            };
+            let what = if grant == id {
+                "your own grant"
+            } else {
+                "your own extension request"
+            };
+            Exit(
+                exit::FORBIDDEN,
+                format!(
+                    "{} {} is {what}: `jit revoke` is for approvers; to end the grant now, run `jit drop {}`",
+                    render::short(id),
+                    r.request.entitlement_id(),
+                    render::short(grant)
+                ),
+            )
+            .into()
+        }
         _ => e.into(),
     }
 }

@@ -368,6 +368,21 @@ pub fn list(rows: &[RequestView], now: DateTime<Utc>, applied: bool) -> String {
 pub fn how_it_ended(r: &RequestView) -> String {
     use jit_core::Status as S;
     let q = &r.request;
+    // An extension is a request for more time on a grant, not a grant:
+    // point at its grant.
+    if let jit_core::RequestKind::Extension { grant_id } = q.kind() {
+        let withdraw = if matches!(q.status(), S::Pending | S::Approved) {
+            format!("; `jit cancel {}` withdraws it", short(q.id()))
+        } else {
+            String::new()
+        };
+        return format!(
+            "it is an extension request ({}) of grant {}, not a grant: `jit drop {}` ends the grant{withdraw}",
+            q.status(),
+            short(grant_id),
+            short(grant_id)
+        );
+    }
     let at = q.ended_at().map(time).unwrap_or_else(|| "-".into());
     let by = q.ended_by().unwrap_or("-");
     let why = q
@@ -523,8 +538,8 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
             "             fix the cause in Keycloak (or remove the role by hand), then: jit retry-removal {}",
             short(q.id())
         );
-    } else if let Some(e) = &r.keycloak.last_error {
-        println!("Keycloak     retrying: {e}");
+    } else if let Some(line) = keycloak_error_line(r) {
+        println!("Keycloak     {line}");
     }
     if r.revoke_late {
         println!("WARNING      the grant is over but the role is not yet confirmed removed from Keycloak");
@@ -535,6 +550,19 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
             None => println!("Review       OPEN (break-glass: an approver must review it)"),
         }
     }
+}
+
+/// The last Keycloak error of `r`, said as retried only while jitd still
+/// works on it (a grant being granted, a removal pending); after a grant
+/// ended (e.g. `failed`: given up) it is just the last error.
+fn keycloak_error_line(r: &RequestView) -> Option<String> {
+    let e = r.keycloak.last_error.as_ref()?;
+    let working = r.keycloak.removal_pending || r.request.status() == jit_core::Status::Approved;
+    Some(if working {
+        format!("retrying: {e}")
+    } else {
+        format!("last error: {e}")
+    })
 }
 
 /// Widest REQUESTER of `jit list` (longer names: [`cut_name`]).
@@ -688,6 +716,49 @@ mod tests {
             "revoke_late": false, "awaits_your_review": null
         }))
         .unwrap()
+    }
+
+    /// A grant given up (`failed`) is not said to be retried; one being
+    /// granted, or a removal pending, is.
+    #[test]
+    fn a_keycloak_error_is_said_retried_only_while_jitd_works_on_it() {
+        let r = view("8a9a60d7-0000-4000-8000-000000000000", "db", "alice", "why");
+        let with = |status: &str, removal_pending: bool| {
+            let mut v = serde_json::to_value(&r).unwrap();
+            v["status"] = status.into();
+            v["keycloak"]["last_error"] = "gave up granting: its window ended".into();
+            v["keycloak"]["removal_pending"] = removal_pending.into();
+            keycloak_error_line(&serde_json::from_value(v).unwrap()).unwrap()
+        };
+        assert!(with("failed", false).starts_with("last error: gave up"));
+        assert!(with("approved", false).starts_with("retrying: "));
+        assert!(with("expired", true).starts_with("retrying: "));
+        assert!(keycloak_error_line(&r).is_none());
+    }
+
+    /// An extension's id given to drop or revoke names its grant.
+    #[test]
+    fn how_it_ended_of_an_extension_names_its_grant() {
+        let r = view("cc3d9d88-0000-4000-8000-000000000000", "db", "alice", "why");
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["kind"] = serde_json::json!({"type": "extension", "grant_id": "8a9a60d7-0000-4000-8000-000000000000"});
+        let pending: RequestView = serde_json::from_value(v.clone()).unwrap();
+        let text = how_it_ended(&pending);
+        assert!(
+            text.contains("extension request (pending) of grant 8a9a60d7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`jit drop 8a9a60d7`") && text.contains("`jit cancel cc3d9d88`"),
+            "{text}"
+        );
+        v["status"] = "applied".into();
+        let applied: RequestView = serde_json::from_value(v).unwrap();
+        let text = how_it_ended(&applied);
+        assert!(
+            text.contains("(applied)") && !text.contains("jit cancel"),
+            "{text}"
+        );
     }
 
     /// A drop refused while the grant was being given, and active when

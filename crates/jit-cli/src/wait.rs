@@ -353,9 +353,20 @@ pub async fn follow(
     loop {
         match c.events_from(last).await {
             Ok((after, stream)) => {
+                let asked = last;
                 last = resume_point(last, after);
                 if let Some(first) = opened.take() {
                     first();
+                    // `--since` past the newest event: jitd starts after
+                    // its newest instead (say so: nothing was skipped).
+                    if let (Some(a), Some(l)) = (asked, last) {
+                        if l < a {
+                            note(&format!(
+                                "no event {a} yet (the newest is {l}); following from event {}",
+                                l + 1
+                            ));
+                        }
+                    }
                 }
                 if lost.take().is_some() {
                     note(&format!(
@@ -488,6 +499,10 @@ mod tests {
                 let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n: keep-alive\n\n";
                 match plan(i) {
                     Fate::Refuse => drop(s),
+                    Fate::HoldAfter5 => {
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\njit-events-after: 5\r\nconnection: close\r\n\r\n: keep-alive\n\n").await;
+                        held.push(s);
+                    }
                     Fate::EndCleanly => {
                         let _ = s.write_all(head).await;
                         let _ = s.shutdown().await;
@@ -510,12 +525,15 @@ mod tests {
         EndCleanly,
         /// A stream kept open.
         Hold,
+        /// A stream kept open that starts after event 5 (the newest).
+        HoldAfter5,
     }
 
     /// Runs [`follow`] against `url` until `done(notes, connections)`
     /// (bounded: 60 s); returns its notes.
     async fn notes_until(
         url: &str,
+        since: Option<i64>,
         connections: &std::sync::atomic::AtomicUsize,
         done: impl Fn(&[String], usize) -> bool,
     ) -> Vec<String> {
@@ -526,7 +544,7 @@ mod tests {
         let notes = std::sync::Mutex::new(Vec::new());
         let run = follow(
             &c,
-            None,
+            since,
             || {},
             |_| {},
             |n| notes.lock().unwrap().push(n.to_string()),
@@ -552,8 +570,21 @@ mod tests {
     #[tokio::test]
     async fn a_planned_end_of_the_stream_is_silent() {
         let (url, n) = fake_jitd(|i| if i < 3 { Fate::EndCleanly } else { Fate::Hold }).await;
-        let notes = notes_until(&url, &n, |_, c| c >= 4).await;
+        let notes = notes_until(&url, None, &n, |_, c| c >= 4).await;
         assert!(notes.is_empty(), "{notes:#?}");
+    }
+
+    /// `--since` past the newest event: jitd starts after its newest, and
+    /// `jit watch` says so (it used to start there without a word).
+    #[tokio::test]
+    async fn a_since_past_the_newest_event_is_said() {
+        let (url, n) = fake_jitd(|_| Fate::HoldAfter5).await;
+        let notes = notes_until(&url, Some(1_000_000), &n, |notes, _| !notes.is_empty()).await;
+        assert_eq!(
+            notes,
+            ["no event 1000000 yet (the newest is 5); following from event 6"],
+            "{notes:#?}"
+        );
     }
 
     /// jitd down for several attempts: one line when it is lost, one when
@@ -566,7 +597,7 @@ mod tests {
             _ => Fate::Hold,
         })
         .await;
-        let notes = notes_until(&url, &n, |notes, _| {
+        let notes = notes_until(&url, None, &n, |notes, _| {
             notes.iter().any(|n| n.contains("jitd is back"))
         })
         .await;

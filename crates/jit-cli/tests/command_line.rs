@@ -112,6 +112,61 @@ fn a_profile_chosen_beside_jit_token_is_refused_not_ignored() {
     one_line(&o, 2, &["profile 'bob'"]);
 }
 
+/// A profile's token goes only to the jitd it logged in to: with another
+/// `--server` or `JIT_SERVER` the call is refused (exit 2) before anything
+/// is sent; nothing connects to the other server.
+#[test]
+fn a_profiles_token_is_never_sent_to_another_server() {
+    let cfg = tempfile::tempdir().unwrap();
+    let dir = cfg.path().join("profiles");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("alice.json"),
+        serde_json::json!({
+            "server": "http://127.0.0.1:8787",
+            "issuer": "http://127.0.0.1:8080/realms/jit",
+            "client_id": "jit-cli",
+            "username": "alice",
+            "tokens": {
+                "access_token": "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln",
+                "refresh_token": null,
+                "expires_at": "2099-01-01T00:00:00Z"
+            }
+        })
+        .to_string(),
+    )
+    .unwrap();
+    // Another server that would take the token.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    other.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", other.local_addr().unwrap());
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_jit"));
+        c.args(args)
+            .env("JIT_CONFIG_DIR", cfg.path())
+            .env_remove("JIT_TOKEN")
+            .env_remove("JIT_PROFILE")
+            .env_remove("JIT_SERVER");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let o = run(&["--profile", "alice", "--server", &url, "list"], &[]);
+    one_line(
+        &o,
+        2,
+        &[
+            "profile 'alice' is logged in to http://127.0.0.1:8787",
+            "not sent to",
+            "login",
+        ],
+    );
+    let o = run(&["--profile", "alice", "list"], &[("JIT_SERVER", &url)]);
+    one_line(&o, 2, &["not sent to"]);
+    assert!(other.accept().is_err(), "the other server was connected to");
+}
+
 #[test]
 fn start_time_errors_say_the_accepted_forms() {
     let o = jit(

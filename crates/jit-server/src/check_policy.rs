@@ -3,7 +3,9 @@
 //! rules), then listed. With one: also asked of Keycloak — does each
 //! target exist and may the service account grant it, and who holds it
 //! already as a standing assignment (a warning: JIT would never remove
-//! that).
+//! that); and, with jitd's database, which open requests and grants jitd
+//! ends when it loads this policy (entitlements gone from it, or whose
+//! target changed: a warning per entitlement).
 //!
 //! Exit codes: 0 valid (and grantable), 1 a target cannot be granted or
 //! checked, 2 the file (or the config) is invalid.
@@ -232,5 +234,50 @@ pub async fn against_keycloak<A: KeycloakAdmin + ?Sized>(
             }
         }
     }
+    if let Some(s) = store {
+        match s.open_requests().await {
+            Ok(open) => f.lines.extend(ended_by(policy, &open)),
+            Err(e) => f.lines.push(format!(
+                "note: cannot read jitd's open requests ({e}): what this policy would end is not known"
+            )),
+        }
+    }
     f
+}
+
+/// Warnings, one per entitlement id in entitlement id order, for the open
+/// requests that jitd ends when it loads `policy`
+/// ([`crate::scheduler::outside_policy`]: the entitlement is gone from it
+/// or names another target): active grants are revoked and their roles
+/// removed, requests not active yet are cancelled.
+pub fn ended_by(policy: &Policy, open: &[crate::store::Stored]) -> Vec<String> {
+    let mut by: std::collections::BTreeMap<&str, (usize, usize, bool)> = Default::default();
+    for s in open {
+        let r = &s.request;
+        if !crate::scheduler::outside_policy(policy, r) {
+            continue;
+        }
+        let e = by.entry(r.entitlement_id()).or_insert((
+            0,
+            0,
+            policy.entitlement(r.entitlement_id()).is_some(),
+        ));
+        if r.status() == jit_core::Status::Active {
+            e.0 += 1;
+        } else {
+            e.1 += 1;
+        }
+    }
+    by.into_iter()
+        .map(|(id, (active, other, kept))| {
+            let why = if kept {
+                "its Keycloak target changed"
+            } else {
+                "it is no longer in this policy"
+            };
+            format!(
+                "warning: loading this policy ends what is open of '{id}' ({why}): {active} active grant(s) revoked and their roles removed, {other} request(s) not active yet cancelled"
+            )
+        })
+        .collect()
 }

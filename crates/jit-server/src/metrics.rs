@@ -277,7 +277,7 @@ impl Metrics {
         );
         registry.register(
             "jit_keycloak_errors",
-            "Failed calls to Keycloak by operation and kind (unreachable, http_5xx, http_429, http_401, http_403, not_found, http_4xx, refused)",
+            "Failed calls to Keycloak by operation and kind (unreachable, timeout, login, http_5xx, http_429, http_401, http_403, not_found, http_4xx, refused, not_kept, conflict)",
             m.keycloak_errors.clone(),
         );
         registry.register(

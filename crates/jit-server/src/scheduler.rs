@@ -104,6 +104,8 @@ impl Default for SchedulerConfig {
 /// How long the readiness probe waits after a failed probe before the
 /// next, while Keycloak is down (a refused connection costs ~0.2 ms).
 const PROBE_EVERY: Duration = Duration::from_millis(100);
+/// The same while Keycloak refuses the service account's login.
+const PROBE_EVERY_LOGIN_REFUSED: Duration = Duration::from_secs(5);
 /// How often entitlement targets are re-checked in Keycloak.
 const TARGET_CHECK_EVERY: Duration = Duration::from_secs(60);
 
@@ -142,6 +144,9 @@ pub struct Scheduler {
     /// The probe failed at least once in this outage (so recovery makes all
     /// waiting work due at once).
     probe_failed: AtomicBool,
+    /// The last failure while down was Keycloak refusing the service
+    /// account's login (wrong client id or secret), not a network one.
+    login_refused: AtomicBool,
     probing: AtomicBool,
     last_target_check: Mutex<Option<Instant>>,
 }
@@ -165,6 +170,7 @@ impl Scheduler {
             sleep_until: Mutex::new(None),
             down: AtomicBool::new(false),
             probe_failed: AtomicBool::new(false),
+            login_refused: AtomicBool::new(false),
             probing: AtomicBool::new(false),
             last_target_check: Mutex::new(None),
         }
@@ -173,6 +179,20 @@ impl Scheduler {
     /// Whether jitd currently considers Keycloak unreachable.
     pub fn keycloak_down(&self) -> bool {
         self.down.load(Ordering::SeqCst)
+    }
+
+    /// Keycloak as the scheduler sees it, for `/healthz`: `ok`,
+    /// `unreachable` (no answer, timeouts, 502–504), or `login_refused`
+    /// (Keycloak answers but refuses jitd's service account: its client id
+    /// or secret is wrong). Grants and removals wait while it is not `ok`.
+    pub fn keycloak_state(&self) -> &'static str {
+        if !self.keycloak_down() {
+            "ok"
+        } else if self.login_refused.load(Ordering::SeqCst) {
+            "login_refused"
+        } else {
+            "unreachable"
+        }
     }
 
     /// Requests being worked on right now.
@@ -391,8 +411,17 @@ pub async fn call<T>(
     });
     match &r {
         Err(e) if is_outage(e) => {
+            let refused = matches!(e, KeycloakError::Login(_));
+            state
+                .scheduler
+                .login_refused
+                .store(refused, Ordering::SeqCst);
             if !state.scheduler.down.swap(true, Ordering::SeqCst) {
-                tracing::warn!(error = %e, "Keycloak unreachable; pausing Keycloak work until it answers");
+                if refused {
+                    tracing::error!(error = %e, "Keycloak refuses jitd's service account (check [keycloak] backend_client_id and its secret); pausing Keycloak work until it logs in");
+                } else {
+                    tracing::warn!(error = %e, "Keycloak unreachable; pausing Keycloak work until it answers");
+                }
             }
         }
         // Any answer from Keycloak (even a 404) means it is up.
@@ -533,6 +562,17 @@ pub fn spawn_target_check(state: &Arc<AppState>) {
     });
 }
 
+/// Whether open request `r` is ended by [`withdraw_outside_policy`] under
+/// `policy`: its entitlement is not in it, or names another Keycloak target
+/// there (an approved extension is left to its grant's end).
+pub fn outside_policy(policy: &jit_core::Policy, r: &jit_core::AccessRequest) -> bool {
+    let in_policy = policy
+        .entitlement(r.entitlement_id())
+        .is_some_and(|e| e.kind == *r.target());
+    !(in_policy
+        || (r.status() == Status::Approved && !matches!(r.kind(), jit_core::RequestKind::Access)))
+}
+
 /// Ends every open request whose entitlement is no longer in the policy in
 /// force, or now names another Keycloak target: only policy entitlements may
 /// be held through JIT. Runs at start and after each policy change.
@@ -540,13 +580,7 @@ pub async fn withdraw_outside_policy(state: &AppState) -> Result<(), StoreError>
     let policy = state.policy();
     for s in state.store.open_requests().await? {
         let r = &s.request;
-        let in_policy = policy
-            .entitlement(r.entitlement_id())
-            .is_some_and(|e| e.kind == *r.target());
-        if in_policy
-            || (r.status() == Status::Approved
-                && !matches!(r.kind(), jit_core::RequestKind::Access))
-        {
+        if !outside_policy(&policy, r) {
             continue;
         }
         let reason = format!(
@@ -1062,6 +1096,7 @@ fn probe(state: &Arc<AppState>) {
     let state = state.clone();
     tokio::spawn(async move {
         let mut stop = state.stopping.subscribe();
+        let mut refused;
         while state.scheduler.keycloak_down() && !*stop.borrow() {
             let limit = state.scheduler.call_timeout();
             let sent = Instant::now();
@@ -1079,10 +1114,22 @@ fn probe(state: &Arc<AppState>) {
                 Err(e) => {
                     state.scheduler.probe_failed.store(true, Ordering::SeqCst);
                     tracing::debug!(elapsed_ms, error = %e, "Keycloak readiness probe failed");
+                    refused = matches!(e, KeycloakError::Login(_));
+                    state
+                        .scheduler
+                        .login_refused
+                        .store(refused, Ordering::SeqCst);
                 }
             }
+            // A refused login does not mend itself within 100 ms (an
+            // administrator fixes the secret): no flood of logins meanwhile.
+            let wait = if refused {
+                PROBE_EVERY_LOGIN_REFUSED
+            } else {
+                PROBE_EVERY
+            };
             tokio::select! {
-                _ = tokio::time::sleep(PROBE_EVERY) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}
             }
         }

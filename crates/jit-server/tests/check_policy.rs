@@ -148,6 +148,57 @@ async fn holders_through_active_jit_grants_are_not_standing() {
     j.stop().await;
 }
 
+/// Open requests and grants of entitlements a new policy leaves out are
+/// named before it is loaded: jitd would end them at the reload.
+#[tokio::test]
+async fn what_a_policy_would_end_is_said_before_it_is_loaded() {
+    let kc = std::sync::Arc::new(FakeKeycloak::default());
+    for u in ["alice", "erin"] {
+        kc.add_user(u, &[], &[]);
+    }
+    let j = support::start(AUTO_POLICY, kc.clone(), "").await;
+    let ids = [
+        j.request("alice", "b-held", 600),
+        j.request("erin", "b-held", 600),
+    ];
+    for id in &ids {
+        j.wait(
+            id,
+            "the grant active",
+            std::time::Duration::from_secs(30),
+            |s| s.request.status() == jit_core::Status::Active,
+        )
+        .await;
+    }
+    let without_b = AUTO_POLICY
+        .split("[[entitlement]]")
+        .filter(|part| !part.contains("\"b-held\""))
+        .collect::<Vec<_>>()
+        .join("[[entitlement]]");
+    let policy = Policy::from_toml(&without_b).unwrap();
+    assert!(policy.entitlement("b-held").is_none());
+    let f = against_keycloak(&policy, &*kc, Some(&j.state().store)).await;
+    assert_eq!(
+        f.lines.last().unwrap(),
+        "warning: loading this policy ends what is open of 'b-held' (it is no longer in this policy): 2 active grant(s) revoked and their roles removed, 0 request(s) not active yet cancelled",
+        "{f:?}"
+    );
+    // The policy in force ends nothing.
+    let f = against_keycloak(
+        &Policy::from_toml(AUTO_POLICY).unwrap(),
+        &*kc,
+        Some(&j.state().store),
+    )
+    .await;
+    assert!(
+        !f.lines
+            .iter()
+            .any(|l| l.contains("loading this policy ends")),
+        "{f:?}"
+    );
+    j.stop().await;
+}
+
 /// `jitd --config … check-policy` with a SQLite file that does not exist
 /// (no jitd ran with that config) says so before the per-entitlement lines
 /// and creates no file (the README's `config/jitd.toml` while the demo runs

@@ -146,6 +146,23 @@ async fn create_answers_in_the_order_of_its_checks_whichever_lookup_fails() {
     j.stop().await;
 }
 
+/// A negative sequence number is refused alike by the audit and the event
+/// stream (the audit used to answer every row).
+#[tokio::test]
+async fn a_negative_since_is_400_for_audit_and_events() {
+    let kc = kc();
+    let j = start(POLICY, kc.clone(), "").await;
+    let alice = j.issuer.token("alice", &[]);
+    for path in ["/v1/audit?since=-1", "/v1/events?since=-1"] {
+        let (status, b) = send(&j, "GET", path, &alice, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {b}");
+        assert!(b["detail"].as_str().unwrap().contains("≥ 0"), "{path}: {b}");
+    }
+    let (status, _) = send(&j, "GET", "/v1/audit?since=0", &alice, None).await;
+    assert_eq!(status, StatusCode::OK);
+    j.stop().await;
+}
+
 /// The role Keycloak showed held is removed (a grant's removal landing)
 /// between that answer and the store's reads: the create goes through
 /// (Keycloak is asked again before a standing refusal), not a false

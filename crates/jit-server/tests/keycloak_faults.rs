@@ -308,6 +308,52 @@ async fn a_role_an_unrecorded_attempt_assigned_is_removed_and_said_so() {
     j.stop().await;
 }
 
+/// Keycloak refusing jitd's service-account login (a wrong secret) is
+/// said as such on `/healthz`, is not asked again 10 times a second, and
+/// work goes on by itself once the login works again.
+#[tokio::test]
+async fn a_refused_service_account_login_is_said_and_not_hammered() {
+    let kc = kc_with_users(&["judy"]);
+    let j = start(POLICY, kc.clone(), "").await;
+    kc.fail(None, None, Fault::LoginRefused, None);
+    let health = || async {
+        let (_, b) = send(&j, "GET", "/healthz", "none", None).await;
+        b["keycloak"].as_str().unwrap_or_default().to_string()
+    };
+    let id = j.request("judy", "open", 600);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while health().await != "login_refused" {
+        assert!(std::time::Instant::now() < deadline, "{}", health().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Two probes while refused: 5 s apart, not 100 ms (the fake's clock).
+    until("two readiness probes", Duration::from_secs(30), || {
+        kc.count(Op::Ready) >= 2
+    })
+    .await;
+    let probes: Vec<_> = kc
+        .calls()
+        .into_iter()
+        .filter(|c| c.op == Op::Ready)
+        .map(|c| c.start)
+        .collect();
+    assert!(
+        probes[1] - probes[0] >= Duration::from_secs(4),
+        "{:?}",
+        probes[1] - probes[0]
+    );
+    kc.clear_faults();
+    j.wait(
+        &id,
+        "active once the login works",
+        Duration::from_secs(30),
+        |s| s.request.status() == Status::Active,
+    )
+    .await;
+    assert_eq!(health().await, "ok");
+    j.stop().await;
+}
+
 /// An assignment that landed in Keycloak but whose answer never came (the
 /// call timed out): the retry finds the role held and the grant counts
 /// from when the first attempt set out, not from the retry, so the role is

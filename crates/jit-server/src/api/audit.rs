@@ -8,8 +8,10 @@ use crate::openapi::AuditFormat;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(super) struct AuditParams {
-    /// Only rows after this sequence number.
+    /// Only rows after this sequence number (≥ 0; a negative one is 400,
+    /// as for `/v1/events`).
     #[serde(default)]
+    #[param(minimum = 0)]
     since: i64,
     /// At most this many rows (default 10000, max 100000).
     #[param(minimum = 0)]
@@ -33,6 +35,11 @@ pub(super) async fn audit(
     caller: Caller,
     Q(q): Q<AuditParams>,
 ) -> Result<Response, ApiError> {
+    if q.since < 0 {
+        return Err(ApiError::BadRequest(
+            "since must be an audit sequence number: a whole number ≥ 0".into(),
+        ));
+    }
     let limit = q.limit.unwrap_or(10_000).min(100_000);
     let viewer = Viewer::of(&caller.principal, &state.policy());
     let (rows, _) = state

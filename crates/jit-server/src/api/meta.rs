@@ -10,6 +10,13 @@ pub struct Health {
     pub status: &'static str,
     /// Whether the database answered.
     pub database: bool,
+    /// Keycloak as jitd's scheduler sees it: `ok`, `unreachable`, or
+    /// `login_refused` (its service account's client id or secret is
+    /// wrong). Grants and removals wait while it is not `ok`; it does not
+    /// change the status code (the API still answers what needs no
+    /// Keycloak), the `JitKeycloakErrors` alert and the log say it.
+    #[schema(example = "ok")]
+    pub keycloak: &'static str,
     /// Entitlements in the policy in force.
     pub entitlements: usize,
     /// The server's clock (UTC).
@@ -34,6 +41,7 @@ pub(super) async fn healthz(State(state): St) -> Response {
     let body = Health {
         status: if db_ok { "ok" } else { "degraded" },
         database: db_ok,
+        keycloak: state.scheduler.keycloak_state(),
         entitlements: state.policy().entitlements.len(),
         time: Utc::now(),
     };

@@ -150,6 +150,9 @@ const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 struct FailureLog {
     /// When the last line was written, and the attempts failed since.
     state: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+    /// The last connection error, with its causes (for the error of a
+    /// pool that could not open at all).
+    last: std::sync::Mutex<Option<String>>,
 }
 
 impl FailureLog {
@@ -191,6 +194,7 @@ struct PoolFailures(Arc<FailureLog>);
 impl r2d2::HandleError<postgres::Error> for PoolFailures {
     fn handle_error(&self, error: postgres::Error) {
         let error = with_causes(&error);
+        *self.0.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.clone());
         match self.0.should_log(std::time::Instant::now()) {
             Some(0) => tracing::warn!("PostgreSQL connection failed: {error} (the pool keeps trying)"),
             Some(n) => tracing::warn!(
@@ -250,7 +254,9 @@ const CONNECTION_WAIT: Duration = Duration::from_secs(10);
 impl Postgres {
     /// Connects a pool of at most `size` connections.
     ///
-    /// Errors: a malformed URL, or the database unreachable within 30 s.
+    /// Errors: a malformed URL; at once, a database that does not exist or
+    /// refuses the user or password; the database unreachable within 30 s
+    /// (with the last connection error).
     /// TLS as the URL's `sslmode` and `sslrootcert` say
     /// ([`super::pg_tls`]).
     pub fn open(url: &str, size: u32) -> Result<Postgres, StoreError> {
@@ -280,6 +286,21 @@ impl Postgres {
                 n.message()
             )
         });
+        // A database that answers but refuses for good (no such database,
+        // wrong password or user) is said at once, not after the pool's
+        // 30 s of retries; one that does not answer yet (starting, down)
+        // gets those 30 s.
+        if let Err(e) = tls.connect(&config) {
+            use postgres::error::SqlState;
+            let permanent = [
+                SqlState::INVALID_CATALOG_NAME,
+                SqlState::INVALID_PASSWORD,
+                SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+            ];
+            if e.code().is_some_and(|c| permanent.contains(c)) {
+                return Err(StoreError::Pool(with_causes(&e)));
+            }
+        }
         let failures = Arc::new(FailureLog::default());
         let pool = r2d2::Pool::builder()
             .max_size(size)
@@ -289,9 +310,21 @@ impl Postgres {
             .build(PgManager {
                 config: config.clone(),
                 tls: tls.clone(),
-                failures,
+                failures: failures.clone(),
             })
-            .map_err(|e| StoreError::Pool(e.to_string()))?;
+            .map_err(|e| {
+                // r2d2 says only that it timed out; the why is the last
+                // connection error (e.g. `database "x" does not exist`).
+                match failures
+                    .last
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                {
+                    Some(last) => StoreError::Pool(format!("{e}; the last attempt: {last}")),
+                    None => StoreError::Pool(e.to_string()),
+                }
+            })?;
         Ok(Postgres {
             pool,
             config,

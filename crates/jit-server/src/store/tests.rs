@@ -2031,3 +2031,20 @@ fn a_hung_postgres_fails_calls_after_the_call_limit() {
         }
     });
 }
+
+/// A PostgreSQL that answers but has no such database is said with its
+/// cause (not r2d2's bare "timed out waiting for connection: db error").
+#[test]
+fn a_missing_postgres_database_is_said_with_its_cause() {
+    let url = jit_testkit::postgres::test_database().expect("a real PostgreSQL for store tests");
+    let (base, _) = url.rsplit_once('/').unwrap();
+    let missing = format!("{base}/no_such_jit_database");
+    let err = match postgres::Postgres::open(&missing, 2) {
+        Ok(_) => panic!("opened a database that does not exist"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("database \"no_such_jit_database\" does not exist"),
+        "{err}"
+    );
+}

@@ -38,6 +38,8 @@ pub enum Fault {
     Refused,
     /// Never answers (until the caller gives up).
     Hang,
+    /// Keycloak refuses the service account's login (a wrong secret).
+    LoginRefused,
     /// Does what was asked, then never answers: the caller cannot know it
     /// landed (a lost answer, or jitd stopping right after sending).
     LandedThenHang,
@@ -57,6 +59,9 @@ impl Fault {
             Fault::Server(s) => status(s),
             Fault::TooMany => status(429),
             Fault::Refused => KeycloakError::Unavailable("connection refused".into()),
+            Fault::LoginRefused => KeycloakError::Login(
+                "HTTP 401 Unauthorized: {\"error\":\"unauthorized_client\",\"error_description\":\"Invalid client or Invalid client credentials\"}".into(),
+            ),
             Fault::Hang | Fault::LandedThenHang => unreachable!("hang is not an error"),
         }
     }
