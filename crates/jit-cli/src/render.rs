@@ -176,15 +176,25 @@ pub fn fit(cols: &[Column], rows: &[Vec<String>], term: Option<usize>) -> Vec<Co
     cols
 }
 
-/// `Requested prod-db-admin for 30m: pending (id …)`.
+/// `Requested prod-db-admin for 30m: pending (id …)`; with a scheduled
+/// start, `… for 30m from 2026-12-01 09:00:00 UTC: …`.
 pub fn requested(r: &RequestView) {
-    println!(
-        "Requested {} for {}: {} (id {})",
+    println!("{}", requested_line(r));
+}
+
+fn requested_line(r: &RequestView) -> String {
+    let from = r
+        .request
+        .start_at()
+        .map(|t| format!(" from {}", time(t)))
+        .unwrap_or_default();
+    format!(
+        "Requested {} for {}{from}: {} (id {})",
         r.request.entitlement_id(),
         format_duration(r.request.duration_secs()),
         r.request.status(),
         r.request.id()
-    );
+    )
 }
 
 /// `Granted: prod-db-admin is active until … (… left)`, or for an applied
@@ -734,6 +744,24 @@ mod tests {
         assert!(with("approved", false).starts_with("retrying: "));
         assert!(with("expired", true).starts_with("retrying: "));
         assert!(keycloak_error_line(&r).is_none());
+    }
+
+    /// A scheduled start is said when the request is made.
+    #[test]
+    fn a_requested_line_says_a_scheduled_start() {
+        let r = view("8a9a60d7-0000-4000-8000-000000000000", "db", "alice", "why");
+        assert!(
+            !requested_line(&r).contains(" from "),
+            "{}",
+            requested_line(&r)
+        );
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["start_at"] = "2026-12-01T09:00:00Z".into();
+        let r: RequestView = serde_json::from_value(v).unwrap();
+        assert_eq!(
+            requested_line(&r),
+            "Requested db for 30m from 2026-12-01 09:00:00 UTC: pending (id 8a9a60d7-0000-4000-8000-000000000000)"
+        );
     }
 
     /// An extension's id given to drop or revoke names its grant.

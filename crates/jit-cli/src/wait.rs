@@ -253,14 +253,28 @@ fn decided(r: &RequestView) -> anyhow::Result<Option<RequestView>> {
             format!("the grant {}", render::safe(&r.request.end_phrase())),
         )
         .into()),
-        s @ (Status::Lapsed | Status::Cancelled | Status::Failed) => {
+        Status::Lapsed => Err(Exit(
+            exit::ENDED,
+            format!(
+                "request lapsed: no approver decided before {}",
+                render::time(r.request.pending_until())
+            ),
+        )
+        .into()),
+        s @ (Status::Cancelled | Status::Failed) => {
+            // Who cancelled it (the requester, or jitd when the policy
+            // dropped the entitlement); a failure is always jitd's.
+            let by = match (s, r.request.ended_by()) {
+                (Status::Cancelled, Some(b)) => format!(" by {}", render::safe(b)),
+                _ => String::new(),
+            };
             let why = r
                 .request
                 .end_reason()
                 .filter(|w| *w != s.as_str())
                 .map(|w| format!(": {}", render::safe(w)))
                 .unwrap_or_default();
-            Err(Exit(exit::ENDED, format!("request {s}{why}")).into())
+            Err(Exit(exit::ENDED, format!("request {s}{by}{why}")).into())
         }
         Status::Pending | Status::Approved => Ok(None),
     }
@@ -471,6 +485,42 @@ mod tests {
             detail: "d".into(),
         }));
         assert!(!transient(&ClientError::Token("expired".into())));
+    }
+
+    /// How a wait ends for a request that lapsed or was cancelled: when,
+    /// and by whom (it used to say only "request lapsed").
+    #[test]
+    fn an_ended_wait_says_when_and_by_whom() {
+        let view = |status: &str, ended_by: Option<&str>, reason: Option<&str>| -> RequestView {
+            serde_json::from_value(serde_json::json!({
+                "id": "8a9a60d7-0000-4000-8000-000000000000", "kind": {"type": "access"},
+                "entitlement_id": "db", "target": {"kind": "realm_role", "role": "db"},
+                "requester_id": "u1", "requester_username": "alice",
+                "justification": "why", "ticket": null, "urgent": false,
+                "break_glass": false, "requested_secs": 1800, "duration_secs": 1800,
+                "approvals_required": 1, "votes": [], "status": status,
+                "created_at": "2026-11-29T11:18:04Z", "pending_until": "2026-11-29T12:18:04Z",
+                "start_at": null, "decided_at": null, "activated_at": null,
+                "expires_at": null, "ended_at": "2026-11-29T12:18:05Z", "ended_by": ended_by,
+                "end_reason": reason, "auto_approved": null, "review_required": false,
+                "reviewed_by": null, "reviewed_at": null, "extensions": [],
+                "entitlement_name": "db", "remaining_secs": null,
+                "total_secs": 1800, "approvals": 0,
+                "keycloak": {"owns_assignment": null, "granted_at": null,
+                    "removal_pending": false, "removed_at": null, "attempts": 0,
+                    "next_attempt_at": null, "last_error": null},
+                "revoke_late": false, "awaits_your_review": null
+            }))
+            .unwrap()
+        };
+        let said = |r: RequestView| decided(&r).unwrap_err().to_string();
+        let lapsed = said(view("lapsed", Some("jitd"), Some("lapsed")));
+        assert!(
+            lapsed.starts_with("request lapsed: no approver decided before 2026-11-29"),
+            "{lapsed}"
+        );
+        let cancelled = said(view("cancelled", Some("alice"), Some("not needed")));
+        assert_eq!(cancelled, "request cancelled by alice: not needed");
     }
 
     /// A stand-in jitd for [`follow`]: each connection's fate by its

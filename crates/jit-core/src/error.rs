@@ -37,7 +37,7 @@ pub enum DomainError {
         max_secs: i64,
         left_secs: i64,
     },
-    #[error("justification is too short: at least {min} characters are required")]
+    #[error("justification is too short: at least {min} characters are required, not counting spaces at its start and end")]
     JustificationTooShort { min: usize },
     #[error("justification is too long: at most {max} characters are allowed")]
     JustificationTooLong { max: usize },

@@ -330,6 +330,8 @@ pub struct Server {
     pub state: Arc<AppState>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    /// See [`lock_sqlite`]; dropped when the server has stopped.
+    _sqlite_lock: Option<std::fs::File>,
 }
 
 impl Server {
@@ -402,7 +404,38 @@ fn wakes_scheduler(a: store::db::Announced, newer: bool) -> bool {
     a.seq == 0 || (newer && !a.own)
 }
 
+/// The exclusive lock (`flock`) a jitd holds on its SQLite database file
+/// while it runs: a SQLite store is for one jitd (its scheduler claims
+/// nothing), so a second jitd on the same file is refused at start rather
+/// than granting and removing beside the first. Released when the jitd
+/// stops (or dies: the kernel drops it with the process). `None` on
+/// PostgreSQL (replicas share it by design). Tools that only read the
+/// file (`check-policy`) take no lock.
+///
+/// Errors: another process holds it; the file cannot be opened.
+fn lock_sqlite(config: &Config) -> anyhow::Result<Option<std::fs::File>> {
+    use std::os::fd::AsRawFd;
+    if store::postgres::is_url(&config.database.to_string_lossy()) {
+        return Ok(None);
+    }
+    let shown = config.database_display();
+    let file = std::fs::File::open(&config.database)
+        .map_err(|e| anyhow::anyhow!("cannot open database {shown} to lock it: {e}"))?;
+    // SAFETY: flock on a file descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            anyhow::bail!(
+                "another jitd already serves the SQLite database {shown}: a SQLite store is for one jitd (several replicas need PostgreSQL, `database = \"postgres://…\"`)"
+            );
+        }
+        anyhow::bail!("cannot lock database {shown}: {e}");
+    }
+    Ok(Some(file))
+}
+
 async fn serve(config: &Config, state: Arc<AppState>) -> anyhow::Result<Server> {
+    let sqlite_lock = lock_sqlite(config)?;
     let issuer = state.public.issuer.clone();
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -467,6 +500,7 @@ async fn serve(config: &Config, state: Arc<AppState>) -> anyhow::Result<Server> 
         state,
         shutdown: Some(tx),
         task,
+        _sqlite_lock: sqlite_lock,
     })
 }
 

@@ -354,6 +354,30 @@ async fn a_refused_service_account_login_is_said_and_not_hammered() {
     j.stop().await;
 }
 
+/// A SQLite store is for one jitd: a second jitd on the same file is
+/// refused at start (it would grant and remove beside the first, with no
+/// claims between them), and starts once the first has stopped.
+#[tokio::test]
+async fn a_second_jitd_on_one_sqlite_file_is_refused() {
+    let kc = kc_with_users(&["kim"]);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shared.sqlite");
+    let db = db.to_str().unwrap();
+    let first = start_on(POLICY, kc.clone(), "", db).await;
+    let err = match try_start_on(POLICY, kc.clone(), "", db).await {
+        Ok(_) => panic!("a second jitd started on the same SQLite file"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("another jitd already serves the SQLite database"),
+        "{err}"
+    );
+    assert!(err.contains("PostgreSQL"), "{err}");
+    first.stop().await;
+    let second = start_on(POLICY, kc.clone(), "", db).await;
+    second.stop().await;
+}
+
 /// An assignment that landed in Keycloak but whose answer never came (the
 /// call timed out): the retry finds the role held and the grant counts
 /// from when the first attempt set out, not from the retry, so the role is

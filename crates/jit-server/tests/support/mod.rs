@@ -150,6 +150,17 @@ pub async fn start_on(
     scheduler: &str,
     database: &str,
 ) -> TestJitd {
+    try_start_on(policy, kc, scheduler, database).await.unwrap()
+}
+
+/// Like [`start_on`]; a jitd that does not start is an error.
+#[allow(dead_code)]
+pub async fn try_start_on(
+    policy: &str,
+    kc: Arc<FakeKeycloak>,
+    scheduler: &str,
+    database: &str,
+) -> anyhow::Result<TestJitd> {
     let issuer = Issuer::start().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
@@ -164,13 +175,13 @@ pub async fn start_on(
     )
     .unwrap();
     let config = Config::load(&dir.path().join("jitd.toml")).unwrap();
-    let server = jit_server::start_with(&config, kc.clone()).await.unwrap();
-    TestJitd {
+    let server = jit_server::start_with(&config, kc.clone()).await?;
+    Ok(TestJitd {
         server,
         kc,
         dir,
         issuer,
-    }
+    })
 }
 
 /// An OIDC issuer of our own on loopback: serves a JWKS with one P-256 key
