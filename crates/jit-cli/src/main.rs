@@ -241,8 +241,8 @@ enum Cmd {
     },
     /// The audit trail you may see (with --output json: JSON lines).
     Audit {
-        /// Only rows after this sequence number.
-        #[arg(long, default_value_t = 0)]
+        /// Only rows after this sequence number (0 or more).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
         since: i64,
         /// CSV export (not with --output json).
         #[arg(long)]
@@ -254,8 +254,9 @@ enum Cmd {
     },
     /// Follow events live (Ctrl-C to stop); reconnects by itself.
     Watch {
-        /// Start after this event (audit sequence number); default: now.
-        #[arg(long)]
+        /// Start after this event (audit sequence number, 0 or more);
+        /// default: now.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
         since: Option<i64>,
     },
     /// Print a shell completion script, e.g. `jit completions bash >
@@ -561,7 +562,7 @@ fn client(cli: &Cli) -> anyhow::Result<Client> {
     if let Ok(t) = std::env::var("JIT_TOKEN") {
         // A profile chosen by name would be ignored: the call would be
         // made as the token's owner, not as the profile's user.
-        if cli.profile != "default" {
+        if cli.profile != "default" && !t.trim().is_empty() {
             bail!(Exit(
                 exit::USAGE,
                 format!(
@@ -602,10 +603,9 @@ fn client(cli: &Cli) -> anyhow::Result<Client> {
         bail!(Exit(
             exit::USAGE,
             format!(
-                "profile '{}' is logged in to {}, so its token is not sent to {server}: leave out --server / JIT_SERVER, or log in there first with `jit --profile {} --server {server} login`",
+                "profile '{}' is logged in to {}, so its token is not sent to {server}: leave out --server / JIT_SERVER, or log in to {server} with another profile (`jit --profile NAME --server {server} login`)",
                 cli.profile,
                 p.server.trim_end_matches('/'),
-                cli.profile
             )
         ));
     }
@@ -1174,12 +1174,27 @@ struct LoggedIn<'a> {
 }
 
 async fn login(cli: &Cli, device: bool, timeout_secs: i64) -> anyhow::Result<()> {
+    let existing = profile::load(&cli.profile).ok().flatten().map(|p| p.server);
     let server = cli
         .server
         .clone()
-        .or_else(|| profile::load(&cli.profile).ok().flatten().map(|p| p.server))
+        .or_else(|| existing.clone())
         .unwrap_or_else(|| DEFAULT_SERVER.into());
     let server = server_url(&server)?;
+    // A profile is never moved to another jitd by a login (a mistyped
+    // --server, or a JIT_SERVER planted in the environment, would then
+    // get this and every later token of the profile).
+    if let Some(old) = existing.filter(|old| !same_server(&server, old)) {
+        bail!(Exit(
+            exit::USAGE,
+            format!(
+                "profile '{}' is logged in to {}, not {server}: to use {server}, log in with another profile (`jit --profile NAME --server {server} login`), or run `jit --profile {} logout` first",
+                cli.profile,
+                old.trim_end_matches('/'),
+                cli.profile
+            )
+        ));
+    }
     let anon = Client::new(&server, None);
     let cfg = anon
         .server_config()

@@ -381,16 +381,18 @@ pub fn how_it_ended(r: &RequestView) -> String {
     // An extension is a request for more time on a grant, not a grant:
     // point at its grant.
     if let jit_core::RequestKind::Extension { grant_id } = q.kind() {
-        let withdraw = if matches!(q.status(), S::Pending | S::Approved) {
-            format!("; `jit cancel {}` withdraws it", short(q.id()))
+        let g = short(grant_id);
+        let open = if q.status() == S::Pending {
+            format!(
+                "; while pending, its requester withdraws it (`jit cancel {x}`) or an approver refuses it (`jit deny {x}`)",
+                x = short(q.id())
+            )
         } else {
             String::new()
         };
         return format!(
-            "it is an extension request ({}) of grant {}, not a grant: `jit drop {}` ends the grant{withdraw}",
+            "it is an extension request ({}) of grant {g}, not a grant: the grant is ended by its requester (`jit drop {g}`) or an approver (`jit revoke {g}`){open}",
             q.status(),
-            short(grant_id),
-            short(grant_id)
         );
     }
     let at = q.ended_at().map(time).unwrap_or_else(|| "-".into());
@@ -777,7 +779,10 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("`jit drop 8a9a60d7`") && text.contains("`jit cancel cc3d9d88`"),
+            text.contains("`jit drop 8a9a60d7`")
+                && text.contains("`jit revoke 8a9a60d7`")
+                && text.contains("`jit cancel cc3d9d88`")
+                && text.contains("`jit deny cc3d9d88`"),
             "{text}"
         );
         v["status"] = "applied".into();

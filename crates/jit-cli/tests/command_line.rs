@@ -159,12 +159,37 @@ fn a_profiles_token_is_never_sent_to_another_server() {
         &[
             "profile 'alice' is logged in to http://127.0.0.1:8787",
             "not sent to",
-            "login",
+            "another profile",
         ],
     );
     let o = run(&["--profile", "alice", "list"], &[("JIT_SERVER", &url)]);
     one_line(&o, 2, &["not sent to"]);
+    // Nor does a login move the profile there (it would get the new token).
+    let o = run(&["--profile", "alice", "login"], &[("JIT_SERVER", &url)]);
+    one_line(
+        &o,
+        2,
+        &[
+            "profile 'alice' is logged in to http://127.0.0.1:8787, not",
+            "another profile",
+        ],
+    );
+    let o = run(&["--profile", "alice", "--server", &url, "login"], &[]);
+    one_line(&o, 2, &["logout"]);
     assert!(other.accept().is_err(), "the other server was connected to");
+}
+
+/// A negative `--since` is the CLI's own usage error (exit 2), not jitd's
+/// word about a `Last-Event-ID` header the user never typed.
+#[test]
+fn a_negative_since_is_a_usage_error() {
+    for args in [["watch", "--since=-1"], ["audit", "--since=-1"]] {
+        let o = jit(&args, &[SERVER]);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains("--since"), "{err}");
+        assert!(!err.contains("Last-Event-ID"), "{err}");
+    }
 }
 
 #[test]

@@ -166,6 +166,15 @@ pub async fn against_keycloak<A: KeycloakAdmin + ?Sized>(
                 f.errors += 1;
                 continue;
             }
+            // Keycloak refuses jitd's own login: one line for all of
+            // them, saying what to fix.
+            Err(err @ jit_keycloak::KeycloakError::Login(_)) => {
+                f.lines.push(format!(
+                    "error: no entitlement can be checked: Keycloak refuses jitd's service account (check [keycloak] backend_client_id and its secret): {err}"
+                ));
+                f.errors += policy.entitlements.len();
+                return f;
+            }
             Err(err) => {
                 f.lines.push(format!(
                     "error: entitlement '{}' ({}): cannot check it in Keycloak: {err}",

@@ -96,6 +96,15 @@ impl Config {
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         if !c.is_postgres() {
+            // A libpq key=value string is not a SQLite file name (it would
+            // be created under that name, password included).
+            let spec = c.database.to_string_lossy();
+            if looks_like_conninfo(&spec) {
+                anyhow::bail!(
+                    "config {}: database looks like a libpq key=value string; jitd takes a PostgreSQL URL (`database = \"postgres://user@host:5432/db?sslmode=verify-full&sslrootcert=…\"`) or a SQLite file path",
+                    path.display()
+                );
+            }
             c.database = base.join(&c.database);
         }
         c.policy = base.join(&c.policy);
@@ -126,6 +135,20 @@ impl Config {
                 if u.password().is_some() {
                     let _ = u.set_password(Some("***"));
                 }
+                // libpq also takes the password as a query parameter.
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let hide = matches!(k.as_ref(), "password" | "sslpassword");
+                        (
+                            k.into_owned(),
+                            if hide { "***".into() } else { v.into_owned() },
+                        )
+                    })
+                    .collect();
+                if !pairs.is_empty() {
+                    u.query_pairs_mut().clear().extend_pairs(pairs);
+                }
                 u.to_string()
             }
             Err(_) => "postgres://…".into(),
@@ -152,5 +175,59 @@ impl Config {
         std::env::var("JIT_BACKEND_SECRET").map_err(|_| {
             anyhow::anyhow!("no backend client secret: set JIT_BACKEND_SECRET or keycloak.backend_client_secret_file")
         })
+    }
+}
+
+/// Whether `spec` reads as a libpq connection string (`host=… dbname=…`)
+/// rather than a file path.
+fn looks_like_conninfo(spec: &str) -> bool {
+    const KEYS: [&str; 6] = ["host", "hostaddr", "port", "dbname", "user", "password"];
+    spec.split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .any(|(k, _)| KEYS.contains(&k.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(database: &str) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jitd.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndatabase = \"{database}\"\npolicy = \"policy.toml\"\n\n[keycloak]\nurl = \"http://127.0.0.1:9\"\nrealm = \"r\"\n"
+            ),
+        )
+        .unwrap();
+        Config::load(&path)
+    }
+
+    /// A password never shows in messages, whether in the URL's user
+    /// part or as libpq's `password` parameter.
+    #[test]
+    fn a_database_password_is_never_shown() {
+        for url in [
+            "postgres://jit:S3cret@db/jit",
+            "postgresql://jit@db/jit?password=S3cret&dbname=x",
+            "postgres://jit@db/jit?sslmode=verify-full&sslpassword=S3cret",
+        ] {
+            let shown = load(url).unwrap().database_display();
+            assert!(!shown.contains("S3cret"), "{shown}");
+            assert!(shown.contains("***"), "{shown}");
+        }
+    }
+
+    /// A libpq key=value string is refused, not taken for a SQLite file
+    /// name.
+    #[test]
+    fn a_libpq_connection_string_is_refused() {
+        let e = load("host=127.0.0.1 port=5432 user=jit password=S3cret dbname=jit")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("libpq key=value string"), "{e}");
+        assert!(!e.contains("S3cret"), "{e}");
+        assert!(load("data/jitd.sqlite").is_ok());
     }
 }

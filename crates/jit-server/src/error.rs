@@ -141,7 +141,7 @@ impl IntoResponse for ApiError {
             ApiError::Store(e @ StoreError::TimedOut(_)) => {
                 tracing::warn!(error = %e, "store call given up");
                 format!(
-                    "{e}; a change this call makes may or may not be saved: look before trying again"
+                    "{e}; if this call makes a change, it may or may not be saved: look before trying again"
                 )
             }
             ApiError::Store(e) => {

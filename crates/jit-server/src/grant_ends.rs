@@ -75,6 +75,11 @@ impl GrantEnds {
         }
     }
 
+    /// Wakes the writer (Keycloak answers again).
+    pub fn wake_up(&self) {
+        self.wake.notify_one();
+    }
+
     /// The attribute written, if any.
     pub fn attribute(&self) -> Option<&str> {
         self.attribute.as_deref()
@@ -102,6 +107,14 @@ impl GrantEnds {
         // A newer mark (attempts 0) wins over the retry.
         d.entry(user_id.to_string())
             .or_insert((Instant::now() + wait, attempts + 1));
+    }
+
+    /// Marks `user_id` for a sync in 1 s with its failed attempts as they
+    /// were (Keycloak as a whole was out of reach: not this user's failure).
+    fn retry_uncounted(&self, user_id: &str, attempts: u32) {
+        let mut d = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        d.entry(user_id.to_string())
+            .or_insert((Instant::now() + Duration::from_secs(1), attempts));
     }
 
     /// The sync lock of `user_id` (created on first use).
@@ -409,9 +422,34 @@ pub async fn run(state: std::sync::Arc<AppState>) {
         if *stop.borrow() {
             return;
         }
+        // Keycloak out of reach (or refusing jitd's login): nothing is sent
+        // and no attempt is counted until the scheduler's probe sees it
+        // answer again (it wakes this loop), so a wrong secret does not
+        // make one login per user and retry.
+        if state.scheduler.keycloak_down() {
+            tokio::select! {
+                _ = state.grant_ends.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
         let (due, next) = state.grant_ends.take_due();
         for (user, attempts) in due {
+            if state.scheduler.keycloak_down() {
+                // Found out of reach by this pass (or by another caller).
+                state.grant_ends.retry_uncounted(&user, attempts);
+                continue;
+            }
             if let Err(e) = sync_user(&state, &user).await {
+                let store_failed =
+                    matches!(&e, KeycloakError::Unavailable(m) if m.starts_with(STORE_FAILED));
+                if crate::scheduler::is_keycloak_outage(&e) && !store_failed {
+                    // Not this user's failure: written when Keycloak is back.
+                    crate::scheduler::keycloak_failed(&state, &e);
+                    state.grant_ends.retry_uncounted(&user, attempts);
+                    continue;
+                }
                 log_failure(&user, &e, attempts);
                 if e.is_transient() && attempts < MAX_ATTEMPTS {
                     state.grant_ends.retry_later(&user, attempts);

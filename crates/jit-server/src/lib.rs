@@ -493,6 +493,14 @@ async fn serve(config: &Config, state: Arc<AppState>) -> anyhow::Result<Server> 
         for d in deliveries {
             let _ = d.await;
         }
+        // Said before the process (and its liveness lock) goes.
+        let (store, owner) = (st.store.clone(), st.replica.clone());
+        let left = tokio::task::spawn_blocking(move || store.sync().leave(&owner));
+        match tokio::time::timeout(std::time::Duration::from_secs(3), left).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::debug!(error = %e, "cannot say this replica is leaving"),
+            _ => tracing::debug!("saying this replica is leaving took too long"),
+        }
     });
     tracing::info!(%addr, issuer = %issuer, "jitd listening");
     Ok(Server {

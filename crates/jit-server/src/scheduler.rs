@@ -410,24 +410,39 @@ pub async fn call<T>(
         s.keycloak_calls += 1;
     });
     match &r {
-        Err(e) if is_outage(e) => {
-            let refused = matches!(e, KeycloakError::Login(_));
-            state
-                .scheduler
-                .login_refused
-                .store(refused, Ordering::SeqCst);
-            if !state.scheduler.down.swap(true, Ordering::SeqCst) {
-                if refused {
-                    tracing::error!(error = %e, "Keycloak refuses jitd's service account (check [keycloak] backend_client_id and its secret); pausing Keycloak work until it logs in");
-                } else {
-                    tracing::warn!(error = %e, "Keycloak unreachable; pausing Keycloak work until it answers");
-                }
-            }
-        }
+        Err(e) if is_outage(e) => keycloak_failed(state, e),
         // Any answer from Keycloak (even a 404) means it is up.
         _ => keycloak_answered(state).await,
     }
     r
+}
+
+/// Whether `e` is Keycloak as a whole out of reach for jitd (no answer,
+/// timeouts, 502–504, or its service account's login refused), not a
+/// refusal of one call.
+pub fn is_keycloak_outage(e: &KeycloakError) -> bool {
+    is_outage(e)
+}
+
+/// Keycloak failed a call of jitd's as a whole ([`is_keycloak_outage`]):
+/// Keycloak work pauses and only the readiness probe (started by the
+/// scheduler's next pass, which this wakes) talks to it until it answers.
+/// Said once per outage: at ERROR when the service account's login is
+/// refused (it does not mend itself), else at WARN.
+pub fn keycloak_failed(state: &AppState, e: &KeycloakError) {
+    let refused = matches!(e, KeycloakError::Login(_));
+    state
+        .scheduler
+        .login_refused
+        .store(refused, Ordering::SeqCst);
+    if !state.scheduler.down.swap(true, Ordering::SeqCst) {
+        if refused {
+            tracing::error!(error = %e, "Keycloak refuses jitd's service account (check [keycloak] backend_client_id and its secret); pausing Keycloak work until it logs in");
+        } else {
+            tracing::warn!(error = %e, "Keycloak unreachable; pausing Keycloak work until it answers");
+        }
+        state.wake.notify_one();
+    }
 }
 
 /// Keycloak answered: if it was down and the probe had failed, every
@@ -435,6 +450,8 @@ pub async fn call<T>(
 async fn keycloak_answered(state: &AppState) {
     let s = &state.scheduler;
     if s.down.swap(false, Ordering::SeqCst) {
+        // The grant-ends writer paused too.
+        state.grant_ends.wake_up();
         if s.probe_failed.swap(false, Ordering::SeqCst) {
             match state.store.clear_backoff().await {
                 Ok(n) => tracing::info!(
@@ -1547,6 +1564,12 @@ async fn activate(
         );
         if let Some(e) = &s.grant.last_error {
             reason.push_str(&format!("; last error: {e}"));
+        }
+        if let (Some(true), Some(t)) = (s.grant.owns_assignment, s.grant.assigning_since) {
+            reason.push_str(&format!(
+                "; an attempt from {} may have assigned it without being recorded: its removal checks Keycloak",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
         }
         return fail_grant(state, id, reason).await;
     }

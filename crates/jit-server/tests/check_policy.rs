@@ -77,6 +77,22 @@ async fn a_keycloak_that_cannot_answer_is_an_error_per_entitlement() {
     );
 }
 
+/// A refused service-account login is one line saying what to fix, not
+/// the same error once per entitlement.
+#[tokio::test]
+async fn a_refused_login_is_one_line_naming_the_credentials() {
+    let policy = Policy::from_toml(POLICY).unwrap();
+    let kc = FakeKeycloak::default();
+    kc.fail(None, None, Fault::LoginRefused, None);
+    let f = against_keycloak(&policy, &kc, None).await;
+    assert_eq!(f.errors, 3, "{f:?}");
+    assert_eq!(f.lines.len(), 2, "{f:?}");
+    assert!(
+        f.lines[1].contains("backend_client_id and its secret"),
+        "{f:?}"
+    );
+}
+
 const AUTO_POLICY: &str = r#"
 [[entitlement]]
 id = "a-jit-only"

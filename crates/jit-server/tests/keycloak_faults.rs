@@ -354,6 +354,62 @@ async fn a_refused_service_account_login_is_said_and_not_hammered() {
     j.stop().await;
 }
 
+/// A refused service-account login pauses the grant-ends writer too: it
+/// does not try (and log in) once per user with a grant and retry each,
+/// while the scheduler's probe asks every 5 s.
+#[tokio::test]
+async fn a_refused_login_pauses_the_grant_ends_writer() {
+    let users = ["la", "lb", "lc", "ld", "le"];
+    let kc = kc_with_users(&users);
+    let j = start(POLICY, kc.clone(), "").await;
+    let ids: Vec<String> = users.iter().map(|u| j.request(u, "open", 600)).collect();
+    for id in &ids {
+        j.wait(id, "active", SECS, |s| s.request.status() == Status::Active)
+            .await;
+    }
+    until("the grant ends written", SECS, || {
+        kc.count(Op::SetAttribute) >= users.len()
+    })
+    .await;
+    let before = kc.count(Op::SetAttribute);
+    kc.fail(None, None, Fault::LoginRefused, None);
+    // Each user's grant ends to write again: the grants end.
+    for id in &ids {
+        let (_, recs) = j
+            .state()
+            .store
+            .sync()
+            .update(id, |s| {
+                let t = s.request.withdraw("test: end it now", Utc::now())?;
+                Ok(end_grant(s, t))
+            })
+            .unwrap();
+        j.state().published(&recs);
+    }
+    j.state().wake.notify_one();
+    // Two probes while refused (≥ 5 s): time enough for per-user retries.
+    until("two readiness probes", Duration::from_secs(30), || {
+        kc.count(Op::Ready) >= 2
+    })
+    .await;
+    let tried = kc.count(Op::SetAttribute) - before;
+    assert!(
+        tried <= 1,
+        "{tried} grant-ends writes while the login was refused"
+    );
+    kc.clear_faults();
+    for id in &ids {
+        j.wait(
+            id,
+            "removed once the login works",
+            Duration::from_secs(30),
+            |s| s.grant.removed_at.is_some(),
+        )
+        .await;
+    }
+    j.stop().await;
+}
+
 /// A SQLite store is for one jitd: a second jitd on the same file is
 /// refused at start (it would grant and remove beside the first, with no
 /// claims between them), and starts once the first has stopped.
@@ -1307,7 +1363,26 @@ async fn replicas_on_one_postgres_share_a_burst() {
     );
     let v = store.verify_audit().await.unwrap();
     assert!(v.ok, "one audit chain: {v:?}");
+    // A replica stopping cleanly says so: the others do not take it for
+    // one that died.
+    let b_owner = b.state().replica.clone();
     b.stop().await;
+    let (st, owner) = (store.clone(), b_owner.clone());
+    let gone = tokio::task::spawn_blocking(move || {
+        st.sync()
+            .raw_writer()
+            .unwrap()
+            .query(
+                "SELECT COUNT(*) FROM jit_replicas WHERE owner = ? AND gone_at IS NOT NULL",
+                &[jit_server::store::db::P::from(owner.as_str())],
+            )
+            .unwrap()[0][0]
+            .int()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(gone, 1, "{b_owner} marked gone when it stopped");
     a.stop().await;
 }
 

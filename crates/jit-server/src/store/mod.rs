@@ -1852,6 +1852,25 @@ impl SqlStore {
         self.db.follow(Some(owner), f)
     }
 
+    /// Replica `owner` stops cleanly (PostgreSQL; nothing on SQLite): it is
+    /// marked gone in `jit_replicas`, so the other replicas take over what
+    /// it leaves claimed at once, and do not report it as died when its
+    /// liveness lock goes with its connection.
+    pub fn leave(&self, owner: &str) -> Result<(), StoreError> {
+        if self.db.dialect() != Dialect::Postgres {
+            return Ok(());
+        }
+        self.write_unchained(|c| {
+            c.exec(
+                "UPDATE jit_replicas SET gone_at = now() WHERE owner = ? AND gone_at IS NULL",
+                &[P::from(owner)],
+            )?;
+            // "Look again" (sequence 0) to the others' schedulers.
+            c.query("SELECT pg_notify(?, '0')", &[P::from(postgres::CHANNEL)])
+                .map(|_| ())
+        })
+    }
+
     /// A connection for direct SQL (tests, benchmark seeding).
     pub fn raw_writer(&self) -> Result<Box<dyn Conn + '_>, StoreError> {
         self.db.writer()

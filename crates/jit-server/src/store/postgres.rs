@@ -241,7 +241,7 @@ fn pg_err(e: postgres::Error) -> StoreError {
     } else if e.is_closed() || io || e.code().is_some_and(|c| down.contains(c)) {
         StoreError::Pool(with_causes(&e))
     } else {
-        StoreError::Pg(e.to_string())
+        StoreError::Pg(with_causes(&e))
     }
 }
 
@@ -495,6 +495,21 @@ pub(crate) fn mark_gone(
     Ok(gone)
 }
 
+/// A replica stopping cleanly says so (`gone_at`), so the others take
+/// over what it leaves claimed at once and do not report it as died.
+fn leave(client: &mut postgres::Client, alive_as: Option<&str>) {
+    if let Some(owner) = alive_as {
+        if let Err(e) = client.execute(
+            "UPDATE jit_replicas SET gone_at = now() WHERE owner = $1 AND gone_at IS NULL",
+            &[&owner],
+        ) {
+            tracing::debug!(error = %with_causes(&e), "cannot say this replica is leaving");
+        }
+        // "Look again" (sequence 0) to the others' schedulers.
+        let _ = client.execute("SELECT pg_notify($1, '0')", &[&CHANNEL]);
+    }
+}
+
 /// How often a listener looks for replicas that died ([`mark_gone`]).
 const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -554,6 +569,7 @@ fn listen_loop(
         // After (re)connecting, whatever was missed is read by the hub from
         // the audit sequence: one wake-up is enough.
         if !f(Some(Announced { seq: 0, own: false })) {
+            leave(&mut client, alive_as);
             return;
         }
         let mut looked = std::time::Instant::now();
@@ -568,6 +584,7 @@ fn listen_loop(
                             "another jitd replica is gone; taking over its claimed work"
                         );
                         if !f(Some(Announced { seq: 0, own: false })) {
+                            leave(&mut client, alive_as);
                             return;
                         }
                     }
@@ -587,11 +604,13 @@ fn listen_loop(
             match next {
                 Ok(Some(note)) => {
                     if !f(parse_announcement(note.payload(), origin)) {
+                        leave(&mut client, alive_as);
                         return;
                     }
                 }
                 Ok(None) => {
                     if !f(None) {
+                        leave(&mut client, alive_as);
                         return;
                     }
                 }

@@ -1837,9 +1837,25 @@ fn postgres_a_dead_replicas_claims_are_taken_over_before_their_lease() {
             .unwrap_or_else(|_| panic!("no 'look again' from the survivor's listener: {what}"))
     };
     look_again("after it connected");
+    // Dying: once `stop` is set its listener never returns (as a process
+    // that is gone), so it cannot say it leaves; its connection is then
+    // cut by the server (below), which drops its liveness lock.
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = stop.clone();
-    assert!(dying.follow_alive("dying", Box::new(move |_| !stopped.load(Ordering::SeqCst))));
+    let (stuck_tx, stuck) = std::sync::mpsc::channel();
+    let stuck_tx = std::sync::Mutex::new(stuck_tx);
+    assert!(dying.follow_alive(
+        "dying",
+        Box::new(move |_| {
+            if stopped.load(Ordering::SeqCst) {
+                let _ = stuck_tx.lock().unwrap().send(());
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                }
+            }
+            true
+        })
+    ));
     // Listed (with its lock) within a bounded wait.
     let mut check = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
     let listed = |c: &mut ::postgres::Client, owner: &str| -> Option<bool> {
@@ -1865,10 +1881,25 @@ fn postgres_a_dead_replicas_claims_are_taken_over_before_their_lease() {
         .claim_due(&ids, "survivor", now, lease, 10)
         .unwrap()
         .is_empty());
-    // It dies: its listener returns at its next tick (≤ 1 s) and its
-    // connection closes. The survivor's listener finds it gone and says
-    // "look again"; its claim then takes the work over.
+    // It dies: its listener stops at its next tick (≤ 1 s) and its
+    // connection is cut (as the kernel closes a killed process's). The
+    // survivor's listener finds its lock gone and says "look again"; its
+    // claim then takes the work over.
     stop.store(true, Ordering::SeqCst);
+    stuck
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the dying replica's listener stopped");
+    let cut = check
+        .query(
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2
+                   AND classid = {} AND objid = (hashtext('dying') & 2147483647)::oid",
+                postgres::LIVENESS_CLASS
+            ),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(cut.len(), 1, "the dying replica's listener connection");
     look_again("after the other replica died");
     assert_eq!(listed(&mut check, "dying"), Some(true));
     assert_eq!(
@@ -1878,7 +1909,22 @@ fn postgres_a_dead_replicas_claims_are_taken_over_before_their_lease() {
         ids,
         "taken over before the lease"
     );
-    drop(dying);
+    // A replica that stops cleanly says so itself: listed as gone, and the
+    // others told to look again at once (its claims are theirs to take).
+    let leaving = open();
+    let l_stop = Arc::new(AtomicBool::new(false));
+    let flag = l_stop.clone();
+    assert!(leaving.follow_alive("leaving", Box::new(move |_| !flag.load(Ordering::SeqCst))));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while listed(&mut check, "leaving").is_none() {
+        assert!(std::time::Instant::now() < deadline, "never registered");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    while rx.try_recv().is_ok() {}
+    l_stop.store(true, Ordering::SeqCst);
+    look_again("after a replica left");
+    assert_eq!(listed(&mut check, "leaving"), Some(true));
+    drop(leaving);
 }
 
 /// Due work, the claim's check for a pending removal of the same
