@@ -444,9 +444,8 @@ pub async fn run(state: std::sync::Arc<AppState>) {
             if let Err(e) = sync_user(&state, &user).await {
                 let store_failed =
                     matches!(&e, KeycloakError::Unavailable(m) if m.starts_with(STORE_FAILED));
-                if crate::scheduler::is_keycloak_outage(&e) && !store_failed {
+                if !store_failed && state.keycloak_failed(&e) {
                     // Not this user's failure: written when Keycloak is back.
-                    crate::scheduler::keycloak_failed(&state, &e);
                     state.grant_ends.retry_uncounted(&user, attempts);
                     continue;
                 }

@@ -90,6 +90,20 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// When `e` is Keycloak as a whole out of reach for jitd (no answer,
+    /// timeouts, 502–504, its service account's login refused): pauses
+    /// Keycloak work until the scheduler's probe sees it answer again
+    /// ([`scheduler::keycloak_failed`]) and returns `true`; else `false`
+    /// (a refusal of one call).
+    pub fn keycloak_failed(&self, e: &jit_keycloak::KeycloakError) -> bool {
+        if scheduler::is_keycloak_outage(e) {
+            scheduler::keycloak_failed(self, e);
+            true
+        } else {
+            false
+        }
+    }
+
     /// Builds the shared state: store opened, policy loaded, `admin` as the
     /// Keycloak Admin API. Nothing is started.
     ///
