@@ -39,6 +39,7 @@ const row = (over: Partial<RequestView> = {}): RequestView => ({
   keycloak: {
     owns_assignment: true,
     granted_at: null,
+    assigning_since: null,
     removal_pending: false,
     removed_at: null,
     attempts: 0,
