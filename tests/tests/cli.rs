@@ -1413,11 +1413,21 @@ async fn small_words_of_the_cli() {
     );
     assert!(!said.contains("being removed"), "{said}");
 
-    // --server at Keycloak: not a jitd, exit 1 (not 7).
+    // --server elsewhere (here Keycloak) with alice's profile: her token
+    // is not sent there, exit 2, before any call.
     let kc = jit_testkit::keycloak_env().url;
     for args in [vec!["list"], vec!["show", &g[..8]]] {
-        fails_with(cfg, &kc, "alice", &args, 1, "does not look like a jitd");
+        fails_with(cfg, &kc, "alice", &args, 2, "so its token is not sent to");
     }
+    // A login there (a user with no profile yet): not a jitd, exit 1.
+    fails_with(
+        cfg,
+        &kc,
+        "frank",
+        &["login"],
+        1,
+        "does not look like a jitd",
+    );
 
     // --json: errors as a JSON problem on stderr, the same exit code.
     let o = run(
