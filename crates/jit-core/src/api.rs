@@ -40,7 +40,9 @@ pub struct GrantState {
     /// Do not retry before this instant (UTC).
     #[schema(required = true)]
     pub next_attempt_at: Option<DateTime<Utc>>,
-    /// Last Keycloak error for the current step, for the API and the UI.
+    /// Last Keycloak error for the current step, for the API and the UI
+    /// (in API views, work waiting while Keycloak is out of reach for jitd
+    /// says so here).
     #[schema(required = true)]
     pub last_error: Option<String>,
     /// Keycloak refused the removal for good (e.g. 403: the service account

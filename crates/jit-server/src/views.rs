@@ -28,12 +28,38 @@ pub fn view(state: &AppState, s: &Stored, caller: Option<&Principal>) -> Request
         remaining_secs: r.remaining_secs(now),
         total_secs: r.total_secs(),
         approvals: r.approvals(),
-        keycloak: s.grant.clone(),
+        keycloak: waiting_on_keycloak(state, s, now),
         revoke_late: jit_core::lateness::revoke_late(r, &s.grant, now),
         awaits_your_review: caller.map(|p| r.awaits_review_by(p, &policy)),
         warnings: Vec::new(),
         request: r.clone(),
     }
+}
+
+/// The grant's Keycloak state as stored; while Keycloak is out of reach
+/// for jitd (the scheduler only probes it then), work that waits for it
+/// and has no error of its own yet says why it waits: a removal pending or
+/// a grant due is otherwise shown late with no reason.
+fn waiting_on_keycloak(
+    state: &AppState,
+    s: &Stored,
+    now: chrono::DateTime<Utc>,
+) -> jit_core::api::GrantState {
+    let mut g = s.grant.clone();
+    let waiting = g.removal_pending || s.request.is_due_for_activation(now);
+    if g.last_error.is_none() && waiting {
+        g.last_error = match state.scheduler.keycloak_state() {
+            "unreachable" => Some(
+                "waiting: Keycloak is unreachable (jitd goes on as soon as it answers)".into(),
+            ),
+            "login_refused" => Some(
+                "waiting: Keycloak refuses jitd's service account (its client id or secret must be fixed)"
+                    .into(),
+            ),
+            _ => None,
+        };
+    }
+    g
 }
 
 pub(crate) fn not_visible() -> ApiError {

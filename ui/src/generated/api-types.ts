@@ -79,7 +79,9 @@ attempts: number,
  */
 next_attempt_at: string | null, 
 /**
- * Last Keycloak error for the current step, for the API and the UI.
+ * Last Keycloak error for the current step, for the API and the UI
+ * (in API views, work waiting while Keycloak is out of reach for jitd
+ * says so here).
  */
 last_error: string | null, 
 /**
