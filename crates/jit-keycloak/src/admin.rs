@@ -168,6 +168,20 @@ pub trait KeycloakAdmin: Send + Sync + 'static {
     /// (rights at a vote, eligibility at activation). `NotFound` if deleted.
     async fn current_user(&self, user_id: &str) -> Result<CurrentUser, KeycloakError>;
 
+    /// [`KeycloakAdmin::current_user`] reading only the `parts` asked for
+    /// besides the account itself (enabled, username): a part not asked
+    /// for is an empty set in the answer, never a guess. Eligibility at
+    /// activation asks for what the entitlement's requester rule names.
+    /// The default reads everything (a superset is always correct).
+    async fn current_user_parts(
+        &self,
+        user_id: &str,
+        parts: UserParts,
+    ) -> Result<CurrentUser, KeycloakError> {
+        let _ = parts;
+        self.current_user(user_id).await
+    }
+
     /// Whether holding `holder` gives the user `target` too (a group that
     /// carries the role, a composite role, a subgroup).
     async fn carries(
@@ -1340,6 +1354,14 @@ impl KeycloakAdmin for AdminClient {
         AdminClient::current_user(self, user_id).await
     }
 
+    async fn current_user_parts(
+        &self,
+        user_id: &str,
+        parts: UserParts,
+    ) -> Result<CurrentUser, KeycloakError> {
+        AdminClient::current_user_parts(self, user_id, parts).await
+    }
+
     async fn carries(
         &self,
         holder: &EntitlementKind,
@@ -1463,12 +1485,33 @@ pub struct CurrentUser {
     pub username: String,
     pub enabled: bool,
     /// Effective realm roles: direct, through composite roles, and
-    /// inherited from groups (`/role-mappings/realm/composite`).
+    /// inherited from groups (`/role-mappings/realm/composite`); empty
+    /// when not read ([`UserParts::realm_roles`]).
     pub realm_roles: std::collections::BTreeSet<String>,
     /// The groups the user is a direct member of, each as its full path
     /// without the leading `/` (`ops/dba`) and as its name (`dba`): the two
-    /// forms a token's `groups` claim carries (mapper `full.path` on/off).
+    /// forms a token's `groups` claim carries (mapper `full.path` on/off);
+    /// empty when not read ([`UserParts::groups`]).
     pub groups: std::collections::BTreeSet<String>,
+}
+
+/// Which parts of a user [`AdminClient::current_user_parts`] reads besides
+/// the account itself (`GET /users/{id}`: enabled, username). Each part is
+/// one more Admin API call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserParts {
+    /// Effective realm roles (`/role-mappings/realm/composite`).
+    pub realm_roles: bool,
+    /// Direct group memberships (`/users/{id}/groups`).
+    pub groups: bool,
+}
+
+impl UserParts {
+    /// Everything: what rights at a vote or a request need.
+    pub const ALL: UserParts = UserParts {
+        realm_roles: true,
+        groups: true,
+    };
 }
 
 impl AdminClient {
@@ -1478,11 +1521,34 @@ impl AdminClient {
     /// Errors: [`KeycloakError::NotFound`] when the user no longer exists;
     /// otherwise transport or status errors.
     pub async fn current_user(&self, user_id: &str) -> Result<CurrentUser, KeycloakError> {
-        let (user, roles, groups) = tokio::try_join!(
-            self.user(user_id),
-            self.user_realm_roles(user_id, true),
-            self.user_groups(user_id),
-        )?;
+        self.current_user_parts(user_id, UserParts::ALL).await
+    }
+
+    /// The account (enabled, username) and the `parts` asked for, read
+    /// from Keycloak now (one to three calls, run together). A part not
+    /// asked for is an empty set in the answer.
+    ///
+    /// Errors: as [`AdminClient::current_user`].
+    pub async fn current_user_parts(
+        &self,
+        user_id: &str,
+        parts: UserParts,
+    ) -> Result<CurrentUser, KeycloakError> {
+        let roles = async {
+            if parts.realm_roles {
+                self.user_realm_roles(user_id, true).await
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let groups = async {
+            if parts.groups {
+                self.user_groups(user_id).await
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let (user, roles, groups) = tokio::try_join!(self.user(user_id), roles, groups)?;
         let mut names = std::collections::BTreeSet::new();
         for g in groups {
             if let Some(p) = g.path.as_deref() {

@@ -16,7 +16,7 @@ pub mod observe;
 pub mod validate;
 
 pub use admin::{
-    AdminClient, CurrentUser, KeycloakAdmin, KeycloakError, SessionsEnded, TargetStatus,
+    AdminClient, CurrentUser, KeycloakAdmin, KeycloakError, SessionsEnded, TargetStatus, UserParts,
 };
 pub use observe::{CallObserver, KeycloakCall};
 pub use validate::{AuthError, TokenValidator, ValidatedToken};

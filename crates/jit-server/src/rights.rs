@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use jit_core::EntitlementKind;
 use jit_core::Principal;
 use jit_keycloak::{CurrentUser, KeycloakError};
 
@@ -53,20 +54,63 @@ impl RightsCache {
 pub async fn current(state: &AppState, token: &Principal) -> Result<Principal, ApiError> {
     let user = match state.rights.get(&token.id) {
         Some(u) => u,
-        None => {
-            let u = match state.admin.current_user(&token.id).await {
-                Ok(u) => u,
-                Err(KeycloakError::NotFound(_)) => {
-                    return Err(ApiError::AccountDisabled(
-                        "your account no longer exists in Keycloak".into(),
-                    ))
-                }
-                Err(e) => return Err(e.into()),
-            };
-            state.rights.put(&token.id, u.clone());
-            u
-        }
+        None => fetch(state, token).await?,
     };
+    principal(token, user)
+}
+
+/// Reads the caller from Keycloak now and caches the answer.
+async fn fetch(state: &AppState, token: &Principal) -> Result<CurrentUser, ApiError> {
+    let u = match state.admin.current_user(&token.id).await {
+        Ok(u) => u,
+        Err(KeycloakError::NotFound(_)) => {
+            return Err(ApiError::AccountDisabled(
+                "your account no longer exists in Keycloak".into(),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    state.rights.put(&token.id, u.clone());
+    Ok(u)
+}
+
+/// [`current`], and whether the caller holds `target` in Keycloak now,
+/// effective (directly, through composites or groups), as
+/// [`jit_keycloak::KeycloakAdmin::holds`] says it — never from the cache.
+/// When the caller's rights are not cached and `target` is a realm role,
+/// the one read of their effective realm roles answers both (three Admin
+/// API calls, not four); otherwise the two are asked together.
+///
+/// Errors: the outer one as [`current`] (the rights decide first); the
+/// inner one is the holding look-up's own (`Keycloak`, 503).
+pub async fn current_holding(
+    state: &AppState,
+    token: &Principal,
+    target: &EntitlementKind,
+) -> Result<(Principal, Result<bool, ApiError>), ApiError> {
+    let holds = || async {
+        crate::scheduler::call(state, state.admin.holds(&token.id, target, true))
+            .await
+            .map_err(ApiError::from)
+    };
+    if let Some(u) = state.rights.get(&token.id) {
+        let p = principal(token, u)?;
+        return Ok((p, holds().await));
+    }
+    match target {
+        EntitlementKind::RealmRole { role } => {
+            let u = fetch(state, token).await?;
+            let held = u.realm_roles.contains(role);
+            Ok((principal(token, u)?, Ok(held)))
+        }
+        _ => {
+            let (p, held) = tokio::join!(current(state, token), holds());
+            Ok((p?, held))
+        }
+    }
+}
+
+fn principal(token: &Principal, user: CurrentUser) -> Result<Principal, ApiError> {
     if !user.enabled {
         return Err(ApiError::AccountDisabled(
             "your Keycloak account is disabled".into(),

@@ -108,6 +108,11 @@ const PROBE_EVERY: Duration = Duration::from_millis(100);
 const PROBE_EVERY_LOGIN_REFUSED: Duration = Duration::from_secs(5);
 /// How often entitlement targets are re-checked in Keycloak.
 const TARGET_CHECK_EVERY: Duration = Duration::from_secs(60);
+/// With Keycloak taken for up, how long without any answer from it before
+/// the scheduler asks it (the readiness call) whether it still answers: an
+/// idle jitd notices a stopped or hung Keycloak within this plus
+/// `keycloak_call_timeout_secs`, and `/healthz` says so.
+const LIVENESS_EVERY: Duration = Duration::from_secs(10);
 
 /// The scheduler's in-memory coordination (nothing here needs to survive a
 /// restart: the store says what is due).
@@ -148,7 +153,12 @@ pub struct Scheduler {
     /// account's login (wrong client id or secret), not a network one.
     login_refused: AtomicBool,
     probing: AtomicBool,
+    /// A liveness check ([`LIVENESS_EVERY`]) is under way.
+    checking_liveness: AtomicBool,
     last_target_check: Mutex<Option<Instant>>,
+    /// When Keycloak last answered a call of jitd's (any answer, even a
+    /// refusal), unix milliseconds UTC; 0 = not yet.
+    answered_at_ms: std::sync::atomic::AtomicI64,
 }
 
 impl Scheduler {
@@ -172,7 +182,20 @@ impl Scheduler {
             probe_failed: AtomicBool::new(false),
             login_refused: AtomicBool::new(false),
             probing: AtomicBool::new(false),
+            checking_liveness: AtomicBool::new(false),
             last_target_check: Mutex::new(None),
+            answered_at_ms: Default::default(),
+        }
+    }
+
+    /// When Keycloak last answered a call of jitd's (UTC); `None` before
+    /// the first answer. While Keycloak is taken for up, an idle jitd asks
+    /// it at least every [`LIVENESS_EVERY`], so an older instant means
+    /// that question is waiting for its answer.
+    pub fn keycloak_answered_at(&self) -> Option<DateTime<Utc>> {
+        match self.answered_at_ms.load(Ordering::SeqCst) {
+            0 => None,
+            ms => DateTime::from_timestamp_millis(ms),
         }
     }
 
@@ -449,6 +472,8 @@ pub fn keycloak_failed(state: &AppState, e: &KeycloakError) {
 /// waiting item becomes due now instead of at its own backoff timer.
 async fn keycloak_answered(state: &AppState) {
     let s = &state.scheduler;
+    s.answered_at_ms
+        .fetch_max(Utc::now().timestamp_millis(), Ordering::SeqCst);
     if s.down.swap(false, Ordering::SeqCst) {
         // The grant-ends writer paused too.
         state.grant_ends.wake_up();
@@ -511,6 +536,7 @@ pub async fn run(state: Arc<AppState>) {
         if due_target_check && !state.scheduler.keycloak_down() {
             spawn_target_check(&state);
         }
+        check_liveness(&state);
         let next = match tick(&state, Utc::now()).await {
             Ok(n) => n,
             Err(e) => {
@@ -541,6 +567,43 @@ pub async fn run(state: Arc<AppState>) {
             _ = state.scheduler.room_to_claim(), if more_due => {}
         }
     }
+}
+
+/// Asks Keycloak whether it still answers (the readiness call, bounded by
+/// `keycloak_call_timeout_secs`) when it is taken for up but has answered
+/// nothing for [`LIVENESS_EVERY`]: a jitd with no work would otherwise say
+/// `ok` for a Keycloak that stopped long ago. No answer marks it down like
+/// any call's ([`keycloak_failed`]; the readiness probe takes over); any
+/// answer counts as one. At most one check at a time.
+fn check_liveness(state: &Arc<AppState>) {
+    let s = &state.scheduler;
+    let quiet = s.keycloak_answered_at().is_none_or(|t| {
+        Utc::now() - t >= chrono::Duration::from_std(LIVENESS_EVERY).unwrap_or_default()
+    });
+    if s.keycloak_down() || !quiet || s.checking_liveness.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        // A Keycloak call like any other: within `keycloak_concurrency`.
+        let _permit = state.scheduler.permits.acquire(Priority::Other).await;
+        let limit = state.scheduler.call_timeout();
+        let r = match tokio::time::timeout(limit, state.admin.ready()).await {
+            Ok(r) => r,
+            Err(_) => Err(KeycloakError::Timeout(limit.as_secs())),
+        };
+        match &r {
+            Err(e) if is_outage(e) => {
+                tracing::debug!(error = %e, "Keycloak liveness check: no answer");
+                keycloak_failed(&state, e);
+            }
+            _ => keycloak_answered(&state).await,
+        }
+        state
+            .scheduler
+            .checking_liveness
+            .store(false, Ordering::SeqCst);
+    });
 }
 
 /// Checks every entitlement's Keycloak target (exists, assignable by the
@@ -1380,7 +1443,17 @@ async fn eligibility(
     e: &jit_core::Entitlement,
     r: &jit_core::AccessRequest,
 ) -> Result<Option<String>, KeycloakError> {
-    let access = call(state, state.admin.current_user(r.requester_id())).await?;
+    // Only what the requester rule names is read: an entitlement anyone
+    // may request needs the account alone (one Admin API call, not three).
+    let parts = jit_keycloak::UserParts {
+        realm_roles: !e.requester_roles.is_empty(),
+        groups: !e.requester_groups.is_empty(),
+    };
+    let access = call(
+        state,
+        state.admin.current_user_parts(r.requester_id(), parts),
+    )
+    .await?;
     if !access.enabled {
         return Ok(Some(format!(
             "no longer eligible: {} is disabled in Keycloak",

@@ -354,6 +354,65 @@ async fn a_refused_service_account_login_is_said_and_not_hammered() {
     j.stop().await;
 }
 
+/// An idle jitd (nothing due, nobody calling) notices a Keycloak that
+/// stopped answering — it asks it after 10 s without an answer — and
+/// `/healthz` says `unreachable`, with when Keycloak last answered; once
+/// Keycloak answers again it says `ok` with a newer instant.
+#[tokio::test]
+async fn an_idle_jitd_notices_a_hung_keycloak_and_says_so() {
+    let kc = kc_with_users(&["judy"]);
+    let j = start(POLICY, kc.clone(), "keycloak_call_timeout_secs = 2").await;
+    let health = || async {
+        let (_, b) = send(&j, "GET", "/healthz", "none", None).await;
+        b
+    };
+    let answered = |b: &serde_json::Value| {
+        b["keycloak_answered_at"]
+            .as_str()
+            .map(|t| t.parse::<chrono::DateTime<Utc>>().unwrap())
+    };
+    // The start's target check is an answer; wait until no call is under
+    // way (one would answer after the fault below).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let b = health().await;
+        if answered(&b).is_some() && kc.calls().iter().all(|c| c.end.is_some()) {
+            assert_eq!(b["keycloak"], "ok", "{b}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    kc.fail(None, None, Fault::Hang, None);
+    // jitd's clock is this process's: no answer can come after this.
+    let hung_at = Utc::now();
+    let asked = kc.count(Op::Ready);
+    // 10 s quiet, then a 2 s call limit: well within 40 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let down = loop {
+        let b = health().await;
+        if b["keycloak"] == "unreachable" {
+            break b;
+        }
+        assert!(std::time::Instant::now() < deadline, "{b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(kc.count(Op::Ready) > asked, "the liveness check asked");
+    assert!(answered(&down).is_some_and(|t| t <= hung_at), "{down}");
+    kc.clear_faults();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let b = health().await;
+        if b["keycloak"] == "ok" {
+            assert!(answered(&b).is_some_and(|t| t > hung_at), "{b}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    j.stop().await;
+}
+
 /// A refused service-account login pauses the grant-ends writer too: it
 /// does not try (and log in) once per user with a grant and retry each,
 /// while the scheduler's probe asks every 5 s.

@@ -17,6 +17,11 @@ pub struct Health {
     /// Keycloak), the `JitKeycloakErrors` alert and the log say it.
     #[schema(example = "ok")]
     pub keycloak: &'static str,
+    /// When Keycloak last answered a call of jitd's (UTC; `null` before
+    /// the first). While `keycloak` is `ok`, an idle jitd asks Keycloak at
+    /// least every 10 s, so an instant older than that plus
+    /// `keycloak_call_timeout_secs` means that question has no answer yet.
+    pub keycloak_answered_at: Option<chrono::DateTime<Utc>>,
     /// Entitlements in the policy in force.
     pub entitlements: usize,
     /// The server's clock (UTC).
@@ -42,6 +47,7 @@ pub(super) async fn healthz(State(state): St) -> Response {
         status: if db_ok { "ok" } else { "degraded" },
         database: db_ok,
         keycloak: state.scheduler.keycloak_state(),
+        keycloak_answered_at: state.scheduler.keycloak_answered_at(),
         entitlements: state.policy().entitlements.len(),
         time: Utc::now(),
     };

@@ -179,8 +179,8 @@ pub(super) async fn create(
 ) -> Result<Response, ApiError> {
     let policy = state.policy();
     let entitlement = b.entitlement.trim().to_string();
-    // The standing look-up is asked of Keycloak beside the caller's rights
-    // (both are Admin API round trips), but only when the token already
+    // The standing look-up is asked of Keycloak with the caller's rights
+    // (one read answers both when it can), but only when the token already
     // says the caller may request the entitlement: a caller refused by the
     // policy costs no look-up. Its answer counts only after the checks
     // that come first (rights, policy, availability), so the error a
@@ -189,14 +189,16 @@ pub(super) async fn create(
         .entitlement(&entitlement)
         .filter(|e| e.may_request(&caller.principal))
         .map(|e| e.kind.clone());
-    let standing = async {
-        match &early_target {
-            Some(t) => Some(holds_now(&state, &caller.principal.id, t).await),
-            None => None,
+    let (p, early_held) = match &early_target {
+        Some(t) => {
+            let (p, held) = crate::rights::current_holding(&state, &caller.principal, t).await?;
+            (p, Some(held))
         }
+        None => (
+            crate::rights::current(&state, &caller.principal).await?,
+            None,
+        ),
     };
-    let (p, early_held) = tokio::join!(crate::rights::current(&state, &caller.principal), standing);
-    let p = p?;
     let input = NewRequest {
         entitlement,
         duration_secs: duration_of(b.duration.as_deref(), b.duration_secs)?,

@@ -10,7 +10,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use jit_core::EntitlementKind;
-use jit_keycloak::{CurrentUser, KeycloakAdmin, KeycloakError, SessionsEnded, TargetStatus};
+use jit_keycloak::{
+    CurrentUser, KeycloakAdmin, KeycloakError, SessionsEnded, TargetStatus, UserParts,
+};
 
 /// Which trait method a fault applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -431,14 +433,46 @@ impl KeycloakAdmin for FakeKeycloak {
         self.enter(Op::UserAccess, user_id, None, |k| {
             let users = k.users.lock().unwrap();
             let u = users.get(user_id).ok_or_else(|| user_missing(user_id))?;
+            // As Keycloak's effective roles and memberships: what is held
+            // outside JIT and what is assigned (by JIT or standing).
+            let mut realm_roles = u.roles.clone();
+            let mut groups = u.groups.clone();
+            for t in &u.assigned {
+                match t {
+                    EntitlementKind::RealmRole { role } => {
+                        realm_roles.insert(role.clone());
+                    }
+                    EntitlementKind::Group { path } => {
+                        groups.insert(path.trim_start_matches('/').to_string());
+                    }
+                    EntitlementKind::ClientRole { .. } => {}
+                }
+            }
             Ok(CurrentUser {
                 username: user_id.to_string(),
                 enabled: u.enabled,
-                realm_roles: u.roles.clone(),
-                groups: u.groups.clone(),
+                realm_roles,
+                groups,
             })
         })
         .await
+    }
+
+    /// As Keycloak: a part not asked for is left empty, so a caller that
+    /// forgets to ask for what it decides on decides wrongly here too.
+    async fn current_user_parts(
+        &self,
+        user_id: &str,
+        parts: UserParts,
+    ) -> Result<CurrentUser, KeycloakError> {
+        let mut u = self.current_user(user_id).await?;
+        if !parts.realm_roles {
+            u.realm_roles.clear();
+        }
+        if !parts.groups {
+            u.groups.clear();
+        }
+        Ok(u)
     }
 
     async fn carries(
