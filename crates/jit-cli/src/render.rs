@@ -296,11 +296,16 @@ pub fn entitlements(es: &[EntitlementView]) -> String {
     out
 }
 
+/// LEFT of `jit list`: the time left of an active grant; for an ended
+/// grant whose role jitd is still taking away in Keycloak `removing`, or
+/// `NOT REMOVED` when jitd gave that up (`jit show` says why).
 fn left(r: &RequestView, now: DateTime<Utc>) -> String {
     match r.request.expires_at() {
         Some(x) if r.request.status() == jit_core::Status::Active => {
             format_duration((x - now).num_seconds().max(0))
         }
+        _ if r.keycloak.removal_failed => "NOT REMOVED".into(),
+        _ if r.keycloak.removal_pending => "removing".into(),
         _ => "-".into(),
     }
 }
@@ -334,7 +339,7 @@ pub fn list(rows: &[RequestView], now: DateTime<Utc>, applied: bool) -> String {
         col("ENTITLEMENT", Align::Left, 28),
         col("REQUESTER", Align::Left, REQUESTER_CAP),
         col("DURATION", Align::Right, 10),
-        col("LEFT", Align::Right, 10),
+        col("LEFT", Align::Right, 11),
         col("VOTES", Align::Left, 7),
         col("REASON", Align::Left, 60),
     ];
@@ -541,6 +546,13 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
     if let Some(t) = q.ended_at() {
         println!("Ended        {}", ended_line(r, t));
     }
+    if let Some(t) = r.keycloak.removed_at {
+        println!("Removed      {} (the role taken away in Keycloak)", time(t));
+    } else if q.ended_at().is_some() && r.keycloak.owns_assignment == Some(false) {
+        println!(
+            "Removed      no: held before the grant (a standing assignment JIT never removes)"
+        );
+    }
     if r.keycloak.removal_failed {
         println!(
             "Keycloak     removal FAILED, jitd stopped trying: {}",
@@ -551,7 +563,14 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
             short(q.id())
         );
     } else if let Some(line) = keycloak_error_line(r) {
-        println!("Keycloak     {line}");
+        let what = if r.keycloak.removal_pending {
+            "removal pending, "
+        } else {
+            ""
+        };
+        println!("Keycloak     {what}{line}");
+    } else if r.keycloak.removal_pending {
+        println!("Keycloak     removal pending: jitd is taking the role away");
     }
     if r.revoke_late {
         println!("WARNING      the grant is over but the role is not yet confirmed removed from Keycloak");
@@ -746,6 +765,37 @@ mod tests {
         assert!(with("approved", false).starts_with("retrying: "));
         assert!(with("expired", true).starts_with("retrying: "));
         assert!(keycloak_error_line(&r).is_none());
+    }
+
+    /// `jit list` marks an ended grant whose role is still being taken
+    /// away, and one jitd gave up removing; other ended rows show `-`.
+    #[test]
+    fn list_marks_a_removal_pending_or_given_up() {
+        let r = view("8a9a60d7-0000-4000-8000-000000000000", "db", "alice", "why");
+        let with = |pending: bool, failed: bool| {
+            let mut v = serde_json::to_value(&r).unwrap();
+            v["status"] = "expired".into();
+            v["expires_at"] = "2026-11-29T11:48:04Z".into();
+            v["keycloak"]["removal_pending"] = pending.into();
+            v["keycloak"]["removal_failed"] = failed.into();
+            let r: RequestView = serde_json::from_value(v).unwrap();
+            list(&[r], "2026-11-29T12:00:00Z".parse().unwrap(), false)
+        };
+        assert!(
+            with(true, false).contains(" removing "),
+            "{}",
+            with(true, false)
+        );
+        assert!(
+            with(true, true).contains("NOT REMOVED"),
+            "{}",
+            with(true, true)
+        );
+        let done = with(false, false);
+        assert!(
+            !done.contains("removing") && !done.contains("NOT REMOVED"),
+            "{done}"
+        );
     }
 
     /// A scheduled start is said when the request is made.
