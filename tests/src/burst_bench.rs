@@ -139,8 +139,12 @@ impl Bench {
             .await
             .with_context(|| format!("cannot reach Keycloak at {}", env.url))?;
         let role = admin.realm_role(ROLE).await?;
-        let exe = std::env::current_exe()?;
-        let jitd = exe.with_file_name("jitd");
+        // `JIT_BENCH_JITD`: another build's jitd, to compare two builds on
+        // the same Keycloak and machine (the bench's own otherwise).
+        let jitd = match std::env::var_os("JIT_BENCH_JITD") {
+            Some(p) => PathBuf::from(p),
+            None => std::env::current_exe()?.with_file_name("jitd"),
+        };
         if !jitd.exists() {
             bail!(
                 "{} is missing: run through `cargo xtask bench`",

@@ -271,6 +271,20 @@ pub async fn run_fanout(_url: &str) -> Result<Vec<Line>> {
         let load = bench_opts::load();
         drop(rx);
         drop(r);
+        // Which counted rounds had the slowest create calls: early ones
+        // point at warm-up, scattered ones at single slow answers.
+        let mut by_round: Vec<(usize, f64)> = answered
+            .iter()
+            .enumerate()
+            .map(|(i, ms)| (i + 1, *ms))
+            .collect();
+        by_round.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let slowest = by_round
+            .iter()
+            .take(3)
+            .map(|(i, ms)| format!("round {i}: {ms:.1} ms"))
+            .collect::<Vec<_>>()
+            .join(", ");
         for v in [
             &mut created,
             &mut cancelled,
@@ -309,7 +323,7 @@ pub async fn run_fanout(_url: &str) -> Result<Vec<Line>> {
                 percentile(&answered, 0.5),
                 percentile(&answered, 0.99)
             ),
-            "rights look-up, availability and standing checks in Keycloak, the insert".into(),
+            format!("rights look-up, availability and standing checks in Keycloak, the insert; slowest of {rounds}: {slowest}"),
         ));
         out.push((
             format!("{setup}: of which the fan-out (first stream → each of {n} streams)"),
