@@ -147,7 +147,7 @@ impl Bench {
         };
         if !jitd.exists() {
             bail!(
-                "{} is missing: run through `cargo xtask bench`",
+                "{} is missing: run through `cargo xtask bench` (JIT_BENCH_JITD, if set, names another jitd)",
                 jitd.display()
             );
         }

@@ -296,6 +296,13 @@ pub fn entitlements(es: &[EntitlementView]) -> String {
     out
 }
 
+/// Whether jitd is still to take an ended grant's role away in Keycloak
+/// (a standing assignment held before the grant is kept, never removed:
+/// its pending step only records that).
+fn removing(r: &RequestView) -> bool {
+    r.keycloak.removal_pending && r.keycloak.owns_assignment != Some(false)
+}
+
 /// LEFT of `jit list`: the time left of an active grant; for an ended
 /// grant whose role jitd is still taking away in Keycloak `removing`, or
 /// `NOT REMOVED` when jitd gave that up (`jit show` says why).
@@ -305,7 +312,7 @@ fn left(r: &RequestView, now: DateTime<Utc>) -> String {
             format_duration((x - now).num_seconds().max(0))
         }
         _ if r.keycloak.removal_failed => "NOT REMOVED".into(),
-        _ if r.keycloak.removal_pending => "removing".into(),
+        _ if removing(r) => "removing".into(),
         _ => "-".into(),
     }
 }
@@ -547,7 +554,7 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
         println!("Ended        {}", ended_line(r, t));
     }
     if let Some(t) = r.keycloak.removed_at {
-        println!("Removed      {} (the role taken away in Keycloak)", time(t));
+        println!("Removed      {} (jitd saw it gone from Keycloak)", time(t));
     } else if q.ended_at().is_some() && r.keycloak.owns_assignment == Some(false) {
         println!(
             "Removed      no: held before the grant (a standing assignment JIT never removes)"
@@ -563,13 +570,9 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
             short(q.id())
         );
     } else if let Some(line) = keycloak_error_line(r) {
-        let what = if r.keycloak.removal_pending {
-            "removal pending, "
-        } else {
-            ""
-        };
+        let what = if removing(r) { "removal pending, " } else { "" };
         println!("Keycloak     {what}{line}");
-    } else if r.keycloak.removal_pending {
+    } else if removing(r) {
         println!("Keycloak     removal pending: jitd is taking the role away");
     }
     if r.revoke_late {
@@ -796,6 +799,14 @@ mod tests {
             !done.contains("removing") && !done.contains("NOT REMOVED"),
             "{done}"
         );
+        // A standing assignment is kept, not removed: not "removing".
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["status"] = "expired".into();
+        v["keycloak"]["removal_pending"] = true.into();
+        v["keycloak"]["owns_assignment"] = false.into();
+        let kept: RequestView = serde_json::from_value(v).unwrap();
+        let text = list(&[kept], "2026-11-29T12:00:00Z".parse().unwrap(), false);
+        assert!(!text.contains("removing"), "{text}");
     }
 
     /// A scheduled start is said when the request is made.

@@ -111,7 +111,8 @@ const TARGET_CHECK_EVERY: Duration = Duration::from_secs(60);
 /// With Keycloak taken for up, how long without any answer from it before
 /// the scheduler asks it (the readiness call) whether it still answers: an
 /// idle jitd notices a stopped or hung Keycloak within this plus
-/// `keycloak_call_timeout_secs`, and `/healthz` says so.
+/// `keycloak_call_timeout_secs` (and its scheduler's pass: while the store
+/// answers), and `/healthz` says so.
 const LIVENESS_EVERY: Duration = Duration::from_secs(10);
 
 /// The scheduler's in-memory coordination (nothing here needs to survive a
@@ -155,6 +156,9 @@ pub struct Scheduler {
     probing: AtomicBool,
     /// A liveness check ([`LIVENESS_EVERY`]) is under way.
     checking_liveness: AtomicBool,
+    /// When Keycloak last answered, on the monotonic clock (the liveness
+    /// check's quiet time; a wall-clock step does not move it).
+    answered_instant: Mutex<Option<Instant>>,
     last_target_check: Mutex<Option<Instant>>,
     /// When Keycloak last answered a call of jitd's (any answer, even a
     /// refusal), unix milliseconds UTC; 0 = not yet.
@@ -183,6 +187,7 @@ impl Scheduler {
             login_refused: AtomicBool::new(false),
             probing: AtomicBool::new(false),
             checking_liveness: AtomicBool::new(false),
+            answered_instant: Mutex::new(None),
             last_target_check: Mutex::new(None),
             answered_at_ms: Default::default(),
         }
@@ -474,6 +479,7 @@ async fn keycloak_answered(state: &AppState) {
     let s = &state.scheduler;
     s.answered_at_ms
         .fetch_max(Utc::now().timestamp_millis(), Ordering::SeqCst);
+    *s.answered_instant.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     if s.down.swap(false, Ordering::SeqCst) {
         // The grant-ends writer paused too.
         state.grant_ends.wake_up();
@@ -577,27 +583,46 @@ pub async fn run(state: Arc<AppState>) {
 /// answer counts as one. At most one check at a time.
 fn check_liveness(state: &Arc<AppState>) {
     let s = &state.scheduler;
-    let quiet = s.keycloak_answered_at().is_none_or(|t| {
-        Utc::now() - t >= chrono::Duration::from_std(LIVENESS_EVERY).unwrap_or_default()
-    });
+    let quiet = s
+        .answered_instant
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .is_none_or(|t| t.elapsed() >= LIVENESS_EVERY);
     if s.keycloak_down() || !quiet || s.checking_liveness.swap(true, Ordering::SeqCst) {
         return;
     }
     let state = state.clone();
     tokio::spawn(async move {
-        // A Keycloak call like any other: within `keycloak_concurrency`.
-        let _permit = state.scheduler.permits.acquire(Priority::Other).await;
-        let limit = state.scheduler.call_timeout();
-        let r = match tokio::time::timeout(limit, state.admin.ready()).await {
-            Ok(r) => r,
-            Err(_) => Err(KeycloakError::Timeout(limit.as_secs())),
+        let mut stop = state.stopping.subscribe();
+        let asked = async {
+            // A Keycloak call like any other: within `keycloak_concurrency`,
+            // and not sent once Keycloak is taken for down meanwhile (then
+            // only the readiness probe talks to it).
+            let _permit = state.scheduler.permits.acquire(Priority::Other).await;
+            if state.scheduler.keycloak_down() {
+                return None;
+            }
+            let limit = state.scheduler.call_timeout();
+            Some(
+                match tokio::time::timeout(limit, state.admin.ready()).await {
+                    Ok(r) => r,
+                    Err(_) => Err(KeycloakError::Timeout(limit.as_secs())),
+                },
+            )
+        };
+        // The slot is given back before the bookkeeping below (which may
+        // wait for the store).
+        let r = tokio::select! {
+            r = asked => r,
+            _ = stop.changed() => None,
         };
         match &r {
-            Err(e) if is_outage(e) => {
+            None => {}
+            Some(Err(e)) if is_outage(e) => {
                 tracing::debug!(error = %e, "Keycloak liveness check: no answer");
                 keycloak_failed(&state, e);
             }
-            _ => keycloak_answered(&state).await,
+            Some(_) => keycloak_answered(&state).await,
         }
         state
             .scheduler
@@ -1660,11 +1685,11 @@ async fn activate(
             return withdraw(state, id, &reason).await;
         }
     };
-    // Eligibility may have been lost since the request was made (removed
-    // from the group that may request it). Entitlements anyone may
-    // request need no look-up.
-    let restricted = !(e.requester_roles.is_empty() && e.requester_groups.is_empty());
-    if restricted && s.grant.owns_assignment.is_none() {
+    // Eligibility may have been lost since the request was made (disabled
+    // or deleted in Keycloak, removed from the group that may request it):
+    // asked of Keycloak for every entitlement, reading only what its
+    // requester rule names (the account alone when anyone may request it).
+    if s.grant.owns_assignment.is_none() {
         match eligibility(state, &e, r).await {
             Ok(None) => {}
             Ok(Some(reason)) => {

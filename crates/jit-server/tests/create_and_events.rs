@@ -188,6 +188,35 @@ async fn create_answers_in_the_order_of_its_checks_whichever_lookup_fails() {
     j.stop().await;
 }
 
+/// With the caller's rights cached, a realm role's standing look-up is a
+/// call of its own (never cached): when it fails, the create answers 503,
+/// never a request made without knowing whether the role is held.
+#[tokio::test]
+async fn with_cached_rights_a_failed_standing_lookup_is_503() {
+    let kc = kc();
+    let j = start(POLICY, kc.clone(), "").await;
+    let alice = j.issuer.token("alice", &[]);
+    kc.fail(Some(Op::Holds), None, Fault::Server(503), None);
+    // Each try first fills the rights cache (a "team" request, refused by
+    // the failing look-up), then asks for the realm role; a try whose
+    // rights were read again (the 2 s cache let go on a slow machine)
+    // proves nothing and is made again, a bounded number of times.
+    for _ in 0..20 {
+        let (status, _) = send(&j, "POST", "/v1/requests", &alice, Some(body("team"))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let reads = kc.count(Op::UserAccess);
+        let (status, b) = send(&j, "POST", "/v1/requests", &alice, Some(body("open"))).await;
+        if kc.count(Op::UserAccess) != reads {
+            continue;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+        assert_eq!(b["code"], "keycloak_unavailable", "{b}");
+        j.stop().await;
+        return;
+    }
+    panic!("the rights cache never answered the second of two calls in a row");
+}
+
 /// A negative sequence number is refused alike by the audit and the event
 /// stream (the audit used to answer every row).
 #[tokio::test]

@@ -80,7 +80,10 @@ async fn grants_keycloak_refuses_for_good_end_failed_with_the_reason() {
     let j = start(POLICY, kc.clone(), "").await;
     kc.fail(Some(Op::Assign), Some("u-403"), Fault::Forbidden, None);
     kc.fail(Some(Op::Assign), Some("u-400"), Fault::BadRequest, None);
-    kc.delete_user("u-gone");
+    // Deleted between the account read and the assignment (a user deleted
+    // before it is caught by the account read: see
+    // a_disabled_or_deleted_requester_of_an_open_entitlement_is_not_granted).
+    kc.fail(Some(Op::Assign), Some("u-gone"), Fault::NotFound, None);
     let cases = [
         ("u-403", "does not let jitd's service account assign"),
         ("u-400", "400"),
@@ -733,12 +736,14 @@ async fn keycloak_work_is_bounded_and_ordered_per_assignment() {
     let kc = kc_with_users(&refs);
     kc.set_latency(Duration::from_millis(40));
     let j = start(POLICY, kc.clone(), "keycloak_concurrency = 4").await;
-    // Three grants per user of the same role, each ending at once: grants
-    // and removals of one assignment interleave.
+    // Three grants per user of the same role, each ending soon: grants
+    // and removals of one assignment interleave. (3 s: 36 grants of three
+    // 40 ms calls each through 4 slots must all be granted within their
+    // window, which a 1 s grant's is not with the account read.)
     let mut ids = Vec::new();
     for _ in 0..3 {
         for u in &users {
-            ids.push(j.request(u, "open", 1));
+            ids.push(j.request(u, "open", 3));
         }
     }
     for id in &ids {
@@ -829,6 +834,41 @@ async fn after_an_outage_all_waiting_work_is_due_at_once() {
         assert!(!kc.has(u, &open_role()));
     }
     assert!(!j.state().scheduler.keycloak_down());
+    j.stop().await;
+}
+
+/// An entitlement anyone may request is still not granted to an account
+/// disabled (or deleted) in Keycloak since the request: the activation
+/// reads the account (and only the account: one call).
+#[tokio::test]
+async fn a_disabled_or_deleted_requester_of_an_open_entitlement_is_not_granted() {
+    let kc = kc_with_users(&["alice", "bob", "carol"]);
+    let j = start(POLICY, kc.clone(), "").await;
+    kc.edit_user("alice", |u| u.enabled = false);
+    kc.delete_user("carol");
+    let a = j.request("alice", "open", 600);
+    let b = j.request("bob", "open", 600);
+    let c = j.request("carol", "open", 600);
+    for (id, why) in [
+        (&a, "is disabled in Keycloak"),
+        (&c, "no longer exists in Keycloak"),
+    ] {
+        let s = j
+            .wait(id, "the request to end", SECS, |s| {
+                s.request.status().is_terminal()
+            })
+            .await;
+        assert!(
+            s.request.end_reason().unwrap_or_default().contains(why),
+            "{s:?}"
+        );
+        assert!(s.grant.granted_at.is_none(), "{s:?}");
+    }
+    j.wait(&b, "bob granted", SECS, |s| {
+        s.request.status() == Status::Active
+    })
+    .await;
+    assert!(!kc.has("alice", &open_role()) && kc.has("bob", &open_role()));
     j.stop().await;
 }
 

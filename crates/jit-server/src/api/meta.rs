@@ -20,7 +20,9 @@ pub struct Health {
     /// When Keycloak last answered a call of jitd's (UTC; `null` before
     /// the first). While `keycloak` is `ok`, an idle jitd asks Keycloak at
     /// least every 10 s, so an instant older than that plus
-    /// `keycloak_call_timeout_secs` means that question has no answer yet.
+    /// `keycloak_call_timeout_secs` means that question has no answer yet
+    /// (or the scheduler is held up by the database: see `database`).
+    #[schema(required = true)]
     pub keycloak_answered_at: Option<chrono::DateTime<Utc>>,
     /// Entitlements in the policy in force.
     pub entitlements: usize,

@@ -53,8 +53,9 @@ async fn holds_now(
 /// role: the answer names that grant and its end). Holding it through an
 /// active JIT grant of the same target is fine: grants may overlap.
 ///
-/// `held` is [`holds_now`] for the user and `r`'s target, asked of
-/// Keycloak during this call (the caller may ask it beside other look-ups).
+/// `held` is whether the user holds `r`'s target in Keycloak, effective,
+/// asked of Keycloak during this call: [`holds_now`], or the same answer
+/// from the caller's fresh rights read ([`crate::rights::current_holding`]).
 pub(super) async fn check_not_standing(
     state: &AppState,
     p: &Principal,
