@@ -1468,8 +1468,8 @@ async fn eligibility(
     e: &jit_core::Entitlement,
     r: &jit_core::AccessRequest,
 ) -> Result<Option<String>, KeycloakError> {
-    // Only what the requester rule names is read: an entitlement anyone
-    // may request needs the account alone (one Admin API call, not three).
+    // The account and only what the requester rule names: two Admin API
+    // calls for a rule of roles or of groups, three for both.
     let parts = jit_keycloak::UserParts {
         realm_roles: !e.requester_roles.is_empty(),
         groups: !e.requester_groups.is_empty(),
@@ -1690,8 +1690,9 @@ async fn activate(
     // asked of Keycloak for entitlements limited to some requesters,
     // reading only what the rule names. Entitlements anyone may request
     // need no look-up: an account read per grant was measured to cost
-    // about 40% of a burst's activation rate (docs/measurements.md); a
-    // deleted requester fails at the assignment ("user no longer exists").
+    // about half of a burst's activation rate (docs/measurements.md); a
+    // deleted requester fails at the ownership check or the assignment
+    // ("user no longer exists").
     let restricted = !(e.requester_roles.is_empty() && e.requester_groups.is_empty());
     if restricted && s.grant.owns_assignment.is_none() {
         match eligibility(state, &e, r).await {

@@ -17,7 +17,7 @@ pub struct Health {
     /// Keycloak), the `JitKeycloakErrors` alert and the log say it.
     #[schema(example = "ok")]
     pub keycloak: &'static str,
-    /// When Keycloak last answered a call of jitd's (UTC; `null` before
+    /// When Keycloak last answered a call of jitd's scheduler (UTC; `null` before
     /// the first). While `keycloak` is `ok`, an idle jitd asks Keycloak at
     /// least every 10 s, so an instant older than that plus
     /// `keycloak_call_timeout_secs` means that question has no answer yet
