@@ -554,7 +554,15 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
         println!("Ended        {}", ended_line(r, t));
     }
     if let Some(t) = r.keycloak.removed_at {
-        println!("Removed      {} (jitd saw it gone from Keycloak)", time(t));
+        // As the audit's `grant.removed` row: how long after the grant
+        // ended its role left Keycloak, when that is worth saying.
+        let late = q
+            .ended_at()
+            .map(|e| (t - e).num_seconds())
+            .filter(|s| *s >= 2)
+            .map(|s| format!(", {} after the grant ended", format_duration(s)))
+            .unwrap_or_default();
+        println!("Removed      {}: the role left Keycloak{late}", time(t));
     } else if q.ended_at().is_some() && r.keycloak.owns_assignment == Some(false) {
         println!(
             "Removed      no: held before the grant (a standing assignment JIT never removes)"
