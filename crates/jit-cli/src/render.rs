@@ -583,7 +583,8 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
     } else if removing(r) {
         println!("Keycloak     removal pending: jitd is taking the role away");
     }
-    if r.revoke_late {
+    // A removal given up says so above (and what to do), not "not yet".
+    if r.revoke_late && !r.keycloak.removal_failed {
         println!("WARNING      the grant is over but the role is not yet confirmed removed from Keycloak");
     }
     if q.review_required() {
