@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn deploy() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+    PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("../deploy")
 }
 
 fn promtool() -> String {

@@ -67,6 +67,9 @@ approver_roles = ["support-agent"]
     let erin_id = ctx.probe.user_id("erin").await.unwrap();
     let frank_id = ctx.probe.user_id("frank").await.unwrap();
 
+    let asked = create(&frank, "incident-responder", "10m").await.unwrap();
+    let asked_at = tokio::time::Instant::now();
+
     // 1. carol's approver role is removed: her old token cannot approve.
     let billing = create(&alice, "billing-admin", "10m").await.unwrap();
     kc.set_realm_role(&carol_id, "jit-approver-ops", false)
@@ -108,10 +111,46 @@ approver_roles = ["support-agent"]
         .unwrap();
     wait_active_then_drop(&alice, &inc).await;
 
-    // 4. frank is disabled: his token cannot create requests any more.
+    // 4. frank is disabled: his token cannot create requests any more, and
+    //    what he asked for before is not granted when it is approved (an
+    //    entitlement anyone may request: Keycloak's list of disabled users
+    //    says so, with its real `enabled=false` search).
+    //    (His request was made at the start: jitd caches a user's rights
+    //    for 2 s, and the refusal below must not meet that cache.)
+    tokio::time::sleep_until(asked_at + secs(3)).await;
     kc.set_enabled(&frank_id, false).await;
     let e = create(&frank, "billing-admin", "10m").await.unwrap_err();
     assert_eq!(e.code(), Some("account_disabled"), "{e}");
+    erin.approve(&asked, Some("approved before anyone said".into()), None)
+        .await
+        .unwrap();
+    eventually(secs(20), "frank's approved request ends", || async {
+        erin.get(&asked)
+            .await
+            .unwrap()
+            .request
+            .status()
+            .is_terminal()
+    })
+    .await;
+    let r = erin.get(&asked).await.unwrap();
+    assert_eq!(r.request.status(), Status::Cancelled, "{r:?}");
+    assert!(
+        r.request
+            .end_reason()
+            .unwrap_or_default()
+            .contains("frank is disabled in Keycloak"),
+        "{r:?}"
+    );
+    assert!(
+        !ctx.probe
+            .groups("frank")
+            .await
+            .unwrap()
+            .iter()
+            .any(|g| g.contains("incident-responders")),
+        "frank was not made a member"
+    );
 
     // Rights back: the same old tokens work again (no stale refusal).
     ctx.restore_fixture_rights().await;

@@ -27,8 +27,16 @@ pub mod tools;
 use std::path::PathBuf;
 
 /// Root of the Cargo workspace (the parent of the `xtask` crate).
+///
+/// From `CARGO_MANIFEST_DIR` as `cargo run` sets it for this run, the path
+/// built in only without it: two checkouts sharing one `CARGO_TARGET_DIR`
+/// share this binary when their sources match, and the path built in is
+/// then the other checkout's (which may be gone).
 pub fn workspace_root() -> PathBuf {
-    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     manifest_dir
         .parent()
         .map(PathBuf::from)

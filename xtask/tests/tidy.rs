@@ -13,11 +13,17 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+/// The checkout this run is for: `CARGO_MANIFEST_DIR` as `cargo test`
+/// sets it (a binary shared through one target dir may have another
+/// checkout's path built in).
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace root")
-        .to_path_buf()
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .parent()
+    .expect("xtask lives in the workspace root")
+    .to_path_buf()
 }
 
 fn read(p: &Path) -> String {

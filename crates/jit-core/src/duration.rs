@@ -261,8 +261,12 @@ mod tests {
         }))
         .unwrap()
             + "\n";
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../ui/src/logic/duration-grammar.json");
+        // The run's own checkout (`cargo test` sets it), not the one this
+        // binary was built in: a shared target dir may have built it in
+        // another.
+        let dir = std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+        let path = std::path::Path::new(&dir).join("../../ui/src/logic/duration-grammar.json");
         if std::env::var_os("JIT_UPDATE_GRAMMAR").is_some() {
             std::fs::write(&path, &want).unwrap();
         }

@@ -240,6 +240,19 @@ pub trait KeycloakAdmin: Send + Sync + 'static {
         let _ = (target, max);
         Ok(None)
     }
+
+    /// Ids of the realm's disabled users — people, not service accounts
+    /// (Keycloak's user search leaves those out) — in one read, or `None`
+    /// when more than `max` are disabled (or the implementation cannot
+    /// list them): then read each requester's account. For a burst of
+    /// grants, which a disabled requester must not get.
+    async fn disabled_users(
+        &self,
+        max: usize,
+    ) -> Result<Option<std::collections::HashSet<String>>, KeycloakError> {
+        let _ = max;
+        Ok(None)
+    }
 }
 
 /// A role as Keycloak represents it (the subset JIT sends back).
@@ -1047,6 +1060,42 @@ impl AdminClient {
         Ok(Some(users.into_iter().map(|u| u.id).collect()))
     }
 
+    /// Ids of the realm's disabled users, or `None` if more than `max`
+    /// are: one `GET /users?enabled=false` (Keycloak's user search, which
+    /// lists no service-account users). Users of a federation provider
+    /// (LDAP) are listed as far as the provider answers that search.
+    pub async fn disabled_users(
+        &self,
+        max: usize,
+    ) -> Result<Option<std::collections::HashSet<String>>, KeycloakError> {
+        #[derive(Deserialize)]
+        struct U {
+            id: String,
+            #[serde(default = "yes")]
+            enabled: bool,
+        }
+        fn yes() -> bool {
+            true
+        }
+        let path = format!(
+            "/users?enabled=false&briefRepresentation=true&first=0&max={}",
+            max + 1
+        );
+        let users: Vec<U> = self.get_json(&path, "disabled users").await?;
+        if users.len() > max {
+            return Ok(None);
+        }
+        // Only what Keycloak itself says is disabled: a search that
+        // ignored the filter (an older server) must not stop anyone.
+        Ok(Some(
+            users
+                .into_iter()
+                .filter(|u| !u.enabled)
+                .map(|u| u.id)
+                .collect(),
+        ))
+    }
+
     /// Ids of enabled users who may approve through the realm roles
     /// `roles` or the groups `groups` (paths, as the policy's
     /// `approver_roles` / `approver_groups`), at most `max` (the search
@@ -1447,6 +1496,13 @@ impl KeycloakAdmin for AdminClient {
         AdminClient::direct_holders(self, target, max).await
     }
 
+    async fn disabled_users(
+        &self,
+        max: usize,
+    ) -> Result<Option<std::collections::HashSet<String>>, KeycloakError> {
+        AdminClient::disabled_users(self, max).await
+    }
+
     async fn approver_ids(
         &self,
         roles: &[String],
@@ -1507,6 +1563,11 @@ pub struct UserParts {
 }
 
 impl UserParts {
+    /// The account alone (enabled, username): one call.
+    pub const ACCOUNT: UserParts = UserParts {
+        realm_roles: false,
+        groups: false,
+    };
     /// Everything: what rights at a vote or a request need.
     pub const ALL: UserParts = UserParts {
         realm_roles: true,

@@ -142,6 +142,10 @@ pub struct Scheduler {
     holders: Mutex<std::collections::HashMap<String, (u64, Arc<HolderRead>)>>,
     /// Ticks that handed out grants deciding ownership from a shared read.
     ticks: std::sync::atomic::AtomicU64,
+    /// The last read of the realm's disabled users (when it was started,
+    /// the read), shared by the grants of entitlements anyone may request
+    /// ([`shared_disabled`]).
+    disabled: Mutex<Option<(Instant, Arc<DisabledRead>)>>,
     /// When the scheduler's current sleep ends (work due earlier must wake it).
     sleep_until: Mutex<Option<DateTime<Utc>>>,
     /// A connection-level failure was seen; only the probe talks to
@@ -181,6 +185,7 @@ impl Scheduler {
             more_due: AtomicBool::new(false),
             holders: Mutex::new(Default::default()),
             ticks: Default::default(),
+            disabled: Mutex::new(None),
             sleep_until: Mutex::new(None),
             down: AtomicBool::new(false),
             probe_failed: AtomicBool::new(false),
@@ -1109,7 +1114,9 @@ pub async fn tick(
                     let view = first_view.take().filter(|_| i == 0);
                     let r = match kind {
                         Work::Remove => remove(&state, id, view).await,
-                        Work::Activate => activate(&state, id, view, batch.as_deref()).await,
+                        Work::Activate => {
+                            activate(&state, id, view, batch.as_deref(), tick_started).await
+                        }
                     };
                     let spent = SLOT.with(|s| std::mem::take(&mut s.borrow_mut().spent));
                     tracing::debug!(
@@ -1461,15 +1468,34 @@ async fn explain_refusal(
 }
 
 /// Re-checks, at activation, that the requester may still request the
-/// entitlement, with Keycloak's current roles and groups (a token seen at
-/// creation may be hours old). `Ok(None)` = eligible.
+/// entitlement, with Keycloak's current account, roles and groups (a token
+/// seen at creation may be hours old). `Ok(None)` = eligible.
+///
+/// An entitlement anyone may request needs only the account's enabled
+/// flag: a person's comes from a read of the realm's disabled users that
+/// the grants of a pass share ([`shared_disabled`]); a service account's
+/// (which that read does not list), or when the shared read is not
+/// usable, from a read of the account (one call). An entitlement limited
+/// to some requesters reads the account and only what the rule names: two
+/// Admin API calls for a rule of roles or of groups, three for both.
 async fn eligibility(
     state: &AppState,
     e: &jit_core::Entitlement,
     r: &jit_core::AccessRequest,
+    since: Instant,
 ) -> Result<Option<String>, KeycloakError> {
-    // The account and only what the requester rule names: two Admin API
-    // calls for a rule of roles or of groups, three for both.
+    let disabled = || {
+        format!(
+            "no longer eligible: {} is disabled in Keycloak",
+            r.requester_username()
+        )
+    };
+    let open = e.requester_roles.is_empty() && e.requester_groups.is_empty();
+    if open && r.requester_client().is_none() {
+        if let Some(d) = shared_disabled(state, r.requester_id(), since).await {
+            return Ok(d.then(disabled));
+        }
+    }
     let parts = jit_keycloak::UserParts {
         realm_roles: !e.requester_roles.is_empty(),
         groups: !e.requester_groups.is_empty(),
@@ -1480,10 +1506,7 @@ async fn eligibility(
     )
     .await?;
     if !access.enabled {
-        return Ok(Some(format!(
-            "no longer eligible: {} is disabled in Keycloak",
-            r.requester_username()
-        )));
+        return Ok(Some(disabled()));
     }
     let p = Principal {
         id: r.requester_id().to_string(),
@@ -1500,6 +1523,75 @@ async fn eligibility(
         )));
     }
     Ok(None)
+}
+
+/// A read of the realm's disabled users: their ids, or `None` if it failed
+/// or too many are disabled.
+type DisabledRead = tokio::sync::OnceCell<Option<HashSet<String>>>;
+
+/// How long a failed read of the realm's disabled users stands: the
+/// grants of that time read each account instead of asking again.
+const DISABLED_RETRY: Duration = Duration::from_secs(5);
+/// Most disabled users read at once; a realm with more reads each
+/// requester's account.
+const DISABLED_MAX: usize = 10_000;
+
+/// Whether the person `user_id` is disabled in Keycloak, from one read of
+/// the realm's disabled users started after `since` (the start of the
+/// scheduler pass that handed the grant out), shared by every grant that
+/// may use it: the first to ask makes it, the others of its pass (or of a
+/// later pass that began before it was started) wait for it. So a
+/// requester disabled before the pass is never granted; one disabled
+/// while their grant is under way may be, as with a read of their account
+/// just before the assignment (the role is taken away at the end as any
+/// grant's, and Keycloak refuses a disabled user's logins and refreshes
+/// meanwhile). `None` — read the account — if the read failed (for
+/// [`DISABLED_RETRY`]), found more than [`DISABLED_MAX`], or Keycloak is
+/// taken for down. A deleted user is not listed: the ownership check or
+/// the assignment finds them gone.
+async fn shared_disabled(state: &AppState, user_id: &str, since: Instant) -> Option<bool> {
+    if state.scheduler.keycloak_down() {
+        return None;
+    }
+    let cell = {
+        let mut last = state
+            .scheduler
+            .disabled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let usable = |(started, c): &(Instant, Arc<DisabledRead>)| match c.get() {
+            Some(None) => started.elapsed() < DISABLED_RETRY,
+            _ => *started >= since,
+        };
+        match &*last {
+            Some(l) if usable(l) => l.1.clone(),
+            _ => {
+                let c = Arc::new(DisabledRead::new());
+                *last = Some((Instant::now(), c.clone()));
+                c
+            }
+        }
+    };
+    // No Keycloak slot of its own (one read at a time, beyond
+    // `keycloak_concurrency`), as `batched_held`: grants waiting for it
+    // may hold slots already.
+    let ids = cell
+        .get_or_init(|| async {
+            let limit = state.scheduler.call_timeout();
+            match tokio::time::timeout(limit, state.admin.disabled_users(DISABLED_MAX)).await {
+                Ok(Ok(ids)) => ids,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "reading the realm's disabled users failed; reading each requester's account");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!("reading the realm's disabled users timed out; reading each requester's account");
+                    None
+                }
+            }
+        })
+        .await;
+    ids.as_ref().map(|ids| ids.contains(user_id))
 }
 
 /// `view`: the request as read for this worker, or `None` to read it.
@@ -1633,12 +1725,14 @@ async fn batched_held(
 
 /// Grants request `id` (see the module's "Order of a grant"), from `view`
 /// when the tick read it already; `batch`: the tick's shared reads of
-/// targets' holders, for a burst of grants of one target.
+/// targets' holders, for a burst of grants of one target; `handed_out`:
+/// when the tick that handed it out began.
 async fn activate(
     state: &AppState,
     id: &str,
     view: Option<WorkView>,
     batch: Option<&TickHolders>,
+    handed_out: Instant,
 ) -> Result<(), StoreError> {
     let Some(WorkView {
         stored: s,
@@ -1687,15 +1781,12 @@ async fn activate(
     };
     // Eligibility may have been lost since the request was made (disabled
     // or deleted in Keycloak, removed from the group that may request it):
-    // asked of Keycloak for entitlements limited to some requesters,
-    // reading only what the rule names. Entitlements anyone may request
-    // need no look-up: an account read per grant was measured to cost
-    // about half of a burst's activation rate (docs/measurements.md); a
-    // deleted requester fails at the ownership check or the assignment
-    // ("user no longer exists").
-    let restricted = !(e.requester_roles.is_empty() && e.requester_groups.is_empty());
-    if restricted && s.grant.owns_assignment.is_none() {
-        match eligibility(state, &e, r).await {
+    // asked of Keycloak before the first attempt, reading only what the
+    // entitlement's requester rule needs (see `eligibility`). A deleted
+    // requester of an entitlement anyone may request fails at the
+    // ownership check or the assignment ("user no longer exists").
+    if s.grant.owns_assignment.is_none() {
+        match eligibility(state, &e, r, handed_out).await {
             Ok(None) => {}
             Ok(Some(reason)) => {
                 tracing::warn!(request = id, %reason, "not granted");

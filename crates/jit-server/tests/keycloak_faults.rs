@@ -874,6 +874,121 @@ async fn a_disabled_or_deleted_requester_is_not_granted() {
 }
 
 #[tokio::test]
+async fn a_disabled_requester_of_an_open_entitlement_is_not_granted() {
+    let kc = kc_with_users(&["alice", "bob", "carol", "dave", "erin", "frank"]);
+    kc.add_user("service-account-ci", &[], &[]);
+    kc.edit_user("alice", |u| u.enabled = false);
+    kc.edit_user("service-account-ci", |u| u.enabled = false);
+    kc.delete_user("carol");
+    let j = start(POLICY, kc.clone(), "").await;
+    let before = kc.calls().len();
+    // Scheduled, then all due at once: one pass hands them out.
+    let later = Some(Utc::now() + chrono::Duration::hours(1));
+    let people: Vec<(String, &str)> = ["alice", "bob", "carol", "dave", "erin"]
+        .iter()
+        .map(|u| (j.request_at(u, "open", 600, later), *u))
+        .collect();
+    let ci = j.request_by_client("service-account-ci", "ci", "open", 600, later);
+    let mut all: Vec<String> = people.iter().map(|(i, _)| i.clone()).collect();
+    all.push(ci.clone());
+    j.make_due_now(&all);
+    let mut ended = Vec::new();
+    for (id, who) in people
+        .iter()
+        .map(|(i, w)| (i.as_str(), *w))
+        .chain([(ci.as_str(), "ci")])
+    {
+        let s = j
+            .wait(id, "the request to be granted or to end", SECS, |s| {
+                s.request.status() == Status::Active || s.request.status().is_terminal()
+            })
+            .await;
+        ended.push((
+            who,
+            s.request.status(),
+            s.request.end_reason().unwrap_or_default().to_string(),
+        ));
+    }
+    for (who, status, reason) in &ended {
+        match *who {
+            "alice" | "ci" => {
+                assert_eq!(*status, Status::Cancelled, "{who}: {reason}");
+                assert!(
+                    reason.contains("is disabled in Keycloak"),
+                    "{who}: {reason}"
+                );
+            }
+            "carol" => assert!(reason.contains("no longer exists"), "{who}: {reason}"),
+            _ => assert_eq!(*status, Status::Active, "{who}: {reason}"),
+        }
+    }
+    assert!(!kc.has("alice", &open_role()) && !kc.has("service-account-ci", &open_role()));
+    let calls = kc.calls()[before..].to_vec();
+    // People: one read of the realm's disabled users shared by the pass,
+    // no account read each. The service account, which that read does
+    // not list: its account.
+    let shared = calls.iter().filter(|c| c.op == Op::Disabled).count();
+    assert_eq!(
+        shared, 1,
+        "reads of the disabled users for one pass of 6 grants"
+    );
+    let accounts: Vec<&str> = calls
+        .iter()
+        .filter(|c| c.op == Op::UserAccess)
+        .map(|c| c.user.as_str())
+        .collect();
+    assert_eq!(accounts, ["service-account-ci"], "account reads");
+    // Disabled since that pass's read: a later pass reads again.
+    kc.edit_user("frank", |u| u.enabled = false);
+    let f = j.request("frank", "open", 600);
+    let s = j
+        .wait(&f, "frank's request to end", SECS, |s| {
+            s.request.status().is_terminal()
+        })
+        .await;
+    assert_eq!(s.request.status(), Status::Cancelled, "{s:?}");
+    assert!(!kc.has("frank", &open_role()));
+    j.stop().await;
+}
+
+#[tokio::test]
+async fn when_the_disabled_users_cannot_be_listed_each_account_is_read() {
+    let kc = kc_with_users(&["alice", "bob"]);
+    kc.edit_user("alice", |u| u.enabled = false);
+    kc.fail(Some(Op::Disabled), None, Fault::Server(500), None);
+    let j = start(POLICY, kc.clone(), "").await;
+    let a = j.request("alice", "open", 600);
+    let b = j.request("bob", "open", 600);
+    let s = j
+        .wait(&a, "the request to end", SECS, |s| {
+            s.request.status().is_terminal()
+        })
+        .await;
+    assert_eq!(s.request.status(), Status::Cancelled, "{s:?}");
+    assert!(
+        s.request
+            .end_reason()
+            .unwrap_or_default()
+            .contains("is disabled in Keycloak"),
+        "{s:?}"
+    );
+    j.wait(&b, "bob granted", SECS, |s| {
+        s.request.status() == Status::Active
+    })
+    .await;
+    assert!(!kc.has("alice", &open_role()) && kc.has("bob", &open_role()));
+    for u in ["alice", "bob"] {
+        assert!(
+            kc.calls()
+                .iter()
+                .any(|c| c.op == Op::UserAccess && c.user == u),
+            "{u}'s account read"
+        );
+    }
+    j.stop().await;
+}
+
+#[tokio::test]
 async fn lost_eligibility_before_the_start_ends_the_request() {
     let kc = kc_with_users(&["alice", "bob"]);
     let j = start(POLICY, kc.clone(), "").await;

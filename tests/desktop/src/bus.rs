@@ -506,7 +506,7 @@ impl Bus {
 
 /// `tests/desktop/sni_host.py`.
 fn sni_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("sni_host.py")
+    crate::desktop::crate_dir().join("sni_host.py")
 }
 
 /// One entry of a tray menu (com.canonical.dbusmenu).

@@ -63,9 +63,20 @@ pub fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// This crate's directory: `CARGO_MANIFEST_DIR` as `cargo test` sets it
+/// for this run, the path built in only without it (a test binary shared
+/// by two checkouts through one `CARGO_TARGET_DIR` has the other's built
+/// in).
+pub fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// The workspace root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    crate_dir()
         .ancestors()
         .nth(2)
         .expect("workspace root")
@@ -608,7 +619,7 @@ impl Desktop {
 
     fn x11(&self, args: &[&str]) -> String {
         let out = std::process::Command::new(crate::bus::dbusmock_python())
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("x11_window.py"))
+            .arg(crate_dir().join("x11_window.py"))
             .args(args)
             .output()
             .expect("run x11_window.py");

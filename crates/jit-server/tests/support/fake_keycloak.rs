@@ -28,6 +28,8 @@ pub enum Op {
     Ready,
     /// A write of the grant-ends attribute.
     SetAttribute,
+    /// One read of the realm's disabled users (`user` is empty).
+    Disabled,
 }
 
 /// What a faulty call does.
@@ -279,9 +281,10 @@ impl FakeKeycloak {
             });
             calls.len() - 1
         };
-        // The grant-ends writer's calls are outside the scheduler's slots:
-        // not counted as Keycloak work in flight.
-        let counted = op != Op::SetAttribute;
+        // The grant-ends writer's calls and the shared read of disabled
+        // users are outside the scheduler's slots: not counted as Keycloak
+        // work in flight.
+        let counted = !matches!(op, Op::SetAttribute | Op::Disabled);
         if counted {
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -378,6 +381,25 @@ impl KeycloakAdmin for FakeKeycloak {
                 .map(|(id, _)| id.clone())
                 .collect();
             Ok((held.len() <= max).then_some(held))
+        })
+        .await
+    }
+
+    /// As Keycloak's user search: people only, so a service account
+    /// (a user id starting `service-account-`, as Keycloak names them)
+    /// is never listed.
+    async fn disabled_users(
+        &self,
+        max: usize,
+    ) -> Result<Option<std::collections::HashSet<String>>, KeycloakError> {
+        self.enter(Op::Disabled, "", None, |k| {
+            let users = k.users.lock().unwrap();
+            let off: std::collections::HashSet<String> = users
+                .iter()
+                .filter(|(id, u)| !u.enabled && !id.starts_with("service-account-"))
+                .map(|(id, _)| id.clone())
+                .collect();
+            Ok((off.len() <= max).then_some(off))
         })
         .await
     }

@@ -54,7 +54,48 @@ impl TestJitd {
         secs: i64,
         start: Option<chrono::DateTime<Utc>>,
     ) -> String {
+        self.request_as(Principal::new(user, user), entitlement, secs, start)
+    }
+
+    /// Like [`request`](Self::request), by OAuth client `client` acting for
+    /// itself through its service account `user`.
+    pub fn request_by_client(
+        &self,
+        user: &str,
+        client: &str,
+        entitlement: &str,
+        secs: i64,
+        start: Option<chrono::DateTime<Utc>>,
+    ) -> String {
         let mut p = Principal::new(user, user);
+        p.client_id = Some(client.into());
+        self.request_as(p, entitlement, secs, start)
+    }
+
+    /// Makes the scheduled requests `ids` due now, in one transaction, and
+    /// wakes the scheduler: one pass hands them all out.
+    pub fn make_due_now(&self, ids: &[String]) {
+        let now = Utc::now();
+        self.state()
+            .store
+            .sync()
+            .update_each(ids, move |s| {
+                let mut st = s.request.to_stored();
+                st.start_at = Some(now);
+                s.request = jit_core::AccessRequest::restore(st);
+                Ok(vec![])
+            })
+            .unwrap();
+        self.state().wake.notify_one();
+    }
+
+    fn request_as(
+        &self,
+        mut p: Principal,
+        entitlement: &str,
+        secs: i64,
+        start: Option<chrono::DateTime<Utc>>,
+    ) -> String {
         p.roles.insert("auto".into());
         p.roles.insert("requester".into());
         let input = NewRequest {
