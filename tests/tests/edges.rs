@@ -33,7 +33,9 @@ async fn rights_are_read_from_keycloak_at_each_decision() {
     let _serial = serial().await;
     let ctx = Ctx::new().await;
     let kc = RealmAdmin::new(&ctx).await;
-    let jitd = Jitd::start(
+    // The scheduler's debug lines say which way a requester's enabled
+    // state was read (checked for frank below).
+    let jitd = Jitd::start_observed(
         r#"
 [[entitlement]]
 id = "billing-admin"
@@ -53,6 +55,8 @@ group = "/incident-responders"
 max_duration = "1h"
 approver_roles = ["support-agent"]
 "#,
+        "",
+        "info,jit_server::scheduler=debug",
     );
     // Tokens issued while everyone still has their rights.
     let (alice, bob, carol, erin, frank) = (
@@ -150,6 +154,19 @@ approver_roles = ["support-agent"]
             .iter()
             .any(|g| g.contains("incident-responders")),
         "frank was not made a member"
+    );
+    // Said by Keycloak's list of disabled users, not by a fallback read of
+    // frank's account.
+    let log = std::fs::read_to_string(jitd.log_path()).unwrap();
+    assert!(
+        log.contains("read the realm's disabled users for the grants of a pass"),
+        "no read of the disabled users in {}",
+        jitd.log_path().display()
+    );
+    assert!(
+        !log.contains("reading each requester's account"),
+        "the read of the disabled users failed: {}",
+        jitd.log_path().display()
     );
 
     // Rights back: the same old tokens work again (no stale refusal).

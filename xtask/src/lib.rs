@@ -26,21 +26,26 @@ pub mod tools;
 
 use std::path::PathBuf;
 
-/// Root of the Cargo workspace (the parent of the `xtask` crate).
+/// Root of the Cargo workspace (the folder holding `xtask/`).
 ///
-/// From `CARGO_MANIFEST_DIR` as `cargo run` sets it for this run, the path
-/// built in only without it: two checkouts sharing one `CARGO_TARGET_DIR`
-/// share this binary when their sources match, and the path built in is
-/// then the other checkout's (which may be gone).
+/// Found from `CARGO_MANIFEST_DIR` as cargo sets it for this run (`cargo
+/// run` of xtask, or `cargo test` of a package that uses xtask as a
+/// library: then it is that package's folder, inside the workspace), the
+/// path built in only without it: two checkouts sharing one
+/// `CARGO_TARGET_DIR` share this code's build when their sources match,
+/// and the path built in is then the other checkout's (which may be gone).
 pub fn workspace_root() -> PathBuf {
-    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    manifest_dir
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or(manifest_dir)
+    let built_in = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let at_run = std::env::var_os("CARGO_MANIFEST_DIR").filter(|d| !d.is_empty());
+    if let Some(dir) = at_run.map(PathBuf::from) {
+        if let Some(root) = dir
+            .ancestors()
+            .find(|a| a.join("xtask/Cargo.toml").is_file() && a.join("Cargo.toml").is_file())
+        {
+            return root.to_path_buf();
+        }
+    }
+    built_in.parent().map(PathBuf::from).unwrap_or(built_in)
 }
 
 /// The `target` directory of the workspace (where Keycloak is unpacked and run).

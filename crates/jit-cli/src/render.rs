@@ -303,13 +303,22 @@ fn removing(r: &RequestView) -> bool {
     r.keycloak.removal_pending && r.keycloak.owns_assignment != Some(false)
 }
 
-/// LEFT of `jit list`: the time left of an active grant; for an ended
-/// grant whose role jitd is still taking away in Keycloak `removing`, or
-/// `NOT REMOVED` when jitd gave that up (`jit show` says why).
+/// LEFT of `jit list`: the time left of an active grant; `granting` for
+/// an approved request whose start has come (jitd is assigning the role,
+/// or retrying: `jit show` says why); for an ended grant whose role jitd
+/// is still taking away in Keycloak `removing`, or `NOT REMOVED` when jitd
+/// gave that up (`jit show` says why).
 fn left(r: &RequestView, now: DateTime<Utc>) -> String {
-    match r.request.expires_at() {
-        Some(x) if r.request.status() == jit_core::Status::Active => {
+    let q = &r.request;
+    match q.expires_at() {
+        Some(x) if q.status() == jit_core::Status::Active => {
             format_duration((x - now).num_seconds().max(0))
+        }
+        _ if q.status() == jit_core::Status::Approved
+            && matches!(q.kind(), jit_core::RequestKind::Access)
+            && q.start_at().is_none_or(|t| t <= now) =>
+        {
+            "granting".into()
         }
         _ if r.keycloak.removal_failed => "NOT REMOVED".into(),
         _ if removing(r) => "removing".into(),
@@ -567,6 +576,18 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
         println!(
             "Removed      no: held before the grant (a standing assignment JIT never removes)"
         );
+    } else if q.ended_at().is_some()
+        && r.keycloak.granted_at.is_some()
+        && !r.keycloak.removal_pending
+        && !r.keycloak.removal_failed
+    {
+        // Ended, its removal step done, nothing taken away: jitd found
+        // another active grant of the same role, or the user or the role
+        // gone (the audit's grant.kept / grant.nothing_to_remove row).
+        println!(
+            "Removed      no: JIT had nothing to remove (another active grant of this role keeps it, \
+             or the user or the role no longer exists in Keycloak; `jit audit` says which)"
+        );
     }
     if r.keycloak.removal_failed {
         println!(
@@ -816,6 +837,27 @@ mod tests {
         let kept: RequestView = serde_json::from_value(v).unwrap();
         let text = list(&[kept], "2026-11-29T12:00:00Z".parse().unwrap(), false);
         assert!(!text.contains("removing"), "{text}");
+    }
+
+    /// `jit list` says an approved grant whose start has come is being
+    /// granted (not `-`, as if nothing were happening); before its start
+    /// it is not.
+    #[test]
+    fn list_marks_an_approved_grant_past_its_start() {
+        let r = view("8a9a60d7-0000-4000-8000-000000000000", "db", "alice", "why");
+        let with = |start: Option<&str>| {
+            let mut v = serde_json::to_value(&r).unwrap();
+            v["status"] = "approved".into();
+            v["start_at"] = start.map(serde_json::Value::from).unwrap_or_default();
+            let r: RequestView = serde_json::from_value(v).unwrap();
+            list(&[r], "2026-11-29T12:00:00Z".parse().unwrap(), false)
+        };
+        for start in [None, Some("2026-11-29T11:59:00Z")] {
+            let text = with(start);
+            assert!(text.contains(" granting "), "{start:?}: {text}");
+        }
+        let later = with(Some("2026-11-29T13:00:00Z"));
+        assert!(!later.contains("granting"), "{later}");
     }
 
     /// A scheduled start is said when the request is made.

@@ -241,11 +241,11 @@ pub trait KeycloakAdmin: Send + Sync + 'static {
         Ok(None)
     }
 
-    /// Ids of the realm's disabled users — people, not service accounts
-    /// (Keycloak's user search leaves those out) — in one read, or `None`
-    /// when more than `max` are disabled (or the implementation cannot
-    /// list them): then read each requester's account. For a burst of
-    /// grants, which a disabled requester must not get.
+    /// Ids of the realm's disabled users (people and service accounts) in
+    /// one read, or `None` when more than `max` are disabled (or the
+    /// implementation cannot list them): then read each requester's
+    /// account. For a burst of grants, which a disabled requester must not
+    /// get.
     async fn disabled_users(
         &self,
         max: usize,
@@ -1061,9 +1061,12 @@ impl AdminClient {
     }
 
     /// Ids of the realm's disabled users, or `None` if more than `max`
-    /// are: one `GET /users?enabled=false` (Keycloak's user search, which
-    /// lists no service-account users). Users of a federation provider
-    /// (LDAP) are listed as far as the provider answers that search.
+    /// are: one `GET /users?enabled=false&briefRepresentation=true`
+    /// (Keycloak's user search by attribute, which lists service-account
+    /// users too). Not listed: a user locked out for a while by brute-force
+    /// detection (the account stays enabled), users of a federation
+    /// provider (LDAP) as far as it does not answer that search, and users
+    /// the service account may not view.
     pub async fn disabled_users(
         &self,
         max: usize,
@@ -1563,11 +1566,6 @@ pub struct UserParts {
 }
 
 impl UserParts {
-    /// The account alone (enabled, username): one call.
-    pub const ACCOUNT: UserParts = UserParts {
-        realm_roles: false,
-        groups: false,
-    };
     /// Everything: what rights at a vote or a request need.
     pub const ALL: UserParts = UserParts {
         realm_roles: true,

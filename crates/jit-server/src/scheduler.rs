@@ -46,7 +46,8 @@
 //!   forever on a permanent answer.
 //!
 //! Order of a grant: re-check the policy and the requester's eligibility
-//! (Keycloak's current roles and groups), decide and persist whether JIT
+//! (Keycloak's current enabled state, and the roles and groups the
+//! entitlement's requester rule names), decide and persist whether JIT
 //! owns the assignment, assign in Keycloak (idempotent), then mark the
 //! request active. Order of a removal: the request is ended with
 //! `removal_pending`, the role is removed in Keycloak (exactly the one role
@@ -1468,34 +1469,16 @@ async fn explain_refusal(
 }
 
 /// Re-checks, at activation, that the requester may still request the
-/// entitlement, with Keycloak's current account, roles and groups (a token
-/// seen at creation may be hours old). `Ok(None)` = eligible.
-///
-/// An entitlement anyone may request needs only the account's enabled
-/// flag: a person's comes from a read of the realm's disabled users that
-/// the grants of a pass share ([`shared_disabled`]); a service account's
-/// (which that read does not list), or when the shared read is not
-/// usable, from a read of the account (one call). An entitlement limited
-/// to some requesters reads the account and only what the rule names: two
-/// Admin API calls for a rule of roles or of groups, three for both.
+/// entitlement, from a read of their account now (a token seen at creation
+/// may be hours old): the enabled state and only what the requester rule
+/// names — one Admin API call for an entitlement anyone may request, two
+/// for a rule of roles or of groups, three for both. `Ok(None)` =
+/// eligible.
 async fn eligibility(
     state: &AppState,
     e: &jit_core::Entitlement,
     r: &jit_core::AccessRequest,
-    since: Instant,
 ) -> Result<Option<String>, KeycloakError> {
-    let disabled = || {
-        format!(
-            "no longer eligible: {} is disabled in Keycloak",
-            r.requester_username()
-        )
-    };
-    let open = e.requester_roles.is_empty() && e.requester_groups.is_empty();
-    if open && r.requester_client().is_none() {
-        if let Some(d) = shared_disabled(state, r.requester_id(), since).await {
-            return Ok(d.then(disabled));
-        }
-    }
     let parts = jit_keycloak::UserParts {
         realm_roles: !e.requester_roles.is_empty(),
         groups: !e.requester_groups.is_empty(),
@@ -1506,7 +1489,10 @@ async fn eligibility(
     )
     .await?;
     if !access.enabled {
-        return Ok(Some(disabled()));
+        return Ok(Some(format!(
+            "no longer eligible: {} is disabled in Keycloak",
+            r.requester_username()
+        )));
     }
     let p = Principal {
         id: r.requester_id().to_string(),
@@ -1525,30 +1511,37 @@ async fn eligibility(
     Ok(None)
 }
 
-/// A read of the realm's disabled users: their ids, or `None` if it failed
-/// or too many are disabled.
-type DisabledRead = tokio::sync::OnceCell<Option<HashSet<String>>>;
+/// A read of the realm's disabled users: when it ended, and their ids or
+/// `None` if it failed or too many are disabled.
+type DisabledRead = tokio::sync::OnceCell<(Instant, Option<HashSet<String>>)>;
 
-/// How long a failed read of the realm's disabled users stands: the
-/// grants of that time read each account instead of asking again.
-const DISABLED_RETRY: Duration = Duration::from_secs(5);
+/// How long a read of the realm's disabled users that failed (or found
+/// more than [`DISABLED_MAX`]) stands after it ended: the grants of that
+/// time read each requester's account instead of asking again.
+const DISABLED_RETRY: Duration = Duration::from_secs(30);
 /// Most disabled users read at once; a realm with more reads each
 /// requester's account.
 const DISABLED_MAX: usize = 10_000;
 
-/// Whether the person `user_id` is disabled in Keycloak, from one read of
-/// the realm's disabled users started after `since` (the start of the
-/// scheduler pass that handed the grant out), shared by every grant that
-/// may use it: the first to ask makes it, the others of its pass (or of a
-/// later pass that began before it was started) wait for it. So a
-/// requester disabled before the pass is never granted; one disabled
-/// while their grant is under way may be, as with a read of their account
-/// just before the assignment (the role is taken away at the end as any
-/// grant's, and Keycloak refuses a disabled user's logins and refreshes
-/// meanwhile). `None` — read the account — if the read failed (for
-/// [`DISABLED_RETRY`]), found more than [`DISABLED_MAX`], or Keycloak is
-/// taken for down. A deleted user is not listed: the ownership check or
-/// the assignment finds them gone.
+/// Whether `user_id` is disabled in Keycloak, from one read of the realm's
+/// disabled users started after `since` (the start of the scheduler pass
+/// that handed the grant out), shared by every grant that may use it: the
+/// first to ask makes it, the others of its pass (or of a later pass that
+/// began before it was started) wait for it. So each pass makes at most
+/// one read (a pass hands out what is due; on a shared database at most
+/// 5 × `keycloak_concurrency` items, and a burst's refills
+/// `keycloak_concurrency` at a time), and a requester Keycloak lists as
+/// disabled before the pass began is not granted. One disabled while their
+/// grant is under way may be, as with a read of their account just before
+/// the assignment (the role is taken away at the end as any grant's, and
+/// Keycloak refuses a disabled user's logins and refreshes meanwhile).
+/// `None` — read the account — if the read failed or found more than
+/// [`DISABLED_MAX`] (for [`DISABLED_RETRY`] after it ended), or Keycloak is
+/// taken for down. Not listed, so granted: a deleted user (the ownership
+/// check or the assignment finds them gone), one locked out for a while by
+/// brute-force detection (their account is enabled), one whose disabled
+/// state lives only in a federation provider that does not answer the
+/// search (e.g. LDAP), one jitd's service account may not view.
 async fn shared_disabled(state: &AppState, user_id: &str, since: Instant) -> Option<bool> {
     if state.scheduler.keycloak_down() {
         return None;
@@ -1560,7 +1553,7 @@ async fn shared_disabled(state: &AppState, user_id: &str, since: Instant) -> Opt
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let usable = |(started, c): &(Instant, Arc<DisabledRead>)| match c.get() {
-            Some(None) => started.elapsed() < DISABLED_RETRY,
+            Some((ended, None)) => ended.elapsed() < DISABLED_RETRY,
             _ => *started >= since,
         };
         match &*last {
@@ -1572,14 +1565,23 @@ async fn shared_disabled(state: &AppState, user_id: &str, since: Instant) -> Opt
             }
         }
     };
-    // No Keycloak slot of its own (one read at a time, beyond
-    // `keycloak_concurrency`), as `batched_held`: grants waiting for it
-    // may hold slots already.
-    let ids = cell
+    // No Keycloak slot of its own (beyond `keycloak_concurrency`, at most
+    // one per pass), as `batched_held`: grants waiting for it may hold
+    // slots already.
+    let (_, ids) = cell
         .get_or_init(|| async {
             let limit = state.scheduler.call_timeout();
-            match tokio::time::timeout(limit, state.admin.disabled_users(DISABLED_MAX)).await {
-                Ok(Ok(ids)) => ids,
+            let ids = match tokio::time::timeout(limit, state.admin.disabled_users(DISABLED_MAX))
+                .await
+            {
+                Ok(Ok(Some(ids))) => {
+                    tracing::debug!(disabled = ids.len(), "read the realm's disabled users for the grants of a pass");
+                    Some(ids)
+                }
+                Ok(Ok(None)) => {
+                    tracing::debug!(max = DISABLED_MAX, "more of the realm's users are disabled than one read takes; reading each requester's account");
+                    None
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "reading the realm's disabled users failed; reading each requester's account");
                     None
@@ -1588,7 +1590,8 @@ async fn shared_disabled(state: &AppState, user_id: &str, since: Instant) -> Opt
                     tracing::debug!("reading the realm's disabled users timed out; reading each requester's account");
                     None
                 }
-            }
+            };
+            (Instant::now(), ids)
         })
         .await;
     ids.as_ref().map(|ids| ids.contains(user_id))
@@ -1723,6 +1726,33 @@ async fn batched_held(
     }
 }
 
+/// Whether JIT will own the assignment of request `r` (true: the user does
+/// not hold the target directly now): inherited from another active grant
+/// of the same assignment (`others_own`), else from the pass's shared read
+/// of the target's holders (`batch`, [`batched_held`]), else asked of
+/// Keycloak for this user (one call, in a Keycloak slot).
+async fn read_owns(
+    state: &AppState,
+    batch: Option<&TickHolders>,
+    others_own: Option<bool>,
+    r: &jit_core::AccessRequest,
+) -> Result<bool, KeycloakError> {
+    if let Some(inherited) = others_own {
+        return Ok(inherited);
+    }
+    if let Some(b) = batch {
+        if let Some(held) = batched_held(state, b, r.requester_id(), r.target()).await {
+            return Ok(!held);
+        }
+    }
+    call(
+        state,
+        state.admin.holds(r.requester_id(), r.target(), false),
+    )
+    .await
+    .map(|held| !held)
+}
+
 /// Grants request `id` (see the module's "Order of a grant"), from `view`
 /// when the tick read it already; `batch`: the tick's shared reads of
 /// targets' holders, for a burst of grants of one target; `handed_out`:
@@ -1781,12 +1811,37 @@ async fn activate(
     };
     // Eligibility may have been lost since the request was made (disabled
     // or deleted in Keycloak, removed from the group that may request it):
-    // asked of Keycloak before the first attempt, reading only what the
-    // entitlement's requester rule needs (see `eligibility`). A deleted
-    // requester of an entitlement anyone may request fails at the
+    // asked of Keycloak before the first attempt. For an entitlement
+    // anyone may request only the enabled state counts, from the read of
+    // the realm's disabled users the grants of this pass share; that read
+    // takes no Keycloak slot, so it runs alongside the ownership read (a
+    // burst's first grant waits for one call, not two). Otherwise, or
+    // when that read is not usable, the requester's account is read, with
+    // only what the entitlement's requester rule needs (`eligibility`). A
+    // deleted requester of an entitlement anyone may request fails at the
     // ownership check or the assignment ("user no longer exists").
+    let mut owns_read = None;
     if s.grant.owns_assignment.is_none() {
-        match eligibility(state, &e, r, handed_out).await {
+        let open = e.requester_roles.is_empty() && e.requester_groups.is_empty();
+        let listed = if open {
+            let (listed, owns) = tokio::join!(
+                shared_disabled(state, r.requester_id(), handed_out),
+                read_owns(state, batch, others_own, r)
+            );
+            owns_read = Some(owns);
+            listed
+        } else {
+            None
+        };
+        let eligible = match listed {
+            Some(true) => Ok(Some(format!(
+                "no longer eligible: {} is disabled in Keycloak",
+                r.requester_username()
+            ))),
+            Some(false) => Ok(None),
+            None => eligibility(state, &e, r).await,
+        };
+        match eligible {
             Ok(None) => {}
             Ok(Some(reason)) => {
                 tracing::warn!(request = id, %reason, "not granted");
@@ -1814,31 +1869,18 @@ async fn activate(
     let owns = match s.grant.owns_assignment {
         Some(o) => o,
         None => {
-            let batched = match batch {
-                Some(b) if others_own.is_none() => {
-                    batched_held(state, b, r.requester_id(), r.target()).await
-                }
-                _ => None,
+            let read = match owns_read {
+                Some(read) => read,
+                None => read_owns(state, batch, others_own, r).await,
             };
-            let decided = match (others_own, batched) {
-                (Some(inherited), _) => inherited,
-                (None, Some(held)) => !held,
-                (None, None) => {
-                    match call(
-                        state,
-                        state.admin.holds(r.requester_id(), r.target(), false),
-                    )
-                    .await
-                    {
-                        Ok(held) => !held,
-                        Err(err) if err.is_transient() => {
-                            return record_failure(state, id, err.to_string()).await
-                        }
-                        Err(err) => {
-                            let reason = explain_refusal(state, &e.id, r.target(), &err).await;
-                            return fail_grant(state, id, reason).await;
-                        }
-                    }
+            let decided = match read {
+                Ok(owns) => owns,
+                Err(err) if err.is_transient() => {
+                    return record_failure(state, id, err.to_string()).await
+                }
+                Err(err) => {
+                    let reason = explain_refusal(state, &e.id, r.target(), &err).await;
+                    return fail_grant(state, id, reason).await;
                 }
             };
             let r = commit(state, id, move |s| {

@@ -880,6 +880,8 @@ async fn a_disabled_requester_of_an_open_entitlement_is_not_granted() {
     kc.edit_user("alice", |u| u.enabled = false);
     kc.edit_user("service-account-ci", |u| u.enabled = false);
     kc.delete_user("carol");
+    // Calls that take a while, so the two reads' overlap shows.
+    kc.set_latency(Duration::from_millis(50));
     let j = start(POLICY, kc.clone(), "").await;
     let before = kc.calls().len();
     // Scheduled, then all due at once: one pass hands them out.
@@ -924,20 +926,23 @@ async fn a_disabled_requester_of_an_open_entitlement_is_not_granted() {
     }
     assert!(!kc.has("alice", &open_role()) && !kc.has("service-account-ci", &open_role()));
     let calls = kc.calls()[before..].to_vec();
-    // People: one read of the realm's disabled users shared by the pass,
-    // no account read each. The service account, which that read does
-    // not list: its account.
+    // One read of the realm's disabled users shared by the pass (people
+    // and the service account alike), no account read each.
     let shared = calls.iter().filter(|c| c.op == Op::Disabled).count();
     assert_eq!(
         shared, 1,
         "reads of the disabled users for one pass of 6 grants"
     );
-    let accounts: Vec<&str> = calls
-        .iter()
-        .filter(|c| c.op == Op::UserAccess)
-        .map(|c| c.user.as_str())
-        .collect();
-    assert_eq!(accounts, ["service-account-ci"], "account reads");
+    let accounts = calls.iter().filter(|c| c.op == Op::UserAccess).count();
+    assert_eq!(accounts, 0, "account reads");
+    // The read of the disabled users runs alongside the read of the
+    // role's holders, not before it.
+    let one = |op: Op| calls.iter().find(|c| c.op == op).cloned().unwrap();
+    let (d, h) = (one(Op::Disabled), one(Op::Holders));
+    assert!(
+        d.start < h.end.unwrap() && h.start < d.end.unwrap(),
+        "the two reads overlap: {d:?} {h:?}"
+    );
     // Disabled since that pass's read: a later pass reads again.
     kc.edit_user("frank", |u| u.enabled = false);
     let f = j.request("frank", "open", 600);
@@ -953,12 +958,15 @@ async fn a_disabled_requester_of_an_open_entitlement_is_not_granted() {
 
 #[tokio::test]
 async fn when_the_disabled_users_cannot_be_listed_each_account_is_read() {
-    let kc = kc_with_users(&["alice", "bob"]);
+    let kc = kc_with_users(&["alice", "bob", "carol"]);
     kc.edit_user("alice", |u| u.enabled = false);
     kc.fail(Some(Op::Disabled), None, Fault::Server(500), None);
     let j = start(POLICY, kc.clone(), "").await;
-    let a = j.request("alice", "open", 600);
-    let b = j.request("bob", "open", 600);
+    // Both in one pass: one failed read, then each account.
+    let later = Some(Utc::now() + chrono::Duration::hours(1));
+    let a = j.request_at("alice", "open", 600, later);
+    let b = j.request_at("bob", "open", 600, later);
+    j.make_due_now(&[a.clone(), b.clone()]);
     let s = j
         .wait(&a, "the request to end", SECS, |s| {
             s.request.status().is_terminal()
@@ -985,6 +993,17 @@ async fn when_the_disabled_users_cannot_be_listed_each_account_is_read() {
             "{u}'s account read"
         );
     }
+    // A later pass, soon after: the failed read stands (it is not asked
+    // again at once); carol's account is read instead.
+    kc.edit_user("carol", |u| u.enabled = false);
+    let c = j.request("carol", "open", 600);
+    let s = j
+        .wait(&c, "carol's request to end", SECS, |s| {
+            s.request.status().is_terminal()
+        })
+        .await;
+    assert_eq!(s.request.status(), Status::Cancelled, "{s:?}");
+    assert_eq!(kc.count(Op::Disabled), 1, "reads of the disabled users");
     j.stop().await;
 }
 

@@ -385,9 +385,8 @@ impl KeycloakAdmin for FakeKeycloak {
         .await
     }
 
-    /// As Keycloak's user search: people only, so a service account
-    /// (a user id starting `service-account-`, as Keycloak names them)
-    /// is never listed.
+    /// As Keycloak's user search by attribute: every disabled user,
+    /// service accounts included.
     async fn disabled_users(
         &self,
         max: usize,
@@ -396,7 +395,7 @@ impl KeycloakAdmin for FakeKeycloak {
             let users = k.users.lock().unwrap();
             let off: std::collections::HashSet<String> = users
                 .iter()
-                .filter(|(id, u)| !u.enabled && !id.starts_with("service-account-"))
+                .filter(|(_, u)| !u.enabled)
                 .map(|(id, _)| id.clone())
                 .collect();
             Ok((off.len() <= max).then_some(off))
