@@ -1522,6 +1522,10 @@ const DISABLED_RETRY: Duration = Duration::from_secs(30);
 /// Most disabled users read at once; a realm with more reads each
 /// requester's account.
 const DISABLED_MAX: usize = 10_000;
+/// Longest wait for the read of the disabled users (or the call timeout if
+/// shorter): the grants of a pass wait for it, and a slow search (a large
+/// realm) must not hold them for a whole call timeout.
+const DISABLED_READ_LIMIT: Duration = Duration::from_secs(3);
 
 /// Whether `user_id` is disabled in Keycloak, from one read of the realm's
 /// disabled users started after `since` (the start of the scheduler pass
@@ -1535,9 +1539,9 @@ const DISABLED_MAX: usize = 10_000;
 /// grant is under way may be, as with a read of their account just before
 /// the assignment (the role is taken away at the end as any grant's, and
 /// Keycloak refuses a disabled user's logins and refreshes meanwhile).
-/// `None` — read the account — if the read failed or found more than
-/// [`DISABLED_MAX`] (for [`DISABLED_RETRY`] after it ended), or Keycloak is
-/// taken for down. Not listed, so granted: a deleted user (the ownership
+/// `None` — read the account — if the read failed, took longer than
+/// [`DISABLED_READ_LIMIT`] or found more than [`DISABLED_MAX`] (for
+/// [`DISABLED_RETRY`] after it ended), or Keycloak is taken for down. Not listed, so granted: a deleted user (the ownership
 /// check or the assignment finds them gone), one locked out for a while by
 /// brute-force detection (their account is enabled), one whose disabled
 /// state lives only in a federation provider that does not answer the
@@ -1570,7 +1574,7 @@ async fn shared_disabled(state: &AppState, user_id: &str, since: Instant) -> Opt
     // slots already.
     let (_, ids) = cell
         .get_or_init(|| async {
-            let limit = state.scheduler.call_timeout();
+            let limit = state.scheduler.call_timeout().min(DISABLED_READ_LIMIT);
             let ids = match tokio::time::timeout(limit, state.admin.disabled_users(DISABLED_MAX))
                 .await
             {

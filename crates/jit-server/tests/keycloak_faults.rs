@@ -1008,6 +1008,32 @@ async fn when_the_disabled_users_cannot_be_listed_each_account_is_read() {
 }
 
 #[tokio::test]
+async fn a_hung_read_of_the_disabled_users_holds_grants_for_3_s_not_a_call_timeout() {
+    let kc = kc_with_users(&["alice", "bob"]);
+    kc.edit_user("alice", |u| u.enabled = false);
+    kc.fail(Some(Op::Disabled), None, Fault::Hang, None);
+    // A call timeout longer than the waits below: only the read's own
+    // limit (3 s) lets the grants go on within them.
+    let j = start(POLICY, kc.clone(), "keycloak_call_timeout_secs = 60").await;
+    let later = Some(Utc::now() + chrono::Duration::hours(1));
+    let a = j.request_at("alice", "open", 600, later);
+    let b = j.request_at("bob", "open", 600, later);
+    j.make_due_now(&[a.clone(), b.clone()]);
+    let s = j
+        .wait(&a, "alice's request to end", Duration::from_secs(20), |s| {
+            s.request.status().is_terminal()
+        })
+        .await;
+    assert_eq!(s.request.status(), Status::Cancelled, "{s:?}");
+    j.wait(&b, "bob granted", Duration::from_secs(20), |s| {
+        s.request.status() == Status::Active
+    })
+    .await;
+    assert_eq!(kc.count(Op::Disabled), 1);
+    j.stop().await;
+}
+
+#[tokio::test]
 async fn lost_eligibility_before_the_start_ends_the_request() {
     let kc = kc_with_users(&["alice", "bob"]);
     let j = start(POLICY, kc.clone(), "").await;
