@@ -287,7 +287,7 @@ impl Ctx {
         );
         let ctx = Ctx { env, probe, admin };
         ctx.restore_fixture_rights().await;
-        for user in ["alice", "erin", "frank"] {
+        for user in ["alice", "bob", "carol", "dave", "erin", "frank"] {
             let id = ctx.probe.user_id(user).await.unwrap();
             for t in targets() {
                 ctx.admin.unassign(&id, &t).await.unwrap();

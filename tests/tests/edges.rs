@@ -71,8 +71,32 @@ approver_roles = ["support-agent"]
     let erin_id = ctx.probe.user_id("erin").await.unwrap();
     let frank_id = ctx.probe.user_id("frank").await.unwrap();
 
-    let asked = create(&frank, "incident-responder", "10m").await.unwrap();
-    let asked_at = tokio::time::Instant::now();
+    // Four requests that start together (one scheduler pass shares one
+    // read of the realm's disabled users among them), frank's among them:
+    // approved after he is disabled (step 4).
+    let starts = chrono::Utc::now() + chrono::Duration::seconds(30);
+    let dave = jitd.client(&token("dave").await);
+    let mut together = Vec::new();
+    for c in [&frank, &bob, &carol, &dave] {
+        let id = c
+            .create(&CreateRequestBody {
+                entitlement: "incident-responder".into(),
+                duration: Some("10m".into()),
+                justification: "edges end-to-end test, starting together".into(),
+                start_at: Some(starts),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .request
+            .id()
+            .to_string();
+        together.push(id);
+    }
+    let asked = together[0].clone();
+    // jitd caches a user's rights for 2 s: the refusals below must not
+    // meet what these requests cached.
+    tokio::time::sleep(secs(3)).await;
 
     // 1. carol's approver role is removed: her old token cannot approve.
     let billing = create(&alice, "billing-admin", "10m").await.unwrap();
@@ -119,16 +143,20 @@ approver_roles = ["support-agent"]
     //    what he asked for before is not granted when it is approved (an
     //    entitlement anyone may request: Keycloak's list of disabled users
     //    says so, with its real `enabled=false` search).
-    //    (His request was made at the start: jitd caches a user's rights
-    //    for 2 s, and the refusal below must not meet that cache.)
-    tokio::time::sleep_until(asked_at + secs(3)).await;
+    //    (His request was made at the start, for the rights cache.)
     kc.set_enabled(&frank_id, false).await;
     let e = create(&frank, "billing-admin", "10m").await.unwrap_err();
     assert_eq!(e.code(), Some("account_disabled"), "{e}");
-    erin.approve(&asked, Some("approved before anyone said".into()), None)
-        .await
-        .unwrap();
-    eventually(secs(20), "frank's approved request ends", || async {
+    for id in &together {
+        erin.approve(id, Some("approved before anyone said".into()), None)
+            .await
+            .unwrap();
+    }
+    assert!(
+        chrono::Utc::now() < starts,
+        "all four approved before their start (else they start apart)"
+    );
+    eventually(secs(60), "frank's approved request ends", || async {
         erin.get(&asked)
             .await
             .unwrap()
@@ -155,6 +183,10 @@ approver_roles = ["support-agent"]
             .any(|g| g.contains("incident-responders")),
         "frank was not made a member"
     );
+    // The other three are granted; then given back.
+    for (id, c) in together[1..].iter().zip([&bob, &carol, &dave]) {
+        wait_active_then_drop(c, id).await;
+    }
     // Said by Keycloak's list of disabled users, not by a fallback read of
     // frank's account.
     let log = std::fs::read_to_string(jitd.log_path()).unwrap();

@@ -581,13 +581,11 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
         && !r.keycloak.removal_pending
         && !r.keycloak.removal_failed
     {
-        // Ended, its removal step done, nothing taken away: jitd found
-        // another active grant of the same role, or the user or the role
-        // gone (the audit's grant.kept / grant.nothing_to_remove row).
-        println!(
-            "Removed      no: JIT had nothing to remove (another active grant of this role keeps it, \
-             or the user or the role no longer exists in Keycloak; `jit audit` says which)"
-        );
+        // Granted, ended, its removal step done, nothing taken away (a
+        // user or role gone would have said `Removed` with a time): jitd
+        // found another active grant of the same role (the audit's
+        // grant.kept row).
+        println!("Removed      no: another active grant of this role keeps it");
     }
     if r.keycloak.removal_failed {
         println!(
@@ -618,10 +616,15 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
 
 /// The last Keycloak error of `r`, said as retried only while jitd still
 /// works on it (a grant being granted, a removal pending); after a grant
-/// ended (e.g. `failed`: given up) it is just the last error.
+/// ended (e.g. `failed`: given up) it is just the last error. Work waiting
+/// out an outage (`waiting: …`, the API's word) is said as is.
 fn keycloak_error_line(r: &RequestView) -> Option<String> {
     let e = r.keycloak.last_error.as_ref()?;
     let working = r.keycloak.removal_pending || r.request.status() == jit_core::Status::Approved;
+    // jitd's own word for work waiting out a Keycloak outage says it all.
+    if e.starts_with("waiting: ") {
+        return Some(e.clone());
+    }
     Some(if working {
         format!("retrying: {e}")
     } else {
@@ -796,6 +799,16 @@ mod tests {
         };
         assert!(with("failed", false).starts_with("last error: gave up"));
         assert!(with("approved", false).starts_with("retrying: "));
+        // Waiting out an outage is said once, not "retrying: waiting: …".
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["status"] = "approved".into();
+        v["keycloak"]["last_error"] =
+            "waiting: Keycloak is unreachable (jitd goes on as soon as it answers)".into();
+        let line = keycloak_error_line(&serde_json::from_value(v).unwrap()).unwrap();
+        assert!(
+            line.starts_with("waiting: Keycloak is unreachable"),
+            "{line}"
+        );
         assert!(with("expired", true).starts_with("retrying: "));
         assert!(keycloak_error_line(&r).is_none());
     }

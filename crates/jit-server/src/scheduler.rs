@@ -487,6 +487,9 @@ async fn keycloak_answered(state: &AppState) {
         .fetch_max(Utc::now().timestamp_millis(), Ordering::SeqCst);
     *s.answered_instant.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     if s.down.swap(false, Ordering::SeqCst) {
+        // A read of the disabled users that failed with the outage does
+        // not stand for the grants after it.
+        *s.disabled.lock().unwrap_or_else(|p| p.into_inner()) = None;
         // The grant-ends writer paused too.
         state.grant_ends.wake_up();
         if s.probe_failed.swap(false, Ordering::SeqCst) {
@@ -1024,6 +1027,11 @@ pub async fn tick(
                 tick: state.scheduler.ticks.fetch_add(1, Ordering::SeqCst) + 1,
             })
         });
+    // A pass handing out a few grants or more shares one read of the
+    // realm's disabled users among them (`shared_disabled`); smaller ones
+    // read each requester's account.
+    let activations: usize = per_target.values().sum();
+    let disabled_since = (activations >= DISABLED_BATCH_MIN).then_some(tick_started);
     let grouped = tick_started.elapsed();
     let mut spawned_workers = 0usize;
     for (key, items) in mine {
@@ -1116,7 +1124,7 @@ pub async fn tick(
                     let r = match kind {
                         Work::Remove => remove(&state, id, view).await,
                         Work::Activate => {
-                            activate(&state, id, view, batch.as_deref(), tick_started).await
+                            activate(&state, id, view, batch.as_deref(), disabled_since).await
                         }
                     };
                     let spent = SLOT.with(|s| std::mem::take(&mut s.borrow_mut().spent));
@@ -1526,26 +1534,33 @@ const DISABLED_MAX: usize = 10_000;
 /// shorter): the grants of a pass wait for it, and a slow search (a large
 /// realm) must not hold them for a whole call timeout.
 const DISABLED_READ_LIMIT: Duration = Duration::from_secs(3);
+/// A pass hands out at least this many grants before they share one read
+/// of the realm's disabled users; fewer read each requester's account
+/// (one call each, whatever the number of disabled users).
+const DISABLED_BATCH_MIN: usize = 4;
 
 /// Whether `user_id` is disabled in Keycloak, from one read of the realm's
 /// disabled users started after `since` (the start of the scheduler pass
-/// that handed the grant out), shared by every grant that may use it: the
-/// first to ask makes it, the others of its pass (or of a later pass that
-/// began before it was started) wait for it. So each pass makes at most
-/// one read (a pass hands out what is due; on a shared database at most
-/// 5 × `keycloak_concurrency` items, and a burst's refills
-/// `keycloak_concurrency` at a time), and a requester Keycloak lists as
-/// disabled before the pass began is not granted. One disabled while their
-/// grant is under way may be, as with a read of their account just before
-/// the assignment (the role is taken away at the end as any grant's, and
-/// Keycloak refuses a disabled user's logins and refreshes meanwhile).
-/// `None` — read the account — if the read failed, took longer than
+/// that handed the grant out; a pass of at least [`DISABLED_BATCH_MIN`]
+/// grants), shared by every grant that may use it: the first to ask makes
+/// it, the others of its pass (or of a later pass that began before it was
+/// started) wait for it. So a requester Keycloak lists as disabled before
+/// the pass began is not granted. One disabled while their grant is under
+/// way may be, as with a read of their account just before the assignment
+/// (the role is taken away at the end as any grant's, and Keycloak
+/// refuses a disabled user's logins and refreshes meanwhile). At most one
+/// read is under way at a time, and a pass makes at most one.
+///
+/// `None` — read the account — when a read started before the pass is
+/// still under way; when the last read failed, took longer than
 /// [`DISABLED_READ_LIMIT`] or found more than [`DISABLED_MAX`] (for
-/// [`DISABLED_RETRY`] after it ended), or Keycloak is taken for down. Not listed, so granted: a deleted user (the ownership
-/// check or the assignment finds them gone), one locked out for a while by
-/// brute-force detection (their account is enabled), one whose disabled
-/// state lives only in a federation provider that does not answer the
-/// search (e.g. LDAP), one jitd's service account may not view.
+/// [`DISABLED_RETRY`] after it ended, or until Keycloak comes back from an
+/// outage); or while Keycloak is taken for down. Not listed, so granted: a
+/// deleted user (the ownership check or the assignment finds them gone),
+/// one locked out for a while by brute-force detection (their account is
+/// enabled), one whose disabled state lives only in a federation provider
+/// that does not answer the search (e.g. LDAP), one jitd's service account
+/// may not view.
 async fn shared_disabled(state: &AppState, user_id: &str, since: Instant) -> Option<bool> {
     if state.scheduler.keycloak_down() {
         return None;
@@ -1556,22 +1571,29 @@ async fn shared_disabled(state: &AppState, user_id: &str, since: Instant) -> Opt
             .disabled
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let usable = |(started, c): &(Instant, Arc<DisabledRead>)| match c.get() {
-            Some((ended, None)) => ended.elapsed() < DISABLED_RETRY,
-            _ => *started >= since,
+        let reuse = match &*last {
+            None => None,
+            Some((started, c)) => match c.get() {
+                Some((ended, None)) if ended.elapsed() < DISABLED_RETRY => return None,
+                _ if *started >= since => Some(c.clone()),
+                // Under way, started before this pass: not for its grants,
+                // and no second read at the same time.
+                None => return None,
+                Some(_) => None,
+            },
         };
-        match &*last {
-            Some(l) if usable(l) => l.1.clone(),
-            _ => {
+        match reuse {
+            Some(c) => c,
+            None => {
                 let c = Arc::new(DisabledRead::new());
                 *last = Some((Instant::now(), c.clone()));
                 c
             }
         }
     };
-    // No Keycloak slot of its own (beyond `keycloak_concurrency`, at most
-    // one per pass), as `batched_held`: grants waiting for it may hold
-    // slots already.
+    // No Keycloak slot of its own (beyond `keycloak_concurrency`, one at a
+    // time), as `batched_held`: grants waiting for it may hold slots
+    // already.
     let (_, ids) = cell
         .get_or_init(|| async {
             let limit = state.scheduler.call_timeout().min(DISABLED_READ_LIMIT);
@@ -1759,14 +1781,15 @@ async fn read_owns(
 
 /// Grants request `id` (see the module's "Order of a grant"), from `view`
 /// when the tick read it already; `batch`: the tick's shared reads of
-/// targets' holders, for a burst of grants of one target; `handed_out`:
-/// when the tick that handed it out began.
+/// targets' holders, for a burst of grants of one target;
+/// `disabled_since`: when the tick that handed it out began, if its grants
+/// share a read of the realm's disabled users ([`shared_disabled`]).
 async fn activate(
     state: &AppState,
     id: &str,
     view: Option<WorkView>,
     batch: Option<&TickHolders>,
-    handed_out: Instant,
+    disabled_since: Option<Instant>,
 ) -> Result<(), StoreError> {
     let Some(WorkView {
         stored: s,
@@ -1816,10 +1839,11 @@ async fn activate(
     // Eligibility may have been lost since the request was made (disabled
     // or deleted in Keycloak, removed from the group that may request it):
     // asked of Keycloak before the first attempt. For an entitlement
-    // anyone may request only the enabled state counts, from the read of
-    // the realm's disabled users the grants of this pass share; that read
-    // takes no Keycloak slot, so it runs alongside the ownership read (a
-    // burst's first grant waits for one call, not two). Otherwise, or
+    // anyone may request only the enabled state counts: in a pass of a
+    // few grants or more, from the read of the realm's disabled users its
+    // grants share — alongside the ownership read when that is the pass's
+    // shared read of the target's holders (neither takes a Keycloak slot),
+    // so a burst's first grant waits for one call, not two. Otherwise, or
     // when that read is not usable, the requester's account is read, with
     // only what the entitlement's requester rule needs (`eligibility`). A
     // deleted requester of an entitlement anyone may request fails at the
@@ -1827,15 +1851,17 @@ async fn activate(
     let mut owns_read = None;
     if s.grant.owns_assignment.is_none() {
         let open = e.requester_roles.is_empty() && e.requester_groups.is_empty();
-        let listed = if open {
-            let (listed, owns) = tokio::join!(
-                shared_disabled(state, r.requester_id(), handed_out),
-                read_owns(state, batch, others_own, r)
-            );
-            owns_read = Some(owns);
-            listed
-        } else {
-            None
+        let listed = match (open, disabled_since) {
+            (true, Some(since)) if batch.is_some() => {
+                let (listed, owns) = tokio::join!(
+                    shared_disabled(state, r.requester_id(), since),
+                    read_owns(state, batch, others_own, r)
+                );
+                owns_read = Some(owns);
+                listed
+            }
+            (true, Some(since)) => shared_disabled(state, r.requester_id(), since).await,
+            _ => None,
         };
         let eligible = match listed {
             Some(true) => Ok(Some(format!(
