@@ -1071,20 +1071,11 @@ impl AdminClient {
         &self,
         max: usize,
     ) -> Result<Option<std::collections::HashSet<String>>, KeycloakError> {
-        #[derive(Deserialize)]
-        struct U {
-            id: String,
-            #[serde(default = "yes")]
-            enabled: bool,
-        }
-        fn yes() -> bool {
-            true
-        }
         let path = format!(
             "/users?enabled=false&briefRepresentation=true&first=0&max={}",
             max + 1
         );
-        let users: Vec<U> = self.get_json(&path, "disabled users").await?;
+        let users: Vec<ListedUser> = self.get_json(&path, "disabled users").await?;
         if users.len() > max {
             return Ok(None);
         }
@@ -1117,21 +1108,12 @@ impl AdminClient {
         groups: &[String],
         max: usize,
     ) -> Result<std::collections::HashSet<String>, KeycloakError> {
-        #[derive(Deserialize)]
-        struct U {
-            id: String,
-            #[serde(default = "yes")]
-            enabled: bool,
-        }
-        fn yes() -> bool {
-            true
-        }
         const PAGE: &str = "first=0&max=200&briefRepresentation=true";
         let mut ids = std::collections::HashSet::new();
-        let add = |ids: &mut std::collections::HashSet<String>, users: Vec<U>| {
+        let add = |ids: &mut std::collections::HashSet<String>, users: Vec<ListedUser>| {
             ids.extend(users.into_iter().filter(|u| u.enabled).map(|u| u.id));
         };
-        let gone_is_empty = |r: Result<Vec<U>, KeycloakError>| match r {
+        let gone_is_empty = |r: Result<Vec<ListedUser>, KeycloakError>| match r {
             Err(e) if e.is_not_found() => Ok(Vec::new()),
             other => other,
         };
@@ -1522,6 +1504,19 @@ impl KeycloakAdmin for AdminClient {
             .await
             .map(|_| ())
     }
+}
+
+/// A user as Keycloak's listings give it (brief representation): the id
+/// and the enabled flag (taken as enabled when absent).
+#[derive(Deserialize)]
+struct ListedUser {
+    id: String,
+    #[serde(default = "enabled_by_default")]
+    enabled: bool,
+}
+
+fn enabled_by_default() -> bool {
+    true
 }
 
 /// The string values of attribute `name` in a user representation.

@@ -1540,18 +1540,7 @@ async fn a_burst_of_grants_of_one_target_decides_ownership_from_one_read_and_kee
         .map(|u| j.request_at(u, "open", 3600, Some(later)))
         .collect();
     // All due at once, in one transaction: one tick hands them all out.
-    let now = Utc::now();
-    j.state()
-        .store
-        .sync()
-        .update_each(&ids, move |s| {
-            let mut st = s.request.to_stored();
-            st.start_at = Some(now);
-            s.request = jit_core::AccessRequest::restore(st);
-            Ok(vec![])
-        })
-        .unwrap();
-    j.state().wake.notify_one();
+    j.make_due_now(&ids);
     let mut owns = Vec::new();
     for id in &ids {
         let s = j
@@ -1709,18 +1698,7 @@ async fn a_holders_read_from_an_earlier_tick_is_not_trusted_for_who_holds() {
         .map(|u| j.request_at(u, "open", 3600, Some(later)))
         .collect();
     // All due at once: one tick reads the role's holders (c among them).
-    let now = Utc::now();
-    j.state()
-        .store
-        .sync()
-        .update_each(&ids, move |s| {
-            let mut st = s.request.to_stored();
-            st.start_at = Some(now);
-            s.request = jit_core::AccessRequest::restore(st);
-            Ok(vec![])
-        })
-        .unwrap();
-    j.state().wake.notify_one();
+    j.make_due_now(&ids);
     for id in &ids {
         j.wait(id, "active", SECS, |s| s.request.status() == Status::Active)
             .await;
