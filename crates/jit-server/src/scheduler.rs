@@ -1551,8 +1551,9 @@ const DISABLED_BATCH_MIN: usize = 4;
 /// refuses a disabled user's logins and refreshes meanwhile). At most one
 /// read is under way at a time, and a pass makes at most one.
 ///
-/// `None` — read the account — when a read started before the pass is
-/// still under way; when the last read failed, took longer than
+/// A read an earlier pass started and that is still under way is waited
+/// for, then a new one is made. `None` — read the account — when the last
+/// read failed, took longer than
 /// [`DISABLED_READ_LIMIT`] or found more than [`DISABLED_MAX`] (for
 /// [`DISABLED_RETRY`] after it ended, or until Keycloak comes back from an
 /// outage); or while Keycloak is taken for down. Not listed, so granted: a
@@ -1565,62 +1566,74 @@ async fn shared_disabled(state: &AppState, user_id: &str, since: Instant) -> Opt
     if state.scheduler.keycloak_down() {
         return None;
     }
-    let cell = {
-        let mut last = state
-            .scheduler
-            .disabled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let reuse = match &*last {
-            None => None,
-            Some((started, c)) => match c.get() {
-                Some((ended, None)) if ended.elapsed() < DISABLED_RETRY => return None,
-                _ if *started >= since => Some(c.clone()),
-                // Under way, started before this pass: not for its grants,
-                // and no second read at the same time.
-                None => return None,
-                Some(_) => None,
-            },
-        };
-        match reuse {
-            Some(c) => c,
-            None => {
-                let c = Arc::new(DisabledRead::new());
-                *last = Some((Instant::now(), c.clone()));
-                c
+    // At most twice round: after waiting for a read an earlier pass
+    // started, that read is done and a new one is made (or used).
+    for _ in 0..2 {
+        let (cell, mine) = {
+            let mut last = state
+                .scheduler
+                .disabled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let found = match &*last {
+                None => None,
+                Some((started, c)) => match c.get() {
+                    Some((ended, None)) if ended.elapsed() < DISABLED_RETRY => return None,
+                    _ if *started >= since => Some((c.clone(), true)),
+                    // Under way, started before this pass: waited for (no
+                    // second read at the same time), not used.
+                    None => Some((c.clone(), false)),
+                    Some(_) => None,
+                },
+            };
+            match found {
+                Some(f) => f,
+                None => {
+                    let c = Arc::new(DisabledRead::new());
+                    *last = Some((Instant::now(), c.clone()));
+                    (c, true)
+                }
             }
+        };
+        let (_, ids) = cell.get_or_init(|| read_disabled(state)).await;
+        if mine {
+            return ids.as_ref().map(|ids| ids.contains(user_id));
+        }
+    }
+    None
+}
+
+/// One read of the realm's disabled users for [`shared_disabled`], within
+/// [`DISABLED_READ_LIMIT`]: when it ended, and the ids (`None`: failed,
+/// too slow, or more than [`DISABLED_MAX`]). No Keycloak slot of its own
+/// (beyond `keycloak_concurrency`, one at a time), as `batched_held`:
+/// grants waiting for it may hold slots already.
+async fn read_disabled(state: &AppState) -> (Instant, Option<HashSet<String>>) {
+    let limit = state.scheduler.call_timeout().min(DISABLED_READ_LIMIT);
+    let ids = match tokio::time::timeout(limit, state.admin.disabled_users(DISABLED_MAX)).await {
+        Ok(Ok(Some(ids))) => {
+            tracing::debug!(
+                disabled = ids.len(),
+                "read the realm's disabled users for the grants of a pass"
+            );
+            Some(ids)
+        }
+        Ok(Ok(None)) => {
+            tracing::debug!(max = DISABLED_MAX, "more of the realm's users are disabled than one read takes; reading each requester's account");
+            None
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "reading the realm's disabled users failed; reading each requester's account");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(
+                "reading the realm's disabled users timed out; reading each requester's account"
+            );
+            None
         }
     };
-    // No Keycloak slot of its own (beyond `keycloak_concurrency`, one at a
-    // time), as `batched_held`: grants waiting for it may hold slots
-    // already.
-    let (_, ids) = cell
-        .get_or_init(|| async {
-            let limit = state.scheduler.call_timeout().min(DISABLED_READ_LIMIT);
-            let ids = match tokio::time::timeout(limit, state.admin.disabled_users(DISABLED_MAX))
-                .await
-            {
-                Ok(Ok(Some(ids))) => {
-                    tracing::debug!(disabled = ids.len(), "read the realm's disabled users for the grants of a pass");
-                    Some(ids)
-                }
-                Ok(Ok(None)) => {
-                    tracing::debug!(max = DISABLED_MAX, "more of the realm's users are disabled than one read takes; reading each requester's account");
-                    None
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "reading the realm's disabled users failed; reading each requester's account");
-                    None
-                }
-                Err(_) => {
-                    tracing::debug!("reading the realm's disabled users timed out; reading each requester's account");
-                    None
-                }
-            };
-            (Instant::now(), ids)
-        })
-        .await;
-    ids.as_ref().map(|ids| ids.contains(user_id))
+    (Instant::now(), ids)
 }
 
 /// `view`: the request as read for this worker, or `None` to read it.

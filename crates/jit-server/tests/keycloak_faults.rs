@@ -1075,6 +1075,53 @@ async fn a_hung_read_of_the_disabled_users_does_not_hold_grants_for_a_call_timeo
 }
 
 #[tokio::test]
+async fn a_pass_during_an_earlier_pass_s_read_of_disabled_users_waits_and_reads_again() {
+    let names: Vec<String> = (0..8).map(|i| format!("u{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let kc = kc_with_users(&refs);
+    // Slow calls: the second pass starts while the first pass's read of
+    // the disabled users is still under way.
+    kc.set_latency(Duration::from_millis(300));
+    let j = start(POLICY, kc.clone(), "").await;
+    let later = Some(Utc::now() + chrono::Duration::hours(1));
+    let ids: Vec<String> = refs
+        .iter()
+        .map(|u| j.request_at(u, "open", 600, later))
+        .collect();
+    j.make_due_now(&ids[..4]);
+    until("the first pass's read under way", SECS, || {
+        kc.calls().iter().any(|c| c.op == Op::Disabled)
+    })
+    .await;
+    // Disabled after the first pass began: the second pass must see it.
+    kc.edit_user("u4", |u| u.enabled = false);
+    j.make_due_now(&ids[4..]);
+    let s = j
+        .wait(&ids[4], "u4's request to end", SECS, |s| {
+            s.request.status().is_terminal()
+        })
+        .await;
+    assert_eq!(s.request.status(), Status::Cancelled, "{s:?}");
+    for id in ids[..4].iter().chain(&ids[5..]) {
+        j.wait(id, "granted", SECS, |s| {
+            s.request.status() == Status::Active
+        })
+        .await;
+    }
+    let reads: Vec<_> = kc
+        .calls()
+        .into_iter()
+        .filter(|c| c.op == Op::Disabled)
+        .collect();
+    assert_eq!(reads.len(), 2, "one read per pass: {reads:?}");
+    assert!(
+        reads[0].end.unwrap() <= reads[1].start,
+        "never two reads at once: {reads:?}"
+    );
+    j.stop().await;
+}
+
+#[tokio::test]
 async fn lost_eligibility_before_the_start_ends_the_request() {
     let kc = kc_with_users(&["alice", "bob"]);
     let j = start(POLICY, kc.clone(), "").await;
