@@ -370,11 +370,12 @@ pub fn list(rows: &[RequestView], now: DateTime<Utc>, applied: bool) -> String {
             if let jit_core::RequestKind::Extension { grant_id } = &q.kind() {
                 reason = format!("[more time for {}] {reason}", short(grant_id));
             }
-            if let Some(t) = q.start_at().filter(|_| {
-                matches!(
-                    q.status(),
-                    jit_core::Status::Pending | jit_core::Status::Approved
-                )
+            // An approved grant whose start has come says `granting` in
+            // LEFT instead.
+            if let Some(t) = q.start_at().filter(|t| match q.status() {
+                jit_core::Status::Pending => true,
+                jit_core::Status::Approved => *t > now,
+                _ => false,
             }) {
                 reason = format!("[starts {}] {reason}", short_time(t, now));
             }
@@ -868,9 +869,11 @@ mod tests {
         for start in [None, Some("2026-11-29T11:59:00Z")] {
             let text = with(start);
             assert!(text.contains(" granting "), "{start:?}: {text}");
+            assert!(!text.contains("[starts"), "{start:?}: {text}");
         }
         let later = with(Some("2026-11-29T13:00:00Z"));
         assert!(!later.contains("granting"), "{later}");
+        assert!(later.contains("[starts"), "{later}");
     }
 
     /// A scheduled start is said when the request is made.
