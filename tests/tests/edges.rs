@@ -152,10 +152,16 @@ approver_roles = ["support-agent"]
             .await
             .unwrap();
     }
-    assert!(
-        chrono::Utc::now() < starts,
-        "all four approved before their start (else they start apart)"
-    );
+    // By jitd's own timestamps: each approval came before the start (else
+    // they start apart and the shared read below is not what ran).
+    for id in &together {
+        let r = erin.get(id).await.unwrap();
+        let decided = r.request.decided_at().expect("approved");
+        assert!(
+            decided < starts,
+            "approved at {decided}, after the start {starts}: {r:?}"
+        );
+    }
     eventually(secs(60), "frank's approved request ends", || async {
         erin.get(&asked)
             .await
