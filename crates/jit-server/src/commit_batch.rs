@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use jit_core::DomainError;
 use tokio::sync::oneshot;
 
+use crate::events::Hub;
 use crate::store::{AuditRecord, Entry, StoreError, Stored};
 use crate::Store;
 
@@ -51,12 +52,26 @@ struct Queue {
 #[derive(Default)]
 pub struct CommitBatcher {
     queue: Arc<Mutex<Queue>>,
+    /// Where each batch's audit rows go before any of its callers hears
+    /// back ([`CommitBatcher::hand_to`]).
+    hub: std::sync::OnceLock<Arc<Hub>>,
 }
 
 /// Most changes written in one transaction.
 const MAX_BATCH: usize = 256;
 
 impl CommitBatcher {
+    /// From now on each batch hands all its audit rows, with the requests
+    /// as written, to `hub` before it answers any caller. The callers still
+    /// publish their own rows (`AppState::published_with`); but a row of a
+    /// batch is then never announced before an earlier row of the same
+    /// batch is with the hub, so the hub does not read from the store a
+    /// row that is on its way (with several callers of one batch woken in
+    /// any order, it did, for about one batch in two).
+    pub fn hand_to(&self, hub: Arc<Hub>) {
+        let _ = self.hub.set(hub);
+    }
+
     /// Applies `change` to request `id` and commits it, together with the
     /// changes of other callers waiting at the same time. Same result as
     /// [`Store::update`]: the request after the change and its audit rows,
@@ -96,7 +111,8 @@ impl CommitBatcher {
         if start_writer {
             let queue = self.queue.clone();
             let store = store.clone();
-            tokio::spawn(async move { drain(queue, store).await });
+            let hub = self.hub.get().cloned();
+            tokio::spawn(async move { drain(queue, store, hub).await });
         }
         match rx.await {
             Ok(r) => r,
@@ -108,7 +124,7 @@ impl CommitBatcher {
 }
 
 /// Writes batches until the queue is empty.
-async fn drain(queue: Arc<Mutex<Queue>>, store: Store) {
+async fn drain(queue: Arc<Mutex<Queue>>, store: Store, hub: Option<Arc<Hub>>) {
     loop {
         let jobs = {
             let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -140,12 +156,12 @@ async fn drain(queue: Arc<Mutex<Queue>>, store: Store) {
             q.jobs = later;
             now
         };
-        write(&store, jobs).await;
+        write(&store, jobs, hub.as_deref()).await;
     }
 }
 
 /// One transaction for `jobs`; answers each.
-async fn write(store: &Store, jobs: Vec<Job>) {
+async fn write(store: &Store, jobs: Vec<Job>, hub: Option<&Hub>) {
     let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
     let release = jobs.iter().find_map(|j| j.release.clone()).map(|owner| {
         let which: std::collections::HashSet<String> = jobs
@@ -207,6 +223,13 @@ async fn write(store: &Store, jobs: Vec<Job>) {
                     .entry(rec.request_id.as_str())
                     .or_default()
                     .push(rec.clone());
+            }
+            if let Some(hub) = hub {
+                for (id, rows) in &by_request {
+                    if let Some(Some(Ok(s))) = slots.get(*id).map(|slot| slot.result.as_ref()) {
+                        hub.hand_over(rows, Some(s));
+                    }
+                }
             }
             for (id, slot) in slots.iter_mut() {
                 let reply = match slot.result.take() {

@@ -93,6 +93,9 @@ pub struct Hub {
     handed: std::sync::Mutex<BTreeMap<i64, Handed>>,
     /// Rows broadcast from a hand-over (no store read).
     handed_broadcast: std::sync::atomic::AtomicU64,
+    /// Reads of the audit log by the hub for an announcement (rows not
+    /// handed over: other replicas'), not counting its once-a-second look.
+    store_reads: std::sync::atomic::AtomicU64,
 }
 
 impl Hub {
@@ -104,6 +107,7 @@ impl Hub {
             keep_alive_ms: std::sync::atomic::AtomicU64::new(KEEP_ALIVE.as_millis() as u64),
             handed: std::sync::Mutex::new(BTreeMap::new()),
             handed_broadcast: std::sync::atomic::AtomicU64::new(0),
+            store_reads: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -156,6 +160,12 @@ impl Hub {
     pub fn handed_broadcast(&self) -> u64 {
         self.handed_broadcast
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many times the hub read the audit log for an announcement (rows
+    /// it was not handed), its once-a-second look aside.
+    pub fn store_reads(&self) -> u64 {
+        self.store_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sets the keep-alive interval of streams opened from now on (tests;
@@ -224,6 +234,8 @@ pub async fn run_hub(state: Arc<AppState>) {
     let mut seq_rx = state.last_seq.subscribe();
     let mut stop = state.stopping.subscribe();
     let mut at = *state.events.published.borrow();
+    // Woken by the once-a-second timer, not by an announcement.
+    let mut timer = false;
     loop {
         if *stop.borrow() {
             return;
@@ -262,6 +274,21 @@ pub async fn run_hub(state: Arc<AppState>) {
                     }
                 }
             }
+            // Everything announced so far is broadcast (the writers hand
+            // their rows over before announcing them): no store read to
+            // find there is nothing more. A row announced from now on
+            // changes `seq_rx` and brings the hub back. Once a second the
+            // hub reads anyway: rows nobody announced (a write outside
+            // this process on SQLite, a lost notification).
+            if !timer && at >= *state.last_seq.borrow() {
+                break;
+            }
+            if !timer {
+                state
+                    .events
+                    .store_reads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             let rows = match state.store.audit_after(at, 500).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -287,12 +314,12 @@ pub async fn run_hub(state: Arc<AppState>) {
                 }
             }
         }
-        tokio::select! {
-            _ = seq_rx.changed() => {}
-            _ = stop.changed() => {}
+        timer = tokio::select! {
+            _ = seq_rx.changed() => false,
+            _ = stop.changed() => false,
             // A safety net for a missed notification.
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
+            _ = tokio::time::sleep(Duration::from_secs(1)) => true,
+        };
     }
 }
 

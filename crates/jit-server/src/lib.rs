@@ -73,7 +73,7 @@ pub struct AppState {
     /// replicas' notifications); the event hub follows it.
     pub last_seq: watch::Sender<i64>,
     /// Fan-out of events to `/v1/events` streams.
-    pub events: events::Hub,
+    pub events: Arc<events::Hub>,
     /// This process's name in due-work claims (unique per start):
     /// `jitd-<pid>-<random>`.
     pub replica: String,
@@ -137,6 +137,11 @@ impl AppState {
         // want it, in the same transaction.
         store.set_outbox_router(hooks.router());
         let last = off_runtime(|| store.sync().last_seq())?;
+        let hub = Arc::new(events::Hub::new(last));
+        let scheduler = scheduler::Scheduler::new(config.scheduler.clone());
+        // The scheduler's group commits hand their rows to the hub before
+        // any of their writers announces one (see `CommitBatcher`).
+        scheduler.hand_commits_to(hub.clone());
         Ok(Arc::new(AppState {
             store,
             policy: RwLock::new(Arc::new(policy)),
@@ -150,7 +155,7 @@ impl AppState {
             policy_generation: std::sync::atomic::AtomicU64::new(1),
             validator,
             admin,
-            scheduler: scheduler::Scheduler::new(config.scheduler.clone()),
+            scheduler,
             targets: RwLock::new(std::collections::HashMap::new()),
             rights: rights::RightsCache::default(),
             approvers: approvers::ApproversCache::default(),
@@ -159,7 +164,7 @@ impl AppState {
             webhooks: hooks,
             wake: Notify::new(),
             last_seq: watch::channel(last).0,
-            events: events::Hub::new(last),
+            events: hub,
             // Operators (and tests) can tell which process holds a claim.
             replica: format!(
                 "jitd-{}-{}",
@@ -474,7 +479,13 @@ async fn serve(config: &Config, state: Arc<AppState>) -> anyhow::Result<Server> 
             if *s.stopping.borrow() {
                 return false;
             }
-            if let Some(a) = announced {
+            // This process's own writes come back too, often before their
+            // writer has handed the rows to the event hub (the notification
+            // is sent at commit): the writer announces them itself, after
+            // that. Moving `last_seq` here sent the hub to the store for
+            // rows on their way. (The hub's once-a-second look finds a
+            // local write that announced nothing.)
+            if let Some(a) = announced.filter(|a| !a.own) {
                 let newer = s.last_seq.send_if_modified(|v| {
                     let newer = a.seq > *v;
                     if newer {

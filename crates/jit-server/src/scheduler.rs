@@ -171,6 +171,12 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
+    /// The group commits hand the rows they write to `hub`
+    /// ([`CommitBatcher::hand_to`]).
+    pub fn hand_commits_to(&self, hub: Arc<crate::events::Hub>) {
+        self.commits.hand_to(hub);
+    }
+
     /// A scheduler with `config` (concurrency at least 1).
     pub fn new(mut config: SchedulerConfig) -> Scheduler {
         config.keycloak_concurrency = config.keycloak_concurrency.max(1);

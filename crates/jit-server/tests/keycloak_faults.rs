@@ -1629,6 +1629,101 @@ async fn a_burst_of_grants_of_one_target_decides_ownership_from_one_read_and_kee
     j.stop().await;
 }
 
+/// The rows of the scheduler's group commits reach the event hub from
+/// the commit itself: however the workers of one batch are woken, the hub
+/// never finds a row missing and reads nothing back from the store (it
+/// read about one batch in two before, with the requests of the rows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_s_rows_reach_the_event_hub_without_store_reads() {
+    let users: Vec<String> = (0..30).map(|i| format!("h{i:02}")).collect();
+    let all: Vec<&str> = users.iter().map(String::as_str).collect();
+    let kc = kc_with_users(&all);
+    kc.set_latency(Duration::from_millis(5));
+    let j = start(POLICY, kc.clone(), "").await;
+    let later = Utc::now() + chrono::Duration::hours(1);
+    let ids: Vec<String> = users
+        .iter()
+        .map(|u| j.request_at(u, "open", 3600, Some(later)))
+        .collect();
+    let reads_before = j.state().events.store_reads();
+    j.make_due_now(&ids);
+    for id in &ids {
+        j.wait(id, "active", Duration::from_secs(30), |s| {
+            s.request.status() == Status::Active
+        })
+        .await;
+    }
+    // Every row announced so far is broadcast (bounded wait).
+    let last = *j.state().last_seq.borrow();
+    let mut published = j.state().events.published();
+    tokio::time::timeout(Duration::from_secs(20), published.wait_for(|p| *p >= last))
+        .await
+        .expect("the hub broadcast every row within 20 s")
+        .unwrap();
+    assert_eq!(
+        j.state().events.store_reads() - reads_before,
+        0,
+        "the hub read rows back from the store"
+    );
+    j.stop().await;
+}
+
+/// The same on PostgreSQL, where this jitd's own writes also come back
+/// on the database's channel, often before their writer has handed the
+/// rows to the hub: they do not send the hub to the store either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_burst_s_rows_reach_the_event_hub_without_store_reads() {
+    // The store's PostgreSQL driver blocks: its calls run off the runtime.
+    let url = tokio::task::spawn_blocking(jit_testkit::postgres::test_database)
+        .await
+        .unwrap()
+        .expect("a real PostgreSQL for this test");
+    let users: Vec<String> = (0..30).map(|i| format!("p{i:02}")).collect();
+    let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    let kc = kc_with_users(&refs);
+    kc.set_latency(Duration::from_millis(5));
+    let j = start_on(POLICY, kc.clone(), "", &url).await;
+    let later = Utc::now() + chrono::Duration::hours(1);
+    let (ids, reads_before) = std::thread::scope(|t| {
+        t.spawn(|| {
+            let ids: Vec<String> = users
+                .iter()
+                .map(|u| j.request_at(u, "open", 3600, Some(later)))
+                .collect();
+            let before = j.state().events.store_reads();
+            j.make_due_now(&ids);
+            (ids, before)
+        })
+        .join()
+        .unwrap()
+    });
+    let store = j.state().store.clone();
+    for id in &ids {
+        let mut granted = false;
+        for _ in 0..1500 {
+            let s = store.get(id).await.unwrap().expect("stored");
+            if s.request.status() == Status::Active {
+                granted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(granted, "{id} granted within 30 s");
+    }
+    let last = *j.state().last_seq.borrow();
+    let mut published = j.state().events.published();
+    tokio::time::timeout(Duration::from_secs(20), published.wait_for(|p| *p >= last))
+        .await
+        .expect("the hub broadcast every row within 20 s")
+        .unwrap();
+    assert_eq!(
+        j.state().events.store_reads() - reads_before,
+        0,
+        "the hub read rows back from the store"
+    );
+    j.stop().await;
+}
+
 /// Most Keycloak calls of `op` that overlapped in time.
 fn most_at_once(kc: &FakeKeycloak, op: Op) -> usize {
     let calls: Vec<_> = kc.calls().into_iter().filter(|c| c.op == op).collect();

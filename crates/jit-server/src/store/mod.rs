@@ -40,7 +40,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use jit_core::{AccessRequest, DomainError, EntitlementKind, Status, Transition};
 
-use db::{Conn, Database, Dialect, Row, P};
+use db::{Conn, Database, Dialect, Row, P, V};
 
 pub use jit_core::api::{AuditRecord, AuditVerification, EventKind, GrantState, GENESIS};
 pub use outbox::{Claim, OutboxItem, OutboxRouter, OutboxRow, WebhookEvent};
@@ -381,6 +381,15 @@ pub struct SqlStore {
     outbox: RwLock<Option<OutboxRouter>>,
 }
 
+/// Appends the audit rows of a JSON array (see
+/// `SqlStore::audit_rows_json`), in chain order, on PostgreSQL.
+const INSERT_AUDIT_PG: &str = "INSERT INTO audit (seq, at, event, request_id, entitlement_id, requester_id, actor, reason, from_status, to_status, prev_hash, hash, actor_client)
+             SELECT seq, at, event, request_id, entitlement_id, requester_id, actor, reason, from_status, to_status, prev_hash, hash, actor_client
+             FROM jsonb_to_recordset(?::text::jsonb) AS x(seq bigint, at text, event text, request_id text,
+               entitlement_id text, requester_id text, actor text, reason text, from_status text, to_status text,
+               prev_hash text, hash text, actor_client text)
+             ORDER BY seq";
+
 impl SqlStore {
     /// Opens (creating if needed) a SQLite database file and migrates it
     /// (tests, tools, benchmark seeding; the server uses [`Store`]).
@@ -676,18 +685,22 @@ impl SqlStore {
 
     fn notify(&self, c: &mut dyn Conn, recs: &[AuditRecord]) -> Result<(), StoreError> {
         if let (Dialect::Postgres, Some(last)) = (self.db.dialect(), recs.last()) {
-            // Delivered at commit to every replica's listener, this one's
-            // too (which knows its own by the origin).
-            let payload = match self.db.origin() {
-                Some(origin) => format!("{} {origin}", last.seq),
-                None => last.seq.to_string(),
-            };
             c.exec(
                 &format!("SELECT pg_notify('{}', ?)", postgres::CHANNEL),
-                &[P::from(payload)],
+                &[P::from(self.announcement(last.seq))],
             )?;
         }
         Ok(())
+    }
+
+    /// The `NOTIFY` payload that announces the audit rows up to `seq`:
+    /// delivered at commit to every replica's listener, this one's too
+    /// (which knows its own by the origin).
+    fn announcement(&self, seq: i64) -> String {
+        match self.db.origin() {
+            Some(origin) => format!("{seq} {origin}"),
+            None => seq.to_string(),
+        }
     }
 
     fn insert_in(
@@ -905,34 +918,61 @@ impl SqlStore {
             return Ok((Vec::new(), Vec::new()));
         }
         self.write(|c| {
-            let (changed, recs) = self.update_each_in(c, ids, release, &mut f)?;
-            self.notify(c, &recs)?;
+            let (changed, recs) = self.update_each_in(c, ids, release, &mut f, true)?;
+            if self.db.dialect() != Dialect::Postgres {
+                // (On PostgreSQL the write itself announced the rows.)
+                self.notify(c, &recs)?;
+            }
             Ok((changed, recs))
         })
     }
 
-    /// [`SqlStore::update_each`] inside the caller's write transaction,
-    /// without the `NOTIFY`.
+    /// [`SqlStore::update_each`] inside the caller's write transaction;
+    /// with `announce`, on PostgreSQL, the rows' `NOTIFY` too (in the
+    /// statement that writes them).
+    ///
+    /// On PostgreSQL a batch is four round trips with the transaction's
+    /// `BEGIN` and `COMMIT`: the rows are locked and read with the audit
+    /// chain's head (the caller holds the chain's lock, so it stays the
+    /// head), and the changed rows, their audit rows and the `NOTIFY` are
+    /// one statement.
     fn update_each_in(
         &self,
         c: &mut dyn Conn,
         ids: &[String],
         release: Option<(&str, &HashSet<String>)>,
         f: &mut dyn FnMut(&mut Stored) -> Result<Vec<Entry>, DomainError>,
+        announce: bool,
     ) -> Result<(Vec<String>, Vec<AuditRecord>), StoreError> {
         let pg = self.db.dialect() == Dialect::Postgres;
-        let lock = if pg { " FOR UPDATE" } else { "" };
         let list = self.id_list();
         let json = ids_json(ids);
         {
-            let rows = c.query(
-                &format!("SELECT body, grant_state FROM requests WHERE id{list} ORDER BY id{lock}"),
-                &[P::from(&json)],
-            )?;
+            let rows = if pg {
+                c.query(
+                    &format!(
+                        "SELECT r.body, r.grant_state, h.seq, h.hash FROM requests r
+                         LEFT JOIN LATERAL (SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1) h ON true
+                         WHERE r.id{list} ORDER BY r.id FOR UPDATE OF r"
+                    ),
+                    &[P::from(&json)],
+                )?
+            } else {
+                c.query(
+                    &format!("SELECT body, grant_state FROM requests WHERE id{list} ORDER BY id"),
+                    &[P::from(&json)],
+                )?
+            };
             let mut changed = Vec::new();
             let mut saved = Vec::new();
             let mut recs = Vec::new();
             let head = &mut None;
+            if let (true, Some(first)) = (pg, rows.first()) {
+                *head = Some(match &first[2] {
+                    V::Null => (0, GENESIS.to_string()),
+                    seq => (seq.int()?, first[3].text()?),
+                });
+            }
             for row in &rows {
                 let mut s = Self::row_to_stored(row)?;
                 let votes = s.request.votes().len();
@@ -969,8 +1009,17 @@ impl SqlStore {
                 }
             }
             if pg && !saved.is_empty() {
-                Self::save_existing_pg(c, &saved, release)?;
-                Self::insert_audit_pg(c, recs.iter().map(|(r, _)| r))?;
+                let announcement = match (announce, recs.last()) {
+                    (true, Some((last, _))) => Some(self.announcement(last.seq)),
+                    _ => None,
+                };
+                Self::save_existing_pg(
+                    c,
+                    &saved,
+                    release,
+                    recs.iter().map(|(r, _)| r),
+                    announcement,
+                )?;
                 for (rec, i) in &recs {
                     self.enqueue(c, rec, &saved[*i].0.request)?;
                 }
@@ -984,16 +1033,20 @@ impl SqlStore {
         }
     }
 
-    /// Saves requests that exist already, on PostgreSQL, in one statement
-    /// (and one more for the votes added: `(stored, votes it had when
-    /// read)`; votes are only ever added).
+    /// Saves requests that exist already, on PostgreSQL, with the audit
+    /// rows `recs` (made by [`SqlStore::next_record`], in chain order) and,
+    /// with `announcement`, the `NOTIFY` of them, in one statement (and
+    /// one more for the votes added: `(stored, votes it had when read)`;
+    /// votes are only ever added).
     ///
     /// `release`: `(owner, ids)` — of these requests, those `owner` has
     /// claimed are unclaimed in the same statement.
-    fn save_existing_pg(
+    fn save_existing_pg<'a>(
         c: &mut dyn Conn,
         saved: &[(Stored, usize)],
         release: Option<(&str, &HashSet<String>)>,
+        recs: impl Iterator<Item = &'a AuditRecord>,
+        announcement: Option<String>,
     ) -> Result<(), StoreError> {
         let ids: Vec<String> = saved
             .iter()
@@ -1020,8 +1073,7 @@ impl SqlStore {
             })
             .collect();
         // The same columns as `save` changes on a conflict.
-        c.exec(
-            "UPDATE requests AS q SET status = x.status, start_at = x.start_at, expires_at = x.expires_at,
+        const UPDATE: &str = "UPDATE requests AS q SET status = x.status, start_at = x.start_at, expires_at = x.expires_at,
                body = x.body, grant_state = x.grant_state, removal_pending = x.removal_pending,
                next_attempt_at = x.next_attempt_at, review_open = x.review_open,
                pending_slot = CASE WHEN x.status = 'pending' THEN q.pending_slot ELSE 0 END,
@@ -1031,15 +1083,39 @@ impl SqlStore {
                body text, grant_state text, removal_pending bigint, next_attempt_at text, review_open bigint,
                release_by text)
              WHERE q.id = x.id
-               AND q.id = ANY(ARRAY(SELECT jsonb_array_elements_text(?::text::jsonb)))",
-            // The ids again, as a list the planner reads through the index
-            // (joined with the record set alone, it scans the whole table:
-            // see `SqlStore::id_list`).
-            &[
-                P::from(serde_json::Value::Array(rows).to_string()),
-                P::from(ids_json(&ids)),
-            ],
-        )?;
+               AND q.id = ANY(ARRAY(SELECT jsonb_array_elements_text(?::text::jsonb)))";
+        // The ids again, as a list the planner reads through the index
+        // (joined with the record set alone, it scans the whole table:
+        // see `SqlStore::id_list`).
+        let mut params = vec![
+            P::from(serde_json::Value::Array(rows).to_string()),
+            P::from(ids_json(&ids)),
+        ];
+        let audit_rows = Self::audit_rows_json(recs);
+        match (audit_rows, announcement) {
+            (None, _) => {
+                c.exec(UPDATE, &params)?;
+            }
+            // Data-modifying statements in `WITH` all run, on one snapshot
+            // (PostgreSQL manual, 7.8.4); the two touch different tables.
+            (Some(audit), announcement) => {
+                params.push(P::from(audit));
+                let notify = match announcement {
+                    Some(payload) => {
+                        params.push(P::from(payload));
+                        format!("pg_notify('{}', ?)", postgres::CHANNEL)
+                    }
+                    None => "NULL".to_string(),
+                };
+                c.query(
+                    &format!(
+                        "WITH u AS ({UPDATE} RETURNING 1), a AS ({INSERT_AUDIT_PG} RETURNING 1)
+                         SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM a), {notify}"
+                    ),
+                    &params,
+                )?;
+            }
+        }
         let votes: Vec<serde_json::Value> = saved
             .iter()
             .flat_map(|(s, before)| {
@@ -1059,12 +1135,9 @@ impl SqlStore {
         Ok(())
     }
 
-    /// Appends audit rows (made by [`SqlStore::next_record`], in chain
-    /// order) on PostgreSQL in one statement.
-    fn insert_audit_pg<'a>(
-        c: &mut dyn Conn,
-        recs: impl Iterator<Item = &'a AuditRecord>,
-    ) -> Result<(), StoreError> {
+    /// The audit rows `recs` as the JSON array [`INSERT_AUDIT_PG`] takes
+    /// (`None` if there are none).
+    fn audit_rows_json<'a>(recs: impl Iterator<Item = &'a AuditRecord>) -> Option<String> {
         let rows: Vec<serde_json::Value> = recs
             .map(|rec| {
                 serde_json::json!({
@@ -1084,19 +1157,7 @@ impl SqlStore {
                 })
             })
             .collect();
-        if rows.is_empty() {
-            return Ok(());
-        }
-        c.exec(
-            "INSERT INTO audit (seq, at, event, request_id, entitlement_id, requester_id, actor, reason, from_status, to_status, prev_hash, hash, actor_client)
-             SELECT seq, at, event, request_id, entitlement_id, requester_id, actor, reason, from_status, to_status, prev_hash, hash, actor_client
-             FROM jsonb_to_recordset(?::text::jsonb) AS x(seq bigint, at text, event text, request_id text,
-               entitlement_id text, requester_id text, actor text, reason text, from_status text, to_status text,
-               prev_hash text, hash text, actor_client text)
-             ORDER BY seq",
-            &[P::from(serde_json::Value::Array(rows).to_string())],
-        )?;
-        Ok(())
+        (!rows.is_empty()).then(|| serde_json::Value::Array(rows).to_string())
     }
 
     /// ` IN (SELECT …)` (SQLite) or ` = ANY(ARRAY(SELECT …))`
@@ -1134,13 +1195,19 @@ impl SqlStore {
             }
             // Written like a group commit: a fixed number of statements
             // for any number of waiting requests.
-            let (changed, _) = self.update_each_in(c, &ids, None, &mut |s| {
-                if s.grant.next_attempt_at.is_none() {
-                    return Err(DomainError::NotFound);
-                }
-                s.grant.next_attempt_at = None;
-                Ok(vec![])
-            })?;
+            let (changed, _) = self.update_each_in(
+                c,
+                &ids,
+                None,
+                &mut |s| {
+                    if s.grant.next_attempt_at.is_none() {
+                        return Err(DomainError::NotFound);
+                    }
+                    s.grant.next_attempt_at = None;
+                    Ok(vec![])
+                },
+                false,
+            )?;
             // Wake the other replicas' schedulers too.
             if !changed.is_empty() && self.shared() {
                 c.exec(

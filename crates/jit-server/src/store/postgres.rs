@@ -78,7 +78,19 @@ pub struct PgClient {
     /// Always `Some` until dropped (see the `Drop` impl).
     client: Option<postgres::Client>,
     statements: HashMap<String, postgres::Statement>,
+    /// When a statement last came back from the server on it (`None`:
+    /// never): the pool's check-out test trusts a connection that answered
+    /// within [`ANSWERED_RECENTLY`].
+    answered_at: Option<std::time::Instant>,
 }
+
+/// A pooled connection that answered a statement this recently is handed
+/// out without the check-out test's round trip (an empty query): under
+/// load every store call checked out a connection, and the test was one
+/// more round trip to the server for each. One that broke meanwhile fails
+/// its next statement as any other database error does (callers retry or
+/// answer 503), and is then dropped by the pool (`has_broken`).
+const ANSWERED_RECENTLY: Duration = Duration::from_secs(1);
 
 impl PgClient {
     fn client(&mut self) -> &mut postgres::Client {
@@ -126,10 +138,20 @@ impl r2d2::ManageConnection for PgManager {
         Ok(PgClient {
             client: Some(client),
             statements: HashMap::new(),
+            answered_at: None,
         })
     }
     fn is_valid(&self, conn: &mut PgClient) -> Result<(), postgres::Error> {
-        conn.client().simple_query("").map(|_| ())
+        if conn
+            .answered_at
+            .is_some_and(|t| t.elapsed() < ANSWERED_RECENTLY)
+            && !conn.client().is_closed()
+        {
+            return Ok(());
+        }
+        conn.client().simple_query("")?;
+        conn.answered_at = Some(std::time::Instant::now());
+        Ok(())
     }
     fn has_broken(&self, conn: &mut PgClient) -> bool {
         conn.client.as_ref().is_none_or(|c| c.is_closed())
@@ -378,7 +400,9 @@ impl<C: std::ops::DerefMut<Target = PgClient>> Conn for PgConn<C> {
         let st = self.statement(sql)?;
         let b = bind(params);
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = b.iter().map(|x| &**x).collect();
-        self.0.client().execute(&st, &refs).map_err(pg_err)
+        let n = self.0.client().execute(&st, &refs).map_err(pg_err)?;
+        self.0.answered_at = Some(std::time::Instant::now());
+        Ok(n)
     }
 
     fn query(&mut self, sql: &str, params: &[P]) -> Result<Vec<Row>, StoreError> {
@@ -386,6 +410,7 @@ impl<C: std::ops::DerefMut<Target = PgClient>> Conn for PgConn<C> {
         let b = bind(params);
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = b.iter().map(|x| &**x).collect();
         let rows = self.0.client().query(&st, &refs).map_err(pg_err)?;
+        self.0.answered_at = Some(std::time::Instant::now());
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let mut row = Vec::with_capacity(r.len());
@@ -416,7 +441,9 @@ impl<C: std::ops::DerefMut<Target = PgClient>> Conn for PgConn<C> {
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
-        self.0.client().batch_execute(sql).map_err(pg_err)
+        self.0.client().batch_execute(sql).map_err(pg_err)?;
+        self.0.answered_at = Some(std::time::Instant::now());
+        Ok(())
     }
 }
 
@@ -827,5 +854,87 @@ mod failure_log_tests {
             with_causes(&e),
             "error connecting to server: Connection refused"
         );
+    }
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A connection that answered within [`ANSWERED_RECENTLY`] is handed
+    /// out without the check-out test (its time of answer stays as it
+    /// was); an older one is tested (an empty query, which sets it anew).
+    #[test]
+    fn a_connection_that_answered_recently_is_handed_out_untested() {
+        let url =
+            jit_testkit::postgres::test_database().expect("a real PostgreSQL for store tests");
+        let pg = Postgres::open(&url, 1).unwrap();
+        let first = {
+            let mut c = pg.pool.get().unwrap();
+            PgConn(&mut *c).query("SELECT 1", &[]).unwrap();
+            c.answered_at.expect("answered")
+        };
+        {
+            let c = pg.pool.get().unwrap();
+            assert_eq!(c.answered_at, Some(first), "not tested again at once");
+        }
+        let old = Instant::now() - ANSWERED_RECENTLY - Duration::from_millis(100);
+        pg.pool.get().unwrap().answered_at = Some(old);
+        let c = pg.pool.get().unwrap();
+        assert!(
+            c.answered_at.is_some_and(|t| t > old + ANSWERED_RECENTLY),
+            "an idle connection is tested before it is handed out"
+        );
+    }
+
+    /// A connection the server ended meanwhile fails the one call that
+    /// finds out (with a database error, not a hang), is dropped by the
+    /// pool, and the next call gets a working connection.
+    #[test]
+    fn a_connection_ended_by_the_server_fails_one_call_at_most() {
+        let url =
+            jit_testkit::postgres::test_database().expect("a real PostgreSQL for store tests");
+        let pg = Postgres::open(&url, 1).unwrap();
+        let pid = {
+            let mut c = pg.pool.get().unwrap();
+            PgConn(&mut *c)
+                .query("SELECT pg_backend_pid()", &[])
+                .unwrap()[0][0]
+                .int()
+                .unwrap()
+        };
+        let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        admin
+            .execute("SELECT pg_terminate_backend($1)", &[&(pid as i32)])
+            .unwrap();
+        // Bounded wait until the server has ended it.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while admin
+            .query(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = $1",
+                &[&(pid as i32)],
+            )
+            .unwrap()
+            .len()
+            == 1
+        {
+            assert!(
+                Instant::now() < deadline,
+                "backend {pid} still there after 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let first = {
+            let mut c = pg.pool.get().unwrap();
+            PgConn(&mut *c).query("SELECT 1", &[]).map(|_| ())
+        };
+        let mut c = pg.pool.get().unwrap();
+        let second = PgConn(&mut *c)
+            .query("SELECT pg_backend_pid()", &[])
+            .unwrap()[0][0]
+            .int()
+            .unwrap();
+        assert_ne!(second, pid, "a new connection (the first call: {first:?})");
     }
 }

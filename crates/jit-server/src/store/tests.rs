@@ -1273,8 +1273,11 @@ fn scheduler_batches_are_a_few_statements_on_both_engines() {
         assert_eq!(changed, even, "{engine}");
         assert_eq!(recs.len(), n / 2, "{engine}");
         if engine == "postgres" {
+            // `BEGIN` with the chain's lock; the rows locked and read with
+            // the chain's head; the requests, their audit rows and the
+            // `NOTIFY` in one statement; the new votes; `COMMIT`.
             assert!(
-                writes <= 8,
+                writes <= 5,
                 "{engine}: a group commit of {} took {writes} statements",
                 n / 2
             );
