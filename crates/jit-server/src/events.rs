@@ -94,7 +94,8 @@ pub struct Hub {
     /// Rows broadcast from a hand-over (no store read).
     handed_broadcast: std::sync::atomic::AtomicU64,
     /// Reads of the audit log by the hub for an announcement (rows not
-    /// handed over: other replicas'), not counting its once-a-second look.
+    /// handed over: other replicas', a gap, a failed render), not counting
+    /// its look after a second without announcements.
     store_reads: std::sync::atomic::AtomicU64,
 }
 
@@ -163,7 +164,9 @@ impl Hub {
     }
 
     /// How many times the hub read the audit log for an announcement (rows
-    /// it was not handed), its once-a-second look aside.
+    /// it was not handed), its look after a second without announcements
+    /// aside. (Rows handed over without their request still have the
+    /// request read for their event; that is not counted here.)
     pub fn store_reads(&self) -> u64 {
         self.store_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -242,6 +245,10 @@ pub async fn run_hub(state: Arc<AppState>) {
         }
         seq_rx.borrow_and_update();
         loop {
+            // Announced before this point means handed over before it
+            // (writers hand over first), so in the map just below unless
+            // another replica wrote it.
+            let announced = *state.last_seq.borrow();
             let handed = state.events.take_handed(at);
             if !handed.is_empty() {
                 let mut known = HashMap::new();
@@ -277,10 +284,11 @@ pub async fn run_hub(state: Arc<AppState>) {
             // Everything announced so far is broadcast (the writers hand
             // their rows over before announcing them): no store read to
             // find there is nothing more. A row announced from now on
-            // changes `seq_rx` and brings the hub back. Once a second the
-            // hub reads anyway: rows nobody announced (a write outside
-            // this process on SQLite, a lost notification).
-            if !timer && at >= *state.last_seq.borrow() {
+            // changes `seq_rx` and brings the hub back. After a second
+            // without announcements the hub reads anyway: rows nobody
+            // announced (a write outside this process on SQLite, a commit
+            // whose answer was lost, a lost notification).
+            if !timer && at >= announced {
                 break;
             }
             if !timer {

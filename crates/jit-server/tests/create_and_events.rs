@@ -386,8 +386,10 @@ async fn events_are_whole_frames_and_idle_streams_get_keep_alives() {
 }
 
 /// Rows this jitd writes reach the hub from their writers: the hub reads
-/// nothing back from the store, not even to find there is nothing more
-/// (that read was a round trip to the database for every write).
+/// none of them back from the audit log, not even to find there is nothing
+/// more (that read was a round trip to the database for every write). (A
+/// cancel hands its rows over without the request, which the hub then
+/// reads for the event's view; `store_reads` does not count that.)
 #[tokio::test]
 async fn the_hub_reads_nothing_back_for_this_jitd_s_own_writes() {
     let kc = kc();

@@ -886,8 +886,10 @@ impl SqlStore {
     /// changed and all audit rows written, in order.
     ///
     /// A fixed number of round trips for the whole batch on PostgreSQL:
-    /// one statement locks and reads every row, one writes every changed
-    /// row, one appends every audit row (the chain's head is read once).
+    /// one statement locks and reads every row with the audit chain's head,
+    /// one writes every changed row with its audit rows and their
+    /// `NOTIFY`, one more for new votes; with webhooks configured, one per
+    /// audit row and endpoint for the outbox.
     pub fn update_each<F>(
         &self,
         ids: &[String],
@@ -935,7 +937,8 @@ impl SqlStore {
     /// `BEGIN` and `COMMIT`: the rows are locked and read with the audit
     /// chain's head (the caller holds the chain's lock, so it stays the
     /// head), and the changed rows, their audit rows and the `NOTIFY` are
-    /// one statement.
+    /// one statement; new votes add one, and with webhooks configured the
+    /// outbox adds one per audit row and endpoint.
     fn update_each_in(
         &self,
         c: &mut dyn Conn,

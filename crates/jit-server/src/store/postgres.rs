@@ -87,10 +87,18 @@ pub struct PgClient {
 /// A pooled connection that answered a statement this recently is handed
 /// out without the check-out test's round trip (an empty query): under
 /// load every store call checked out a connection, and the test was one
-/// more round trip to the server for each. One that broke meanwhile fails
-/// its next statement as any other database error does (callers retry or
-/// answer 503), and is then dropped by the pool (`has_broken`).
+/// more round trip to the server for each. One whose server went away
+/// meanwhile (a restart, a failover) fails its next statement like a
+/// statement under way at that moment: an API call answers 503, a
+/// scheduler batch is not written and its work is done again at a later
+/// pass; the pool then drops the connection (`has_broken`).
 const ANSWERED_RECENTLY: Duration = Duration::from_secs(1);
+
+/// Whether a connection that last answered at `answered_at` is handed out
+/// without the check-out test, at `now` ([`ANSWERED_RECENTLY`]).
+fn answered_recently(answered_at: Option<std::time::Instant>, now: std::time::Instant) -> bool {
+    answered_at.is_some_and(|t| now.saturating_duration_since(t) < ANSWERED_RECENTLY)
+}
 
 impl PgClient {
     fn client(&mut self) -> &mut postgres::Client {
@@ -142,9 +150,7 @@ impl r2d2::ManageConnection for PgManager {
         })
     }
     fn is_valid(&self, conn: &mut PgClient) -> Result<(), postgres::Error> {
-        if conn
-            .answered_at
-            .is_some_and(|t| t.elapsed() < ANSWERED_RECENTLY)
+        if answered_recently(conn.answered_at, std::time::Instant::now())
             && !conn.client().is_closed()
         {
             return Ok(());
@@ -862,23 +868,35 @@ mod pool_tests {
     use super::*;
     use std::time::Instant;
 
-    /// A connection that answered within [`ANSWERED_RECENTLY`] is handed
-    /// out without the check-out test (its time of answer stays as it
-    /// was); an older one is tested (an empty query, which sets it anew).
+    #[test]
+    fn only_an_answer_within_a_second_spares_the_check_out_test() {
+        let now = Instant::now();
+        assert!(answered_recently(Some(now), now));
+        assert!(answered_recently(
+            Some(now - ANSWERED_RECENTLY + Duration::from_millis(1)),
+            now
+        ));
+        assert!(!answered_recently(Some(now - ANSWERED_RECENTLY), now));
+        assert!(!answered_recently(None, now), "a new connection is tested");
+    }
+
+    /// A connection that answered recently is handed out without the
+    /// check-out test (its time of answer stays as it was); an older one
+    /// is tested (an empty query, which sets it anew).
     #[test]
     fn a_connection_that_answered_recently_is_handed_out_untested() {
         let url =
             jit_testkit::postgres::test_database().expect("a real PostgreSQL for store tests");
         let pg = Postgres::open(&url, 1).unwrap();
-        let first = {
-            let mut c = pg.pool.get().unwrap();
-            PgConn(&mut *c).query("SELECT 1", &[]).unwrap();
-            c.answered_at.expect("answered")
-        };
-        {
-            let c = pg.pool.get().unwrap();
-            assert_eq!(c.answered_at, Some(first), "not tested again at once");
-        }
+        // "Recently" whatever the machine's load: an answer time ahead of
+        // the clock counts as just now.
+        let ahead = Instant::now() + Duration::from_secs(3600);
+        pg.pool.get().unwrap().answered_at = Some(ahead);
+        assert_eq!(
+            pg.pool.get().unwrap().answered_at,
+            Some(ahead),
+            "not tested: its time of answer is unchanged"
+        );
         let old = Instant::now() - ANSWERED_RECENTLY - Duration::from_millis(100);
         pg.pool.get().unwrap().answered_at = Some(old);
         let c = pg.pool.get().unwrap();
@@ -888,9 +906,9 @@ mod pool_tests {
         );
     }
 
-    /// A connection the server ended meanwhile fails the one call that
-    /// finds out (with a database error, not a hang), is dropped by the
-    /// pool, and the next call gets a working connection.
+    /// A connection the server ended meanwhile, handed out untested, fails
+    /// the one call that finds out (with a database error, not a hang), is
+    /// dropped by the pool, and the next call gets a working connection.
     #[test]
     fn a_connection_ended_by_the_server_fails_one_call_at_most() {
         let url =
@@ -898,11 +916,14 @@ mod pool_tests {
         let pg = Postgres::open(&url, 1).unwrap();
         let pid = {
             let mut c = pg.pool.get().unwrap();
-            PgConn(&mut *c)
+            let pid = PgConn(&mut *c)
                 .query("SELECT pg_backend_pid()", &[])
                 .unwrap()[0][0]
                 .int()
-                .unwrap()
+                .unwrap();
+            // Handed out untested next time, however long what follows takes.
+            c.answered_at = Some(Instant::now() + Duration::from_secs(3600));
+            pid
         };
         let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
         admin
@@ -929,12 +950,16 @@ mod pool_tests {
             let mut c = pg.pool.get().unwrap();
             PgConn(&mut *c).query("SELECT 1", &[]).map(|_| ())
         };
+        assert!(
+            matches!(first, Err(StoreError::Pool(_))),
+            "the ended connection was handed out untested and failed as an outage (503): {first:?}"
+        );
         let mut c = pg.pool.get().unwrap();
         let second = PgConn(&mut *c)
             .query("SELECT pg_backend_pid()", &[])
             .unwrap()[0][0]
             .int()
             .unwrap();
-        assert_ne!(second, pid, "a new connection (the first call: {first:?})");
+        assert_ne!(second, pid, "a new connection");
     }
 }
