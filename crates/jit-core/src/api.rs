@@ -310,7 +310,10 @@ pub struct ExtendBody {
 pub struct EventData {
     #[serde(flatten)]
     pub record: AuditRecord,
-    /// The request as it is now (the caller may see it).
+    /// The request the event is about (the caller may see it): as it was
+    /// when the event was sent on a live stream, as it is when read on a
+    /// resume (`Last-Event-ID`, `since`) or a catch-up — so one event id
+    /// may carry a later state on replay.
     #[schema(required = true)]
     pub request: Option<RequestView>,
 }

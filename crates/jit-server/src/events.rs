@@ -401,7 +401,9 @@ impl Cursor {
 #[utoipa::path(get, path = "/v1/events", tag = "audit", security(("bearer" = [])),
     description = "Server-sent events (`text/event-stream`) of the audit log, filtered to what the caller may see. \
 Each event: `id` = the audit sequence number, `event` = the audit event type (e.g. `request.created`), \
-`data` = one JSON `EventData` (the audit row and the request as it is now). A comment line keeps the \
+`data` = one JSON `EventData` (the audit row and the request: as it was when the event was sent live, \
+as it is now on a resume). Which events a caller may see follows the policy in force when they are sent \
+(live) or read (resume). A comment line keeps the \
 connection alive every 15 s. The stream ends when the token expires or the server stops; reconnect \
 with `Last-Event-ID` to resume with nothing lost (before any event, the id in the response header \
 `JIT-Events-After`: where the stream started). An id after the newest event starts after the newest \

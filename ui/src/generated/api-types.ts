@@ -318,7 +318,10 @@ actor_client?: string, reason: string | null, from_status: string | null, to_sta
 
 export type EventData = { 
 /**
- * The request as it is now (the caller may see it).
+ * The request the event is about (the caller may see it): as it was
+ * when the event was sent on a live stream, as it is when read on a
+ * resume (`Last-Event-ID`, `since`) or a catch-up — so one event id
+ * may carry a later state on replay.
  */
 request: RequestView | null, 
 /**
