@@ -483,8 +483,9 @@ async fn serve(config: &Config, state: Arc<AppState>) -> anyhow::Result<Server> 
             // writer has handed the rows to the event hub (the notification
             // is sent at commit): the writer announces them itself, after
             // that. Moving `last_seq` here sent the hub to the store for
-            // rows on their way. (The hub's once-a-second look finds a
-            // local write that announced nothing.)
+            // rows on their way. (A local write that announced nothing is
+            // found at the next announcement, or by the hub's look after a
+            // second without any.)
             if let Some(a) = announced.filter(|a| !a.own) {
                 let newer = s.last_seq.send_if_modified(|v| {
                     let newer = a.seq > *v;
