@@ -247,9 +247,7 @@ async fn write(store: &Store, jobs: Vec<Job>, hub: Option<&Hub>) {
             tracing::error!(error = %msg, "store batch failed; nothing of it was written");
             for slot in slots.values_mut() {
                 if let Some(tx) = slot.reply.take() {
-                    let _ = tx.send(Err(StoreError::Corrupt(format!(
-                        "batch not written: {msg}"
-                    ))));
+                    let _ = tx.send(Err(not_written(&e)));
                 }
             }
         }
@@ -333,5 +331,43 @@ impl ReleaseBatcher {
         }
         rx.await
             .unwrap_or_else(|_| Err("the release task stopped".into()))
+    }
+}
+
+/// What each caller of a batch that was not written hears: an outage stays
+/// an outage ([`StoreError::Pool`], [`StoreError::TimedOut`]: logged and
+/// answered as such, the work done again at a later pass), anything else
+/// says the batch was not written.
+fn not_written(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Pool(m) => StoreError::Pool(m.clone()),
+        StoreError::TimedOut(s) => StoreError::TimedOut(*s),
+        other => StoreError::Pg(format!("batch not written: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_written;
+    use crate::store::StoreError;
+
+    /// A batch lost to an outage tells its callers it was an outage (it
+    /// said "corrupt row" before), anything else that it was not written.
+    #[test]
+    fn an_unwritten_batch_keeps_an_outage_an_outage() {
+        assert!(matches!(
+            not_written(&StoreError::Pool("connection closed".into())),
+            StoreError::Pool(m) if m == "connection closed"
+        ));
+        assert!(matches!(
+            not_written(&StoreError::TimedOut(10)),
+            StoreError::TimedOut(10)
+        ));
+        let other = not_written(&StoreError::Pg("deadlock detected".into()));
+        assert!(matches!(other, StoreError::Pg(_)));
+        assert_eq!(
+            other.to_string(),
+            "database error: batch not written: database error: deadlock detected"
+        );
     }
 }

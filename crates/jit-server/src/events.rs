@@ -141,6 +141,26 @@ impl Hub {
         }
     }
 
+    /// Sends one event to every stream. The position moves first, then the
+    /// event goes out: a stream opening in between ([`Hub::open`]) reads it
+    /// in its backlog and drops the live copy, where the other order lost
+    /// it (not in the backlog, sent before the stream subscribed). No
+    /// receivers is fine: the backlog is in the store.
+    fn broadcast(&self, ev: Rendered) {
+        self.published.send_replace(ev.seq);
+        let _ = self.tx.send(Arc::new(ev));
+    }
+
+    /// A new stream's live events and the position its backlog ends at:
+    /// subscribed first, then the position read, so every event above the
+    /// position comes live ([`Hub::broadcast`]) and every event at or
+    /// below it is in the store.
+    fn open(&self) -> (broadcast::Receiver<Arc<Rendered>>, i64) {
+        let rx = self.tx.subscribe();
+        let published = *self.published.borrow();
+        (rx, published)
+    }
+
     /// The handed-over rows that continue the sequence after `at` exactly
     /// (`at + 1`, `at + 2`, …), taken out; rows at or below `at` are
     /// dropped (already broadcast).
@@ -189,29 +209,33 @@ impl Hub {
 /// Renders audit rows with their requests' views (one store read per
 /// distinct request of the batch).
 async fn render(state: &AppState, rows: Vec<AuditRecord>) -> Result<Vec<Rendered>, StoreError> {
-    render_with(state, rows, HashMap::new()).await
+    render_with(state, rows.into_iter().map(|r| (r, None)).collect()).await
 }
 
-/// [`render`], with the views of some requests already known (by id).
+/// [`render`], with the view of some rows' requests already known: a row
+/// handed over with the request as its own write left it is rendered with
+/// that view, even when a later row of the same batch changed the request
+/// again (an approval and the grant that followed it, taken together, each
+/// say what they did). Rows without one share one store read per request.
 async fn render_with(
     state: &AppState,
-    rows: Vec<AuditRecord>,
-    mut views: HashMap<String, Option<jit_core::api::RequestView>>,
+    rows: Vec<(AuditRecord, Option<jit_core::api::RequestView>)>,
 ) -> Result<Vec<Rendered>, StoreError> {
-    for rec in &rows {
-        if !views.contains_key(&rec.request_id) {
+    let mut read: HashMap<String, Option<jit_core::api::RequestView>> = HashMap::new();
+    for (rec, known) in &rows {
+        if known.is_none() && !read.contains_key(&rec.request_id) {
             let v = state
                 .store
                 .get(&rec.request_id)
                 .await?
                 .map(|s| view(state, &s, None));
-            views.insert(rec.request_id.clone(), v);
+            read.insert(rec.request_id.clone(), v);
         }
     }
     Ok(rows
         .into_iter()
-        .map(|rec| {
-            let request = views.get(&rec.request_id).cloned().flatten();
+        .map(|(rec, known)| {
+            let request = known.or_else(|| read.get(&rec.request_id).cloned().flatten());
             let (seq, event) = (rec.seq, rec.event.to_string());
             let (requester_id, entitlement_id) =
                 (rec.requester_id.clone(), rec.entitlement_id.clone());
@@ -251,23 +275,26 @@ pub async fn run_hub(state: Arc<AppState>) {
             let announced = *state.last_seq.borrow();
             let handed = state.events.take_handed(at);
             if !handed.is_empty() {
-                let mut known = HashMap::new();
+                // One view per write: the rows of one hand-over share it.
+                let mut last: Option<(Arc<Stored>, jit_core::api::RequestView)> = None;
                 let mut rows = Vec::with_capacity(handed.len());
                 for (rec, stored) in handed {
-                    if let Some(s) = stored {
-                        known
-                            .entry(rec.request_id.clone())
-                            .or_insert_with(|| Some(view(&state, &s, None)));
-                    }
-                    rows.push(rec);
+                    let known = stored.map(|s| match &last {
+                        Some((l, v)) if Arc::ptr_eq(l, &s) => v.clone(),
+                        _ => {
+                            let v = view(&state, &s, None);
+                            last = Some((s, v.clone()));
+                            v
+                        }
+                    });
+                    rows.push((rec, known));
                 }
                 let n = rows.len() as u64;
-                match render_with(&state, rows, known).await {
+                match render_with(&state, rows).await {
                     Ok(evs) => {
                         for ev in evs {
                             at = ev.seq;
-                            let _ = state.events.tx.send(Arc::new(ev));
-                            state.events.published.send_replace(at);
+                            state.events.broadcast(ev);
                         }
                         state
                             .events
@@ -311,9 +338,7 @@ pub async fn run_hub(state: Arc<AppState>) {
                 Ok(evs) => {
                     for ev in evs {
                         at = ev.seq;
-                        // No receivers is fine: the backlog is in the store.
-                        let _ = state.events.tx.send(Arc::new(ev));
-                        state.events.published.send_replace(at);
+                        state.events.broadcast(ev);
                     }
                 }
                 Err(e) => {
@@ -437,10 +462,7 @@ pub async fn stream(
             "since must be an event id: a whole number ≥ 0".into(),
         ));
     }
-    // Subscribe before reading the broadcast position: nothing falls
-    // between the backlog and the live events.
-    let rx = state.events.tx.subscribe();
-    let published = *state.events.published.borrow();
+    let (rx, published) = state.events.open();
     let after = match last_id.or(q.since) {
         // Past the newest event this replica broadcast: another replica's
         // event not broadcast here yet — or an id no event has (a client's
@@ -565,7 +587,7 @@ async fn next_frame(c: &mut Cursor, t: &mut Timers) -> Option<Bytes> {
 
 #[cfg(test)]
 mod tests {
-    use super::{frame, parse_event_id, Hub};
+    use super::{frame, parse_event_id, Hub, Rendered};
 
     fn row(seq: i64) -> jit_core::api::AuditRecord {
         serde_json::from_value(serde_json::json!({
@@ -574,6 +596,56 @@ mod tests {
             "actor": "u", "reason": null, "prev_hash": "", "hash": "",
         }))
         .unwrap()
+    }
+
+    /// A stream that opens while the hub broadcasts misses no event: each
+    /// one is at or below the position it read (its backlog, from the
+    /// store) or comes live. (With the event sent before the position
+    /// moved, a stream opened in between started at N - 1 and first
+    /// heard N + 1: N was lost, within a few hundred opens here.)
+    #[test]
+    fn a_stream_opened_during_a_broadcast_misses_no_event() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let hub = Arc::new(Hub::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sender = std::thread::spawn({
+            let (hub, stop) = (hub.clone(), stop.clone());
+            move || {
+                let mut seq = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    seq += 1;
+                    hub.broadcast(Rendered {
+                        seq,
+                        requester_id: String::new(),
+                        entitlement_id: String::new(),
+                        frame: axum::body::Bytes::new(),
+                    });
+                }
+            }
+        });
+        let mut checked = 0;
+        let mut lost = Vec::new();
+        for _ in 0..20_000 {
+            let (mut rx, published) = hub.open();
+            // Lagged: thousands sent before this thread ran again; nothing
+            // to check for this open.
+            if let Ok(first) = rx.blocking_recv() {
+                checked += 1;
+                if first.seq > published + 1 {
+                    lost.push((published, first.seq));
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        sender.join().unwrap();
+        assert!(checked >= 10_000, "only {checked} opens checked");
+        assert!(
+            lost.is_empty(),
+            "{} of {checked} streams lost events (opened at, first live): {:?}",
+            lost.len(),
+            &lost[..lost.len().min(5)]
+        );
     }
 
     /// The hub takes handed-over rows only while they continue the

@@ -426,6 +426,105 @@ async fn the_hub_reads_nothing_back_for_this_jitd_s_own_writes() {
     j.stop().await;
 }
 
+/// Two writes of one request that reach the hub together: each event
+/// carries the request as its own write left it (the approval says
+/// `approved`, the cancel right after it `cancelled`). The hub rendered
+/// both with the first write's request.
+#[tokio::test]
+async fn each_event_carries_the_request_as_its_own_write_left_it() {
+    let kc = kc();
+    kc.add_user("bob", &["approver"], &[]);
+    let j = start(POLICY, kc.clone(), "").await;
+    let alice = j.issuer.token("alice", &[]);
+    let mut s = events(&j, &alice).await;
+    let (status, created) = send(&j, "POST", "/v1/requests", &alice, Some(body("open"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let f = next(&mut s).await.expect("the created event");
+    assert!(f.contains("event: request.created\n"), "{f}");
+
+    // Two writes through the store, handed to the hub one after the other
+    // with no await between them (this test's runtime has one thread):
+    // the hub takes both at once.
+    let state = j.state().clone();
+    let e = state.policy().entitlement("open").unwrap().clone();
+    let bob = jit_core::Principal {
+        id: "bob".into(),
+        username: "bob".into(),
+        roles: ["approver".to_string()].into(),
+        groups: Default::default(),
+        client_id: None,
+    };
+    let approved = state
+        .store
+        .update(&id, move |s| {
+            let t = s.request.vote(
+                &e,
+                &bob,
+                jit_core::model::Decision::Approve,
+                None,
+                None,
+                chrono::Utc::now(),
+            )?;
+            Ok(t.into_iter().map(Into::into).collect())
+        })
+        .await
+        .unwrap();
+    let alice_p = jit_core::Principal {
+        id: "alice".into(),
+        username: "alice".into(),
+        roles: Default::default(),
+        groups: Default::default(),
+        client_id: None,
+    };
+    let cancelled = state
+        .store
+        .update(&id, move |s| {
+            Ok(vec![s.request.cancel(&alice_p, chrono::Utc::now())?.into()])
+        })
+        .await
+        .unwrap();
+    state.published_with(&approved.1, &approved.0);
+    state.published_with(&cancelled.1, &cancelled.0);
+
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let f = next(&mut s).await.expect("the stream goes on");
+        if f.starts_with(':') {
+            continue;
+        }
+        let data: jit_core::api::EventData = serde_json::from_str(
+            f.lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .expect("a data line"),
+        )
+        .unwrap();
+        seen.push((
+            data.record.event.to_string(),
+            data.request.expect("the request").request.status(),
+        ));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "request.approved".to_string(),
+                jit_core::model::Status::Approved
+            ),
+            (
+                "request.cancelled".to_string(),
+                jit_core::model::Status::Cancelled
+            ),
+        ]
+    );
+    assert_eq!(
+        j.state().events.store_reads(),
+        0,
+        "both came from the writes"
+    );
+    j.stop().await;
+}
+
 /// A stream ends when its token does, keep-alives or not (the token's
 /// timer is not re-armed by other frames).
 #[tokio::test]

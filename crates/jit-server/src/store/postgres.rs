@@ -88,10 +88,12 @@ pub struct PgClient {
 /// out without the check-out test's round trip (an empty query): under
 /// load every store call checked out a connection, and the test was one
 /// more round trip to the server for each. One whose server went away
-/// meanwhile (a restart, a failover) fails its next statement like a
-/// statement under way at that moment: an API call answers 503, a
+/// meanwhile (a restart, a failover) fails its next call like a call under
+/// way at that moment ([`StoreError::Pool`]): an API call answers 503, a
 /// scheduler batch is not written and its work is done again at a later
-/// pass; the pool then drops the connection (`has_broken`).
+/// pass; the pool then drops the connection (`has_broken`). After a
+/// restart that is once per pooled connection: up to the pool's size of
+/// calls fail within that second.
 const ANSWERED_RECENTLY: Duration = Duration::from_secs(1);
 
 /// Whether a connection that last answered at `answered_at` is handed out
