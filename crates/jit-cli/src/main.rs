@@ -242,7 +242,7 @@ enum Cmd {
     /// The audit trail you may see (with --output json: JSON lines).
     Audit {
         /// Only rows after this sequence number (0 or more).
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = clap::value_parser!(i64).range(0..))]
         since: i64,
         /// CSV export (not with --output json).
         #[arg(long)]
@@ -256,7 +256,7 @@ enum Cmd {
     Watch {
         /// Start after this event (audit sequence number, 0 or more);
         /// default: now.
-        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+        #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(i64).range(0..))]
         since: Option<i64>,
     },
     /// Print a shell completion script, e.g. `jit completions bash >

@@ -183,11 +183,20 @@ fn a_profiles_token_is_never_sent_to_another_server() {
 /// word about a `Last-Event-ID` header the user never typed.
 #[test]
 fn a_negative_since_is_a_usage_error() {
-    for args in [["watch", "--since=-1"], ["audit", "--since=-1"]] {
+    // `--since -1` (a separate word) too: it said "unexpected argument
+    // '-1' found" (taken for an option), not what `--since` accepts.
+    for args in [
+        vec!["watch", "--since=-1"],
+        vec!["audit", "--since=-1"],
+        vec!["watch", "--since", "-1"],
+        vec!["audit", "--since", "-1"],
+    ] {
         let o = jit(&args, &[SERVER]);
         let err = String::from_utf8_lossy(&o.stderr).to_string();
         assert_eq!(o.status.code(), Some(2), "{err}");
         assert!(err.contains("--since"), "{err}");
+        assert!(err.contains("-1"), "{err}");
+        assert!(!err.contains("unexpected argument"), "{err}");
         assert!(!err.contains("Last-Event-ID"), "{err}");
     }
 }
