@@ -706,10 +706,7 @@ async fn resolve(c: &Client, id: &str) -> anyhow::Result<String> {
             exit::NOT_FOUND,
             format!("no request you may see has an id starting with '{id}'")
         )),
-        n => bail!(Exit(
-            exit::USAGE,
-            format!("'{id}' matches {n} requests: give more characters")
-        )),
+        _ => bail!(Exit(exit::USAGE, render::ambiguous_prefix(id, &hits))),
     }
 }
 

@@ -43,6 +43,45 @@ pub fn cut(text: &str, max: usize) -> String {
 /// both ends stay readable — a Keycloak service account's name
 /// (`service-account-<client>`) differs only at its end, an e-mail-like
 /// name at its start. Made [`safe`] as [`cut`].
+/// The one-line error for an id prefix that matches several requests:
+/// the first five, each by the shortest prefix (at least 8 characters)
+/// that only it has among them, with requester, entitlement and status,
+/// so the user can pick one without another command.
+pub fn ambiguous_prefix(prefix: &str, hits: &[RequestView]) -> String {
+    const SHOWN: usize = 5;
+    let ids: Vec<&str> = hits.iter().map(|h| h.request.id()).collect();
+    let short = |id: &str| -> String {
+        let mut n = 8.max(prefix.len() + 1).min(id.len());
+        while n < id.len() && ids.iter().filter(|o| o.get(..n) == id.get(..n)).count() > 1 {
+            n += 1;
+        }
+        safe(id.get(..n).unwrap_or(id))
+    };
+    let listed: Vec<String> = hits
+        .iter()
+        .take(SHOWN)
+        .map(|h| {
+            format!(
+                "{} ({} → {}, {})",
+                short(h.request.id()),
+                cut_name(h.request.requester_username(), 24),
+                cut_name(&h.entitlement_name, 32),
+                h.request.status()
+            )
+        })
+        .collect();
+    let more = match hits.len().saturating_sub(SHOWN) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    format!(
+        "'{}' matches {} requests: {}{more}; give more characters",
+        safe(prefix),
+        hits.len(),
+        listed.join(", ")
+    )
+}
+
 pub fn cut_name(name: &str, max: usize) -> String {
     let name = safe(name);
     let n = name.chars().count();
@@ -784,6 +823,41 @@ mod tests {
             "revoke_late": false, "awaits_your_review": null
         }))
         .unwrap()
+    }
+
+    /// An ambiguous prefix names its matches (it said only how many), each
+    /// by a prefix only it has, on one line.
+    #[test]
+    fn an_ambiguous_prefix_names_its_matches() {
+        let hits = [
+            view("6d48a1c2-0000-4000-8000-000000000000", "db", "alice", "x"),
+            view("6d48a1c2-1000-4000-8000-000000000000", "db", "bob", "x"),
+            view(
+                "6d48f00e-0000-4000-8000-000000000000",
+                "ops",
+                "carol\nx",
+                "x",
+            ),
+        ];
+        let line = ambiguous_prefix("6d48", &hits);
+        assert_eq!(
+            line,
+            "'6d48' matches 3 requests: 6d48a1c2-0 (alice → db, pending), \
+             6d48a1c2-1 (bob → db, pending), 6d48f00e (carol?x → ops, pending); \
+             give more characters"
+        );
+        assert!(!line.contains('\n'));
+        let many: Vec<_> = (0..7)
+            .map(|i| {
+                view(
+                    &format!("6d48{i}000-0000-4000-8000-000000000000"),
+                    "db",
+                    "a",
+                    "x",
+                )
+            })
+            .collect();
+        assert!(ambiguous_prefix("6d48", &many).contains(" and 2 more; give more characters"));
     }
 
     /// A grant given up (`failed`) is not said to be retried; one being
