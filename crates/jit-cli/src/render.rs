@@ -39,10 +39,6 @@ pub fn cut(text: &str, max: usize) -> String {
     out
 }
 
-/// A user name cut to `max` characters in the middle (`service…jit-ci`):
-/// both ends stay readable — a Keycloak service account's name
-/// (`service-account-<client>`) differs only at its end, an e-mail-like
-/// name at its start. Made [`safe`] as [`cut`].
 /// The one-line error for an id prefix that matches several requests:
 /// the first five, each by the shortest prefix (at least 8 characters)
 /// that only it has among them, with requester, entitlement and status,
@@ -82,6 +78,10 @@ pub fn ambiguous_prefix(prefix: &str, hits: &[RequestView]) -> String {
     )
 }
 
+/// A user name cut to `max` characters in the middle (`service…jit-ci`):
+/// both ends stay readable — a Keycloak service account's name
+/// (`service-account-<client>`) differs only at its end, an e-mail-like
+/// name at its start. Made [`safe`] as [`cut`].
 pub fn cut_name(name: &str, max: usize) -> String {
     let name = safe(name);
     let n = name.chars().count();
