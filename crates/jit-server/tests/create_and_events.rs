@@ -448,13 +448,16 @@ async fn each_event_carries_the_request_as_its_own_write_left_it() {
     // the hub takes both at once.
     let state = j.state().clone();
     let e = state.policy().entitlement("open").unwrap().clone();
-    let bob = jit_core::Principal {
-        id: "bob".into(),
-        username: "bob".into(),
-        roles: ["approver".to_string()].into(),
+    // As the test tokens say them: the subject is the user name.
+    let person = |name: &str, roles: &[&str]| jit_core::Principal {
+        id: name.into(),
+        username: name.into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
         groups: Default::default(),
         client_id: None,
     };
+    let bob = person("bob", &["approver"]);
+    let alice_p = person("alice", &[]);
     let approved = state
         .store
         .update(&id, move |s| {
@@ -470,13 +473,6 @@ async fn each_event_carries_the_request_as_its_own_write_left_it() {
         })
         .await
         .unwrap();
-    let alice_p = jit_core::Principal {
-        id: "alice".into(),
-        username: "alice".into(),
-        roles: Default::default(),
-        groups: Default::default(),
-        client_id: None,
-    };
     let cancelled = state
         .store
         .update(&id, move |s| {
