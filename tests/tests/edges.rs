@@ -233,6 +233,65 @@ approver_roles = ["support-agent"]
     frank.cancel(&f).await.unwrap();
 }
 
+/// A holder disabled in Keycloak while the grant is active loses it at
+/// jitd's next check of the disabled users (`disabled_check_secs`, 2 s
+/// here; Keycloak's real `enabled=false` search): revoked by jitd with the
+/// reason, the membership removed from Keycloak.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_ends_when_its_holder_is_disabled_in_keycloak() {
+    let _serial = serial().await;
+    let ctx = Ctx::new().await;
+    let kc = RealmAdmin::new(&ctx).await;
+    let jitd = Jitd::start_with(
+        r#"
+[[entitlement]]
+id = "incident-responder"
+group = "/incident-responders"
+max_duration = "1h"
+approver_roles = ["support-agent"]
+"#,
+        &ctx.env.url,
+        "\n[scheduler]\ndisabled_check_secs = 2\n",
+        &[],
+    );
+    let frank = jitd.client(&token("frank").await);
+    let erin = jitd.client(&token("erin").await);
+    let frank_id = ctx.probe.user_id("frank").await.unwrap();
+    let member = || async {
+        ctx.probe
+            .groups("frank")
+            .await
+            .unwrap()
+            .iter()
+            .any(|g| g.contains("incident-responders"))
+    };
+    let id = create(&frank, "incident-responder", "30m").await.unwrap();
+    erin.approve(&id, Some("edges: disabled while active".into()), None)
+        .await
+        .unwrap();
+    eventually(secs(30), "frank's grant active", || async {
+        erin.get(&id).await.unwrap().request.status() == Status::Active
+    })
+    .await;
+    assert!(member().await, "frank was made a member");
+    kc.set_enabled(&frank_id, false).await;
+    eventually(secs(60), "frank's grant revoked and removed", || async {
+        erin.get(&id).await.unwrap().keycloak.removed_at.is_some()
+    })
+    .await;
+    let r = erin.get(&id).await.unwrap();
+    assert_eq!(r.request.status(), Status::Revoked, "{r:?}");
+    assert!(
+        r.request
+            .end_reason()
+            .unwrap_or_default()
+            .contains("frank is disabled in Keycloak"),
+        "{r:?}"
+    );
+    assert!(!member().await, "frank is still a member");
+    ctx.restore_fixture_rights().await;
+}
+
 async fn wait_active_then_drop(c: &jit_client::Client, id: &str) {
     eventually(secs(10), "grant active", || async {
         c.get(id).await.unwrap().request.status() == Status::Active

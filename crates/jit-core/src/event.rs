@@ -71,7 +71,8 @@ event_kinds! {
     GrantExpired = "grant.expired",
     /// The requester gave the grant up.
     GrantDropped = "grant.dropped",
-    /// An approver ended the grant.
+    /// An approver ended the grant, or jitd did (its entitlement left the
+    /// policy, or its requester was disabled in Keycloak).
     GrantRevoked = "grant.revoked",
     /// Keycloak refused the grant for good; it ended `failed`.
     GrantFailed = "grant.failed",

@@ -89,6 +89,11 @@ pub struct SchedulerConfig {
     /// (for an administrator) after this many seconds of retrying
     /// ([`retried_secs`]). Default 3600.
     pub removal_retry_limit_secs: u64,
+    /// How often active grants are checked against the realm's disabled
+    /// users, seconds (at least 1): a grant whose requester is disabled in
+    /// Keycloak is revoked by jitd and its assignment removed
+    /// ([`end_grants_of_disabled_requesters`]). Default 30.
+    pub disabled_check_secs: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -98,6 +103,7 @@ impl Default for SchedulerConfig {
             keycloak_call_timeout_secs: 10,
             grant_retry_limit_secs: 900,
             removal_retry_limit_secs: 3600,
+            disabled_check_secs: 30,
         }
     }
 }
@@ -165,6 +171,13 @@ pub struct Scheduler {
     /// check's quiet time; a wall-clock step does not move it).
     answered_instant: Mutex<Option<Instant>>,
     last_target_check: Mutex<Option<Instant>>,
+    /// When the last check of active grants against the disabled users
+    /// started ([`spawn_disabled_check`]).
+    last_disabled_check: Mutex<Option<Instant>>,
+    /// A check of active grants against the disabled users is under way.
+    checking_disabled: AtomicBool,
+    /// The last such check could not read Keycloak (said once at WARN).
+    disabled_check_failing: AtomicBool,
     /// When Keycloak last answered a call of jitd's (any answer, even a
     /// refusal), unix milliseconds UTC; 0 = not yet.
     answered_at_ms: std::sync::atomic::AtomicI64,
@@ -181,6 +194,7 @@ impl Scheduler {
     pub fn new(mut config: SchedulerConfig) -> Scheduler {
         config.keycloak_concurrency = config.keycloak_concurrency.max(1);
         config.keycloak_call_timeout_secs = config.keycloak_call_timeout_secs.max(1);
+        config.disabled_check_secs = config.disabled_check_secs.max(1);
         Scheduler {
             permits: Permits::new(config.keycloak_concurrency),
             commits: CommitBatcher::default(),
@@ -201,6 +215,9 @@ impl Scheduler {
             checking_liveness: AtomicBool::new(false),
             answered_instant: Mutex::new(None),
             last_target_check: Mutex::new(None),
+            last_disabled_check: Mutex::new(None),
+            checking_disabled: AtomicBool::new(false),
+            disabled_check_failing: AtomicBool::new(false),
             answered_at_ms: Default::default(),
         }
     }
@@ -557,6 +574,7 @@ pub async fn run(state: Arc<AppState>) {
         if due_target_check && !state.scheduler.keycloak_down() {
             spawn_target_check(&state);
         }
+        spawn_disabled_check(&state);
         check_liveness(&state);
         let next = match tick(&state, Utc::now()).await {
             Ok(n) => n,
@@ -644,6 +662,139 @@ fn check_liveness(state: &Arc<AppState>) {
             .checking_liveness
             .store(false, Ordering::SeqCst);
     });
+}
+
+/// Starts [`end_grants_of_disabled_requesters`] in the background when
+/// `disabled_check_secs` have passed since the last one started (at once
+/// after jitd starts), Keycloak is taken for up, and none is under way.
+fn spawn_disabled_check(state: &Arc<AppState>) {
+    let s = &state.scheduler;
+    let every = Duration::from_secs(s.config.disabled_check_secs);
+    {
+        let mut last = s
+            .last_disabled_check
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < every)
+            || s.keycloak_down()
+            || s.checking_disabled.swap(true, Ordering::SeqCst)
+        {
+            return;
+        }
+        *last = Some(Instant::now());
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        match end_grants_of_disabled_requesters(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                revoked = n,
+                "grants of requesters disabled in Keycloak revoked"
+            ),
+            Err(e) => {
+                crate::store::log_failure(&e, "revoking the grants of disabled requesters failed")
+            }
+        }
+        state
+            .scheduler
+            .checking_disabled
+            .store(false, Ordering::SeqCst);
+    });
+}
+
+/// Revokes every active grant whose requester is disabled in Keycloak
+/// (person or service account), as jitd, with the reason "`<username>` is
+/// disabled in Keycloak"; the assignment is then removed like any ended
+/// grant's (`removal_pending`). Disabling an account is how an incident or
+/// an offboarding starts: the JIT roles it holds go with it, not at their
+/// end. Returns how many grants it ended.
+///
+/// Reads nothing from Keycloak while no grant is active. Otherwise one
+/// `GET /users?enabled=false` ([`KeycloakAdmin::disabled_users`], outside
+/// the Keycloak slots, within `keycloak_call_timeout_secs`); when more
+/// than [`DISABLED_MAX`] users are disabled, each holder's account is read
+/// instead (one call each). A deleted holder is left to its grant's end
+/// (Keycloak took the assignment away with the user; the removal finds
+/// nothing). A failed read ends the check for this round (the next one is
+/// `disabled_check_secs` later; said once at WARN until a check works
+/// again). Not seen, as at
+/// activation: a user only locked out by brute-force detection, a disabled
+/// state only a federation provider knows. Errors: the store's.
+///
+/// [`KeycloakAdmin::disabled_users`]: jit_keycloak::KeycloakAdmin::disabled_users
+pub async fn end_grants_of_disabled_requesters(state: &AppState) -> Result<usize, StoreError> {
+    let grants = state.store.active_grant_holders().await?;
+    if grants.is_empty() {
+        return Ok(0);
+    }
+    let disabled = match disabled_holders(state, &grants).await {
+        Ok(ids) => {
+            if state
+                .scheduler
+                .disabled_check_failing
+                .swap(false, Ordering::SeqCst)
+            {
+                tracing::info!(
+                    "the check of active grants against Keycloak's disabled users works again"
+                );
+            }
+            ids
+        }
+        Err(e) => {
+            // Said once until it works again (a missing right, view-users,
+            // stays so until an administrator acts).
+            if state
+                .scheduler
+                .disabled_check_failing
+                .swap(true, Ordering::SeqCst)
+            {
+                tracing::debug!(error = %e, "checking the active grants against Keycloak's disabled users failed again");
+            } else {
+                tracing::warn!(error = %e, "cannot check the active grants against Keycloak's disabled users; trying again every disabled_check_secs");
+            }
+            return Ok(0);
+        }
+    };
+    let mut ended = 0;
+    for g in grants.iter().filter(|g| disabled.contains(&g.requester_id)) {
+        let reason = format!("{} is disabled in Keycloak", g.requester_username);
+        tracing::warn!(request = %g.id, %reason, "revoking");
+        withdraw(state, &g.id, &reason).await?;
+        ended += 1;
+    }
+    if ended > 0 {
+        state.wake.notify_one();
+    }
+    Ok(ended)
+}
+
+/// Which of the holders of `grants` are disabled in Keycloak: one read of
+/// the realm's disabled users, or each holder's account when more than
+/// [`DISABLED_MAX`] are disabled (a deleted holder is not counted).
+async fn disabled_holders(
+    state: &AppState,
+    grants: &[crate::store::GrantHolder],
+) -> Result<HashSet<String>, KeycloakError> {
+    if let Some(ids) = call(state, state.admin.disabled_users(DISABLED_MAX)).await? {
+        return Ok(ids);
+    }
+    let mut ids = HashSet::new();
+    let holders: HashSet<&str> = grants.iter().map(|g| g.requester_id.as_str()).collect();
+    let account = jit_keycloak::UserParts {
+        realm_roles: false,
+        groups: false,
+    };
+    for user in holders {
+        match call(state, state.admin.current_user_parts(user, account)).await {
+            Ok(u) if !u.enabled => {
+                ids.insert(user.to_string());
+            }
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(ids)
 }
 
 /// Checks every entitlement's Keycloak target (exists, assignable by the

@@ -984,6 +984,82 @@ async fn a_disabled_requester_of_an_open_entitlement_is_not_granted() {
     j.stop().await;
 }
 
+/// A requester disabled in Keycloak while their grant is active loses it
+/// at the next check of the disabled users (`disabled_check_secs`): the
+/// grant is revoked by jitd with the reason and the role removed. People
+/// and service accounts alike; the others keep theirs.
+#[tokio::test]
+async fn an_active_grant_ends_when_its_requester_is_disabled() {
+    an_active_grant_ends_when_disabled_on("jitd.sqlite").await;
+}
+
+async fn an_active_grant_ends_when_disabled_on(database: &str) {
+    let kc = kc_with_users(&["alice", "bob"]);
+    kc.add_user("service-account-ci", &[], &[]);
+    let j = start_on(POLICY, kc.clone(), "disabled_check_secs = 1", database).await;
+    let a = j.request("alice", "open", 600);
+    let b = j.request("bob", "open", 600);
+    let ci = j.request_by_client("service-account-ci", "ci", "open", 600, None);
+    for id in [&a, &b, &ci] {
+        j.wait(id, "granted", SECS, |s| {
+            s.request.status() == Status::Active
+        })
+        .await;
+    }
+    kc.edit_user("alice", |u| u.enabled = false);
+    kc.edit_user("service-account-ci", |u| u.enabled = false);
+    for (id, who) in [(&a, "alice"), (&ci, "service-account-ci")] {
+        let s = j
+            .wait(id, "the grant revoked and its role removed", SECS, |s| {
+                s.grant.removed_at.is_some()
+            })
+            .await;
+        assert_eq!(s.request.status(), Status::Revoked, "{who}: {s:?}");
+        let why = format!("{who} is disabled in Keycloak");
+        assert!(
+            s.request.end_reason().unwrap_or_default().contains(&why),
+            "{who}: {s:?}"
+        );
+        assert!(
+            has_event(&j, id, EventKind::GrantRevoked, &why),
+            "{who}: audited"
+        );
+        assert!(!kc.has(who, &open_role()), "{who} still holds the role");
+    }
+    // The same read found bob enabled: his grant stands.
+    assert_eq!(j.get(&b).request.status(), Status::Active);
+    assert!(kc.has("bob", &open_role()));
+    j.stop().await;
+}
+
+/// A failed read of the disabled users ends nothing and is made again at
+/// the next check; the grant then ends.
+#[tokio::test]
+async fn a_failed_check_of_the_disabled_users_is_made_again() {
+    let kc = kc_with_users(&["alice"]);
+    let j = start(POLICY, kc.clone(), "disabled_check_secs = 1").await;
+    let a = j.request("alice", "open", 600);
+    j.wait(&a, "granted", SECS, |s| {
+        s.request.status() == Status::Active
+    })
+    .await;
+    kc.fail(Some(Op::Disabled), None, Fault::Server(500), Some(2));
+    kc.edit_user("alice", |u| u.enabled = false);
+    let s = j
+        .wait(&a, "the grant revoked", SECS, |s| {
+            s.grant.removed_at.is_some()
+        })
+        .await;
+    assert_eq!(s.request.status(), Status::Revoked, "{s:?}");
+    assert!(
+        kc.count(Op::Disabled) >= 3,
+        "two failed reads, then one that found alice: {}",
+        kc.count(Op::Disabled)
+    );
+    assert!(!kc.has("alice", &open_role()));
+    j.stop().await;
+}
+
 #[tokio::test]
 async fn when_the_disabled_users_cannot_be_listed_each_account_is_read() {
     let kc = kc_with_users(&["alice", "bob", "carol", "dave", "erin", "f1", "f2", "f3"]);

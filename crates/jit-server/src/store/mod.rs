@@ -128,6 +128,17 @@ pub struct Stored {
     pub grant: GrantState,
 }
 
+/// An active grant as who holds it ([`SqlStore::active_grant_holders`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantHolder {
+    /// The grant's request id.
+    pub id: String,
+    /// The requester's Keycloak user id.
+    pub requester_id: String,
+    /// The requester's username, as at the request.
+    pub requester_username: String,
+}
+
 /// A request as the scheduler reads it before its Keycloak work
 /// ([`SqlStore::work_views`]).
 #[derive(Debug, Clone)]
@@ -1474,6 +1485,29 @@ impl SqlStore {
         rows.iter().map(Self::row_to_stored).collect()
     }
 
+    /// Every active grant (not extension), as who holds it: the request id,
+    /// the requester's Keycloak id and username, oldest first. For the
+    /// check of active grants against Keycloak's disabled users
+    /// (`scheduler::end_grants_of_disabled_requesters`); read through an
+    /// index on the status, never a scan of all requests.
+    pub fn active_grant_holders(&self) -> Result<Vec<GrantHolder>, StoreError> {
+        let rows = self.db.reader()?.query(
+            "SELECT id, requester_id, body FROM requests WHERE status = 'active' AND extends IS NULL ORDER BY expires_at, id",
+            &[],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let request: AccessRequest = serde_json::from_str(&r[2].text()?)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok(GrantHolder {
+                    id: r[0].text()?,
+                    requester_id: r[1].text()?,
+                    requester_username: request.requester_username().to_string(),
+                })
+            })
+            .collect()
+    }
+
     /// Active grants of `target` to `user_id`, other than `except`.
     pub fn other_active_grants(
         &self,
@@ -2163,6 +2197,11 @@ impl Store {
     pub async fn active_grants_of(&self, user_id: &str) -> Result<Vec<Stored>, StoreError> {
         let u = user_id.to_string();
         blocking!(self, |s| s.active_grants_of(&u))
+    }
+
+    /// See [`SqlStore::active_grant_holders`].
+    pub async fn active_grant_holders(&self) -> Result<Vec<GrantHolder>, StoreError> {
+        blocking!(self, |s| s.active_grant_holders())
     }
 
     /// See [`SqlStore::other_active_grants`].

@@ -1981,6 +1981,8 @@ fn due_work_is_read_through_partial_indexes_on_both_engines() {
             ("SELECT id FROM requests WHERE status='approved' AND extends IS NULL AND (start_at IS NULL OR start_at <= ?) AND (next_attempt_at IS NULL OR next_attempt_at <= ?)", &[]),
             ("SELECT id FROM requests WHERE removal_pending=1 AND (next_attempt_at IS NULL OR next_attempt_at <= ?)", &["requests_removal_due"]),
             ("SELECT 1 FROM requests WHERE requester_id = ? AND target = ? AND removal_pending = 1", &["requests_removal_due"]),
+            // The check of active grants against the disabled users.
+            ("SELECT id, requester_id, body FROM requests WHERE status = 'active' AND extends IS NULL ORDER BY expires_at, id", &[]),
             ("SELECT body, grant_state FROM requests WHERE removal_pending = 1
              UNION ALL SELECT body, grant_state FROM requests WHERE removal_pending = 2
              UNION ALL SELECT body, grant_state FROM requests WHERE status = 'active' AND expires_at <= ? AND removal_pending = 0",
@@ -2096,4 +2098,45 @@ fn a_missing_postgres_database_is_said_with_its_cause() {
         err.contains("database \"no_such_jit_database\" does not exist"),
         "{err}"
     );
+}
+
+/// The holders of active grants (for the check against Keycloak's disabled
+/// users): active access grants only, with their requester's id and
+/// username; an ended grant leaves the list.
+#[test]
+fn active_grant_holders_are_the_active_grants_on_both_engines() {
+    for (engine, store, _keep) in stores() {
+        let now = Utc::now();
+        for id in ["ga", "gb", "gc", "gd"] {
+            let (r, t) = request(id, &format!("u-{id}"), "db", now);
+            store.insert(&r, t).unwrap();
+        }
+        for id in ["ga", "gb", "gd"] {
+            approve(&store, id, &approver(), now);
+        }
+        for id in ["ga", "gb"] {
+            store
+                .update(id, |s| {
+                    Ok(vec![Entry::from(s.request.activate_since(now, now)?)])
+                })
+                .unwrap();
+        }
+        let holders = |store: &SqlStore| -> Vec<(String, String, String)> {
+            store
+                .active_grant_holders()
+                .unwrap()
+                .into_iter()
+                .map(|h| (h.id, h.requester_id, h.requester_username))
+                .collect()
+        };
+        let row = |id: &str| (id.to_string(), format!("u-{id}"), format!("u-{id}-name"));
+        // gc is pending, gd approved: not active.
+        assert_eq!(holders(&store), vec![row("ga"), row("gb")], "{engine}");
+        store
+            .update("ga", |s| {
+                Ok(vec![Entry::from(s.request.withdraw("test", Utc::now())?)])
+            })
+            .unwrap();
+        assert_eq!(holders(&store), vec![row("gb")], "{engine}: ga ended");
+    }
 }

@@ -203,6 +203,14 @@ pub async fn try_start_on(
     database: &str,
 ) -> anyhow::Result<TestJitd> {
     let issuer = Issuer::start().await;
+    // The check of active grants against the disabled users reads
+    // Keycloak every 30 s by default: tests that count Keycloak's calls
+    // must not meet it; the tests of that check set their own.
+    let scheduler = if scheduler.contains("disabled_check_secs") {
+        scheduler.to_string()
+    } else {
+        format!("disabled_check_secs = 3600\n{scheduler}")
+    };
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
     std::fs::write(
