@@ -437,6 +437,16 @@ fn release_slot() {
     });
 }
 
+/// Inside a scheduler worker: gives its Keycloak slot, or its place in
+/// the queue for one, back while it waits for something that takes none;
+/// its next Keycloak call then queues as work under way
+/// ([`Priority::Resume`]), ahead of work not started yet (whose places
+/// may belong to workers not waiting for them yet).
+fn step_aside() {
+    release_slot();
+    let _ = SLOT.try_with(|s| s.borrow_mut().resumed = true);
+}
+
 /// Whether this task is a scheduler worker.
 fn in_worker() -> bool {
     SLOT.try_with(|_| ()).is_ok()
@@ -2021,6 +2031,15 @@ async fn activate(
     let mut owns_read = None;
     if s.grant.owns_assignment.is_none() {
         let open = e.requester_roles.is_empty() && e.requester_groups.is_empty();
+        if open && disabled_since.is_some() {
+            // Neither shared read takes a Keycloak slot, and the ownership
+            // decision is written (which gives the slot back) before the
+            // assignment is sent: a slot held — or handed to this worker's
+            // place in the queue — while the pass's reads are under way
+            // would sit idle for them (up to all of the slots at the start
+            // of each pass).
+            step_aside();
+        }
         let listed = match (open, disabled_since) {
             (true, Some(since)) if batch.is_some() => {
                 let (listed, owns) = tokio::join!(

@@ -1150,6 +1150,84 @@ async fn a_hung_read_of_the_disabled_users_does_not_hold_grants_for_a_call_timeo
     j.stop().await;
 }
 
+/// The grants of a pass hold no Keycloak slot while the pass's shared
+/// reads (the disabled users, the target's holders) are under way: a
+/// removal due meanwhile is made at once. Before, the pass's first grant
+/// kept the only slot (taken for it when the pass handed it out) idle
+/// until the read gave up, and the removal came after its fallback read.
+#[tokio::test]
+async fn a_pass_s_grants_hold_no_slot_while_its_shared_reads_are_under_way() {
+    let kc = kc_with_users(&["holder", "g0", "g1", "g2", "g3"]);
+    let j = start(
+        POLICY,
+        kc.clone(),
+        "keycloak_concurrency = 1\nkeycloak_call_timeout_secs = 60",
+    )
+    .await;
+    let held = j.request("holder", "open", 600);
+    j.wait(&held, "granted", SECS, |s| {
+        s.request.status() == Status::Active
+    })
+    .await;
+    // The pass's read of the disabled users hangs (until its own limit).
+    kc.fail(Some(Op::Disabled), None, Fault::Hang, Some(1));
+    let later = Some(Utc::now() + chrono::Duration::hours(1));
+    let users = ["g0", "g1", "g2", "g3"];
+    let ids: Vec<String> = users
+        .iter()
+        .map(|u| j.request_at(u, "open", 600, later))
+        .collect();
+    j.make_due_now(&ids);
+    until("the pass's read under way", SECS, || {
+        kc.calls()
+            .iter()
+            .any(|c| c.op == Op::Disabled && c.end.is_none())
+    })
+    .await;
+    // The holder gives the grant up: its removal is due now.
+    let who = Principal::new("holder", "holder");
+    j.state()
+        .store
+        .sync()
+        .update(&held, |s| {
+            let t = s.request.drop_grant(&who, Utc::now())?;
+            Ok(end_grant(s, t))
+        })
+        .unwrap();
+    j.state().wake.notify_one();
+    j.wait(&held, "the removal", SECS, |s| s.grant.removed_at.is_some())
+        .await;
+    for id in &ids {
+        j.wait(id, "the pass's grants", SECS, |s| {
+            s.request.status() == Status::Active
+        })
+        .await;
+    }
+    let calls = kc.calls();
+    let removal = calls
+        .iter()
+        .find(|c| c.op == Op::Unassign && c.user == "holder")
+        .and_then(|c| c.end)
+        .expect("the removal's call");
+    // Every call of the pass's grants that takes a slot (the fallback
+    // account reads after the hung read, the assignments) came after it
+    // (the grant-ends writes at their approval do not count).
+    let first_of_pass = calls
+        .iter()
+        .filter(|c| {
+            users.contains(&c.user.as_str())
+                && matches!(c.op, Op::UserAccess | Op::Holds | Op::Assign)
+        })
+        .map(|c| c.start)
+        .min()
+        .expect("the pass's calls");
+    assert!(
+        removal < first_of_pass,
+        "the removal waited for the pass's read: {calls:?}"
+    );
+    j.stop().await;
+}
+
 #[tokio::test]
 async fn a_pass_during_an_earlier_pass_s_read_of_disabled_users_waits_and_reads_again() {
     let names: Vec<String> = (0..8).map(|i| format!("u{i}")).collect();
