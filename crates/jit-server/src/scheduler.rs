@@ -695,13 +695,20 @@ fn spawn_disabled_check(state: &Arc<AppState>) {
     }
     let state = state.clone();
     tokio::spawn(async move {
-        match end_grants_of_disabled_requesters(&state).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
+        let mut stop = state.stopping.subscribe();
+        // Stopping jitd does not wait for it: each revocation is one
+        // transaction, and what is left is the next start's check.
+        let r = tokio::select! {
+            r = end_grants_of_disabled_requesters(&state) => Some(r),
+            _ = stop.changed() => None,
+        };
+        match r {
+            None | Some(Ok(0)) => {}
+            Some(Ok(n)) => tracing::info!(
                 revoked = n,
                 "grants of requesters disabled in Keycloak revoked"
             ),
-            Err(e) => {
+            Some(Err(e)) => {
                 crate::store::log_failure(&e, "revoking the grants of disabled requesters failed")
             }
         }
