@@ -604,14 +604,19 @@ pub fn show(r: &RequestView, now: DateTime<Utc>) {
     }
     if let Some(t) = r.keycloak.removed_at {
         // As the audit's `grant.removed` row: how long after the grant
-        // ended its role left Keycloak, when that is worth saying.
+        // ended its role (or membership) left Keycloak, when that is worth
+        // saying.
         let late = q
             .ended_at()
             .map(|e| (t - e).num_seconds())
             .filter(|s| *s >= 2)
             .map(|s| format!(", {} after the grant ended", format_duration(s)))
             .unwrap_or_default();
-        println!("Removed      {}: the role left Keycloak{late}", time(t));
+        let what = match q.target() {
+            jit_core::EntitlementKind::Group { .. } => "the membership",
+            _ => "the role",
+        };
+        println!("Removed      {}: {what} left Keycloak{late}", time(t));
     } else if q.ended_at().is_some() && r.keycloak.owns_assignment == Some(false) {
         println!(
             "Removed      no: held before the grant (a standing assignment JIT never removes)"

@@ -116,6 +116,13 @@ impl Config {
         }
         crate::webhooks::validate_all(&c.webhooks)
             .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+        let d = c.scheduler.disabled_check_secs;
+        if !(1..=3600).contains(&d) {
+            anyhow::bail!(
+                "config {}: [scheduler] disabled_check_secs = {d}: it must be 1 to 3600 (seconds); the check of active grants against Keycloak's disabled users cannot be turned off",
+                path.display()
+            );
+        }
         Ok(c)
     }
 
@@ -192,16 +199,51 @@ mod tests {
     use super::*;
 
     fn load(database: &str) -> anyhow::Result<Config> {
+        load_with(database, "")
+    }
+
+    fn load_with(database: &str, extra: &str) -> anyhow::Result<Config> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jitd.toml");
         std::fs::write(
             &path,
             format!(
-                "listen = \"127.0.0.1:0\"\ndatabase = \"{database}\"\npolicy = \"policy.toml\"\n\n[keycloak]\nurl = \"http://127.0.0.1:9\"\nrealm = \"r\"\n"
+                "listen = \"127.0.0.1:0\"\ndatabase = \"{database}\"\npolicy = \"policy.toml\"\n\n[keycloak]\nurl = \"http://127.0.0.1:9\"\nrealm = \"r\"\n{extra}"
             ),
         )
         .unwrap();
         Config::load(&path)
+    }
+
+    /// The check of active grants against Keycloak's disabled users runs
+    /// every 1 to 3600 s; 0 (read as "off") and larger values are refused
+    /// with the range, not quietly changed.
+    #[test]
+    fn disabled_check_secs_is_refused_outside_its_range() {
+        for bad in ["0", "3601", "9223372036854775807"] {
+            let e = load_with(
+                "data/jitd.sqlite",
+                &format!("\n[scheduler]\ndisabled_check_secs = {bad}\n"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("must be 1 to 3600"), "{bad}: {e}");
+        }
+        for good in ["1", "30", "3600"] {
+            let c = load_with(
+                "data/jitd.sqlite",
+                &format!("\n[scheduler]\ndisabled_check_secs = {good}\n"),
+            )
+            .unwrap();
+            assert_eq!(c.scheduler.disabled_check_secs.to_string(), good);
+        }
+        assert_eq!(
+            load("data/jitd.sqlite")
+                .unwrap()
+                .scheduler
+                .disabled_check_secs,
+            30
+        );
     }
 
     /// A password never shows in messages, whether in the URL's user
