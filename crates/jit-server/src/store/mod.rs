@@ -1486,7 +1486,8 @@ impl SqlStore {
     }
 
     /// Every active grant (not extension), as who holds it: the request id,
-    /// the requester's Keycloak id and username, oldest first. For the
+    /// the requester's Keycloak id and username, the soonest to end first.
+    /// For the
     /// check of active grants against Keycloak's disabled users
     /// (`scheduler::end_grants_of_disabled_requesters`); read through an
     /// index on the status, never a scan of all requests.
