@@ -1566,6 +1566,11 @@ impl UserParts {
         realm_roles: true,
         groups: true,
     };
+    /// The account alone (enabled, username): one call.
+    pub const ACCOUNT: UserParts = UserParts {
+        realm_roles: false,
+        groups: false,
+    };
 }
 
 impl AdminClient {

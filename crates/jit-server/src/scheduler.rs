@@ -797,11 +797,8 @@ async fn disabled_holders(
     }
     let mut ids = HashSet::new();
     let holders: HashSet<&str> = grants.iter().map(|g| g.requester_id.as_str()).collect();
-    let account = jit_keycloak::UserParts {
-        realm_roles: false,
-        groups: false,
-    };
     for user in holders {
+        let account = jit_keycloak::UserParts::ACCOUNT;
         match call(state, state.admin.current_user_parts(user, account)).await {
             Ok(u) if !u.enabled => {
                 ids.insert(user.to_string());
