@@ -236,7 +236,8 @@ approver_roles = ["support-agent"]
 /// A holder disabled in Keycloak while the grant is active loses it at
 /// jitd's next check of the disabled users (`disabled_check_secs`, 2 s
 /// here; Keycloak's real `enabled=false` search): revoked by jitd with the
-/// reason, the membership removed from Keycloak.
+/// reason, the membership removed from Keycloak; a request of the holder's
+/// still waiting for an approver is cancelled in the same check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_ends_when_its_holder_is_disabled_in_keycloak() {
     let _serial = serial().await;
@@ -249,6 +250,12 @@ id = "incident-responder"
 group = "/incident-responders"
 max_duration = "1h"
 approver_roles = ["support-agent"]
+
+[[entitlement]]
+id = "prod-db-admin"
+realm_role = "prod-db-admin"
+max_duration = "1h"
+approver_groups = ["/db-approvers"]
 "#,
         &ctx.env.url,
         "\n[scheduler]\ndisabled_check_secs = 2\n",
@@ -274,6 +281,10 @@ approver_roles = ["support-agent"]
     })
     .await;
     assert!(member().await, "frank was made a member");
+    // A request of frank's still waiting for an approver (bob, of
+    // /db-approvers) ends with him.
+    let waiting = create(&frank, "prod-db-admin", "30m").await.unwrap();
+    let bob = jitd.client(&token("bob").await);
     kc.set_enabled(&frank_id, false).await;
     eventually(secs(60), "frank's grant revoked and removed", || async {
         erin.get(&id).await.unwrap().keycloak.removed_at.is_some()
@@ -289,6 +300,18 @@ approver_roles = ["support-agent"]
         "{r:?}"
     );
     assert!(!member().await, "frank is still a member");
+    eventually(secs(60), "frank's waiting request cancelled", || async {
+        bob.get(&waiting).await.unwrap().request.status() == Status::Cancelled
+    })
+    .await;
+    let w = bob.get(&waiting).await.unwrap();
+    assert!(
+        w.request
+            .end_reason()
+            .unwrap_or_default()
+            .contains("frank is disabled in Keycloak"),
+        "{w:?}"
+    );
     ctx.restore_fixture_rights().await;
 }
 

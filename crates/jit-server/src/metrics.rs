@@ -15,6 +15,8 @@
 //! | `jit_removal_duration_seconds` | histogram | | wall time of the Keycloak step that removes |
 //! | `jit_removal_lateness_seconds` | histogram | | role confirmed removed − when access should have ended |
 //! | `jit_removals_failed_total` | counter | | removals given up for an administrator (`removal_failed`: Keycloak refused, or kept failing past `removal_retry_limit_secs`) |
+//! | `jit_disabled_check_last_success_timestamp_seconds` | gauge | | when the check of open requests against Keycloak's disabled users last ran to the end on this jitd (Unix time, seconds, UTC; 0 before the first): alert when it falls behind `disabled_check_secs` |
+//! | `jit_disabled_check_failures_total` | counter | | checks against Keycloak's disabled users that could not read them (nothing ended that round) |
 //! | `jit_keycloak_request_duration_seconds` | histogram | `operation` | every HTTP call to Keycloak |
 //! | `jit_keycloak_errors_total` | counter | `operation`, `kind` | failed Keycloak calls by kind |
 //! | `jit_sse_subscribers` | gauge | | open `/v1/events` streams |
@@ -110,6 +112,8 @@ pub struct Metrics {
     removal_duration: Histogram,
     removal_lateness: Histogram,
     removals_failed: Counter,
+    disabled_check_success: Gauge,
+    disabled_check_failures: Counter,
     keycloak_duration: HistogramFamily<KeycloakLabels>,
     keycloak_errors: Family<KeycloakErrorLabels, Counter>,
     sse_subscribers: Gauge,
@@ -229,6 +233,8 @@ impl Metrics {
             removal_duration: latency(),
             removal_lateness: lateness(),
             removals_failed: Counter::default(),
+            disabled_check_success: Gauge::default(),
+            disabled_check_failures: Counter::default(),
             keycloak_duration: Family::new_with_constructor(latency),
             keycloak_errors: Family::default(),
             sse_subscribers: Gauge::default(),
@@ -269,6 +275,16 @@ impl Metrics {
             "jit_removals_failed",
             "Removals given up for an administrator (removal_failed): Keycloak refused, or kept failing past removal_retry_limit_secs",
             m.removals_failed.clone(),
+        );
+        registry.register(
+            "jit_disabled_check_last_success_timestamp_seconds",
+            "When the check of open requests against Keycloak's disabled users last ran to the end (Unix time, seconds; 0 before the first)",
+            m.disabled_check_success.clone(),
+        );
+        registry.register(
+            "jit_disabled_check_failures",
+            "Checks against Keycloak's disabled users that could not read them (nothing ended that round)",
+            m.disabled_check_failures.clone(),
         );
         registry.register(
             "jit_keycloak_request_duration_seconds",
@@ -312,6 +328,8 @@ impl Metrics {
             ("jit_removal_duration_seconds", "histogram"),
             ("jit_removal_lateness_seconds", "histogram"),
             ("jit_removals_failed", "counter"),
+            ("jit_disabled_check_last_success_timestamp_seconds", "gauge"),
+            ("jit_disabled_check_failures", "counter"),
             ("jit_keycloak_request_duration_seconds", "histogram"),
             ("jit_keycloak_errors", "counter"),
             ("jit_sse_subscribers", "gauge"),
@@ -393,6 +411,18 @@ impl Metrics {
     /// A removal was given up (`removal_failed`): an administrator must act.
     pub fn removal_failed(&self) {
         self.removals_failed.inc();
+    }
+
+    /// The check against Keycloak's disabled users ran to the end (or had
+    /// nothing to check) now.
+    pub fn disabled_check_done(&self) {
+        self.disabled_check_success
+            .set(chrono::Utc::now().timestamp());
+    }
+
+    /// The check against Keycloak's disabled users could not read them.
+    pub fn disabled_check_failed(&self) {
+        self.disabled_check_failures.inc();
     }
 
     /// One webhook delivery attempt to `endpoint` (a configured name, never

@@ -57,7 +57,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -92,7 +92,7 @@ pub struct SchedulerConfig {
     /// How often active grants are checked against the realm's disabled
     /// users, seconds (at least 1): a grant whose requester is disabled in
     /// Keycloak is revoked by jitd and its assignment removed
-    /// ([`end_grants_of_disabled_requesters`]). Default 30.
+    /// ([`end_open_requests_of_disabled_requesters`]). Default 30.
     pub disabled_check_secs: u64,
 }
 
@@ -174,8 +174,10 @@ pub struct Scheduler {
     /// When the last check of active grants against the disabled users
     /// started ([`spawn_disabled_check`]).
     last_disabled_check: Mutex<Option<Instant>>,
-    /// A check of active grants against the disabled users is under way.
+    /// A check of open requests against the disabled users is under way.
     checking_disabled: AtomicBool,
+    /// How many such checks have finished since start (any outcome).
+    disabled_checks_finished: AtomicU64,
     /// The last such check could not read Keycloak (said once at WARN).
     disabled_check_failing: AtomicBool,
     /// When Keycloak last answered a call of jitd's (any answer, even a
@@ -217,6 +219,7 @@ impl Scheduler {
             last_target_check: Mutex::new(None),
             last_disabled_check: Mutex::new(None),
             checking_disabled: AtomicBool::new(false),
+            disabled_checks_finished: AtomicU64::new(0),
             disabled_check_failing: AtomicBool::new(false),
             answered_at_ms: Default::default(),
         }
@@ -231,6 +234,13 @@ impl Scheduler {
             0 => None,
             ms => DateTime::from_timestamp_millis(ms),
         }
+    }
+
+    /// How many checks of open requests against Keycloak's disabled users
+    /// have finished since jitd started, whatever their outcome (the first
+    /// runs right after start).
+    pub fn disabled_checks_finished(&self) -> u64 {
+        self.disabled_checks_finished.load(Ordering::SeqCst)
     }
 
     /// Whether jitd currently considers Keycloak unreachable.
@@ -674,7 +684,7 @@ fn check_liveness(state: &Arc<AppState>) {
     });
 }
 
-/// Starts [`end_grants_of_disabled_requesters`] in the background when
+/// Starts [`end_open_requests_of_disabled_requesters`] in the background when
 /// `disabled_check_secs` have passed since the last one started (at once
 /// after jitd starts), Keycloak is taken for up, and none is under way.
 fn spawn_disabled_check(state: &Arc<AppState>) {
@@ -699,49 +709,57 @@ fn spawn_disabled_check(state: &Arc<AppState>) {
         // Stopping jitd does not wait for it: each revocation is one
         // transaction, and what is left is the next start's check.
         let r = tokio::select! {
-            r = end_grants_of_disabled_requesters(&state) => Some(r),
+            r = end_open_requests_of_disabled_requesters(&state) => Some(r),
             _ = stop.changed() => None,
         };
         match r {
             None | Some(Ok(0)) => {}
             Some(Ok(n)) => tracing::info!(
-                revoked = n,
-                "grants of requesters disabled in Keycloak revoked"
+                ended = n,
+                "grants and waiting requests of requesters disabled in Keycloak ended"
             ),
             Some(Err(e)) => {
-                crate::store::log_failure(&e, "revoking the grants of disabled requesters failed")
+                crate::store::log_failure(&e, "ending what disabled requesters have open failed")
             }
         }
-        state
-            .scheduler
-            .checking_disabled
-            .store(false, Ordering::SeqCst);
+        let s = &state.scheduler;
+        s.disabled_checks_finished.fetch_add(1, Ordering::SeqCst);
+        s.checking_disabled.store(false, Ordering::SeqCst);
     });
 }
 
-/// Revokes every active grant whose requester is disabled in Keycloak
-/// (person or service account), as jitd, with the reason "`<username>` is
-/// disabled in Keycloak"; the assignment is then removed like any ended
-/// grant's (`removal_pending`). Disabling an account is how an incident or
-/// an offboarding starts: the JIT roles it holds go with it, not at their
-/// end. Returns how many grants it ended.
+/// Ends what every requester disabled in Keycloak (person or service
+/// account) has open, as jitd, with the reason "`<username>` is disabled in
+/// Keycloak": each active grant is revoked (its assignment is then removed
+/// like any ended grant's, `removal_pending`), and each access request
+/// still waiting for a decision or for its start (`pending`, `approved`)
+/// is cancelled, so approvers are not asked about it and it is never
+/// granted. Disabling an account is how an incident or an offboarding
+/// starts: the JIT roles it holds go with it, not at their end. Returns
+/// how many grants and requests it ended.
 ///
-/// Reads nothing from Keycloak while no grant is active. Otherwise one
-/// `GET /users?enabled=false` ([`KeycloakAdmin::disabled_users`], outside
-/// the Keycloak slots, within `keycloak_call_timeout_secs`); when more
-/// than [`DISABLED_MAX`] users are disabled, each holder's account is read
-/// instead (one call each). A deleted holder is left to its grant's end
-/// (Keycloak took the assignment away with the user; the removal finds
-/// nothing). A failed read ends the check for this round (the next one is
+/// Reads nothing from Keycloak while no grant is active and no request
+/// waits. Otherwise one `GET /users?enabled=false`
+/// ([`KeycloakAdmin::disabled_users`], outside the Keycloak slots, within
+/// `keycloak_call_timeout_secs`); when more than [`DISABLED_MAX`] users
+/// are disabled, each active grant's holder's account is read instead (one
+/// call each), and the waiting requests of those found disabled end with
+/// their grants (the others meet the eligibility check before their
+/// grant). A deleted holder is left to its grant's end (Keycloak took the
+/// assignment away with the user; the removal finds nothing). A failed
+/// read ends the check for this round (the next one is
 /// `disabled_check_secs` later; said once at WARN until a check works
-/// again). Not seen, as at
+/// again; `jit_disabled_check_failures_total`). Not seen, as at
 /// activation: a user only locked out by brute-force detection, a disabled
 /// state only a federation provider knows. Errors: the store's.
 ///
 /// [`KeycloakAdmin::disabled_users`]: jit_keycloak::KeycloakAdmin::disabled_users
-pub async fn end_grants_of_disabled_requesters(state: &AppState) -> Result<usize, StoreError> {
+pub async fn end_open_requests_of_disabled_requesters(
+    state: &AppState,
+) -> Result<usize, StoreError> {
     let grants = state.store.active_grant_holders().await?;
-    if grants.is_empty() {
+    if grants.is_empty() && !state.store.any_waiting_request().await? {
+        state.metrics.disabled_check_done();
         return Ok(0);
     }
     let disabled = match disabled_holders(state, &grants).await {
@@ -752,12 +770,13 @@ pub async fn end_grants_of_disabled_requesters(state: &AppState) -> Result<usize
                 .swap(false, Ordering::SeqCst)
             {
                 tracing::info!(
-                    "the check of active grants against Keycloak's disabled users works again"
+                    "the check of open requests against Keycloak's disabled users works again"
                 );
             }
             ids
         }
         Err(e) => {
+            state.metrics.disabled_check_failed();
             // Said once until it works again (a missing right, view-users,
             // stays so until an administrator acts).
             if state
@@ -765,29 +784,40 @@ pub async fn end_grants_of_disabled_requesters(state: &AppState) -> Result<usize
                 .disabled_check_failing
                 .swap(true, Ordering::SeqCst)
             {
-                tracing::debug!(error = %e, "checking the active grants against Keycloak's disabled users failed again");
+                tracing::debug!(error = %e, "checking the open requests against Keycloak's disabled users failed again");
             } else {
-                tracing::warn!(error = %e, "cannot check the active grants against Keycloak's disabled users; trying again every disabled_check_secs");
+                tracing::warn!(error = %e, "cannot check the open requests against Keycloak's disabled users; trying again every disabled_check_secs");
             }
             return Ok(0);
         }
     };
     let mut ended = 0;
+    // Grants first: they hold access now.
     for g in grants.iter().filter(|g| disabled.contains(&g.requester_id)) {
         let reason = format!("{} is disabled in Keycloak", g.requester_username);
         tracing::warn!(request = %g.id, %reason, "revoking");
         withdraw(state, &g.id, &reason).await?;
         ended += 1;
     }
+    let mut users: Vec<String> = disabled.into_iter().collect();
+    users.sort();
+    for r in state.store.waiting_requests_of(users).await? {
+        let reason = format!("{} is disabled in Keycloak", r.requester_username);
+        tracing::warn!(request = %r.id, %reason, "withdrawing");
+        withdraw(state, &r.id, &reason).await?;
+        ended += 1;
+    }
     if ended > 0 {
         state.wake.notify_one();
     }
+    state.metrics.disabled_check_done();
     Ok(ended)
 }
 
-/// Which of the holders of `grants` are disabled in Keycloak: one read of
-/// the realm's disabled users, or each holder's account when more than
-/// [`DISABLED_MAX`] are disabled (a deleted holder is not counted).
+/// Which users are disabled in Keycloak: the realm's disabled users (one
+/// read), or, when more than [`DISABLED_MAX`] are disabled, those of the
+/// holders of `grants` whose account says so (a deleted holder is not
+/// counted).
 async fn disabled_holders(
     state: &AppState,
     grants: &[crate::store::GrantHolder],

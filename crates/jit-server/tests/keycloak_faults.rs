@@ -1006,6 +1006,14 @@ async fn an_active_grant_ends_when_disabled_on(database: &str) {
         })
         .await;
     }
+    // Requests still waiting: for an approver, and approved for a later
+    // start.
+    let later = Some(Utc::now() + chrono::Duration::hours(1));
+    let a_pending = j.request_pending("alice", "db", 600);
+    let a_later = j.request_at("alice", "db", 600, later);
+    let b_pending = j.request_pending("bob", "db", 600);
+    assert_eq!(j.get(&a_pending).request.status(), Status::Pending);
+    assert_eq!(j.get(&a_later).request.status(), Status::Approved);
     kc.edit_user("alice", |u| u.enabled = false);
     kc.edit_user("service-account-ci", |u| u.enabled = false);
     for (id, who) in [(&a, "alice"), (&ci, "service-account-ci")] {
@@ -1026,9 +1034,64 @@ async fn an_active_grant_ends_when_disabled_on(database: &str) {
         );
         assert!(!kc.has(who, &open_role()), "{who} still holds the role");
     }
-    // The same read found bob enabled: his grant stands.
+    // Alice's waiting requests end in the same check: no approver is asked
+    // about them, and the scheduled one is never granted.
+    for id in [&a_pending, &a_later] {
+        let s = j
+            .wait(id, "the waiting request cancelled", SECS, |s| {
+                s.request.status().is_terminal()
+            })
+            .await;
+        assert_eq!(s.request.status(), Status::Cancelled, "{s:?}");
+        assert!(
+            s.request
+                .end_reason()
+                .unwrap_or_default()
+                .contains("alice is disabled in Keycloak"),
+            "{s:?}"
+        );
+    }
+    assert!(!kc.has("alice", &db_role()));
+    // The same read found bob enabled: his grant and request stand.
     assert_eq!(j.get(&b).request.status(), Status::Active);
+    assert_eq!(j.get(&b_pending).request.status(), Status::Pending);
     assert!(kc.has("bob", &open_role()));
+    let metrics = j.state().metrics.encode();
+    let last = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("jit_disabled_check_last_success_timestamp_seconds "))
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or_else(|| panic!("no time of the last check:\n{metrics}"));
+    assert!(
+        last >= (Utc::now() - chrono::Duration::minutes(10)).timestamp(),
+        "the last check's time: {last}"
+    );
+    j.stop().await;
+}
+
+/// With no grant active anywhere, a request waiting for an approver is
+/// still checked: its requester disabled, it is cancelled.
+#[tokio::test]
+async fn a_waiting_request_ends_when_its_requester_is_disabled() {
+    let kc = kc_with_users(&["alice"]);
+    let j = start(POLICY, kc.clone(), "disabled_check_secs = 1").await;
+    let p = j.request_pending("alice", "db", 600);
+    kc.edit_user("alice", |u| u.enabled = false);
+    let s = j
+        .wait(&p, "the request cancelled", SECS, |s| {
+            s.request.status().is_terminal()
+        })
+        .await;
+    assert_eq!(s.request.status(), Status::Cancelled, "{s:?}");
+    assert!(
+        has_event(
+            &j,
+            &p,
+            EventKind::RequestCancelled,
+            "alice is disabled in Keycloak"
+        ),
+        "audited"
+    );
     j.stop().await;
 }
 
@@ -1057,6 +1120,13 @@ async fn a_failed_check_of_the_disabled_users_is_made_again() {
         kc.count(Op::Disabled)
     );
     assert!(!kc.has("alice", &open_role()));
+    assert!(
+        j.state()
+            .metrics
+            .encode()
+            .contains("jit_disabled_check_failures_total 2"),
+        "both failed reads counted"
+    );
     j.stop().await;
 }
 

@@ -128,7 +128,8 @@ pub struct Stored {
     pub grant: GrantState,
 }
 
-/// An active grant as who holds it ([`SqlStore::active_grant_holders`]).
+/// An active grant, or a waiting request, as whose it is
+/// ([`SqlStore::active_grant_holders`], [`SqlStore::waiting_requests_of`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantHolder {
     /// The grant's request id.
@@ -1489,24 +1490,55 @@ impl SqlStore {
     /// the requester's Keycloak id and username, the soonest to end first.
     /// For the
     /// check of active grants against Keycloak's disabled users
-    /// (`scheduler::end_grants_of_disabled_requesters`); read through an
+    /// (`scheduler::end_open_requests_of_disabled_requesters`); read through an
     /// index on the status, never a scan of all requests.
     pub fn active_grant_holders(&self) -> Result<Vec<GrantHolder>, StoreError> {
         let rows = self.db.reader()?.query(
             "SELECT id, requester_id, body FROM requests WHERE status = 'active' AND extends IS NULL ORDER BY expires_at, id",
             &[],
         )?;
-        rows.iter()
-            .map(|r| {
-                let request: AccessRequest = serde_json::from_str(&r[2].text()?)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                Ok(GrantHolder {
-                    id: r[0].text()?,
-                    requester_id: r[1].text()?,
-                    requester_username: request.requester_username().to_string(),
-                })
-            })
-            .collect()
+        rows.iter().map(Self::row_to_holder).collect()
+    }
+
+    /// Whether any access request waits for a decision or its start
+    /// (`pending` or `approved`, not an extension): read through the
+    /// status index.
+    pub fn any_waiting_request(&self) -> Result<bool, StoreError> {
+        let rows = self.db.reader()?.query(
+            "SELECT 1 FROM requests WHERE status IN ('pending', 'approved') AND extends IS NULL LIMIT 1",
+            &[],
+        )?;
+        Ok(!rows.is_empty())
+    }
+
+    /// The access requests of `user_ids` (Keycloak user ids) that wait for
+    /// a decision or their start (`pending`, `approved`; not extensions,
+    /// which end with their grant), by id, with their requester: for the
+    /// check against Keycloak's disabled users
+    /// (`scheduler::end_open_requests_of_disabled_requesters`). Read through the
+    /// requester index, one statement for any number of users.
+    pub fn waiting_requests_of(&self, user_ids: &[String]) -> Result<Vec<GrantHolder>, StoreError> {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self.db.reader()?.query(
+            &format!(
+                "SELECT id, requester_id, body FROM requests WHERE requester_id{} AND status IN ('pending', 'approved') AND extends IS NULL ORDER BY id",
+                self.id_list()
+            ),
+            &[P::from(ids_json(user_ids))],
+        )?;
+        rows.iter().map(Self::row_to_holder).collect()
+    }
+
+    fn row_to_holder(r: &Row) -> Result<GrantHolder, StoreError> {
+        let request: AccessRequest =
+            serde_json::from_str(&r[2].text()?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(GrantHolder {
+            id: r[0].text()?,
+            requester_id: r[1].text()?,
+            requester_username: request.requester_username().to_string(),
+        })
     }
 
     /// Active grants of `target` to `user_id`, other than `except`.
@@ -2203,6 +2235,19 @@ impl Store {
     /// See [`SqlStore::active_grant_holders`].
     pub async fn active_grant_holders(&self) -> Result<Vec<GrantHolder>, StoreError> {
         blocking!(self, |s| s.active_grant_holders())
+    }
+
+    /// See [`SqlStore::any_waiting_request`].
+    pub async fn any_waiting_request(&self) -> Result<bool, StoreError> {
+        blocking!(self, |s| s.any_waiting_request())
+    }
+
+    /// See [`SqlStore::waiting_requests_of`].
+    pub async fn waiting_requests_of(
+        &self,
+        user_ids: Vec<String>,
+    ) -> Result<Vec<GrantHolder>, StoreError> {
+        blocking!(self, |s| s.waiting_requests_of(&user_ids))
     }
 
     /// See [`SqlStore::other_active_grants`].

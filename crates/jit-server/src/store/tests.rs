@@ -1975,6 +1975,11 @@ fn due_work_is_read_through_partial_indexes_on_both_engines() {
         ))
         .unwrap();
         let n = "2027";
+        let list = match store.dialect() {
+            Dialect::Sqlite => " IN (SELECT value FROM json_each(?))",
+            Dialect::Postgres => " = ANY(ARRAY(SELECT jsonb_array_elements_text(?::text::jsonb)))",
+        };
+        let waiting = format!("SELECT id, requester_id, body FROM requests WHERE requester_id{list} AND status IN ('pending', 'approved') AND extends IS NULL ORDER BY id");
         let queries = [
             ("SELECT id FROM requests WHERE status='pending' AND pending_until <= ?", &["requests_lapse_due"][..]),
             ("SELECT id FROM requests WHERE status='active' AND expires_at <= ?", &["requests_expiry_due"]),
@@ -1983,6 +1988,8 @@ fn due_work_is_read_through_partial_indexes_on_both_engines() {
             ("SELECT 1 FROM requests WHERE requester_id = ? AND target = ? AND removal_pending = 1", &["requests_removal_due"]),
             // The check of active grants against the disabled users.
             ("SELECT id, requester_id, body FROM requests WHERE status = 'active' AND extends IS NULL ORDER BY expires_at, id", &[]),
+            ("SELECT 1 FROM requests WHERE status IN ('pending', 'approved') AND extends IS NULL LIMIT 1", &[]),
+            (waiting.as_str(), &[]),
             ("SELECT body, grant_state FROM requests WHERE removal_pending = 1
              UNION ALL SELECT body, grant_state FROM requests WHERE removal_pending = 2
              UNION ALL SELECT body, grant_state FROM requests WHERE status = 'active' AND expires_at <= ? AND removal_pending = 0",
@@ -2138,5 +2145,41 @@ fn active_grant_holders_are_the_active_grants_on_both_engines() {
             })
             .unwrap();
         assert_eq!(holders(&store), vec![row("gb")], "{engine}: ga ended");
+        // Waiting requests (gc pending, gd approved) of the users asked
+        // for, not gb's active grant nor anyone else's.
+        let users =
+            |ids: &[&str]| -> Vec<String> { ids.iter().map(|i| format!("u-{i}")).collect() };
+        let waiting = |store: &SqlStore, of: &[&str]| -> Vec<(String, String, String)> {
+            store
+                .waiting_requests_of(&users(of))
+                .unwrap()
+                .into_iter()
+                .map(|h| (h.id, h.requester_id, h.requester_username))
+                .collect()
+        };
+        assert_eq!(
+            waiting(&store, &["gb", "gc", "gd"]),
+            vec![row("gc"), row("gd")],
+            "{engine}"
+        );
+        assert_eq!(
+            waiting(&store, &["gd", "nobody"]),
+            vec![row("gd")],
+            "{engine}"
+        );
+        assert!(waiting(&store, &[]).is_empty(), "{engine}");
+        assert!(store.any_waiting_request().unwrap(), "{engine}");
+        for id in ["gc", "gd"] {
+            store
+                .update(id, |s| {
+                    Ok(vec![Entry::from(s.request.withdraw("test", Utc::now())?)])
+                })
+                .unwrap();
+        }
+        assert!(waiting(&store, &["gc", "gd"]).is_empty(), "{engine}: ended");
+        assert!(
+            !store.any_waiting_request().unwrap(),
+            "{engine}: none waits"
+        );
     }
 }

@@ -89,14 +89,33 @@ impl TestJitd {
         self.state().wake.notify_one();
     }
 
+    /// Like [`request`](Self::request) by a requester without role `auto`:
+    /// the request waits for an approver (`pending`).
+    pub fn request_pending(&self, user: &str, entitlement: &str, secs: i64) -> String {
+        self.request_with(Principal::new(user, user), false, entitlement, secs, None)
+    }
+
     fn request_as(
         &self,
-        mut p: Principal,
+        p: Principal,
         entitlement: &str,
         secs: i64,
         start: Option<chrono::DateTime<Utc>>,
     ) -> String {
-        p.roles.insert("auto".into());
+        self.request_with(p, true, entitlement, secs, start)
+    }
+
+    fn request_with(
+        &self,
+        mut p: Principal,
+        auto: bool,
+        entitlement: &str,
+        secs: i64,
+        start: Option<chrono::DateTime<Utc>>,
+    ) -> String {
+        if auto {
+            p.roles.insert("auto".into());
+        }
         p.roles.insert("requester".into());
         let input = NewRequest {
             entitlement: entitlement.into(),
@@ -206,7 +225,8 @@ pub async fn try_start_on(
     // The check of active grants against the disabled users reads
     // Keycloak every 30 s by default: tests that count Keycloak's calls
     // must not meet it; the tests of that check set their own.
-    let scheduler = if scheduler.contains("disabled_check_secs") {
+    let own_check = scheduler.contains("disabled_check_secs");
+    let scheduler = if own_check {
         scheduler.to_string()
     } else {
         format!("disabled_check_secs = 3600\n{scheduler}")
@@ -225,6 +245,20 @@ pub async fn try_start_on(
     .unwrap();
     let config = Config::load(&dir.path().join("jitd.toml")).unwrap();
     let server = jit_server::start_with(&config, kc.clone()).await?;
+    if !own_check {
+        // The check's first round runs right after start: it is over
+        // before the test makes requests (it reads Keycloak when any
+        // request is open), unless Keycloak is taken for down.
+        let sched = &server.state.scheduler;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while sched.disabled_checks_finished() == 0 && !sched.keycloak_down() {
+            assert!(
+                Instant::now() < deadline,
+                "the first check against the disabled users never finished"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
     Ok(TestJitd {
         server,
         kc,
