@@ -580,10 +580,11 @@ impl Jitd {
     }
 
     /// Like [`Jitd::start`], with `top_level` lines put first in jitd.toml
-    /// (e.g. `log_format = "json"`), `JITD_LOG=filter`, and the log
+    /// (e.g. `log_format = "json"`), `extra` sections last (e.g.
+    /// `[scheduler]`), `JITD_LOG=filter`, and the log
     /// appended to `jitd.log` in its folder ([`Jitd::log`]).
-    pub fn start_observed(policy: &str, top_level: &str, filter: &str) -> Jitd {
-        let mut j = Jitd::prepare(policy, &keycloak_env().url, "", &[]);
+    pub fn start_observed(policy: &str, top_level: &str, extra: &str, filter: &str) -> Jitd {
+        let mut j = Jitd::prepare(policy, &keycloak_env().url, extra, &[]);
         let cfg = j.dir.path().join("jitd.toml");
         let text = std::fs::read_to_string(&cfg).unwrap();
         std::fs::write(&cfg, format!("{top_level}\n{text}")).unwrap();

@@ -56,6 +56,10 @@ max_duration = "1h"
 approver_roles = ["support-agent"]
 "#,
         "",
+        // The periodic check of the disabled users would cancel frank's
+        // approved request before its start: this test is about the
+        // pass's own read at the start (the check has its own test below).
+        "\n[scheduler]\ndisabled_check_secs = 3600\n",
         "info,jit_server::scheduler=debug",
     );
     // Tokens issued while everyone still has their rights.

@@ -36,7 +36,7 @@ fn jwt_like(text: &str) -> Vec<String> {
 async fn debug_logs_never_carry_tokens_or_secrets() {
     let _serial = serial().await;
     let ctx = Ctx::new().await;
-    let jitd = Jitd::start_observed(POLICY, "log_format = \"json\"", "debug");
+    let jitd = Jitd::start_observed(POLICY, "log_format = \"json\"", "", "debug");
     let alice_token = token("alice").await;
     let bob_token = token("bob").await;
     let alice = jitd.client(&alice_token);

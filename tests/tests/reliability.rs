@@ -570,7 +570,7 @@ async fn a_burst_of_grants_of_one_role_keeps_a_standing_assignment_made_before_a
         users.push((name, id));
     }
     let policy = policy_only(&auto_entitlement("burst-role", &role, ""));
-    let jitd = Jitd::start_observed(&policy, "", "info,jit_server::scheduler=debug");
+    let jitd = Jitd::start_observed(&policy, "", "", "info,jit_server::scheduler=debug");
     let mut clients = Vec::new();
     for (name, _) in &users {
         let tok = jit_testkit::pkce_login(&ctx.env, jit_testkit::CLI_CLIENT_ID, name, password)
