@@ -791,19 +791,17 @@ pub async fn end_open_requests_of_disabled_requesters(
             return Ok(0);
         }
     };
-    let mut ended = 0;
-    // Grants first: they hold access now.
-    for g in grants.iter().filter(|g| disabled.contains(&g.requester_id)) {
-        let reason = format!("{} is disabled in Keycloak", g.requester_username);
-        tracing::warn!(request = %g.id, %reason, "revoking");
-        withdraw(state, &g.id, &reason).await?;
-        ended += 1;
-    }
-    let mut users: Vec<String> = disabled.into_iter().collect();
+    let mut users: Vec<String> = disabled.iter().cloned().collect();
     users.sort();
-    for r in state.store.waiting_requests_of(users).await? {
+    let waiting = state.store.waiting_requests_of(users).await?;
+    // Grants first: they hold access now.
+    let revoked = grants
+        .into_iter()
+        .filter(|g| disabled.contains(&g.requester_id));
+    let mut ended = 0;
+    for r in revoked.chain(waiting) {
         let reason = format!("{} is disabled in Keycloak", r.requester_username);
-        tracing::warn!(request = %r.id, %reason, "withdrawing");
+        tracing::warn!(request = %r.id, %reason, "ending");
         withdraw(state, &r.id, &reason).await?;
         ended += 1;
     }

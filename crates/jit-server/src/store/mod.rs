@@ -132,7 +132,7 @@ pub struct Stored {
 /// ([`SqlStore::active_grant_holders`], [`SqlStore::waiting_requests_of`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantHolder {
-    /// The grant's request id.
+    /// The request's id (a grant's is its request's).
     pub id: String,
     /// The requester's Keycloak user id.
     pub requester_id: String,
