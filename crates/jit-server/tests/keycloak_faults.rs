@@ -1069,6 +1069,60 @@ async fn an_active_grant_ends_when_disabled_on(database: &str) {
     j.stop().await;
 }
 
+/// When the realm has more disabled users than jitd reads at once
+/// (10,000), the check reads each active grant's holder's account instead:
+/// the holder found disabled loses the grant, with the reason, and the
+/// role; the others keep theirs.
+#[tokio::test]
+async fn the_check_of_active_grants_reads_each_holder_when_too_many_users_are_disabled() {
+    let kc = kc_with_users(&["alice", "bob"]);
+    for i in 0..10_001 {
+        let id = format!("left{i:05}");
+        kc.add_user(&id, &[], &[]);
+        kc.edit_user(&id, |u| u.enabled = false);
+    }
+    let j = start(POLICY, kc.clone(), "disabled_check_secs = 1").await;
+    let a = j.request("alice", "open", 600);
+    let b = j.request("bob", "open", 600);
+    for id in [&a, &b] {
+        j.wait(id, "granted", SECS, |s| {
+            s.request.status() == Status::Active
+        })
+        .await;
+    }
+    let before = kc.calls().len();
+    kc.edit_user("alice", |u| u.enabled = false);
+    let s = j
+        .wait(&a, "the grant revoked and its role removed", SECS, |s| {
+            s.grant.removed_at.is_some()
+        })
+        .await;
+    assert_eq!(s.request.status(), Status::Revoked, "{s:?}");
+    assert!(
+        has_event(
+            &j,
+            &a,
+            EventKind::GrantRevoked,
+            "alice is disabled in Keycloak"
+        ),
+        "audited with the reason"
+    );
+    assert!(!kc.has("alice", &open_role()));
+    // The list was asked for and refused as too long; alice's account was
+    // read on its own.
+    let calls = kc.calls()[before..].to_vec();
+    assert!(calls.iter().any(|c| c.op == Op::Disabled), "{calls:?}");
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.op == Op::UserAccess && c.user == "alice"),
+        "{calls:?}"
+    );
+    assert_eq!(j.get(&b).request.status(), Status::Active);
+    assert!(kc.has("bob", &open_role()));
+    j.stop().await;
+}
+
 /// With no grant active anywhere, a request waiting for an approver is
 /// still checked: its requester disabled, it is cancelled.
 #[tokio::test]
