@@ -263,6 +263,34 @@ fn removal_column(g: &GrantState) -> i64 {
     }
 }
 
+/// The columns of a request row that an update may change besides its two
+/// documents (`body`, `grant_state`), as `SqlStore::save` writes them:
+/// status, start, end, removal state, next attempt, open review. Most of
+/// the row's indexes are on these (`INDEXES`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct UpdatedColumns {
+    status: jit_core::Status,
+    start_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+    removal: i64,
+    next_attempt_at: Option<DateTime<Utc>>,
+    review_open: bool,
+}
+
+impl UpdatedColumns {
+    fn of(s: &Stored) -> UpdatedColumns {
+        let r = &s.request;
+        UpdatedColumns {
+            status: r.status(),
+            start_at: r.start_at(),
+            expires_at: r.expires_at(),
+            removal: removal_column(&s.grant),
+            next_attempt_at: s.grant.next_attempt_at,
+            review_open: r.review_required() && r.reviewed_at().is_none(),
+        }
+    }
+}
+
 /// `ids` as one JSON array (the parameter of [`SqlStore::id_list`]).
 fn ids_json(ids: &[String]) -> String {
     serde_json::to_string(ids).expect("ids serialise")
@@ -549,8 +577,41 @@ impl SqlStore {
         })
     }
 
-    fn save(c: &mut dyn Conn, s: &Stored, new: bool) -> Result<(), StoreError> {
+    /// Writes request `s`: a new row (`before` is `None`) or an existing
+    /// one whose columns were `before` when read in this transaction. When none of the
+    /// columns an update may change besides the two documents did change
+    /// ([`UpdatedColumns`]: an ownership decision, a backoff's attempt
+    /// count, a vote that does not decide), only the documents are
+    /// written: an `UPDATE` rewrites the entries of every index on a
+    /// column in its `SET` list even when the value stays the same, which
+    /// on SQLite dirtied about ten index pages per request (each written
+    /// to the WAL at commit) for a change that moves none of them.
+    fn save(
+        c: &mut dyn Conn,
+        s: &Stored,
+        before: Option<UpdatedColumns>,
+    ) -> Result<(), StoreError> {
         let r = &s.request;
+        let new = before.is_none();
+        if before.is_some_and(|b| b == UpdatedColumns::of(s)) {
+            // The status stays, so the pending slot does too (the upsert
+            // below gives it up only when the status leaves `pending`).
+            c.exec(
+                "UPDATE requests SET body = ?, grant_state = ? WHERE id = ?",
+                &[
+                    P::from(serde_json::to_string(r).expect("request serialises")),
+                    P::from(serde_json::to_string(&s.grant).expect("grant state serialises")),
+                    P::from(r.id()),
+                ],
+            )?;
+            for v in r.votes() {
+                c.exec(
+                    "INSERT INTO request_votes (request_id, approver_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    &[P::from(r.id()), P::from(&v.approver_id)],
+                )?;
+            }
+            return Ok(());
+        }
         let extends = match &r.kind() {
             jit_core::RequestKind::Extension { grant_id } => Some(grant_id.clone()),
             jit_core::RequestKind::Access => None,
@@ -726,7 +787,7 @@ impl SqlStore {
             request: r.clone(),
             grant: GrantState::default(),
         };
-        Self::save(c, &stored, true)?;
+        Self::save(c, &stored, None)?;
         let mut recs = Vec::new();
         for t in transitions {
             recs.push(self.append(c, head, r, &t.into())?);
@@ -807,9 +868,10 @@ impl SqlStore {
                 grant: GrantState::default(),
             };
             let mut o = self.get_for_update(c, other)?;
+            let (n0, o0) = (UpdatedColumns::of(&n), UpdatedColumns::of(&o));
             let (en, eo) = f(&mut n, &mut o)?;
-            Self::save(c, &n, false)?;
-            Self::save(c, &o, false)?;
+            Self::save(c, &n, Some(n0))?;
+            Self::save(c, &o, Some(o0))?;
             for e in &en {
                 recs.push(self.append(c, head, &n.request, e)?);
             }
@@ -843,8 +905,9 @@ impl SqlStore {
     {
         self.write(|c| {
             let mut s = self.get_for_update(c, id)?;
+            let before = UpdatedColumns::of(&s);
             let entries = f(&mut s)?;
-            Self::save(c, &s, false)?;
+            Self::save(c, &s, Some(before))?;
             let (mut recs, head) = (Vec::new(), &mut None);
             for e in &entries {
                 recs.push(self.append(c, head, &s.request, e)?);
@@ -875,9 +938,10 @@ impl SqlStore {
                 let sb = self.get_for_update(c, b)?;
                 (self.get_for_update(c, a)?, sb)
             };
+            let (a0, b0) = (UpdatedColumns::of(&sa), UpdatedColumns::of(&sb));
             let (ea, eb) = f(&mut sa, &mut sb)?;
-            Self::save(c, &sa, false)?;
-            Self::save(c, &sb, false)?;
+            Self::save(c, &sa, Some(a0))?;
+            Self::save(c, &sb, Some(b0))?;
             let (mut recs, head) = (Vec::new(), &mut None);
             for e in &ea {
                 recs.push(self.append(c, head, &sa.request, e)?);
@@ -991,6 +1055,7 @@ impl SqlStore {
             for row in &rows {
                 let mut s = Self::row_to_stored(row)?;
                 let votes = s.request.votes().len();
+                let before = UpdatedColumns::of(&s);
                 let Ok(entries) = f(&mut s) else {
                     continue;
                 };
@@ -1000,7 +1065,7 @@ impl SqlStore {
                     }
                     saved.push((s, votes));
                 } else {
-                    Self::save(c, &s, false)?;
+                    Self::save(c, &s, Some(before))?;
                     for e in &entries {
                         let rec = self.append(c, head, &s.request, e)?;
                         recs.push((rec, 0));

@@ -2183,3 +2183,74 @@ fn active_grant_holders_are_the_active_grants_on_both_engines() {
         );
     }
 }
+
+/// An update that changes only a request's documents (here its grant
+/// state, as the scheduler's ownership decision and a retry's attempt
+/// count do) rewrites the row and no index entry: on SQLite one WAL frame,
+/// the table's page, where rewriting the row's indexed columns as well
+/// dirtied a page per index (written to the WAL at every commit). A
+/// status change still moves the row in its indexes.
+#[test]
+fn a_change_of_the_documents_alone_writes_no_index_page_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        SqlStore::new(Box::new(db::Sqlite::open(&dir.path().join("s.sqlite"), 2).unwrap())).unwrap();
+    let (r, t) = request("r1", "u1", "db", Utc::now());
+    store.insert(&r, t).unwrap();
+    // Frames in the WAL since the last call (which empties it).
+    let frames = |store: &SqlStore| -> i64 {
+        let mut c = store.raw_writer().unwrap();
+        let rows = c.query("PRAGMA wal_checkpoint(PASSIVE)", &[]).unwrap();
+        let n = rows[0][1].int().unwrap();
+        let rows = c.query("PRAGMA wal_checkpoint(TRUNCATE)", &[]).unwrap();
+        assert_eq!(rows[0][0], db::V::Int(0), "the checkpoint ran");
+        n
+    };
+    assert!(frames(&store) > 0, "the insert went through the WAL");
+    assert_eq!(frames(&store), 0, "an empty WAL counts none");
+
+    store
+        .update("r1", |s| {
+            s.grant.owns_assignment = Some(true);
+            Ok(vec![])
+        })
+        .unwrap();
+    assert_eq!(frames(&store), 1, "one request's grant state alone");
+    store
+        .update_each(&["r1".to_string()], |s| {
+            s.grant.attempts += 1;
+            Ok(vec![])
+        })
+        .unwrap();
+    assert_eq!(frames(&store), 1, "the same in a scheduler batch");
+
+    let (s, _) = store
+        .update("r1", |s| {
+            Ok(vec![Entry::from(s.request.withdraw("test", Utc::now())?)])
+        })
+        .unwrap();
+    assert!(
+        frames(&store) > 4,
+        "a status change moves the row in its indexes and appends to the audit log"
+    );
+    let got = store.get("r1").unwrap().unwrap();
+    assert_eq!(got.request.status(), s.request.status());
+    assert_eq!(got.grant.owns_assignment, Some(true));
+    assert_eq!(got.grant.attempts, 1);
+    let by_status = |status| {
+        all_pages(
+            &store,
+            ListQuery {
+                viewer: Viewer {
+                    auditor: true,
+                    ..Viewer::default()
+                },
+                status: Some(status),
+                limit: 10,
+                ..ListQuery::default()
+            },
+        )
+    };
+    assert_eq!(by_status(s.request.status()), vec!["r1".to_string()]);
+    assert!(by_status(Status::Pending).is_empty());
+}
