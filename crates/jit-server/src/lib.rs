@@ -122,6 +122,7 @@ impl AppState {
         let store = open_store_blocking(config)?;
         let issuer = config.issuer();
         let metrics = Arc::new(metrics::Metrics::new(store.clone()));
+        metrics.disabled_check_every(config.scheduler.disabled_check_secs);
         let validator = TokenValidator::new(
             &issuer,
             &config.keycloak.audience,

@@ -17,6 +17,7 @@
 //! | `jit_removals_failed_total` | counter | | removals given up for an administrator (`removal_failed`: Keycloak refused, or kept failing past `removal_retry_limit_secs`) |
 //! | `jit_disabled_check_last_success_timestamp_seconds` | gauge | | when the check of open requests against Keycloak's disabled users last ran to the end on this jitd (Unix time, seconds, UTC; 0 before the first): alert when it falls behind `disabled_check_secs` |
 //! | `jit_disabled_check_failures_total` | counter | | checks against Keycloak's disabled users that could not read them (nothing ended that round) |
+//! | `jit_disabled_check_interval_seconds` | gauge | | `[scheduler] disabled_check_secs` in force (seconds): the alert on the gauge above allows three of them, at least 900 s |
 //! | `jit_keycloak_request_duration_seconds` | histogram | `operation` | every HTTP call to Keycloak |
 //! | `jit_keycloak_errors_total` | counter | `operation`, `kind` | failed Keycloak calls by kind |
 //! | `jit_sse_subscribers` | gauge | | open `/v1/events` streams |
@@ -114,6 +115,7 @@ pub struct Metrics {
     removals_failed: Counter,
     disabled_check_success: Gauge,
     disabled_check_failures: Counter,
+    disabled_check_interval: Gauge,
     keycloak_duration: HistogramFamily<KeycloakLabels>,
     keycloak_errors: Family<KeycloakErrorLabels, Counter>,
     sse_subscribers: Gauge,
@@ -235,6 +237,7 @@ impl Metrics {
             removals_failed: Counter::default(),
             disabled_check_success: Gauge::default(),
             disabled_check_failures: Counter::default(),
+            disabled_check_interval: Gauge::default(),
             keycloak_duration: Family::new_with_constructor(latency),
             keycloak_errors: Family::default(),
             sse_subscribers: Gauge::default(),
@@ -287,6 +290,11 @@ impl Metrics {
             m.disabled_check_failures.clone(),
         );
         registry.register(
+            "jit_disabled_check_interval_seconds",
+            "[scheduler] disabled_check_secs in force: how often the check against Keycloak's disabled users runs, seconds",
+            m.disabled_check_interval.clone(),
+        );
+        registry.register(
             "jit_keycloak_request_duration_seconds",
             "HTTP calls to Keycloak by operation, seconds (failed ones included)",
             m.keycloak_duration.clone(),
@@ -330,6 +338,7 @@ impl Metrics {
             ("jit_removals_failed", "counter"),
             ("jit_disabled_check_last_success_timestamp_seconds", "gauge"),
             ("jit_disabled_check_failures", "counter"),
+            ("jit_disabled_check_interval_seconds", "gauge"),
             ("jit_keycloak_request_duration_seconds", "histogram"),
             ("jit_keycloak_errors", "counter"),
             ("jit_sse_subscribers", "gauge"),
@@ -418,6 +427,14 @@ impl Metrics {
     pub fn disabled_check_done(&self) {
         self.disabled_check_success
             .set(chrono::Utc::now().timestamp());
+    }
+
+    /// The check against Keycloak's disabled users runs every `secs`
+    /// seconds (`[scheduler] disabled_check_secs`), exposed so that the
+    /// staleness alert follows the configured interval.
+    pub fn disabled_check_every(&self, secs: u64) {
+        self.disabled_check_interval
+            .set(i64::try_from(secs).unwrap_or(i64::MAX));
     }
 
     /// The check against Keycloak's disabled users could not read them.
@@ -519,6 +536,7 @@ mod tests {
         m.granted(Duration::from_millis(30), 0.4);
         m.removed(Duration::from_millis(20), 7.0);
         m.webhook_attempt("ops-chat", "delivered", Duration::from_millis(10));
+        m.disabled_check_every(3600);
         let guard = m.sse_subscriber();
         let text = m.encode();
         for want in [
@@ -529,6 +547,7 @@ mod tests {
             "jit_grant_lateness_seconds_count 1",
             "jit_removal_lateness_seconds_bucket{le=\"12.8\"} 1",
             "jit_sse_subscribers 1",
+            "jit_disabled_check_interval_seconds 3600",
             "jit_webhook_deliveries_total{endpoint=\"ops-chat\",outcome=\"delivered\"} 1",
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");

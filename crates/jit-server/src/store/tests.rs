@@ -2193,8 +2193,10 @@ fn active_grant_holders_are_the_active_grants_on_both_engines() {
 #[test]
 fn a_change_of_the_documents_alone_writes_no_index_page_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        SqlStore::new(Box::new(db::Sqlite::open(&dir.path().join("s.sqlite"), 2).unwrap())).unwrap();
+    let store = SqlStore::new(Box::new(
+        db::Sqlite::open(&dir.path().join("s.sqlite"), 2).unwrap(),
+    ))
+    .unwrap();
     let (r, t) = request("r1", "u1", "db", Utc::now());
     store.insert(&r, t).unwrap();
     // Frames in the WAL since the last call (which empties it).
