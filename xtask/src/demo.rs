@@ -185,8 +185,32 @@ pub fn run(ports: Ports, opts: Options) -> Result<ExitCode> {
         println!("  jit --profile alice list");
         println!("  jit --profile bob list --to-review");
         println!("  jit --profile erin login      # any other demo user: <name> / <name>-pass");
+        // Until Ctrl-C — or until jitd ends on its own (killed, crashed):
+        // then there is nothing left to keep running for.
+        let mut ended = None;
         while signals::received().is_none() {
+            if let Ok(Some(status)) = jitd.try_wait() {
+                ended = Some(status);
+                break;
+            }
             std::thread::sleep(Duration::from_millis(200));
+        }
+        if let Some(status) = ended {
+            eprintln!(
+                "\njitd ended on its own ({status}); its log: {}. Stopping the demo.",
+                demo_dir.join("jitd.log").display()
+            );
+            if let Some(mut app) = app {
+                // SAFETY: plain syscall on our own child.
+                unsafe {
+                    libc::kill(app.id() as i32, libc::SIGTERM);
+                }
+                let _ = app.wait();
+            }
+            let kc = stopped_keycloak(&guard);
+            guard.stop()?;
+            println!("{kc}");
+            return Ok(ExitCode::FAILURE);
         }
         if let Some(mut app) = app {
             // The app ends on SIGTERM (it holds no grants of its own here).
@@ -210,7 +234,9 @@ pub fn run(ports: Ports, opts: Options) -> Result<ExitCode> {
                 "(the next `./dev demo` starts from a known state: it removes leftover demo roles)"
             );
         }
+        let kc = stopped_keycloak(&guard);
         guard.stop()?;
+        println!("Stopped jitd. {kc}");
         return Ok(ExitCode::SUCCESS);
     }
     stop_jitd(&mut jitd);
@@ -219,6 +245,19 @@ pub fn run(ports: Ports, opts: Options) -> Result<ExitCode> {
     }
     guard.stop()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What stopping the demo does to Keycloak: stops the one it started,
+/// leaves one it found running.
+fn stopped_keycloak(guard: &keycloak::KeycloakGuard) -> String {
+    if guard.started_here() {
+        "Stopped Keycloak.".to_string()
+    } else {
+        format!(
+            "Keycloak at {} was already running before the demo and keeps running.",
+            guard.url()
+        )
+    }
 }
 
 /// The desktop app with the demo's Keycloak, realm, secret and policy.
