@@ -125,13 +125,6 @@ pub fn run(ports: Ports, opts: Options) -> Result<ExitCode> {
     if opts.keep_running {
         demo.arg("--config-dir").arg(&cli_dir);
     }
-    let status = demo
-        .env("KEYCLOAK_URL", guard.url())
-        .env("JIT_BACKEND_SECRET", keycloak::BACKEND_DEMO_SECRET)
-        .status()
-        .context("cannot run jit-demo")?;
-    let display =
-        std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
     let stop_jitd = |jitd: &mut std::process::Child| {
         // SAFETY: plain syscall on our own child.
         unsafe {
@@ -139,6 +132,20 @@ pub fn run(ports: Ports, opts: Options) -> Result<ExitCode> {
         }
         let _ = jitd.wait();
     };
+    let status = match demo
+        .env("KEYCLOAK_URL", guard.url())
+        .env("JIT_BACKEND_SECRET", keycloak::BACKEND_DEMO_SECRET)
+        .status()
+        .context("cannot run jit-demo")
+    {
+        Ok(s) => s,
+        Err(e) => {
+            stop_jitd(&mut jitd);
+            return Err(e);
+        }
+    };
+    let display =
+        std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
     if !status.success() {
         stop_jitd(&mut jitd);
         guard.stop()?;
@@ -155,21 +162,28 @@ pub fn run(ports: Ports, opts: Options) -> Result<ExitCode> {
         let app = if !opts.headless && display {
             // The app joins this jitd, so the CLI and the app see the same
             // requests; it runs while the terminal keeps Keycloak and jitd up.
-            let app = crate::desktop::build()?;
-            println!("\nOpening the desktop app against jitd {server}. Log in as bob / bob-pass to approve,");
-            println!("or alice / alice-pass to request (demo passwords).");
-            Some(
+            let started = crate::desktop::build().and_then(|app| {
+                println!("\nOpening the desktop app against jitd {server}. Log in as bob / bob-pass to approve,");
+                println!("or alice / alice-pass to request (demo passwords).");
                 app_command(&app, guard.url())
                     .env("JIT_SERVER", &server)
                     .spawn()
-                    .context("cannot start the desktop app")?,
-            )
+                    .context("cannot start the desktop app")
+            });
+            match started {
+                Ok(app) => Some(app),
+                Err(e) => {
+                    // No jitd left behind (Keycloak's guard stops Keycloak).
+                    stop_jitd(&mut jitd);
+                    return Err(e);
+                }
+            }
         } else {
             None
         };
         let root_s = root.display();
         println!(
-            "\nKeycloak {} and jitd {server} keep running in this terminal until Ctrl-C.",
+            "\nKeycloak {} and jitd {server} keep running in this terminal until Ctrl-C (or until jitd ends).",
             guard.url()
         );
         println!(

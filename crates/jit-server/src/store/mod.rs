@@ -264,30 +264,70 @@ fn removal_column(g: &GrantState) -> i64 {
 }
 
 /// The columns of a request row that an update may change besides its two
-/// documents (`body`, `grant_state`), as `SqlStore::save` writes them:
+/// documents (`body`, `grant_state`), in their stored form (text, 0/1/2):
 /// status, start, end, removal state, next attempt, open review. Most of
-/// the row's indexes are on these (`INDEXES`).
+/// the row's indexes are on these (`INDEXES`). The one place that derives
+/// them from a request: `SqlStore::save` and `save_existing_pg` write
+/// these values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct UpdatedColumns {
-    status: jit_core::Status,
-    start_at: Option<DateTime<Utc>>,
-    expires_at: Option<DateTime<Utc>>,
+    status: &'static str,
+    start_at: Option<String>,
+    expires_at: Option<String>,
     removal: i64,
-    next_attempt_at: Option<DateTime<Utc>>,
-    review_open: bool,
+    next_attempt_at: Option<String>,
+    review_open: i64,
 }
 
+/// [`UpdatedColumns`] in a `SELECT` list, in [`UpdatedColumns::stored_in`]'s order.
+const UPDATED_COLS: &str =
+    "status, start_at, expires_at, removal_pending, next_attempt_at, review_open";
+
 impl UpdatedColumns {
+    /// As they must be stored for `s`.
     fn of(s: &Stored) -> UpdatedColumns {
         let r = &s.request;
         UpdatedColumns {
-            status: r.status(),
-            start_at: r.start_at(),
-            expires_at: r.expires_at(),
+            status: r.status().as_str(),
+            start_at: r.start_at().map(ts),
+            expires_at: r.expires_at().map(ts),
             removal: removal_column(&s.grant),
-            next_attempt_at: s.grant.next_attempt_at,
-            review_open: r.review_required() && r.reviewed_at().is_none(),
+            next_attempt_at: s.grant.next_attempt_at.map(ts),
+            review_open: (r.review_required() && r.reviewed_at().is_none()) as i64,
         }
+    }
+
+    /// These as a row read with [`UPDATED_COLS`] from column 2 on (the
+    /// documents' columns left null): for a row written in this very
+    /// transaction.
+    fn as_row(&self) -> Row {
+        let opt = |v: &Option<String>| v.clone().map_or(V::Null, V::Text);
+        vec![
+            V::Null,
+            V::Null,
+            V::Text(self.status.to_string()),
+            opt(&self.start_at),
+            opt(&self.expires_at),
+            V::Int(self.removal),
+            opt(&self.next_attempt_at),
+            V::Int(self.review_open),
+        ]
+    }
+
+    /// Whether the row's columns as read (`row[at..]`, [`UPDATED_COLS`])
+    /// are these: compared with what is in the row, not with what its
+    /// documents imply, so a row whose columns disagree with its documents
+    /// (an older version's, a hand edit) gets them rewritten.
+    fn stored_in(&self, row: &Row, at: usize) -> Result<bool, StoreError> {
+        let cols = row
+            .get(at..at + 6)
+            .ok_or_else(|| StoreError::Corrupt("request row lacks its columns".into()))?;
+        Ok(cols[0].text()? == self.status
+            && cols[1].opt_text()? == self.start_at
+            && cols[2].opt_text()? == self.expires_at
+            && cols[3].int()? == self.removal
+            && cols[4].opt_text()? == self.next_attempt_at
+            && cols[5].int()? == self.review_open)
     }
 }
 
@@ -578,22 +618,24 @@ impl SqlStore {
     }
 
     /// Writes request `s`: a new row (`before` is `None`) or an existing
-    /// one whose columns were `before` when read in this transaction. When none of the
-    /// columns an update may change besides the two documents did change
-    /// ([`UpdatedColumns`]: an ownership decision, a backoff's attempt
-    /// count, a vote that does not decide), only the documents are
-    /// written: an `UPDATE` rewrites the entries of every index on a
-    /// column in its `SET` list even when the value stays the same, which
-    /// on SQLite dirtied about ten index pages per request (each written
-    /// to the WAL at commit) for a change that moves none of them.
-    fn save(
-        c: &mut dyn Conn,
-        s: &Stored,
-        before: Option<UpdatedColumns>,
-    ) -> Result<(), StoreError> {
+    /// one, `before` being its row as read in this transaction with the
+    /// [`UPDATED_COLS`] from column 2 on. When the row already holds
+    /// every other column as `s` needs it ([`UpdatedColumns`]: an
+    /// ownership decision, the start of an assignment attempt, a vote that
+    /// does not decide), only the documents are written: an `UPDATE`
+    /// rewrites the entries of every index on a column in its `SET` list
+    /// even when the value stays the same, which on SQLite dirtied a page
+    /// per such index (5 WAL frames more for one request) for a change
+    /// that moves none of them.
+    fn save(c: &mut dyn Conn, s: &Stored, before: Option<&Row>) -> Result<(), StoreError> {
         let r = &s.request;
         let new = before.is_none();
-        if before.is_some_and(|b| b == UpdatedColumns::of(s)) {
+        let cols = UpdatedColumns::of(s);
+        let unchanged = match before {
+            Some(row) => cols.stored_in(row, 2)?,
+            None => false,
+        };
+        if unchanged {
             // The status stays, so the pending slot does too (the upsert
             // below gives it up only when the status leaves `pending`).
             c.exec(
@@ -616,7 +658,6 @@ impl SqlStore {
             jit_core::RequestKind::Extension { grant_id } => Some(grant_id.clone()),
             jit_core::RequestKind::Access => None,
         };
-        let review_open = (r.review_required() && r.reviewed_at().is_none()) as i64;
         // The slot of "one pending request per requester and entitlement"
         // or, for an extension, "one pending extension per grant"
         // (`AccessRequest::takes_pending_slot`): taken at creation, given up
@@ -633,18 +674,18 @@ impl SqlStore {
                 P::from(r.id()),
                 P::from(r.entitlement_id()),
                 P::from(r.requester_id()),
-                P::from(r.status().as_str()),
+                P::from(cols.status),
                 P::from(target_key(r.target())),
                 P::from(extends),
                 P::from(ts(r.created_at())),
                 P::from(ts(r.pending_until())),
-                P::from(r.start_at().map(ts)),
-                P::from(r.expires_at().map(ts)),
+                P::from(cols.start_at),
+                P::from(cols.expires_at),
                 P::from(serde_json::to_string(r).expect("request serialises")),
                 P::from(serde_json::to_string(&s.grant).expect("grant state serialises")),
-                P::from(removal_column(&s.grant)),
-                P::from(s.grant.next_attempt_at.map(ts)),
-                P::from(review_open),
+                P::from(cols.removal),
+                P::from(cols.next_attempt_at),
+                P::from(cols.review_open),
                 P::from(pending_slot),
             ],
         )?;
@@ -867,11 +908,11 @@ impl SqlStore {
                 request: r.clone(),
                 grant: GrantState::default(),
             };
-            let mut o = self.get_for_update(c, other)?;
-            let (n0, o0) = (UpdatedColumns::of(&n), UpdatedColumns::of(&o));
+            let (mut o, o0) = self.get_for_update(c, other)?;
+            let n0 = UpdatedColumns::of(&n).as_row();
             let (en, eo) = f(&mut n, &mut o)?;
-            Self::save(c, &n, Some(n0))?;
-            Self::save(c, &o, Some(o0))?;
+            Self::save(c, &n, Some(&n0))?;
+            Self::save(c, &o, Some(&o0))?;
             for e in &en {
                 recs.push(self.append(c, head, &n.request, e)?);
             }
@@ -884,14 +925,19 @@ impl SqlStore {
         .map_err(|e| self.duplicate_pending(r, e))
     }
 
-    fn get_for_update(&self, c: &mut dyn Conn, id: &str) -> Result<Stored, StoreError> {
-        let sql = match self.db.dialect() {
-            Dialect::Sqlite => "SELECT body, grant_state FROM requests WHERE id = ?",
-            Dialect::Postgres => "SELECT body, grant_state FROM requests WHERE id = ? FOR UPDATE",
+    /// Request `id` (locked for this transaction on PostgreSQL), with its
+    /// row as read (the [`UPDATED_COLS`] from column 2 on, for `save`).
+    fn get_for_update(&self, c: &mut dyn Conn, id: &str) -> Result<(Stored, Row), StoreError> {
+        let lock = match self.db.dialect() {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
         };
-        let rows = c.query(sql, &[P::from(id)])?;
-        match rows.first() {
-            Some(row) => Self::row_to_stored(row),
+        let mut rows = c.query(
+            &format!("SELECT body, grant_state, {UPDATED_COLS} FROM requests WHERE id = ?{lock}"),
+            &[P::from(id)],
+        )?;
+        match rows.pop() {
+            Some(row) => Ok((Self::row_to_stored(&row)?, row)),
             None => Err(DomainError::NotFound.into()),
         }
     }
@@ -904,10 +950,9 @@ impl SqlStore {
         F: FnOnce(&mut Stored) -> Result<Vec<Entry>, DomainError>,
     {
         self.write(|c| {
-            let mut s = self.get_for_update(c, id)?;
-            let before = UpdatedColumns::of(&s);
+            let (mut s, before) = self.get_for_update(c, id)?;
             let entries = f(&mut s)?;
-            Self::save(c, &s, Some(before))?;
+            Self::save(c, &s, Some(&before))?;
             let (mut recs, head) = (Vec::new(), &mut None);
             for e in &entries {
                 recs.push(self.append(c, head, &s.request, e)?);
@@ -931,17 +976,16 @@ impl SqlStore {
         self.write(|c| {
             // Rows are locked in id order, as everywhere (no lock-order
             // deadlock with claim releases, which take no audit lock).
-            let (mut sa, mut sb) = if a <= b {
+            let ((mut sa, a0), (mut sb, b0)) = if a <= b {
                 let sa = self.get_for_update(c, a)?;
                 (sa, self.get_for_update(c, b)?)
             } else {
                 let sb = self.get_for_update(c, b)?;
                 (self.get_for_update(c, a)?, sb)
             };
-            let (a0, b0) = (UpdatedColumns::of(&sa), UpdatedColumns::of(&sb));
             let (ea, eb) = f(&mut sa, &mut sb)?;
-            Self::save(c, &sa, Some(a0))?;
-            Self::save(c, &sb, Some(b0))?;
+            Self::save(c, &sa, Some(&a0))?;
+            Self::save(c, &sb, Some(&b0))?;
             let (mut recs, head) = (Vec::new(), &mut None);
             for e in &ea {
                 recs.push(self.append(c, head, &sa.request, e)?);
@@ -1038,7 +1082,9 @@ impl SqlStore {
                 )?
             } else {
                 c.query(
-                    &format!("SELECT body, grant_state FROM requests WHERE id{list} ORDER BY id"),
+                    &format!(
+                        "SELECT body, grant_state, {UPDATED_COLS} FROM requests WHERE id{list} ORDER BY id"
+                    ),
                     &[P::from(&json)],
                 )?
             };
@@ -1055,7 +1101,6 @@ impl SqlStore {
             for row in &rows {
                 let mut s = Self::row_to_stored(row)?;
                 let votes = s.request.votes().len();
-                let before = UpdatedColumns::of(&s);
                 let Ok(entries) = f(&mut s) else {
                     continue;
                 };
@@ -1065,7 +1110,7 @@ impl SqlStore {
                     }
                     saved.push((s, votes));
                 } else {
-                    Self::save(c, &s, Some(before))?;
+                    Self::save(c, &s, Some(row))?;
                     for e in &entries {
                         let rec = self.append(c, head, &s.request, e)?;
                         recs.push((rec, 0));
@@ -1136,16 +1181,17 @@ impl SqlStore {
             .iter()
             .map(|(s, _)| {
                 let r = &s.request;
+                let cols = UpdatedColumns::of(s);
                 serde_json::json!({
                     "id": r.id(),
-                    "status": r.status().as_str(),
-                    "start_at": r.start_at().map(ts),
-                    "expires_at": r.expires_at().map(ts),
+                    "status": cols.status,
+                    "start_at": cols.start_at,
+                    "expires_at": cols.expires_at,
                     "body": serde_json::to_string(r).expect("request serialises"),
                     "grant_state": serde_json::to_string(&s.grant).expect("grant state serialises"),
-                    "removal_pending": removal_column(&s.grant),
-                    "next_attempt_at": s.grant.next_attempt_at.map(ts),
-                    "review_open": (r.review_required() && r.reviewed_at().is_none()) as i64,
+                    "removal_pending": cols.removal,
+                    "next_attempt_at": cols.next_attempt_at,
+                    "review_open": cols.review_open,
                     "release_by": release
                         .filter(|(_, which)| which.contains(r.id()))
                         .map(|(owner, _)| owner),

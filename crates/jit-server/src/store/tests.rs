@@ -2185,11 +2185,11 @@ fn active_grant_holders_are_the_active_grants_on_both_engines() {
 }
 
 /// An update that changes only a request's documents (here its grant
-/// state, as the scheduler's ownership decision and a retry's attempt
-/// count do) rewrites the row and no index entry: on SQLite one WAL frame,
-/// the table's page, where rewriting the row's indexed columns as well
-/// dirtied a page per index (written to the WAL at every commit). A
-/// status change still moves the row in its indexes.
+/// state, as the scheduler's ownership decision and the start of an
+/// assignment attempt do) rewrites the row and no index entry: on SQLite
+/// one WAL frame, the table's page, where rewriting the row's indexed
+/// columns as well dirtied a page per index (written to the WAL at every
+/// commit). A status change still moves the row in its indexes.
 #[test]
 fn a_change_of_the_documents_alone_writes_no_index_page_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
@@ -2220,7 +2220,7 @@ fn a_change_of_the_documents_alone_writes_no_index_page_on_sqlite() {
     assert_eq!(frames(&store), 1, "one request's grant state alone");
     store
         .update_each(&["r1".to_string()], |s| {
-            s.grant.attempts += 1;
+            s.grant.assigning_since = Some(Utc::now());
             Ok(vec![])
         })
         .unwrap();
@@ -2238,7 +2238,7 @@ fn a_change_of_the_documents_alone_writes_no_index_page_on_sqlite() {
     let got = store.get("r1").unwrap().unwrap();
     assert_eq!(got.request.status(), s.request.status());
     assert_eq!(got.grant.owns_assignment, Some(true));
-    assert_eq!(got.grant.attempts, 1);
+    assert!(got.grant.assigning_since.is_some());
     let by_status = |status| {
         all_pages(
             &store,
@@ -2255,4 +2255,67 @@ fn a_change_of_the_documents_alone_writes_no_index_page_on_sqlite() {
     };
     assert_eq!(by_status(s.request.status()), vec!["r1".to_string()]);
     assert!(by_status(Status::Pending).is_empty());
+}
+
+/// Each column an update may change besides the documents is written when
+/// it changes, alone; and a row whose columns disagree with its documents
+/// (an older version's, a hand edit) gets them rewritten by its next
+/// update, even one that changes only the documents. On both engines.
+#[test]
+fn an_update_writes_each_changed_column_and_mends_disagreeing_ones() {
+    for (name, store, _keep) in stores() {
+        let (r, t) = request("r1", "u1", "db", Utc::now());
+        store.insert(&r, t).unwrap();
+        let columns = |store: &SqlStore| -> Row {
+            let mut c = store.raw_writer().unwrap();
+            let mut rows = c
+                .query(
+                    &format!("SELECT {UPDATED_COLS} FROM requests WHERE id = ?"),
+                    &[P::from("r1")],
+                )
+                .unwrap();
+            rows.pop().unwrap()
+        };
+        let at = Utc::now() + chrono::Duration::seconds(30);
+        store
+            .update("r1", move |s| {
+                s.grant.next_attempt_at = Some(at);
+                Ok(vec![])
+            })
+            .unwrap();
+        assert_eq!(
+            columns(&store)[4],
+            db::V::Text(ts(at)),
+            "{name}: next attempt"
+        );
+        store
+            .update_each(&["r1".to_string()], |s| {
+                s.grant.next_attempt_at = None;
+                s.grant.removal_pending = true;
+                Ok(vec![])
+            })
+            .unwrap();
+        let c = columns(&store);
+        assert_eq!(c[3], db::V::Int(1), "{name}: removal state, batched");
+        assert_eq!(c[4], db::V::Null, "{name}: next attempt cleared, batched");
+
+        // A hand edit the documents do not say.
+        store
+            .raw_writer()
+            .unwrap()
+            .exec(
+                "UPDATE requests SET status = 'denied', removal_pending = 0 WHERE id = ?",
+                &[P::from("r1")],
+            )
+            .unwrap();
+        store
+            .update("r1", |s| {
+                s.grant.owns_assignment = Some(true);
+                Ok(vec![])
+            })
+            .unwrap();
+        let c = columns(&store);
+        assert_eq!(c[0], db::V::Text("pending".into()), "{name}: status mended");
+        assert_eq!(c[3], db::V::Int(1), "{name}: removal state mended");
+    }
 }
