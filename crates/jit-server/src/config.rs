@@ -18,6 +18,13 @@ pub struct Config {
     pub database: PathBuf,
     /// Policy file (see `config/policy.toml`); reloaded when it changes.
     pub policy: PathBuf,
+    /// How long a client may take to send a request's head (request line
+    /// and headers, from when it starts one) and, separately, its body,
+    /// in seconds (default 30; 1 to 300). A connection slower than that is
+    /// closed, or its request answered 400, so connections that trickle a
+    /// request or never finish one (slowloris) cannot pile up.
+    #[serde(default = "default_request_read_timeout")]
+    pub request_read_timeout_secs: u64,
     /// `text` (default) or `json`: one JSON object per log line.
     #[serde(default)]
     pub log_format: crate::tracing_setup::LogFormat,
@@ -65,6 +72,9 @@ pub struct KeycloakConfig {
     pub grants_attribute: Option<String>,
 }
 
+fn default_request_read_timeout() -> u64 {
+    30
+}
 fn default_listen() -> String {
     "127.0.0.1:8787".into()
 }
@@ -116,6 +126,13 @@ impl Config {
         }
         crate::webhooks::validate_all(&c.webhooks)
             .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+        let t = c.request_read_timeout_secs;
+        if !(1..=300).contains(&t) {
+            anyhow::bail!(
+                "config {}: request_read_timeout_secs = {t}: it must be 1 to 300 (seconds)",
+                path.display()
+            );
+        }
         let d = c.scheduler.disabled_check_secs;
         if !(1..=3600).contains(&d) {
             anyhow::bail!(
@@ -244,6 +261,37 @@ mod tests {
                 .disabled_check_secs,
             30
         );
+    }
+
+    /// The time a client has to send a request's head and body is 1 to
+    /// 300 s (default 30); 0 (no limit: slowloris) and more are refused.
+    #[test]
+    fn request_read_timeout_secs_is_refused_outside_its_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jitd.toml");
+        let with = |line: &str| {
+            std::fs::write(
+                &path,
+                format!(
+                    "listen = \"127.0.0.1:0\"\ndatabase = \"j.sqlite\"\npolicy = \"policy.toml\"\n{line}\n\n[keycloak]\nurl = \"http://127.0.0.1:9\"\nrealm = \"r\"\n"
+                ),
+            )
+            .unwrap();
+            Config::load(&path)
+        };
+        for bad in ["0", "301"] {
+            let e = with(&format!("request_read_timeout_secs = {bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("must be 1 to 300"), "{bad}: {e}");
+        }
+        assert_eq!(
+            with("request_read_timeout_secs = 5")
+                .unwrap()
+                .request_read_timeout_secs,
+            5
+        );
+        assert_eq!(with("").unwrap().request_read_timeout_secs, 30);
     }
 
     /// A password never shows in messages, whether in the URL's user

@@ -412,6 +412,78 @@ fn no_delay(
     })
 }
 
+/// Serves `app` on `listener` until `shutdown` completes, then lets the
+/// open connections finish (each is told to close after its request in
+/// flight; event streams end when jitd says it is stopping) and returns.
+///
+/// What `axum::serve` does, plus a limit on reading a request's head:
+/// a connection that has not sent a whole request line and headers
+/// `head_timeout` after it started one (or after it connected) is closed
+/// (hyper's `header_read_timeout`). Without it a client could hold
+/// connections open for ever by sending a request a byte at a time or
+/// never finishing it. The body has its own limit
+/// (`RequestBodyTimeoutLayer` between its frames and
+/// `extract::BodyDeadline` for all of it, the same duration: a request
+/// whose body stops or trickles is answered 400). Accept errors (e.g. out of file
+/// descriptors) are waited out as `axum::serve` does.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    head_timeout: std::time::Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use axum::serve::Listener;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let mut listener = no_delay(listener);
+    // Connections start closing when `open` is dropped; `done` closes
+    // once every connection's clone of `finished` is gone.
+    let (open, open_rx) = tokio::sync::watch::channel(());
+    let (done, finished) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (io, peer) = tokio::select! {
+            conn = listener.accept() => conn,
+            _ = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let open = open.clone();
+        let finished = finished.clone();
+        tokio::spawn(async move {
+            // HTTP/1.1 only, as before (axum::serve without its `http2`
+            // feature).
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(head_timeout);
+            let mut conn = std::pin::pin!(builder
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades());
+            let mut closing = std::pin::pin!(open.closed());
+            let mut told = false;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = &mut closing, if !told => {
+                        told = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(finished);
+        });
+    }
+    drop(open_rx);
+    drop(finished);
+    done.closed().await;
+}
+
 /// Whether an announcement on the database ([`store::db::Announced`])
 /// wakes this replica's scheduler: another replica's write it has not
 /// seen yet, or `0` ("look again": a reconnect, or Keycloak answering
@@ -503,17 +575,20 @@ async fn serve(config: &Config, state: Arc<AppState>) -> anyhow::Result<Server> 
         }),
     );
     let deliveries = webhooks::spawn(state.clone(), state.webhooks.clone());
-    let app = api::router(state.clone());
+    let read_timeout = std::time::Duration::from_secs(config.request_read_timeout_secs);
+    let app = api::router(state.clone())
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            read_timeout,
+        ))
+        .layer(axum::Extension(extract::BodyDeadline(read_timeout)));
     let st = state.clone();
     let task = tokio::spawn(async move {
         let stopping = st.clone();
-        let serve = axum::serve(no_delay(listener), app).with_graceful_shutdown(async move {
+        serve_http(listener, app, read_timeout, async move {
             let _ = rx.await;
             let _ = stopping.stopping.send(true);
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "server error");
-        }
+        })
+        .await;
         let _ = st.stopping.send(true);
         let _ = sched.await;
         let _ = hub.await;

@@ -809,3 +809,30 @@ async fn an_event_id_past_the_newest_starts_after_the_newest() {
     );
     j.stop().await;
 }
+
+/// A request id that is not UTF-8 once percent-decoded is a 400 problem
+/// like any other bad input, on every route that takes an id (it was
+/// axum's plain-text rejection).
+#[tokio::test]
+async fn an_id_that_is_not_utf8_is_a_problem() {
+    let j = start(POLICY, kc(), "").await;
+    let t = j.issuer.token("alice", &[]);
+    for (method, path, body) in [
+        ("GET", "/v1/requests/%00%ff", None),
+        (
+            "POST",
+            "/v1/requests/%ff/approve",
+            Some(serde_json::json!({})),
+        ),
+        ("POST", "/v1/grants/%ff/drop", Some(serde_json::json!({}))),
+    ] {
+        let (status, problem) = send(&j, method, path, &t, body).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{method} {path}: {problem}"
+        );
+        assert_eq!(problem["code"], "bad_request", "{method} {path}: {problem}");
+    }
+    j.stop().await;
+}

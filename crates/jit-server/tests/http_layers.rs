@@ -2,9 +2,13 @@
 //! unauthenticated routes are called): request ids, the OpenAPI document,
 //! HTTP metrics, problem+json for unknown routes.
 
+mod support;
+
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const POLICY: &str = r#"
 [[entitlement]]
@@ -191,5 +195,113 @@ async fn metrics_count_http_requests_by_route_template() {
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
+    server.shutdown().await;
+}
+
+/// What the peer sent until it closed the connection, or `None` when it
+/// was still open after `limit`.
+async fn until_closed(s: &mut tokio::net::TcpStream, limit: Duration) -> Option<String> {
+    let mut got = Vec::new();
+    tokio::time::timeout(limit, async {
+        let _ = s.read_to_end(&mut got).await;
+    })
+    .await
+    .ok()?;
+    Some(String::from_utf8_lossy(&got).into_owned())
+}
+
+/// A client that starts a request and never finishes it — its head or
+/// its body — or connects and sends nothing, is cut off after
+/// `request_read_timeout_secs` (slowloris): it cannot hold connections
+/// open for ever. A stalled body is answered with a problem; other
+/// clients are served meanwhile.
+#[tokio::test]
+async fn a_request_that_never_finishes_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = support::Issuer::start().await;
+    std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
+    std::fs::write(dir.path().join("secret"), "not-used-here").unwrap();
+    std::fs::write(
+        dir.path().join("jitd.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\ndatabase = \"db.sqlite\"\npolicy = \"policy.toml\"\n\
+             request_read_timeout_secs = 1\n\
+             [keycloak]\nurl = \"http://127.0.0.1:9\"\nrealm = \"test\"\nissuer = \"{}\"\n\
+             backend_client_secret_file = \"secret\"\n",
+            issuer.issuer
+        ),
+    )
+    .unwrap();
+    let cfg = jit_server::Config::load(&dir.path().join("jitd.toml")).unwrap();
+    let server = jit_server::start(&cfg).await.unwrap();
+    let connect = || tokio::net::TcpStream::connect(server.addr);
+    // Far above the 1 s limit: only a connection left open fails.
+    let limit = Duration::from_secs(20);
+
+    let mut head = connect().await.unwrap();
+    head.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut idle = connect().await.unwrap();
+    let mut body = connect().await.unwrap();
+    let token = issuer.token("alice", &[]);
+    body.write_all(
+        format!(
+            "POST /v1/requests HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"entit"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+
+    // Served meanwhile.
+    let r = reqwest::get(format!("{}/healthz", server.url()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let got = until_closed(&mut head, limit)
+        .await
+        .expect("a head that never ends: connection closed");
+    assert!(!got.contains(" 200 "), "{got}");
+    until_closed(&mut idle, limit)
+        .await
+        .expect("a connection that sends nothing: closed");
+    let got = until_closed(&mut body, limit)
+        .await
+        .expect("a body that stops: answered and closed");
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    assert!(got.contains("application/problem+json"), "{got}");
+
+    // A body trickled a byte at a time, each within the limit: all of it
+    // must still arrive within the limit.
+    let (mut rd, mut wr) = connect().await.unwrap().into_split();
+    wr.write_all(
+        format!(
+            "POST /v1/requests HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..200 {
+            if wr.write_all(b" ").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut got = Vec::new();
+    tokio::time::timeout(limit, rd.read_to_end(&mut got))
+        .await
+        .expect("a trickled body: answered and closed")
+        .unwrap();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    assert!(got.contains("did not arrive within 1 s"), "{got}");
+    trickle.abort();
     server.shutdown().await;
 }

@@ -13,7 +13,7 @@ mod requests;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::{middleware, Json, Router};
@@ -35,7 +35,7 @@ use crate::error::ApiError;
 use crate::scheduler::end_grant;
 use crate::store::{AuditVerification, Cursor, Entry, ListQuery, Stored, Viewer};
 
-pub use crate::extract::{Body, Caller, Q};
+pub use crate::extract::{Body, Caller, Path, Q};
 pub use crate::views::view;
 use crate::views::{load_visible, not_visible};
 use crate::AppState;
