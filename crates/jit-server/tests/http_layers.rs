@@ -2,6 +2,8 @@
 //! unauthenticated routes are called): request ids, the OpenAPI document,
 //! HTTP metrics, problem+json for unknown routes.
 
+// Only its token issuer is used here.
+#[allow(unused_imports)]
 mod support;
 
 use std::path::Path;
