@@ -646,14 +646,27 @@ impl SqlStore {
                     P::from(r.id()),
                 ],
             )?;
-            for v in r.votes() {
-                c.exec(
-                    "INSERT INTO request_votes (request_id, approver_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                    &[P::from(r.id()), P::from(&v.approver_id)],
-                )?;
-            }
-            return Ok(());
+        } else {
+            Self::upsert(c, s, &cols, new)?;
         }
+        for v in r.votes() {
+            c.exec(
+                "INSERT INTO request_votes (request_id, approver_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                &[P::from(r.id()), P::from(&v.approver_id)],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The whole row of `s` with `cols` (its [`UpdatedColumns`]): inserted
+    /// when `new`, else every column an update may change rewritten.
+    fn upsert(
+        c: &mut dyn Conn,
+        s: &Stored,
+        cols: &UpdatedColumns,
+        new: bool,
+    ) -> Result<(), StoreError> {
+        let r = &s.request;
         let extends = match &r.kind() {
             jit_core::RequestKind::Extension { grant_id } => Some(grant_id.clone()),
             jit_core::RequestKind::Access => None,
@@ -679,22 +692,16 @@ impl SqlStore {
                 P::from(extends),
                 P::from(ts(r.created_at())),
                 P::from(ts(r.pending_until())),
-                P::from(cols.start_at),
-                P::from(cols.expires_at),
+                P::from(cols.start_at.clone()),
+                P::from(cols.expires_at.clone()),
                 P::from(serde_json::to_string(r).expect("request serialises")),
                 P::from(serde_json::to_string(&s.grant).expect("grant state serialises")),
                 P::from(cols.removal),
-                P::from(cols.next_attempt_at),
+                P::from(cols.next_attempt_at.clone()),
                 P::from(cols.review_open),
                 P::from(pending_slot),
             ],
         )?;
-        for v in r.votes() {
-            c.exec(
-                "INSERT INTO request_votes (request_id, approver_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                &[P::from(r.id()), P::from(&v.approver_id)],
-            )?;
-        }
         Ok(())
     }
 
